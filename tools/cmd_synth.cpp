@@ -1,0 +1,6 @@
+// Placeholder until its issue lands: the subcommand is registered so helpers can fill it in.
+#include "commands.h"
+#include "keel/error.h"
+namespace keel::cli {
+int cmd_synth(const CommandArgs&) { throw Error("keel synth is not available in this build yet"); }
+}  // namespace keel::cli

@@ -1,0 +1,2 @@
+#include "commands.h"
+namespace keel::cli { int cmd_tokenize(const CommandArgs&) { return 1; } }

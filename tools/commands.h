@@ -1,0 +1,20 @@
+// keel's subcommands: each takes the arguments after its name and returns the exit code.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace keel::cli {
+
+using CommandArgs = std::vector<std::string>;
+
+int cmd_run(const CommandArgs& args);
+int cmd_inspect(const CommandArgs& args);
+int cmd_tokenize(const CommandArgs& args);
+int cmd_perplexity(const CommandArgs& args);
+int cmd_bench(const CommandArgs& args);
+int cmd_plan(const CommandArgs& args);
+int cmd_quantize(const CommandArgs& args);
+int cmd_synth(const CommandArgs& args);
+int cmd_convert(const CommandArgs& args);
+
+}  // namespace keel::cli
