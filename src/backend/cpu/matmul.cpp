@@ -1,0 +1,214 @@
+// The matmul driver: picks the kernel set, splits the work over threads, and runs the GEMV or the
+// blocked GEMM loop. The kernels themselves are in matmul_generic.cpp and matmul_avx2.cpp.
+#include "backend/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "keel/error.h"
+#include "quant/dequant.h"
+
+namespace keel::cpu {
+namespace {
+
+constexpr size_t kAlign = 64;
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// One thread's GEMM scratch, in floats.
+struct GemmScratch {
+  size_t xp_floats;     // packed activations: [tokens of the block / 6][kBlockK][6]
+  size_t tmp_floats;    // dequantized rows:   [16][kBlockK]
+  size_t panel_floats;  // packed weights:     [kBlockK][16]
+  size_t bytes() const {
+    return align_up(xp_floats * 4) + align_up(tmp_floats * 4) + align_up(panel_floats * 4);
+  }
+};
+
+GemmScratch gemm_scratch(int64_t max_tokens) {
+  const int64_t block_tokens = round_up(std::min(max_tokens, kBlockTokens), kTileTokens);
+  return {static_cast<size_t>(block_tokens * kBlockK), static_cast<size_t>(kTileRows * kBlockK),
+          static_cast<size_t>(kBlockK * kTileRows)};
+}
+
+bool supported(quant::Type type) {
+  switch (type) {
+    case quant::Type::F32: case quant::Type::F16: case quant::Type::BF16:
+    case quant::Type::Q4_0: case quant::Type::Q8_0:
+    case quant::Type::Q4_K: case quant::Type::Q5_K: case quant::Type::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+[[noreturn]] void unsupported(quant::Type type) {
+  throw Error("matmul: keel cannot multiply with tensor type " + std::string(quant::type_name(type)));
+}
+
+// x rows [n_tok][ldx] (from input k0) -> groups of 6 tokens, each [kc][6]; missing tokens are 0.
+void pack_tokens(const float* x, int64_t ldx, int64_t n_tok, int64_t kc, float* xp) {
+  for (int64_t g = 0; g * kTileTokens < n_tok; ++g) {
+    float* dst = xp + g * kc * kTileTokens;
+    for (int t = 0; t < kTileTokens; ++t) {
+      const int64_t tok = g * kTileTokens + t;
+      if (tok < n_tok) {
+        const float* src = x + tok * ldx;
+        for (int64_t k = 0; k < kc; ++k) dst[k * kTileTokens + t] = src[k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k) dst[k * kTileTokens + t] = 0.0f;
+      }
+    }
+  }
+}
+
+struct GemmJob {
+  const WeightView* w;
+  const float* x;
+  int64_t n_tokens;
+  float* y;
+  char* scratch;
+  size_t scratch_per_thread;
+  GemmScratch layout;
+  TypeKernels tk;
+  GemmKernels gk;
+};
+
+// One thread's share of the GEMM: the row panels [panel_begin, panel_end).
+void gemm_thread(const GemmJob& job, int64_t panel_begin, int64_t panel_end, char* scratch) {
+  const WeightView& w = *job.w;
+  float* xp = reinterpret_cast<float*>(scratch);
+  float* tmp = reinterpret_cast<float*>(scratch + align_up(job.layout.xp_floats * 4));
+  float* panel = reinterpret_cast<float*>(scratch + align_up(job.layout.xp_floats * 4) +
+                                          align_up(job.layout.tmp_floats * 4));
+  const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  const char* wdata = static_cast<const char*>(w.data);
+
+  for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kBlockTokens) {
+    const int64_t mc = std::min(kBlockTokens, job.n_tokens - t0);
+    for (int64_t k0 = 0; k0 < w.n_in; k0 += kBlockK) {
+      const int64_t kc = std::min(kBlockK, w.n_in - k0);
+      const size_t k_offset = quant::row_bytes(w.type, static_cast<uint64_t>(k0));
+      pack_tokens(job.x + t0 * w.n_in + k0, w.n_in, mc, kc, xp);
+      for (int64_t p = panel_begin; p < panel_end; ++p) {
+        const int64_t r0 = p * kTileRows;
+        const int n_rows = static_cast<int>(std::min<int64_t>(kTileRows, w.n_out - r0));
+        for (int i = 0; i < n_rows; ++i)
+          job.tk.dequant_row(wdata + static_cast<size_t>(r0 + i) * row_bytes + k_offset,
+                             tmp + i * kBlockK, kc);
+        job.gk.pack_panel(tmp, kBlockK, n_rows, kc, panel);
+        for (int64_t g = 0; g * kTileTokens < mc; ++g) {
+          const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, mc - g * kTileTokens));
+          float* yt = job.y + (t0 + g * kTileTokens) * w.n_out + r0;
+          job.gk.micro(kc, xp + g * kc * kTileTokens, panel, yt, w.n_out, n_tok, n_rows, k0 > 0);
+        }
+      }
+    }
+  }
+}
+
+void run_gemm(const GemmJob& job, ThreadPool& pool) {
+  const int64_t n_panels = (job.w->n_out + kTileRows - 1) / kTileRows;
+  // A single std::function capture (one reference) keeps ThreadPool::run allocation-free.
+  pool.run([&job = job, n_panels](int ith, int nth) {
+    const int64_t per = (n_panels + nth - 1) / nth;
+    const int64_t begin = std::min(n_panels, per * ith);
+    const int64_t end = std::min(n_panels, per * (ith + 1));
+    if (begin < end) gemm_thread(job, begin, end, job.scratch + job.scratch_per_thread * ith);
+  });
+}
+
+struct GemvJob {
+  const WeightView* w;
+  const float* x;
+  int64_t n_tokens;
+  float* y;
+  GemvFn gemv;
+};
+
+void run_gemv(const GemvJob& job, ThreadPool& pool) {
+  // Rows split in contiguous ranges of a multiple of 16 rows (whole cache lines of y).
+  pool.run([&job = job](int ith, int nth) {
+    const WeightView& w = *job.w;
+    const int64_t groups = (w.n_out + 15) / 16;
+    const int64_t per = (groups + nth - 1) / nth;
+    const int64_t begin = std::min(w.n_out, per * ith * 16);
+    const int64_t end = std::min(w.n_out, per * (ith + 1) * 16);
+    if (begin >= end) return;
+    const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+    job.gemv(static_cast<const char*>(w.data) + static_cast<size_t>(begin) * row_bytes, row_bytes,
+             w.n_in, end - begin, job.x, w.n_in, job.n_tokens, job.y + begin, w.n_out);
+  });
+}
+
+}  // namespace
+
+Isa best_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? Isa::avx2 : Isa::generic;
+  }();
+  return isa;
+}
+
+const char* isa_name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "generic"; }
+
+TypeKernels type_kernels(Isa isa, quant::Type type) {
+  const TypeKernels k = isa == Isa::avx2 ? type_kernels_avx2(type) : type_kernels_generic(type);
+  if (!k.dequant_row || !k.gemv) unsupported(type);
+  return k;
+}
+
+GemmKernels gemm_kernels(Isa isa) {
+  return isa == Isa::avx2 ? gemm_kernels_avx2() : gemm_kernels_generic();
+}
+
+size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads) {
+  if (!supported(type)) unsupported(type);
+  if (max_tokens < kGemmMinTokens) return kAlign;
+  return kAlign + static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
+}
+
+void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                 void* scratch, ThreadPool& pool) {
+  if (n_tokens <= 0 || w.n_out <= 0) return;
+  const TypeKernels tk = type_kernels(isa, w.type);
+  if (w.n_in <= 0) {
+    std::fill_n(y, n_tokens * w.n_out, 0.0f);
+    return;
+  }
+  if (n_tokens < kGemmMinTokens) {
+    run_gemv({&w, x, n_tokens, y, tk.gemv}, pool);
+    return;
+  }
+  const GemmScratch layout = gemm_scratch(n_tokens);
+  const auto base = reinterpret_cast<uintptr_t>(scratch);
+  char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
+  run_gemm({&w, x, n_tokens, y, aligned, layout.bytes(), layout, tk, gemm_kernels(isa)}, pool);
+}
+
+void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+            ThreadPool& pool) {
+  matmul_with(best_isa(), w, x, n_tokens, y, scratch, pool);
+}
+
+void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  if (!supported(w.type)) unsupported(w.type);
+  const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  std::vector<float> row(static_cast<size_t>(w.n_in));
+  for (int64_t r = 0; r < w.n_out; ++r) {
+    quant::dequantize_row(w.type, static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes,
+                          row.data(), w.n_in);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0.0;
+      for (int64_t k = 0; k < w.n_in; ++k) s += static_cast<double>(row[k]) * x[t * w.n_in + k];
+      y[t * w.n_out + r] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace keel::cpu

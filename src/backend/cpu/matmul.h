@@ -1,0 +1,100 @@
+// CPU matrix multiply of a GGUF weight (any computable type) by f32 activations.
+//
+// Activations stay f32 on every path: weights are dequantized exactly (in registers or into a
+// small f32 tile) and multiplied with f32 FMAs, so results differ from the exact-dequantized
+// reference only by float reassociation. Two paths:
+//   - GEMV (n_tokens < kGemmMinTokens): each weight row is streamed once, dequantized chunk by
+//     chunk into a stack buffer in L1 and dotted with every token (memory-bandwidth bound).
+//   - GEMM: a panel of 16 weight rows × 256 inputs is dequantized and transposed into scratch,
+//     then a 6-token × 16-output register-blocked micro-kernel runs over every token of the
+//     chunk (compute bound; the dequant is amortised over the tokens).
+// Every kernel has an always-compiled scalar twin ("generic") with the same signature; the AVX2
+// twins live in matmul_avx2.cpp and are only called after a runtime CPU check.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cpu/thread_pool.h"
+#include "quant/types.h"
+
+namespace keel::cpu {
+
+struct WeightView {     // a GGUF tensor used in place (mmapped, 32-byte aligned)
+  quant::Type type;     // F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K
+  const void* data;     // [n_out rows] of row_bytes(type, n_in)
+  int64_t n_in;         // ne[0]: elements per row (multiple of the block size)
+  int64_t n_out;        // ne[1]: rows
+};
+
+// Bytes of caller-owned scratch `matmul` needs for up to `max_tokens` tokens on a pool of up to
+// `n_threads` threads.
+size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads);
+
+// y[t * n_out + r] = sum_k W[r][k] * x[t * n_in + k]   for t < n_tokens, r < n_out.
+// x: [n_tokens, n_in] f32, y: [n_tokens, n_out] f32 (must not alias x).
+// scratch: at least matmul_scratch_bytes(w.type, w.n_in, n_tokens, pool.size()) bytes, any
+// alignment. Does not allocate. Throws keel::Error for a type it cannot multiply.
+void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+            ThreadPool& pool);
+
+// The always-compiled scalar reference with the same contract (dequantizes each row with
+// quant::dequantize_row and accumulates in double). Allocates; for tests and tools only.
+void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+
+// ---- the kernels, exposed so tests can compare each SIMD kernel with its scalar twin --------
+
+enum class Isa { generic, avx2 };
+
+// The best instruction set this CPU supports (AVX2 needs avx2 and fma; f16c comes with them on
+// every CPU that has both).
+Isa best_isa();
+const char* isa_name(Isa isa);
+
+// matmul with the kernels of a given instruction set (isa must be supported by the CPU).
+void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                 void* scratch, ThreadPool& pool);
+
+constexpr int64_t kGemmMinTokens = 8;  // below: GEMV path
+constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...
+constexpr int kTileRows = 16;          // ... × 16 outputs
+constexpr int64_t kBlockK = 256;       // inputs per packed panel (multiple of every block size)
+constexpr int64_t kBlockTokens = 384;  // tokens per packed activation block (multiple of 6)
+constexpr int64_t kGemvChunk = 256;    // inputs dequantized at once by the GEMV kernels
+
+// y[0..n) = dequantized elements of (part of) a row; n is a multiple of the block size.
+using DequantRowFn = void (*)(const void* src, float* y, int64_t n);
+
+// For r < n_rows, t < n_tok:  y[t * ldy + r] = sum_{k < n_in} W_r[k] * x[t * ldx + k],
+// where row r of W starts at (const char*)w + r * row_bytes.
+using GemvFn = void (*)(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows,
+                        const float* x, int64_t ldx, int64_t n_tok, float* y, int64_t ldy);
+
+// Transposes rows [n_rows <= 16][kc] (row stride ld) into a panel [kc][16]; rows >= n_rows are 0.
+using PackPanelFn = void (*)(const float* rows, int64_t ld, int n_rows, int64_t kc, float* panel);
+
+// The micro-kernel. xp: [kc][6] packed tokens, wp: [kc][16] packed weights. For t < n_tok,
+// j < n_rows: y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) + sum_k xp[k][t] * wp[k][j].
+using MicroKernelFn = void (*)(int64_t kc, const float* xp, const float* wp, float* y,
+                               int64_t ldy, int n_tok, int n_rows, bool accumulate);
+
+struct TypeKernels {
+  DequantRowFn dequant_row;
+  GemvFn gemv;
+};
+struct GemmKernels {
+  PackPanelFn pack_panel;
+  MicroKernelFn micro;
+};
+
+// Throw keel::Error for a type keel cannot multiply.
+TypeKernels type_kernels(Isa isa, quant::Type type);
+GemmKernels gemm_kernels(Isa isa);
+
+// The two halves of the tables above (matmul_generic.cpp, matmul_avx2.cpp); nullptr members for
+// an unsupported type.
+TypeKernels type_kernels_generic(quant::Type type);
+TypeKernels type_kernels_avx2(quant::Type type);
+GemmKernels gemm_kernels_generic();
+GemmKernels gemm_kernels_avx2();
+
+}  // namespace keel::cpu

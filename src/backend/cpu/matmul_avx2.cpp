@@ -1,0 +1,355 @@
+// AVX2/FMA/F16C twins of the matmul kernels (compiled with -mavx2 -mfma -mf16c -mbmi2; only
+// reached after best_isa() saw avx2 and fma).
+//
+// The dequant kernels are bit-exact with quant::dequantize_row: they do the same float operations
+// in the same order (d·sc as a float, then ·q, then −dmin·m as a separate subtraction).
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "backend/cpu/matmul.h"
+#include "quant/blocks.h"
+
+namespace keel::cpu {
+namespace {
+
+using quant::Type;
+
+inline float f16(quant::f16_bits h) { return _cvtsh_ss(h); }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 8 bytes -> 8 floats (unsigned or signed).
+inline __m256 u8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
+inline __m256 i8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }
+
+// y[0..32) = scale·q − min for 32 unsigned bytes q.
+inline void store_u8x32(__m256i q, __m256 scale, __m256 min, float* y) {
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  _mm256_storeu_ps(y + 0, _mm256_sub_ps(_mm256_mul_ps(scale, u8_to_ps(lo)), min));
+  _mm256_storeu_ps(y + 8, _mm256_sub_ps(_mm256_mul_ps(scale, u8_to_ps(_mm_srli_si128(lo, 8))), min));
+  _mm256_storeu_ps(y + 16, _mm256_sub_ps(_mm256_mul_ps(scale, u8_to_ps(hi)), min));
+  _mm256_storeu_ps(y + 24, _mm256_sub_ps(_mm256_mul_ps(scale, u8_to_ps(_mm_srli_si128(hi, 8))), min));
+}
+
+// y[0..16) = scale·q for 16 signed bytes q.
+inline void store_i8x16(__m128i q, __m256 scale, float* y) {
+  _mm256_storeu_ps(y + 0, _mm256_mul_ps(scale, i8_to_ps(q)));
+  _mm256_storeu_ps(y + 8, _mm256_mul_ps(scale, i8_to_ps(_mm_srli_si128(q, 8))));
+}
+
+// ---- dequantization of a row (or a block-aligned part of one) -------------------------------
+
+void dequant_f32(const void* src, float* y, int64_t n) {
+  std::copy_n(static_cast<const float*>(src), n, y);
+}
+
+void dequant_f16(const void* src, float* y, int64_t n) {
+  const auto* h = static_cast<const quant::f16_bits*>(src);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) y[i] = f16(h[i]);
+}
+
+void dequant_bf16(const void* src, float* y, int64_t n) {
+  const auto* h = static_cast<const quant::bf16_bits*>(src);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+    _mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+  }
+  for (; i < n; ++i) y[i] = quant::bf16_to_f32(h[i]);
+}
+
+void dequant_q8_0(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ8_0*>(src);
+  for (int64_t i = 0; i < n / quant::QK8_0; ++i, y += quant::QK8_0) {
+    const __m256 d = _mm256_set1_ps(f16(b[i].d));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+    store_i8x16(_mm256_castsi256_si128(q), d, y);
+    store_i8x16(_mm256_extracti128_si256(q, 1), d, y + 16);
+  }
+}
+
+void dequant_q4_0(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ4_0*>(src);
+  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  for (int64_t i = 0; i < n / quant::QK4_0; ++i, y += quant::QK4_0) {
+    const __m256 d = _mm256_set1_ps(f16(b[i].d));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
+    store_i8x16(_mm_sub_epi8(_mm_and_si128(q, low4), eight), d, y);
+    store_i8x16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight), d, y + 16);
+  }
+}
+
+// The 8 sub-block scales d·sc and mins dmin·m of a Q4_K / Q5_K block, as floats.
+inline void k4_scales(quant::f16_bits d_bits, quant::f16_bits dmin_bits, const uint8_t* packed,
+                      float* scale, float* min) {
+  const float d = f16(d_bits), dmin = f16(dmin_bits);
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, m;
+    quant::get_scale_min_k4(s, packed, &sc, &m);
+    scale[s] = d * sc;
+    min[s] = dmin * m;
+  }
+}
+
+void dequant_q4_k(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ4_K*>(src);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t i = 0; i < n / quant::QK_K; ++i) {
+    float scale[8], min[8];
+    k4_scales(b[i].d, b[i].dmin, b[i].scales, scale, min);
+    for (int j = 0; j < 4; ++j, y += 64) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * j));
+      store_u8x32(_mm256_and_si256(q, low4), _mm256_set1_ps(scale[2 * j]),
+                  _mm256_set1_ps(min[2 * j]), y);
+      store_u8x32(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), _mm256_set1_ps(scale[2 * j + 1]),
+                  _mm256_set1_ps(min[2 * j + 1]), y + 32);
+    }
+  }
+}
+
+void dequant_q5_k(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ5_K*>(src);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < n / quant::QK_K; ++i) {
+    float scale[8], min[8];
+    k4_scales(b[i].d, b[i].dmin, b[i].scales, scale, min);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
+    for (int j = 0; j < 4; ++j, y += 64) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * j));
+      // bit 2j of qh[l] is the 5th bit of element 64j + l, bit 2j+1 that of 64j + 32 + l
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+      store_u8x32(_mm256_or_si256(_mm256_and_si256(q, low4), h0), _mm256_set1_ps(scale[2 * j]),
+                  _mm256_set1_ps(min[2 * j]), y);
+      store_u8x32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), h1),
+                  _mm256_set1_ps(scale[2 * j + 1]), _mm256_set1_ps(min[2 * j + 1]), y + 32);
+    }
+  }
+}
+
+void dequant_q6_k(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const quant::BlockQ6_K*>(src);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
+                bias = _mm256_set1_epi8(32);
+  for (int64_t i = 0; i < n / quant::QK_K; ++i) {
+    const float d = f16(b[i].d);
+    for (int half = 0; half < 2; ++half, y += 128) {
+      const uint8_t* ql = b[i].ql + 64 * half;
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh + 32 * half));
+      const int8_t* sc = b[i].scales + 8 * half;
+      // elements 32m + l take the low/high nibble of ql0/ql1 and bits 2m, 2m+1 of qh[l]
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)),
+          _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4)),
+      };
+      for (int m = 0; m < 4; ++m) {
+        const __m256i s = _mm256_sub_epi8(q[m], bias);
+        store_i8x16(_mm256_castsi256_si128(s), _mm256_set1_ps(d * sc[2 * m]), y + 32 * m);
+        store_i8x16(_mm256_extracti128_si256(s, 1), _mm256_set1_ps(d * sc[2 * m + 1]), y + 32 * m + 16);
+      }
+    }
+  }
+}
+
+// ---- GEMV: rows streamed once, dequantized a chunk at a time into L1 ------------------------
+
+// Dot products of two weight chunks w0, w1 [len] with T tokens x[t * ldx + (0..len)], added to
+// acc (vector accumulators, U per (token, row) to hide the FMA latency) and tail (scalars).
+template <int T>
+inline void dot_chunk(const float* w0, const float* w1, const float* x, int64_t ldx, int64_t len,
+                      __m256 (&acc)[T][2][4 / T], float (&tail)[T][2]) {
+  constexpr int U = 4 / T;
+  int64_t k = 0;
+  for (; k + 32 <= len; k += 32) {
+    for (int v = 0; v < 4; ++v) {
+      const __m256 a = _mm256_loadu_ps(w0 + k + 8 * v);
+      const __m256 b = _mm256_loadu_ps(w1 + k + 8 * v);
+      for (int t = 0; t < T; ++t) {
+        const __m256 xv = _mm256_loadu_ps(x + t * ldx + k + 8 * v);
+        acc[t][0][v % U] = _mm256_fmadd_ps(a, xv, acc[t][0][v % U]);
+        acc[t][1][v % U] = _mm256_fmadd_ps(b, xv, acc[t][1][v % U]);
+      }
+    }
+  }
+  for (; k < len; ++k)
+    for (int t = 0; t < T; ++t) {
+      tail[t][0] += w0[k] * x[t * ldx + k];
+      tail[t][1] += w1[k] * x[t * ldx + k];
+    }
+}
+
+// Two rows (row1 may repeat row0) × T tokens over the whole row; out[t][r].
+template <Type kType, DequantRowFn kDequant, int T>
+inline void gemv_rows(const char* row0, const char* row1, int64_t n_in, const float* x, int64_t ldx,
+                      float (&out)[T][2]) {
+  constexpr int U = 4 / T;
+  __m256 acc[T][2][U];
+  float tail[T][2] = {};
+  for (auto& a : acc)
+    for (auto& b : a)
+      for (auto& c : b) c = _mm256_setzero_ps();
+  alignas(32) float buf[2][kGemvChunk];
+  for (int64_t k0 = 0; k0 < n_in; k0 += kGemvChunk) {
+    const int64_t len = std::min(kGemvChunk, n_in - k0);
+    const float* w0;
+    const float* w1;
+    if constexpr (kType == Type::F32) {
+      w0 = reinterpret_cast<const float*>(row0) + k0;
+      w1 = reinterpret_cast<const float*>(row1) + k0;
+    } else {
+      const size_t off = quant::row_bytes(kType, static_cast<uint64_t>(k0));
+      kDequant(row0 + off, buf[0], len);
+      kDequant(row1 + off, buf[1], len);
+      w0 = buf[0];
+      w1 = buf[1];
+    }
+    dot_chunk<T>(w0, w1, x + k0, ldx, len, acc, tail);
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < 2; ++r) {
+      __m256 s = acc[t][r][0];
+      for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[t][r][u]);
+      out[t][r] = hsum(s) + tail[t][r];
+    }
+}
+
+template <Type kType, DequantRowFn kDequant, int T>
+inline void gemv_tokens(const char* row0, const char* row1, int64_t n_in, const float* x,
+                        int64_t ldx, float* y, int64_t ldy, bool two) {
+  float out[T][2];
+  gemv_rows<kType, kDequant, T>(row0, row1, n_in, x, ldx, out);
+  for (int t = 0; t < T; ++t) {
+    y[t * ldy] = out[t][0];
+    if (two) y[t * ldy + 1] = out[t][1];
+  }
+}
+
+template <Type kType, DequantRowFn kDequant>
+void gemv_avx2(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const float* x,
+               int64_t ldx, int64_t n_tok, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < n_rows; r += 2) {
+    const char* row0 = static_cast<const char*>(w) + static_cast<size_t>(r) * row_bytes;
+    const bool two = r + 1 < n_rows;
+    const char* row1 = two ? row0 + row_bytes : row0;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+      const float* xt = x + t0 * ldx;
+      float* yt = y + t0 * ldy + r;
+      switch (std::min<int64_t>(4, n_tok - t0)) {
+        case 1: gemv_tokens<kType, kDequant, 1>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
+        case 2: gemv_tokens<kType, kDequant, 2>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
+        case 3: gemv_tokens<kType, kDequant, 3>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
+        default: gemv_tokens<kType, kDequant, 4>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
+      }
+    }
+  }
+}
+
+// ---- GEMM: panel packing and the 6 × 16 micro-kernel -----------------------------------------
+
+inline void transpose8(__m256 (&r)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+void pack_panel_avx2(const float* rows, int64_t ld, int n_rows, int64_t kc, float* panel) {
+  const int64_t kc8 = kc / 8 * 8;
+  for (int jb = 0; jb < kTileRows; jb += 8) {
+    for (int64_t k = 0; k < kc8; k += 8) {
+      __m256 r[8];
+      for (int j = 0; j < 8; ++j)
+        r[j] = jb + j < n_rows ? _mm256_loadu_ps(rows + (jb + j) * ld + k) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * kTileRows + jb, r[i]);
+    }
+  }
+  for (int64_t k = kc8; k < kc; ++k)
+    for (int j = 0; j < kTileRows; ++j) panel[k * kTileRows + j] = j < n_rows ? rows[j * ld + k] : 0.0f;
+}
+
+void micro_avx2(int64_t kc, const float* xp, const float* wp, float* y, int64_t ldy, int n_tok,
+                int n_rows, bool accumulate) {
+  __m256 c[kTileTokens][2];
+  for (auto& ct : c) ct[0] = ct[1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k, xp += kTileTokens, wp += kTileRows) {
+    const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
+    for (int t = 0; t < kTileTokens; ++t) {
+      const __m256 b = _mm256_broadcast_ss(xp + t);
+      c[t][0] = _mm256_fmadd_ps(b, w0, c[t][0]);
+      c[t][1] = _mm256_fmadd_ps(b, w1, c[t][1]);
+    }
+  }
+  if (n_rows == kTileRows) {
+    for (int t = 0; t < n_tok; ++t) {
+      float* yt = y + t * ldy;
+      if (accumulate) {
+        c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
+        c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + 8));
+      }
+      _mm256_storeu_ps(yt, c[t][0]);
+      _mm256_storeu_ps(yt + 8, c[t][1]);
+    }
+    return;
+  }
+  alignas(32) float tile[kTileRows];
+  for (int t = 0; t < n_tok; ++t) {
+    _mm256_store_ps(tile, c[t][0]);
+    _mm256_store_ps(tile + 8, c[t][1]);
+    float* yt = y + t * ldy;
+    for (int j = 0; j < n_rows; ++j) yt[j] = (accumulate ? yt[j] : 0.0f) + tile[j];
+  }
+}
+
+template <Type kType, DequantRowFn kDequant>
+TypeKernels make() {
+  return {kDequant, &gemv_avx2<kType, kDequant>};
+}
+
+}  // namespace
+
+TypeKernels type_kernels_avx2(Type type) {
+  switch (type) {
+    case Type::F32: return make<Type::F32, dequant_f32>();
+    case Type::F16: return make<Type::F16, dequant_f16>();
+    case Type::BF16: return make<Type::BF16, dequant_bf16>();
+    case Type::Q4_0: return make<Type::Q4_0, dequant_q4_0>();
+    case Type::Q8_0: return make<Type::Q8_0, dequant_q8_0>();
+    case Type::Q4_K: return make<Type::Q4_K, dequant_q4_k>();
+    case Type::Q5_K: return make<Type::Q5_K, dequant_q5_k>();
+    case Type::Q6_K: return make<Type::Q6_K, dequant_q6_k>();
+    default: return {nullptr, nullptr};
+  }
+}
+
+GemmKernels gemm_kernels_avx2() { return {pack_panel_avx2, micro_avx2}; }
+
+}  // namespace keel::cpu

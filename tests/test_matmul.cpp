@@ -1,0 +1,294 @@
+// matmul kernels: every AVX2 kernel against its scalar twin, and matmul (both kernel sets, 1 and
+// 2 threads) against matmul_reference, on random valid blocks, odd sizes and sentinel-guarded
+// output buffers.
+//
+// Tolerance: the weights are dequantized exactly on every path (the dequant kernels are even
+// bit-exact with quant::dequantize_row), so results differ only by float summation order and FMA
+// rounding: |y − ref| ≤ n_in·2⁻²⁴·Σ_k |w_k·x_k| in the worst case. We check
+// |y − ref| ≤ kRelTol·Σ_k |w_k·x_k| with kRelTol = 1e-5 (n_in ≤ 800 here), the same for every
+// weight type.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "quant/blocks.h"
+#include "quant/dequant.h"
+
+namespace {
+
+using keel::cpu::Isa;
+using keel::cpu::ThreadPool;
+using keel::cpu::WeightView;
+using keel::quant::Type;
+namespace quant = keel::quant;
+
+constexpr double kRelTol = 1e-5;
+constexpr float kSentinel = -7777.25f;
+constexpr int64_t kGuard = 37;  // sentinel floats on each side of an output buffer
+
+const Type kTypes[] = {Type::F32, Type::F16, Type::BF16, Type::Q4_0,
+                       Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K};
+
+bool have_avx2() { return keel::cpu::best_isa() == Isa::avx2; }
+
+void put_f16(uint8_t* p, float v) {
+  const quant::f16_bits h = quant::f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// Random but valid weights: random quant bytes, finite positive f16 scales.
+std::vector<uint8_t> random_weights(Type type, int64_t n_in, int64_t n_out, std::mt19937& rng) {
+  const size_t bytes = quant::row_bytes(type, static_cast<uint64_t>(n_in)) * static_cast<size_t>(n_out);
+  std::vector<uint8_t> w(bytes);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(0.001f, 0.02f);
+  const int64_t elems = n_in * n_out;
+  switch (type) {
+    case Type::F32:
+      for (int64_t i = 0; i < elems; ++i) {
+        const float v = normal(rng);
+        std::memcpy(w.data() + 4 * i, &v, 4);
+      }
+      return w;
+    case Type::F16:
+      for (int64_t i = 0; i < elems; ++i) put_f16(w.data() + 2 * i, normal(rng));
+      return w;
+    case Type::BF16:
+      for (int64_t i = 0; i < elems; ++i) {
+        const quant::bf16_bits h = quant::f32_to_bf16(normal(rng));
+        std::memcpy(w.data() + 2 * i, &h, 2);
+      }
+      return w;
+    default:
+      break;
+  }
+  for (auto& b : w) b = static_cast<uint8_t>(byte(rng));
+  const size_t block = quant::info(type).block_bytes;
+  for (size_t off = 0; off < bytes; off += block) {
+    uint8_t* b = w.data() + off;
+    switch (type) {
+      case Type::Q4_0: case Type::Q8_0: put_f16(b, scale(rng)); break;
+      case Type::Q4_K: case Type::Q5_K: put_f16(b, scale(rng)); put_f16(b + 2, scale(rng)); break;
+      case Type::Q6_K: put_f16(b + 208, scale(rng)); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+std::vector<float> random_floats(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& f : v) f = normal(rng);
+  return v;
+}
+
+// Σ_k |w_rk · x_tk| for every output, the scale of the rounding error.
+std::vector<double> abs_products(const WeightView& w, const float* x, int64_t n_tokens) {
+  std::vector<float> row(static_cast<size_t>(w.n_in));
+  std::vector<double> out(static_cast<size_t>(n_tokens * w.n_out));
+  const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  for (int64_t r = 0; r < w.n_out; ++r) {
+    quant::dequantize_row(w.type, static_cast<const char*>(w.data) + r * rb, row.data(), w.n_in);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0;
+      for (int64_t k = 0; k < w.n_in; ++k) s += std::fabs(double(row[k]) * x[t * w.n_in + k]);
+      out[t * w.n_out + r] = s;
+    }
+  }
+  return out;
+}
+
+// An output buffer with kGuard sentinels on both sides.
+struct Guarded {
+  explicit Guarded(int64_t n) : buf(static_cast<size_t>(n + 2 * kGuard), kSentinel), n(n) {}
+  float* data() { return buf.data() + kGuard; }
+  bool guards_intact() const {
+    for (int64_t i = 0; i < kGuard; ++i)
+      if (buf[i] != kSentinel || buf[kGuard + n + i] != kSentinel) return false;
+    return true;
+  }
+  std::vector<float> buf;
+  int64_t n;
+};
+
+void expect_close(const float* got, const float* want, const std::vector<double>& scale, int64_t n,
+                  const std::string& what) {
+  int bad = 0;
+  for (int64_t i = 0; i < n && bad < 5; ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    if (!(err <= kRelTol * scale[i] + 1e-30)) {
+      ADD_FAILURE() << what << " element " << i << ": " << got[i] << " vs " << want[i]
+                    << " (scale " << scale[i] << ")";
+      ++bad;
+    }
+  }
+}
+
+int64_t n_in_for(Type type) {
+  // Several blocks, crossing the 256-input panel boundary; not a multiple of 8 for float types.
+  switch (type) {
+    case Type::F32: case Type::F16: case Type::BF16: return 301;
+    case Type::Q4_0: case Type::Q8_0: return 288;
+    default: return 768;
+  }
+}
+
+std::string label(Type type) { return std::string(quant::type_name(type)); }
+
+}  // namespace
+
+TEST(MatmulKernels, DequantAvx2IsBitExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(1);
+  for (Type type : kTypes) {
+    const int64_t n = type == Type::F32 || type == Type::F16 || type == Type::BF16 ? 1027 : 1024;
+    const auto w = random_weights(type, n, 1, rng);
+    Guarded a(n), b(n);
+    keel::cpu::type_kernels(Isa::generic, type).dequant_row(w.data(), a.data(), n);
+    keel::cpu::type_kernels(Isa::avx2, type).dequant_row(w.data(), b.data(), n);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), n * sizeof(float))) << label(type);
+    // The generic twin is the reference dequantizer.
+    std::vector<float> ref(n);
+    quant::dequantize_row(type, w.data(), ref.data(), n);
+    EXPECT_EQ(0, std::memcmp(a.data(), ref.data(), n * sizeof(float))) << label(type);
+    EXPECT_TRUE(a.guards_intact() && b.guards_intact()) << label(type);
+  }
+}
+
+TEST(MatmulKernels, GemvAvx2MatchesScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(2);
+  for (Type type : kTypes) {
+    const int64_t n_in = n_in_for(type);
+    for (int64_t n_out : {1, 13, 67}) {
+      const auto wb = random_weights(type, n_in, n_out, rng);
+      const WeightView w{type, wb.data(), n_in, n_out};
+      const size_t rb = quant::row_bytes(type, n_in);
+      for (int64_t n_tok : {1, 2, 3, 5, 7}) {
+        const auto x = random_floats(n_tok * n_in, rng);
+        const auto scale = abs_products(w, x.data(), n_tok);
+        Guarded a(n_tok * n_out), b(n_tok * n_out);
+        keel::cpu::type_kernels(Isa::generic, type)
+            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, n_tok, a.data(), n_out);
+        keel::cpu::type_kernels(Isa::avx2, type)
+            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, n_tok, b.data(), n_out);
+        const std::string what = label(type) + " gemv n_out=" + std::to_string(n_out) +
+                                 " n_tok=" + std::to_string(n_tok);
+        expect_close(b.data(), a.data(), scale, n_tok * n_out, what);
+        EXPECT_TRUE(a.guards_intact() && b.guards_intact()) << what;
+      }
+    }
+  }
+}
+
+TEST(MatmulKernels, PackAndMicroKernelAvx2MatchScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(3);
+  const auto gen = keel::cpu::gemm_kernels(Isa::generic);
+  const auto avx = keel::cpu::gemm_kernels(Isa::avx2);
+  for (int64_t kc : {1, 7, 8, 33, 256}) {
+    for (int n_rows : {1, 5, 8, 13, 16}) {
+      const auto rows = random_floats(keel::cpu::kTileRows * kc, rng);
+      std::vector<float> pa(kc * keel::cpu::kTileRows, kSentinel), pb(pa);
+      gen.pack_panel(rows.data(), kc, n_rows, kc, pa.data());
+      avx.pack_panel(rows.data(), kc, n_rows, kc, pb.data());
+      ASSERT_EQ(pa, pb) << "pack kc=" << kc << " n_rows=" << n_rows;
+      const auto xp = random_floats(kc * keel::cpu::kTileTokens, rng);
+      for (int n_tok : {1, 4, 6}) {
+        for (bool accumulate : {false, true}) {
+          const int64_t ldy = 19;
+          Guarded a(n_tok * ldy), b(n_tok * ldy);
+          for (int64_t i = 0; i < n_tok * ldy; ++i) a.data()[i] = b.data()[i] = float(i % 5);
+          gen.micro(kc, xp.data(), pa.data(), a.data(), ldy, n_tok, n_rows, accumulate);
+          avx.micro(kc, xp.data(), pa.data(), b.data(), ldy, n_tok, n_rows, accumulate);
+          for (int t = 0; t < n_tok; ++t)
+            for (int64_t j = 0; j < ldy; ++j) {
+              const int64_t i = t * ldy + j;
+              if (j >= n_rows) {  // outside the tile: untouched
+                EXPECT_EQ(a.data()[i], float(i % 5));
+                EXPECT_EQ(b.data()[i], float(i % 5));
+                continue;
+              }
+              double s = accumulate ? std::fabs(float(i % 5)) : 0.0;
+              for (int64_t k = 0; k < kc; ++k)
+                s += std::fabs(double(xp[k * 6 + t]) * pa[k * 16 + j]);
+              EXPECT_NEAR(a.data()[i], b.data()[i], kRelTol * s + 1e-30)
+                  << "micro kc=" << kc << " n_rows=" << n_rows << " n_tok=" << n_tok;
+            }
+          EXPECT_TRUE(a.guards_intact() && b.guards_intact());
+        }
+      }
+    }
+  }
+}
+
+// matmul (each kernel set, 1 and 2 threads) against matmul_reference.
+void check_matmul(Isa isa, std::mt19937& rng, std::initializer_list<int64_t> token_counts) {
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  for (Type type : kTypes) {
+    const int64_t n_in = n_in_for(type);
+    for (int64_t n_out : {1, 13, 67}) {
+      const auto wb = random_weights(type, n_in, n_out, rng);
+      const WeightView w{type, wb.data(), n_in, n_out};
+      for (int64_t n_tok : token_counts) {
+        const auto x = random_floats(n_tok * n_in, rng);
+        const auto scale = abs_products(w, x.data(), n_tok);
+        std::vector<float> ref(n_tok * n_out);
+        keel::cpu::matmul_reference(w, x.data(), n_tok, ref.data());
+        for (ThreadPool& pool : pools) {
+          const size_t sb = keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size());
+          std::vector<char> scratch(sb + 1 + 64, 0x5A);  // misaligned start, guard bytes after
+          Guarded y(n_tok * n_out);
+          keel::cpu::matmul_with(isa, w, x.data(), n_tok, y.data(), scratch.data() + 1, pool);
+          const std::string what = std::string(keel::cpu::isa_name(isa)) + " " + label(type) +
+                                   " n_out=" + std::to_string(n_out) + " n_tok=" +
+                                   std::to_string(n_tok) + " threads=" + std::to_string(pool.size());
+          expect_close(y.data(), ref.data(), scale, n_tok * n_out, what);
+          EXPECT_TRUE(y.guards_intact()) << what;
+          for (size_t i = sb + 1; i < scratch.size(); ++i)
+            ASSERT_EQ(scratch[i], 0x5A) << what << ": wrote past the scratch";
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulDriver, GenericMatchesReference) {
+  std::mt19937 rng(4);
+  check_matmul(Isa::generic, rng, {1, 2, 3, 7, 31, 33, 64, 100});
+}
+
+TEST(MatmulDriver, Avx2MatchesReference) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(5);
+  check_matmul(Isa::avx2, rng, {1, 2, 3, 7, 31, 33, 64, 100});
+}
+
+TEST(MatmulDriver, ManyTokensCrossTokenBlocks) {
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  for (Type type : {Type::Q8_0, Type::Q5_K}) {
+    const int64_t n_in = 512, n_out = 20, n_tok = keel::cpu::kBlockTokens + 29;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const auto x = random_floats(n_tok * n_in, rng);
+    const auto scale = abs_products(w, x.data(), n_tok);
+    std::vector<float> ref(n_tok * n_out);
+    keel::cpu::matmul_reference(w, x.data(), n_tok, ref.data());
+    std::vector<char> scratch(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size()));
+    Guarded y(n_tok * n_out);
+    keel::cpu::matmul(w, x.data(), n_tok, y.data(), scratch.data(), pool);
+    expect_close(y.data(), ref.data(), scale, n_tok * n_out, label(type) + " many tokens");
+    EXPECT_TRUE(y.guards_intact());
+  }
+}
+
+TEST(MatmulDriver, RejectsUncomputableType) {
+  EXPECT_THROW(keel::cpu::matmul_scratch_bytes(Type::Q2_K, 256, 1, 1), std::exception);
+}
