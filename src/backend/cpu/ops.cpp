@@ -1,0 +1,55 @@
+#include "backend/cpu/ops.h"
+
+#include <cmath>
+
+namespace keel::cpu {
+
+void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * scale * w[i];
+  }
+}
+
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p) {
+  const int half = p.n_rot / 2;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const double pos = static_cast<double>(pos0 + t);
+    for (int i = 0; i < half; ++i) {
+      double theta = pos * std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
+      if (p.freq_factors) theta /= p.freq_factors[i];
+      const float c = static_cast<float>(std::cos(theta));
+      const float s = static_cast<float>(std::sin(theta));
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + (t * n_heads + h) * head_dim;
+        const int a = p.type == model::RopeType::norm ? 2 * i : i;
+        const int b = p.type == model::RopeType::norm ? 2 * i + 1 : i + half;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t i = 0; i < dim; ++i) x[r * dim + i] += bias[i];
+}
+
+}  // namespace keel::cpu

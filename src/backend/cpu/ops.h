@@ -1,0 +1,31 @@
+// Element-wise and row-wise CPU operations of the transformer forward pass (f32).
+#pragma once
+#include <cstdint>
+
+#include "backend/cpu/thread_pool.h"
+#include "model/hparams.h"
+
+namespace keel::cpu {
+
+// out[t] = x[t] * w / sqrt(mean(x[t]^2) + eps)   x, out: [n_rows, dim]; w: [dim] (may alias x/out)
+void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps);
+
+// Rotary embedding in place on x: [n_tokens, n_heads, head_dim]; rotates the first n_rot dims of
+// each head for token t at position pos0 + t. freq_factors (may be null): [n_rot/2] divisors.
+struct RopeParams {
+  model::RopeType type;
+  int n_rot;
+  float base;
+  float freq_scale;
+  const float* freq_factors;
+};
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p);
+
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+// y[i] += x[i]
+void add_inplace(float* y, const float* x, int64_t n);
+// x[t, :] += bias for each row
+void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim);
+
+}  // namespace keel::cpu
