@@ -296,37 +296,55 @@ void pack_panel_avx2(const float* rows, int64_t ld, int n_rows, int64_t kc, floa
     for (int j = 0; j < kTileRows; ++j) panel[k * kTileRows + j] = j < n_rows ? rows[j * ld + k] : 0.0f;
 }
 
-void micro_avx2(int64_t kc, const float* xp, const float* wp, float* y, int64_t ldy, int n_tok,
-                int n_rows, bool accumulate) {
-  __m256 c[kTileTokens][2];
-  for (auto& ct : c) ct[0] = ct[1] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k, xp += kTileTokens, wp += kTileRows) {
-    const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
-    for (int t = 0; t < kTileTokens; ++t) {
-      const __m256 b = _mm256_broadcast_ss(xp + t);
-      c[t][0] = _mm256_fmadd_ps(b, w0, c[t][0]);
-      c[t][1] = _mm256_fmadd_ps(b, w1, c[t][1]);
-    }
-  }
+// Adds (or stores) one token's 16 results; a partial tile goes through a stack copy.
+inline void store_row(float* y, __m256 lo, __m256 hi, int n_rows, bool accumulate) {
   if (n_rows == kTileRows) {
-    for (int t = 0; t < n_tok; ++t) {
-      float* yt = y + t * ldy;
-      if (accumulate) {
-        c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
-        c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + 8));
-      }
-      _mm256_storeu_ps(yt, c[t][0]);
-      _mm256_storeu_ps(yt + 8, c[t][1]);
+    if (accumulate) {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(y));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(y + 8));
     }
+    _mm256_storeu_ps(y, lo);
+    _mm256_storeu_ps(y + 8, hi);
     return;
   }
   alignas(32) float tile[kTileRows];
-  for (int t = 0; t < n_tok; ++t) {
-    _mm256_store_ps(tile, c[t][0]);
-    _mm256_store_ps(tile + 8, c[t][1]);
-    float* yt = y + t * ldy;
-    for (int j = 0; j < n_rows; ++j) yt[j] = (accumulate ? yt[j] : 0.0f) + tile[j];
+  _mm256_store_ps(tile, lo);
+  _mm256_store_ps(tile + 8, hi);
+  for (int j = 0; j < n_rows; ++j) y[j] = (accumulate ? y[j] : 0.0f) + tile[j];
+}
+
+// 12 named accumulators: GCC keeps them in registers (an array of them ends up on the stack).
+void micro_avx2(int64_t kc, const float* xp, const float* wp, float* y, int64_t ldy, int n_tok,
+                int n_rows, bool accumulate) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t k = 0; k < kc; ++k, xp += kTileTokens, wp += kTileRows) {
+    const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
+    __m256 b = _mm256_broadcast_ss(xp + 0);
+    c00 = _mm256_fmadd_ps(b, w0, c00);
+    c01 = _mm256_fmadd_ps(b, w1, c01);
+    b = _mm256_broadcast_ss(xp + 1);
+    c10 = _mm256_fmadd_ps(b, w0, c10);
+    c11 = _mm256_fmadd_ps(b, w1, c11);
+    b = _mm256_broadcast_ss(xp + 2);
+    c20 = _mm256_fmadd_ps(b, w0, c20);
+    c21 = _mm256_fmadd_ps(b, w1, c21);
+    b = _mm256_broadcast_ss(xp + 3);
+    c30 = _mm256_fmadd_ps(b, w0, c30);
+    c31 = _mm256_fmadd_ps(b, w1, c31);
+    b = _mm256_broadcast_ss(xp + 4);
+    c40 = _mm256_fmadd_ps(b, w0, c40);
+    c41 = _mm256_fmadd_ps(b, w1, c41);
+    b = _mm256_broadcast_ss(xp + 5);
+    c50 = _mm256_fmadd_ps(b, w0, c50);
+    c51 = _mm256_fmadd_ps(b, w1, c51);
   }
+  store_row(y, c00, c01, n_rows, accumulate);
+  if (n_tok > 1) store_row(y + ldy, c10, c11, n_rows, accumulate);
+  if (n_tok > 2) store_row(y + 2 * ldy, c20, c21, n_rows, accumulate);
+  if (n_tok > 3) store_row(y + 3 * ldy, c30, c31, n_rows, accumulate);
+  if (n_tok > 4) store_row(y + 4 * ldy, c40, c41, n_rows, accumulate);
+  if (n_tok > 5) store_row(y + 5 * ldy, c50, c51, n_rows, accumulate);
 }
 
 template <Type kType, DequantRowFn kDequant>
