@@ -1,0 +1,100 @@
+#include "tokenizer/spm.h"
+
+#include <algorithm>
+
+#include "keel/error.h"
+#include "tokenizer/utf8.h"
+
+namespace keel::tokenizer {
+
+namespace {
+
+struct Symbol {
+  int32_t prev, next;
+  uint32_t offset, n;  // bytes of text; n == 0 once merged into its left neighbour
+};
+
+struct Bigram {
+  int32_t left, right;
+  float score;
+  uint32_t size;
+};
+
+// Max-heap order: the highest score on top, ties to the leftmost pair.
+struct BigramLess {
+  bool operator()(const Bigram& a, const Bigram& b) const {
+    return a.score < b.score || (a.score == b.score && a.left > b.left);
+  }
+};
+
+class Session {
+ public:
+  Session(const Vocab& vocab, std::string_view text) : vocab_(vocab), text_(text) {}
+
+  void run(std::vector<int32_t>& out) {
+    for (uint32_t offs = 0; offs < text_.size();) {
+      const auto len = static_cast<uint32_t>(
+          std::min(utf8::sequence_length(static_cast<uint8_t>(text_[offs])), text_.size() - offs));
+      const auto index = static_cast<int32_t>(symbols_.size());
+      symbols_.push_back({index - 1, offs + len == text_.size() ? -1 : index + 1, offs, len});
+      offs += len;
+    }
+    for (int32_t i = 1; i < static_cast<int32_t>(symbols_.size()); ++i) try_add_bigram(i - 1, i);
+
+    while (!queue_.empty()) {
+      std::pop_heap(queue_.begin(), queue_.end(), BigramLess{});
+      const Bigram b = queue_.back();
+      queue_.pop_back();
+      Symbol& left = symbols_[b.left];
+      Symbol& right = symbols_[b.right];
+      if (left.n == 0 || right.n == 0 || left.n + right.n != b.size) continue;  // stale
+      left.n += right.n;
+      right.n = 0;
+      left.next = right.next;
+      if (right.next >= 0) symbols_[right.next].prev = b.left;
+      try_add_bigram(left.prev, b.left);
+      try_add_bigram(b.left, left.next);
+    }
+
+    for (int32_t i = symbols_.empty() ? -1 : 0; i != -1; i = symbols_[i].next) emit(symbols_[i], out);
+  }
+
+ private:
+  void try_add_bigram(int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const uint32_t size = symbols_[left].n + symbols_[right].n;
+    const int32_t id = vocab_.index.find(text_.substr(symbols_[left].offset, size));
+    if (id < 0) return;
+    queue_.push_back({left, right, vocab_.score[id], size});
+    std::push_heap(queue_.begin(), queue_.end(), BigramLess{});
+  }
+
+  void emit(const Symbol& s, std::vector<int32_t>& out) const {
+    const std::string_view piece = text_.substr(s.offset, s.n);
+    const int32_t id = vocab_.index.find(piece);
+    if (id >= 0) {
+      out.push_back(id);
+      return;
+    }
+    for (char c : piece) {  // byte fallback
+      const int32_t byte_id = vocab_.byte_token[static_cast<uint8_t>(c)];
+      if (byte_id < 0)
+        throw Error("tokenizer: cannot encode byte 0x" + std::to_string(static_cast<uint8_t>(c)) +
+                    ": the vocabulary has no byte tokens and no unknown token");
+      out.push_back(byte_id);
+    }
+  }
+
+  const Vocab& vocab_;
+  std::string_view text_;
+  std::vector<Symbol> symbols_;
+  std::vector<Bigram> queue_;
+};
+
+}  // namespace
+
+void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
+  Session(vocab, text).run(out);
+}
+
+}  // namespace keel::tokenizer

@@ -1,0 +1,16 @@
+// SentencePiece BPE (tokenizer.ggml.model = llama), as llama.cpp runs it: start from UTF-8
+// characters, repeatedly merge the adjacent pair whose concatenation is the vocabulary piece
+// with the highest score (ties: leftmost), and spell what never became a piece as <0xNN> bytes.
+#pragma once
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/vocab.h"
+
+namespace keel::tokenizer {
+
+// `text` is already escaped (spaces as U+2581, the space prefix added); ids are appended.
+void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
+
+}  // namespace keel::tokenizer
