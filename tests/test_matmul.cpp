@@ -173,11 +173,13 @@ TEST(MatmulKernels, GemvAvx2MatchesScalar) {
       for (int64_t n_tok : {1, 2, 3, 5, 7}) {
         const auto x = random_floats(n_tok * n_in, rng);
         const auto scale = abs_products(w, x.data(), n_tok);
+        std::vector<float> xsum(n_tok * (n_in / keel::cpu::kSumBlock));
+        keel::cpu::sum_activation_blocks(x.data(), n_in, n_tok, xsum.data());
         Guarded a(n_tok * n_out), b(n_tok * n_out);
         keel::cpu::type_kernels(Isa::generic, type)
-            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, n_tok, a.data(), n_out);
+            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, xsum.data(), n_tok, a.data(), n_out);
         keel::cpu::type_kernels(Isa::avx2, type)
-            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, n_tok, b.data(), n_out);
+            .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, xsum.data(), n_tok, b.data(), n_out);
         const std::string what = label(type) + " gemv n_out=" + std::to_string(n_out) +
                                  " n_tok=" + std::to_string(n_tok);
         expect_close(b.data(), a.data(), scale, n_tok * n_out, what);

@@ -35,6 +35,11 @@ GemmScratch gemm_scratch(int64_t max_tokens) {
           static_cast<size_t>(kBlockK * kTileRows)};
 }
 
+// The GEMV path's scratch: the activation block sums.
+size_t gemv_scratch_bytes(int64_t n_in, int64_t n_tokens) {
+  return align_up(static_cast<size_t>(n_tokens * (n_in / kSumBlock)) * sizeof(float));
+}
+
 bool supported(quant::Type type) {
   switch (type) {
     case quant::Type::F32: case quant::Type::F16: case quant::Type::BF16:
@@ -125,6 +130,7 @@ void run_gemm(const GemmJob& job, ThreadPool& pool) {
 struct GemvJob {
   const WeightView* w;
   const float* x;
+  const float* xsum;
   int64_t n_tokens;
   float* y;
   GemvFn gemv;
@@ -141,11 +147,22 @@ void run_gemv(const GemvJob& job, ThreadPool& pool) {
     if (begin >= end) return;
     const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
     job.gemv(static_cast<const char*>(w.data) + static_cast<size_t>(begin) * row_bytes, row_bytes,
-             w.n_in, end - begin, job.x, w.n_in, job.n_tokens, job.y + begin, w.n_out);
+             w.n_in, end - begin, job.x, w.n_in, job.xsum, job.n_tokens, job.y + begin, w.n_out);
   });
 }
 
 }  // namespace
+
+void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* xsum) {
+  const int64_t n_blocks = n_in / kSumBlock;
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const float* xb = x + t * n_in + b * kSumBlock;
+      float s = 0.0f;
+      for (int64_t k = 0; k < kSumBlock; ++k) s += xb[k];
+      xsum[t * n_blocks + b] = s;
+    }
+}
 
 Isa best_isa() {
   static const Isa isa = [] {
@@ -169,8 +186,11 @@ GemmKernels gemm_kernels(Isa isa) {
 
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads) {
   if (!supported(type)) unsupported(type);
-  if (max_tokens < kGemmMinTokens) return kAlign;
-  return kAlign + static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
+  // Calls with fewer tokens than max_tokens may take the GEMV path.
+  const size_t gemv = gemv_scratch_bytes(n_in, std::min(max_tokens, kGemmMinTokens - 1));
+  if (max_tokens < kGemmMinTokens) return kAlign + gemv;
+  const size_t gemm = static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
+  return kAlign + std::max(gemv, gemm);
 }
 
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
@@ -181,13 +201,15 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
     std::fill_n(y, n_tokens * w.n_out, 0.0f);
     return;
   }
+  const auto base = reinterpret_cast<uintptr_t>(scratch);
+  char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
   if (n_tokens < kGemmMinTokens) {
-    run_gemv({&w, x, n_tokens, y, tk.gemv}, pool);
+    float* xsum = reinterpret_cast<float*>(aligned);
+    sum_activation_blocks(x, w.n_in, n_tokens, xsum);
+    run_gemv({&w, x, xsum, n_tokens, y, tk.gemv}, pool);
     return;
   }
   const GemmScratch layout = gemm_scratch(n_tokens);
-  const auto base = reinterpret_cast<uintptr_t>(scratch);
-  char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
   run_gemm({&w, x, n_tokens, y, aligned, layout.bytes(), layout, tk, gemm_kernels(isa)}, pool);
 }
 

@@ -3,8 +3,9 @@
 // Activations stay f32 on every path: weights are dequantized exactly (in registers or into a
 // small f32 tile) and multiplied with f32 FMAs, so results differ from the exact-dequantized
 // reference only by float reassociation. Two paths:
-//   - GEMV (n_tokens < kGemmMinTokens): each weight row is streamed once, dequantized chunk by
-//     chunk into a stack buffer in L1 and dotted with every token (memory-bandwidth bound).
+//   - GEMV (n_tokens < kGemmMinTokens): each weight row is streamed once and dequantized in
+//     registers (memory-bandwidth bound). K-quant min terms and Q4_0's offset use exact f32 sums
+//     of the activations over each 32-input sub-block (dmin·m·Σx), computed once per call.
 //   - GEMM: a panel of 16 weight rows × 256 inputs is dequantized and transposed into scratch,
 //     then a 6-token × 16-output register-blocked micro-kernel runs over every token of the
 //     chunk (compute bound; the dequant is amortised over the tokens).
@@ -59,15 +60,22 @@ constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...
 constexpr int kTileRows = 16;          // ... × 16 outputs
 constexpr int64_t kBlockK = 256;       // inputs per packed panel (multiple of every block size)
 constexpr int64_t kBlockTokens = 384;  // tokens per packed activation block (multiple of 6)
-constexpr int64_t kGemvChunk = 256;    // inputs dequantized at once by the GEMV kernels
+constexpr int64_t kGemvChunk = 256;    // inputs dequantized at once by the scalar GEMV
+constexpr int64_t kSumBlock = 32;      // activation sums for the GEMV kernels: per 32 inputs
 
 // y[0..n) = dequantized elements of (part of) a row; n is a multiple of the block size.
 using DequantRowFn = void (*)(const void* src, float* y, int64_t n);
 
 // For r < n_rows, t < n_tok:  y[t * ldy + r] = sum_{k < n_in} W_r[k] * x[t * ldx + k],
-// where row r of W starts at (const char*)w + r * row_bytes.
+// where row r of W starts at (const char*)w + r * row_bytes. xsum: [n_tok][n_in / 32] sums of
+// x over each 32 inputs (sum_activation_blocks), used by kernels that factor out a per-block
+// offset; n_tok may be anything (kernels loop over tokens).
 using GemvFn = void (*)(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows,
-                        const float* x, int64_t ldx, int64_t n_tok, float* y, int64_t ldy);
+                        const float* x, int64_t ldx, const float* xsum, int64_t n_tok, float* y,
+                        int64_t ldy);
+
+// xsum[t * (n_in / 32) + b] = sum_{k < 32} x[t * n_in + 32 b + k]  (f32, in order).
+void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* xsum);
 
 // Transposes rows [n_rows <= 16][kc] (row stride ld) into a panel [kc][16]; rows >= n_rows are 0.
 using PackPanelFn = void (*)(const float* rows, int64_t ld, int n_rows, int64_t kc, float* panel);

@@ -1,4 +1,5 @@
-// AVX2/FMA/F16C twins of the matmul kernels (compiled with -mavx2 -mfma -mf16c -mbmi2; only
+// AVX2/FMA/F16C twins of the dequant and GEMM kernels (the GEMV ones are in
+// matmul_gemv_avx2.cpp), compiled with -mavx2 -mfma -mf16c -mbmi2; only
 // reached after best_isa() saw avx2 and fma).
 //
 // The dequant kernels are bit-exact with quant::dequantize_row: they do the same float operations
@@ -167,99 +168,6 @@ void dequant_q6_k(const void* src, float* y, int64_t n) {
   }
 }
 
-// ---- GEMV: rows streamed once, dequantized a chunk at a time into L1 ------------------------
-
-// Dot products of two weight chunks w0, w1 [len] with T tokens x[t * ldx + (0..len)], added to
-// acc (vector accumulators, U per (token, row) to hide the FMA latency) and tail (scalars).
-template <int T>
-inline void dot_chunk(const float* w0, const float* w1, const float* x, int64_t ldx, int64_t len,
-                      __m256 (&acc)[T][2][4 / T], float (&tail)[T][2]) {
-  constexpr int U = 4 / T;
-  int64_t k = 0;
-  for (; k + 32 <= len; k += 32) {
-    for (int v = 0; v < 4; ++v) {
-      const __m256 a = _mm256_loadu_ps(w0 + k + 8 * v);
-      const __m256 b = _mm256_loadu_ps(w1 + k + 8 * v);
-      for (int t = 0; t < T; ++t) {
-        const __m256 xv = _mm256_loadu_ps(x + t * ldx + k + 8 * v);
-        acc[t][0][v % U] = _mm256_fmadd_ps(a, xv, acc[t][0][v % U]);
-        acc[t][1][v % U] = _mm256_fmadd_ps(b, xv, acc[t][1][v % U]);
-      }
-    }
-  }
-  for (; k < len; ++k)
-    for (int t = 0; t < T; ++t) {
-      tail[t][0] += w0[k] * x[t * ldx + k];
-      tail[t][1] += w1[k] * x[t * ldx + k];
-    }
-}
-
-// Two rows (row1 may repeat row0) × T tokens over the whole row; out[t][r].
-template <Type kType, DequantRowFn kDequant, int T>
-inline void gemv_rows(const char* row0, const char* row1, int64_t n_in, const float* x, int64_t ldx,
-                      float (&out)[T][2]) {
-  constexpr int U = 4 / T;
-  __m256 acc[T][2][U];
-  float tail[T][2] = {};
-  for (auto& a : acc)
-    for (auto& b : a)
-      for (auto& c : b) c = _mm256_setzero_ps();
-  alignas(32) float buf[2][kGemvChunk];
-  for (int64_t k0 = 0; k0 < n_in; k0 += kGemvChunk) {
-    const int64_t len = std::min(kGemvChunk, n_in - k0);
-    const float* w0;
-    const float* w1;
-    if constexpr (kType == Type::F32) {
-      w0 = reinterpret_cast<const float*>(row0) + k0;
-      w1 = reinterpret_cast<const float*>(row1) + k0;
-    } else {
-      const size_t off = quant::row_bytes(kType, static_cast<uint64_t>(k0));
-      kDequant(row0 + off, buf[0], len);
-      kDequant(row1 + off, buf[1], len);
-      w0 = buf[0];
-      w1 = buf[1];
-    }
-    dot_chunk<T>(w0, w1, x + k0, ldx, len, acc, tail);
-  }
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < 2; ++r) {
-      __m256 s = acc[t][r][0];
-      for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[t][r][u]);
-      out[t][r] = hsum(s) + tail[t][r];
-    }
-}
-
-template <Type kType, DequantRowFn kDequant, int T>
-inline void gemv_tokens(const char* row0, const char* row1, int64_t n_in, const float* x,
-                        int64_t ldx, float* y, int64_t ldy, bool two) {
-  float out[T][2];
-  gemv_rows<kType, kDequant, T>(row0, row1, n_in, x, ldx, out);
-  for (int t = 0; t < T; ++t) {
-    y[t * ldy] = out[t][0];
-    if (two) y[t * ldy + 1] = out[t][1];
-  }
-}
-
-template <Type kType, DequantRowFn kDequant>
-void gemv_avx2(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const float* x,
-               int64_t ldx, int64_t n_tok, float* y, int64_t ldy) {
-  for (int64_t r = 0; r < n_rows; r += 2) {
-    const char* row0 = static_cast<const char*>(w) + static_cast<size_t>(r) * row_bytes;
-    const bool two = r + 1 < n_rows;
-    const char* row1 = two ? row0 + row_bytes : row0;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-      const float* xt = x + t0 * ldx;
-      float* yt = y + t0 * ldy + r;
-      switch (std::min<int64_t>(4, n_tok - t0)) {
-        case 1: gemv_tokens<kType, kDequant, 1>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
-        case 2: gemv_tokens<kType, kDequant, 2>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
-        case 3: gemv_tokens<kType, kDequant, 3>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
-        default: gemv_tokens<kType, kDequant, 4>(row0, row1, n_in, xt, ldx, yt, ldy, two); break;
-      }
-    }
-  }
-}
-
 // ---- GEMM: panel packing and the 6 × 16 micro-kernel -----------------------------------------
 
 inline void transpose8(__m256 (&r)[8]) {
@@ -347,26 +255,25 @@ void micro_avx2(int64_t kc, const float* xp, const float* wp, float* y, int64_t 
   if (n_tok > 5) store_row(y + 5 * ldy, c50, c51, n_rows, accumulate);
 }
 
-template <Type kType, DequantRowFn kDequant>
-TypeKernels make() {
-  return {kDequant, &gemv_avx2<kType, kDequant>};
+DequantRowFn dequant_kernel(Type type) {
+  switch (type) {
+    case Type::F32: return dequant_f32;
+    case Type::F16: return dequant_f16;
+    case Type::BF16: return dequant_bf16;
+    case Type::Q4_0: return dequant_q4_0;
+    case Type::Q8_0: return dequant_q8_0;
+    case Type::Q4_K: return dequant_q4_k;
+    case Type::Q5_K: return dequant_q5_k;
+    case Type::Q6_K: return dequant_q6_k;
+    default: return nullptr;
+  }
 }
 
 }  // namespace
 
-TypeKernels type_kernels_avx2(Type type) {
-  switch (type) {
-    case Type::F32: return make<Type::F32, dequant_f32>();
-    case Type::F16: return make<Type::F16, dequant_f16>();
-    case Type::BF16: return make<Type::BF16, dequant_bf16>();
-    case Type::Q4_0: return make<Type::Q4_0, dequant_q4_0>();
-    case Type::Q8_0: return make<Type::Q8_0, dequant_q8_0>();
-    case Type::Q4_K: return make<Type::Q4_K, dequant_q4_k>();
-    case Type::Q5_K: return make<Type::Q5_K, dequant_q5_k>();
-    case Type::Q6_K: return make<Type::Q6_K, dequant_q6_k>();
-    default: return {nullptr, nullptr};
-  }
-}
+GemvFn gemv_kernel_avx2(Type type);  // matmul_gemv_avx2.cpp
+
+TypeKernels type_kernels_avx2(Type type) { return {dequant_kernel(type), gemv_kernel_avx2(type)}; }
 
 GemmKernels gemm_kernels_avx2() { return {pack_panel_avx2, micro_avx2}; }
 

@@ -27,7 +27,7 @@ void dequant_bf16(const void* src, float* y, int64_t n) {
 // with every token.
 template <Type kType, DequantRowFn kDequant>
 void gemv_generic(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const float* x,
-                  int64_t ldx, int64_t n_tok, float* y, int64_t ldy) {
+                  int64_t ldx, const float* /*xsum*/, int64_t n_tok, float* y, int64_t ldy) {
   float buf[kGemvChunk];
   float acc[kGemmMinTokens];
   for (int64_t r = 0; r < n_rows; ++r) {
