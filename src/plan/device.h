@@ -1,0 +1,43 @@
+// Device profiles: how much memory a session may use in total (the budget) and the largest single
+// buffer the device accepts (the cap). `cpu` reads the machine; the Apple profiles carry the
+// working-set and maxBufferLength figures of real Macs (docs/ANCHORS.md), so `keel plan` can
+// answer "will this run on that Mac" on any machine.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keel::plan {
+
+struct DeviceProfile {
+  std::string name;               // "cpu", "apple-m4-max-36g", ... ("+ overrides" when edited)
+  std::string memory;             // where buffers live: "host" (cpu) or "unified" (Apple GPU)
+  uint64_t budget_bytes = 0;      // everything the session owns, weights included
+  uint64_t max_buffer_bytes = 0;  // no single buffer may be larger
+  std::string budget_source;      // why the budget is what it is ("MemAvailable", "recommendedMaxWorkingSetSize", "--budget")
+};
+
+// The machine this runs on: budget = MemAvailable from /proc/meminfo (total RAM when absent),
+// cap = the budget (host memory has no per-buffer limit of its own).
+DeviceProfile cpu_profile();
+
+// A named profile ("cpu" or an Apple one); nullopt when unknown.
+std::optional<DeviceProfile> find_device(std::string_view name);
+// As find_device, but throws keel::Error(usage) listing the names.
+DeviceProfile require_device(std::string_view name);
+std::vector<std::string> device_names();   // "cpu" first, then the Apple profiles by size
+std::vector<DeviceProfile> apple_profiles();
+
+// Applies --budget / --max-buffer overrides (either may be absent); the cap never exceeds the budget.
+DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budget, std::optional<uint64_t> max_buffer);
+
+// "1048576", "24MiB", "1.5GiB", "27GB", "512K" (K/M/G/T: powers of 1000 with B, of 1024 with iB
+// or alone, as in "16G" = 16 GiB). Throws keel::Error(usage) naming the text.
+uint64_t parse_bytes(std::string_view text);
+
+// "19.22 GB (17.90 GiB)" style: decimal and binary units side by side.
+std::string format_bytes(uint64_t bytes);
+
+}  // namespace keel::plan

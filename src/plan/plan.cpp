@@ -1,0 +1,292 @@
+#include "plan/plan.h"
+
+#include <algorithm>
+
+#include "keel/error.h"
+#include "model/model.h"
+#include "model/presets.h"
+
+namespace keel::plan {
+namespace {
+
+bool is_logits_buffer(const std::string& name) {
+  return name == "logits" || name == "logit_index" || name == "logit_rows";
+}
+
+// KV pages: 256 tokens (or the smallest power of two holding a shorter context), halved until
+// one page (K and V of one attention layer) fits the device's largest buffer.
+uint32_t choose_page_tokens(const model::Hparams& hp, runtime::KvType type, int64_t n_ctx, uint64_t max_buffer) {
+  runtime::KvGeometry g;
+  g.type = type;
+  g.n_layers = hp.n_attention_layers();
+  g.n_kv_heads = hp.n_head_kv;
+  g.head_dim = hp.head_dim;
+  g.page_tokens = kDefaultPageTokens;
+  while (g.page_tokens > 1 && g.page_tokens / 2 >= n_ctx) g.page_tokens /= 2;
+  while (g.page_tokens > 1 && g.page_bytes() > max_buffer) g.page_tokens /= 2;
+  return g.page_tokens;
+}
+
+// Everything about one model and device that does not depend on context, chunk or KV type.
+struct Prepared {
+  const ModelSpec& spec;
+  DeviceProfile device;
+  std::vector<runtime::MatrixInfo> matrices;
+  std::vector<Buffer> weights;
+};
+
+Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
+  if (!spec.family) throw Error("internal: model spec without a family");
+  Prepared p{spec, device, {}, {}};
+  const std::string weight_device = device.memory + " (mmap)";
+  p.weights.reserve(spec.weights.size());
+  for (const WeightTensor& w : spec.weights) {
+    if (w.shape.size() >= 2) p.matrices.push_back({w.type, static_cast<int64_t>(w.shape[0])});
+    p.weights.push_back({w.name, w.bytes, 1, Category::weights, weight_device});
+  }
+  return p;
+}
+
+void check_request(const PlanRequest& r) {
+  if (r.n_ctx <= 0) throw Error("context size must be positive, got " + std::to_string(r.n_ctx), ErrorKind::usage);
+  if (r.chunk && *r.chunk <= 0)
+    throw Error("chunk size must be positive, got " + std::to_string(*r.chunk), ErrorKind::usage);
+  if (r.page_tokens && *r.page_tokens == 0) throw Error("KV page size must be positive", ErrorKind::usage);
+}
+
+// The plan for one fixed chunk size.
+Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
+  const model::Hparams& hp = prep.spec.hp;
+  const DeviceProfile& dev = prep.device;
+  Plan plan;
+  plan.model_source = prep.spec.source;
+  plan.hp = hp;
+  plan.request = req;
+  plan.device = dev;
+  plan.chunk_auto = !req.chunk.has_value();
+
+  runtime::SessionOptions& o = plan.options;
+  o.n_ctx = req.n_ctx;
+  o.chunk = std::min(chunk, req.n_ctx);
+  o.max_logit_rows = req.logits_every_token ? o.chunk : 1;
+  o.kv_type = req.kv_type;
+  o.page_tokens = req.page_tokens ? *req.page_tokens
+                                  : choose_page_tokens(hp, req.kv_type, req.n_ctx, dev.max_buffer_bytes);
+  o.n_threads = req.n_threads;
+  const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
+  plan.kv = layout.shape.kv;
+
+  plan.buffers = prep.weights;
+  const uint64_t n_pages = uint64_t{plan.kv.n_layers} * plan.kv.n_pages;
+  if (n_pages > 0) plan.buffers.push_back({"kv pages", plan.kv.page_bytes(), n_pages, Category::kv, dev.memory});
+  for (const model::BufferSpec& b : layout.state)
+    plan.buffers.push_back({b.name, b.bytes, 1, Category::recurrent_state, dev.memory});
+  for (const model::BufferSpec& b : layout.scratch)
+    plan.buffers.push_back(
+        {b.name, b.bytes, 1, is_logits_buffer(b.name) ? Category::logits : Category::activations, dev.memory});
+
+  std::vector<const Buffer*> over_cap;
+  for (const Buffer& b : plan.buffers) {
+    plan.category_bytes[static_cast<size_t>(b.category)] += b.total();
+    plan.total_bytes += b.total();
+    if (b.bytes > plan.largest_buffer_bytes || plan.largest_buffer.empty()) {
+      plan.largest_buffer = b.name;
+      plan.largest_buffer_bytes = b.bytes;
+    }
+    if (b.bytes > dev.max_buffer_bytes) over_cap.push_back(&b);
+  }
+
+  if (hp.n_ctx_train > 0 && req.n_ctx > static_cast<int64_t>(hp.n_ctx_train))
+    plan.reasons.push_back("context " + std::to_string(req.n_ctx) + " exceeds the model's training context of " +
+                           std::to_string(hp.n_ctx_train) + " tokens");
+  if (plan.total_bytes > dev.budget_bytes)
+    plan.reasons.push_back("the plan needs " + format_bytes(plan.total_bytes) + " in total; " + dev.name +
+                           " offers " + format_bytes(dev.budget_bytes) + " (" + dev.budget_source + ")");
+  for (size_t i = 0; i < over_cap.size() && i < 3; ++i)
+    plan.reasons.push_back("buffer '" + over_cap[i]->name + "' (" + std::string(category_name(over_cap[i]->category)) +
+                           ") is " + format_bytes(over_cap[i]->bytes) + ", above the device's largest buffer of " +
+                           format_bytes(dev.max_buffer_bytes));
+  if (over_cap.size() > 3)
+    plan.reasons.push_back("... and " + std::to_string(over_cap.size() - 3) + " more buffers above the cap");
+  plan.fits = plan.reasons.empty();
+  return plan;
+}
+
+// The plan with `auto` resolved: the largest ladder rung (never above the context) that fits;
+// when none fits, the plan at the smallest rung (the closest to fitting), refused.
+Plan plan_core(const Prepared& prep, const PlanRequest& req) {
+  check_request(req);
+  if (req.chunk) return build(prep, req, *req.chunk);
+  Plan last;
+  bool any = false;
+  for (int64_t rung : kChunkLadder) {
+    if (rung > req.n_ctx) continue;
+    last = build(prep, req, rung);
+    any = true;
+    if (last.fits) return last;
+  }
+  if (!any) last = build(prep, req, 1);
+  return last;
+}
+
+// The largest context in [1, limit] whose plan fits (0 if none); fitting only shrinks as the
+// context grows (more KV pages, never less scratch), so a binary search finds it.
+int64_t largest_fitting_context(const Prepared& prep, PlanRequest req, int64_t limit) {
+  int64_t lo = 0, hi = limit;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    req.n_ctx = mid;
+    if (plan_core(prep, req).fits) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+std::string ctx_flag(int64_t n) { return "-c " + std::to_string(n); }
+
+// Re-plans alternatives for a refused plan; each suggestion is a plan that fits.
+void add_advice(const Prepared& prep, Plan& plan) {
+  const PlanRequest& req = plan.request;
+  const model::Hparams& hp = prep.spec.hp;
+  const int64_t ctx_limit = std::min<int64_t>(req.n_ctx, hp.n_ctx_train > 0 ? hp.n_ctx_train : req.n_ctx);
+  plan.max_context = largest_fitting_context(prep, req, ctx_limit);
+  auto suggest = [&](std::string options, const Plan& p) {
+    plan.suggestions.push_back({std::move(options), p.total_bytes, p.options.chunk, true});
+  };
+
+  // A smaller KV type at the same context, or else at the largest context it allows.
+  std::vector<runtime::KvType> smaller;
+  if (req.kv_type == runtime::KvType::f32) smaller = {runtime::KvType::f16, runtime::KvType::q8_0};
+  if (req.kv_type == runtime::KvType::f16) smaller = {runtime::KvType::q8_0};
+  bool kv_fixed_it = false;
+  for (runtime::KvType t : smaller) {
+    PlanRequest alt = req;
+    alt.kv_type = t;
+    alt.n_ctx = ctx_limit;
+    const std::string flag = "--kv-type " + std::string(runtime::kv_type_name(t));
+    Plan p = plan_core(prep, alt);
+    if (p.fits) {
+      suggest(flag + (ctx_limit != req.n_ctx ? " " + ctx_flag(ctx_limit) : ""), p);
+      kv_fixed_it = true;
+      break;
+    }
+    if (t == runtime::KvType::q8_0) {
+      const int64_t n = largest_fitting_context(prep, alt, ctx_limit);
+      if (n > *plan.max_context) {
+        alt.n_ctx = n;
+        suggest(flag + " " + ctx_flag(n), plan_core(prep, alt));
+      }
+    }
+  }
+
+  if (*plan.max_context > 0) {
+    PlanRequest alt = req;
+    alt.n_ctx = *plan.max_context;
+    suggest(ctx_flag(*plan.max_context), plan_core(prep, alt));
+  }
+
+  if (req.chunk) {
+    PlanRequest alt = req;
+    alt.chunk.reset();
+    alt.n_ctx = ctx_limit;
+    Plan p = plan_core(prep, alt);
+    if (p.fits && ctx_limit == req.n_ctx) suggest("--chunk " + std::to_string(p.options.chunk), p);
+  }
+
+  // Another device: the smallest named profile where the same options fit (Apple profiles only
+  // make sense as advice when planning for an Apple profile).
+  if (plan.device.memory == "unified") {
+    for (const DeviceProfile& d : apple_profiles()) {
+      if (d.budget_bytes <= plan.device.budget_bytes) continue;
+      Plan p = plan_core(prepare(prep.spec, d), PlanRequest{req});
+      if (p.fits) {
+        suggest("--device " + d.name, p);
+        break;
+      }
+    }
+  }
+
+  uint64_t largest_weight = 0;
+  for (const WeightTensor& w : prep.spec.weights) largest_weight = std::max(largest_weight, w.bytes);
+  if (plan.bytes(Category::weights) >= plan.device.budget_bytes || largest_weight > plan.device.max_buffer_bytes)
+    plan.suggestions.push_back({"a smaller quantization of the model (--type, or another file): the weights alone need " +
+                                    format_bytes(plan.bytes(Category::weights)) + ", the largest tensor " +
+                                    format_bytes(largest_weight),
+                                0, 0, false});
+  (void)kv_fixed_it;
+}
+
+}  // namespace
+
+std::string_view category_name(Category c) {
+  switch (c) {
+    case Category::weights: return "weights";
+    case Category::kv: return "kv";
+    case Category::recurrent_state: return "recurrent_state";
+    case Category::activations: return "activations";
+    case Category::staging: return "staging";
+    case Category::logits: return "logits";
+  }
+  return "?";
+}
+
+uint64_t ModelSpec::weight_bytes() const {
+  uint64_t total = 0;
+  for (const WeightTensor& w : weights) total += w.bytes;
+  return total;
+}
+
+uint64_t Plan::session_bytes() const {
+  return bytes(Category::kv) + bytes(Category::recurrent_state) + bytes(Category::activations) +
+         bytes(Category::staging) + bytes(Category::logits);
+}
+
+ModelSpec describe_model(const model::Model& model) {
+  ModelSpec spec;
+  spec.source = model.file().path();
+  spec.hp = model.hparams();
+  spec.family = &model.family();
+  for (const gguf::TensorInfo& t : model.file().tensors())
+    spec.weights.push_back({t.name, t.type, std::vector<uint64_t>(t.ne, t.ne + t.n_dims), t.n_bytes});
+  return spec;
+}
+
+ModelSpec describe_file(const std::string& path) { return describe_model(*model::Model::load(path)); }
+
+ModelSpec describe_preset(std::string_view preset, model::FileType type) {
+  ModelSpec spec;
+  spec.source = "preset " + std::string(preset) + " " + std::string(model::file_type_name(type));
+  spec.hp = model::require_preset(preset);
+  spec.family = &model::family_for(spec.hp.arch);
+  // The tensors such a file holds: the required ones, plus output.weight unless it is tied.
+  std::vector<model::TensorSpec> specs;
+  for (model::TensorSpec& s : spec.family->tensor_specs(spec.hp)) {
+    const bool wanted = !s.optional || (s.role == model::TensorRole::output && !spec.hp.tied_output);
+    if (wanted) specs.push_back(std::move(s));
+  }
+  const std::vector<quant::Type> types = model::recipe_types(type, specs);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    uint64_t rows = 1;
+    for (size_t d = 1; d < specs[i].shape.size(); ++d) rows *= specs[i].shape[d];
+    const uint64_t bytes = quant::row_bytes(types[i], specs[i].shape[0]) * rows;
+    spec.weights.push_back({specs[i].name, types[i], specs[i].shape, bytes});
+  }
+  return spec;
+}
+
+Plan make_plan(const ModelSpec& model, const PlanRequest& request) {
+  const Prepared prep = prepare(model, request.device ? *request.device : cpu_profile());
+  Plan plan = plan_core(prep, request);
+  if (!plan.fits) add_advice(prep, plan);
+  return plan;
+}
+
+Plan plan_for_model(const model::Model& model, const PlanRequest& request) {
+  return make_plan(describe_model(model), request);
+}
+
+void check_fits(const Plan& plan) {
+  if (!plan.fits) throw Error(refusal_text(plan), ErrorKind::refused);
+}
+
+}  // namespace keel::plan

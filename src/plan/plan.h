@@ -1,0 +1,135 @@
+// The memory plan: every buffer a session will own (weights, KV pages, recurrent state,
+// activations, staging, logits), computed from a model's header alone, against a device profile
+// (total budget and per-buffer cap). It either fits, or says why not and what would fit.
+//
+// The KV, state and scratch buffers come from runtime::layout_session, the very function the
+// Session allocates from, so a plan and the session it describes cannot disagree.
+//
+// Using it from a command that runs a model (keel run / perplexity / bench):
+//
+//   plan::PlanRequest req;
+//   req.n_ctx = 8192;                       // tokens the session must hold
+//   req.chunk = std::nullopt;               // --chunk auto (or a number)
+//   req.kv_type = runtime::KvType::f16;
+//   req.n_threads = 0;
+//   req.logits_every_token = false;         // true for perplexity (a logits row per chunk token)
+//   req.device = plan::require_device("cpu");   // or with_overrides(..., --budget, --max-buffer)
+//   plan::Plan p = plan::plan_for_model(*model, req);   // header only: no weights read
+//   plan::check_fits(p);                    // throws keel::Error(refused) with the full refusal
+//   runtime::Session session(model, p.options);   // allocates exactly p's KV/state/scratch
+//
+// plan::format_plan(p) prints the table (for --memory-report), plan::to_json(p) the JSON.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/family.h"
+#include "model/hparams.h"
+#include "model/recipe.h"
+#include "plan/device.h"
+#include "quant/types.h"
+#include "runtime/kv_cache.h"
+#include "runtime/session.h"
+
+namespace keel::model { class Model; }
+
+namespace keel::plan {
+
+enum class Category { weights, kv, recurrent_state, activations, staging, logits };
+inline constexpr size_t kCategoryCount = 6;
+std::string_view category_name(Category c);  // "weights", "kv", "recurrent_state", ...
+
+struct Buffer {
+  std::string name;       // tensor name, "kv pages", "hidden", "matmul", ...
+  uint64_t bytes = 0;     // one buffer
+  uint64_t count = 1;     // identical buffers of this name (KV: attention layers × pages)
+  Category category = Category::activations;
+  std::string device;     // "host", "host (mmap)", "unified", "unified (mmap)"
+  uint64_t total() const { return bytes * count; }
+};
+
+// One weight tensor as the header describes it (no data).
+struct WeightTensor {
+  std::string name;
+  quant::Type type;
+  std::vector<uint64_t> shape;  // ggml order
+  uint64_t bytes;
+};
+
+// What the planner knows of a model: hparams, family and the tensor table.
+struct ModelSpec {
+  std::string source;                     // the GGUF path, or "preset qwen35-27b q5_k_m"
+  model::Hparams hp;
+  const model::Family* family = nullptr;
+  std::vector<WeightTensor> weights;
+  uint64_t weight_bytes() const;
+};
+ModelSpec describe_model(const model::Model& model);  // from a loaded (header-only) model
+ModelSpec describe_file(const std::string& path);     // opens the GGUF, reads its header
+// A model that is not on this machine: preset hparams, the family's tensor list, and the types
+// llama-quantize's recipe gives each tensor. Throws keel::Error naming presets / the family.
+ModelSpec describe_preset(std::string_view preset, model::FileType type);
+
+// The KV page ladder and prefill chunk ladder `auto` chooses from (largest first).
+inline constexpr uint32_t kDefaultPageTokens = 256;
+inline constexpr std::array<int64_t, 13> kChunkLadder = {4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1};
+
+struct PlanRequest {
+  int64_t n_ctx = 4096;                   // tokens the session must hold
+  std::optional<int64_t> chunk;           // nullopt: auto, the largest ladder rung that fits
+  runtime::KvType kv_type = runtime::KvType::f16;
+  std::optional<uint32_t> page_tokens;    // nullopt: 256 (or less for a short context), halved until a page fits the cap
+  int n_threads = 0;                      // 0: all cores (the CPU scratch is per thread)
+  bool logits_every_token = false;        // perplexity: max_logit_rows = chunk
+  std::optional<DeviceProfile> device;    // nullopt: cpu_profile()
+};
+
+// An option set that was re-planned and fits (or, for `hint`s, advice that cannot be verified).
+struct Suggestion {
+  std::string options;      // e.g. "--kv-type q8_0", "-c 146432", "--device apple-m4-pro-48g"
+  uint64_t total_bytes = 0; // the re-planned total
+  int64_t chunk = 0;        // the chunk that re-plan chose
+  bool verified = true;     // false: advice only (e.g. "a smaller quantization")
+};
+
+struct Plan {
+  std::string model_source;
+  model::Hparams hp;
+  PlanRequest request;
+  DeviceProfile device;
+  runtime::SessionOptions options;   // what to hand runtime::Session: chunk and page size resolved
+  bool chunk_auto = false;
+  runtime::KvGeometry kv;            // pages per attention layer, page size, bytes per token
+  std::vector<Buffer> buffers;       // weights (one per tensor), KV pages (one aggregated entry), state, scratch
+  std::array<uint64_t, kCategoryCount> category_bytes{};
+  uint64_t total_bytes = 0;
+  std::string largest_buffer;        // name of the largest single buffer
+  uint64_t largest_buffer_bytes = 0;
+
+  bool fits = false;
+  std::vector<std::string> reasons;       // why it does not fit (empty when it fits)
+  std::optional<int64_t> max_context;     // refused: the largest context that fits with this KV type (0: none)
+  std::vector<Suggestion> suggestions;    // refused: what would fit, each re-planned
+
+  uint64_t bytes(Category c) const { return category_bytes[static_cast<size_t>(c)]; }
+  uint64_t session_bytes() const;         // what the Session allocates: kv + state + scratch
+};
+
+// The plan for a request; `auto` chunk resolved. Never throws for "does not fit" (see fits);
+// throws keel::Error(usage) for impossible requests (context or chunk <= 0).
+Plan make_plan(const ModelSpec& model, const PlanRequest& request);
+Plan plan_for_model(const model::Model& model, const PlanRequest& request);
+
+// Throws keel::Error(refusal_text(plan), ErrorKind::refused) unless plan.fits.
+void check_fits(const Plan& plan);
+
+// Printing (plan/report.cpp).
+std::string format_plan(const Plan& plan);     // the table and the verdict line
+std::string refusal_text(const Plan& plan);    // the one refusal message: needs, has, fixes
+std::string to_json(const Plan& plan);         // one JSON object, `"fits"` included
+
+}  // namespace keel::plan
