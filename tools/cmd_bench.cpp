@@ -1,6 +1,165 @@
-// Placeholder until its issue lands: the subcommand is registered so helpers can fill it in.
+// `keel bench`: prefill and decode throughput in the manner of llama-bench. For each prompt size
+// p and depth d: prefill d tokens (untimed), then time a prefill of p tokens; for n > 0, time n
+// single-token decode steps after depth d. Random token ids (fixed seed), repeated -r times.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
 #include "commands.h"
 #include "keel/error.h"
+#include "run_common.h"
+
 namespace keel::cli {
-int cmd_bench(const CommandArgs&) { throw Error("keel bench is not available in this build yet"); }
+namespace {
+
+std::vector<int64_t> parse_list(const std::string& s, const std::string& flag) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(item, &used);
+      if (used != item.size() || v < 0) throw std::invalid_argument(item);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw Error("keel bench: " + flag + " expects a comma-separated list of non-negative integers, got '" + s + "'",
+                  ErrorKind::usage);
+    }
+  }
+  return out;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int32_t n_vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(3, n_vocab - 1);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = dist(rng);
+  return ids;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+int cmd_bench(const CommandArgs& argv) {
+  Args args("bench", "Measure prefill and decode throughput (tok/s) like llama-bench.",
+            {
+                {{"-m", "--model"}, "FILE", "GGUF model (default: the embedded stories260K)"},
+                {{"-p", "--n-prompt"}, "LIST", "prompt sizes to prefill, comma-separated (default 512)"},
+                {{"-n", "--n-gen"}, "N", "tokens to decode (default 64; 0 = no decode test)"},
+                {{"-d", "--n-depth"}, "LIST", "context depths before each test (default 0)"},
+                {{"-t", "--threads"}, "N", "threads (default: all cores)"},
+                {{"--chunk"}, "N", "prefill chunk size (default 512)"},
+                {{"--kv-type"}, "TYPE", "KV cache type: f16 (default), q8_0, f32"},
+                {{"-r", "--repetitions"}, "N", "repetitions of each test, the mean is reported (default 3)"},
+                {{"--json"}, "", "print a JSON array of measurements"},
+            });
+  if (!args.parse(argv)) return 0;
+  auto model = model::Model::load(args.get_or("-m", KEEL_DEFAULT_MODEL));
+  const auto prompts = parse_list(args.get_or("-p", "512"), "-p");
+  const auto depths = parse_list(args.get_or("-d", "0"), "-d");
+  const int64_t n_gen = args.get_int("-n", 64);
+  const int64_t reps = std::max<int64_t>(1, args.get_int("-r", 3));
+  const int32_t n_vocab = static_cast<int32_t>(model->hparams().n_vocab);
+  const double weight_gb = static_cast<double>(model->file().tensor_bytes()) / 1e9;
+  const std::string name = model->file().get_string("general.name").value_or(model->hparams().arch);
+  const std::string ftype = [&] {
+    std::string t;
+    for (const auto& ti : model->file().tensors())
+      if (ti.n_dims >= 2 && t.find(quant::type_name(ti.type)) == std::string::npos)
+        t += (t.empty() ? "" : "+") + std::string(quant::type_name(ti.type));
+    return t;
+  }();
+
+  int64_t max_ctx = 0;
+  for (int64_t d : depths)
+    for (int64_t p : prompts) max_ctx = std::max(max_ctx, d + std::max(p, n_gen) + 1);
+  runtime::SessionOptions so;
+  so.n_ctx = max_ctx;
+  so.chunk = args.get_int("--chunk", 512);
+  so.n_threads = static_cast<int>(args.get_int("-t", 0));
+  if (auto kv = args.get("--kv-type")) {
+    auto t = runtime::kv_type_from_name(*kv);
+    if (!t) throw Error("unknown --kv-type '" + *kv + "'", ErrorKind::usage);
+    so.kv_type = *t;
+  }
+  if (max_ctx > static_cast<int64_t>(model->hparams().n_ctx_train))
+    throw Error("keel bench: depth + prompt = " + std::to_string(max_ctx) + " tokens exceeds the model's context of " +
+                std::to_string(model->hparams().n_ctx_train));
+  runtime::Session session(model, so);
+
+  nlohmann::json results = nlohmann::json::array();
+  const bool json = args.has("--json");
+  if (!json)
+    std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s |\n", "model", "type", "size GB", "threads",
+                "chunk", "test", "t/s", "GB/s");
+  auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth, double mean, double sd) {
+    nlohmann::json m = {{"model", name}, {"type", ftype}, {"n_prompt", n_prompt ? nlohmann::json(n_prompt) : nlohmann::json()},
+                        {"n_gen", n_decode ? nlohmann::json(n_decode) : nlohmann::json()}, {"depth", depth},
+                        {"threads", session.layout().shape.n_threads}, {"chunk", session.layout().shape.chunk},
+                        {"repetitions", reps},
+                        {"prefill_tok_s", n_prompt ? nlohmann::json(mean) : nlohmann::json()},
+                        {"decode_tok_s", n_decode ? nlohmann::json(mean) : nlohmann::json()},
+                        {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb) : nlohmann::json()}};
+    results.push_back(m);
+    if (!json)
+      std::printf("| %-20s | %-12s | %9.3f | %7d | %5lld | %14s | %9.2f ± %5.2f | %9s |\n", name.substr(0, 20).c_str(),
+                  ftype.substr(0, 12).c_str(), weight_gb, session.layout().shape.n_threads,
+                  static_cast<long long>(session.layout().shape.chunk), test.c_str(), mean, sd,
+                  n_decode ? std::to_string(static_cast<int>(mean * weight_gb * 10) / 10.0).substr(0, 6).c_str() : "");
+    std::fflush(stdout);
+  };
+  auto stats = [](const std::vector<double>& v, double* mean, double* sd) {
+    double s = 0, s2 = 0;
+    for (double x : v) s += x;
+    *mean = s / static_cast<double>(v.size());
+    for (double x : v) s2 += (x - *mean) * (x - *mean);
+    *sd = v.size() > 1 ? std::sqrt(s2 / static_cast<double>(v.size() - 1)) : 0.0;
+  };
+
+  for (int64_t depth : depths) {
+    const auto fill = random_tokens(depth, n_vocab, 7);
+    const std::string at = depth ? " @ d" + std::to_string(depth) : "";
+    for (int64_t p : prompts) {
+      if (p == 0) continue;
+      const auto prompt = random_tokens(p, n_vocab, 11);
+      std::vector<double> rates;
+      for (int64_t r = 0; r < reps; ++r) {
+        session.reset();
+        if (depth) session.prefill(fill);
+        auto t = std::chrono::steady_clock::now();
+        session.prefill(prompt);
+        rates.push_back(static_cast<double>(p) / seconds_since(t));
+      }
+      double mean, sd;
+      stats(rates, &mean, &sd);
+      report("pp" + std::to_string(p) + at, p, 0, depth, mean, sd);
+    }
+    if (n_gen > 0) {
+      const auto gen = random_tokens(n_gen, n_vocab, 13);
+      std::vector<double> rates;
+      for (int64_t r = 0; r < reps; ++r) {
+        session.reset();
+        session.prefill(depth ? fill : std::vector<int32_t>{gen[0]});
+        auto t = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < n_gen; ++i) session.decode(gen[static_cast<size_t>(i)]);
+        rates.push_back(static_cast<double>(n_gen) / seconds_since(t));
+      }
+      double mean, sd;
+      stats(rates, &mean, &sd);
+      report("tg" + std::to_string(n_gen) + at, 0, n_gen, depth, mean, sd);
+    }
+  }
+  if (json) std::cout << results.dump(1) << "\n";
+  return 0;
+}
+
 }  // namespace keel::cli

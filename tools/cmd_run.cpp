@@ -1,2 +1,137 @@
+// `keel run`: generate from a prompt. Streams only the generated text to stdout; progress on
+// stderr during prefill (when it is a terminal); a closing stats line on stderr.
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
 #include "commands.h"
-namespace keel::cli { int cmd_run(const CommandArgs&) { return 1; } }
+#include "keel/error.h"
+#include "model/model.h"
+#include "run_common.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace keel::cli {
+
+int cmd_run(const CommandArgs& argv) {
+  std::vector<Option> options = model_options();
+  for (Option o : std::vector<Option>{
+           {{"-p", "--prompt"}, "TEXT", "prompt text"},
+           {{"-f", "--file"}, "FILE", "read the prompt from FILE"},
+           {{"--ids-file"}, "FILE", "start from token ids (whitespace-separated) instead of text"},
+           {{"-n", "--n-predict"}, "N", "tokens to generate (-1: until end of text or full context; default -1)"},
+           {{"--temp"}, "T", "temperature; 0 = greedy (default 0.8)"},
+           {{"--top-k"}, "K", "top-k sampling, 0 = off (default 40)"},
+           {{"--top-p"}, "P", "top-p sampling, 1 = off (default 0.95)"},
+           {{"--min-p"}, "P", "min-p sampling, 0 = off (default 0.05)"},
+           {{"--repeat-penalty"}, "X", "penalty for recent tokens, 1 = off (default 1.0)"},
+           {{"--repeat-last-n"}, "N", "tokens the penalty looks back on (default 64)"},
+           {{"--seed"}, "N", "random seed (default: random)"},
+           {{"--no-bos"}, "", "do not add the BOS token"},
+           {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
+       })
+    options.push_back(o);
+  Args args("run", "Generate text from a prompt with a GGUF model (default: the embedded stories260K).", options);
+  if (!args.parse(argv)) return 0;
+  if (!args.positionals().empty())
+    throw Error("keel run: unexpected argument '" + args.positionals()[0] + "' (use -p for the prompt)", ErrorKind::usage);
+
+  LoadedModel lm = load_model(args);
+  const auto& tok = lm.tokenizer;
+  std::vector<int32_t> prompt = read_prompt_tokens(args, tok);
+  if (prompt.empty()) throw Error("keel run: the prompt is empty (give -p TEXT, -f FILE or --ids-file FILE)", ErrorKind::usage);
+
+  runtime::SamplerOptions so;
+  so.temperature = static_cast<float>(args.get_double("--temp", 0.8));
+  so.top_k = static_cast<int>(args.get_int("--top-k", 40));
+  so.top_p = static_cast<float>(args.get_double("--top-p", 0.95));
+  so.min_p = static_cast<float>(args.get_double("--min-p", 0.05));
+  so.repeat_penalty = static_cast<float>(args.get_double("--repeat-penalty", 1.0));
+  so.repeat_last_n = static_cast<int>(args.get_int("--repeat-last-n", 64));
+  so.seed = args.has("--seed") ? static_cast<uint64_t>(args.get_int("--seed", 0))
+                               : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  int64_t n_predict = args.get_int("-n", -1);
+  const bool json = args.has("--json");
+
+  runtime::SessionOptions session_options = session_options_from(args, *lm.model, static_cast<int64_t>(prompt.size()));
+  runtime::Session session(lm.model, session_options);
+  runtime::Sampler sampler(so, static_cast<int32_t>(lm.model->hparams().n_vocab));
+  std::vector<int32_t> history = prompt;
+  history.reserve(static_cast<size_t>(session.n_ctx()));
+
+  CancelGuard cancel;
+  ProgressBar bar(!json);
+  const auto t0 = std::chrono::steady_clock::now();
+  RunStats stats;
+  stats.prompt_tokens = static_cast<int64_t>(prompt.size());
+  const float* logits = nullptr;
+  try {
+    logits = session.prefill(prompt, [&](const runtime::ChunkProgress& p) {
+      bar.update(p);
+      return !cancel.requested();
+    });
+  } catch (const Error& e) {
+    bar.finish();
+    if (e.kind() == ErrorKind::cancelled) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return 130;
+    }
+    throw;
+  }
+  bar.finish();
+  const auto t1 = std::chrono::steady_clock::now();
+  stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+  tokenizer::StreamDecoder decoder(tok);
+  std::vector<int32_t> generated;
+  const int64_t room = session.n_ctx() - session.n_past();
+  const int64_t limit = n_predict < 0 ? room : std::min(n_predict, room);
+  for (int64_t i = 0; i < limit && !cancel.requested(); ++i) {
+    const int32_t id = sampler.sample(logits, history);
+    if (tok.is_end_of_generation(id)) break;
+    generated.push_back(id);
+    history.push_back(id);
+    if (!json) {
+      std::string text = decoder.push(id);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    }
+    if (i + 1 < limit) logits = session.decode(id);
+  }
+  std::string tail = decoder.flush();
+  if (!json) {
+    std::fwrite(tail.data(), 1, tail.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+  stats.decode_tokens = static_cast<int64_t>(generated.size());
+  stats.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  stats.chunk = session.layout().shape.chunk;
+
+  if (json) {
+    nlohmann::json out;
+    out["prompt_ids"] = prompt;
+    out["ids"] = generated;
+    out["text"] = tok.decode(generated);
+    out["prompt_tokens"] = stats.prompt_tokens;
+    out["prefill_tok_s"] = stats.prefill_tok_s();
+    out["decode_tok_s"] = stats.decode_tok_s();
+    out["chunk"] = stats.chunk;
+    out["peak_bytes"] = peak_rss_bytes();
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  print_stats_line(stats);
+  if (cancel.requested()) return 130;
+  return 0;
+}
+
+}  // namespace keel::cli

@@ -1,0 +1,127 @@
+// End-to-end tests of the keel binary: golden greedy runs, perplexity against the fixture
+// reference, inspect, and errors (exit codes, messages, nothing on stdout).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "fixture_ref.h"
+#include "test_paths.h"
+
+using namespace keel;
+
+namespace {
+
+struct Output {
+  int code;
+  std::string out;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+Output keel_cli(const std::string& args, bool merge_stderr = false) {
+  std::string cmd = test::keel_binary() + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* p = popen(cmd.c_str(), "r");
+  Output o{-1, ""};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.out.append(buf.data(), n);
+  int status = pclose(p);
+  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return o;
+}
+
+}  // namespace
+
+TEST(Cli, RunGreedyEqualsLlamaCppGolden) {
+  auto golden = test::read_json(test::shared("golden/stories260K.greedy.json"));
+  for (const auto& item : golden) {
+    const std::string prompt = item["prompt"];
+    Output o = keel_cli("run --temp 0 -n 64 --json -p " + quote(prompt));
+    ASSERT_EQ(o.code, 0) << prompt;
+    auto j = nlohmann::json::parse(o.out);
+    EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(), item["prompt_ids"].get<std::vector<int32_t>>()) << prompt;
+    EXPECT_EQ(j["ids"].get<std::vector<int32_t>>(), item["greedy_ids"].get<std::vector<int32_t>>()) << prompt;
+    // Streamed text continues the prompt, so a first piece "▁a" prints as " a"; llama.cpp's
+    // greedy_text detokenizes the ids on their own, which drops that leading space.
+    Output text = keel_cli("run --temp 0 -n 64 -p " + quote(prompt));
+    std::string streamed = text.out;
+    if (!streamed.empty() && streamed[0] == ' ') streamed.erase(0, 1);
+    EXPECT_EQ(streamed, item["greedy_text"].get<std::string>() + "\n") << prompt;
+  }
+}
+
+TEST(Cli, RunFromIdsFileWithSmallChunks) {
+  auto golden = test::read_json(test::shared("golden/stories260K.greedy.json"));
+  const auto& item = golden[1];
+  std::string path = testing::TempDir() + "keel_ids.txt";
+  std::string ids;
+  for (int32_t id : item["prompt_ids"].get<std::vector<int32_t>>()) ids += std::to_string(id) + " ";
+  std::ofstream(path) << ids;
+  Output o = keel_cli("run --temp 0 -n 16 --chunk 3 --json --ids-file " + path);
+  ASSERT_EQ(o.code, 0);
+  auto want = item["greedy_ids"].get<std::vector<int32_t>>();
+  want.resize(16);
+  EXPECT_EQ(nlohmann::json::parse(o.out)["ids"].get<std::vector<int32_t>>(), want);
+}
+
+// keel perplexity over prompt A equals the mean NLL computed from the HF float64 logits.
+TEST(Cli, PerplexityMatchesReferenceNll) {
+  test::Fixture fx = test::load_fixture("tiny-qwen3");
+  auto ref = test::read_rows("tiny-qwen3.logits.f32", fx.n_vocab);
+  double nll = 0;
+  for (size_t i = 0; i + 1 < fx.prompt_a.size(); ++i)
+    nll -= test::log_softmax(ref[i].data(), fx.n_vocab)[static_cast<size_t>(fx.prompt_a[i + 1])];
+  nll /= static_cast<double>(fx.prompt_a.size() - 1);
+  std::string path = testing::TempDir() + "keel_ppl_ids.txt";
+  std::string ids;
+  for (int32_t id : fx.prompt_a) ids += std::to_string(id) + "\n";
+  std::ofstream(path) << ids;
+  for (std::string chunk : {"5", "512"}) {
+    Output o = keel_cli("perplexity -m " + test::shared("fixtures/tiny-qwen3.gguf") + " --kv-type f32 --chunk " + chunk +
+                        " --ids-file " + path);
+    ASSERT_EQ(o.code, 0) << o.out;
+    long long tokens = 0;
+    double mean = 0, ppl = 0;
+    ASSERT_EQ(std::sscanf(o.out.c_str(), "tokens %lld  mean_nll %lf  perplexity %lf", &tokens, &mean, &ppl), 3) << o.out;
+    EXPECT_EQ(tokens, static_cast<long long>(fx.prompt_a.size() - 1));
+    EXPECT_NEAR(mean, nll, 1e-4);
+    EXPECT_NEAR(ppl, std::exp(nll), std::exp(nll) * 1e-3);
+  }
+}
+
+TEST(Cli, InspectListsTensorsAndMetadata) {
+  Output o = keel_cli("inspect " + test::shared("models/stories260K.gguf"));
+  ASSERT_EQ(o.code, 0);
+  EXPECT_NE(o.out.find("general.architecture"), std::string::npos);
+  EXPECT_NE(o.out.find("blk.4.ffn_down.weight"), std::string::npos);
+  Output j = keel_cli("inspect --json " + test::shared("models/stories260K.gguf"));
+  ASSERT_EQ(j.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(j.out)["tensors"].size(), 48u);
+}
+
+TEST(Cli, ErrorsHaveExitCodesAndMessages) {
+  Output missing = keel_cli("run -m /nonexistent.gguf -p hi", true);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.out.find("/nonexistent.gguf"), std::string::npos) << missing.out;
+  Output v1 = keel_cli("run -m " + test::shared("models/tinyllamas-stories-260k-f32.gguf") + " -p hi", true);
+  EXPECT_EQ(v1.code, 1);
+  EXPECT_NE(v1.out.find("GGUF v1, not supported"), std::string::npos) << v1.out;
+  Output usage = keel_cli("run --no-such-flag", true);
+  EXPECT_EQ(usage.code, 2);
+  EXPECT_NE(usage.out.find("--no-such-flag"), std::string::npos);
+  EXPECT_EQ(keel_cli("frobnicate").code, 2);
+  Output too_long = keel_cli("run -c 4 -p 'Once upon a time there was a dog'", true);
+  EXPECT_EQ(too_long.code, 1);
+  EXPECT_NE(too_long.out.find("context"), std::string::npos) << too_long.out;
+  Output bad_kv = keel_cli("run --kv-type q3 -p hi", true);
+  EXPECT_EQ(bad_kv.code, 2);
+  EXPECT_EQ(keel_cli("run --help").code, 0);
+}

@@ -1,0 +1,144 @@
+#include "run_common.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "keel/error.h"
+
+namespace keel::cli {
+namespace {
+std::atomic<int> g_interrupts{0};  // the CLI process's Ctrl-C count (signal handlers need a global)
+
+extern "C" void on_sigint(int) {
+  if (g_interrupts.fetch_add(1) >= 1) _exit(130);
+}
+}  // namespace
+
+std::vector<Option> model_options() {
+  return {
+      {{"-m", "--model"}, "FILE", "GGUF model (default: the embedded stories260K)"},
+      {{"-c", "--ctx-size"}, "N", "context size in tokens (default: prompt + generation, within the model's limit)"},
+      {{"-t", "--threads"}, "N", "threads (default: all cores)"},
+      {{"--chunk"}, "N", "prefill chunk size in tokens (default 512)"},
+      {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
+  };
+}
+
+LoadedModel load_model(const Args& args) {
+  std::string path = args.get_or("-m", KEEL_DEFAULT_MODEL);
+  auto model = model::Model::load(path);
+  return {model, tokenizer::Tokenizer::from_gguf(model->file())};
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> read_ids_file(const std::string& path) {
+  std::istringstream in(read_text_file(path));
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(word, &used);
+      if (used != word.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(word);
+      ids.push_back(static_cast<int32_t>(v));
+    } catch (const std::exception&) {
+      throw Error(path + ": '" + word + "' is not a token id");
+    }
+  }
+  return ids;
+}
+
+std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Tokenizer& tok) {
+  int sources = args.has("-p") + args.has("-f") + args.has("--ids-file");
+  if (sources > 1) throw Error("give only one of -p, -f and --ids-file", ErrorKind::usage);
+  std::vector<int32_t> ids;
+  if (auto path = args.get("--ids-file")) {
+    ids = read_ids_file(*path);
+    for (int32_t id : ids)
+      if (id >= tok.n_vocab())
+        throw Error(*path + ": token id " + std::to_string(id) + " is outside the vocabulary (" +
+                    std::to_string(tok.n_vocab()) + " tokens)");
+    return ids;
+  }
+  std::string text = args.has("-f") ? read_text_file(*args.get("-f")) : args.get_or("-p", "");
+  const bool bos = tok.add_bos_by_default() && !args.has("--no-bos");
+  return tok.encode(text, bos, /*parse_special=*/false);
+}
+
+runtime::SessionOptions session_options_from(const Args& args, const model::Model& model, int64_t prompt_tokens) {
+  runtime::SessionOptions o;
+  const int64_t train = model.hparams().n_ctx_train > 0 ? model.hparams().n_ctx_train : 4096;
+  if (args.has("-c")) {
+    o.n_ctx = args.get_int("-c", 0);
+    if (o.n_ctx <= 0) o.n_ctx = train;  // llama.cpp: 0 = the model's context
+  } else {
+    int64_t n_predict = args.get_int("-n", -1);
+    int64_t want = prompt_tokens + (n_predict >= 0 ? n_predict : 512);
+    o.n_ctx = std::min(train, std::max<int64_t>(want, 4096));
+  }
+  if (prompt_tokens > o.n_ctx)
+    throw Error("the prompt has " + std::to_string(prompt_tokens) + " tokens but the context holds " +
+                std::to_string(o.n_ctx) + (prompt_tokens > train ? " (the model supports " + std::to_string(train) + ")" : "; raise -c"));
+  o.n_threads = static_cast<int>(args.get_int("-t", 0));
+  o.chunk = args.get_int("--chunk", 512);
+  if (auto kv = args.get("--kv-type")) {
+    auto t = runtime::kv_type_from_name(*kv);
+    if (!t) throw Error("unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
+    o.kv_type = *t;
+  }
+  return o;
+}
+
+CancelGuard::CancelGuard() {
+  g_interrupts = 0;
+  std::signal(SIGINT, on_sigint);
+}
+CancelGuard::~CancelGuard() { std::signal(SIGINT, SIG_DFL); }
+bool CancelGuard::requested() const { return g_interrupts.load() > 0; }
+
+ProgressBar::ProgressBar(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO)) {}
+
+void ProgressBar::update(const runtime::ChunkProgress& p) {
+  if (!enabled_ || p.total <= 0) return;
+  const double frac = static_cast<double>(p.done) / static_cast<double>(p.total);
+  const double rate = p.seconds > 0 ? p.done / p.seconds : 0;
+  const double eta = rate > 0 ? (p.total - p.done) / rate : 0;
+  const int width = 30, filled = static_cast<int>(frac * width);
+  std::fprintf(stderr, "\rprefill [%.*s%*s] %lld/%lld tokens  %.1f tok/s  ETA %.0fs ", filled,
+               "##############################", width - filled, "", static_cast<long long>(p.done),
+               static_cast<long long>(p.total), rate, eta);
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void ProgressBar::finish() {
+  if (drawn_) std::fprintf(stderr, "\r\033[K");
+  drawn_ = false;
+}
+
+void print_stats_line(const RunStats& s) {
+  std::fprintf(stderr, "keel: prompt %lld tokens, prefill %.1f tok/s, decode %lld tokens at %.1f tok/s (chunk %lld)\n",
+               static_cast<long long>(s.prompt_tokens), s.prefill_tok_s(), static_cast<long long>(s.decode_tokens),
+               s.decode_tok_s(), static_cast<long long>(s.chunk));
+}
+
+uint64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+}  // namespace keel::cli

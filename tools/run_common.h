@@ -1,0 +1,67 @@
+// Pieces shared by the commands that run a model (run, perplexity, bench): model and tokenizer
+// loading, session options from flags, prompt input, Ctrl-C, the progress bar and stats line.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "model/model.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace keel::cli {
+
+// -m, -c, -t, --chunk, --kv-type: the options every model-running command takes.
+std::vector<Option> model_options();
+
+struct LoadedModel {
+  std::shared_ptr<const model::Model> model;
+  tokenizer::Tokenizer tokenizer;
+};
+LoadedModel load_model(const Args& args);  // -m or the embedded default model
+
+std::string read_text_file(const std::string& path);
+std::vector<int32_t> read_ids_file(const std::string& path);
+// Token ids from --ids-file, or -p / -f text tokenized (BOS unless --no-bos).
+std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Tokenizer& tok);
+
+// Context: -c, or by default enough for the prompt plus generation, within the model's limit.
+runtime::SessionOptions session_options_from(const Args& args, const model::Model& model, int64_t prompt_tokens);
+
+// Installs a SIGINT handler for its lifetime: the first Ctrl-C asks to stop at the next chunk
+// boundary; a second one exits at once.
+class CancelGuard {
+ public:
+  CancelGuard();
+  ~CancelGuard();
+  bool requested() const;
+};
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled);  // draws only when stderr is a terminal
+  void update(const runtime::ChunkProgress& p);
+  void finish();
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+};
+
+struct RunStats {
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0;
+  int64_t decode_tokens = 0;
+  double decode_seconds = 0;
+  int64_t chunk = 0;
+  double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0; }
+  double decode_tok_s() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0; }
+};
+void print_stats_line(const RunStats& s);
+
+uint64_t peak_rss_bytes();  // VmHWM of this process
+
+}  // namespace keel::cli
