@@ -8,10 +8,12 @@ namespace keel::model {
 const Family& llama_family();
 const Family& qwen2_family();
 const Family& qwen3_family();
+const Family& qwen35_family();
 
 namespace {
 const std::vector<const Family*>& registry() {
-  static const std::vector<const Family*> families = {&llama_family(), &qwen2_family(), &qwen3_family()};
+  static const std::vector<const Family*> families = {&llama_family(), &qwen2_family(), &qwen3_family(),
+                                                      &qwen35_family()};
   return families;
 }
 }  // namespace
