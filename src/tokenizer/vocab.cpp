@@ -9,18 +9,29 @@ namespace keel::tokenizer {
 
 namespace {
 
-// Texts llama.cpp treats as end of generation whatever their stored type (gguf_arch.md §5.2).
+// Texts llama.cpp recognises whatever their stored type (llama-vocab.cpp in the llama.cpp that
+// node-llama-cpp 3.21.1 ships; gguf_arch.md §5.2). Each is forced to CONTROL.
 constexpr std::string_view kEogTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
 };
-// Texts llama.cpp forces to CONTROL (end of turn and fill-in-the-middle markers).
-constexpr std::string_view kControlTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
-    "<｜end▁of▁sentence｜>", "<|fim_prefix|>", "<fim-prefix>", "<｜fim▁begin｜>", "<PRE>",
-    "<|fim_suffix|>", "<fim-suffix>", "<｜fim▁hole｜>", "<SUF>", "<|fim_middle|>", "<fim-middle>",
-    "<｜fim▁end｜>", "<MID>", "<|fim_pad|>", "<fim-pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>",
-    "<fim-repo>", "<REPO>", "<|file_sep|>",
+// When tokenizer.ggml.eot_token_id is absent, the first of these present is the end of turn.
+constexpr std::string_view kEotTexts[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+    "<EOT>", "_<EOT>", "[EOT]", "<end_of_utterance>",
 };
+// Fill-in-the-middle markers, forced to CONTROL; the pad/repo/file-separator ones also end generation.
+constexpr std::string_view kFimTexts[] = {
+    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>", "<|prefix|>",
+    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>", "<|suffix|>",
+    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>", "<|middle|>",
+};
+constexpr std::string_view kFimPadTexts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"};
+constexpr std::string_view kFimRepoTexts[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"};
+constexpr std::string_view kFimSepTexts[] = {"<|file_sep|>"};
+// gpt-oss's channel markers are always rendered and always parsed (USER_DEFINED).
+constexpr std::string_view kAlwaysUserDefined[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
 
 bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
@@ -67,9 +78,46 @@ void Vocab::finalize(std::string_view model_name) {
     if (text[id].empty()) text[id] = "[EMPTY_" + std::to_string(id) + "]";
     index.insert_or_assign(text[id], id);
   }
-  for (std::string_view t : kControlTexts) {
+  eog.assign(n, 0);
+  auto force_control = [&](int32_t id) {
+    if (type[id] != TokenType::control) type[id] = TokenType::control;
+  };
+  for (std::string_view t : kEotTexts) {
     const int32_t id = index.find(t);
-    if (id >= 0) type[id] = TokenType::control;
+    if (id >= 0 && eot < 0) eot = id;
+  }
+  for (std::string_view t : kFimTexts)
+    if (int32_t id = index.find(t); id >= 0) force_control(id);
+  for (const auto* list : {&kFimPadTexts, &kFimRepoTexts})
+    for (std::string_view t : *list)
+      if (int32_t id = index.find(t); id >= 0) {
+        force_control(id);
+        eog[id] = 1;
+        break;
+      }
+  for (std::string_view t : kFimSepTexts)
+    if (int32_t id = index.find(t); id >= 0) force_control(id), eog[id] = 1;
+  for (std::string_view t : kEogTexts)
+    if (int32_t id = index.find(t); id >= 0) force_control(id), eog[id] = 1;
+  for (std::string_view t : kAlwaysUserDefined)
+    if (int32_t id = index.find(t); id >= 0) type[id] = TokenType::user_defined;
+  for (int32_t id : {eos, eot, eom})
+    if (id >= 0 && id < n) eog[id] = 1;
+  auto has_eog = [&](std::string_view t) {
+    const int32_t id = index.find(t);
+    return id >= 0 && eog[id];
+  };
+  // llama.cpp's workarounds: o200k-harmony's <|end|> is not an end of generation; nor is
+  // Gemma-4's </s>, which is ordinary text there.
+  if (has_eog("<|end|>") && ((has_eog("<|return|>") && has_eog("<|call|>")) || (has_eog("<|calls|>") && has_eog("<|flush|>")))) {
+    const int32_t id = index.find("<|end|>");
+    eog[id] = 0;
+    type[id] = TokenType::user_defined;
+  }
+  if (has_eog("<|tool_response>") && has_eog("</s>")) {
+    const int32_t id = index.find("</s>");
+    eog[id] = 0;
+    type[id] = TokenType::normal;
   }
 
   specials.clear();
@@ -89,12 +137,6 @@ void Vocab::finalize(std::string_view model_name) {
     for (std::string_view t : {"<unk>", "<s>", "<|endoftext|>"})
       if (int32_t id = index.find(t); id >= 0) rstrip[id] = 0;
   }
-
-  eog.assign(n, 0);
-  for (int32_t id : {eos, eot, eom})
-    if (id >= 0 && id < n) eog[id] = 1;
-  for (std::string_view t : kEogTexts)
-    if (int32_t id = index.find(t); id >= 0) eog[id] = 1;
 
   piece.assign(n, std::string());
   const ByteLevel byte_level;
