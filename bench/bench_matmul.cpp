@@ -124,6 +124,15 @@ const bool registered = [] {
                   return *std::min_element(v.begin(), v.end());
                 });
           }
+  // Small batches around the GEMV -> GEMM switch (kGemmMinTokens), weights hot.
+  for (Type type : {Type::Q8_0, Type::Q4_K, Type::Q6_K})
+    for (int64_t n_tok = 2; n_tok <= 8; ++n_tok) {
+      const std::string name = "MatmulSmall/" + std::string(quant::type_name(type)) +
+                               "/1024x3072/tokens:" + std::to_string(n_tok) + "/threads:1";
+      benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, 1024, 3072, n_tok, 1, false)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   return true;
 }();
 

@@ -55,11 +55,11 @@ const char* isa_name(Isa isa);
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                  void* scratch, ThreadPool& pool);
 
-constexpr int64_t kGemmMinTokens = 8;  // below: GEMV path
+constexpr int64_t kGemmMinTokens = 5;  // below: GEMV path
 constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...
 constexpr int kTileRows = 16;          // ... × 16 outputs
 constexpr int64_t kBlockK = 256;       // inputs per packed panel (multiple of every block size)
-constexpr int64_t kBlockTokens = 384;  // tokens per packed activation block (multiple of 6)
+constexpr int64_t kBlockTokens = 768;  // tokens per packed activation block (multiple of 6)
 constexpr int64_t kGemvChunk = 256;    // inputs dequantized at once by the scalar GEMV
 constexpr int64_t kSumBlock = 32;      // activation sums for the GEMV kernels: per 32 inputs
 

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "backend/cpu/matmul.h"
 #include "quant/blocks.h"
@@ -89,16 +90,24 @@ void dequant_q4_0(const void* src, float* y, int64_t n) {
   }
 }
 
-// The 8 sub-block scales d·sc and mins dmin·m of a Q4_K / Q5_K block, as floats.
+// The 8 sub-block scales d·sc and mins dmin·m of a Q4_K / Q5_K block, as floats, unpacked from
+// the 12-byte field (quants.md 3.3) with 32-bit operations: the low 6 bits of bytes 0-3 are
+// sc0-3 and of bytes 4-7 m0-3; sc4-7 are the low nibbles of bytes 8-11 with the top 2 bits of
+// bytes 0-3 above them, m4-7 the high nibbles with the top 2 bits of bytes 4-7.
 inline void k4_scales(quant::f16_bits d_bits, quant::f16_bits dmin_bits, const uint8_t* packed,
                       float* scale, float* min) {
-  const float d = f16(d_bits), dmin = f16(dmin_bits);
-  for (int s = 0; s < 8; ++s) {
-    uint8_t sc, m;
-    quant::get_scale_min_k4(s, packed, &sc, &m);
-    scale[s] = d * sc;
-    min[s] = dmin * m;
-  }
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, packed, 4);
+  std::memcpy(&u1, packed + 4, 4);
+  std::memcpy(&u2, packed + 8, 4);
+  const uint32_t six = 0x3F3F3F3F, nib = 0x0F0F0F0F, two = 0x03030303;
+  const uint64_t sc = (u0 & six) | (uint64_t{(u2 & nib) | (((u0 >> 6) & two) << 4)} << 32);
+  const uint64_t mn = (u1 & six) | (uint64_t{((u2 >> 4) & nib) | (((u1 >> 6) & two) << 4)} << 32);
+  const auto to_ps = [](uint64_t bytes) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes))));
+  };
+  _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_set1_ps(f16(d_bits)), to_ps(sc)));
+  _mm256_storeu_ps(min, _mm256_mul_ps(_mm256_set1_ps(f16(dmin_bits)), to_ps(mn)));
 }
 
 void dequant_q4_k(const void* src, float* y, int64_t n) {
