@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
+#include "backend/cpu/attention_kernels.h"
+#include "quant/blocks.h"
 #include "quant/dequant.h"
 
 namespace keel::cpu {
@@ -37,15 +40,45 @@ Workspace carve(float* base, const runtime::KvGeometry& kv, uint32_t n_head) {
   return w;
 }
 
-inline float dot(const float* a, const float* b, int n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+float scores_generic(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    float s = 0.0f;
+    for (int i = 0; i < hd; ++i) s += q[i] * k[i];
+    out[j] = s * scale;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
+}
+
+float exp_sum_generic(float* s, int64_t n, float max) {
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) sum += s[j] = std::exp(s[j] - max);
+  return sum;
+}
+
+void accumulate_generic(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  for (int i = 0; i < hd; ++i) acc[i] *= correction;
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int i = 0; i < hd; ++i) acc[i] += p[j] * values[j * hd + i];
+}
+
+void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = quant::f16_to_f32(src[i]);
+}
+
+void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, float* dst, int hd) {
+  switch (type) {
+    case quant::Type::F32: std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(hd)); return;
+    case quant::Type::F16: k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, hd); return;
+    default: quant::dequantize_row(type, src, dst, hd);
+  }
 }
 
 // One task: KV head g, query tokens [t0, t1).
-void attend_block(const AttentionArgs& a, uint32_t g, int64_t t0, int64_t t1, const Workspace& w) {
+void attend_block(const AttentionKernels& kern, const AttentionArgs& a, uint32_t g, int64_t t0, int64_t t1,
+                  const Workspace& w) {
   const runtime::KvGeometry& kv = a.kv->geometry();
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
@@ -65,8 +98,8 @@ void attend_block(const AttentionArgs& a, uint32_t g, int64_t t0, int64_t t1, co
     const uint8_t* vp = a.kv->v_page(a.layer, page);
     for (int64_t j = 0; j < len; ++j) {
       const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
-      quant::dequantize_row(et, kp + off, w.k_tile + j * hd, hd);
-      quant::dequantize_row(et, vp + off, w.v_tile + j * hd, hd);
+      load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
+      load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
     }
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t limit = std::min<int64_t>(len, a.pos0 + t - start + 1);  // causal
@@ -75,24 +108,12 @@ void attend_block(const AttentionArgs& a, uint32_t g, int64_t t0, int64_t t1, co
         const uint32_t h = g * group + hh;
         const int64_t row = (t - t0) * group + hh;
         const float* q = a.q + (t * a.n_head + h) * hd;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < limit; ++j) {
-          w.scores[j] = dot(q, w.k_tile + j * hd, hd) * a.scale;
-          mx = std::max(mx, w.scores[j]);
-        }
+        const float mx = kern.scores(q, w.k_tile, limit, hd, a.scale, w.scores);
         const float m_new = std::max(w.m[row], mx);
         const float correction = std::exp(w.m[row] - m_new);
-        float* acc = w.acc + row * hd;
-        float l = w.l[row] * correction;
-        for (int i = 0; i < hd; ++i) acc[i] *= correction;
-        for (int64_t j = 0; j < limit; ++j) {
-          const float e = std::exp(w.scores[j] - m_new);
-          l += e;
-          const float* v = w.v_tile + j * hd;
-#pragma omp simd
-          for (int i = 0; i < hd; ++i) acc[i] += e * v[i];
-        }
-        w.l[row] = l;
+        const float sum = kern.exp_sum(w.scores, limit, m_new);
+        kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
+        w.l[row] = w.l[row] * correction + sum;
         w.m[row] = m_new;
       }
     }
@@ -112,7 +133,23 @@ size_t attention_workspace_bytes(const runtime::KvGeometry& kv, uint32_t n_head,
   return sizeof(float) * per_thread_floats(kv, n_head) * static_cast<size_t>(n_threads);
 }
 
+const AttentionKernels& attention_kernels_generic() {
+  static const AttentionKernels k{scores_generic, exp_sum_generic, accumulate_generic, f16_to_f32_generic};
+  return k;
+}
+
+const AttentionKernels& attention_kernels_best() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+  return avx2 ? attention_kernels_avx2() : attention_kernels_generic();
+}
+
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
+  const runtime::KvGeometry& kv = a.kv->geometry();
+  flash_attention_with(kv.head_dim % 8 == 0 ? attention_kernels_best() : attention_kernels_generic(), a, workspace, pool);
+}
+
+void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool) {
   const runtime::KvGeometry& kv = a.kv->geometry();
   const int64_t n_blocks = (a.n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
@@ -124,7 +161,7 @@ void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool)
       const int64_t block = n_blocks - 1 - task / kv.n_kv_heads;
       const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
       const int64_t t0 = block * kAttentionQueryBlock;
-      attend_block(a, g, t0, std::min(a.n_tokens, t0 + kAttentionQueryBlock), w);
+      attend_block(kern, a, g, t0, std::min(a.n_tokens, t0 + kAttentionQueryBlock), w);
     }
   });
 }

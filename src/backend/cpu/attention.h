@@ -26,4 +26,8 @@ constexpr int64_t kAttentionQueryBlock = 8;
 size_t attention_workspace_bytes(const runtime::KvGeometry& kv, uint32_t n_head, int n_threads);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
+struct AttentionKernels;
+// The same with a given kernel table (tests compare the AVX2 twins with the scalar reference).
+void flash_attention_with(const AttentionKernels& kernels, const AttentionArgs& args, float* workspace, ThreadPool& pool);
+
 }  // namespace keel::cpu

@@ -1,0 +1,132 @@
+// AVX2/FMA/F16C twins of the attention kernels (compiled with -mavx2 -mfma -mf16c; reached only
+// after the runtime check in attention_kernels_best()).
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "backend/cpu/attention_kernels.h"
+
+namespace keel::cpu {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// exp(x) for x <= 0 (arguments here are score - max): range reduction x = n ln2 + r, |r| <= ln2/2,
+// degree-6 polynomial for e^r (relative error < 2e-7), 2^n built in the exponent field.
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  x = _mm256_max_ps(x, lo);
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+float scores_avx2(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -INFINITY;
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
+    const float* k0 = keys + j * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < hd; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd + i), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd + i), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd + i), a3);
+    }
+    out[j] = hsum(a0) * scale;
+    out[j + 1] = hsum(a1) * scale;
+    out[j + 2] = hsum(a2) * scale;
+    out[j + 3] = hsum(a3) * scale;
+    mx = std::fmax(mx, std::fmax(std::fmax(out[j], out[j + 1]), std::fmax(out[j + 2], out[j + 3])));
+  }
+  for (; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    __m256 a = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+    out[j] = hsum(a) * scale;
+    mx = std::fmax(mx, out[j]);
+  }
+  return mx;
+}
+
+float exp_sum_avx2(float* s, int64_t n, float max) {
+  const __m256 m = _mm256_set1_ps(max);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  float total = hsum(sum);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    total += s[j];
+  }
+  return total;
+}
+
+void accumulate_avx2(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  const __m256 c = _mm256_set1_ps(correction);
+  for (int i = 0; i < hd; i += 32) {  // 4 accumulators of 8 stay in registers over all keys
+    const int width = hd - i >= 32 ? 32 : hd - i;
+    if (width == 32) {
+      __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + i), c);
+      __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8), c);
+      __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 16), c);
+      __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 24), c);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        const float* v = values + j * hd + i;
+        a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+        a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+        a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+        a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+      }
+      _mm256_storeu_ps(acc + i, a0);
+      _mm256_storeu_ps(acc + i + 8, a1);
+      _mm256_storeu_ps(acc + i + 16, a2);
+      _mm256_storeu_ps(acc + i + 24, a3);
+    } else {
+      for (int k = i; k < hd; k += 8) {
+        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + k), c);
+        for (int64_t j = 0; j < n_keys; ++j)
+          a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(values + j * hd + k), a);
+        _mm256_storeu_ps(acc + k, a);
+      }
+    }
+  }
+}
+
+void f16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+}
+
+}  // namespace
+
+const AttentionKernels& attention_kernels_avx2() {
+  static const AttentionKernels k{scores_avx2, exp_sum_avx2, accumulate_avx2, f16_to_f32_avx2};
+  return k;
+}
+
+}  // namespace keel::cpu
