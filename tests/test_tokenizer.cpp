@@ -14,6 +14,7 @@
 #include "gguf/gguf.h"
 #include "keel/error.h"
 #include "test_paths.h"
+#include "tokenizer/byte_level.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -21,6 +22,10 @@
 using keel::tokenizer::DecodeOptions;
 using keel::tokenizer::StreamDecoder;
 using keel::tokenizer::Tokenizer;
+
+namespace keel::test {
+const Tokenizer& hf_tokenizer(const std::string& name);  // test_tokenizer_vectors.cpp
+}
 
 namespace {
 
@@ -34,14 +39,8 @@ const Tokenizer& gguf_tokenizer(const std::string& rel) {
 const Tokenizer& llama_spm() { return gguf_tokenizer("vocab/ggml-vocab-llama-spm.gguf"); }
 const Tokenizer& gpt2() { return gguf_tokenizer("vocab/ggml-vocab-gpt-2.gguf"); }
 const Tokenizer& deepseek_llm() { return gguf_tokenizer("vocab/ggml-vocab-deepseek-llm.gguf"); }
-const Tokenizer& qwen3() {
-  static const Tokenizer tok = Tokenizer::from_hf_json(keel::test::shared("tokenizers/qwen3/tokenizer.json"));
-  return tok;
-}
-const Tokenizer& llama3() {
-  static const Tokenizer tok = Tokenizer::from_hf_json(keel::test::shared("tokenizers/llama3/tokenizer.json"));
-  return tok;
-}
+const Tokenizer& qwen3() { return keel::test::hf_tokenizer("qwen3"); }
+const Tokenizer& llama3() { return keel::test::hf_tokenizer("llama3"); }
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -289,6 +288,32 @@ CliResult run_cli(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+
+// A byte-level BPE tokenizer.json small enough to write inline: the 256 byte characters, merges
+// "a b" -> 257 and "ab" + "Ġ"... in both merge spellings, one added special token, and a
+// TemplateProcessing post-processor that puts BOS (<s>, 256) first.
+std::string write_tiny_tokenizer_json() {
+  nlohmann::json vocab = nlohmann::json::object();
+  const keel::tokenizer::ByteLevel bytes;
+  for (int b = 0; b < 256; ++b) vocab[bytes.encode(static_cast<uint8_t>(b))] = b;
+  vocab["<s>"] = 256;
+  vocab["ab"] = 258;
+  vocab["Ġb"] = 257;
+  nlohmann::json j = {
+      {"added_tokens", {{{"id", 256}, {"content", "<s>"}, {"special", true}},
+                        {{"id", 259}, {"content", "<|go|>"}, {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", {{"type", "TemplateProcessing"},
+                          {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", {"Ġ", "b"}}}}},
+  };
+  const std::string path = testing::TempDir() + "keel_tiny_tokenizer.json";
+  std::ofstream(path) << j.dump();
+  return path;
+}
+
 }  // namespace
 
 TEST(TokenizerCli, PrintsIdsAndPieces) {
@@ -298,8 +323,10 @@ TEST(TokenizerCli, PrintsIdsAndPieces) {
   EXPECT_EQ(run_cli("tokenize -m " + spm + " -p 'Hello world' --pieces").out,
             "<s> \xE2\x96\x81Hello \xE2\x96\x81world\n");
   EXPECT_EQ(run_cli("tokenize -p 'Once upon a time'").out, "1 403 407 261 378\n");  // the embedded model
-  const std::string qwen = keel::test::shared("tokenizers/qwen3/tokenizer.json");
-  EXPECT_EQ(run_cli("tokenize --tokenizer " + qwen + " -p '<|im_start|>' --parse-special").out, "151644\n");
+  const std::string json = write_tiny_tokenizer_json();
+  EXPECT_EQ(run_cli("tokenize --tokenizer " + json + " -p 'ab <|go|>'").out, "256 258 32 60 124 103 111 124 62\n");
+  EXPECT_EQ(run_cli("tokenize --tokenizer " + json + " -p 'ab <|go|>' --parse-special").out, "256 258 32 259\n");
+  std::remove(json.c_str());
   const std::string file = testing::TempDir() + "keel_tokenize_input.txt";
   std::ofstream(file) << "Hello world";
   EXPECT_EQ(run_cli("tokenize -m " + spm + " -f " + file).out, "1 15043 3186\n");

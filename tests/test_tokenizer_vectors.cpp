@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -89,16 +90,27 @@ INSTANTIATE_TEST_SUITE_P(Tokenizer, TokenizerVocabVectors,
                            return name;
                          });
 
+}  // namespace
+
+namespace keel::test {
+// Loaded once for all tokenizer tests (parsing an 11 MB tokenizer.json takes about a second).
+const Tokenizer& hf_tokenizer(const std::string& name) {
+  static std::map<std::string, Tokenizer> cache;
+  auto it = cache.find(name);
+  if (it == cache.end())
+    it = cache.emplace(name, Tokenizer::from_hf_json(shared("tokenizers/" + name + "/tokenizer.json"))).first;
+  return it->second;
+}
+}  // namespace keel::test
+
 TEST(TokenizerHfJson, Qwen3ReproducesQwen2Vectors) {
-  expect_vectors(Tokenizer::from_hf_json(keel::test::shared("tokenizers/qwen3/tokenizer.json")), "ggml-vocab-qwen2");
+  expect_vectors(keel::test::hf_tokenizer("qwen3"), "ggml-vocab-qwen2");
 }
 
 TEST(TokenizerHfJson, Qwen3ReproducesDeepseekR1QwenVectors) {
-  expect_vectors(Tokenizer::from_hf_json(keel::test::shared("tokenizers/qwen3/tokenizer.json")), "ggml-vocab-deepseek-r1-qwen");
+  expect_vectors(keel::test::hf_tokenizer("qwen3"), "ggml-vocab-deepseek-r1-qwen");
 }
 
 TEST(TokenizerHfJson, Llama3ReproducesLlamaBpeVectors) {
-  expect_vectors(Tokenizer::from_hf_json(keel::test::shared("tokenizers/llama3/tokenizer.json")), "ggml-vocab-llama-bpe");
+  expect_vectors(keel::test::hf_tokenizer("llama3"), "ggml-vocab-llama-bpe");
 }
-
-}  // namespace

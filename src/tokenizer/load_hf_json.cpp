@@ -2,7 +2,7 @@
 // tokenizer_config.json beside it (BOS/EOS, add_bos_token) when there is one.
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -19,8 +19,10 @@ using nlohmann::json;
 json read_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open '" + path + "'");
+  // Parsing from memory is several times faster than from the stream.
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
   try {
-    return json::parse(in);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw Error(path + ": not valid JSON: " + e.what());
   }
