@@ -8,6 +8,7 @@
 // reference does: those dominate the dot products.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "quant/blocks.h"
 #include "quant/quantize.h"
@@ -15,7 +16,15 @@
 namespace keel::quant {
 namespace {
 
-inline int round_int(float v) { return static_cast<int>(std::lrintf(v)); }
+// Round half to even without a libm call: adding 1.5·2^23 leaves the integer in the mantissa.
+// Inputs are clamped first (callers clamp the result to a few bits anyway).
+inline int round_int(float v) {
+  v = v < -4194303.0f ? -4194303.0f : (v > 4194303.0f ? 4194303.0f : v);
+  const float shifted = v + 12582912.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  return (bits & 0x007FFFFF) - 0x00400000;
+}
 inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // ---- symmetric groups: x ≈ scale·q, q ∈ [-nmax, nmax-1] (Q4_0, Q6_K) ----
@@ -79,36 +88,43 @@ struct AffineFit {
 };
 
 double affine_error(const float* x, const float* w, int n, const uint8_t* q, float scale, float min) {
-  double e = 0;
+  float e = 0;
   for (int i = 0; i < n; ++i) {
-    const double d = double{scale} * q[i] - min - x[i];
+    const float d = scale * q[i] - min - x[i];
     e += w[i] * d * d;
   }
   return e;
 }
 
-// Least-squares (scale, offset) for fixed levels, with the offset kept ≤ 0 (min ≥ 0).
-AffineFit solve_affine(const float* x, const float* w, int n, const uint8_t* q) {
-  double sw = 0, sx = 0, sl = 0, sll = 0, sxl = 0;
+// Levels for (1/scale, min) and the least-squares (scale, offset) they admit, with the offset
+// kept ≤ 0 (min ≥ 0). The error comes from the sums in closed form: Σw·(s·l + o − x)².
+struct GroupSums {
+  float sw = 0, sx = 0, sxx = 0;  // Σw, Σw·x, Σw·x²
+};
+
+AffineFit fit_levels(const float* x, const float* w, int n, int nmax, float inv_scale, float min,
+                     const GroupSums& g, uint8_t* q) {
+  float sl = 0, sll = 0, sxl = 0;
   for (int i = 0; i < n; ++i) {
-    sw += w[i];
-    sx += double{w[i]} * x[i];
-    sl += double{w[i]} * q[i];
-    sll += double{w[i]} * q[i] * q[i];
-    sxl += double{w[i]} * x[i] * q[i];
+    const int l = clamp_int(round_int(inv_scale * (x[i] + min)), 0, nmax);
+    q[i] = static_cast<uint8_t>(l);
+    sl += w[i] * l;
+    sll += w[i] * l * l;
+    sxl += w[i] * x[i] * l;
   }
-  AffineFit f;
-  const double det = sw * sll - sl * sl;
+  const double det = double{g.sw} * sll - double{sl} * sl;
   if (det <= 0) return {0, 0, INFINITY};
-  double scale = (sw * sxl - sx * sl) / det;
-  double offset = (sll * sx - sl * sxl) / det;
+  double scale = (double{g.sw} * sxl - double{g.sx} * sl) / det;
+  double offset = (double{sll} * g.sx - double{sl} * sxl) / det;
   if (offset > 0) {  // a positive offset is not representable: fit the scale alone
     offset = 0;
     scale = sll > 0 ? sxl / sll : 0;
   }
+  AffineFit f;
   f.scale = static_cast<float>(scale);
   f.min = static_cast<float>(-offset);
-  f.error = affine_error(x, w, n, q, f.scale, f.min);
+  f.error = g.sxx + scale * scale * sll + offset * offset * g.sw + 2 * scale * offset * sl - 2 * scale * sxl -
+            2 * offset * g.sx;
   return f;
 }
 
@@ -129,6 +145,12 @@ AffineFit fit_affine(const float* x, const float* w, int n, int nmax, float rmin
     std::fill(q, q + n, uint8_t{0});
     return {0, -lo, 0};
   }
+  GroupSums g;
+  for (int i = 0; i < n; ++i) {
+    g.sw += w[i];
+    g.sx += w[i] * x[i];
+    g.sxx += w[i] * x[i] * x[i];
+  }
   uint8_t trial[32];
   AffineFit best;
   best.scale = (hi - lo) / nmax;
@@ -144,12 +166,10 @@ AffineFit fit_affine(const float* x, const float* w, int n, int nmax, float rmin
     return false;
   };
   for (int k = 0; k <= nstep; ++k) {
-    affine_levels(x, n, nmax, (nmax + rmin + rdelta * k) / (hi - lo), -lo, trial);
-    consider(solve_affine(x, w, n, trial));
+    consider(fit_levels(x, w, n, nmax, (nmax + rmin + rdelta * k) / (hi - lo), -lo, g, trial));
   }
   for (int iter = 0; iter < 4 && best.scale > 0; ++iter) {
-    affine_levels(x, n, nmax, 1.0f / best.scale, best.min, trial);
-    if (!consider(solve_affine(x, w, n, trial))) break;
+    if (!consider(fit_levels(x, w, n, nmax, 1.0f / best.scale, best.min, g, trial))) break;
   }
   return best;
 }
