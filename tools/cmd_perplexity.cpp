@@ -26,9 +26,8 @@ int cmd_perplexity(const CommandArgs& argv) {
   std::vector<int32_t> ids = read_prompt_tokens(args, lm.tokenizer);
   if (ids.size() < 2) throw Error("keel perplexity: need at least 2 tokens, got " + std::to_string(ids.size()));
 
-  runtime::SessionOptions so = session_options_from(args, *lm.model, static_cast<int64_t>(ids.size()));
-  so.max_logit_rows = so.chunk;  // one chunk's logits at a time
-  runtime::Session session(lm.model, so);
+  const plan::Plan plan = plan_session(args, *lm.model, static_cast<int64_t>(ids.size()), /*logits_every_token=*/true);
+  runtime::Session session(lm.model, plan.options);
   const int n_vocab = static_cast<int>(lm.model->hparams().n_vocab);
 
   CancelGuard cancel;
@@ -60,6 +59,7 @@ int cmd_perplexity(const CommandArgs& argv) {
   bar.finish();
   const double mean = nll_sum / static_cast<double>(scored);
   std::printf("tokens %lld  mean_nll %.6f  perplexity %.4f\n", static_cast<long long>(scored), mean, std::exp(mean));
+  if (args.has("--memory-report")) print_memory_report(plan, session);
   return 0;
 }
 

@@ -62,8 +62,8 @@ int cmd_run(const CommandArgs& argv) {
   int64_t n_predict = args.get_int("-n", -1);
   const bool json = args.has("--json");
 
-  runtime::SessionOptions session_options = session_options_from(args, *lm.model, static_cast<int64_t>(prompt.size()));
-  runtime::Session session(lm.model, session_options);
+  const plan::Plan plan = plan_session(args, *lm.model, static_cast<int64_t>(prompt.size()));
+  runtime::Session session(lm.model, plan.options);
   runtime::Sampler sampler(so, static_cast<int32_t>(lm.model->hparams().n_vocab));
   std::vector<int32_t> history = prompt;
   history.reserve(static_cast<size_t>(session.n_ctx()));
@@ -130,6 +130,7 @@ int cmd_run(const CommandArgs& argv) {
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   print_stats_line(stats);
+  if (args.has("--memory-report")) print_memory_report(plan, session);
   if (cancel.requested()) return 130;
   return 0;
 }

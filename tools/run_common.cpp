@@ -23,8 +23,12 @@ std::vector<Option> model_options() {
       {{"-m", "--model"}, "FILE", "GGUF model (default: the embedded stories260K)"},
       {{"-c", "--ctx-size"}, "N", "context size in tokens (default: prompt + generation, within the model's limit)"},
       {{"-t", "--threads"}, "N", "threads (default: all cores)"},
-      {{"--chunk"}, "N", "prefill chunk size in tokens (default 512)"},
+      {{"--chunk"}, "N|auto", "prefill chunk size in tokens (default auto: the largest that fits the plan)"},
       {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
+      {{"--device"}, "NAME", "device profile to plan for: cpu (default) or an Apple profile (see keel plan --help)"},
+      {{"--budget"}, "BYTES", "memory budget override, e.g. 24GiB"},
+      {{"--max-buffer"}, "BYTES", "largest single buffer override, e.g. 1GiB"},
+      {{"--memory-report"}, "", "print the plan and the measured peak memory at the end"},
   };
 }
 
@@ -76,28 +80,60 @@ std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Token
   return tok.encode(text, bos, /*parse_special=*/false);
 }
 
-runtime::SessionOptions session_options_from(const Args& args, const model::Model& model, int64_t prompt_tokens) {
-  runtime::SessionOptions o;
+plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens, bool logits_every_token) {
+  plan::PlanRequest req;
   const int64_t train = model.hparams().n_ctx_train > 0 ? model.hparams().n_ctx_train : 4096;
   if (args.has("-c")) {
-    o.n_ctx = args.get_int("-c", 0);
-    if (o.n_ctx <= 0) o.n_ctx = train;  // llama.cpp: 0 = the model's context
+    req.n_ctx = args.get_int("-c", 0);
+    if (req.n_ctx <= 0) req.n_ctx = train;  // llama.cpp: 0 = the model's context
   } else {
-    int64_t n_predict = args.get_int("-n", -1);
-    int64_t want = prompt_tokens + (n_predict >= 0 ? n_predict : 512);
-    o.n_ctx = std::min(train, std::max<int64_t>(want, 4096));
+    const int64_t n_predict = args.get_int("-n", -1);
+    req.n_ctx = std::min(train, std::max<int64_t>(prompt_tokens + (n_predict >= 0 ? n_predict : 512), 4096));
+    req.n_ctx = std::max(req.n_ctx, prompt_tokens);
   }
-  if (prompt_tokens > o.n_ctx)
+  if (req.n_ctx > train)
+    throw Error("context " + std::to_string(req.n_ctx) + " exceeds the model's training context of " +
+                std::to_string(train) + " tokens" + (prompt_tokens > train ? " (the prompt has " + std::to_string(prompt_tokens) + " tokens)" : ""));
+  if (prompt_tokens > req.n_ctx)
     throw Error("the prompt has " + std::to_string(prompt_tokens) + " tokens but the context holds " +
-                std::to_string(o.n_ctx) + (prompt_tokens > train ? " (the model supports " + std::to_string(train) + ")" : "; raise -c"));
-  o.n_threads = static_cast<int>(args.get_int("-t", 0));
-  o.chunk = args.get_int("--chunk", 512);
+                std::to_string(req.n_ctx) + "; raise -c (the model supports " + std::to_string(train) + ")");
+  req.n_threads = static_cast<int>(args.get_int("-t", 0));
+  const std::string chunk = args.get_or("--chunk", "auto");
+  if (chunk != "auto") {
+    req.chunk = args.get_int("--chunk", 0);
+    if (*req.chunk <= 0) throw Error("--chunk must be a positive number or auto, got '" + chunk + "'", ErrorKind::usage);
+  }
   if (auto kv = args.get("--kv-type")) {
     auto t = runtime::kv_type_from_name(*kv);
     if (!t) throw Error("unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
-    o.kv_type = *t;
+    req.kv_type = *t;
   }
-  return o;
+  req.logits_every_token = logits_every_token;
+  std::optional<uint64_t> budget, max_buffer;
+  if (auto b = args.get("--budget")) budget = plan::parse_bytes(*b);
+  if (auto b = args.get("--max-buffer")) max_buffer = plan::parse_bytes(*b);
+  req.device = plan::with_overrides(plan::require_device(args.get_or("--device", "cpu")), budget, max_buffer);
+  plan::Plan p = plan::plan_for_model(model, req);
+  // auto never needs a chunk much longer than the prompt: take the smallest rung that holds it.
+  if (!req.chunk && p.fits && !logits_every_token) {
+    int64_t rung = plan::kChunkLadder.front();
+    for (int64_t r : plan::kChunkLadder)
+      if (r >= prompt_tokens) rung = r;
+    if (rung < p.options.chunk) {
+      req.chunk = rung;
+      p = plan::plan_for_model(model, req);
+      p.chunk_auto = true;
+    }
+  }
+  plan::check_fits(p);
+  return p;
+}
+
+void print_memory_report(const plan::Plan& plan, const runtime::Session& session) {
+  std::fprintf(stderr, "%s", plan::format_plan(plan).c_str());
+  std::fprintf(stderr, "measured: session allocated %s (planned %s); peak resident memory %s (plan total %s)\n",
+               plan::format_bytes(session.allocated_bytes()).c_str(), plan::format_bytes(plan.session_bytes()).c_str(),
+               plan::format_bytes(peak_rss_bytes()).c_str(), plan::format_bytes(plan.total_bytes).c_str());
 }
 
 CancelGuard::CancelGuard() {

@@ -9,12 +9,14 @@
 
 #include "args.h"
 #include "model/model.h"
+#include "plan/plan.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
 namespace keel::cli {
 
-// -m, -c, -t, --chunk, --kv-type: the options every model-running command takes.
+// -m, -c, -t, --chunk, --kv-type, --device, --budget, --max-buffer, --memory-report: the
+// options every model-running command takes.
 std::vector<Option> model_options();
 
 struct LoadedModel {
@@ -28,8 +30,15 @@ std::vector<int32_t> read_ids_file(const std::string& path);
 // Token ids from --ids-file, or -p / -f text tokenized (BOS unless --no-bos).
 std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Tokenizer& tok);
 
-// Context: -c, or by default enough for the prompt plus generation, within the model's limit.
-runtime::SessionOptions session_options_from(const Args& args, const model::Model& model, int64_t prompt_tokens);
+// The memory plan for this command line: context from -c (or by default enough for the prompt
+// plus generation, within the model's limit), chunk (N or auto), KV type, device profile.
+// Refuses (keel::Error refused, with the numbers and the fix) before any weight is read.
+plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens,
+                        bool logits_every_token = false);
+
+// --memory-report: planned bytes per category against what the session allocated and the
+// process's measured peak resident memory.
+void print_memory_report(const plan::Plan& plan, const runtime::Session& session);
 
 // Installs a SIGINT handler for its lifetime: the first Ctrl-C asks to stop at the next chunk
 // boundary; a second one exits at once.
