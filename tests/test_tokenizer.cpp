@@ -16,6 +16,8 @@
 #include "test_paths.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/spm.h"
+#include "tokenizer/tokenizer_data.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -333,4 +335,21 @@ TEST(TokenizerCli, PrintsIdsAndPieces) {
   std::remove(file.c_str());
   EXPECT_EQ(run_cli("tokenize -m " + keel::test::shared("vocab/ggml-vocab-bert-bge.gguf") + " -p x").status, 1);
   EXPECT_EQ(run_cli("tokenize -m " + spm).status, 2);  // no text
+}
+
+TEST(TokenizerSpm, WordByWordEqualsOneSession) {
+  // The fast path (words encoded separately, cached) against the whole-text reference.
+  for (const char* rel : {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-baichuan.gguf"}) {
+    ASSERT_TRUE(gguf_tokenizer(rel).internals().vocab.spm_words_independent) << rel;
+    const Tokenizer& tok = gguf_tokenizer(rel);
+    std::mt19937 rng(5);
+    for (int i = 0; i < 30; ++i) {
+      std::string s = random_text(rng, 200);
+      std::string escaped = "\xE2\x96\x81";
+      for (char c : s) escaped += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+      std::vector<int32_t> whole;
+      keel::tokenizer::spm_encode_whole(tok.internals().vocab, escaped, whole);
+      EXPECT_EQ(tok.encode(s, false, false), whole) << rel << ": '" << s << "'";
+    }
+  }
 }

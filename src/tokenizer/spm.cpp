@@ -1,6 +1,7 @@
 #include "tokenizer/spm.h"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "keel/error.h"
 #include "tokenizer/utf8.h"
@@ -93,8 +94,40 @@ class Session {
 
 }  // namespace
 
-void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
+void spm_encode_whole(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
   Session(vocab, text).run(out);
+}
+
+void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
+  if (!vocab.spm_words_independent) {
+    spm_encode_whole(vocab, text, out);
+    return;
+  }
+  // Cut before each U+2581 that follows another character, on the same character boundaries
+  // the session would use, and encode each word once per call.
+  constexpr std::string_view kMark = "\xE2\x96\x81";
+  std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache;  // word -> ids in `store`
+  std::vector<int32_t> store;
+  auto encode_word = [&](std::string_view word) {
+    auto [it, fresh] = cache.try_emplace(word, store.size(), 0);
+    if (fresh) {
+      Session(vocab, word).run(store);
+      it->second.second = store.size() - it->second.first;
+    }
+    out.insert(out.end(), store.begin() + it->second.first, store.begin() + it->second.first + it->second.second);
+  };
+  size_t word_start = 0;
+  bool previous_is_mark = false;
+  for (size_t i = 0; i < text.size();) {
+    const bool is_mark = text.compare(i, 3, kMark) == 0;
+    if (is_mark && !previous_is_mark && i > word_start) {
+      encode_word(text.substr(word_start, i - word_start));
+      word_start = i;
+    }
+    previous_is_mark = is_mark;
+    i += std::min(utf8::sequence_length(static_cast<uint8_t>(text[i])), text.size() - i);
+  }
+  if (word_start < text.size()) encode_word(text.substr(word_start));
 }
 
 }  // namespace keel::tokenizer

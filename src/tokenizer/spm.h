@@ -11,6 +11,9 @@
 namespace keel::tokenizer {
 
 // `text` is already escaped (spaces as U+2581, the space prefix added); ids are appended.
+// When the vocabulary allows it (Vocab::spm_words_independent) words are encoded separately.
 void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
+// The reference: one merge session over the whole text, as llama.cpp runs it.
+void spm_encode_whole(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
 
 }  // namespace keel::tokenizer

@@ -56,6 +56,8 @@ class Tokenizer {
   const std::string& pre_tokenizer() const;  // "spm" for SentencePiece, else the pre name
   // Things the loader accepted but could not honour exactly (e.g. an HF normalizer).
   const std::vector<std::string>& warnings() const;
+  // The tables behind this tokenizer (tokenizer_data.h), for src/tokenizer and its tests.
+  const TokenizerData& internals() const { return *data_; }
 
  private:
   explicit Tokenizer(std::shared_ptr<const TokenizerData> data) : data_(std::move(data)) {}

@@ -33,6 +33,8 @@ constexpr std::string_view kFimSepTexts[] = {"<|file_sep|>"};
 // gpt-oss's channel markers are always rendered and always parsed (USER_DEFINED).
 constexpr std::string_view kAlwaysUserDefined[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"};
 
+constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
 bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
 }
@@ -150,6 +152,13 @@ void Vocab::finalize(std::string_view model_name) {
       const int b = byte_of(text[id]);
       if (b >= 0) piece[id] = std::string(1, static_cast<char>(b));
     }
+  }
+
+  spm_words_independent = kind == VocabKind::spm;
+  for (int32_t id = 0; id < n && spm_words_independent; ++id) {
+    const std::string& t = text[id];
+    for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos; at = t.find(kSpaceMark, at + 1))
+      if (at < 3 || t.compare(at - 3, 3, kSpaceMark) != 0) spm_words_independent = false;
   }
 
   byte_token.fill(-1);

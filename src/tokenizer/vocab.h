@@ -36,6 +36,9 @@ struct Vocab {
   std::vector<std::string> piece; // [n_vocab] the bytes each token decodes to
   std::vector<uint8_t> eog;       // [n_vocab] 1 for end-of-generation tokens
   std::array<int32_t, 256> byte_token{};  // SPM byte fallback: id of <0xNN> (or the 1-byte token), -1
+  // SPM: no token has U+2581 right after another character, so no merge crosses the start of
+  // a word and words can be encoded one by one (with the same result, much faster).
+  bool spm_words_independent = false;
 
   int32_t n_vocab() const { return static_cast<int32_t>(text.size()); }
   bool is_special(int32_t id) const {
