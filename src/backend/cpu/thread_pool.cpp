@@ -20,7 +20,7 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run_task(TaskRef fn) {
   if (n_threads_ == 1) {
     fn(0, 1);
     return;
@@ -41,7 +41,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
 void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int, int)>* job;
+    const TaskRef* job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });

@@ -4,12 +4,24 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 namespace keel::cpu {
+
+// A non-owning reference to a callable void(int, int): unlike std::function it never allocates,
+// so dispatching work to the pool is allocation-free on the prefill/decode path.
+class TaskRef {
+ public:
+  template <typename F>
+  TaskRef(F& fn) : object_(&fn), call_([](void* o, int a, int b) { (*static_cast<F*>(o))(a, b); }) {}
+  void operator()(int a, int b) const { call_(object_, a, b); }
+
+ private:
+  void* object_;
+  void (*call_)(void*, int, int);
+};
 
 class ThreadPool {
  public:
@@ -22,7 +34,10 @@ class ThreadPool {
 
   // Calls fn(thread_index, n_threads) once on each of the n_threads threads (the caller is
   // thread 0) and returns when all are done. fn splits the work by its thread index.
-  void run(const std::function<void(int, int)>& fn);
+  template <typename F>
+  void run(F&& fn) {
+    run_task(TaskRef(fn));
+  }
 
   // Calls fn(begin, end) over [0, n) split into contiguous ranges, one per thread, each range a
   // multiple of `grain` (except the last).
@@ -43,12 +58,13 @@ class ThreadPool {
   }
 
  private:
+  void run_task(TaskRef task);
   void worker(int index);
   int n_threads_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_cv_, done_cv_;
-  const std::function<void(int, int)>* job_ = nullptr;
+  const TaskRef* job_ = nullptr;
   uint64_t generation_ = 0;
   int pending_ = 0;
   bool stop_ = false;
