@@ -44,8 +44,7 @@ int cmd_plan(const CommandArgs& argv) {
   plan::PlanRequest req;
   const int64_t train = spec.hp.n_ctx_train > 0 ? spec.hp.n_ctx_train : 4096;
   req.n_ctx = args.get_int("--ctx-size", std::min<int64_t>(4096, train));
-  const std::string chunk = args.get_or("--chunk", "auto");
-  if (chunk != "auto") req.chunk = args.get_int("--chunk", 0);
+  req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   if (auto kv = args.get("--kv-type")) {
     auto t = runtime::kv_type_from_name(*kv);
     if (!t) throw Error("keel plan: unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
@@ -53,10 +52,7 @@ int cmd_plan(const CommandArgs& argv) {
   }
   req.n_threads = static_cast<int>(args.get_int("--threads", 0));
   req.logits_every_token = args.has("--perplexity");
-  std::optional<uint64_t> budget, max_buffer;
-  if (auto b = args.get("--budget")) budget = plan::parse_bytes(*b);
-  if (auto b = args.get("--max-buffer")) max_buffer = plan::parse_bytes(*b);
-  req.device = plan::with_overrides(plan::require_device(args.get_or("--device", "cpu")), budget, max_buffer);
+  req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
 
   const plan::Plan p = plan::make_plan(spec, req);
   if (args.has("--json")) {

@@ -98,6 +98,14 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
   return device;
 }
 
+DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,
+                                std::optional<std::string> max_buffer) {
+  std::optional<uint64_t> b, m;
+  if (budget) b = parse_bytes(*budget);
+  if (max_buffer) m = parse_bytes(*max_buffer);
+  return with_overrides(require_device(name.value_or("cpu")), b, m);
+}
+
 uint64_t parse_bytes(std::string_view text) {
   auto bad = [&] {
     return Error("cannot read '" + std::string(text) +

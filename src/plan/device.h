@@ -33,6 +33,11 @@ std::vector<DeviceProfile> apple_profiles();
 // Applies --budget / --max-buffer overrides (either may be absent); the cap never exceeds the budget.
 DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budget, std::optional<uint64_t> max_buffer);
 
+// The device of the --device / --budget / --max-buffer flags (each may be absent: cpu, no
+// overrides). Throws keel::Error(usage) for an unknown name or an unreadable size.
+DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,
+                                std::optional<std::string> max_buffer);
+
 // "1048576", "24MiB", "1.5GiB", "27GB", "512K" (K/M/G/T: powers of 1000 with B, of 1024 with iB
 // or alone, as in "16G" = 16 GiB). Throws keel::Error(usage) naming the text.
 uint64_t parse_bytes(std::string_view text);

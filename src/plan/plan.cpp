@@ -1,6 +1,8 @@
 #include "plan/plan.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <stdexcept>
 
 #include "keel/error.h"
 #include "model/model.h"
@@ -32,7 +34,10 @@ struct Prepared {
   const ModelSpec& spec;
   DeviceProfile device;
   std::vector<runtime::MatrixInfo> matrices;
-  std::vector<Buffer> weights;
+  std::vector<Buffer> weights;            // attached to the final plan only (re-plans skip the copy)
+  uint64_t weight_bytes = 0;
+  size_t largest_weight = SIZE_MAX;        // index into weights
+  std::vector<size_t> weights_over_cap;   // indices into weights
 };
 
 Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
@@ -43,6 +48,12 @@ Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
   for (const WeightTensor& w : spec.weights) {
     if (w.shape.size() >= 2) p.matrices.push_back({w.type, static_cast<int64_t>(w.shape[0])});
     p.weights.push_back({w.name, w.bytes, 1, Category::weights, weight_device});
+  }
+  for (size_t i = 0; i < p.weights.size(); ++i) {
+    const uint64_t bytes = p.weights[i].bytes;
+    p.weight_bytes += bytes;
+    if (p.largest_weight == SIZE_MAX || bytes > p.weights[p.largest_weight].bytes) p.largest_weight = i;
+    if (bytes > device.max_buffer_bytes) p.weights_over_cap.push_back(i);
   }
   return p;
 }
@@ -76,7 +87,15 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
 
-  plan.buffers = prep.weights;
+  // Weights are accounted here from prep's summary; make_plan attaches their buffers.
+  plan.category_bytes[static_cast<size_t>(Category::weights)] = prep.weight_bytes;
+  plan.total_bytes = prep.weight_bytes;
+  if (prep.largest_weight != SIZE_MAX) {
+    plan.largest_buffer = prep.weights[prep.largest_weight].name;
+    plan.largest_buffer_bytes = prep.weights[prep.largest_weight].bytes;
+  }
+  std::vector<const Buffer*> over_cap;
+  for (size_t i : prep.weights_over_cap) over_cap.push_back(&prep.weights[i]);
   const uint64_t n_pages = uint64_t{plan.kv.n_layers} * plan.kv.n_pages;
   if (n_pages > 0) plan.buffers.push_back({"kv pages", plan.kv.page_bytes(), n_pages, Category::kv, dev.memory});
   for (const model::BufferSpec& b : layout.state)
@@ -85,7 +104,6 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
     plan.buffers.push_back(
         {b.name, b.bytes, 1, is_logits_buffer(b.name) ? Category::logits : Category::activations, dev.memory});
 
-  std::vector<const Buffer*> over_cap;
   for (const Buffer& b : plan.buffers) {
     plan.category_bytes[static_cast<size_t>(b.category)] += b.total();
     plan.total_bytes += b.total();
@@ -96,6 +114,9 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
     if (b.bytes > dev.max_buffer_bytes) over_cap.push_back(&b);
   }
 
+  if (req.kv_type == runtime::KvType::q8_0 && hp.head_dim % 32 != 0)
+    plan.reasons.push_back("a q8_0 KV cache needs a head size that is a multiple of 32; the model's is " +
+                           std::to_string(hp.head_dim) + " (use --kv-type f16)");
   if (hp.n_ctx_train > 0 && req.n_ctx > static_cast<int64_t>(hp.n_ctx_train))
     plan.reasons.push_back("context " + std::to_string(req.n_ctx) + " exceeds the model's training context of " +
                            std::to_string(hp.n_ctx_train) + " tokens");
@@ -274,10 +295,22 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
   return spec;
 }
 
+std::optional<int64_t> parse_chunk(std::string_view text) {
+  if (text == "auto") return std::nullopt;
+  try {
+    size_t used = 0;
+    const long long n = std::stoll(std::string(text), &used);
+    if (used == text.size() && n > 0) return n;
+  } catch (const std::logic_error&) {
+  }
+  throw Error("--chunk expects a positive number of tokens or 'auto', got '" + std::string(text) + "'", ErrorKind::usage);
+}
+
 Plan make_plan(const ModelSpec& model, const PlanRequest& request) {
   const Prepared prep = prepare(model, request.device ? *request.device : cpu_profile());
   Plan plan = plan_core(prep, request);
   if (!plan.fits) add_advice(prep, plan);
+  plan.buffers.insert(plan.buffers.begin(), prep.weights.begin(), prep.weights.end());
   return plan;
 }
 

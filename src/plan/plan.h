@@ -9,11 +9,11 @@
 //
 //   plan::PlanRequest req;
 //   req.n_ctx = 8192;                       // tokens the session must hold
-//   req.chunk = std::nullopt;               // --chunk auto (or a number)
 //   req.kv_type = runtime::KvType::f16;
 //   req.n_threads = 0;
 //   req.logits_every_token = false;         // true for perplexity (a logits row per chunk token)
-//   req.device = plan::require_device("cpu");   // or with_overrides(..., --budget, --max-buffer)
+//   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
+//   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
 //   plan::Plan p = plan::plan_for_model(*model, req);   // header only: no weights read
 //   plan::check_fits(p);                    // throws keel::Error(refused) with the full refusal
 //   runtime::Session session(model, p.options);   // allocates exactly p's KV/state/scratch
@@ -118,6 +118,9 @@ struct Plan {
   uint64_t bytes(Category c) const { return category_bytes[static_cast<size_t>(c)]; }
   uint64_t session_bytes() const;         // what the Session allocates: kv + state + scratch
 };
+
+// "--chunk auto" -> nullopt, "--chunk 512" -> 512; throws keel::Error(usage) otherwise.
+std::optional<int64_t> parse_chunk(std::string_view text);
 
 // The plan for a request; `auto` chunk resolved. Never throws for "does not fit" (see fits);
 // throws keel::Error(usage) for impossible requests (context or chunk <= 0).
