@@ -1,5 +1,8 @@
 #include "tokenizer/tokenizer.h"
 
+#include <deque>
+#include <unordered_map>
+
 #include "keel/error.h"
 #include "tokenizer/spm.h"
 #include "tokenizer/tokenizer_data.h"
@@ -110,20 +113,27 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     return out;
   }
 
+  // Pieces repeat a lot in long prompts: each distinct piece is run through BPE once per call.
   BpeModel::Scratch scratch;
-  std::string prefixed;
+  std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache;  // piece -> ids in `store`
+  std::vector<int32_t> store;
+  std::deque<std::string> prefixed;  // fragments with HF's prefix space (the cache points into them)
   for (const Fragment& f : fragments) {
     if (f.token >= 0) {
       out.push_back(f.token);
       continue;
     }
     std::string_view piece_text = text.substr(f.offset, f.length);
-    if (d.prefix_space && piece_text.front() != ' ') {
-      prefixed = " " + std::string(piece_text);
-      piece_text = prefixed;
+    if (d.prefix_space && piece_text.front() != ' ') piece_text = prefixed.emplace_back(" " + std::string(piece_text));
+    for (const Span& s : d.pre.split(piece_text)) {
+      const std::string_view piece = piece_text.substr(s.offset, s.length);
+      auto [it, fresh] = cache.try_emplace(piece, store.size(), 0);
+      if (fresh) {
+        d.bpe.encode_piece(vocab, piece, store, scratch);
+        it->second.second = store.size() - it->second.first;
+      }
+      out.insert(out.end(), store.begin() + it->second.first, store.begin() + it->second.first + it->second.second);
     }
-    for (const Span& s : d.pre.split(piece_text))
-      d.bpe.encode_piece(vocab, piece_text.substr(s.offset, s.length), out, scratch);
   }
   return out;
 }
