@@ -309,6 +309,10 @@ void dot2_q6_k(const char* row0, const char* row1, int64_t n_in, const float* x,
 
 // ---- the row loop shared by every type ------------------------------------------------------
 
+// Software prefetch of the next row pair: measured +40-65 % GB/s for cold weights on one
+// thread, +20-50 % on two (the hardware prefetcher alone keeps too few lines in flight).
+constexpr bool kPrefetch = true;
+
 using Dot2Fn = void (*)(const char*, const char*, int64_t, const float*, const float*, float (&)[2]);
 
 // Rows in blocks of 16 (a few KiB, stay in L1) so that extra tokens re-read them from cache.
@@ -322,6 +326,12 @@ void gemv(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const f
     for (int64_t t = 0; t < n_tok; ++t) {
       for (int64_t r = r0; r < r_end; r += 2) {
         const char* row0 = static_cast<const char*>(w) + static_cast<size_t>(r) * row_bytes;
+        if (kPrefetch && t == 0) {  // the next row pair, while this one is computed
+          const char* next = row0 + 2 * row_bytes;
+          const int64_t rows = std::clamp<int64_t>(n_rows - r - 2, 0, 2);
+          const size_t bytes = static_cast<size_t>(rows) * row_bytes;
+          for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+        }
         const bool two = r + 1 < r_end;
         float out[2];
         kDot2(row0, two ? row0 + row_bytes : row0, n_in, x + t * ldx, xsum + t * n_sums, out);
