@@ -2,7 +2,9 @@
 // about 173K Qwen3 tokens, as in the ANCHORS workload: byte-level BPE with the Qwen3
 // tokenizer.json and SentencePiece with the llama-spm vocabulary, plus the gpt-2 and
 // deepseek-llm vocab GGUFs that llama.cpp can load too. items/s = tokens/s.
-// Set KEEL_TOKENIZER_BENCH_TEXT=FILE to also write the text out (to run llama.cpp on the same).
+// A second, low-repetition text is the worst case for the per-call caches ("Varied").
+// Set KEEL_TOKENIZER_BENCH_TEXT=FILE / KEEL_TOKENIZER_BENCH_VARIED_TEXT=FILE to write the texts
+// out (to run llama.cpp on the same input).
 #include <benchmark/benchmark.h>
 
 #include <cctype>
@@ -78,6 +80,52 @@ std::string make_text(size_t bytes) {
   return text;
 }
 
+// A text with little repetition (made-up words, random identifiers, numbers and CJK
+// characters): the worst case for the per-call piece caches.
+std::string make_varied_text(size_t bytes) {
+  static const char* kSyllables[] = {"ka", "lo", "mer", "ti", "sa", "qu", "en", "dor", "vi", "ul", "pre", "fix",
+                                     "ta", "no", "rim", "ge", "zu", "ph", "or", "an", "ist", "bl", "ce", "wy"};
+  uint64_t state = 0x9E3779B97F4A7C15ULL;
+  auto next = [&](uint64_t n) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state % n;
+  };
+  std::string text;
+  text.reserve(bytes + 64);
+  while (text.size() < bytes) {
+    const uint64_t kind = next(20);
+    if (kind < 14) {
+      const uint64_t n = 1 + next(4);
+      for (uint64_t i = 0; i < n; ++i) text += kSyllables[next(sizeof kSyllables / sizeof *kSyllables)];
+      text += next(10) == 0 ? ", " : " ";
+    } else if (kind < 16) {
+      text += std::to_string(next(1000000)) + (next(2) ? "." : " ");
+    } else if (kind < 18) {
+      text += "x_" + std::to_string(next(100000)) + "(y" + std::to_string(next(1000)) + ");\n    ";
+    } else {
+      for (int i = 0; i < 6; ++i) {
+        const uint32_t cp = 0x4E00 + static_cast<uint32_t>(next(0x5200));
+        text += static_cast<char>(0xE0 | (cp >> 12));
+        text += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        text += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      text += "\n";
+    }
+  }
+  return text;
+}
+
+const std::string& varied_text() {
+  static const std::string text = [] {
+    std::string t = make_varied_text(640 * 1024);
+    if (const char* out = std::getenv("KEEL_TOKENIZER_BENCH_VARIED_TEXT")) std::ofstream(out, std::ios::binary) << t;
+    return t;
+  }();
+  return text;
+}
+
 const std::string& bench_text() {
   static const std::string text = [] {
     std::string t = make_text(640 * 1024);
@@ -87,8 +135,7 @@ const std::string& bench_text() {
   return text;
 }
 
-void run(benchmark::State& state, const Tokenizer& tok) {
-  const std::string& text = bench_text();
+void run(benchmark::State& state, const Tokenizer& tok, const std::string& text = bench_text()) {
   size_t n_tokens = 0;
   for (auto _ : state) {
     std::vector<int32_t> ids = tok.encode(text, false, false);
@@ -128,6 +175,22 @@ void BM_TokenizeBpeDeepseekLlmGguf(benchmark::State& state) {
   run(state, tok);
 }
 
+void BM_TokenizeBpeQwen3Varied(benchmark::State& state) {
+  static const Tokenizer tok = Tokenizer::from_hf_json(shared_path("tokenizers/qwen3/tokenizer.json"));
+  run(state, tok, varied_text());
+}
+
+void BM_TokenizeSpmLlamaVaried(benchmark::State& state) {
+  static const Tokenizer tok =
+      Tokenizer::from_gguf(keel::gguf::File::open(shared_path("vocab/ggml-vocab-llama-spm.gguf")));
+  run(state, tok, varied_text());
+}
+
+void BM_TokenizeBpeGpt2GgufVaried(benchmark::State& state) {
+  static const Tokenizer tok = Tokenizer::from_gguf(keel::gguf::File::open(shared_path("vocab/ggml-vocab-gpt-2.gguf")));
+  run(state, tok, varied_text());
+}
+
 void BM_DetokenizeQwen3(benchmark::State& state) {
   static const Tokenizer tok = Tokenizer::from_hf_json(shared_path("tokenizers/qwen3/tokenizer.json"));
   const std::vector<int32_t> ids = tok.encode(bench_text(), false, false);
@@ -142,4 +205,7 @@ BENCHMARK(BM_TokenizeSpmLlama)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_TokenizeBpeLlama3)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_TokenizeBpeGpt2Gguf)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_TokenizeBpeDeepseekLlmGguf)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_TokenizeBpeQwen3Varied)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_TokenizeSpmLlamaVaried)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_TokenizeBpeGpt2GgufVaried)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_DetokenizeQwen3)->Unit(benchmark::kMillisecond);
