@@ -9,6 +9,7 @@
 // weight type.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -288,6 +289,29 @@ TEST(MatmulDriver, ManyTokensCrossTokenBlocks) {
     keel::cpu::matmul(w, x.data(), n_tok, y.data(), scratch.data(), pool);
     expect_close(y.data(), ref.data(), scale, n_tok * n_out, label(type) + " many tokens");
     EXPECT_TRUE(y.guards_intact());
+  }
+}
+
+// Scratch sized for a large chunk also serves a call with fewer tokens (the GEMV path).
+TEST(MatmulDriver, ScratchForMaxTokensServesFewerTokens) {
+  std::mt19937 rng(7);
+  ThreadPool pool(2);
+  const int64_t n_in = 512, n_out = 33;
+  const std::vector<char> sentinel(64, 0x5A);
+  const size_t sb = keel::cpu::matmul_scratch_bytes(Type::Q4_K, n_in, 64, pool.size());
+  const auto wb = random_weights(Type::Q4_K, n_in, n_out, rng);
+  const WeightView w{Type::Q4_K, wb.data(), n_in, n_out};
+  for (int64_t n_tok : {1, 4, 5, 64}) {
+    const auto x = random_floats(n_tok * n_in, rng);
+    std::vector<float> ref(n_tok * n_out);
+    keel::cpu::matmul_reference(w, x.data(), n_tok, ref.data());
+    std::vector<char> scratch(sb + sentinel.size(), 0x5A);
+    Guarded y(n_tok * n_out);
+    keel::cpu::matmul(w, x.data(), n_tok, y.data(), scratch.data(), pool);
+    expect_close(y.data(), ref.data(), abs_products(w, x.data(), n_tok), n_tok * n_out,
+                 "n_tok=" + std::to_string(n_tok));
+    EXPECT_TRUE(y.guards_intact());
+    EXPECT_TRUE(std::equal(sentinel.begin(), sentinel.end(), scratch.begin() + sb));
   }
 }
 

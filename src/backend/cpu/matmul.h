@@ -3,14 +3,17 @@
 // Activations stay f32 on every path: weights are dequantized exactly (in registers or into a
 // small f32 tile) and multiplied with f32 FMAs, so results differ from the exact-dequantized
 // reference only by float reassociation. Two paths:
-//   - GEMV (n_tokens < kGemmMinTokens): each weight row is streamed once and dequantized in
-//     registers (memory-bandwidth bound). K-quant min terms and Q4_0's offset use exact f32 sums
-//     of the activations over each 32-input sub-block (dmin·m·Σx), computed once per call.
-//   - GEMM: a panel of 16 weight rows × 256 inputs is dequantized and transposed into scratch,
-//     then a 6-token × 16-output register-blocked micro-kernel runs over every token of the
-//     chunk (compute bound; the dequant is amortised over the tokens).
+//   - GEMV (n_tokens < kGemmMinTokens, decode): each weight row is streamed once (with software
+//     prefetch) and dequantized in registers, two rows at a time. K-quant min terms and Q4_0's
+//     offset are factored out with f32 sums of the activations over each 32-input sub-block
+//     (Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σx), computed once per call.
+//   - GEMM (prefill chunks): a panel of 16 weight rows × 256 inputs is dequantized (bit-exact
+//     with quant::dequantize_row) and transposed into scratch, then a 6-token × 16-output
+//     register-blocked FMA micro-kernel runs over every token of the block (compute bound; the
+//     dequant is amortised over up to kBlockTokens tokens). Threads split the row panels.
 // Every kernel has an always-compiled scalar twin ("generic") with the same signature; the AVX2
-// twins live in matmul_avx2.cpp and are only called after a runtime CPU check.
+// twins live in matmul_avx2.cpp (dequant, GEMM) and matmul_gemv_avx2.cpp and are only called
+// after a runtime CPU check.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -55,7 +58,7 @@ const char* isa_name(Isa isa);
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                  void* scratch, ThreadPool& pool);
 
-constexpr int64_t kGemmMinTokens = 5;  // below: GEMV path
+constexpr int64_t kGemmMinTokens = 5;  // below: GEMV path (measured crossover, bench MatmulSmall)
 constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...
 constexpr int kTileRows = 16;          // ... × 16 outputs
 constexpr int64_t kBlockK = 256;       // inputs per packed panel (multiple of every block size)
