@@ -224,3 +224,38 @@ TEST(GdnGatedNorm, MatchesFormula) {
     EXPECT_NEAR(got[i], o[i] / std::sqrt(ms + 1e-6) * w[i] * silu, 1e-6);
   }
 }
+
+// The generic twin (baseline ISA) and the best one agree, on sizes that leave GEMM edge tiles
+// (d_k, d_v not multiples of 16, a last chunk of 13 rows); both match the float64 recurrence.
+TEST(GdnTwins, GenericEqualsBestIsa) {
+  cpu::ThreadPool pool(2);
+  const Inputs in = random_inputs(77, 3, 6, 24, 40, 4242);
+  std::vector<double> ref_out, ref_state;
+  reference(in, ref_out, ref_state);
+  for (cpu::Isa isa : {cpu::Isa::generic, cpu::best_isa()}) {
+    Result chk{std::vector<float>(static_cast<size_t>(in.n_tokens * in.n_v * in.d_v)), in.state0};
+    Result rec = chk;
+    std::vector<float> ws(cpu::gated_delta_workspace_bytes(in.d_k, in.d_v, pool.size()) / sizeof(float));
+    cpu::gated_delta_chunked_with(isa, args_for(in, 0, in.n_tokens, chk.state.data(), chk.out.data()), ws.data(), pool);
+    for (int64_t t = 0; t < in.n_tokens; ++t)
+      cpu::gated_delta_recurrent_with(isa, args_for(in, t, 1, rec.state.data(), rec.out.data()), ws.data(), pool);
+    EXPECT_LE(max_abs_diff(chk.out, ref_out), 1e-5) << cpu::isa_name(isa);
+    EXPECT_LE(max_abs_diff(chk.state, ref_state), 1e-5) << cpu::isa_name(isa);
+    EXPECT_LE(max_abs_diff(rec.out, ref_out), 1e-5) << cpu::isa_name(isa);
+    EXPECT_LE(max_abs_diff(rec.state, ref_state), 1e-5) << cpu::isa_name(isa);
+  }
+}
+
+// Strongly decaying gates push γ below the range where e^{γ_r−γ_s} is taken as a ratio of
+// e^γ's: the per-pair exp path must agree with the recurrence as well.
+TEST(GdnChunked, StrongDecayUsesExactPairwiseDecay) {
+  cpu::ThreadPool pool(1);
+  Inputs in = random_inputs(130, 1, 2, 16, 16, 99);
+  for (float& g : in.g) g = -3.0f;  // γ reaches -192 within a chunk
+  std::vector<double> ref_out, ref_state;
+  reference(in, ref_out, ref_state);
+  const Result chk = run_chunked(in, cpu::kGdnChunk, {}, pool);
+  EXPECT_LE(max_abs_diff(chk.out, ref_out), 1e-5);
+  EXPECT_LE(max_abs_diff(chk.state, ref_state), 1e-5);
+  for (float x : chk.out) ASSERT_TRUE(std::isfinite(x));
+}

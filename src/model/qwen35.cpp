@@ -1,6 +1,7 @@
 // The qwen35 family (Qwen3.5 dense): a hybrid of Gated DeltaNet layers (linear attention with an
 // O(1) recurrent state) and gated full-attention layers (every full_attention_interval-th layer),
 // each followed by a SwiGLU MLP. docs/specs/qwen35.md is the reference for every formula here.
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention.h"

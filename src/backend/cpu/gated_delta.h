@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/matmul.h"  // Isa, best_isa
 #include "backend/cpu/thread_pool.h"
 
 namespace keel::cpu {
@@ -68,5 +69,19 @@ void gated_delta_recurrent(const GatedDeltaArgs& a, float* workspace, ThreadPool
 // The chunked (WY / UT-transform) form, equal to the recurrence up to rounding; cost
 // O(n·(chunk·d + d²)) per head, sequential only in the state between chunks.
 void gated_delta_chunked(const GatedDeltaArgs& a, float* workspace, ThreadPool& pool, int64_t chunk = kGdnChunk);
+
+// ---- the same with the kernels of a given instruction set (tests compare the twins) ---------
+
+void gated_delta_recurrent_with(Isa isa, const GatedDeltaArgs& a, float* workspace, ThreadPool& pool);
+void gated_delta_chunked_with(Isa isa, const GatedDeltaArgs& a, float* workspace, ThreadPool& pool,
+                              int64_t chunk = kGdnChunk);
+
+// One v-head's kernels (gated_delta_impl.h compiled per ISA). ws: one thread's workspace.
+struct GdnHeadKernels {
+  void (*recurrent)(const GatedDeltaArgs& a, int64_t head, float* ws);
+  void (*chunked)(const GatedDeltaArgs& a, int64_t head, int64_t chunk, float* ws);
+};
+GdnHeadKernels gdn_head_kernels_generic();  // gated_delta.cpp
+GdnHeadKernels gdn_head_kernels_avx2();     // gated_delta_avx2.cpp
 
 }  // namespace keel::cpu
