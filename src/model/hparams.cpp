@@ -36,7 +36,7 @@ Hparams read_common_hparams(const gguf::File& file, const std::string& arch) {
     throw Error(file.path() + ": attention value_length " + std::to_string(value_length) +
                 " differs from key_length " + std::to_string(hp.head_dim) + " (not supported)");
   hp.n_rot = file.get_u32_or(key("rope.dimension_count"), hp.head_dim);
-  if (hp.head_dim == 0 || hp.head_dim % 2 || hp.n_rot > hp.head_dim || hp.n_rot % 2)
+  if (hp.head_dim == 0 || hp.head_dim % 2 || hp.head_dim > 1024 || hp.n_rot > hp.head_dim || hp.n_rot % 2)
     throw Error(file.path() + ": head size " + std::to_string(hp.head_dim) + " / rotary dims " +
                 std::to_string(hp.n_rot) + " are not valid");
   hp.rms_eps = file.get_f32_or(key("attention.layer_norm_rms_epsilon"), 1e-5f);

@@ -17,11 +17,15 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p) {
   const int half = p.n_rot / 2;
+  double inv_freq[512];  // n_rot / 2 <= head_dim / 2; head sizes above 1024 are refused at load
+  for (int i = 0; i < half && i < 512; ++i) {
+    inv_freq[i] = std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
+    if (p.freq_factors) inv_freq[i] /= p.freq_factors[i];
+  }
   for (int64_t t = 0; t < n_tokens; ++t) {
     const double pos = static_cast<double>(pos0 + t);
     for (int i = 0; i < half; ++i) {
-      double theta = pos * std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
-      if (p.freq_factors) theta /= p.freq_factors[i];
+      const double theta = pos * inv_freq[i];
       const float c = static_cast<float>(std::cos(theta));
       const float s = static_cast<float>(std::sin(theta));
       for (int64_t h = 0; h < n_heads; ++h) {
@@ -36,7 +40,15 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t
   }
 }
 
+void silu_mul_avx2(float* gate, const float* up, int64_t n);  // ops_avx2.cpp
+
 void silu_mul(float* gate, const float* up, int64_t n) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return silu_mul_avx2(gate, up, n);
+  silu_mul_generic(gate, up, n);
+}
+
+void silu_mul_generic(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

@@ -21,8 +21,9 @@ struct RopeParams {
 };
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p);
 
-// gate[i] = silu(gate[i]) * up[i]
+// gate[i] = silu(gate[i]) * up[i]  (AVX2 when the CPU has it; the scalar twin is always built)
 void silu_mul(float* gate, const float* up, int64_t n);
+void silu_mul_generic(float* gate, const float* up, int64_t n);
 // y[i] += x[i]
 void add_inplace(float* y, const float* x, int64_t n);
 // x[t, :] += bias for each row
