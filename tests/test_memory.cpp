@@ -359,21 +359,23 @@ TEST(MemoryPeakRss, LongPrefillStaysWithinPlan) {
   EXPECT_GE(growth + (1ull << 20), report.plan_session);
 }
 
-// Budget 24 MiB, largest buffer 1 MiB: auto picks a chunk below the prompt length, the session
-// allocates nothing above 1 MiB, and the chunked logits equal a one-chunk prefill's.
-TEST(MemoryTinyProfile, MultiChunkPrefillUnderTheCap) {
-  auto model = model::Model::load(test::shared("models/stories260K.gguf"));
-  const plan::DeviceProfile device = tiny_profile();
+// Under a tiny profile, auto picks a chunk below the prompt length, the session allocates
+// nothing above the cap (session start included), and the chunked logits equal a one-chunk
+// prefill's. The profile (24 MiB, 1 MiB) on stories260K; tiny-qwen35 (21 MiB of f32
+// weights, GDN layers) under 64 MiB / 512 KiB.
+void multi_chunk_under_cap(const std::string& path, uint64_t budget, uint64_t cap, size_t n_prompt) {
+  auto model = model::Model::load(path);
+  const plan::DeviceProfile device = tiny_profile(budget, cap);
   const plan::Plan p = plan::plan_for_model(*model, request(2048, std::nullopt, device));
   ASSERT_TRUE(p.fits) << plan::refusal_text(p);
   for (const plan::Buffer& b : p.buffers) EXPECT_LE(b.bytes, device.max_buffer_bytes) << b.name;
   EXPECT_LE(p.total_bytes, device.budget_bytes);
-  const std::vector<int32_t> prompt = some_tokens(1100, model->hparams().n_vocab, 11);
+  const std::vector<int32_t> prompt = some_tokens(n_prompt, model->hparams().n_vocab, 11);
   ASSERT_LT(p.options.chunk, static_cast<int64_t>(prompt.size())) << "the prompt must span several chunks";
 
   std::vector<float> chunked;
   {
-    AllocWindow window;  // session start included: no single allocation above the cap
+    AllocWindow window;
     runtime::Session session(model, p.options);
     const float* logits = session.prefill(prompt);
     const AllocCounts counts = window.stop();
@@ -385,6 +387,19 @@ TEST(MemoryTinyProfile, MultiChunkPrefillUnderTheCap) {
   runtime::Session whole(model, one);
   const float* logits = whole.prefill(prompt);
   for (uint32_t i = 0; i < model->hparams().n_vocab; ++i) ASSERT_NEAR(chunked[i], logits[i], 2e-4f) << i;
+}
+
+TEST(MemoryTinyProfile, MultiChunkPrefillUnderTheCap) {
+  multi_chunk_under_cap(test::shared("models/stories260K.gguf"), 24ull << 20, 1ull << 20, 1100);
+}
+
+TEST(MemoryTinyProfile, MultiChunkPrefillUnderTheCapQwen35) {
+  try {
+    model::family_for("qwen35");
+  } catch (const Error&) {
+    GTEST_SKIP() << "the qwen35 family is not registered in this build";
+  }
+  multi_chunk_under_cap(test::shared("fixtures/tiny-qwen35.gguf"), 64ull << 20, 512ull << 10, 300);
 }
 
 // Budget 12 MiB for tiny-qwen3 (10.5 MB of f32 weights): 4096 tokens do not fit; refused from

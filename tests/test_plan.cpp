@@ -184,6 +184,19 @@ TEST(PlanInvariants, PagesShrinkToFitTheCap) {
   EXPECT_TRUE(weight_reason);
 }
 
+// The attention workspace grows with the page: under a small cap auto takes smaller pages.
+TEST(PlanInvariants, PagesShrinkForTheAttentionWorkspace) {
+  auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
+  const plan::DeviceProfile device = plan::with_overrides(plan::cpu_profile(), 64ull << 20, 256ull << 10);
+  plan::PlanRequest req = request(1024, runtime::KvType::f16, device);
+  const plan::Plan p = plan::plan_for_model(*model, req);
+  EXPECT_TRUE(p.fits) << plan::refusal_text(p);
+  EXPECT_LT(p.kv.page_tokens, plan::kDefaultPageTokens);
+  for (const plan::Buffer& b : p.buffers) EXPECT_LE(b.bytes, device.max_buffer_bytes) << b.name;
+  req.page_tokens = plan::kDefaultPageTokens;  // a fixed page is kept, and then refused
+  EXPECT_FALSE(plan::plan_for_model(*model, req).fits);
+}
+
 TEST(PlanInvariants, PlanOfAFileEqualsItsHeader) {
   auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q5_k.gguf"));
   const plan::Plan p = plan::plan_for_model(*model, request(1024, runtime::KvType::f16, plan::cpu_profile()));

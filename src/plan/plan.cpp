@@ -65,8 +65,8 @@ void check_request(const PlanRequest& r) {
   if (r.page_tokens && *r.page_tokens == 0) throw Error("KV page size must be positive", ErrorKind::usage);
 }
 
-// The plan for one fixed chunk size.
-Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
+// The plan for one chunk size and KV page size.
+Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t page_tokens) {
   const model::Hparams& hp = prep.spec.hp;
   const DeviceProfile& dev = prep.device;
   Plan plan;
@@ -81,8 +81,7 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
   o.chunk = std::min(chunk, req.n_ctx);
   o.max_logit_rows = req.logits_every_token ? o.chunk : 1;
   o.kv_type = req.kv_type;
-  o.page_tokens = req.page_tokens ? *req.page_tokens
-                                  : choose_page_tokens(hp, req.kv_type, req.n_ctx, dev.max_buffer_bytes);
+  o.page_tokens = page_tokens;
   o.n_threads = req.n_threads;
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
@@ -133,21 +132,29 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk) {
   return plan;
 }
 
-// The plan with `auto` resolved: the largest ladder rung (never above the context) that fits;
-// when none fits, the plan at the smallest rung (the closest to fitting), refused.
+// The plan with `auto` resolved: the largest chunk (a ladder rung never above the context, or
+// the given one) and for it the largest KV page (the attention workspace grows with the page)
+// that fit. When nothing fits: the plan at the smallest chunk and the default page, refused.
 Plan plan_core(const Prepared& prep, const PlanRequest& req) {
   check_request(req);
-  if (req.chunk) return build(prep, req, *req.chunk);
-  Plan last;
-  bool any = false;
-  for (int64_t rung : kChunkLadder) {
-    if (rung > req.n_ctx) continue;
-    last = build(prep, req, rung);
-    any = true;
-    if (last.fits) return last;
+  std::vector<int64_t> chunks;
+  if (req.chunk) chunks.push_back(*req.chunk);
+  for (int64_t rung : kChunkLadder)
+    if (!req.chunk && rung <= req.n_ctx) chunks.push_back(rung);
+  // Pages below 16 tokens only when a page's own bytes force it (attention loops per page).
+  std::vector<uint32_t> pages;
+  if (req.page_tokens) {
+    pages.push_back(*req.page_tokens);
+  } else {
+    const uint32_t start = choose_page_tokens(prep.spec.hp, req.kv_type, req.n_ctx, prep.device.max_buffer_bytes);
+    for (uint32_t p = start; p >= std::min<uint32_t>(start, 16) && p >= 1; p /= 2) pages.push_back(p);
   }
-  if (!any) last = build(prep, req, 1);
-  return last;
+  for (int64_t chunk : chunks)
+    for (uint32_t page : pages) {
+      Plan plan = build(prep, req, chunk, page);
+      if (plan.fits) return plan;
+    }
+  return build(prep, req, chunks.back(), pages.front());
 }
 
 // The largest context in [1, limit] whose plan fits (0 if none); fitting only shrinks as the
@@ -162,6 +169,8 @@ int64_t largest_fitting_context(const Prepared& prep, PlanRequest req, int64_t l
   }
   return lo;
 }
+
+constexpr int64_t kPracticalChunk = 512;
 
 std::string ctx_flag(int64_t n) { return "-c " + std::to_string(n); }
 
@@ -201,7 +210,18 @@ void add_advice(const Prepared& prep, Plan& plan) {
   }
 
   if (*plan.max_context > 0) {
+    // The largest context may only fit with a tiny chunk (a slow prefill); name first the
+    // largest one that still prefills in chunks of 512 tokens or more.
     PlanRequest alt = req;
+    if (!req.chunk && *plan.max_context > kPracticalChunk) {
+      PlanRequest practical = req;
+      practical.chunk = kPracticalChunk;
+      const int64_t n = largest_fitting_context(prep, practical, *plan.max_context);
+      if (n >= kPracticalChunk && n < *plan.max_context) {
+        alt.n_ctx = n;
+        suggest(ctx_flag(n), plan_core(prep, alt));
+      }
+    }
     alt.n_ctx = *plan.max_context;
     suggest(ctx_flag(*plan.max_context), plan_core(prep, alt));
   }
