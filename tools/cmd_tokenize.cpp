@@ -44,6 +44,8 @@ int cmd_tokenize(const CommandArgs& argv) {
       args.has("--tokenizer") ? tokenizer::Tokenizer::from_hf_json(*args.get("--tokenizer"))
                               : tokenizer::Tokenizer::from_gguf(gguf::File::open(args.get_or("--model", KEEL_DEFAULT_MODEL)));
 
+  for (const std::string& warning : tok.warnings()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+
   const bool add_bos = !args.has("--no-bos") && tok.add_bos_by_default();
   const std::vector<int32_t> ids = tok.encode(text, add_bos, args.has("--parse-special"));
   std::string line;

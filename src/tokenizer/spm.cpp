@@ -95,6 +95,7 @@ class Session {
 }  // namespace
 
 void spm_encode_whole(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
+  if (text.size() >= (uint64_t{1} << 31)) throw Error("tokenizer: text of " + std::to_string(text.size()) + " bytes is too long");
   Session(vocab, text).run(out);
 }
 

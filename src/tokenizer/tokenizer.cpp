@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <deque>
 #include <unordered_map>
 
@@ -28,19 +29,19 @@ std::vector<Fragment> partition(const Vocab& vocab, std::string_view text, bool 
   if (vocab.specials.empty()) return fragments;
 
   // One pass to learn which special texts occur at all, so only those are searched for.
-  std::vector<uint8_t> present(vocab.text.size(), 0);
-  bool any = false;
+  std::vector<int32_t> present;
   for (size_t i = 0; i < text.size(); ++i) {
     for (int32_t id : vocab.specials_by_first_byte[static_cast<uint8_t>(text[i])]) {
       const std::string& s = vocab.text[id];
-      if (!present[id] && text.compare(i, s.size(), s) == 0) present[id] = any = true;
+      if (text.compare(i, s.size(), s) == 0 && std::find(present.begin(), present.end(), id) == present.end())
+        present.push_back(id);
     }
   }
-  if (!any) return fragments;
+  if (present.empty()) return fragments;
 
   std::vector<Fragment> next;
   for (int32_t id : vocab.specials) {
-    if (!present[id]) continue;
+    if (std::find(present.begin(), present.end(), id) == present.end()) continue;
     if (!parse_special && vocab.type[id] != TokenType::user_defined) continue;
     const std::string& special = vocab.text[id];
     next.clear();
