@@ -14,7 +14,7 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint32_t kVersion = 3;
-constexpr size_t kBufferBytes = size_t{4} << 20;
+constexpr size_t kBufferBytes = size_t{1} << 20;
 
 std::string errno_text() { return std::strerror(errno); }
 

@@ -16,7 +16,7 @@
 namespace keel::tools {
 namespace {
 
-constexpr uint64_t kBatchBytes = uint64_t{8} << 20;  // output bytes per batch
+constexpr uint64_t kBatchBytes = uint64_t{2} << 20;  // output bytes per batch
 
 class ProgressBar {
  public:
