@@ -20,6 +20,13 @@ namespace {
 
 std::string blk(uint32_t il, const char* name) { return "blk." + std::to_string(il) + "." + name; }
 
+// Runs fn(begin, end) over n_rows rows of `width` floats, in ranges of at least ~16K floats per
+// thread (row-wise ops are cheap: small batches stay on the calling thread).
+template <typename F>
+void for_rows(cpu::ThreadPool& pool, int64_t n_rows, int64_t width, F&& fn) {
+  pool.parallel_for(n_rows, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, width)), fn);
+}
+
 // Derived GDN sizes (§1.1): q and k have n_k heads of d_k, v and z have n_v heads of d_v.
 struct GdnDims {
   uint64_t n_k, n_v, d_k, d_v, kernel;
@@ -253,12 +260,12 @@ class Qwen35Forward final : public Forward {
     embed(batch.tokens, n);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
-      cpu::rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
+      norm_rows(hidden_, L.attn_norm, n);
       if (L.recurrent) gated_delta_net(L, n);
       else gated_attention(L, n, batch.pos0);
       cpu::add_inplace(hidden_, proj_out_, n * d);
 
-      cpu::rms_norm(hidden_, L.post_norm, normed_, n, d, hp_.rms_eps);
+      norm_rows(hidden_, L.post_norm, n);
       cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool);
       cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool);
       cpu::silu_mul(gate_, up_, n * hp_.n_ff);
@@ -280,6 +287,14 @@ class Qwen35Forward final : public Forward {
   }
 
  private:
+  // normed_ = RMSNorm(x; w) row by row, [n, n_embd].
+  void norm_rows(const float* x, const float* w, int64_t n) {
+    const int64_t d = hp_.n_embd;
+    for_rows(*res_.pool, n, d, [&](int64_t b, int64_t e) {
+      cpu::rms_norm(x + b * d, w, normed_ + b * d, e - b, d, hp_.rms_eps);
+    });
+  }
+
   struct Layer {
     bool recurrent = false;
     const float *attn_norm = nullptr, *post_norm = nullptr;
@@ -305,10 +320,13 @@ class Qwen35Forward final : public Forward {
     cpu::matmul(L.wq, normed_, n, qg, matmul_scratch_, pool);
     cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool);
     cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool);
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t h = 0; h < n_head; ++h) std::copy_n(qg + (t * n_head + h) * 2 * hd, hd, q + (t * n_head + h) * hd);
-    cpu::rms_norm(q, L.q_norm, q, n * n_head, hd, hp_.rms_eps);
-    cpu::rms_norm(k_, L.k_norm, k_, n * hp_.n_head_kv, hd, hp_.rms_eps);
+    const int64_t n_kv = hp_.n_head_kv;
+    for_rows(pool, n, 3 * n_head * hd, [&](int64_t b, int64_t e) {  // split query | gate, q/k RMSNorm
+      for (int64_t t = b; t < e; ++t)
+        for (int64_t h = 0; h < n_head; ++h) std::copy_n(qg + (t * n_head + h) * 2 * hd, hd, q + (t * n_head + h) * hd);
+      cpu::rms_norm(q + b * n_head * hd, L.q_norm, q + b * n_head * hd, (e - b) * n_head, hd, hp_.rms_eps);
+      cpu::rms_norm(k_ + b * n_kv * hd, L.k_norm, k_ + b * n_kv * hd, (e - b) * n_kv, hd, hp_.rms_eps);
+    });
     const cpu::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale, nullptr};
     cpu::rope(q, n, n_head, hd, pos0, rope);
     cpu::rope(k_, n, hp_.n_head_kv, hd, pos0, rope);
@@ -323,12 +341,13 @@ class Qwen35Forward final : public Forward {
     args.kv = res_.kv;
     args.layer = L.attention_index;
     cpu::flash_attention(args, attention_ws_, pool);
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t h = 0; h < n_head; ++h) {
-        float* oh = o + (t * n_head + h) * hd;
-        const float* gate = qg + (t * n_head + h) * 2 * hd + hd;
+    for_rows(pool, n * n_head, hd, [&](int64_t b, int64_t e) {  // o_h ⊙ σ(g_h)
+      for (int64_t row = b; row < e; ++row) {
+        float* oh = o + row * hd;
+        const float* gate = qg + row * 2 * hd + hd;
         for (int64_t i = 0; i < hd; ++i) oh[i] /= 1.0f + std::exp(-gate[i]);
       }
+    });
     cpu::matmul(L.wo, o, n, proj_out_, matmul_scratch_, pool);
   }
 
@@ -346,9 +365,12 @@ class Qwen35Forward final : public Forward {
     cpu::matmul(L.w_alpha, normed_, n, gdn_g_, matmul_scratch_, pool);
     cpu::causal_conv1d_silu(mix, n, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u, pool);
     constexpr float kL2Eps = 1e-6f;  // HF l2norm
-    cpu::l2_norm_heads(u, n, conv_dim, static_cast<int64_t>(g_.n_k), d_k, kL2Eps,
-                       1.0f / std::sqrt(static_cast<float>(d_k)));
-    cpu::l2_norm_heads(u + key_dim, n, conv_dim, static_cast<int64_t>(g_.n_k), d_k, kL2Eps, 1.0f);
+    const int64_t n_k = static_cast<int64_t>(g_.n_k);
+    const float q_scale = 1.0f / std::sqrt(static_cast<float>(d_k));
+    for_rows(pool, n, 2 * key_dim, [&](int64_t b, int64_t e) {
+      cpu::l2_norm_heads(u + b * conv_dim, e - b, conv_dim, n_k, d_k, kL2Eps, q_scale);
+      cpu::l2_norm_heads(u + b * conv_dim + key_dim, e - b, conv_dim, n_k, d_k, kL2Eps, 1.0f);
+    });
     cpu::gdn_gates(beta_, gdn_g_, L.ssm_a, L.dt_bias, n, n_v);
 
     cpu::GatedDeltaArgs a;
@@ -369,7 +391,9 @@ class Qwen35Forward final : public Forward {
     if (n == 1) cpu::gated_delta_recurrent(a, gdn_ws_, pool);
     else cpu::gated_delta_chunked(a, gdn_ws_, pool);
 
-    cpu::gated_rms_norm(y, z_, L.ssm_norm, n * n_v, a.d_v, hp_.rms_eps);
+    for_rows(pool, n * n_v, a.d_v, [&](int64_t b, int64_t e) {
+      cpu::gated_rms_norm(y + b * a.d_v, z_ + b * a.d_v, L.ssm_norm, e - b, a.d_v, hp_.rms_eps);
+    });
     cpu::matmul(L.w_ssm_out, y, n, proj_out_, matmul_scratch_, pool);
   }
 
