@@ -127,23 +127,36 @@ std::vector<TensorSpec> qwen35_tensors(const Hparams& hp) {
   return specs;
 }
 
-// Activation buffers of one chunk. Attention and GDN layers never run at once, so they share
-// the wide buffers (names are the contract with Qwen35Forward).
-std::vector<BufferSpec> qwen35_scratch(const Hparams& hp, const SessionShape& s) {
-  const uint64_t c = static_cast<uint64_t>(s.chunk), f = sizeof(float);
-  const uint64_t q_width = uint64_t{hp.n_head} * hp.head_dim, kv_width = uint64_t{hp.n_head_kv} * hp.head_dim;
+// Floats per token of the buffers attention and GDN layers share (they never run at once):
+// wide = attention q|gate or GDN mix, mixed = attention q or GDN conv output, heads_out =
+// attention output or GDN output.
+struct SharedWidths {
+  uint64_t wide, mixed, heads_out;
+};
+
+SharedWidths shared_widths(const Hparams& hp) {
+  const uint64_t q_width = uint64_t{hp.n_head} * hp.head_dim;
   const GdnDims g = gdn_dims(hp);
   const bool any_gdn = hp.n_recurrent_layers() > 0, any_attn = hp.n_attention_layers() > 0;
-  const uint64_t wide = std::max(any_attn ? 2 * q_width : 0, any_gdn ? g.conv_dim() : 0);
-  const uint64_t mixed = std::max(any_attn ? q_width : 0, any_gdn ? g.conv_dim() : 0);
-  const uint64_t heads_out = std::max(any_attn ? q_width : 0, any_gdn ? g.value_dim() : 0);
+  return {std::max(any_attn ? 2 * q_width : 0, any_gdn ? g.conv_dim() : 0),
+          std::max(any_attn ? q_width : 0, any_gdn ? g.conv_dim() : 0),
+          std::max(any_attn ? q_width : 0, any_gdn ? g.value_dim() : 0)};
+}
+
+// Activation buffers of one chunk (names are the contract with Qwen35Forward).
+std::vector<BufferSpec> qwen35_scratch(const Hparams& hp, const SessionShape& s) {
+  const uint64_t c = static_cast<uint64_t>(s.chunk), f = sizeof(float);
+  const uint64_t kv_width = uint64_t{hp.n_head_kv} * hp.head_dim;
+  const GdnDims g = gdn_dims(hp);
+  const SharedWidths w = shared_widths(hp);
+  const bool any_gdn = hp.n_recurrent_layers() > 0, any_attn = hp.n_attention_layers() > 0;
   std::vector<BufferSpec> out = {
       {"hidden", c * hp.n_embd * f},      // [chunk, n_embd] residual stream
       {"normed", c * hp.n_embd * f},      // [chunk, n_embd]
       {"proj_out", c * hp.n_embd * f},    // [chunk, n_embd] output of attn_output / ssm_out / ffn_down
-      {"wide", c * wide * f},             // [chunk, 2 * n_head * head_dim] attn q|gate; [chunk, conv_dim] GDN mix
-      {"mixed", c * mixed * f},           // [chunk, n_head * head_dim] attn q; [chunk, conv_dim] GDN conv out
-      {"heads_out", c * heads_out * f},   // [chunk, n_head * head_dim] attention out; [chunk, n_v * d_v] GDN out
+      {"wide", c * w.wide * f},           // [chunk, 2 * n_head * head_dim] attn q|gate; [chunk, conv_dim] GDN mix
+      {"mixed", c * w.mixed * f},         // [chunk, n_head * head_dim] attn q; [chunk, conv_dim] GDN conv out
+      {"heads_out", c * w.heads_out * f}, // [chunk, n_head * head_dim] attention out; [chunk, n_v * d_v] GDN out
       {"ffn_gate", c * hp.n_ff * f},      // [chunk, n_ff]
       {"ffn_up", c * hp.n_ff * f},
       {"logit_rows", static_cast<uint64_t>(s.max_logit_rows) * hp.n_embd * f},  // [rows, n_embd]
@@ -184,14 +197,15 @@ class Qwen35Forward final : public Forward {
       : hp_(model.hparams()), g_(gdn_dims(hp_)), res_(res) {
     const runtime::BufferSet& b = *res.scratch;
     const uint64_t c = static_cast<uint64_t>(res.shape.chunk);
-    const uint64_t q_width = uint64_t{hp_.n_head} * hp_.head_dim, kv_width = uint64_t{hp_.n_head_kv} * hp_.head_dim;
+    const uint64_t kv_width = uint64_t{hp_.n_head_kv} * hp_.head_dim;
     const bool any_gdn = hp_.n_recurrent_layers() > 0, any_attn = hp_.n_attention_layers() > 0;
+    const SharedWidths w = shared_widths(hp_);
     hidden_ = b.get_as<float>("hidden", c * hp_.n_embd);
     normed_ = b.get_as<float>("normed", c * hp_.n_embd);
     proj_out_ = b.get_as<float>("proj_out", c * hp_.n_embd);
-    wide_ = b.get_as<float>("wide", c * std::max(any_attn ? 2 * q_width : 0, any_gdn ? g_.conv_dim() : 0));
-    mixed_ = b.get_as<float>("mixed", c * std::max(any_attn ? q_width : 0, any_gdn ? g_.conv_dim() : 0));
-    heads_out_ = b.get_as<float>("heads_out", c * std::max(any_attn ? q_width : 0, any_gdn ? g_.value_dim() : 0));
+    wide_ = b.get_as<float>("wide", c * w.wide);
+    mixed_ = b.get_as<float>("mixed", c * w.mixed);
+    heads_out_ = b.get_as<float>("heads_out", c * w.heads_out);
     gate_ = b.get_as<float>("ffn_gate", c * hp_.n_ff);
     up_ = b.get_as<float>("ffn_up", c * hp_.n_ff);
     logit_rows_ = b.get_as<float>("logit_rows", static_cast<uint64_t>(res.shape.max_logit_rows) * hp_.n_embd);
