@@ -1,19 +1,23 @@
 // The per-head gated delta rule kernels, written once and compiled twice: by gated_delta.cpp
 // (the generic twin, baseline ISA) and by gated_delta_avx2.cpp (-mavx2 -mfma). Everything here
-// has internal linkage, so the two compilations never merge. Include only from those two files.
+// has internal linkage, so the two compilations never merge; the code calls no inline std::
+// templates or overloads either (an unoptimised build could otherwise link the generic twin to an
+// AVX2 copy of one). Include only from those two files.
 //
 // The chunked form follows docs/specs/qwen35.md §2.4 with the small products written as
 // register-blocked row-major GEMMs; (I + A)⁻¹ is built explicitly by forward substitution so the
 // W and U products are GEMMs too.
 #pragma once
-#include <algorithm>
-#include <cmath>
+#include <math.h>
+
 #include <cstdint>
 
 #include "backend/cpu/gated_delta.h"
 
 namespace keel::cpu {
 namespace {
+
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int kTileM = 4;   // rows of the GEMM register tile
 constexpr int kTileN = 16;  // columns (two AVX2 vectors)
@@ -65,12 +69,12 @@ inline void gemm_edge(int64_t m, int64_t n, int64_t K, const float* A, int64_t l
 inline void mini_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                       int64_t ldb, float* C, int64_t ldc, bool accumulate, bool lower) {
   for (int64_t i0 = 0; i0 < M; i0 += kTileM) {
-    const int64_t m = std::min<int64_t>(kTileM, M - i0);
-    const int64_t k_end = lower ? std::min<int64_t>(K, i0 + kTileM) : K;
+    const int64_t m = min_i64(kTileM, M - i0);
+    const int64_t k_end = lower ? min_i64(K, i0 + kTileM) : K;
     const float* a = A + i0 * lda;
     float* c = C + i0 * ldc;
     for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
-      const int64_t n = std::min<int64_t>(kTileN, N - j0);
+      const int64_t n = min_i64(kTileN, N - j0);
       if (m == kTileM && n == kTileN)
         gemm_tile<kTileM, kTileN>(k_end, a, lda, B + j0, ldb, c + j0, ldc, alpha, accumulate);
       else
@@ -132,7 +136,7 @@ inline void recurrent_head(const GatedDeltaArgs& a, int64_t h, float* delta) {
     const float* k = a.k + t * a.qk_stride + kh * dk;
     const float* v = a.v + t * a.v_stride + h * dv;
     float* o = a.out + (t * a.n_v_heads + h) * dv;
-    const float decay = std::exp(a.g[t * a.n_v_heads + h]);
+    const float decay = ::expf(a.g[t * a.n_v_heads + h]);
     const float beta = a.beta[t * a.n_v_heads + h];
     for (int64_t j = 0; j < dv; ++j) delta[j] = 0.0f;
     for (int64_t i = 0; i < dk; ++i) {  // S ← e^g S; r = Sᵀk (into delta)
@@ -165,7 +169,7 @@ inline void chunked_head(const GatedDeltaArgs& a, int64_t h, int64_t C, const Ch
   const int64_t dk = a.d_k, dv = a.d_v, kh = h % a.n_k_heads, nv = a.n_v_heads;
   float* S = a.state + h * dk * dv;
   for (int64_t c0 = 0; c0 < a.n_tokens; c0 += C) {
-    const int64_t L = std::min(C, a.n_tokens - c0);
+    const int64_t L = min_i64(C, a.n_tokens - c0);
     // Gather; γ in double so that differences of long sums keep their precision.
     double gamma = 0.0;
     for (int64_t r = 0; r < L; ++r) {
@@ -175,7 +179,7 @@ inline void chunked_head(const GatedDeltaArgs& a, int64_t h, int64_t C, const Ch
       const float* v = a.v + t * a.v_stride + h * dv;
       gamma += a.g[t * nv + h];
       ws.gamma[r] = gamma;
-      const float beta = a.beta[t * nv + h], eg = static_cast<float>(std::exp(gamma));
+      const float beta = a.beta[t * nv + h], eg = static_cast<float>(::exp(gamma));
       ws.beta[r] = beta;
       ws.eg[r] = eg;
       float *qr = ws.q + r * dk, *kr = ws.k + r * dk, *kbr = ws.kb + r * dk, *vbr = ws.vb + r * dv;
@@ -210,7 +214,7 @@ inline void chunked_head(const GatedDeltaArgs& a, int64_t h, int64_t C, const Ch
         }
       } else {
         for (int64_t s = 0; s < r; ++s) {  // the diagonal's decay is exactly 1
-          const float decay = static_cast<float>(std::exp(ws.gamma[r] - ws.gamma[s]));
+          const float decay = static_cast<float>(::exp(ws.gamma[r] - ws.gamma[s]));
           prow[s] *= decay;
           arow[s] *= br * decay;
         }
@@ -218,7 +222,7 @@ inline void chunked_head(const GatedDeltaArgs& a, int64_t h, int64_t C, const Ch
       arow[r] = 0.0f;
       for (int64_t s = r + 1; s < L; ++s) arow[s] = prow[s] = 0.0f;
     }
-    for (int64_t r = 0; r < L; ++r) ws.to_end[r] = static_cast<float>(std::exp(ws.gamma[L - 1] - ws.gamma[r]));
+    for (int64_t r = 0; r < L; ++r) ws.to_end[r] = static_cast<float>(::exp(ws.gamma[L - 1] - ws.gamma[r]));
 
     // T = (I + A)⁻¹ by forward substitution: T_r = e_r − Σ_{s<r} A_rs T_s.
     for (int64_t r = 0; r < L; ++r) {
