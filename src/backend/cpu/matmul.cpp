@@ -167,7 +167,10 @@ void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* x
 Isa best_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
-    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? Isa::avx2 : Isa::generic;
+    // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    return avx2 ? Isa::avx2 : Isa::generic;
   }();
   return isa;
 }

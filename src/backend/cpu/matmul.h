@@ -49,8 +49,8 @@ void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, flo
 
 enum class Isa { generic, avx2 };
 
-// The best instruction set this CPU supports (AVX2 needs avx2 and fma; f16c comes with them on
-// every CPU that has both).
+// The best instruction set this CPU supports (AVX2 needs avx2, fma, f16c and bmi2, the flags the
+// *_avx2.cpp files are compiled with).
 Isa best_isa();
 const char* isa_name(Isa isa);
 
