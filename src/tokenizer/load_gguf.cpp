@@ -117,6 +117,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& file) {
   read_id(file, "tokenizer.ggml.unknown_token_id", n_vocab, vocab.unk);
   read_id(file, "tokenizer.ggml.padding_token_id", n_vocab, vocab.pad);
   if (auto v = file.get_bool("tokenizer.ggml.add_bos_token")) vocab.add_bos = *v;
+  if (auto v = file.get_bool("tokenizer.ggml.add_eos_token")) vocab.add_eos = *v;
   if (auto v = file.get_bool("tokenizer.ggml.add_space_prefix")) vocab.add_space_prefix = *v;
 
   vocab.finalize(file.get_string("general.name").value_or(""));

@@ -54,7 +54,8 @@ const std::vector<Entry>& table() {
   static const std::vector<Entry> entries = {
       {{"default"}, {"default", {R"([\p{P}\$\+<=>\^~\|]+)", kGpt2, R"(\p{N}+)", "[0-9][0-9][0-9]"}}},
       {{"gpt-2", "gpt2", "gpt-neox", "phi-2", "roberta-bpe", "olmo", "jais", "mpt"}, {"gpt-2", {kGpt2}}},
-      {{"llama-bpe", "llama3", "llama-v3", "falcon3", "dbrx", "smaug-bpe"}, {"llama-bpe", {kLlama3}, true, true}},
+      {{"llama-bpe", "llama3", "llama-v3", "falcon3"}, {"llama-bpe", {kLlama3}, true, true}},
+      {{"dbrx", "smaug-bpe"}, {"dbrx", {kLlama3}}},
       {{"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"}, {"qwen2", {kQwen2}}},
       {{"qwen35"}, {"qwen35", {kQwen35}}},
       {{"deepseek-llm"},
@@ -64,7 +65,6 @@ const std::vector<Entry>& table() {
       {{"falcon"}, {"falcon", {R"([\p{P}\$\+<=>\^~\|`]+)", kGpt2, "[0-9][0-9][0-9]"}}},
       {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"},
        {"starcoder", {R"(\p{N})", kGpt2}}},
-      {{"chatglm-bpe"}, {"chatglm-bpe", {kLlama3}}},
   };
   return entries;
 }

@@ -140,6 +140,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
 }
 
 bool Tokenizer::add_bos_by_default() const { return data_->vocab.add_bos && data_->vocab.bos >= 0; }
+bool Tokenizer::add_eos_by_default() const { return data_->vocab.add_eos && data_->vocab.eos >= 0; }
 
 void Tokenizer::check_id(int32_t id) const {
   if (id < 0 || id >= data_->vocab.n_vocab())

@@ -19,6 +19,8 @@ namespace keel::tokenizer {
 
 struct TokenizerData;  // vocabulary, merges, pre-tokenizer (tokenizer.cpp)
 
+// decode() concatenates the tokens' pieces, so decode(encode(s)) == s for valid UTF-8. It does
+// not apply llama.cpp's optional "clean spaces" pass (" ," -> ","), which would break that.
 struct DecodeOptions {
   bool skip_leading_bos = true;    // drop ids[0] when it is BOS
   bool strip_space_prefix = true;  // SPM: drop the space the encoder put before the first text
@@ -39,6 +41,7 @@ class Tokenizer {
   // Invalid UTF-8 never throws: the bytes are encoded as byte tokens.
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
   bool add_bos_by_default() const;
+  bool add_eos_by_default() const;  // tokenizer.ggml.add_eos_token; encode never appends EOS itself
 
   std::string token_to_piece(int32_t id) const;  // the bytes this token stands for
   std::string decode(const std::vector<int32_t>& ids) const { return decode(ids, DecodeOptions{}); }

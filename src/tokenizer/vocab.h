@@ -28,6 +28,7 @@ struct Vocab {
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, pad = -1;
   bool add_bos = false;
+  bool add_eos = false;           // tokenizer.ggml.add_eos_token (reported, not applied by encode)
   bool add_space_prefix = false;  // SPM: a leading space before text that starts a fragment
 
   // Built by finalize():
