@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -258,4 +260,27 @@ TEST(GdnChunked, StrongDecayUsesExactPairwiseDecay) {
   EXPECT_LE(max_abs_diff(chk.out, ref_out), 1e-5);
   EXPECT_LE(max_abs_diff(chk.state, ref_state), 1e-5);
   for (float x : chk.out) ASSERT_TRUE(std::isfinite(x));
+}
+
+// Throughput of one GDN layer's delta rule at Qwen3.5-0.8B sizes (16 heads, d_k = d_v = 128):
+// run with --gtest_also_run_disabled_tests --gtest_filter='*GdnThroughput*'.
+TEST(GdnThroughput, DISABLED_ChunkedAndRecurrentAtQwen35Sizes) {
+  for (int threads : {1, 2}) {
+    cpu::ThreadPool pool(threads);
+    const Inputs in = random_inputs(1024, 16, 16, 128, 128, 7);
+    std::vector<float> out(static_cast<size_t>(in.n_tokens * in.n_v * in.d_v)), state = in.state0;
+    std::vector<float> ws(cpu::gated_delta_workspace_bytes(in.d_k, in.d_v, threads) / sizeof(float));
+    for (cpu::Isa isa : {cpu::Isa::generic, cpu::best_isa()}) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu::gated_delta_chunked_with(isa, args_for(in, 0, in.n_tokens, state.data(), out.data()), ws.data(), pool);
+      const auto t1 = std::chrono::steady_clock::now();
+      for (int64_t t = 0; t < 64; ++t)
+        cpu::gated_delta_recurrent_with(isa, args_for(in, t, 1, state.data(), out.data()), ws.data(), pool);
+      const auto t2 = std::chrono::steady_clock::now();
+      const double chunked = std::chrono::duration<double>(t1 - t0).count();
+      const double recurrent = std::chrono::duration<double>(t2 - t1).count() / 64;
+      std::printf("[ gdn     ] %s, %d threads: chunked %.0f tok/s per layer, recurrent %.1f us/token per layer\n",
+                  cpu::isa_name(isa), threads, in.n_tokens / chunked, recurrent * 1e6);
+    }
+  }
 }
