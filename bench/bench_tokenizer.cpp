@@ -4,7 +4,9 @@
 // deepseek-llm vocab GGUFs that llama.cpp can load too. items/s = tokens/s.
 // A second, low-repetition text is the worst case for the per-call caches ("Varied").
 // Set KEEL_TOKENIZER_BENCH_TEXT=FILE / KEEL_TOKENIZER_BENCH_VARIED_TEXT=FILE to write the texts
-// out (to run llama.cpp on the same input).
+// out (to run llama.cpp on the same input). llama.cpp was measured with node-llama-cpp 3.21.1:
+// loadModel({modelPath, vocabOnly: true}), then model.tokenize(text, false), timing the
+// process CPU time of the best of 5 runs, pinned to one core like this benchmark.
 #include <benchmark/benchmark.h>
 
 #include <cctype>
