@@ -23,7 +23,7 @@ void check_args(const GatedDeltaArgs& a) {
 }
 
 size_t per_thread_floats(int64_t d_k, int64_t d_v, int64_t chunk) {
-  return std::max<size_t>(chunk_work_floats(d_k, d_v, chunk), static_cast<size_t>(d_v) + 16);
+  return std::max<size_t>(chunk_work_floats(d_k, d_v, chunk), 2 * static_cast<size_t>(d_v) + 16);
 }
 
 void recurrent_generic(const GatedDeltaArgs& a, int64_t h, float* ws) { recurrent_head(a, h, ws); }

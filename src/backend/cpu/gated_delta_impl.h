@@ -127,10 +127,13 @@ inline ChunkWork carve_chunk_work(float* base, int64_t d_k, int64_t d_v, int64_t
   return w;
 }
 
-// v-head h over all tokens, one token at a time (decode). delta: [d_v] scratch.
-inline void recurrent_head(const GatedDeltaArgs& a, int64_t h, float* delta) {
+// v-head h over all tokens, one token at a time (decode), reading S twice and writing it once:
+//   kS = Sᵀk, qS = Sᵀq;  δ = β (v − e^g kS);  o = e^g qS + (q·k) δ;  S ← e^g S + k δᵀ
+// (o = S_newᵀ q expanded). ws: [2 * d_v] scratch.
+inline void recurrent_head(const GatedDeltaArgs& a, int64_t h, float* ws) {
   const int64_t dk = a.d_k, dv = a.d_v, kh = h % a.n_k_heads;
   float* S = a.state + h * dk * dv;
+  float *ks = ws, *qs = ws + dv;
   for (int64_t t = 0; t < a.n_tokens; ++t) {
     const float* q = a.q + t * a.qk_stride + kh * dk;
     const float* k = a.k + t * a.qk_stride + kh * dk;
@@ -138,27 +141,29 @@ inline void recurrent_head(const GatedDeltaArgs& a, int64_t h, float* delta) {
     float* o = a.out + (t * a.n_v_heads + h) * dv;
     const float decay = ::expf(a.g[t * a.n_v_heads + h]);
     const float beta = a.beta[t * a.n_v_heads + h];
-    for (int64_t j = 0; j < dv; ++j) delta[j] = 0.0f;
-    for (int64_t i = 0; i < dk; ++i) {  // S ← e^g S; r = Sᵀk (into delta)
-      float* row = S + i * dv;
-      const float ki = k[i];
+    for (int64_t j = 0; j < dv; ++j) ks[j] = qs[j] = 0.0f;
+    float qk = 0.0f;
+    for (int64_t i = 0; i < dk; ++i) {
+      const float* row = S + i * dv;
+      const float ki = k[i], qi = q[i];
+      qk += qi * ki;
 #pragma omp simd
       for (int64_t j = 0; j < dv; ++j) {
-        row[j] *= decay;
-        delta[j] += ki * row[j];
+        ks[j] += ki * row[j];
+        qs[j] += qi * row[j];
       }
     }
 #pragma omp simd
-    for (int64_t j = 0; j < dv; ++j) delta[j] = beta * (v[j] - delta[j]);
-    for (int64_t j = 0; j < dv; ++j) o[j] = 0.0f;
-    for (int64_t i = 0; i < dk; ++i) {  // S += k δᵀ; o = Sᵀq
+    for (int64_t j = 0; j < dv; ++j) {
+      const float delta = beta * (v[j] - decay * ks[j]);
+      ks[j] = delta;
+      o[j] = decay * qs[j] + qk * delta;
+    }
+    for (int64_t i = 0; i < dk; ++i) {
       float* row = S + i * dv;
-      const float ki = k[i], qi = q[i];
+      const float ki = k[i];
 #pragma omp simd
-      for (int64_t j = 0; j < dv; ++j) {
-        row[j] += ki * delta[j];
-        o[j] += qi * row[j];
-      }
+      for (int64_t j = 0; j < dv; ++j) row[j] = decay * row[j] + ki * ks[j];
     }
   }
 }
