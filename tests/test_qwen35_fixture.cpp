@@ -115,6 +115,17 @@ TEST(Qwen35Family, StateBuffersHoldConvAndMatrixStatePerGdnLayer) {
   EXPECT_EQ(total, 6u * (3u * 512u + 4u * 64u * 64u) * 4u);
 }
 
+TEST(Qwen35Family, SessionLayoutHasKvForAttentionLayersOnly) {
+  auto model = tiny_qwen35();
+  runtime::SessionOptions opt = options(64);
+  const runtime::SessionLayout layout =
+      runtime::layout_session(model->hparams(), model->family(), runtime::matrices_of(*model), opt);
+  EXPECT_EQ(layout.shape.kv.n_layers, 2u);  // layers 3 and 7
+  EXPECT_EQ(layout.state_bytes(), 6u * (3u * 512u + 4u * 64u * 64u) * 4u);
+  runtime::Session session(model, opt);
+  EXPECT_EQ(session.allocated_bytes(), layout.scratch_bytes() + layout.state_bytes() + layout.kv_bytes());
+}
+
 class Qwen35Fixture : public testing::TestWithParam<int64_t> {};
 
 // Chunk 0 stands for "whole prompt": one forward call per prompt.
