@@ -1,7 +1,8 @@
 // Gated DeltaNet (GDN) kernels on the CPU, fp32 (docs/specs/qwen35.md §2.3–2.4): the causal
 // depthwise conv1d with its rolling state, q/k L2 normalisation, the decay/beta gates, the
 // gated delta rule (token recurrence for decode, chunked WY form for prefill) and the gated
-// RMSNorm. Multithreaded over heads or channels; nothing allocates: workspaces are planned.
+// RMSNorm. The delta rule runs in parallel over heads and the conv over channels; the row-wise
+// ops take any range of rows (callers split them). Nothing allocates: workspaces are planned.
 //
 // Recurrent state layout, fixed for prefill and decode alike: per v-head a [d_k][d_v] matrix S
 // (row i = key index), so a read is o = Sᵀq and a write is S += k δᵀ, both over contiguous rows.
