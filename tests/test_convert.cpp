@@ -264,3 +264,49 @@ TEST(Convert, CorruptInputsAreClearErrorsAndWriteNothing) {
   EXPECT_NE(convert_error({}).find("safetensors"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+// A sharded checkpoint (two files and model.safetensors.index.json) converts like the single file.
+TEST(Convert, ReadsShardedCheckpoints) {
+  const std::string src = test::shared("fixtures/hf/tiny-qwen3");
+  const std::string dir = temp_path("sharded");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(src + "/config.json", dir + "/config.json");
+  tools::SafetensorsFolder st = tools::SafetensorsFolder::open(src);
+  std::map<std::string, std::pair<std::vector<uint64_t>, std::vector<float>>> shard[2];
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  int i = 0;
+  for (const tools::StTensor* t : st.tensors()) {
+    const int k = i++ % 2;
+    const auto* p = reinterpret_cast<const float*>(t->data);
+    shard[k][t->name] = {t->shape, std::vector<float>(p, p + t->n_elements())};
+    index["weight_map"][t->name] = "model-0000" + std::to_string(k + 1) + "-of-00002.safetensors";
+  }
+  write_safetensors(dir + "/model-00001-of-00002.safetensors", shard[0]);
+  write_safetensors(dir + "/model-00002-of-00002.safetensors", shard[1]);
+  std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+
+  tools::ConvertOptions opt;
+  opt.dir = dir;
+  opt.type = "f32";
+  opt.vocab_from = test::shared("fixtures/tiny-qwen3.gguf");
+  tools::ConvertPlan plan = tools::plan_convert(opt);
+  const std::string out = temp_path("sharded.gguf");
+  tools::write_model(out, plan.metadata, plan.jobs, quiet());
+  gguf::File ours = gguf::File::open(out);
+  gguf::File ref = gguf::File::open(opt.vocab_from);
+  for (const gguf::TensorInfo& r : ref.tensors())
+    EXPECT_EQ(std::memcmp(ours.require_tensor(r.name).data, r.data, r.n_bytes), 0) << r.name;
+  std::filesystem::remove(out);
+
+  // The index names a shard that is gone: a clear error.
+  std::filesystem::remove(dir + "/model-00002-of-00002.safetensors");
+  try {
+    tools::plan_convert(opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
