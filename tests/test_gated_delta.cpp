@@ -2,6 +2,7 @@
 // reference of docs/specs/qwen35.md §2.3, state carries across calls, and the causal conv1d with
 // its rolling state equals a zero-padded convolution of the whole sequence.
 #include <gtest/gtest.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -283,4 +284,14 @@ TEST(GdnThroughput, DISABLED_ChunkedAndRecurrentAtQwen35Sizes) {
                   cpu::isa_name(isa), threads, in.n_tokens / chunked, recurrent * 1e6);
     }
   }
+}
+
+// The kernels flush subnormals only while they run: the caller's MXCSR is left as it was.
+TEST(GdnChunked, LeavesTheCallersFloatingPointModeAlone) {
+  cpu::ThreadPool pool(1);
+  const Inputs in = random_inputs(70, 1, 2, 16, 16, 3);
+  const unsigned before = _mm_getcsr();
+  run_chunked(in, cpu::kGdnChunk, {}, pool);
+  run_recurrent(in, pool);
+  EXPECT_EQ(_mm_getcsr(), before);
 }
