@@ -241,27 +241,43 @@ TEST(Convert, CorruptInputsAreClearErrorsAndWriteNothing) {
   std::filesystem::copy_file(src + "/config.json", dir + "/config.json");
   std::ifstream in(src + "/model.safetensors", std::ios::binary);
   std::vector<char> bytes{std::istreambuf_iterator<char>(in), {}};
-  auto convert_error = [&](const std::vector<char>& content) {
+  auto put = [&](const std::vector<char>& content) {
     std::ofstream(dir + "/model.safetensors", std::ios::binary | std::ios::trunc)
         .write(content.data(), static_cast<std::streamsize>(content.size()));
-    const std::string out = temp_path("corrupt.gguf");
-    const std::string cmd = test::keel_binary() + " convert " + dir + " -o " + out + " --vocab-from " +
-                            test::shared("fixtures/tiny-qwen3.gguf") + " 2>" + temp_path("corrupt.err");
-    const int rc = std::system(cmd.c_str());
-    EXPECT_EQ(WEXITSTATUS(rc), 1);
-    EXPECT_FALSE(std::filesystem::exists(out));
-    EXPECT_FALSE(temp_files_left(out));
-    std::ifstream err(temp_path("corrupt.err"));
-    return std::string{std::istreambuf_iterator<char>(err), {}};
+  };
+  tools::ConvertOptions opt;
+  opt.dir = dir;
+  opt.vocab_from = test::shared("fixtures/tiny-qwen3.gguf");
+  auto plan_error = [&](const std::vector<char>& content) {
+    put(content);
+    try {
+      tools::plan_convert(opt);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
   };
   std::vector<char> truncated(bytes.begin(), bytes.begin() + bytes.size() / 2);
-  EXPECT_NE(convert_error(truncated).find("truncated"), std::string::npos);
+  EXPECT_NE(plan_error(truncated).find("truncated"), std::string::npos);
   std::vector<char> bad_json = bytes;
   bad_json[8] = '#';  // the header's opening brace
-  EXPECT_NE(convert_error(bad_json).find("not valid JSON"), std::string::npos);
-  EXPECT_NE(convert_error({'x', 'y'}).find("truncated"), std::string::npos);
-  std::filesystem::remove(dir + "/model.safetensors");
-  EXPECT_NE(convert_error({}).find("safetensors"), std::string::npos);
+  EXPECT_NE(plan_error(bad_json).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(plan_error({'x', 'y'}).find("truncated"), std::string::npos);
+  std::ofstream(dir + "/config.json", std::ios::trunc) << "{\"architectures\": [\"GPT2LMHeadModel\"]}";
+  EXPECT_NE(plan_error(bytes).find("GPT2LMHeadModel"), std::string::npos);
+  std::filesystem::copy_file(src + "/config.json", dir + "/config.json", std::filesystem::copy_options::overwrite_existing);
+
+  // Through the CLI: exit code 1, the file named, no output and no temp file left.
+  put(truncated);
+  const std::string out = temp_path("corrupt.gguf");
+  const std::string cmd = test::keel_binary() + " convert " + dir + " -o " + out + " --vocab-from " +
+                          opt.vocab_from + " 2>" + temp_path("corrupt.err");
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 1);
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(temp_files_left(out));
+  std::ifstream err(temp_path("corrupt.err"));
+  const std::string msg{std::istreambuf_iterator<char>(err), {}};
+  EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
   std::filesystem::remove_all(dir);
 }
 

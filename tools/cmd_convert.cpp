@@ -4,6 +4,7 @@
 #include "args.h"
 #include "commands.h"
 #include "keel/error.h"
+#include "tools_lib/interrupt.h"
 #include "tools_lib/convert.h"
 
 namespace keel::cli {
@@ -22,6 +23,7 @@ int cmd_convert(const CommandArgs& argv) {
              {{"--no-progress"}, "", "no progress bar"}},
             "DIR");
   if (!args.parse(argv)) return 0;
+  tools::InterruptScope interrupt;  // Ctrl-C while planning or writing: exit 130, no file
   if (args.positionals().size() != 1) throw Error("keel convert: expected one DIR", ErrorKind::usage);
   tools::ConvertOptions options;
   options.dir = args.positionals()[0];
@@ -44,6 +46,7 @@ int cmd_convert(const CommandArgs& argv) {
   const tools::WriteSummary s = tools::write_model(*out, plan.metadata, plan.jobs, wo);
   std::fprintf(stderr, "converted %s -> %s: %zu tensors, %s, %.3f bits per weight, %.1f s\n", options.dir.c_str(),
                out->c_str(), plan.jobs.size(), tools::format_bytes(s.file_bytes).c_str(), s.bits_per_weight(), s.seconds);
+  std::fprintf(stderr, "  peak RSS %s\n", tools::format_bytes(tools::peak_rss_bytes()).c_str());
   return 0;
 }
 

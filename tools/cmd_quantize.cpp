@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
+#include "tools_lib/interrupt.h"
 #include "tools_lib/requantize.h"
 
 namespace keel::cli {
@@ -17,6 +18,7 @@ int cmd_quantize(const CommandArgs& argv) {
              {{"--no-progress"}, "", "no progress bar"}},
             "IN.gguf OUT.gguf TYPE");
   if (!args.parse(argv)) return 0;
+  tools::InterruptScope interrupt;  // Ctrl-C while planning or writing: exit 130, no file
   if (args.positionals().size() != 3)
     throw Error("keel quantize: expected IN.gguf OUT.gguf TYPE", ErrorKind::usage);
   const std::string& in_path = args.positionals()[0];
@@ -42,6 +44,7 @@ int cmd_quantize(const CommandArgs& argv) {
                s.n_elements ? 8.0 * in_bytes / s.n_elements : 0.0, tools::format_bytes(in.file_size()).c_str());
   std::fprintf(stderr, "  output: %s of tensors, %.3f bits per weight (file %s)\n",
                tools::format_bytes(s.tensor_bytes).c_str(), s.bits_per_weight(), tools::format_bytes(s.file_bytes).c_str());
+  std::fprintf(stderr, "  peak RSS %s\n", tools::format_bytes(tools::peak_rss_bytes()).c_str());
   return 0;
 }
 

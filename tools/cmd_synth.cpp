@@ -6,6 +6,7 @@
 #include "args.h"
 #include "commands.h"
 #include "keel/error.h"
+#include "tools_lib/interrupt.h"
 #include "model/presets.h"
 #include "tools_lib/synth.h"
 
@@ -28,6 +29,7 @@ int cmd_synth(const CommandArgs& argv) {
              {{"--dry-run"}, "", "print the tensor table and sizes, write nothing"},
              {{"--no-progress"}, "", "no progress bar"}});
   if (!args.parse(argv)) return 0;
+  tools::InterruptScope interrupt;  // Ctrl-C while planning or writing: exit 130, no file
   if (!args.positionals().empty()) throw Error("keel synth: unexpected argument " + args.positionals()[0], ErrorKind::usage);
   tools::SynthOptions options;
   const auto preset = args.get("--preset");
@@ -56,6 +58,7 @@ int cmd_synth(const CommandArgs& argv) {
   std::fprintf(stderr, "wrote %s: %s %s, %zu tensors, %s, %.3f bits per weight, %.1f s\n", out->c_str(),
                options.preset.c_str(), options.type.c_str(), plan.jobs.size(), tools::format_bytes(s.file_bytes).c_str(),
                s.bits_per_weight(), s.seconds);
+  std::fprintf(stderr, "  peak RSS %s\n", tools::format_bytes(tools::peak_rss_bytes()).c_str());
   return 0;
 }
 

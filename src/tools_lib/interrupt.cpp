@@ -14,7 +14,7 @@ namespace {
 // Signal handlers can only reach process-wide state; this is the one place the tools keep it.
 volatile sig_atomic_t g_signals = 0;
 char g_cleanup_path[4096] = {};
-std::atomic<bool> g_scope_alive{false};
+std::atomic<int> g_depth{0};  // nested scopes: only the outermost installs handlers
 struct sigaction g_old_int, g_old_term;
 
 void on_signal(int) {
@@ -28,7 +28,7 @@ void on_signal(int) {
 }  // namespace
 
 InterruptScope::InterruptScope() {
-  if (g_scope_alive.exchange(true)) throw Error("internal error: nested InterruptScope");
+  if (g_depth++ > 0) return;
   g_signals = 0;
   g_cleanup_path[0] = '\0';
   struct sigaction sa;
@@ -41,10 +41,10 @@ InterruptScope::InterruptScope() {
 }
 
 InterruptScope::~InterruptScope() {
+  if (--g_depth > 0) return;
   sigaction(SIGINT, &g_old_int, nullptr);
   sigaction(SIGTERM, &g_old_term, nullptr);
   g_cleanup_path[0] = '\0';
-  g_scope_alive = false;
 }
 
 void InterruptScope::set_cleanup_path(const std::string& path) {

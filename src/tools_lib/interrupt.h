@@ -9,7 +9,7 @@ namespace keel::tools {
 
 class InterruptScope {
  public:
-  InterruptScope();   // installs the handlers (only one scope may be alive)
+  InterruptScope();   // installs the handlers; a scope inside another changes nothing
   ~InterruptScope();  // restores the previous handlers
   InterruptScope(const InterruptScope&) = delete;
   InterruptScope& operator=(const InterruptScope&) = delete;

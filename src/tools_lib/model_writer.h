@@ -51,4 +51,7 @@ void print_tensor_table(std::FILE* out, const gguf::Metadata& metadata, const st
 
 std::string format_bytes(uint64_t bytes);  // "19.22 GB (17.90 GiB)"
 
+// This process's peak resident set (VmHWM of /proc/self/status); 0 where unknown.
+uint64_t peak_rss_bytes();
+
 }  // namespace keel::tools
