@@ -81,7 +81,7 @@ runtime::SessionOptions options(int64_t chunk) {
   opt.max_logit_rows = chunk;
   opt.kv_type = runtime::KvType::f32;
   opt.page_tokens = 64;  // several pages, boundaries inside prefill chunks
-  opt.n_threads = 2;
+  opt.n_threads = chunk == 1 ? 1 : 2;  // 1548 one-token calls: pool hand-offs would dominate
   return opt;
 }
 
