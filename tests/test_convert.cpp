@@ -326,3 +326,30 @@ TEST(Convert, ReadsShardedCheckpoints) {
   }
   std::filesystem::remove_all(dir);
 }
+
+// Llama-3.1's "llama3" rope scaling becomes the rope_freqs.weight tensor (gguf_arch.md §3.3).
+TEST(Convert, LlamaRopeScalingBecomesRopeFreqs) {
+  const std::string dir = make_tiny_llama(temp_path("llama3_dir"));
+  {
+    std::ifstream in(dir + "/config.json");
+    nlohmann::json cfg = nlohmann::json::parse(in);
+    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+    std::ofstream(dir + "/config.json", std::ios::trunc) << cfg.dump();
+  }
+  tools::ConvertOptions opt;
+  opt.dir = dir;
+  opt.vocab_from = test::shared("models/stories260K.gguf");
+  tools::ConvertPlan plan = tools::plan_convert(opt);
+  const std::string out = temp_path("llama3.gguf");
+  tools::write_model(out, plan.metadata, plan.jobs, quiet());
+  gguf::File f = gguf::File::open(out);
+  const gguf::TensorInfo& rf = f.require_tensor("rope_freqs.weight");
+  ASSERT_EQ(rf.ne[0], 16u);  // n_rot / 2
+  const auto* v = reinterpret_cast<const float*>(rf.data);
+  EXPECT_FLOAT_EQ(v[0], 1.0f);   // short wavelengths: unchanged
+  EXPECT_FLOAT_EQ(v[15], 8.0f);  // long wavelengths: divided by the factor
+  for (int i = 1; i < 16; ++i) EXPECT_GE(v[i], v[i - 1]);
+  std::filesystem::remove(out);
+  std::filesystem::remove_all(dir);
+}
