@@ -85,12 +85,20 @@ void expect_reproduces_fixture(const std::string& name) {
 
 // ---- a tiny synthetic safetensors folder ----
 
-void write_safetensors(const std::string& path, const std::map<std::string, std::pair<std::vector<uint64_t>, std::vector<float>>>& tensors) {
+// A tensor to write: shape and a view of its F32 values (owned elsewhere: no copies, so the test
+// process stays small for the RSS tests that fork from it).
+struct StView {
+  std::vector<uint64_t> shape;
+  const float* data;
+  size_t n;
+};
+
+void write_safetensors(const std::string& path, const std::map<std::string, StView>& tensors) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t off = 0;
   for (const auto& [name, t] : tensors) {
-    header[name] = {{"dtype", "F32"}, {"shape", t.first}, {"data_offsets", {off, off + t.second.size() * 4}}};
-    off += t.second.size() * 4;
+    header[name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {off, off + t.n * 4}}};
+    off += t.n * 4;
   }
   const std::string h = header.dump();
   std::ofstream out(path, std::ios::binary);
@@ -98,7 +106,11 @@ void write_safetensors(const std::string& path, const std::map<std::string, std:
   out.write(reinterpret_cast<const char*>(&len), 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   for (const auto& [name, t] : tensors)
-    out.write(reinterpret_cast<const char*>(t.second.data()), static_cast<std::streamsize>(t.second.size() * 4));
+    out.write(reinterpret_cast<const char*>(t.data), static_cast<std::streamsize>(t.n * 4));
+}
+
+StView view_of(const tools::StTensor& t) {
+  return {t.shape, reinterpret_cast<const float*>(t.data), static_cast<size_t>(t.n_elements())};
 }
 
 // A 1-layer llama: hidden 64, 2 heads of 32 (1 KV head), FFN 64, vocab 512 (stories260K's).
@@ -110,12 +122,14 @@ std::string make_tiny_llama(const std::string& dir) {
     "tie_word_embeddings": true})";
   std::mt19937 rng(5);
   std::normal_distribution<float> nd;
+  std::vector<std::vector<float>> store;
+  store.reserve(16);
   auto rand = [&](std::vector<uint64_t> shape) {
     uint64_t n = 1;
     for (auto d : shape) n *= d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = nd(rng);
-    return std::make_pair(shape, v);
+    store.emplace_back(n);
+    for (auto& x : store.back()) x = nd(rng);
+    return StView{shape, store.back().data(), store.back().size()};
   };
   write_safetensors(dir + "/model.safetensors",
                     {{"model.embed_tokens.weight", rand({512, 64})},
@@ -187,15 +201,15 @@ TEST(Convert, AcceptsQwen35ConditionalGenerationLayout) {
   std::ofstream(dir + "/config.json") << cfg.dump(1);
   // Rename the tensors and add a vision tensor, rewriting the safetensors file.
   tools::SafetensorsFolder st = tools::SafetensorsFolder::open(src);
-  std::map<std::string, std::pair<std::vector<uint64_t>, std::vector<float>>> tensors;
+  std::map<std::string, StView> tensors;
   for (const tools::StTensor* t : st.tensors()) {
     std::string name = t->name;
     if (name.rfind("model.", 0) == 0) name = "model.language_model." + name.substr(6);
-    const auto* p = reinterpret_cast<const float*>(t->data);
-    tensors[name] = {t->shape, std::vector<float>(p, p + t->n_elements())};
+    tensors[name] = view_of(*t);
   }
-  tensors["model.visual.patch_embed.proj.weight"] = {{4, 4}, std::vector<float>(16, 1.0f)};
-  tensors["mtp.fc.weight"] = {{4, 4}, std::vector<float>(16, 1.0f)};
+  const std::vector<float> ones(16, 1.0f);
+  tensors["model.visual.patch_embed.proj.weight"] = {{4, 4}, ones.data(), ones.size()};
+  tensors["mtp.fc.weight"] = {{4, 4}, ones.data(), ones.size()};
   write_safetensors(dir + "/model.safetensors", tensors);
 
   tools::ConvertOptions opt;
@@ -239,17 +253,23 @@ TEST(Convert, CorruptInputsAreClearErrorsAndWriteNothing) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(src + "/config.json", dir + "/config.json");
-  std::ifstream in(src + "/model.safetensors", std::ios::binary);
-  std::vector<char> bytes{std::istreambuf_iterator<char>(in), {}};
-  auto put = [&](const std::vector<char>& content) {
-    std::ofstream(dir + "/model.safetensors", std::ios::binary | std::ios::trunc)
-        .write(content.data(), static_cast<std::streamsize>(content.size()));
+  const std::string st_path = dir + "/model.safetensors";
+  const uint64_t full_size = std::filesystem::file_size(src + "/model.safetensors");
+  // Variants of the real file, made on disk (no copy of it in this process's memory).
+  auto put = [&](uint64_t keep_bytes, int patch_at = -1) {
+    std::filesystem::copy_file(src + "/model.safetensors", st_path, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::resize_file(st_path, keep_bytes);
+    if (patch_at >= 0) {
+      std::fstream f(st_path, std::ios::binary | std::ios::in | std::ios::out);
+      f.seekp(patch_at);
+      f.put('#');
+    }
   };
   tools::ConvertOptions opt;
   opt.dir = dir;
   opt.vocab_from = test::shared("fixtures/tiny-qwen3.gguf");
-  auto plan_error = [&](const std::vector<char>& content) {
-    put(content);
+  auto plan_error = [&](uint64_t keep_bytes, int patch_at = -1) {
+    put(keep_bytes, patch_at);
     try {
       tools::plan_convert(opt);
     } catch (const Error& e) {
@@ -257,18 +277,15 @@ TEST(Convert, CorruptInputsAreClearErrorsAndWriteNothing) {
     }
     return std::string("no error");
   };
-  std::vector<char> truncated(bytes.begin(), bytes.begin() + bytes.size() / 2);
-  EXPECT_NE(plan_error(truncated).find("truncated"), std::string::npos);
-  std::vector<char> bad_json = bytes;
-  bad_json[8] = '#';  // the header's opening brace
-  EXPECT_NE(plan_error(bad_json).find("not valid JSON"), std::string::npos);
-  EXPECT_NE(plan_error({'x', 'y'}).find("truncated"), std::string::npos);
+  EXPECT_NE(plan_error(full_size / 2).find("truncated"), std::string::npos);
+  EXPECT_NE(plan_error(full_size, 8).find("not valid JSON"), std::string::npos);  // the header's opening brace
+  EXPECT_NE(plan_error(2).find("truncated"), std::string::npos);
   std::ofstream(dir + "/config.json", std::ios::trunc) << "{\"architectures\": [\"GPT2LMHeadModel\"]}";
-  EXPECT_NE(plan_error(bytes).find("GPT2LMHeadModel"), std::string::npos);
+  EXPECT_NE(plan_error(full_size).find("GPT2LMHeadModel"), std::string::npos);
   std::filesystem::copy_file(src + "/config.json", dir + "/config.json", std::filesystem::copy_options::overwrite_existing);
 
   // Through the CLI: exit code 1, the file named, no output and no temp file left.
-  put(truncated);
+  put(full_size / 2);
   const std::string out = temp_path("corrupt.gguf");
   const std::string cmd = test::keel_binary() + " convert " + dir + " -o " + out + " --vocab-from " +
                           opt.vocab_from + " 2>" + temp_path("corrupt.err");
@@ -289,13 +306,12 @@ TEST(Convert, ReadsShardedCheckpoints) {
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(src + "/config.json", dir + "/config.json");
   tools::SafetensorsFolder st = tools::SafetensorsFolder::open(src);
-  std::map<std::string, std::pair<std::vector<uint64_t>, std::vector<float>>> shard[2];
+  std::map<std::string, StView> shard[2];
   nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
   int i = 0;
   for (const tools::StTensor* t : st.tensors()) {
     const int k = i++ % 2;
-    const auto* p = reinterpret_cast<const float*>(t->data);
-    shard[k][t->name] = {t->shape, std::vector<float>(p, p + t->n_elements())};
+    shard[k][t->name] = view_of(*t);
     index["weight_map"][t->name] = "model-0000" + std::to_string(k + 1) + "-of-00002.safetensors";
   }
   write_safetensors(dir + "/model-00001-of-00002.safetensors", shard[0]);
