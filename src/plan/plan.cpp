@@ -42,7 +42,7 @@ struct Prepared {
 
 Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
   if (!spec.family) throw Error("internal: model spec without a family");
-  Prepared p{spec, device, {}, {}};
+  Prepared p{spec, device, {}, {}, 0, SIZE_MAX, {}};
   const std::string weight_device = device.memory + " (mmap)";
   p.weights.reserve(spec.weights.size());
   for (const WeightTensor& w : spec.weights) {
@@ -188,7 +188,6 @@ void add_advice(const Prepared& prep, Plan& plan) {
   std::vector<runtime::KvType> smaller;
   if (req.kv_type == runtime::KvType::f32) smaller = {runtime::KvType::f16, runtime::KvType::q8_0};
   if (req.kv_type == runtime::KvType::f16) smaller = {runtime::KvType::q8_0};
-  bool kv_fixed_it = false;
   for (runtime::KvType t : smaller) {
     PlanRequest alt = req;
     alt.kv_type = t;
@@ -197,7 +196,6 @@ void add_advice(const Prepared& prep, Plan& plan) {
     Plan p = plan_core(prep, alt);
     if (p.fits) {
       suggest(flag + (ctx_limit != req.n_ctx ? " " + ctx_flag(ctx_limit) : ""), p);
-      kv_fixed_it = true;
       break;
     }
     if (t == runtime::KvType::q8_0) {
@@ -254,7 +252,6 @@ void add_advice(const Prepared& prep, Plan& plan) {
                                     format_bytes(plan.bytes(Category::weights)) + ", the largest tensor " +
                                     format_bytes(largest_weight),
                                 0, 0, false});
-  (void)kv_fixed_it;
 }
 
 }  // namespace
