@@ -386,7 +386,9 @@ void multi_chunk_under_cap(const std::string& path, uint64_t budget, uint64_t ca
     runtime::Session session(model, p.options);
     const float* logits = session.prefill(prompt);
     const AllocCounts counts = window.stop();
-    if (KEEL_ALLOC_HOOKS) EXPECT_LE(counts.largest, device.max_buffer_bytes);
+    if (KEEL_ALLOC_HOOKS) {
+      EXPECT_LE(counts.largest, device.max_buffer_bytes);
+    }
     chunked.assign(logits, logits + model->hparams().n_vocab);
   }
   runtime::SessionOptions one = p.options;

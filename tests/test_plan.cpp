@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,20 @@ plan::PlanRequest request(int64_t n_ctx, runtime::KvType kv, const plan::DeviceP
   r.device = device;
   r.chunk = chunk;
   r.n_threads = 4;  // fixed, so per-thread scratch does not depend on the test machine
+  return r;
+}
+
+// A request with a suggestion's flags applied ("--kv-type q8_0 -c 1234", "--device NAME", ...).
+plan::PlanRequest apply(plan::PlanRequest r, const std::string& options) {
+  std::istringstream in(options);
+  std::string flag, value;
+  while (in >> flag >> value) {
+    if (flag == "--kv-type") r.kv_type = *runtime::kv_type_from_name(value);
+    else if (flag == "-c") r.n_ctx = std::stoll(value);
+    else if (flag == "--chunk") r.chunk = plan::parse_chunk(value);
+    else if (flag == "--device") r.device = plan::require_device(value);
+    else ADD_FAILURE() << "unexpected flag in a suggestion: " << flag;
+  }
   return r;
 }
 
@@ -148,8 +163,9 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
             // Auto chose the largest rung that fits: the next larger rung (within the context) does not.
             const auto rung = std::find(plan::kChunkLadder.begin(), plan::kChunkLadder.end(), p.options.chunk);
             ASSERT_NE(rung, plan::kChunkLadder.end());
-            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx)
+            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx) {
               EXPECT_FALSE(plan::make_plan(spec, request(ctx, kv, device, *(rung - 1))).fits);
+            }
           } else {
             ++n_refused;
             EXPECT_FALSE(p.reasons.empty());
@@ -159,10 +175,16 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
               EXPECT_TRUE(plan::make_plan(spec, request(*p.max_context, kv, device)).fits);
               EXPECT_LT(*p.max_context, ctx);
             }
-            if (*p.max_context < ctx && *p.max_context < static_cast<int64_t>(spec.hp.n_ctx_train))
+            if (*p.max_context < ctx && *p.max_context < static_cast<int64_t>(spec.hp.n_ctx_train)) {
               EXPECT_FALSE(plan::make_plan(spec, request(*p.max_context + 1, kv, device)).fits);
-            for (const plan::Suggestion& s : p.suggestions)
-              if (s.verified) EXPECT_GT(s.total_bytes, 0u) << s.options;
+            }
+            for (const plan::Suggestion& s : p.suggestions) {
+              if (!s.verified) continue;
+              const plan::Plan again = plan::make_plan(spec, apply(request(ctx, kv, device), s.options));
+              EXPECT_TRUE(again.fits) << s.options;
+              EXPECT_EQ(again.total_bytes, s.total_bytes) << s.options;
+              EXPECT_EQ(again.options.chunk, s.chunk) << s.options;
+            }
           }
         }
   }
