@@ -62,12 +62,14 @@ class ThreadPool {
   void worker(int index);
   int n_threads_;
   std::vector<std::thread> workers_;
+  // A forward pass dispatches hundreds of short jobs per token: workers spin briefly on
+  // generation_ before sleeping on the condition variable, and the caller spins for completion.
   std::mutex mutex_;
-  std::condition_variable start_cv_, done_cv_;
+  std::condition_variable start_cv_;
   const TaskRef* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace keel::cpu
