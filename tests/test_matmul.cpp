@@ -34,7 +34,8 @@ constexpr int64_t kGuard = 37;  // sentinel floats on each side of an output buf
 const Type kTypes[] = {Type::F32, Type::F16, Type::BF16, Type::Q4_0,
                        Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K};
 
-bool have_avx2() { return keel::cpu::best_isa() == Isa::avx2; }
+bool have_avx2() { return keel::cpu::best_isa() != Isa::generic; }
+bool have_avx512() { return keel::cpu::best_isa() == Isa::avx512; }
 
 void put_f16(uint8_t* p, float v) {
   const quant::f16_bits h = quant::f32_to_f16(v);
@@ -190,11 +191,10 @@ TEST(MatmulKernels, GemvAvx2MatchesScalar) {
   }
 }
 
-TEST(MatmulKernels, PackAndMicroKernelAvx2MatchScalar) {
-  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+void check_pack_and_micro(Isa isa) {
   std::mt19937 rng(3);
   const auto gen = keel::cpu::gemm_kernels(Isa::generic);
-  const auto avx = keel::cpu::gemm_kernels(Isa::avx2);
+  const auto avx = keel::cpu::gemm_kernels(isa);
   for (int64_t kc : {1, 7, 8, 33, 256}) {
     for (int n_rows : {1, 5, 8, 13, 16}) {
       const auto rows = random_floats(keel::cpu::kTileRows * kc, rng);
@@ -229,6 +229,16 @@ TEST(MatmulKernels, PackAndMicroKernelAvx2MatchScalar) {
       }
     }
   }
+}
+
+TEST(MatmulKernels, PackAndMicroKernelAvx2MatchScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  check_pack_and_micro(Isa::avx2);
+}
+
+TEST(MatmulKernels, MicroKernelAvx512MatchesScalar) {
+  if (!have_avx512()) GTEST_SKIP() << "no AVX-512F";
+  check_pack_and_micro(Isa::avx512);
 }
 
 // matmul (each kernel set, 1 and 2 threads) against matmul_reference.
@@ -271,6 +281,12 @@ TEST(MatmulDriver, Avx2MatchesReference) {
   if (!have_avx2()) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(5);
   check_matmul(Isa::avx2, rng, {1, 2, 3, 7, 31, 33, 64, 100});
+}
+
+TEST(MatmulDriver, Avx512MatchesReference) {
+  if (!have_avx512()) GTEST_SKIP() << "no AVX-512F";
+  std::mt19937 rng(7);
+  check_matmul(Isa::avx512, rng, {1, 7, 31, 64, 100});
 }
 
 TEST(MatmulDriver, ManyTokensCrossTokenBlocks) {

@@ -107,7 +107,7 @@ size_t gated_delta_workspace_bytes(int64_t d_k, int64_t d_v, int n_threads, int6
 GdnHeadKernels gdn_head_kernels_generic() { return {recurrent_generic, chunked_generic}; }
 
 GdnHeadKernels gdn_head_kernels(Isa isa) {
-  return isa == Isa::avx2 ? gdn_head_kernels_avx2() : gdn_head_kernels_generic();
+  return isa == Isa::generic ? gdn_head_kernels_generic() : gdn_head_kernels_avx2();
 }
 
 void gated_delta_recurrent_with(Isa isa, const GatedDeltaArgs& a, float* workspace, ThreadPool& pool) {

@@ -170,21 +170,32 @@ Isa best_isa() {
     // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                       __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
-    return avx2 ? Isa::avx2 : Isa::generic;
+    if (!avx2) return Isa::generic;
+    return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
   }();
   return isa;
 }
 
-const char* isa_name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "generic"; }
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "generic";
+  }
+}
 
 TypeKernels type_kernels(Isa isa, quant::Type type) {
-  const TypeKernels k = isa == Isa::avx2 ? type_kernels_avx2(type) : type_kernels_generic(type);
+  const TypeKernels k = isa == Isa::generic ? type_kernels_generic(type) : type_kernels_avx2(type);
   if (!k.dequant_row || !k.gemv) unsupported(type);
   return k;
 }
 
 GemmKernels gemm_kernels(Isa isa) {
-  return isa == Isa::avx2 ? gemm_kernels_avx2() : gemm_kernels_generic();
+  switch (isa) {
+    case Isa::avx512: return gemm_kernels_avx512();
+    case Isa::avx2: return gemm_kernels_avx2();
+    default: return gemm_kernels_generic();
+  }
 }
 
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads) {

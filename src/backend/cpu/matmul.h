@@ -47,7 +47,7 @@ void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, flo
 
 // ---- the kernels, exposed so tests can compare each SIMD kernel with its scalar twin --------
 
-enum class Isa { generic, avx2 };
+enum class Isa { generic, avx2, avx512 };  // avx512: the AVX2 kernels with an AVX-512F GEMM micro-kernel
 
 // The best instruction set this CPU supports (AVX2 needs avx2, fma, f16c and bmi2, the flags the
 // *_avx2.cpp files are compiled with).
@@ -107,5 +107,6 @@ TypeKernels type_kernels_generic(quant::Type type);
 TypeKernels type_kernels_avx2(quant::Type type);
 GemmKernels gemm_kernels_generic();
 GemmKernels gemm_kernels_avx2();
+GemmKernels gemm_kernels_avx512();  // matmul_avx512.cpp
 
 }  // namespace keel::cpu
