@@ -102,6 +102,7 @@ void check(const AttnCase& s, const cpu::AttentionKernels& kernels, int threads)
 bool has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
+bool has_avx512() { return has_avx2() && __builtin_cpu_supports("avx512f"); }
 
 }  // namespace
 
@@ -113,6 +114,7 @@ TEST(Attention, TiledEqualsNaiveForHeadSizesGroupsOffsetsAndCacheTypes) {
           AttnCase s{hd, heads, kvh, pos0, n, type};
           check(s, cpu::attention_kernels_generic(), 2);
           if (has_avx2()) check(s, cpu::attention_kernels_avx2(), 2);
+          if (has_avx512()) check(s, cpu::attention_kernels_avx512(), 2);
         }
 }
 

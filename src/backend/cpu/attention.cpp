@@ -138,15 +138,18 @@ const AttentionKernels& attention_kernels_generic() {
   return k;
 }
 
-const AttentionKernels& attention_kernels_best() {
+const AttentionKernels& attention_kernels_for(int head_dim) {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                            __builtin_cpu_supports("f16c");
-  return avx2 ? attention_kernels_avx2() : attention_kernels_generic();
+  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  if (avx512 && head_dim % 16 == 0) return attention_kernels_avx512();
+  if (avx2 && head_dim % 8 == 0) return attention_kernels_avx2();
+  return attention_kernels_generic();
 }
 
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
   const runtime::KvGeometry& kv = a.kv->geometry();
-  flash_attention_with(kv.head_dim % 8 == 0 ? attention_kernels_best() : attention_kernels_generic(), a, workspace, pool);
+  flash_attention_with(attention_kernels_for(static_cast<int>(kv.head_dim)), a, workspace, pool);
 }
 
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool) {

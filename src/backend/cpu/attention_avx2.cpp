@@ -1,5 +1,5 @@
 // AVX2/FMA/F16C twins of the attention kernels (compiled with -mavx2 -mfma -mf16c; reached only
-// after the runtime check in attention_kernels_best()).
+// after the runtime check in attention_kernels_for()).
 #include <immintrin.h>
 
 #include <cmath>

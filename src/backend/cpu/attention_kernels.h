@@ -17,7 +17,9 @@ struct AttentionKernels {
 };
 
 const AttentionKernels& attention_kernels_generic();
-const AttentionKernels& attention_kernels_avx2();  // only call when the CPU has AVX2 + FMA + F16C
-const AttentionKernels& attention_kernels_best();
+const AttentionKernels& attention_kernels_avx2();    // only when the CPU has AVX2 + FMA + F16C
+const AttentionKernels& attention_kernels_avx512();  // only with AVX-512F, head sizes % 16 == 0
+// The fastest table for a head size on this CPU.
+const AttentionKernels& attention_kernels_for(int head_dim);
 
 }  // namespace keel::cpu
