@@ -21,7 +21,7 @@ struct AttentionArgs {
 };
 
 // Query tokens handled together by one task (they share each dequantized K/V tile).
-constexpr int64_t kAttentionQueryBlock = 8;
+constexpr int64_t kAttentionQueryBlock = 32;
 
 size_t attention_workspace_bytes(const runtime::KvGeometry& kv, uint32_t n_head, int n_threads);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);

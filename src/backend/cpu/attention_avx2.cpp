@@ -2,12 +2,16 @@
 // after the runtime check in attention_kernels_for()).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
 
 namespace keel::cpu {
 namespace {
+
+// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
+inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
 
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -54,14 +58,14 @@ float scores_avx2(const float* q, const float* keys, int64_t n_keys, int hd, flo
     out[j + 1] = hsum(a1) * scale;
     out[j + 2] = hsum(a2) * scale;
     out[j + 3] = hsum(a3) * scale;
-    mx = std::fmax(mx, std::fmax(std::fmax(out[j], out[j + 1]), std::fmax(out[j + 2], out[j + 3])));
+    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
   }
   for (; j < n_keys; ++j) {
     const float* k = keys + j * hd;
     __m256 a = _mm256_setzero_ps();
     for (int i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
     out[j] = hsum(a) * scale;
-    mx = std::fmax(mx, out[j]);
+    mx = std::max(mx, out[j]);
   }
   return mx;
 }

@@ -2,12 +2,16 @@
 // runtime check in attention_kernels_for(), for head sizes that are a multiple of 16).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
 
 namespace keel::cpu {
 namespace {
+
+// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
+inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
 
 // exp(x) for x <= 0 (score - max): x = n ln2 + r, degree-6 polynomial for e^r, 2^n in the exponent.
 inline __m512 exp_nonpositive(__m512 x) {
@@ -44,14 +48,14 @@ float scores_avx512(const float* q, const float* keys, int64_t n_keys, int hd, f
     out[j + 1] = _mm512_reduce_add_ps(a1) * scale;
     out[j + 2] = _mm512_reduce_add_ps(a2) * scale;
     out[j + 3] = _mm512_reduce_add_ps(a3) * scale;
-    mx = std::fmax(mx, std::fmax(std::fmax(out[j], out[j + 1]), std::fmax(out[j + 2], out[j + 3])));
+    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
   }
   for (; j < n_keys; ++j) {
     const float* k = keys + j * hd;
     __m512 a = _mm512_setzero_ps();
     for (int i = 0; i < hd; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), a);
     out[j] = _mm512_reduce_add_ps(a) * scale;
-    mx = std::fmax(mx, out[j]);
+    mx = std::max(mx, out[j]);
   }
   return mx;
 }
