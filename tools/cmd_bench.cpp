@@ -12,6 +12,7 @@
 #include "args.h"
 #include "commands.h"
 #include "keel/error.h"
+#include "plan/plan.h"
 #include "run_common.h"
 
 namespace keel::cli {
@@ -57,8 +58,11 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"-n", "--n-gen"}, "N", "tokens to decode (default 64; 0 = no decode test)"},
                 {{"-d", "--n-depth"}, "LIST", "context depths before each test (default 0)"},
                 {{"-t", "--threads"}, "N", "threads (default: all cores)"},
-                {{"--chunk"}, "N", "prefill chunk size (default 512)"},
+                {{"--chunk"}, "N|auto", "prefill chunk size (default auto: the largest that fits the plan)"},
                 {{"--kv-type"}, "TYPE", "KV cache type: f16 (default), q8_0, f32"},
+                {{"--device"}, "NAME", "device profile to plan for (default cpu)"},
+                {{"--budget"}, "BYTES", "memory budget override"},
+                {{"--max-buffer"}, "BYTES", "largest single buffer override"},
                 {{"-r", "--repetitions"}, "N", "repetitions of each test, the mean is reported (default 3)"},
                 {{"--json"}, "", "print a JSON array of measurements"},
             });
@@ -82,19 +86,22 @@ int cmd_bench(const CommandArgs& argv) {
   int64_t max_ctx = 0;
   for (int64_t d : depths)
     for (int64_t p : prompts) max_ctx = std::max(max_ctx, d + std::max(p, n_gen) + 1);
-  runtime::SessionOptions so;
-  so.n_ctx = max_ctx;
-  so.chunk = args.get_int("--chunk", 512);
-  so.n_threads = static_cast<int>(args.get_int("-t", 0));
-  if (auto kv = args.get("--kv-type")) {
-    auto t = runtime::kv_type_from_name(*kv);
-    if (!t) throw Error("unknown --kv-type '" + *kv + "'", ErrorKind::usage);
-    so.kv_type = *t;
-  }
   if (max_ctx > static_cast<int64_t>(model->hparams().n_ctx_train))
     throw Error("keel bench: depth + prompt = " + std::to_string(max_ctx) + " tokens exceeds the model's context of " +
                 std::to_string(model->hparams().n_ctx_train));
-  runtime::Session session(model, so);
+  plan::PlanRequest req;
+  req.n_ctx = max_ctx;
+  req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
+  req.n_threads = static_cast<int>(args.get_int("-t", 0));
+  if (auto kv = args.get("--kv-type")) {
+    auto t = runtime::kv_type_from_name(*kv);
+    if (!t) throw Error("unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
+    req.kv_type = *t;
+  }
+  req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
+  const plan::Plan plan = plan::plan_for_model(*model, req);
+  plan::check_fits(plan);
+  runtime::Session session(model, plan.options);
 
   nlohmann::json results = nlohmann::json::array();
   const bool json = args.has("--json");
