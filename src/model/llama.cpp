@@ -8,6 +8,7 @@
 #include "gguf/gguf.h"
 #include "keel/error.h"
 #include "quant/dequant.h"
+#include "model/blocks.h"
 #include "model/family.h"
 #include "model/model.h"
 #include "runtime/buffer_set.h"
@@ -180,16 +181,7 @@ class LlamaForward final : public Forward {
     cpu::WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
   };
 
-  void embed(const int32_t* tokens, int64_t n) {
-    const int64_t d = hp_.n_embd;
-    const size_t row = quant::row_bytes(embd_.type, static_cast<uint64_t>(d));
-    for (int64_t t = 0; t < n; ++t) {
-      if (tokens[t] < 0 || static_cast<uint64_t>(tokens[t]) >= embd_.ne[1])
-        throw Error("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" +
-                    std::to_string(embd_.ne[1]) + " tokens)");
-      quant::dequantize_row(embd_.type, embd_.data + row * static_cast<size_t>(tokens[t]), hidden_ + t * d, d);
-    }
-  }
+  void embed(const int32_t* tokens, int64_t n) { embed_tokens(embd_, tokens, n, hidden_); }
 
   const Model& model_;
   const Hparams& hp_;

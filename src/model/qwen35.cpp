@@ -10,6 +10,7 @@
 #include "backend/cpu/ops.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
+#include "model/blocks.h"
 #include "model/family.h"
 #include "model/model.h"
 #include "quant/dequant.h"
@@ -411,16 +412,7 @@ class Qwen35Forward final : public Forward {
     cpu::matmul(L.w_ssm_out, y, n, proj_out_, matmul_scratch_, pool);
   }
 
-  void embed(const int32_t* tokens, int64_t n) {
-    const int64_t d = hp_.n_embd;
-    const size_t row = quant::row_bytes(embd_.type, static_cast<uint64_t>(d));
-    for (int64_t t = 0; t < n; ++t) {
-      if (tokens[t] < 0 || static_cast<uint64_t>(tokens[t]) >= embd_.ne[1])
-        throw Error("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" +
-                    std::to_string(embd_.ne[1]) + " tokens)");
-      quant::dequantize_row(embd_.type, embd_.data + row * static_cast<size_t>(tokens[t]), hidden_ + t * d, d);
-    }
-  }
+  void embed(const int32_t* tokens, int64_t n) { embed_tokens(embd_, tokens, n, hidden_); }
 
   const Hparams& hp_;
   const GdnDims g_;

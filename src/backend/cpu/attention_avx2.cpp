@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/simd_exp_avx2.h"
 
 namespace keel::cpu {
 namespace {
@@ -21,25 +22,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// exp(x) for x <= 0 (arguments here are score - max): range reduction x = n ln2 + r, |r| <= ln2/2,
-// degree-6 polynomial for e^r (relative error < 2e-7), 2^n built in the exponent field.
-inline __m256 exp_nonpositive(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.0f);
-  x = _mm256_max_ps(x, lo);
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
 
 float scores_avx2(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
   float mx = -INFINITY;
@@ -75,7 +57,7 @@ float exp_sum_avx2(float* s, int64_t n, float max) {
   __m256 sum = _mm256_setzero_ps();
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
     _mm256_storeu_ps(s + j, e);
     sum = _mm256_add_ps(sum, e);
   }
