@@ -125,3 +125,15 @@ TEST(Cli, ErrorsHaveExitCodesAndMessages) {
   EXPECT_EQ(bad_kv.code, 2);
   EXPECT_EQ(keel_cli("run --help").code, 0);
 }
+
+// An F16 llama with the 32000-token Llama-2 vocabulary loads and generates, greedy twice alike.
+TEST(Cli, LlamaTinyRandomF16Generates) {
+  const std::string cmd = "run -m " + test::shared("models/llama-2-tiny-random.gguf") + " -p 'Hello world' -n 8 --temp 0 --json";
+  Output a = keel_cli(cmd), b = keel_cli(cmd);
+  ASSERT_EQ(a.code, 0);
+  auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
+  EXPECT_EQ(ja["prompt_ids"][0], 1);  // BOS
+  EXPECT_EQ(ja["ids"].size(), 8u);
+  EXPECT_EQ(ja["ids"], jb["ids"]);
+  for (int32_t id : ja["ids"].get<std::vector<int32_t>>()) EXPECT_LT(id, 32000);
+}
