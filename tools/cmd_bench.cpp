@@ -93,11 +93,7 @@ int cmd_bench(const CommandArgs& argv) {
   req.n_ctx = max_ctx;
   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
-  if (auto kv = args.get("--kv-type")) {
-    auto t = runtime::kv_type_from_name(*kv);
-    if (!t) throw Error("unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
-    req.kv_type = *t;
-  }
+  req.kv_type = kv_type_flag(args);
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
   const plan::Plan plan = plan::plan_for_model(*model, req);
   plan::check_fits(plan);

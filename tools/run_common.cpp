@@ -80,6 +80,13 @@ std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Token
   return tok.encode(text, bos, /*parse_special=*/false);
 }
 
+runtime::KvType kv_type_flag(const Args& args) {
+  const std::string name = args.get_or("--kv-type", "f16");
+  auto t = runtime::kv_type_from_name(name);
+  if (!t) throw Error("unknown --kv-type '" + name + "' (use f16, q8_0 or f32)", ErrorKind::usage);
+  return *t;
+}
+
 plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens, bool logits_every_token) {
   plan::PlanRequest req;
   const int64_t train = model.hparams().n_ctx_train > 0 ? model.hparams().n_ctx_train : 4096;
@@ -98,21 +105,10 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
     throw Error("the prompt has " + std::to_string(prompt_tokens) + " tokens but the context holds " +
                 std::to_string(req.n_ctx) + "; raise -c (the model supports " + std::to_string(train) + ")");
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
-  const std::string chunk = args.get_or("--chunk", "auto");
-  if (chunk != "auto") {
-    req.chunk = args.get_int("--chunk", 0);
-    if (*req.chunk <= 0) throw Error("--chunk must be a positive number or auto, got '" + chunk + "'", ErrorKind::usage);
-  }
-  if (auto kv = args.get("--kv-type")) {
-    auto t = runtime::kv_type_from_name(*kv);
-    if (!t) throw Error("unknown --kv-type '" + *kv + "' (use f16, q8_0 or f32)", ErrorKind::usage);
-    req.kv_type = *t;
-  }
+  req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
+  req.kv_type = kv_type_flag(args);
   req.logits_every_token = logits_every_token;
-  std::optional<uint64_t> budget, max_buffer;
-  if (auto b = args.get("--budget")) budget = plan::parse_bytes(*b);
-  if (auto b = args.get("--max-buffer")) max_buffer = plan::parse_bytes(*b);
-  req.device = plan::with_overrides(plan::require_device(args.get_or("--device", "cpu")), budget, max_buffer);
+  req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
   plan::Plan p = plan::plan_for_model(model, req);
   // auto never needs a chunk much longer than the prompt: take the smallest rung that holds it.
   if (!req.chunk && p.fits && !logits_every_token) {

@@ -30,6 +30,9 @@ std::vector<int32_t> read_ids_file(const std::string& path);
 // Token ids from --ids-file, or -p / -f text tokenized (BOS unless --no-bos).
 std::vector<int32_t> read_prompt_tokens(const Args& args, const tokenizer::Tokenizer& tok);
 
+// --kv-type (default f16); a usage error names an unknown type.
+runtime::KvType kv_type_flag(const Args& args);
+
 // The memory plan for this command line: context from -c (or by default enough for the prompt
 // plus generation, within the model's limit), chunk (N or auto), KV type, device profile.
 // Refuses (keel::Error refused, with the numbers and the fix) before any weight is read.

@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
-#include "backend/cpu/simd_exp_avx2.h"
+#include "backend/cpu/simd_avx2.h"
 
 namespace keel::cpu {
 namespace {
@@ -14,13 +14,7 @@ namespace {
 // Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
 inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+inline float hsum(__m256 v) { return hsum_avx2(v); }
 
 
 float scores_avx2(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/simd_avx2.h"
 #include "quant/blocks.h"
 
 namespace keel::cpu {
@@ -21,12 +22,7 @@ using quant::Type;
 
 inline float f16(quant::f16_bits h) { return _cvtsh_ss(h); }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+inline float hsum(__m256 v) { return hsum_avx2(v); }
 
 // 8 bytes at p, zero- or sign-extended to 8 int32 lanes.
 inline __m256i load_u8x8(const uint8_t* p) {

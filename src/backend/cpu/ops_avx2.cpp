@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "backend/cpu/simd_exp_avx2.h"
+#include "backend/cpu/simd_avx2.h"
 
 namespace keel::cpu {
 

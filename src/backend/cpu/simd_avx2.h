@@ -1,10 +1,19 @@
-// exp(x) on 8 floats for AVX2/FMA translation units only (include it from *_avx2.cpp files):
-// x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r (relative error < 2e-7), 2^n built in
+// Small AVX2/FMA helpers shared by the *_avx2.cpp translation units (include it only there).
+//
+// exp_avx2: exp(x) on 8 floats, x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r (relative error < 2e-7), 2^n built in
 // the exponent field; x is clamped to [-87, 87].
 #pragma once
 #include <immintrin.h>
 
 namespace keel::cpu {
+
+// The sum of the 8 lanes.
+inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
 
 inline __m256 exp_avx2(__m256 x) {
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
