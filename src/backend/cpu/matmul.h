@@ -19,16 +19,12 @@
 #include <cstdint>
 
 #include "backend/cpu/thread_pool.h"
+#include "backend/types.h"
 #include "quant/types.h"
 
 namespace keel::cpu {
 
-struct WeightView {     // a GGUF tensor used in place (mmapped, 32-byte aligned)
-  quant::Type type;     // F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K
-  const void* data;     // [n_out rows] of row_bytes(type, n_in)
-  int64_t n_in;         // ne[0]: elements per row (multiple of the block size)
-  int64_t n_out;        // ne[1]: rows
-};
+using WeightView = backend::WeightView;  // a GGUF tensor used in place (mmapped, 32-byte aligned)
 
 // Bytes of caller-owned scratch `matmul` needs for up to `max_tokens` tokens on a pool of up to
 // `n_threads` threads.
