@@ -123,8 +123,32 @@ void CpuBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int
   });
 }
 
+// Batch invariance: a token's result must not depend on which other sequences share its call, so
+// a batch is multiplied per sequence (a prefill chunk takes the path its length takes alone) and
+// single-token decodes in groups small enough for the GEMV path, whose per-token arithmetic does
+// not depend on the token count (matmul.h). Decodes batched together thus give exactly the logits
+// each gives alone; the weights are streamed once per group of kGemmMinTokens - 1 decodes.
 void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
-  cpu::matmul(w, x, n_tokens, y, matmul_ws_.get(), pool_);
+  if (n_tokens < kGemmMinTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
+    cpu::matmul(w, x, n_tokens, y, matmul_ws_.get(), pool_);
+    return;
+  }
+  int64_t run_first = 0, run_len = 0;  // pending single-token sequences, consecutive in the batch
+  auto flush = [&] {
+    if (run_len > 0) cpu::matmul(w, x + run_first * w.n_in, run_len, y + run_first * w.n_out, matmul_ws_.get(), pool_);
+    run_len = 0;
+  };
+  for (int32_t s = 0; s < batch_.n_seqs; ++s) {
+    const backend::SeqSlice& seq = batch_.seqs[s];
+    if (seq.n_tokens == 1) {
+      if (run_len == 0) run_first = seq.first;
+      if (++run_len == kGemmMinTokens - 1) flush();
+      continue;
+    }
+    flush();
+    cpu::matmul(w, x + seq.first * w.n_in, seq.n_tokens, y + seq.first * w.n_out, matmul_ws_.get(), pool_);
+  }
+  flush();
 }
 
 void CpuBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
@@ -235,7 +259,10 @@ void CpuBackend::logits(const float* hidden, const float* norm_w, float eps, con
   const int64_t d = w_out.n_in, n = batch_.n_logit_rows;
   if (n == 0) return;
   for (int64_t r = 0; r < n; ++r) cpu::rms_norm(hidden + int64_t{batch_.logit_rows[r]} * d, norm_w, rows + r * d, 1, d, eps);
-  cpu::matmul(w_out, rows, n, logits, matmul_ws_.get(), pool_);
+  // One row per sequence (generation): rows in GEMV-sized groups, as each would be alone.
+  const int64_t group = n <= batch_.n_seqs ? kGemmMinTokens - 1 : n;
+  for (int64_t r = 0; r < n; r += group)
+    cpu::matmul(w_out, rows + r * d, std::min(group, n - r), logits + r * w_out.n_out, matmul_ws_.get(), pool_);
 }
 
 }  // namespace keel::cpu

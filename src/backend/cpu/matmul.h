@@ -31,6 +31,8 @@ using WeightView = backend::WeightView;  // a GGUF tensor used in place (mmapped
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads);
 
 // y[t * n_out + r] = sum_k W[r][k] * x[t * n_in + k]   for t < n_tokens, r < n_out.
+// Batch invariance (the CPU backend relies on it): below kGemmMinTokens tokens, a token's result
+// does not depend on n_tokens or on the other tokens (bitwise), nor does it on the GEMM path.
 // x: [n_tokens, n_in] f32, y: [n_tokens, n_out] f32 (must not alias x).
 // scratch: at least matmul_scratch_bytes(w.type, w.n_in, n_tokens, pool.size()) bytes, any
 // alignment. Does not allocate. Throws keel::Error for a type it cannot multiply.
