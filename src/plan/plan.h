@@ -32,7 +32,7 @@
 #include "model/recipe.h"
 #include "plan/device.h"
 #include "quant/types.h"
-#include "runtime/session.h"
+#include "plan/layout.h"
 
 namespace keel::model { class Model; }
 
