@@ -154,6 +154,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
           EXPECT_EQ(cats, p.total_bytes);
           EXPECT_EQ(largest, p.largest_buffer_bytes);
           EXPECT_LE(p.options.chunk, ctx);
+          EXPECT_GE(p.options.chunk, plan::smallest_auto_chunk(ctx));
           if (p.fits) {
             ++n_fits;
             EXPECT_LE(p.total_bytes, device.budget_bytes);
@@ -184,6 +185,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
               EXPECT_TRUE(again.fits) << s.options;
               EXPECT_EQ(again.total_bytes, s.total_bytes) << s.options;
               EXPECT_EQ(again.options.chunk, s.chunk) << s.options;
+              EXPECT_GE(s.chunk, plan::smallest_auto_chunk(again.options.n_ctx)) << s.options;
             }
           }
         }
@@ -210,7 +212,8 @@ TEST(PlanInvariants, PagesShrinkToFitTheCap) {
 TEST(PlanInvariants, PagesShrinkForTheAttentionWorkspace) {
   auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
   const plan::DeviceProfile device = plan::with_overrides(plan::cpu_profile(), 64ull << 20, 256ull << 10);
-  plan::PlanRequest req = request(1024, runtime::KvType::f16, device);
+  // A chunk below kMinUsefulChunk, given explicitly: at 256 this toy cap holds no chunk scratch.
+  plan::PlanRequest req = request(1024, runtime::KvType::f16, device, 16);
   const plan::Plan p = plan::plan_for_model(*model, req);
   EXPECT_TRUE(p.fits) << plan::refusal_text(p);
   EXPECT_LT(p.kv.page_tokens, plan::kDefaultPageTokens);
@@ -294,6 +297,43 @@ TEST(PlanCli, Qwen35_27BOnM4MaxText) {
   EXPECT_EQ(q8.code, 0) << q8.text;
   EXPECT_NE(q8.text.find("verdict: fits"), std::string::npos) << q8.text;
   EXPECT_NE(q8.text.find("(auto)"), std::string::npos) << q8.text;
+}
+
+// The seed case's refusal proposes only useful runs: every suggestion prefills in chunks of at
+// least kMinUsefulChunk tokens, the largest context is the largest at that chunk, and the
+// refused table shows the chunk it tried (not "chunk 1").
+TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
+  if (!has_qwen35()) GTEST_SKIP() << "the qwen35 family is not registered in this build";
+  const plan::ModelSpec spec = plan::describe_preset("qwen35-27b", model::FileType::q5_k_m);
+  const plan::Plan p = plan::make_plan(spec, request(173000, runtime::KvType::f16, m4_max()));
+  ASSERT_FALSE(p.fits);
+  EXPECT_EQ(plan::kMinUsefulChunk, 256);
+  EXPECT_EQ(p.options.chunk, plan::kMinUsefulChunk);
+  int verified = 0;
+  for (const plan::Suggestion& s : p.suggestions) {
+    if (!s.verified) continue;
+    ++verified;
+    EXPECT_GE(s.chunk, plan::kMinUsefulChunk) << s.options;
+  }
+  EXPECT_GE(verified, 2);
+  // The largest context: fits at chunk 256, and one token more does not fit at any useful chunk.
+  ASSERT_TRUE(p.max_context.has_value());
+  EXPECT_TRUE(plan::make_plan(spec, request(*p.max_context, runtime::KvType::f16, m4_max(), 256)).fits);
+  EXPECT_FALSE(plan::make_plan(spec, request(*p.max_context + 1, runtime::KvType::f16, m4_max())).fits);
+
+  const Output text = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g 2>&1");
+  EXPECT_EQ(text.code, 1) << text.text;
+  EXPECT_EQ(text.text.find("chunk 1 (auto)"), std::string::npos) << text.text;
+  EXPECT_NE(text.text.find("chunk 256 (auto: tried 4096 down to 256, none fits)"), std::string::npos) << text.text;
+  for (size_t at = text.text.find(", chunk "); at != std::string::npos; at = text.text.find(", chunk ", at + 1))
+    EXPECT_GE(std::stoll(text.text.substr(at + 8)), plan::kMinUsefulChunk) << text.text.substr(at, 40);
+
+  const Output json = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g --json");
+  const auto j = nlohmann::json::parse(json.text);
+  EXPECT_EQ(j["min_useful_chunk"], 256);
+  EXPECT_EQ(j["chunk"], 256);
+  for (const auto& s : j["suggestions"])
+    if (s["verified"].get<bool>()) EXPECT_GE(s["chunk"].get<int64_t>(), 256) << s.dump();
 }
 
 TEST(PlanCli, Qwen35_27BOnM4MaxJson) {

@@ -134,13 +134,13 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
 
 // The plan with `auto` resolved: the largest chunk (a ladder rung never above the context, or
 // the given one) and for it the largest KV page (the attention workspace grows with the page)
-// that fit. When nothing fits: the plan at the smallest chunk and the default page, refused.
+// that fit. When nothing fits: the plan at the smallest chunk tried and the default page, refused.
 Plan plan_core(const Prepared& prep, const PlanRequest& req) {
   check_request(req);
   std::vector<int64_t> chunks;
   if (req.chunk) chunks.push_back(*req.chunk);
   for (int64_t rung : kChunkLadder)
-    if (!req.chunk && rung <= req.n_ctx) chunks.push_back(rung);
+    if (!req.chunk && rung <= req.n_ctx && rung >= smallest_auto_chunk(req.n_ctx)) chunks.push_back(rung);
   // Pages below 16 tokens only when a page's own bytes force it (attention loops per page).
   std::vector<uint32_t> pages;
   if (req.page_tokens) {
@@ -169,8 +169,6 @@ int64_t largest_fitting_context(const Prepared& prep, PlanRequest req, int64_t l
   }
   return lo;
 }
-
-constexpr int64_t kPracticalChunk = 512;
 
 std::string ctx_flag(int64_t n) { return "-c " + std::to_string(n); }
 
@@ -208,18 +206,8 @@ void add_advice(const Prepared& prep, Plan& plan) {
   }
 
   if (*plan.max_context > 0) {
-    // The largest context may only fit with a tiny chunk (a slow prefill); name first the
-    // largest one that still prefills in chunks of 512 tokens or more.
+    // Under auto this is the largest context at a chunk of kMinUsefulChunk or more.
     PlanRequest alt = req;
-    if (!req.chunk && *plan.max_context > kPracticalChunk) {
-      PlanRequest practical = req;
-      practical.chunk = kPracticalChunk;
-      const int64_t n = largest_fitting_context(prep, practical, *plan.max_context);
-      if (n >= kPracticalChunk && n < *plan.max_context) {
-        alt.n_ctx = n;
-        suggest(ctx_flag(n), plan_core(prep, alt));
-      }
-    }
     alt.n_ctx = *plan.max_context;
     suggest(ctx_flag(*plan.max_context), plan_core(prep, alt));
   }
@@ -310,6 +298,12 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
     spec.weights.push_back({specs[i].name, types[i], specs[i].shape, bytes});
   }
   return spec;
+}
+
+int64_t smallest_auto_chunk(int64_t n_ctx) {
+  for (int64_t rung : kChunkLadder)
+    if (rung <= std::min(n_ctx, kMinUsefulChunk)) return rung;
+  return 1;
 }
 
 std::optional<int64_t> parse_chunk(std::string_view text) {

@@ -16,7 +16,13 @@ std::string printf_string(const char* fmt, auto... args) {
 }
 
 std::string chunk_text(const Plan& p) {
-  return std::to_string(p.options.chunk) + (p.chunk_auto ? " (auto)" : "");
+  if (!p.chunk_auto) return std::to_string(p.options.chunk);
+  if (p.fits) return std::to_string(p.options.chunk) + " (auto)";
+  int64_t largest_tried = p.options.chunk;
+  for (int64_t rung : kChunkLadder)
+    if (rung <= p.options.n_ctx) largest_tried = std::max(largest_tried, rung);
+  return std::to_string(p.options.chunk) + " (auto: tried " + std::to_string(largest_tried) + " down to " +
+         std::to_string(p.options.chunk) + ", none fits)";
 }
 
 std::string kv_text(const Plan& p) {
@@ -153,9 +159,12 @@ std::string refusal_text(const Plan& p) {
          p.device.budget_source + "), at most " + format_bytes(p.device.max_buffer_bytes) + " per buffer\n";
   if (p.max_context) {
     const std::string kv = std::string(runtime::kv_type_name(p.kv.type)) + " KV";
-    out += *p.max_context > 0 ? "  the largest context that fits with " + kv + ": " + std::to_string(*p.max_context) +
-                                    " tokens\n"
-                              : "  no context fits with " + kv + "\n";
+    const std::string at_chunk =
+        p.chunk_auto ? " and chunks of " + std::to_string(smallest_auto_chunk(p.options.n_ctx)) + "+ tokens"
+                     : " and chunk " + std::to_string(p.options.chunk);
+    out += *p.max_context > 0 ? "  the largest context that fits with " + kv + at_chunk + ": " +
+                                    std::to_string(*p.max_context) + " tokens\n"
+                              : "  no context fits with " + kv + at_chunk + "\n";
   }
   bool any = false;
   for (const Suggestion& s : p.suggestions) {
@@ -191,6 +200,7 @@ std::string to_json(const Plan& p) {
   j["ctx"] = p.options.n_ctx;
   j["chunk"] = p.options.chunk;
   j["chunk_auto"] = p.chunk_auto;
+  j["min_useful_chunk"] = kMinUsefulChunk;  // auto and the suggestions never go below it
   j["kv_type"] = std::string(runtime::kv_type_name(p.kv.type));
   j["kv"] = {{"bytes_per_token", p.kv.bytes_per_token()},
              {"page_tokens", p.kv.page_tokens},
