@@ -154,7 +154,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
           EXPECT_EQ(cats, p.total_bytes);
           EXPECT_EQ(largest, p.largest_buffer_bytes);
           EXPECT_LE(p.options.chunk, ctx);
-          EXPECT_GE(p.options.chunk, plan::smallest_auto_chunk(ctx));
+          if (!p.fits) EXPECT_EQ(p.options.chunk, plan::smallest_auto_chunk(ctx));  // the table's chunk
           if (p.fits) {
             ++n_fits;
             EXPECT_LE(p.total_bytes, device.budget_bytes);
@@ -212,8 +212,7 @@ TEST(PlanInvariants, PagesShrinkToFitTheCap) {
 TEST(PlanInvariants, PagesShrinkForTheAttentionWorkspace) {
   auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
   const plan::DeviceProfile device = plan::with_overrides(plan::cpu_profile(), 64ull << 20, 256ull << 10);
-  // A chunk below kMinUsefulChunk, given explicitly: at 256 this toy cap holds no chunk scratch.
-  plan::PlanRequest req = request(1024, runtime::KvType::f16, device, 16);
+  plan::PlanRequest req = request(1024, runtime::KvType::f16, device);
   const plan::Plan p = plan::plan_for_model(*model, req);
   EXPECT_TRUE(p.fits) << plan::refusal_text(p);
   EXPECT_LT(p.kv.page_tokens, plan::kDefaultPageTokens);
@@ -316,15 +315,25 @@ TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
     EXPECT_GE(s.chunk, plan::kMinUsefulChunk) << s.options;
   }
   EXPECT_GE(verified, 2);
-  // The largest context: fits at chunk 256, and one token more does not fit at any useful chunk.
-  ASSERT_TRUE(p.max_context.has_value());
-  EXPECT_TRUE(plan::make_plan(spec, request(*p.max_context, runtime::KvType::f16, m4_max(), 256)).fits);
-  EXPECT_FALSE(plan::make_plan(spec, request(*p.max_context + 1, runtime::KvType::f16, m4_max())).fits);
+  // The largest useful context: fits at chunk 256, one token more does not; it is proposed.
+  ASSERT_TRUE(p.max_useful_context.has_value());
+  const int64_t useful = *p.max_useful_context;
+  EXPECT_GT(useful, 100000);
+  EXPECT_LE(useful, *p.max_context);
+  EXPECT_TRUE(plan::make_plan(spec, request(useful, runtime::KvType::f16, m4_max(), 256)).fits);
+  EXPECT_FALSE(plan::make_plan(spec, request(useful + 1, runtime::KvType::f16, m4_max(), 256)).fits);
+  bool proposed = false, any_context_proposed = false;
+  for (const plan::Suggestion& s : p.suggestions) {
+    proposed |= s.options == "-c " + std::to_string(useful);
+    any_context_proposed |= s.options == "-c " + std::to_string(*p.max_context) && *p.max_context != useful;
+  }
+  EXPECT_TRUE(proposed);
+  EXPECT_FALSE(any_context_proposed);
 
   const Output text = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g 2>&1");
   EXPECT_EQ(text.code, 1) << text.text;
   EXPECT_EQ(text.text.find("chunk 1 (auto)"), std::string::npos) << text.text;
-  EXPECT_NE(text.text.find("chunk 256 (auto: tried 4096 down to 256, none fits)"), std::string::npos) << text.text;
+  EXPECT_NE(text.text.find("chunk 256 (auto: tried 4096 down to 1, none fits)"), std::string::npos) << text.text;
   for (size_t at = text.text.find(", chunk "); at != std::string::npos; at = text.text.find(", chunk ", at + 1))
     EXPECT_GE(std::stoll(text.text.substr(at + 8)), plan::kMinUsefulChunk) << text.text.substr(at, 40);
 
