@@ -13,6 +13,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "embedded/default_model.h"
 #include "keel/error.h"
 #include "plan/plan.h"
 #include "run_common.h"
@@ -70,7 +71,7 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"--json"}, "", "print a JSON array of measurements"},
             });
   if (!args.parse(argv)) return 0;
-  auto model = model::Model::load(args.get_or("-m", KEEL_DEFAULT_MODEL));
+  auto model = model::Model::load(args.get_or("-m", std::string(embedded::kDefaultModelName)));
   const auto prompts = parse_list(args.get_or("-p", "512"), "-p");
   const auto depths = parse_list(args.get_or("-d", "0"), "-d");
   const int64_t n_gen = args.get_int("-n", 64);

@@ -13,7 +13,7 @@ namespace keel::cli {
 
 int cmd_plan(const CommandArgs& argv) {
   Args args("plan", "Print the memory plan of a session and whether it fits the device, without loading weights.",
-            {{{"-m", "--model"}, "FILE", "GGUF model (only its header is read)"},
+            {{{"-m", "--model"}, "FILE", "GGUF model, or `default` for the embedded one (only its header is read)"},
              {{"--preset"}, "NAME", "plan a model that is not here, by name (e.g. qwen35-27b, qwen3-8b)"},
              {{"--type"}, "TYPE", "with --preset: file type (q5_k_m, q4_k_m, q8_0 (default), f16, ...)"},
              {{"-c", "--ctx-size", "--ctx"}, "N", "context length in tokens (default 4096, at most the model's)"},
@@ -39,7 +39,7 @@ int cmd_plan(const CommandArgs& argv) {
     if (!type) throw Error("keel plan: unknown --type '" + type_name + "' (e.g. q5_k_m, q4_k_m, q8_0, f16)", ErrorKind::usage);
     spec = plan::describe_preset(*preset, *type);
   } else {
-    throw Error("keel plan: give a model with -m FILE or --preset NAME --type TYPE", ErrorKind::usage);
+    throw Error("keel plan: give a model with -m FILE (-m default: the embedded model) or --preset NAME --type TYPE", ErrorKind::usage);
   }
 
   plan::PlanRequest req;
