@@ -9,17 +9,28 @@ namespace keel::runtime {
 
 void AlignedFree::operator()(void* p) const { std::free(p); }
 
-AlignedBytes allocate_aligned(size_t bytes) {
+namespace {
+bool injected_failure(std::string_view name) {
+  const char* fail = std::getenv("KEEL_FAIL_ALLOC");
+  return fail && *fail && (std::string_view(fail) == "*" || std::string_view(fail) == name);
+}
+}  // namespace
+
+AlignedBytes allocate_aligned(size_t bytes, std::string_view name) {
   const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (!p) throw Error("cannot allocate " + std::to_string(bytes) + " bytes", ErrorKind::refused);
+  void* p = injected_failure(name) ? nullptr : std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (!p)
+    throw Error("cannot allocate " + std::to_string(bytes) + " bytes for buffer '" + std::string(name) +
+                    "': out of memory",
+                ErrorKind::refused);
   std::memset(p, 0, rounded == 0 ? 64 : rounded);  // touch every page now: the plan is resident
   return AlignedBytes(static_cast<uint8_t*>(p));
 }
 
 void BufferSet::add(std::string name, size_t bytes) {
   if (contains(name)) throw Error("internal: buffer '" + name + "' planned twice");
-  entries_.push_back({std::move(name), bytes, allocate_aligned(bytes)});
+  AlignedBytes data = allocate_aligned(bytes, name);
+  entries_.push_back({std::move(name), bytes, std::move(data)});
   total_ += bytes;
 }
 

@@ -13,7 +13,11 @@ struct AlignedFree {
   void operator()(void* p) const;
 };
 using AlignedBytes = std::unique_ptr<uint8_t, AlignedFree>;
-AlignedBytes allocate_aligned(size_t bytes);  // zeroed; throws keel::Error when it cannot
+// Zeroed memory for the planned buffer `name`; when the system cannot provide it, throws
+// keel::Error(refused) naming the buffer. Fault injection for tests: with the environment
+// variable KEEL_FAIL_ALLOC set to a buffer's name (or to "*": every buffer), that allocation
+// fails as if memory were exhausted.
+AlignedBytes allocate_aligned(size_t bytes, std::string_view name = "");
 
 class BufferSet {
  public:

@@ -38,7 +38,8 @@ KvCache::KvCache(const KvGeometry& geometry) : geo_(geometry) {
     throw Error("q8_0 KV cache needs a head size that is a multiple of 32, the model has " +
                 std::to_string(geo_.head_dim));
   pages_.reserve(size_t{geo_.n_layers} * geo_.n_pages);
-  for (size_t i = 0; i < size_t{geo_.n_layers} * geo_.n_pages; ++i) pages_.push_back(allocate_aligned(geo_.page_bytes()));
+  for (size_t i = 0; i < size_t{geo_.n_layers} * geo_.n_pages; ++i)
+    pages_.push_back(allocate_aligned(geo_.page_bytes(), "kv pages"));
 }
 
 void KvCache::write(uint32_t layer, int64_t pos0, int64_t n, const float* k, const float* v) {
