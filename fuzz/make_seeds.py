@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the GGUF seeds of fuzz/corpus/gguf: tiny models of every family keel runs (llama with a
-SentencePiece vocabulary, qwen2/qwen3 with byte-level BPE, the qwen35 hybrid) and a vocab-only
-file, a few KB each. Written from the GGUF spec with struct, not with keel's own writer, so the
+SentencePiece vocabulary, qwen2/qwen3 with byte-level BPE, the qwen35 hybrid), a vocab-only
+file and the absurd layer count of issue 17, a few KB each. Written from the GGUF spec with struct, not with keel's own writer, so the
 seeds do not inherit its mistakes. Usage: fuzz/make_seeds.py [OUT_DIR]"""
 import os
 import struct
@@ -134,6 +134,11 @@ def main():
         "qwen3-2layers.gguf": dense("qwen3", bpe_vocab("qwen2"), qk_norm=True, n_layer=2),
         "qwen35-hybrid.gguf": qwen35(),
         "vocab-only-gpt2.gguf": gguf(bpe_vocab("gpt-2"), []),
+        # issue 17: 30 million layers declared by a file of two tensors
+        "absurd-block-count.gguf": gguf({"general.architecture": "qwen35", "qwen35.block_count": 30000000,
+                                         "qwen35.embedding_length": 8, "qwen35.feed_forward_length": 16,
+                                         "qwen35.attention.head_count": 2},
+                                        [("token_embd.weight", [8, 4]), ("output_norm.weight", [8])]),
     }
     for name, blob in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
