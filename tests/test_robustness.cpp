@@ -403,3 +403,59 @@ TEST(Robustness, SignalsDuringWritesLeaveNoPartialFile) {
       EXPECT_FALSE(temp_files_left(out)) << name;
     }
 }
+
+// ---- SIGINT/SIGTERM during generation and scoring ------------------------------------------
+
+namespace {
+
+// True once `pid` has a handler installed for `sig` (the SigCgt mask of /proc/PID/status).
+bool catches(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("SigCgt:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (sig - 1)) & 1;
+  return false;
+}
+
+// Runs keel and sends `sig` as soon as keel handles it (frozen meanwhile, so the signal lands
+// before the work is done however fast the machine is); returns the exit code, or 1000 + the
+// signal that killed it.
+int run_keel_signalled(const std::vector<std::string>& args, int sig) {
+  std::vector<std::string> all = {test::keel_binary()};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  bool caught = false;
+  for (int i = 0; i < 40000 && !(caught = catches(pid, sig)); ++i)
+    std::this_thread::sleep_for(std::chrono::microseconds(250));
+  kill(pid, SIGSTOP);
+  EXPECT_TRUE(caught) << "keel never installed a handler for signal " << sig;
+  kill(pid, sig);
+  kill(pid, SIGCONT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST(Robustness, SignalsDuringRunAndPerplexityEndWithTheirExitCodes) {
+  const std::string text_path = testing::TempDir() + "keel_robust_text.txt";
+  {
+    std::ofstream text(text_path);
+    for (int i = 0; i < 60; ++i) text << "Once upon a time there was a little girl who liked to play. ";
+  }
+  for (const auto& [sig, code] : {std::pair{SIGINT, 130}, std::pair{SIGTERM, 143}}) {
+    EXPECT_EQ(run_keel_signalled({"run", "-p", "Once upon a time", "-n", "400", "--chunk", "1", "-t", "1"}, sig), code)
+        << "run, signal " << sig;
+    EXPECT_EQ(run_keel_signalled({"perplexity", "-f", text_path, "--chunk", "1", "-t", "1"}, sig), code)
+        << "perplexity, signal " << sig;
+  }
+}
