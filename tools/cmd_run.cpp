@@ -83,7 +83,7 @@ int cmd_run(const CommandArgs& argv) {
     bar.finish();
     if (e.kind() == ErrorKind::cancelled) {
       std::fprintf(stderr, "%s\n", e.what());
-      return 130;
+      return cancel.exit_code();
     }
     throw;
   }
@@ -131,7 +131,7 @@ int cmd_run(const CommandArgs& argv) {
   }
   print_stats_line(stats);
   if (args.has("--memory-report")) print_memory_report(plan, session);
-  if (cancel.requested()) return 130;
+  if (cancel.requested()) return cancel.exit_code();
   return 0;
 }
 

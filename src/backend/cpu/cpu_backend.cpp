@@ -66,7 +66,7 @@ void CpuBackend::create_kv(const backend::KvGeometry& geometry) {
   page_ptrs_.clear();
   page_ptrs_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    pages_.push_back(allocate("kv page", kv_.page_bytes()));
+    pages_.push_back(allocate("kv pages", kv_.page_bytes()));
     page_ptrs_.push_back(pages_.back().get());
   }
 }
