@@ -77,6 +77,14 @@ void CpuBackend::download(const void* src, void* host_dst, size_t bytes) {
 
 void CpuBackend::zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
 
+void CpuBackend::read_kv_page(uint32_t layer, int32_t page, void* host_dst) {
+  std::memcpy(host_dst, kv_pages(layer)[page], kv_.page_bytes());
+}
+
+void CpuBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_src) {
+  std::memcpy(page_ptrs_[size_t{layer} * kv_.n_pages + static_cast<size_t>(page)], host_src, kv_.page_bytes());
+}
+
 void CpuBackend::embed(const backend::WeightView& table, float* out) {
   const int64_t d = table.n_in, n = batch_.n_tokens;
   const size_t row = quant::row_bytes(table.type, static_cast<uint64_t>(d));
