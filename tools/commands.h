@@ -16,5 +16,6 @@ int cmd_plan(const CommandArgs& args);
 int cmd_quantize(const CommandArgs& args);
 int cmd_synth(const CommandArgs& args);
 int cmd_convert(const CommandArgs& args);
+int cmd_template(const CommandArgs& args);
 
 }  // namespace keel::cli
