@@ -5,6 +5,12 @@
 
 namespace keel::tmpl {
 
+namespace {
+// Work units charged per loop iteration (a scope and the loop object are built each time), so
+// the work limit bounds loops by time rather than by node count alone.
+constexpr uint64_t kLoopIterationCost = 20;
+}  // namespace
+
 const Value* Scope::find(const std::string& name) const {
   for (const Scope* s = this; s; s = s->parent.get()) {
     auto it = s->vars.find(name);
@@ -199,27 +205,32 @@ Interpreter::Flow Interpreter::exec_for(const ForStmt& s, const ScopePtr& scope)
     items = std::move(kept);
   }
   const int64_t n = int64_t(items.size());
+  // loop.cycle reads the current index through this shared counter: one function per loop.
+  auto index = std::make_shared<int64_t>(0);
+  const Value cycle = Value::make_function("loop.cycle", [index](Interpreter&, CallArgs& a) -> Value {
+    if (a.positional.empty()) throw TemplateError(ErrorType::type, "no items for cycling given");
+    return a.positional[size_t(*index) % a.positional.size()];
+  });
   for (int64_t i = 0; i < n; ++i) {
-    charge(4);
+    charge(kLoopIterationCost);
+    *index = i;
     auto inner = std::make_shared<Scope>();
     inner->parent = scope;
     Value loop = Value::make_dict();
-    Dict& d = loop.dict();
-    d.set("index", Value(i + 1));
-    d.set("index0", Value(i));
-    d.set("revindex", Value(n - i));
-    d.set("revindex0", Value(n - i - 1));
-    d.set("first", Value(i == 0));
-    d.set("last", Value(i == n - 1));
-    d.set("length", Value(n));
-    d.set("depth", Value(1));
-    d.set("depth0", Value(0));
-    if (i > 0) d.set("previtem", items[size_t(i - 1)]);
-    if (i + 1 < n) d.set("nextitem", items[size_t(i + 1)]);
-    d.set("cycle", Value::make_function("loop.cycle", [i](Interpreter&, CallArgs& a) -> Value {
-            if (a.positional.empty()) throw TemplateError(ErrorType::type, "no items for cycling given");
-            return a.positional[size_t(i) % a.positional.size()];
-          }));
+    auto& d = loop.dict().items;  // distinct keys: appended without the lookup Dict::set does
+    d.reserve(12);
+    d.emplace_back(Value("index"), Value(i + 1));
+    d.emplace_back(Value("index0"), Value(i));
+    d.emplace_back(Value("revindex"), Value(n - i));
+    d.emplace_back(Value("revindex0"), Value(n - i - 1));
+    d.emplace_back(Value("first"), Value(i == 0));
+    d.emplace_back(Value("last"), Value(i == n - 1));
+    d.emplace_back(Value("length"), Value(n));
+    d.emplace_back(Value("depth"), Value(1));
+    d.emplace_back(Value("depth0"), Value(0));
+    if (i > 0) d.emplace_back(Value("previtem"), items[size_t(i - 1)]);
+    if (i + 1 < n) d.emplace_back(Value("nextitem"), items[size_t(i + 1)]);
+    d.emplace_back(Value("cycle"), cycle);
     inner->vars["loop"] = loop;
     bind(inner, items[size_t(i)]);
     if (exec(s.body, inner) == Flow::break_) break;
@@ -274,7 +285,7 @@ Value Interpreter::call_macro(const MacroStmt& m, const ScopePtr& def_scope, Cal
   for (const auto& p : m.params)
     if (!inner->vars.count(p.name))
       inner->vars[p.name] = p.default_value ? eval(*p.default_value, inner) : Value(Undefined{"'" + p.name + "' is undefined"});
-  inner->vars["varargs"] = Value::make_list(std::move(varargs));
+  inner->vars["varargs"] = Value::make_list(std::move(varargs), true);
   inner->vars["kwargs"] = kwargs;
   if (!caller.is_undefined()) inner->vars["caller"] = caller;
   ++call_depth_;

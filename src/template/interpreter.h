@@ -15,7 +15,7 @@ namespace keel::tmpl {
 
 struct Limits {
   size_t max_output_bytes = 64u << 20;   // the rendering, and any one string built on the way
-  uint64_t max_work = 200'000'000;       // evaluation steps plus bytes/items copied
+  uint64_t max_work = 20'000'000;        // evaluation steps plus bytes/items copied (~1 s)
   int max_call_depth = 100;              // nested macro calls
   int64_t max_range = 100'000;           // range() length (jinja2's sandbox has the same limit)
 };

@@ -246,6 +246,7 @@ Value bound_method(Interpreter& in, const Value& obj, const std::string& name) {
       return Value::make_function("dict.copy", [self](Interpreter&, CallArgs&) {
         Value c = Value::make_dict();
         c.dict().items = self.dict().items;
+        c.dict().depth = self.dict().depth;
         return c;
       });
     }

@@ -1,15 +1,34 @@
 #include "template/value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 
+#include "template/error.h"
 #include "template/pystr.h"
 
 namespace keel::tmpl {
 
+namespace {
+
+void check_depth(int depth) {
+  if (depth > kMaxValueDepth)
+    throw TemplateError(ErrorType::limit, "a list or dict nests deeper than " + std::to_string(kMaxValueDepth) + " levels");
+}
+
+}  // namespace
+
+int Value::depth() const {
+  if (is_list()) return list().depth;
+  if (is_dict()) return dict().depth;
+  return 0;
+}
+
 Value Value::make_list(std::vector<Value> items, bool tuple) {
   auto l = std::make_shared<List>();
+  for (const Value& v : items) l->depth = std::max(l->depth, v.depth() + 1);
+  check_depth(l->depth);
   l->items = std::move(items);
   l->tuple = tuple;
   return Value(std::move(l));
@@ -21,7 +40,10 @@ Value Value::make_function(std::string name, std::function<Value(Interpreter&, C
   return Value(FunctionPtr(std::make_shared<const Function>(Function{std::move(name), std::move(fn)})));
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+Value Value::from_json(const nlohmann::ordered_json& j) { return from_json(j, 0); }
+
+Value Value::from_json(const nlohmann::ordered_json& j, int level) {
+  check_depth(level);
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value(None{});
     case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
@@ -34,12 +56,12 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
-      for (const auto& e : j) items.push_back(from_json(e));
+      for (const auto& e : j) items.push_back(from_json(e, level + 1));
       return make_list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       Value d = make_dict();
-      for (auto it = j.begin(); it != j.end(); ++it) d.dict().set(Value(it.key()), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) d.dict().set(Value(it.key()), from_json(it.value(), level + 1));
       return d;
     }
     default: return Value(None{});
@@ -204,6 +226,8 @@ const Value* Dict::find(const std::string& key) const {
 }
 
 void Dict::set(Value key, Value value) {
+  depth = std::max(depth, value.depth() + 1);
+  check_depth(depth);
   for (auto& [k, v] : items)
     if (k.equals(key)) {
       v = std::move(value);

@@ -17,9 +17,14 @@ namespace keel::tmpl {
 class Value;
 class Interpreter;
 
+// Lists and dicts nest at most this deep, so printing, comparing, serialising and freeing them
+// (all recursive) cannot overflow the stack; deeper values are a TemplateError(limit).
+constexpr int kMaxValueDepth = 256;
+
 struct List {
   std::vector<Value> items;
   bool tuple = false;  // only changes how it prints: (a, b) instead of [a, b]
+  int depth = 1;       // nesting depth, 1 for a list of scalars
 };
 struct Dict;       // ordered key → value
 struct Namespace;  // jinja2's namespace(): the one mutable object a template can write to
@@ -64,7 +69,7 @@ class Value {
   static Value make_list(std::vector<Value> items, bool tuple = false);
   static Value make_dict();
   static Value make_function(std::string name, std::function<Value(Interpreter&, CallArgs&)> fn);
-  static Value from_json(const nlohmann::ordered_json& j);
+  static Value from_json(const nlohmann::ordered_json& j);  // TemplateError(limit) if too deep
 
   bool is_undefined() const { return std::holds_alternative<Undefined>(v_); }
   bool is_none() const { return std::holds_alternative<None>(v_); }
@@ -95,13 +100,16 @@ class Value {
   std::string repr() const;            // Python's repr(x)
   bool equals(const Value& other) const;  // Python's ==
   bool identical(const Value& other) const;  // Python's `is` (sameas)
+  int depth() const;  // nesting depth of a list or dict, 0 for anything else
 
  private:
+  static Value from_json(const nlohmann::ordered_json& j, int level);
   std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, NamespacePtr, FunctionPtr> v_;
 };
 
 struct Dict {
   std::vector<std::pair<Value, Value>> items;
+  int depth = 1;  // nesting depth (kept by set(); code appending to items directly adds scalars only)
   const Value* find(const Value& key) const;
   const Value* find(const std::string& key) const;
   void set(Value key, Value value);
