@@ -35,9 +35,12 @@ std::string render(const std::string& source, const json& context) {
 
 void compile(const std::string& source) { tmpl::Template t(source); }
 
-tmpl::ErrorType error_of(const std::string& source, const json& context = json::object()) {
+tmpl::ErrorType error_of(const std::string& source, const json& context = json::object(),
+                         const tmpl::Limits& limits = tmpl::Limits{}) {
   try {
-    render(source, context);
+    tmpl::RenderOptions options = corpus_options();
+    options.limits = limits;
+    tmpl::Template(source).render(context, options);
   } catch (const tmpl::TemplateError& e) {
     return e.type();
   }
@@ -451,10 +454,17 @@ TEST(ChatTemplates, ErrorTypesFollowJinja2) {
 TEST(ChatTemplates, HostileTemplatesStopWithAnError) {
   // Runaway recursion, loops, output and value growth end with a limit error, not a hang or a crash.
   EXPECT_EQ(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"), tmpl::ErrorType::limit);
-  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"), tmpl::ErrorType::limit);
-  EXPECT_EQ(error_of("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"),
+  // (Smaller limits than the defaults keep this fast under the sanitizers; the defaults stop the
+  // same templates within about a second.)
+  tmpl::Limits small;
+  small.max_work = 1'000'000;
+  small.max_output_bytes = 1 << 20;
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", json::object(), small),
             tmpl::ErrorType::limit);
-  EXPECT_EQ(error_of("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}"), tmpl::ErrorType::limit);
+  EXPECT_EQ(error_of("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+                     json::object(), small),
+            tmpl::ErrorType::limit);
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}", json::object(), small), tmpl::ErrorType::limit);
   EXPECT_EQ(error_of("{{ range(10**9)|length }}"), tmpl::ErrorType::limit);
   // Values nested ever deeper (printing and freeing them recurse) stop at a depth limit.
   EXPECT_EQ(error_of("{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}"),
@@ -463,7 +473,9 @@ TEST(ChatTemplates, HostileTemplatesStopWithAnError) {
   for (int i = 0; i < 5000; ++i) deep = json::array({deep});
   EXPECT_EQ(error_of("{{ x }}", json{{"x", deep}}), tmpl::ErrorType::limit);
   // Deep nesting is refused by the parser instead of overflowing the stack.
-  EXPECT_THROW(compile(std::string(100000, '(') + "1" + std::string(100000, ')')), tmpl::TemplateError);
+  EXPECT_THROW(compile("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}"), tmpl::TemplateError);
+  EXPECT_THROW(compile("{{ " + std::string(100000, '-') + "1 }}"), tmpl::TemplateError);
+  EXPECT_THROW(compile("{{ " + std::string(100000, 'x') + std::string(100000, '|') + " }}"), tmpl::TemplateError);
   EXPECT_THROW(compile("{{ " + std::string(100000, '[') + " }}"), tmpl::TemplateError);
   std::string nested_ifs;
   for (int i = 0; i < 5000; ++i) nested_ifs += "{% if true %}";
