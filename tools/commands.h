@@ -17,5 +17,6 @@ int cmd_quantize(const CommandArgs& args);
 int cmd_synth(const CommandArgs& args);
 int cmd_convert(const CommandArgs& args);
 int cmd_template(const CommandArgs& args);
+int cmd_serve(const CommandArgs& args);
 
 }  // namespace keel::cli
