@@ -262,3 +262,25 @@ TEST_F(LiveServer, BadRequestsGetOpenAIErrors) {
   EXPECT_NE(r->body.find("256"), std::string::npos) << r->body;
   EXPECT_EQ(json::parse(r->body)["error"]["param"], "max_tokens");
 }
+
+TEST_F(LiveServer, ClientDisconnectCancelsAndTheServerCarriesOn) {
+  // The client hangs up after the first bytes of a long stream; the engine stops at its next
+  // chunk or token and the next request is served normally.
+  httplib::Client c = client();
+  size_t received = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"temperature", 0}, {"stream", true}}.dump();
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return false;  // hang up
+  };
+  auto r = c.send(req);
+  EXPECT_GT(received, 0u);
+  auto next = post("/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(json::parse(next->body)["usage"]["completion_tokens"], 4);
+}

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gguf/writer.h"
 #include "test_paths.h"
 
 using namespace keel;
@@ -128,4 +129,30 @@ TEST(TemplateCli, RunChatAppliesTheTemplate) {
   std::istringstream ids(plain.out);
   for (int32_t id; ids >> id;) want.push_back(id);
   EXPECT_EQ(nlohmann::json::parse(chat.out)["prompt_ids"].get<std::vector<int32_t>>(), want);
+}
+
+TEST(TemplateCli, ModelTemplateAndSpecialTokensComeFromTheGguf) {
+  // A vocab-only GGUF carrying Qwen3's template; EOS is "<|im_end|>", no BOS (as Qwen sets it).
+  const std::string path = testing::TempDir() + "keel_template_model.gguf";
+  gguf::Metadata md;
+  md.set("general.architecture", gguf::value_string("qwen3"));
+  md.set("tokenizer.ggml.model", gguf::value_string("gpt2"));
+  md.set("tokenizer.ggml.tokens", gguf::value_string_array({"a", "b", "<|im_end|>"}));
+  md.set("tokenizer.ggml.eos_token_id", gguf::value_u32(2));
+  md.set("tokenizer.chat_template", gguf::value_string(slurp(corpus("qwen3-tokenizer_config.jinja"))));
+  {
+    gguf::Writer w(path, md, {});
+    w.commit();
+  }
+  for (const char* c : {"tools_only", "tool_call", "reasoning_content"}) {
+    SCOPED_TRACE(c);
+    Output o = run_keel("template -m " + path + " --case " + case_file(c));
+    EXPECT_EQ(o.code, 0);
+    EXPECT_EQ(o.out, slurp(corpus(std::string("expected/qwen3-tokenizer_config__") + c + ".txt")));
+  }
+  // --chat-template overrides the model's template; the model still gives the special tokens.
+  Output o = run_keel("template -m " + path + " --chat-template " + corpus("microsoft-Phi-3.5-mini-instruct.jinja") +
+                      " --case " + case_file("multi_turn_no_gen") + " --var bos_token='\"<s>\"'");
+  EXPECT_EQ(o.code, 0);
+  EXPECT_NE(o.out.find("<|im_end|>"), std::string::npos) << o.out;  // Phi-3.5 ends with eos_token
 }
