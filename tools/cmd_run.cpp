@@ -61,7 +61,7 @@ int cmd_run(const CommandArgs& argv) {
            {{"--no-bos"}, "", "do not add the BOS token"},
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
            {{"--chat"}, "", "wrap -p/-f as one user turn in the model's chat template (add_generation_prompt)"},
-           {{"--chat-template"}, "FILE", "with --chat: a Jinja chat template instead of the model's"},
+           {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's (implies --chat)"},
        })
     options.push_back(o);
   Args args("run", "Generate text from a prompt with a GGUF model (default: the embedded stories260K).", options);
@@ -71,7 +71,7 @@ int cmd_run(const CommandArgs& argv) {
 
   LoadedModel lm = load_model(args);
   const auto& tok = lm.tokenizer;
-  std::vector<int32_t> prompt = args.has("--chat") ? chat_prompt_tokens(args, tok) : read_prompt_tokens(args, tok);
+  std::vector<int32_t> prompt = (args.has("--chat") || args.has("--chat-template")) ? chat_prompt_tokens(args, tok) : read_prompt_tokens(args, tok);
   if (prompt.empty()) throw Error("keel run: the prompt is empty (give -p TEXT, -f FILE or --ids-file FILE)", ErrorKind::usage);
 
   runtime::SamplerOptions so;
