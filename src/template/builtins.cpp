@@ -54,6 +54,7 @@ void sort_values(Interpreter& in, std::vector<Value>& items, const std::function
 // select/reject/selectattr/rejectattr: the test named by the first extra argument (truthiness
 // when none), applied to the item or to its attribute.
 Value select_impl(Interpreter& in, const Value& seq, CallArgs& a, bool by_attr, bool keep_when, const char* name) {
+  if (!seq.truthy()) return Value::make_list({});  // jinja2 iterates only `if seq`
   std::vector<Value> rest = a.positional;
   Value attribute;
   if (by_attr) {
@@ -119,7 +120,19 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   };
   f["lower"] = [](Interpreter&, const Value& v, CallArgs&) { return Value(pystr::lower(soft_str(v))); };
   f["upper"] = [](Interpreter&, const Value& v, CallArgs&) { return Value(pystr::upper(soft_str(v))); };
-  f["title"] = [](Interpreter&, const Value& v, CallArgs&) { return Value(pystr::title(soft_str(v))); };
+  f["title"] = [](Interpreter&, const Value& v, CallArgs&) {
+    // jinja2's do_title, not str.title: words start after runs of "-", whitespace, "(", "{", "[", "<".
+    std::string out;
+    bool word_start = true;
+    for (char32_t c : pystr::decode(soft_str(v))) {
+      bool delimiter = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || pystr::is_space(c);
+      std::string one;
+      pystr::append_utf8(one, c);
+      out += delimiter ? one : word_start ? pystr::upper(one) : pystr::lower(one);
+      word_start = delimiter;
+    }
+    return Value(std::move(out));
+  };
   f["capitalize"] = [](Interpreter&, const Value& v, CallArgs&) { return Value(pystr::capitalize(soft_str(v))); };
   f["replace"] = [](Interpreter& in, const Value& v, CallArgs& a) {
     ArgBinder b(a, {"old", "new", "count"}, "replace");
@@ -218,6 +231,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   };
   f["map"] = [](Interpreter& in, const Value& v, CallArgs& a) {
     std::vector<Value> out;
+    if (!v.truthy()) return Value::make_list({});  // jinja2 iterates only `if seq`
     const Value* attribute = nullptr;
     Value fallback;
     bool has_default = false;
@@ -253,6 +267,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   f["int"] = [](Interpreter&, const Value& v, CallArgs& a) {
     ArgBinder b(a, {"default", "base"}, "int");
     Value fallback = b.get_or(0, Value(int64_t(0)));
+    if (v.is_undefined()) Interpreter::undefined_error(v);
     if (v.is_number()) return v.is_float() ? Value(int64_t(v.as_double())) : Value(v.as_int());
     if (v.is_string()) {
       std::string s = pystr::strip(v.str(), std::nullopt, true, true);
@@ -269,6 +284,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   };
   f["float"] = [](Interpreter&, const Value& v, CallArgs& a) {
     ArgBinder b(a, {"default"}, "float");
+    if (v.is_undefined()) Interpreter::undefined_error(v);
     if (v.is_number()) return Value(v.as_double());
     if (v.is_string()) {
       try {
@@ -348,7 +364,15 @@ std::unordered_map<std::string, FilterFn> make_filters() {
     return Value(std::move(rv));
   };
   f["wordcount"] = [](Interpreter&, const Value& v, CallArgs&) {
-    return Value(int64_t(pystr::split(soft_str(v), std::nullopt, -1).size()));
+    // jinja2 counts runs of \w (letters, digits, underscore).
+    int64_t words = 0;
+    bool in_word = false;
+    for (char32_t c : pystr::decode(soft_str(v))) {
+      bool w = c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || (c >= 0x80 && !pystr::is_space(c));
+      if (w && !in_word) ++words;
+      in_word = w;
+    }
+    return Value(words);
   };
   f["format"] = [](Interpreter& in, const Value& v, CallArgs& a) {
     Value args = a.positional.size() == 1 ? a.positional[0] : Value::make_list(a.positional, true);
@@ -417,8 +441,9 @@ std::unordered_map<std::string, TestFn> make_tests() {
     if (!v.is_number()) Interpreter::type_error("an integer is required, got " + v.type_name());
     return v.is_float() ? int64_t(v.as_double()) : v.as_int();
   };
-  t["odd"] = [int_of](Interpreter&, const Value& v, CallArgs&) { return int_of(v) % 2 != 0; };
-  t["even"] = [int_of](Interpreter&, const Value& v, CallArgs&) { return int_of(v) % 2 == 0; };
+  // jinja2: value % 2 == 1 / == 0, with Python's modulo (so 0.1 is neither odd nor even).
+  t["odd"] = [](Interpreter& in, const Value& v, CallArgs&) { return arithmetic(in, "%", v, Value(2)).equals(Value(1)); };
+  t["even"] = [](Interpreter& in, const Value& v, CallArgs&) { return arithmetic(in, "%", v, Value(2)).equals(Value(0)); };
   t["divisibleby"] = [int_of, arg0](Interpreter&, const Value& v, CallArgs& a) {
     int64_t d = int_of(arg0(a, "divisibleby"));
     if (d == 0) throw TemplateError(ErrorType::type, "integer division or modulo by zero");

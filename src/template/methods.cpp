@@ -310,7 +310,8 @@ Value repeat(Interpreter& in, const Value& seq, int64_t times) {
 
 // str % args: printf-style formatting (%s %r %d %i %f %%).
 Value percent_format(Interpreter& in, const std::string& fmt, const Value& args) {
-  std::vector<Value> values = args.is_list() && args.list().tuple ? args.list().items : std::vector<Value>{args};
+  const bool tuple = args.is_list() && args.list().tuple;
+  std::vector<Value> values = tuple ? args.list().items : std::vector<Value>{args};
   size_t next = 0;
   std::string out;
   for (size_t i = 0; i < fmt.size(); ++i) {
@@ -340,7 +341,9 @@ Value percent_format(Interpreter& in, const std::string& fmt, const Value& args)
       Interpreter::type_error(std::string("unsupported format character '") + c + "'");
     }
   }
-  if (next < values.size() && !(values.size() == 1 && values[0].is_dict()))
+  // Python: an unused argument is an error, unless the single argument is a mapping-like object
+  // (CPython's PyMapping_Check: lists and dicts).
+  if (next < values.size() && (tuple || !(args.is_dict() || args.is_list())))
     Interpreter::type_error("not all arguments converted during string formatting");
   in.check_size(out.size());
   return Value(std::move(out));
@@ -407,12 +410,26 @@ Value arithmetic(Interpreter& in, const std::string& op, const Value& a, const V
       int64_t q = floor_div(a.as_int(), b.as_int());
       return op == "//" ? Value(q) : Value(a.as_int() - q * b.as_int());
     }
+    // CPython's float divmod: the quotient comes from fmod, not from floor(x / y).
     double x = a.as_double(), y = b.as_double();
-    double q = std::floor(x / y);
-    if (op == "//") return Value(q);
-    double m = std::fmod(x, y);
-    if (m != 0 && ((m < 0) != (y < 0))) m += y;
-    return Value(m);
+    double mod = std::fmod(x, y);
+    double div = (x - mod) / y;
+    if (mod != 0) {
+      if ((y < 0) != (mod < 0)) {
+        mod += y;
+        div -= 1.0;
+      }
+    } else {
+      mod = std::copysign(0.0, y);
+    }
+    double floordiv;
+    if (div != 0) {
+      floordiv = std::floor(div);
+      if (div - floordiv > 0.5) floordiv += 1.0;
+    } else {
+      floordiv = std::copysign(0.0, x / y);
+    }
+    return op == "//" ? Value(floordiv) : Value(mod);
   }
   if (op == "**") {
     if (ints && b.as_int() >= 0) {
