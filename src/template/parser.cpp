@@ -589,7 +589,8 @@ class Parser {
     std::string name = expect_name();
     while (is_op(".") && peek().type == TokenType::name) {
       advance();
-      name += "." + expect_name();
+      name.push_back('.');  // (two appends: GCC 12 warns falsely on `"." + string` here)
+      name.append(expect_name());
     }
     return name;
   }
