@@ -12,15 +12,37 @@
 #include <nlohmann/json.hpp>
 
 #include "args.h"
+#include "chat_template.h"
 #include "commands.h"
 #include "keel/error.h"
 #include "model/model.h"
 #include "run_common.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
+#include "template/chat.h"
+#include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace keel::cli {
+
+namespace {
+
+// --chat: the prompt text as one user message through the chat template, tokenized with special
+// tokens recognised and no BOS added (the template writes bos_token itself when it wants one).
+std::vector<int32_t> chat_prompt_tokens(const Args& args, const tokenizer::Tokenizer& tok) {
+  if (args.has("--ids-file")) throw Error("keel run: --chat takes -p or -f text, not --ids-file", ErrorKind::usage);
+  if (args.has("-p") && args.has("-f")) throw Error("give only one of -p and -f", ErrorKind::usage);
+  const std::string text = args.has("-f") ? read_text_file(*args.get("-f")) : args.get_or("-p", "");
+  const gguf::File model = gguf::File::open(args.get_or("--model", KEEL_DEFAULT_MODEL));
+  nlohmann::ordered_json chat_case = {{"messages", {{{"role", "user"}, {"content", text}}}}, {"add_generation_prompt", true}};
+  tmpl::RenderOptions options;
+  options.now = tmpl::today_local();
+  const std::string rendered = tmpl::Template(chat_template_source(args.get("--chat-template"), &model))
+                                   .render(tmpl::chat_context(chat_case, special_tokens(model), nullptr), options);
+  return tok.encode(rendered, /*add_bos=*/false, /*parse_special=*/true);
+}
+
+}  // namespace
 
 int cmd_run(const CommandArgs& argv) {
   std::vector<Option> options = model_options();
@@ -40,6 +62,8 @@ int cmd_run(const CommandArgs& argv) {
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
            {{"--prompt-cache"}, "FILE", "restore the prompt's longest saved prefix from FILE, then save the prompt's state there"},
            {{"--prompt-cache-ro"}, "", "with --prompt-cache: only read FILE, never write it"},
+           {{"--chat"}, "", "wrap -p/-f as one user turn in the model's chat template (add_generation_prompt)"},
+           {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's (implies --chat)"},
        })
     options.push_back(o);
   Args args("run", "Generate text from a prompt with a GGUF model (default: the embedded stories260K).", options);
@@ -49,7 +73,7 @@ int cmd_run(const CommandArgs& argv) {
 
   LoadedModel lm = load_model(args);
   const auto& tok = lm.tokenizer;
-  std::vector<int32_t> prompt = read_prompt_tokens(args, tok);
+  std::vector<int32_t> prompt = (args.has("--chat") || args.has("--chat-template")) ? chat_prompt_tokens(args, tok) : read_prompt_tokens(args, tok);
   if (prompt.empty()) throw Error("keel run: the prompt is empty (give -p TEXT, -f FILE or --ids-file FILE)", ErrorKind::usage);
 
   runtime::SamplerOptions so;

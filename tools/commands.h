@@ -17,6 +17,8 @@ int cmd_plan(const CommandArgs& args);
 int cmd_quantize(const CommandArgs& args);
 int cmd_synth(const CommandArgs& args);
 int cmd_convert(const CommandArgs& args);
+int cmd_template(const CommandArgs& args);
+int cmd_serve(const CommandArgs& args);
 
 // `keel --version`: version, git commit, build type, kernel paths compiled in and selected.
 void print_version(FILE* out);

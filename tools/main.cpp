@@ -31,6 +31,8 @@ const std::vector<Subcommand>& subcommands() {
       {"quantize", "requantize a GGUF", cmd_quantize},
       {"synth", "write a GGUF of a real model's shape with random weights", cmd_synth},
       {"convert", "convert a Hugging Face folder to GGUF", cmd_convert},
+      {"template", "render a chat template for a conversation (as Hugging Face does)", cmd_template},
+      {"serve", "OpenAI-compatible HTTP server", cmd_serve},
   };
   return table;
 }

@@ -1,0 +1,225 @@
+#include "server/api.h"
+
+#include <cstdio>
+
+namespace keel::server {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
+  }
+  return "stop";
+}
+
+json error_body(int status, const std::string& message, const std::string& param, const std::string& type) {
+  std::string t = type;
+  if (t.empty()) {
+    t = status == 401 ? "authentication_error"
+        : status == 404 ? "not_found_error"
+        : status == 429 || status == 503 ? "server_busy_error"
+        : status >= 500 ? "server_error"
+                        : "invalid_request_error";
+  }
+  json e = {{"message", message}, {"type", t}, {"param", param.empty() ? json(nullptr) : json(param)}, {"code", nullptr}};
+  return json{{"error", e}};
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& param, const std::string& what) {
+  throw ApiError(400, "'" + param + "': " + what, param);
+}
+
+// Optional field readers: absent or null leaves the default; a wrong type is a 400.
+std::optional<double> number(const json& body, const char* key, double lo, double hi) {
+  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  const json& v = body[key];
+  if (!v.is_number()) bad(key, "expected a number, got " + std::string(v.type_name()));
+  double d = v.get<double>();
+  if (!(d >= lo && d <= hi)) bad(key, "must be between " + json(lo).dump() + " and " + json(hi).dump());
+  return d;
+}
+
+std::optional<int64_t> integer(const json& body, const char* key, int64_t lo, int64_t hi) {
+  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  const json& v = body[key];
+  if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))))
+    bad(key, "expected an integer, got " + std::string(v.type_name()));
+  int64_t i = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v.get<int64_t>();
+  if (i < lo || i > hi) bad(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  return i;
+}
+
+std::optional<bool> boolean(const json& body, const char* key) {
+  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  if (!body[key].is_boolean()) bad(key, "expected a boolean, got " + std::string(body[key].type_name()));
+  return body[key].get<bool>();
+}
+
+void check_messages(const json& messages) {
+  if (!messages.is_array()) bad("messages", "expected an array of messages");
+  if (messages.empty()) bad("messages", "must hold at least one message");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const json& m = messages[i];
+    const std::string p = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad(p, "expected an object");
+    if (!m.contains("role") || !m["role"].is_string()) bad(p + ".role", "expected a string");
+    if (m.contains("content") && !m["content"].is_null() && !m["content"].is_string() && !m["content"].is_array())
+      bad(p + ".content", "expected a string, an array of content parts or null");
+    if (m.contains("content") && m["content"].is_array())
+      for (const json& part : m["content"])
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          bad(p + ".content", "each content part needs a \"type\"");
+  }
+}
+
+}  // namespace
+
+ApiRequest parse_request(const std::string& body_text, bool chat) {
+  json body;
+  try {
+    body = json::parse(body_text);
+  } catch (const json::exception&) {
+    throw ApiError(400, "the request body is not valid JSON");
+  }
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  ApiRequest r;
+  r.chat = chat;
+  if (body.contains("model") && !body["model"].is_null()) {
+    if (!body["model"].is_string()) bad("model", "expected a string");
+    r.model = body["model"].get<std::string>();
+  }
+  if (chat) {
+    if (!body.contains("messages")) bad("messages", "is required");
+    check_messages(body["messages"]);
+    r.messages = body["messages"];
+    if (body.contains("tools") && !body["tools"].is_null()) {
+      if (!body["tools"].is_array()) bad("tools", "expected an array");
+      r.tools = body["tools"];
+    }
+  } else {
+    if (!body.contains("prompt")) bad("prompt", "is required");
+    const json& p = body["prompt"];
+    if (p.is_string()) r.prompt = p.get<std::string>();
+    else if (p.is_array() && p.size() == 1 && p[0].is_string()) r.prompt = p[0].get<std::string>();
+    else bad("prompt", "expected a string (or an array holding one string)");
+  }
+  if (auto n = integer(body, "n", 1, 1)) (void)n;
+  auto max_tokens = integer(body, chat && body.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens", 0,
+                            int64_t(1) << 40);
+  if (max_tokens) r.max_tokens = *max_tokens;
+  if (auto v = number(body, "temperature", 0, 2)) r.sampling.temperature = float(*v);
+  if (auto v = number(body, "top_p", 0, 1)) r.sampling.top_p = float(*v);
+  if (auto v = integer(body, "top_k", 0, 1 << 30)) r.sampling.top_k = int(*v);
+  if (auto v = number(body, "min_p", 0, 1)) r.sampling.min_p = float(*v);
+  if (auto v = number(body, "repetition_penalty", 0, 10)) r.sampling.repetition_penalty = float(*v);
+  if (auto v = number(body, "presence_penalty", -2, 2)) r.sampling.presence_penalty = float(*v);
+  if (auto v = number(body, "frequency_penalty", -2, 2)) r.sampling.frequency_penalty = float(*v);
+  if (auto v = integer(body, "seed", INT64_MIN, INT64_MAX)) r.sampling.seed = uint64_t(*v);
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const json& s = body["stop"];
+    if (s.is_string()) {
+      r.stop.push_back(s.get<std::string>());
+    } else if (s.is_array() && s.size() <= 4) {
+      for (const json& x : s) {
+        if (!x.is_string()) bad("stop", "expected a string or an array of up to 4 strings");
+        r.stop.push_back(x.get<std::string>());
+      }
+    } else {
+      bad("stop", "expected a string or an array of up to 4 strings");
+    }
+    for (const auto& x : r.stop)
+      if (x.empty()) bad("stop", "stop strings must not be empty");
+  }
+  r.stream = boolean(body, "stream").value_or(false);
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) bad("stream_options", "expected an object");
+    if (!r.stream) bad("stream_options", "only allowed when stream is true");
+    if (so.contains("include_usage") && !so["include_usage"].is_null()) {
+      if (!so["include_usage"].is_boolean()) bad("stream_options.include_usage", "expected a boolean");
+      r.include_usage = so["include_usage"].get<bool>();
+    }
+  }
+  if (chat) {
+    r.logprobs = boolean(body, "logprobs").value_or(false);
+    if (auto v = integer(body, "top_logprobs", 0, 20)) r.top_logprobs = int(*v);
+  } else if (auto v = integer(body, "logprobs", 0, 5)) {
+    r.logprobs = *v > 0;
+    r.top_logprobs = int(*v);
+  }
+  if (r.logprobs) throw ApiError(400, "logprobs are not supported yet", chat ? "logprobs" : "logprobs");
+  return r;
+}
+
+json completion_response(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                         const std::string& text, const GenerationResult& result) {
+  json choice;
+  if (r.chat) {
+    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"logprobs", nullptr},
+              {"finish_reason", finish_reason_name(result.finish)}};
+  } else {
+    choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason_name(result.finish)}};
+  }
+  return json{{"id", id},
+              {"object", r.chat ? "chat.completion" : "text_completion"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array({choice})},
+              {"usage",
+               {{"prompt_tokens", result.prompt_tokens},
+                {"completion_tokens", result.completion_tokens},
+                {"total_tokens", result.prompt_tokens + result.completion_tokens}}}};
+}
+
+json stream_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first) {
+  json choice = {{"index", 0}};
+  if (r.chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (text) delta["content"] = *text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text.value_or("");
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finish ? json(finish_reason_name(*finish)) : json(nullptr);
+  json chunk = {{"id", id},
+                {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created},
+                {"model", model},
+                {"choices", json::array({choice})}};
+  if (r.include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json usage_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                 const GenerationResult& result) {
+  return json{{"id", id},
+              {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array()},
+              {"usage",
+               {{"prompt_tokens", result.prompt_tokens},
+                {"completion_tokens", result.completion_tokens},
+                {"total_tokens", result.prompt_tokens + result.completion_tokens}}}};
+}
+
+std::string sse_data(const json& payload) {
+  return "data: " + payload.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+std::string sse_done() { return "data: [DONE]\n\n"; }
+
+std::string sse_progress(const PrefillProgress& p) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, ": prefill {\"done\": %lld, \"total\": %lld, \"elapsed_s\": %.3f}\n\n",
+                static_cast<long long>(p.done), static_cast<long long>(p.total), p.seconds);
+  return buf;
+}
+
+}  // namespace keel::server

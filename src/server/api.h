@@ -1,0 +1,61 @@
+// The OpenAI-compatible wire format: request validation for /v1/chat/completions and
+// /v1/completions (unknown fields ignored, wrong types rejected with the parameter's name),
+// error objects, response bodies and SSE framing.
+#pragma once
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "server/engine.h"
+
+namespace keel::server {
+
+using json = nlohmann::ordered_json;
+
+// An error answered as {"error": {"message", "type", "param", "code"}} with an HTTP status.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = "", std::string type = "")
+      : std::runtime_error(std::move(message)), status(status), param(std::move(param)), type(std::move(type)) {}
+  int status;
+  std::string param;
+  std::string type;  // empty: derived from the status
+};
+
+json error_body(int status, const std::string& message, const std::string& param = "", const std::string& type = "");
+
+struct ApiRequest {
+  bool chat = false;
+  json messages;                   // chat: the messages array as sent
+  json tools;                      // chat: tools array or null
+  std::string prompt;              // completions
+  std::string model;
+  int64_t max_tokens = -1;         // -1: not given
+  SamplingParams sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;      // stream_options.include_usage
+  bool logprobs = false;
+  int top_logprobs = 0;
+};
+
+// Parses a request body (raw bytes); throws ApiError(400) naming the offending parameter.
+ApiRequest parse_request(const std::string& body, bool chat);
+
+// Response bodies.
+json completion_response(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                         const std::string& text, const GenerationResult& result);
+json stream_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first);
+json usage_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
+                 const GenerationResult& result);
+
+// Server-sent events: "data: <json>\n\n", the final "data: [DONE]\n\n", and a comment line
+// (ignored by SSE clients) carrying prefill progress.
+std::string sse_data(const json& payload);
+std::string sse_done();
+std::string sse_progress(const PrefillProgress& p);
+
+}  // namespace keel::server

@@ -1,0 +1,73 @@
+// The seam between the HTTP layer and whatever generates tokens. The server only needs this
+// interface: today a single-sequence engine over runtime::Session (one request at a time); the
+// multi-sequence scheduler (continuous batching) implements the same interface later.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace keel::server {
+
+struct SamplingParams {
+  float temperature = 1.0f;        // OpenAI's default; <= 0: greedy
+  float top_p = 1.0f;
+  int top_k = 0;                   // 0: off
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;   // accepted; applied by engines that support them
+  float frequency_penalty = 0.0f;
+  std::optional<uint64_t> seed;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;     // token ids, chat template already applied
+  int64_t max_tokens = -1;         // -1: until end of generation or the context is full
+  SamplingParams sampling;
+  std::vector<std::string> stop;   // generation ends before the first occurrence of any of these
+};
+
+struct PrefillProgress {
+  int64_t done = 0, total = 0;     // prompt tokens
+  double seconds = 0;              // since the prefill started
+};
+
+enum class FinishReason { stop, length, cancelled };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled"
+
+struct GenerationResult {
+  FinishReason finish = FinishReason::stop;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// Called on the generating thread. Returning false cancels the request at the next chunk
+// boundary (prefill) or token (decode): a client that went away.
+struct GenerationCallbacks {
+  std::function<bool(const PrefillProgress&)> on_progress;
+  std::function<bool(const std::string& text)> on_text;  // generated text, in order, stop strings removed
+};
+
+struct ModelInfo {
+  std::string id;               // what /v1/models lists and responses name
+  int64_t n_ctx = 0;            // tokens one request may use (prompt + generation)
+  bool has_chat_template = false;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const ModelInfo& info() const = 0;
+  // Plain text to token ids (BOS as the model wants it), for /v1/completions.
+  virtual std::vector<int32_t> tokenize(const std::string& text) const = 0;
+  // Messages (and tools, may be null) through the chat template with the generation prompt,
+  // tokenized with special tokens recognised. Throws keel::Error when the template refuses.
+  virtual std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const = 0;
+  // Runs one request to the end on the calling thread; may wait for earlier requests first.
+  virtual GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks) = 0;
+};
+
+}  // namespace keel::server

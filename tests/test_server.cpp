@@ -1,0 +1,286 @@
+// The HTTP layer: request validation and SSE framing as units, then a real server over loopback
+// (stories260K behind the single-sequence engine) driven with cpp-httplib's client: greedy
+// completions equal `keel run --temp 0`, streaming equals non-streaming, and malformed JSON,
+// wrong types, unknown fields, oversize bodies, wrong methods, unknown routes and prompts that
+// cannot fit get the right status and an OpenAI error object.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <thread>
+
+#include "model/model.h"
+#include "server/api.h"
+#include "server/http_server.h"
+#include "server/single_engine.h"
+#include "test_paths.h"
+
+using namespace keel;
+using server::json;
+
+TEST(ServerApi, ParsesAndValidatesRequests) {
+  server::ApiRequest r = server::parse_request(
+      R"({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7, "temperature": 0,
+          "stop": ["x", "y"], "stream": true, "stream_options": {"include_usage": true}, "some_future_field": {"a": 1}})",
+      true);
+  EXPECT_EQ(r.max_tokens, 7);
+  EXPECT_EQ(r.sampling.temperature, 0.0f);
+  EXPECT_EQ(r.stop.size(), 2u);
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+  EXPECT_EQ(server::parse_request(R"({"prompt": "abc"})", false).prompt, "abc");
+
+  struct Bad {
+    const char* body;
+    bool chat;
+    const char* param;
+  };
+  for (const Bad& b : std::vector<Bad>{{"{not json", true, ""},
+                                       {"[1, 2]", true, ""},
+                                       {R"({"prompt": "x"})", true, "messages"},
+                                       {R"({"messages": "hi"})", true, "messages"},
+                                       {R"({"messages": [{"content": "hi"}]})", true, "messages[0].role"},
+                                       {R"({"messages": [{"role": "user", "content": 5}]})", true, "messages[0].content"},
+                                       {R"({"prompt": 5})", false, "prompt"},
+                                       {R"({"prompt": "x", "max_tokens": "10"})", false, "max_tokens"},
+                                       {R"({"prompt": "x", "max_tokens": 1.5})", false, "max_tokens"},
+                                       {R"({"prompt": "x", "temperature": "hot"})", false, "temperature"},
+                                       {R"({"prompt": "x", "temperature": 3})", false, "temperature"},
+                                       {R"({"prompt": "x", "stream": "yes"})", false, "stream"},
+                                       {R"({"prompt": "x", "stop": [1]})", false, "stop"},
+                                       {R"({"prompt": "x", "n": 2})", false, "n"},
+                                       {R"({"prompt": "x", "stream_options": {"include_usage": true}})", false, "stream_options"}}) {
+    SCOPED_TRACE(b.body);
+    try {
+      server::parse_request(b.body, b.chat);
+      ADD_FAILURE() << "accepted";
+    } catch (const server::ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_EQ(e.param, b.param);
+    }
+  }
+}
+
+TEST(ServerApi, SseFramingAndStopStrings) {
+  EXPECT_EQ(server::sse_data(json{{"a", 1}}), "data: {\"a\":1}\n\n");
+  EXPECT_EQ(server::sse_done(), "data: [DONE]\n\n");
+  EXPECT_EQ(server::sse_progress({3, 10, 0.5}).rfind(": prefill ", 0), 0u);  // an SSE comment
+  json err = server::error_body(413, "too big");
+  EXPECT_EQ(err["error"]["message"], "too big");
+  EXPECT_EQ(err["error"]["type"], "invalid_request_error");
+  EXPECT_TRUE(err["error"]["param"].is_null());
+
+  server::StopScanner s({"END", "##"});
+  std::string out = s.push("hello E");
+  out += s.push("N");
+  EXPECT_FALSE(s.stopped());
+  out += s.push("D tail");
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(out, "hello ");
+  server::StopScanner t({"xyz"});
+  std::string o2 = t.push("abx");
+  EXPECT_EQ(o2, "ab");  // "x" may start "xyz": held back
+  o2 += t.push("y!");
+  o2 += t.flush();
+  EXPECT_FALSE(t.stopped());
+  EXPECT_EQ(o2, "abxy!");
+}
+
+namespace {
+
+class LiveServer : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = model::Model::load(test::shared("models/stories260K.gguf"));
+    runtime::SessionOptions so;
+    so.n_ctx = 256;
+    so.chunk = 32;
+    so.n_threads = 1;
+    engine_ = new server::SingleSequenceEngine(
+        model, tokenizer::Tokenizer::from_gguf(model->file()), so,
+        std::string("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+                    "{% if add_generation_prompt %}[assistant]{% endif %}"),
+        json::object(), "stories260K");
+    server::ServerOptions opts;
+    opts.port = 0;
+    opts.max_body_bytes = 64 * 1024;
+    http_ = new server::HttpServer(*engine_, opts);
+    port_ = http_->bind();
+    thread_ = new std::thread([] { http_->run(); });
+  }
+  static void TearDownTestSuite() {
+    http_->stop();
+    thread_->join();
+    delete thread_;
+    delete http_;
+    delete engine_;
+  }
+  static httplib::Client client() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  static httplib::Result post(const std::string& path, const std::string& body) {
+    return client().Post(path.c_str(), body, "application/json");
+  }
+  static void expect_error(const httplib::Result& r, int status) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    json j = json::parse(r->body);
+    EXPECT_TRUE(j["error"]["message"].is_string()) << r->body;
+    EXPECT_TRUE(j["error"]["type"].is_string()) << r->body;
+  }
+
+  static server::SingleSequenceEngine* engine_;
+  static server::HttpServer* http_;
+  static std::thread* thread_;
+  static int port_;
+};
+
+server::SingleSequenceEngine* LiveServer::engine_ = nullptr;
+server::HttpServer* LiveServer::http_ = nullptr;
+std::thread* LiveServer::thread_ = nullptr;
+int LiveServer::port_ = 0;
+
+std::string keel_run_text(const std::string& args) {
+  std::string cmd = test::keel_binary() + " " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  pclose(p);
+  return out;
+}
+
+// The concatenated text (and the last non-empty finish_reason) of an SSE stream.
+std::string stream_text(const std::string& body, bool chat, std::string* finish, json* usage, bool* done) {
+  std::string text;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    size_t end = body.find("\n\n", pos);
+    std::string payload = body.substr(pos + 6, end - pos - 6);
+    pos = end;
+    if (payload == "[DONE]") {
+      *done = true;
+      continue;
+    }
+    json j = json::parse(payload);
+    if (j.contains("usage") && !j["usage"].is_null()) *usage = j["usage"];
+    for (const json& c : j["choices"]) {
+      if (chat && c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+      if (!chat) text += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) *finish = c["finish_reason"];
+    }
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST_F(LiveServer, HealthAndModels) {
+  auto h = client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto m = client().Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "stories260K");
+}
+
+TEST_F(LiveServer, GreedyCompletionEqualsKeelRun) {
+  const std::string prompt = "Once upon a time";
+  auto r = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 24}, {"temperature", 0}}.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 24);
+  const std::string text = j["choices"][0]["text"];
+  EXPECT_EQ(text + "\n", keel_run_text("run --temp 0 -n 24 -p '" + prompt + "'"));
+
+  // The same request streamed: the same text, a finish_reason, usage on request, then [DONE].
+  auto s = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 24}, {"temperature", 0}, {"stream", true},
+                                        {"stream_options", {{"include_usage", true}}}}.dump());
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->status, 200);
+  EXPECT_NE(s->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  std::string finish;
+  json usage;
+  bool done = false;
+  EXPECT_EQ(stream_text(s->body, false, &finish, &usage, &done), text);
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(usage["completion_tokens"], 24);
+  EXPECT_TRUE(done);
+  EXPECT_NE(s->body.find(": prefill {"), std::string::npos);  // progress at chunk boundaries
+}
+
+TEST_F(LiveServer, ChatCompletionsAndStop) {
+  json body = {{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}}, {"max_tokens", 16}, {"temperature", 0},
+               {"unknown_field", "ignored"}};
+  auto r = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  const std::string text = j["choices"][0]["message"]["content"];
+  ASSERT_GE(text.size(), 4u);
+
+  body["stream"] = true;
+  auto s = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(s);
+  std::string finish;
+  json usage;
+  bool done = false;
+  EXPECT_EQ(stream_text(s->body, true, &finish, &usage, &done), text);
+  EXPECT_TRUE(done);
+
+  // A stop string cuts the text before it and finishes with "stop".
+  body["stream"] = false;
+  body["stop"] = text.substr(2, 2);
+  auto st = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(st);
+  json sj = json::parse(st->body);
+  EXPECT_EQ(sj["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(sj["choices"][0]["message"]["content"], text.substr(0, 2));
+}
+
+TEST_F(LiveServer, BadRequestsGetOpenAIErrors) {
+  expect_error(post("/v1/chat/completions", "{\"messages\": [oops"), 400);
+  expect_error(post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"})"), 400);
+  expect_error(post("/v1/completions", R"({"prompt": "x", "temperature": "warm"})"), 400);
+  expect_error(post("/v1/completions", "{\"prompt\": \"" + std::string(100 * 1024, 'a') + "\"}"), 413);
+  expect_error(client().Get("/v1/chat/completions"), 405);
+  expect_error(client().Post("/v1/models", "{}", "application/json"), 405);
+  expect_error(client().Get("/v1/nothing"), 404);
+  // A prompt + max_tokens the context can never hold: 400 with the numbers, before any work.
+  auto r = post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 100000})");
+  expect_error(r, 400);
+  EXPECT_NE(r->body.find("256"), std::string::npos) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["param"], "max_tokens");
+}
+
+TEST_F(LiveServer, ClientDisconnectCancelsAndTheServerCarriesOn) {
+  // The client hangs up after the first bytes of a long stream; the engine stops at its next
+  // chunk or token and the next request is served normally.
+  httplib::Client c = client();
+  size_t received = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"temperature", 0}, {"stream", true}}.dump();
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return false;  // hang up
+  };
+  auto r = c.send(req);
+  EXPECT_GT(received, 0u);
+  auto next = post("/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(json::parse(next->body)["usage"]["completion_tokens"], 4);
+}

@@ -1,0 +1,66 @@
+// `keel serve`: an OpenAI-compatible HTTP server (src/server). For now one request runs at a
+// time over a single session; --parallel is accepted for llama-server compatibility.
+#include <cstdio>
+
+#include "args.h"
+#include "chat_template.h"
+#include "commands.h"
+#include "keel/error.h"
+#include "run_common.h"
+#include "server/http_server.h"
+#include "server/single_engine.h"
+
+namespace keel::cli {
+
+int cmd_serve(const CommandArgs& argv) {
+  std::vector<Option> options = model_options();
+  for (Option o : std::vector<Option>{
+           {{"--host"}, "ADDR", "address to listen on (default 127.0.0.1)"},
+           {{"--port"}, "N", "port (default 8080; 0 picks a free one)"},
+           {{"-np", "--parallel"}, "N", "concurrent sequences (accepted; this build serves one at a time)"},
+           {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's tokenizer.chat_template"},
+           {{"--max-body"}, "BYTES", "largest request body accepted (default 33554432); larger gets 413"},
+       })
+    options.push_back(o);
+  Args args("serve", "Serve a GGUF model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).",
+            options);
+  if (!args.parse(argv)) return 0;
+  if (!args.positionals().empty())
+    throw Error("keel serve: unexpected argument '" + args.positionals()[0] + "'", ErrorKind::usage);
+  const int64_t port = args.get_int("--port", 8080);
+  if (port < 0 || port > 65535) throw Error("keel serve: --port must be 0..65535", ErrorKind::usage);
+  if (args.get_int("--parallel", 1) > 1)
+    std::fprintf(stderr, "keel serve: warning: --parallel > 1 is not supported yet; requests run one at a time\n");
+
+  LoadedModel lm = load_model(args);
+  const gguf::File& file = lm.model->file();
+  std::optional<std::string> chat_template;
+  if (args.has("--chat-template") || file.get_string("tokenizer.chat_template"))
+    chat_template = chat_template_source(args.get("--chat-template"), &file);
+  else
+    std::fprintf(stderr, "keel serve: warning: the model has no chat template; /v1/chat/completions will answer 400 "
+                         "(give one with --chat-template FILE)\n");
+
+  // Plan for prompts as long as the context (so --chunk auto is not sized for a short prompt):
+  // -c when given, else 4096 tokens within the model's training context.
+  const int64_t train = lm.model->hparams().n_ctx_train > 0 ? lm.model->hparams().n_ctx_train : 4096;
+  const int64_t longest_prompt = args.get_int("-c", 0) > 0 ? args.get_int("-c", 0) : std::min<int64_t>(train, 4096);
+  const plan::Plan plan = plan_session(args, *lm.model, longest_prompt);
+  std::string id = args.get_or("--model", KEEL_DEFAULT_MODEL);
+  if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);
+  server::SingleSequenceEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id);
+
+  server::ServerOptions so;
+  so.host = args.get_or("--host", "127.0.0.1");
+  so.port = static_cast<int>(port);
+  so.max_body_bytes = static_cast<size_t>(args.get_int("--max-body", int64_t(32) << 20));
+  server::HttpServer http(engine, so);
+  const int bound = http.bind();
+  std::fprintf(stderr, "keel serve: listening on http://%s:%d (model %s, context %lld tokens)\n", so.host.c_str(), bound,
+               id.c_str(), static_cast<long long>(engine.info().n_ctx));
+  std::fflush(stderr);
+  http.run();
+  return 0;
+}
+
+}  // namespace keel::cli
