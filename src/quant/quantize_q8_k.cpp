@@ -1,0 +1,42 @@
+#include "quant/quantize_q8_k.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "quant/blocks.h"
+
+namespace keel::quant {
+
+void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<BlockQ8_K*>(dst);
+  for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
+    BlockQ8_K& y = out[b];
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QK_K; ++j) {
+      const float ax = std::fabs(x[j]);
+      if (ax > amax) {
+        amax = ax;
+        max = x[j];
+      }
+    }
+    if (amax == 0.0f) {
+      y.d = 0.0f;
+      std::fill_n(y.qs, QK_K, int8_t{0});
+      std::fill_n(y.bsums, QK_K / 16, int16_t{0});
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < QK_K; ++j) {
+      const int v = static_cast<int>(std::nearbyint(iscale * x[j]));  // default mode: half to even
+      y.qs[j] = static_cast<int8_t>(std::min(127, v));
+    }
+    for (int g = 0; g < QK_K / 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += y.qs[16 * g + j];
+      y.bsums[g] = static_cast<int16_t>(sum);
+    }
+    y.d = 1.0f / iscale;
+  }
+}
+
+}  // namespace keel::quant
