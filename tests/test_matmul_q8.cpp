@@ -22,7 +22,7 @@
 #include "matmul_test_util.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
-#include "quant/quantize_q8_k.h"
+#include "quant/quantize_act.h"
 
 namespace {
 
@@ -120,7 +120,7 @@ TEST(MatmulQ8Driver, MatchesReference) {
       for (int64_t n_out : {1, 17, 50}) {
         const auto wb = random_weights(type, n_in, n_out, rng);
         const WeightView w{type, wb.data(), n_in, n_out};
-        for (int64_t n_tok : {5, 6, 9, 33}) {
+        for (int64_t n_tok : {1, 2, 4, 5, 6, 9, 33}) {  // GEMV (< 5) and GEMM
           const auto x = random_floats(n_tok * n_in, rng);
           const auto scale = abs_products(w, x.data(), n_tok);
           std::vector<float> ref(n_tok * n_out), exact(n_tok * n_out);
@@ -150,12 +150,13 @@ TEST(MatmulQ8Driver, MatchesReference) {
       }
 }
 
-// Below kGemmMinTokens the fast mode is the exact GEMV; F32 weights are exact in both modes.
-TEST(MatmulQ8Driver, GemvAndFloatWeightsStayExact) {
+// Float weights are exact in both modes (GEMV and GEMM).
+TEST(MatmulQ8Driver, FloatWeightsStayExact) {
   std::mt19937 rng(23);
   ThreadPool pool(2);
-  for (Type type : {Type::Q4_K, Type::F32}) {
-    const int64_t n_in = 256, n_out = 9, n_tok = type == Type::F32 ? 8 : 3;
+  for (int64_t n_tok : {3, 8}) {
+    const Type type = Type::F32;
+    const int64_t n_in = 256, n_out = 9;
     const auto wb = random_weights(type, n_in, n_out, rng);
     const WeightView w{type, wb.data(), n_in, n_out};
     const auto x = random_floats(n_tok * n_in, rng);
@@ -164,7 +165,30 @@ TEST(MatmulQ8Driver, GemvAndFloatWeightsStayExact) {
     std::vector<float> a(n_tok * n_out), b(n_tok * n_out);
     keel::cpu::matmul(w, x.data(), n_tok, a.data(), s1.data(), pool, MatmulMode::fast);
     keel::cpu::matmul(w, x.data(), n_tok, b.data(), s2.data(), pool, MatmulMode::exact);
-    EXPECT_EQ(a, b) << label(type);
+    EXPECT_EQ(a, b) << n_tok;
+  }
+}
+
+// The fast GEMV's rounded activations are the GEMM's quants times their scales.
+TEST(MatmulQ8Driver, RoundedActivationsAreTheQuants) {
+  std::mt19937 rng(25);
+  for (Type type : kQ8Types) {
+    const int64_t n_in = widths(type).back();
+    const auto x = random_floats(2 * n_in, rng);
+    std::vector<float> xr(2 * n_in);
+    keel::cpu::round_activations_q8(type, x.data(), n_in, 2, xr.data());
+    const int64_t nkb = (n_in + 255) / 256;
+    std::vector<keel::cpu::ActBlockQ8> act(2 * nkb);
+    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data());
+    const int group = keel::cpu::q8_group(type);
+    int differs = 0;
+    for (int64_t t = 0; t < 2; ++t)
+      for (int64_t k = 0; k < n_in; ++k) {
+        const auto& a = act[t * nkb + k / 256];
+        ASSERT_EQ(xr[t * n_in + k], a.d[(k % 256) / group] * float(int(a.q[k % 256]) - 128)) << label(type);
+        differs += xr[t * n_in + k] != x[t * n_in + k];
+      }
+    EXPECT_GT(differs, n_in) << label(type);
   }
 }
 

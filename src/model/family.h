@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/cpu/matmul.h"
 #include "model/hparams.h"
 #include "runtime/kv_cache.h"
 
@@ -46,6 +47,7 @@ struct SessionShape {
   int64_t chunk = 512;          // tokens per forward call (prefill chunk)
   int64_t max_logit_rows = 1;   // rows of logits one call may return
   int n_threads = 1;
+  cpu::MatmulMode matmul_mode = cpu::MatmulMode::fast;  // exact: f32 activations (--exact)
   runtime::KvGeometry kv;       // attention layers' paged cache
 };
 

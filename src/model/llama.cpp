@@ -134,9 +134,9 @@ class LlamaForward final : public Forward {
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
       cpu::rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
-      cpu::matmul(L.wq, normed_, n, q_, matmul_scratch_, pool);
-      cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool);
-      cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool);
+      cpu::matmul(L.wq, normed_, n, q_, matmul_scratch_, pool, res_.shape.matmul_mode);
+      cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool, res_.shape.matmul_mode);
+      cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool, res_.shape.matmul_mode);
       if (L.bq) {
         cpu::add_bias(q_, L.bq, n, q_width);
         cpu::add_bias(k_, L.bk, n, kv_width);
@@ -159,20 +159,20 @@ class LlamaForward final : public Forward {
       args.kv = res_.kv;
       args.layer = il;
       cpu::flash_attention(args, attention_ws_, pool);
-      cpu::matmul(L.wo, attn_out_, n, proj_out_, matmul_scratch_, pool);
+      cpu::matmul(L.wo, attn_out_, n, proj_out_, matmul_scratch_, pool, res_.shape.matmul_mode);
       cpu::add_inplace(hidden_, proj_out_, n * d);
 
       cpu::rms_norm(hidden_, L.ffn_norm, normed_, n, d, hp_.rms_eps);
-      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool);
-      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool);
+      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool, res_.shape.matmul_mode);
+      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool, res_.shape.matmul_mode);
       cpu::silu_mul(gate_, up_, n * hp_.n_ff);
-      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool);
+      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool, res_.shape.matmul_mode);
       cpu::add_inplace(hidden_, proj_out_, n * d);
     }
     if (batch.n_logit_rows == 0) return;
     for (int64_t r = 0; r < batch.n_logit_rows; ++r)
       cpu::rms_norm(hidden_ + batch.logit_rows[r] * d, output_norm_, logit_rows_ + r * d, 1, d, hp_.rms_eps);
-    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool);
+    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool, res_.shape.matmul_mode);
   }
 
  private:

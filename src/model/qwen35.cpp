@@ -281,16 +281,16 @@ class Qwen35Forward final : public Forward {
       cpu::add_inplace(hidden_, proj_out_, n * d);
 
       norm_rows(hidden_, L.post_norm, n);
-      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool);
-      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool);
+      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool, res_.shape.matmul_mode);
+      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool, res_.shape.matmul_mode);
       cpu::silu_mul(gate_, up_, n * hp_.n_ff);
-      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool);
+      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool, res_.shape.matmul_mode);
       cpu::add_inplace(hidden_, proj_out_, n * d);
     }
     if (batch.n_logit_rows == 0) return;
     for (int64_t r = 0; r < batch.n_logit_rows; ++r)
       cpu::rms_norm(hidden_ + batch.logit_rows[r] * d, output_norm_, logit_rows_ + r * d, 1, d, hp_.rms_eps);
-    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool);
+    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool, res_.shape.matmul_mode);
   }
 
   void reset_state() override {
@@ -332,9 +332,9 @@ class Qwen35Forward final : public Forward {
     float* qg = wide_;      // [n, n_head, 2 * hd]: query | gate per head
     float* q = mixed_;      // [n, n_head, hd]
     float* o = heads_out_;  // [n, n_head, hd]
-    cpu::matmul(L.wq, normed_, n, qg, matmul_scratch_, pool);
-    cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool);
-    cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool);
+    cpu::matmul(L.wq, normed_, n, qg, matmul_scratch_, pool, res_.shape.matmul_mode);
+    cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool, res_.shape.matmul_mode);
+    cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool, res_.shape.matmul_mode);
     const int64_t n_kv = hp_.n_head_kv;
     for_rows(pool, n, 3 * n_head * hd, [&](int64_t b, int64_t e) {  // split query | gate, q/k RMSNorm
       for (int64_t t = b; t < e; ++t)
@@ -363,7 +363,7 @@ class Qwen35Forward final : public Forward {
         for (int64_t i = 0; i < hd; ++i) oh[i] /= 1.0f + std::exp(-gate[i]);
       }
     });
-    cpu::matmul(L.wo, o, n, proj_out_, matmul_scratch_, pool);
+    cpu::matmul(L.wo, o, n, proj_out_, matmul_scratch_, pool, res_.shape.matmul_mode);
   }
 
   // §2.3: normed_ -> proj_out_, carrying the layer's conv and matrix state.
@@ -374,10 +374,10 @@ class Qwen35Forward final : public Forward {
     float* mix = wide_;      // [n, conv_dim] raw q | k | v
     float* u = mixed_;       // [n, conv_dim] after conv + SiLU
     float* y = heads_out_;   // [n, n_v, d_v]
-    cpu::matmul(L.w_qkv, normed_, n, mix, matmul_scratch_, pool);
-    cpu::matmul(L.w_z, normed_, n, z_, matmul_scratch_, pool);
-    cpu::matmul(L.w_beta, normed_, n, beta_, matmul_scratch_, pool);
-    cpu::matmul(L.w_alpha, normed_, n, gdn_g_, matmul_scratch_, pool);
+    cpu::matmul(L.w_qkv, normed_, n, mix, matmul_scratch_, pool, res_.shape.matmul_mode);
+    cpu::matmul(L.w_z, normed_, n, z_, matmul_scratch_, pool, res_.shape.matmul_mode);
+    cpu::matmul(L.w_beta, normed_, n, beta_, matmul_scratch_, pool, res_.shape.matmul_mode);
+    cpu::matmul(L.w_alpha, normed_, n, gdn_g_, matmul_scratch_, pool, res_.shape.matmul_mode);
     cpu::causal_conv1d_silu(mix, n, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u, pool);
     constexpr float kL2Eps = 1e-6f;  // HF l2norm
     const int64_t n_k = static_cast<int64_t>(g_.n_k);
@@ -409,7 +409,7 @@ class Qwen35Forward final : public Forward {
     for_rows(pool, n * n_v, a.d_v, [&](int64_t b, int64_t e) {
       cpu::gated_rms_norm(y + b * a.d_v, z_ + b * a.d_v, L.ssm_norm, e - b, a.d_v, hp_.rms_eps);
     });
-    cpu::matmul(L.w_ssm_out, y, n, proj_out_, matmul_scratch_, pool);
+    cpu::matmul(L.w_ssm_out, y, n, proj_out_, matmul_scratch_, pool, res_.shape.matmul_mode);
   }
 
   void embed(const int32_t* tokens, int64_t n) { embed_tokens(embd_, tokens, n, hidden_); }

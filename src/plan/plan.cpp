@@ -83,6 +83,7 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   o.kv_type = req.kv_type;
   o.page_tokens = page_tokens;
   o.n_threads = req.n_threads;
+  o.exact = req.exact;
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
 

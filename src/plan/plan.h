@@ -85,6 +85,7 @@ struct PlanRequest {
   std::optional<uint32_t> page_tokens;    // nullopt: 256 (or less for a short context), halved until a page fits the cap
   int n_threads = 0;                      // 0: all cores (the CPU scratch is per thread)
   bool logits_every_token = false;        // perplexity: max_logit_rows = chunk
+  bool exact = false;                     // f32 activations in every matmul (--exact)
   std::optional<DeviceProfile> device;    // nullopt: cpu_profile()
 };
 

@@ -36,6 +36,7 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   s.chunk = std::min(o.chunk, o.n_ctx);
   s.max_logit_rows = std::clamp<int64_t>(o.max_logit_rows, 1, s.chunk);
   s.n_threads = resolve_threads(o.n_threads);
+  s.matmul_mode = o.exact ? cpu::MatmulMode::exact : cpu::MatmulMode::fast;
   s.kv.type = o.kv_type;
   s.kv.n_layers = hp.n_attention_layers();
   s.kv.n_kv_heads = hp.n_head_kv;
@@ -46,7 +47,7 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   layout.scratch = family.scratch_buffers(hp, s);
   uint64_t matmul_bytes = 0;
   for (const MatrixInfo& m : matrices)
-    matmul_bytes = std::max<uint64_t>(matmul_bytes, cpu::matmul_scratch_bytes(m.type, m.n_in, s.chunk, s.n_threads));
+    matmul_bytes = std::max<uint64_t>(matmul_bytes, cpu::matmul_scratch_bytes(m.type, m.n_in, s.chunk, s.n_threads, s.matmul_mode));
   layout.scratch.push_back({"matmul", matmul_bytes});
   layout.scratch.push_back({"logits", static_cast<uint64_t>(s.max_logit_rows) * hp.n_vocab * sizeof(float)});
   layout.scratch.push_back({"logit_index", static_cast<uint64_t>(s.max_logit_rows) * sizeof(int64_t)});

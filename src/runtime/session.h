@@ -24,6 +24,8 @@ struct SessionOptions {
   KvType kv_type = KvType::f16;
   uint32_t page_tokens = 256;    // KV page size
   int n_threads = 0;             // 0: all cores
+  bool exact = false;            // f32 activations in every matmul; else 8-bit ones for quantized
+                                 // weights in prefill (cpu::MatmulMode::fast)
 };
 
 // A 2-D weight as the planner sees it: its type and input width decide the matmul scratch.

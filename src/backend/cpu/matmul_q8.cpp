@@ -8,8 +8,7 @@
 
 #include "quant/blocks.h"
 #include "quant/dequant.h"
-#include "quant/quantize_q8_0.h"
-#include "quant/quantize_q8_k.h"
+#include "quant/quantize_act.h"
 
 namespace keel::cpu {
 namespace {
@@ -23,13 +22,12 @@ int64_t act_blocks(int64_t n_in) { return (n_in + kQ8BlockK - 1) / kQ8BlockK; }
 
 // ---- activations ------------------------------------------------------------------------------
 
-// One token's row as Q8_0 blocks (ggml's quantize_row_q8_0: quants from the unrounded scale, the
-// scale stored as f16).
+// One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
 void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
   quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     const int64_t kc = std::min(kQ8BlockK, n_in - k0);
-    quant::quantize_row_q8_0(x + k0, blocks, kc);
+    quant::quantize_row_q8_0_act(x + k0, blocks, kc);
     for (int64_t b = 0; b < kc / quant::QK8_0; ++b) {
       const float d = quant::f16_to_f32(blocks[b].d);
       int sum = 0;
@@ -216,6 +214,23 @@ void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int
     else
       quantize_row_act_q8_0(x + t * n_in, n_in, act + t * nkb);
   }
+}
+
+void round_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr) {
+  const int group = q8_group(weight_type);
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK) {
+      const int64_t kc = std::min(kQ8BlockK, n_in - k0);
+      ActBlockQ8 a;
+      // quantize_activations_q8 on a one-token, one-block slice: x row t from k0.
+      const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
+      if (k_quant)
+        quantize_row_act_q8_k(x + t * n_in + k0, kc, group, &a);
+      else
+        quantize_row_act_q8_0(x + t * n_in + k0, kc, &a);
+      for (int64_t k = 0; k < kc; ++k)
+        xr[t * n_in + k0 + k] = a.d[k / group] * static_cast<float>(static_cast<int>(a.q[k]) - 128);
+    }
 }
 
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel) {

@@ -53,6 +53,11 @@ int q8_group(quant::Type type);
 void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
                              int64_t t_begin, int64_t t_end, ActBlockQ8* act);
 
+// x [n_tokens][n_in] rounded to the 8-bit values the fast path multiplies (d · quant of each
+// group) into xr [n_tokens][n_in]: the fast GEMV (decode) runs the f32 GEMV kernels on them, so
+// decode rounds its activations like llama.cpp's without an integer GEMV kernel of its own.
+void round_activations_q8(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr);
+
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel);
 

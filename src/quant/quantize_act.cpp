@@ -1,4 +1,4 @@
-#include "quant/quantize_q8_k.h"
+#include "quant/quantize_act.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,6 +36,17 @@ void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
       y.bsums[g] = static_cast<int16_t>(sum);
     }
     y.d = 1.0f / iscale;
+  }
+}
+
+void quantize_row_q8_0_act(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<BlockQ8_0*>(dst);
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    out[b].d = f32_to_f16(amax / 127.0f);
+    for (int j = 0; j < QK8_0; ++j) out[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
   }
 }
 
