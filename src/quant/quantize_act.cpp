@@ -2,10 +2,24 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "quant/blocks.h"
 
 namespace keel::quant {
+namespace {
+
+// Round half to even for |v| < 2^22 in the default rounding mode (ggml's nearest_int): adding
+// 1.5·2^23 leaves the rounded integer in the low mantissa bits. Inline and vectorizable, where
+// std::nearbyint is a libm call per element.
+inline int nearest_int(float v) {
+  const float f = v + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return (i & 0x007FFFFF) - 0x00400000;
+}
+
+}  // namespace
 
 void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
   auto* out = static_cast<BlockQ8_K*>(dst);
@@ -27,7 +41,7 @@ void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
     }
     const float iscale = -127.0f / max;
     for (int j = 0; j < QK_K; ++j) {
-      const int v = static_cast<int>(std::nearbyint(iscale * x[j]));  // default mode: half to even
+      const int v = nearest_int(iscale * x[j]);
       y.qs[j] = static_cast<int8_t>(std::min(127, v));
     }
     for (int g = 0; g < QK_K / 16; ++g) {
@@ -46,7 +60,7 @@ void quantize_row_q8_0_act(const float* x, void* dst, int64_t n) {
     for (int j = 0; j < QK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     out[b].d = f32_to_f16(amax / 127.0f);
-    for (int j = 0; j < QK8_0; ++j) out[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    for (int j = 0; j < QK8_0; ++j) out[b].qs[j] = static_cast<int8_t>(nearest_int(x[j] * id));
   }
 }
 
