@@ -251,7 +251,7 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
       std::fill_n(row.min, kQ8MaxGroups, 0.0f);
     }
-    for (int64_t k = 0; k < kc; ++k) panel->q[k / 4][r][k % 4] = row.q[k];
+    for (int64_t k = 0; k < kc; k += 4) std::memcpy(panel->q[k / 4][r], row.q + k, 4);
     for (int g = 0; g < n_groups; ++g) {
       int32_t sum = 0;
       for (int k = g * group; k < (g + 1) * group; ++k) sum += row.q[k];
