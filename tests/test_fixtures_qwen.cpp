@@ -140,7 +140,7 @@ TEST(QwenFixtureKvF16, WithinTheOracleMeasuredF16Band) {
 // too: keel rounds decode activations like prefill's, yet on q4_0 its decode rows stay as far
 // from llama.cpp's as exact mode's (2.2e-2 vs 2.17e-2), so they are not held to the band (nor
 // are the greedy tokens: on q8_0, q5_k and q6_k a near-tie flips one of the 32).
-// Prefill in chunks of 64 and of the whole prompt.
+// Prefill in chunks of 64 (the whole prompt at once measured the same; left out to keep CI quick).
 class QuantFixtureFast : public testing::TestWithParam<std::tuple<std::string, int64_t>> {};
 
 TEST_P(QuantFixtureFast, AsCloseToLlamaCppAsTheExactReferenceIs) {
@@ -149,24 +149,18 @@ TEST_P(QuantFixtureFast, AsCloseToLlamaCppAsTheExactReferenceIs) {
   const auto& band = fx.ref["agreement"]["hf_f64_vs_llama_cpp_fa_off"];
   Case c{name, name + ".logits.f32", name + ".greedy.logits.f32", false, runtime::KvType::f32, 0.0, false};
   Result r = run_fixture(c, chunk == 0 ? 1536 : chunk);
-  Result exact_r = [&] {
-    Case e = c;
-    e.exact = true;
-    return run_fixture(e, chunk == 0 ? 1536 : chunk);
-  }();
   const double band_a = band["A"]["max_abs_dlogprob"].get<double>();
   const double band_b = band["B"]["max_abs_dlogprob"].get<double>();
   EXPECT_LE(std::max(r.a.max_abs_diff, r.b.max_abs_diff), std::max(band_a, band_b)) << name;
   const int band_top1 = band["A"]["rows"].get<int>() - band["A"]["top1_agree"].get<int>() +
                         band["B"]["rows"].get<int>() - band["B"]["top1_agree"].get<int>();
   EXPECT_LE(r.a.top1_mismatches + r.b.top1_mismatches, band_top1) << name;
-  std::printf("[fixture fast] %s chunk=%lld vs llama.cpp: A %.3e B %.3e greedy %.3e (band A %.3e B %.3e; exact mode "
-              "vs llama.cpp: A %.3e B %.3e greedy %.3e)\n",
+  std::printf("[fixture fast] %s chunk=%lld vs llama.cpp: A %.3e B %.3e greedy %.3e (band A %.3e B %.3e)\n",
               name.c_str(), static_cast<long long>(chunk), r.a.max_abs_diff, r.b.max_abs_diff, r.greedy.max_abs_diff,
-              band_a, band_b, exact_r.a.max_abs_diff, exact_r.b.max_abs_diff, exact_r.greedy.max_abs_diff);
+              band_a, band_b);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantFixtureFast,
                          testing::Combine(testing::Values("tiny-qwen3-q8_0", "tiny-qwen3-q4_0", "tiny-qwen3-q4_k",
                                                           "tiny-qwen3-q5_k", "tiny-qwen3-q6_k"),
-                                          testing::Values(int64_t{64}, int64_t{0})));
+                                          testing::Values(int64_t{64})));
