@@ -75,7 +75,7 @@ ThreadPool& pool_of(int threads) {
 }
 
 void bench_matmul(benchmark::State& state, Type type, int64_t n_in, int64_t n_out, int64_t n_tok,
-                  int threads, bool cold) {
+                  int threads, bool cold, keel::cpu::MatmulMode mode) {
   const size_t one = quant::row_bytes(type, static_cast<uint64_t>(n_in)) * static_cast<size_t>(n_out);
   const size_t copies = cold ? std::max<size_t>(1, kColdBytes / one) : 1;
   size_t matrix_bytes = 0;
@@ -86,12 +86,12 @@ void bench_matmul(benchmark::State& state, Type type, int64_t n_in, int64_t n_ou
   for (float& v : x) v = normal(rng);
   std::vector<float> y(static_cast<size_t>(n_tok * n_out));
   ThreadPool& pool = pool_of(threads);
-  AlignedBuffer scratch(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size()));
+  AlignedBuffer scratch(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size(), mode));
 
   size_t c = 0;
   for (auto _ : state) {
     const WeightView view{type, w.data + c * matrix_bytes, n_in, n_out};
-    keel::cpu::matmul(view, x.data(), n_tok, y.data(), scratch.data, pool);
+    keel::cpu::matmul(view, x.data(), n_tok, y.data(), scratch.data, pool, mode);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
     c = (c + 1) % copies;
@@ -117,19 +117,34 @@ const bool registered = [] {
                                      "/tokens:" + std::to_string(n_tok) + "/threads:" +
                                      std::to_string(threads) + (n_tok == 1 ? (cold ? "/cold" : "/hot") : "");
             benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, shape[0], shape[1], n_tok,
-                                         threads, cold && n_tok < keel::cpu::kGemmMinTokens)
+                                         threads, cold && n_tok < keel::cpu::kGemmMinTokens,
+                                         keel::cpu::MatmulMode::exact)
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond)
                 ->ComputeStatistics("min", [](const std::vector<double>& v) {
                   return *std::min_element(v.begin(), v.end());
                 });
           }
+  // The fast path (8-bit activations) on the same prefill shapes: compare with Matmul/... above.
+  for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
+    for (const auto& shape : shapes)
+      for (int64_t n_tok : {1, 64, 512})
+        for (int threads : {1, 2}) {
+          const std::string name = "MatmulFast/" + std::string(quant::type_name(type)) + "/" +
+                                   std::to_string(shape[0]) + "x" + std::to_string(shape[1]) +
+                                   "/tokens:" + std::to_string(n_tok) + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, shape[0], shape[1], n_tok, threads,
+                                       n_tok < keel::cpu::kGemmMinTokens, keel::cpu::MatmulMode::fast)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+        }
   // Small batches around the GEMV -> GEMM switch (kGemmMinTokens), weights hot.
   for (Type type : {Type::Q8_0, Type::Q4_K, Type::Q6_K})
     for (int64_t n_tok = 2; n_tok <= 8; ++n_tok) {
       const std::string name = "MatmulSmall/" + std::string(quant::type_name(type)) +
                                "/1024x3072/tokens:" + std::to_string(n_tok) + "/threads:1";
-      benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, 1024, 3072, n_tok, 1, false)
+      benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, 1024, 3072, n_tok, 1, false,
+                                   keel::cpu::MatmulMode::exact)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
     }

@@ -3,6 +3,8 @@
 // for several prefill chunk sizes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fixture_ref.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
@@ -19,6 +21,7 @@ struct Case {
   bool hf_dequant;         // quantized variants: compare with the exact-dequantized reference
   runtime::KvType kv;
   double tolerance;
+  bool exact = true;       // f32 activations (the exact-math oracle); false: the fast 8-bit path
 };
 
 struct Result {
@@ -32,6 +35,7 @@ Result run_fixture(const Case& c, int64_t chunk) {
   auto greedy_ref = test::read_rows(c.greedy_file, fx.n_vocab);
   auto model = model::Model::load(test::shared("fixtures/" + c.model + ".gguf"));
   runtime::SessionOptions opt;
+  opt.exact = c.exact;  // true: f32 activations, the exact-math oracle
   opt.n_ctx = 1536;
   opt.chunk = chunk;
   opt.max_logit_rows = chunk;
@@ -124,3 +128,39 @@ TEST(QwenFixtureKvF16, WithinTheOracleMeasuredF16Band) {
                 c.tolerance, r.b.max_abs_diff, r.greedy.max_abs_diff);
   }
 }
+
+// Fast mode (8-bit activations, as llama.cpp computes every quantized matmul) against llama.cpp's
+// own log-probabilities: keel must be at least as close to llama.cpp as llama.cpp is to the
+// exact-dequantized float64 reference (the fixture's measured band,
+// agreement.hf_f64_vs_llama_cpp_fa_off): the worst |Δ log-prob| over the prefill rows (prompts A
+// and B) within llama.cpp's worst there, no more top-1 disagreements on A and B than llama.cpp
+// has with the exact reference. Per prompt the two can trade
+// places: single 8-bit rounding flips on float noise move every later row (fixtures README), so
+// per-prompt maxima are printed, not held. The greedy rows (one-token decode calls) are printed
+// too: keel rounds decode activations like prefill's, yet on q4_0 its decode rows stay as far
+// from llama.cpp's as exact mode's (2.2e-2 vs 2.17e-2), so they are not held to the band (nor
+// are the greedy tokens: on q8_0, q5_k and q6_k a near-tie flips one of the 32).
+// Prefill in chunks of 64 (the whole prompt at once measured the same; left out to keep CI quick).
+class QuantFixtureFast : public testing::TestWithParam<std::tuple<std::string, int64_t>> {};
+
+TEST_P(QuantFixtureFast, AsCloseToLlamaCppAsTheExactReferenceIs) {
+  auto [name, chunk] = GetParam();
+  test::Fixture fx = test::load_fixture(name);
+  const auto& band = fx.ref["agreement"]["hf_f64_vs_llama_cpp_fa_off"];
+  Case c{name, name + ".logits.f32", name + ".greedy.logits.f32", false, runtime::KvType::f32, 0.0, false};
+  Result r = run_fixture(c, chunk == 0 ? 1536 : chunk);
+  const double band_a = band["A"]["max_abs_dlogprob"].get<double>();
+  const double band_b = band["B"]["max_abs_dlogprob"].get<double>();
+  EXPECT_LE(std::max(r.a.max_abs_diff, r.b.max_abs_diff), std::max(band_a, band_b)) << name;
+  const int band_top1 = band["A"]["rows"].get<int>() - band["A"]["top1_agree"].get<int>() +
+                        band["B"]["rows"].get<int>() - band["B"]["top1_agree"].get<int>();
+  EXPECT_LE(r.a.top1_mismatches + r.b.top1_mismatches, band_top1) << name;
+  std::printf("[fixture fast] %s chunk=%lld vs llama.cpp: A %.3e B %.3e greedy %.3e (band A %.3e B %.3e)\n",
+              name.c_str(), static_cast<long long>(chunk), r.a.max_abs_diff, r.b.max_abs_diff, r.greedy.max_abs_diff,
+              band_a, band_b);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantFixtureFast,
+                         testing::Combine(testing::Values("tiny-qwen3-q8_0", "tiny-qwen3-q4_0", "tiny-qwen3-q4_k",
+                                                          "tiny-qwen3-q5_k", "tiny-qwen3-q6_k"),
+                                          testing::Values(int64_t{64})));

@@ -39,6 +39,7 @@ TEST_P(LlamaGolden, GreedyIdsEqualLlamaCpp) {
   auto [kv_type, chunk] = GetParam();
   auto model = model::Model::load(test::shared("models/stories260K.gguf"));
   runtime::SessionOptions opt;
+  opt.exact = true;  // f32 activations: the exact-math oracle
   opt.n_ctx = 256;
   opt.chunk = chunk;
   opt.kv_type = kv_type;

@@ -76,6 +76,7 @@ std::shared_ptr<const model::Model> tiny_qwen35() {
 
 runtime::SessionOptions options(int64_t chunk) {
   runtime::SessionOptions opt;
+  opt.exact = true;  // f32 activations: the exact-math oracle
   opt.n_ctx = 1536;
   opt.chunk = chunk;
   opt.max_logit_rows = chunk;

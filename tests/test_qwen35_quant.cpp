@@ -35,6 +35,7 @@ std::vector<float> prompt_a_logits(const std::string& path, int64_t chunk) {
   std::ifstream in(test::shared("fixtures/tiny-qwen35.ref.json"));
   const auto prompt = nlohmann::json::parse(in)["prompt_a"].get<std::vector<int32_t>>();
   runtime::SessionOptions opt;
+  opt.exact = true;  // f32 activations: the exact-math oracle
   opt.n_ctx = 64;
   opt.chunk = chunk;
   opt.max_logit_rows = chunk;

@@ -15,6 +15,7 @@ namespace {
 
 runtime::Session make_session(int64_t n_ctx, int64_t chunk) {
   runtime::SessionOptions o;
+  o.exact = true;  // f32 activations: the exact-math oracle
   o.n_ctx = n_ctx;
   o.chunk = chunk;
   o.n_threads = 2;

@@ -63,6 +63,7 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"-t", "--threads"}, "N", "threads (default: all cores)"},
                 {{"--chunk"}, "N|auto", "prefill chunk size (default auto: the largest that fits the plan)"},
                 {{"--kv-type"}, "TYPE", "KV cache type: f16 (default), q8_0, f32"},
+                {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations in prefill)"},
                 {{"--device"}, "NAME", "device profile to plan for (default cpu)"},
                 {{"--budget"}, "BYTES", "memory budget override"},
                 {{"--max-buffer"}, "BYTES", "largest single buffer override"},
@@ -103,6 +104,7 @@ int cmd_bench(const CommandArgs& argv) {
   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
   req.kv_type = kv_type_flag(args);
+  req.exact = args.has("--exact");
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
   const plan::Plan plan = plan::plan_for_model(*model, req);
   plan::check_fits(plan);

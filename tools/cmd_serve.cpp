@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "args.h"
+#include "embedded/default_model.h"
 #include "chat_template.h"
 #include "commands.h"
 #include "keel/error.h"
@@ -46,7 +47,7 @@ int cmd_serve(const CommandArgs& argv) {
   const int64_t train = lm.model->hparams().n_ctx_train > 0 ? lm.model->hparams().n_ctx_train : 4096;
   const int64_t longest_prompt = args.get_int("-c", 0) > 0 ? args.get_int("-c", 0) : std::min<int64_t>(train, 4096);
   const plan::Plan plan = plan_session(args, *lm.model, longest_prompt);
-  std::string id = args.get_or("--model", KEEL_DEFAULT_MODEL);
+  std::string id = args.get_or("--model", std::string(embedded::kDefaultModelName));
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);
   server::SingleSequenceEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id);
 

@@ -28,6 +28,7 @@ std::vector<Option> model_options() {
       {{"-t", "--threads"}, "N", "threads (default: all cores)"},
       {{"--chunk"}, "N|auto", "prefill chunk size in tokens (default auto: the largest that fits the plan)"},
       {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
+      {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations for quantized weights in prefill)"},
       {{"--device"}, "NAME", "device profile to plan for: cpu (default) or an Apple profile (see keel plan --help)"},
       {{"--budget"}, "BYTES", "memory budget override, e.g. 24GiB"},
       {{"--max-buffer"}, "BYTES", "largest single buffer override, e.g. 1GiB"},
@@ -110,6 +111,7 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   req.kv_type = kv_type_flag(args);
+  req.exact = args.has("--exact");
   req.logits_every_token = logits_every_token;
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
   plan::Plan p = plan::plan_for_model(model, req);

@@ -45,6 +45,7 @@ struct WorkloadShape {
     int64_t n_in;
   };
   std::vector<Matrix> matrices;  // every 2-D weight the forward multiplies by
+  bool exact = false;            // f32 activations in every matmul (no 8-bit activation path)
 };
 
 // The workspaces a backend on `device` allocates for `shape`: the planner lists them without a

@@ -96,6 +96,7 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
     work.gdn_d_v = hp.ssm_inner_size / hp.ssm_time_step_rank;
   }
   work.matrices = matrices;
+  work.exact = o.exact;
   layout.workspaces = backend::workspace_buffers(o.device, work);
   layout.staging_bytes = s.kv.n_layers > 0 ? s.kv.page_bytes() : 0;
   for (model::BufferSpec b : family.state_buffers(hp)) {

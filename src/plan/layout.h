@@ -20,6 +20,8 @@ struct SessionOptions {
   int64_t chunk = 512;           // prefill chunk (tokens of one sequence per forward call)
   int64_t max_logit_rows = 1;    // rows of logits one forward call may return (perplexity: chunk)
   int n_seqs = 1;                // sequences held at once (--parallel); each has its own state slot
+  bool exact = false;            // f32 activations in every matmul; else 8-bit ones for quantized
+                                 // weights (the CPU backend's fast path)
   KvType kv_type = KvType::f16;
   uint32_t page_tokens = 256;    // KV page size
   int n_threads = 0;             // 0: all cores

@@ -84,6 +84,7 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   o.page_tokens = page_tokens;
   o.n_threads = req.n_threads;
   o.n_seqs = req.n_seqs;
+  o.exact = req.exact;
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
 

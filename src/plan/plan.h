@@ -92,6 +92,7 @@ struct PlanRequest {
   int n_threads = 0;                      // 0: all cores (the CPU scratch is per thread)
   bool logits_every_token = false;        // perplexity: max_logit_rows = chunk
   int n_seqs = 1;                         // sequences held at once (--parallel): state slots, logits rows, call size
+  bool exact = false;                     // f32 activations in every matmul (--exact)
   std::optional<DeviceProfile> device;    // nullopt: cpu_profile()
 };
 

@@ -32,7 +32,9 @@ float* as_floats(const backend::Memory& m) { return reinterpret_cast<float*>(m.g
 std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape& s) {
   uint64_t matmul_bytes = 0;
   for (const auto& m : s.matrices)
-    matmul_bytes = std::max<uint64_t>(matmul_bytes, matmul_scratch_bytes(m.type, m.n_in, s.max_tokens, s.n_threads));
+    matmul_bytes = std::max<uint64_t>(
+        matmul_bytes, matmul_scratch_bytes(m.type, m.n_in, s.max_tokens, s.n_threads,
+                                           s.exact ? MatmulMode::exact : MatmulMode::fast));
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}};
   if (s.kv.n_layers > 0) out.push_back({"attention", attention_workspace_bytes(s.kv, s.n_head, s.n_threads)});
   if (s.gdn_d_k > 0) out.push_back({"gdn_work", gated_delta_workspace_bytes(s.gdn_d_k, s.gdn_d_v, s.n_threads)});
@@ -47,6 +49,7 @@ backend::Memory CpuBackend::allocate(std::string_view name, size_t bytes) {
 }
 
 void CpuBackend::reserve(const backend::WorkloadShape& shape) {
+  matmul_mode_ = shape.exact ? MatmulMode::exact : MatmulMode::fast;
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     backend::Memory m = allocate(b.name, b.bytes);
     if (b.name == "matmul") matmul_ws_ = std::move(m);
@@ -138,12 +141,12 @@ void CpuBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int
 // each gives alone; the weights are streamed once per group of kGemmMinTokens - 1 decodes.
 void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens < kGemmMinTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
-    cpu::matmul(w, x, n_tokens, y, matmul_ws_.get(), pool_);
+    cpu::matmul(w, x, n_tokens, y, matmul_ws_.get(), pool_, matmul_mode_);
     return;
   }
   int64_t run_first = 0, run_len = 0;  // pending single-token sequences, consecutive in the batch
   auto flush = [&] {
-    if (run_len > 0) cpu::matmul(w, x + run_first * w.n_in, run_len, y + run_first * w.n_out, matmul_ws_.get(), pool_);
+    if (run_len > 0) cpu::matmul(w, x + run_first * w.n_in, run_len, y + run_first * w.n_out, matmul_ws_.get(), pool_, matmul_mode_);
     run_len = 0;
   };
   for (int32_t s = 0; s < batch_.n_seqs; ++s) {
@@ -154,7 +157,7 @@ void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_
       continue;
     }
     flush();
-    cpu::matmul(w, x + seq.first * w.n_in, seq.n_tokens, y + seq.first * w.n_out, matmul_ws_.get(), pool_);
+    cpu::matmul(w, x + seq.first * w.n_in, seq.n_tokens, y + seq.first * w.n_out, matmul_ws_.get(), pool_, matmul_mode_);
   }
   flush();
 }
@@ -270,7 +273,7 @@ void CpuBackend::logits(const float* hidden, const float* norm_w, float eps, con
   // One row per sequence (generation): rows in GEMV-sized groups, as each would be alone.
   const int64_t group = n <= batch_.n_seqs ? kGemmMinTokens - 1 : n;
   for (int64_t r = 0; r < n; r += group)
-    cpu::matmul(w_out, rows + r * d, std::min(group, n - r), logits + r * w_out.n_out, matmul_ws_.get(), pool_);
+    cpu::matmul(w_out, rows + r * d, std::min(group, n - r), logits + r * w_out.n_out, matmul_ws_.get(), pool_, matmul_mode_);
 }
 
 }  // namespace keel::cpu

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/matmul.h"
 #include "backend/cpu/thread_pool.h"
 
 namespace keel::cpu {
@@ -63,6 +64,7 @@ class CpuBackend final : public backend::Backend {
  private:
   ThreadPool pool_;
   bool frozen_ = false;
+  MatmulMode matmul_mode_ = MatmulMode::fast;  // from reserve(): --exact keeps f32 activations
   backend::Memory matmul_ws_, attention_ws_, gdn_ws_;
   backend::KvGeometry kv_;
   std::vector<backend::Memory> pages_;   // [n_layers * n_pages]

@@ -5,10 +5,12 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/matmul_q8.h"
 #include "keel/error.h"
 #include "quant/dequant.h"
 
@@ -179,6 +181,9 @@ Isa best_isa() {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                       cpu_has_f16c() && __builtin_cpu_supports("bmi2");
     if (!avx2) return Isa::generic;
+    const char* cap = std::getenv("KEEL_CPU_ISA");
+    if (cap && std::string(cap) == "generic") return Isa::generic;
+    if (cap && std::string(cap) == "avx2") return Isa::avx2;
     return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
   }();
   return isa;
@@ -206,17 +211,24 @@ GemmKernels gemm_kernels(Isa isa) {
   }
 }
 
-size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads) {
+size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads,
+                            MatmulMode mode) {
   if (!supported(type)) unsupported(type);
-  // Calls with fewer tokens than max_tokens may take the GEMV path.
-  const size_t gemv = gemv_scratch_bytes(n_in, std::min(max_tokens, kGemmMinTokens - 1));
+  // Calls with fewer tokens than max_tokens may take the GEMV path (in fast mode with the rounded
+  // activations in front of the sums).
+  const int64_t gemv_tokens = std::min(max_tokens, kGemmMinTokens - 1);
+  size_t gemv = gemv_scratch_bytes(n_in, gemv_tokens);
+  if (mode == MatmulMode::fast && q8_supported(type))
+    gemv += align_up(static_cast<size_t>(gemv_tokens * n_in) * sizeof(float));
   if (max_tokens < kGemmMinTokens) return kAlign + gemv;
-  const size_t gemm = static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
+  const size_t gemm = mode == MatmulMode::fast && q8_supported(type)
+                          ? matmul_q8_scratch_bytes(n_in, max_tokens, n_threads)
+                          : static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
   return kAlign + std::max(gemv, gemm);
 }
 
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                 void* scratch, ThreadPool& pool) {
+                 void* scratch, ThreadPool& pool, MatmulMode mode) {
   if (n_tokens <= 0 || w.n_out <= 0) return;
   const TypeKernels tk = type_kernels(isa, w.type);
   if (w.n_in <= 0) {
@@ -227,8 +239,17 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
   char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
   if (n_tokens < kGemmMinTokens) {
     float* xsum = reinterpret_cast<float*>(aligned);
+    if (mode == MatmulMode::fast && q8_supported(w.type)) {
+      float* xr = reinterpret_cast<float*>(aligned + gemv_scratch_bytes(w.n_in, n_tokens));
+      round_activations_q8(w.type, x, w.n_in, n_tokens, xr);
+      x = xr;
+    }
     sum_activation_blocks(x, w.n_in, n_tokens, xsum);
     run_gemv({&w, x, xsum, n_tokens, y, tk.gemv}, pool);
+    return;
+  }
+  if (mode == MatmulMode::fast && q8_supported(w.type)) {
+    matmul_q8_with(isa, w, x, n_tokens, y, aligned, pool);
     return;
   }
   const GemmScratch layout = gemm_scratch(n_tokens);
@@ -236,8 +257,8 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
 }
 
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
-            ThreadPool& pool) {
-  matmul_with(best_isa(), w, x, n_tokens, y, scratch, pool);
+            ThreadPool& pool, MatmulMode mode) {
+  matmul_with(best_isa(), w, x, n_tokens, y, scratch, pool, mode);
 }
 
 void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {

@@ -26,18 +26,26 @@ namespace keel::cpu {
 
 using WeightView = backend::WeightView;  // a GGUF tensor used in place (mmapped, 32-byte aligned)
 
+// exact: f32 activations on every path (the description above; the fixture tests' oracle).
+// fast: for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights, prefill calls (n_tokens >= kGemmMinTokens)
+// quantize the activations to 8 bits and use integer dot products (matmul_q8.h), as llama.cpp
+// does; results then differ from exact by the activations' rounding (about 0.5% of a row's
+// norm). Other weight types and GEMV calls are exact in both modes.
+enum class MatmulMode { exact, fast };
+
 // Bytes of caller-owned scratch `matmul` needs for up to `max_tokens` tokens on a pool of up to
-// `n_threads` threads.
-size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads);
+// `n_threads` threads in `mode`.
+size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads,
+                            MatmulMode mode = MatmulMode::exact);
 
 // y[t * n_out + r] = sum_k W[r][k] * x[t * n_in + k]   for t < n_tokens, r < n_out.
 // Batch invariance (the CPU backend relies on it): below kGemmMinTokens tokens, a token's result
 // does not depend on n_tokens or on the other tokens (bitwise), nor does it on the GEMM path.
 // x: [n_tokens, n_in] f32, y: [n_tokens, n_out] f32 (must not alias x).
-// scratch: at least matmul_scratch_bytes(w.type, w.n_in, n_tokens, pool.size()) bytes, any
+// scratch: at least matmul_scratch_bytes(w.type, w.n_in, n_tokens, pool.size(), mode) bytes, any
 // alignment. Does not allocate. Throws keel::Error for a type it cannot multiply.
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
-            ThreadPool& pool);
+            ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
 
 // The always-compiled scalar reference with the same contract (dequantizes each row with
 // quant::dequantize_row and accumulates in double). Allocates; for tests and tools only.
@@ -48,13 +56,14 @@ void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, flo
 enum class Isa { generic, avx2, avx512 };  // avx512: the AVX2 kernels with an AVX-512F GEMM micro-kernel
 
 // The best instruction set this CPU supports (AVX2 needs avx2, fma, f16c and bmi2, the flags the
-// *_avx2.cpp files are compiled with).
+// *_avx2.cpp files are compiled with). The environment variable KEEL_CPU_ISA=avx2 (or generic)
+// caps it, e.g. to measure the AVX2 kernels on an AVX-512 machine; it is read once per process.
 Isa best_isa();
 const char* isa_name(Isa isa);
 
 // matmul with the kernels of a given instruction set (isa must be supported by the CPU).
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                 void* scratch, ThreadPool& pool);
+                 void* scratch, ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
 
 constexpr int64_t kGemmMinTokens = 5;  // below: GEMV path (measured crossover, bench MatmulSmall)
 constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...

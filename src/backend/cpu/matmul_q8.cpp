@@ -1,0 +1,335 @@
+// The fast path's activation quantizer, weight panel packing, scalar micro-kernel and driver
+// (see matmul_q8.h). The SIMD micro-kernels are in matmul_q8_avx2.cpp and matmul_q8_vnni.cpp.
+#include "backend/cpu/matmul_q8.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "quant/blocks.h"
+#include "quant/dequant.h"
+#include "quant/quantize_act.h"
+
+namespace keel::cpu {
+namespace {
+
+using quant::Type;
+
+constexpr size_t kAlign = 64;
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+int64_t act_blocks(int64_t n_in) { return (n_in + kQ8BlockK - 1) / kQ8BlockK; }
+
+// ---- activations ------------------------------------------------------------------------------
+
+// One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
+void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
+  quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
+  for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
+    const int64_t kc = std::min(kQ8BlockK, n_in - k0);
+    quant::quantize_row_q8_0_act(x + k0, blocks, kc);
+    for (int64_t b = 0; b < kc / quant::QK8_0; ++b) {
+      const float d = quant::f16_to_f32(blocks[b].d);
+      int sum = 0;
+      for (int j = 0; j < quant::QK8_0; ++j) {
+        act->q[32 * b + j] = static_cast<uint8_t>(blocks[b].qs[j] + 128);
+        sum += blocks[b].qs[j];
+      }
+      act->d[b] = d;
+      act->dsum[b] = d * static_cast<float>(sum);
+    }
+  }
+}
+
+// One token's row as Q8_K blocks, regrouped by `group` (32 or 16) inputs.
+void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, ActBlockQ8* act) {
+  quant::BlockQ8_K block;
+  for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
+    quant::quantize_row_q8_k(x + k0, &block, kQ8BlockK);
+    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+    const int per = group / 16;  // bsums per group
+    for (int g = 0; g < quant::QK_K / group; ++g) {
+      int sum = 0;
+      for (int i = 0; i < per; ++i) sum += block.bsums[g * per + i];
+      act->d[g] = block.d;
+      act->dsum[g] = block.d * static_cast<float>(sum);
+    }
+  }
+}
+
+// ---- weights: one row's inputs [k0, k0 + kc) as int8 quants + per-group scale and min --------
+
+struct RowQ8 {
+  int8_t q[kQ8BlockK];
+  float scale[kQ8MaxGroups];
+  float min[kQ8MaxGroups];
+};
+
+void unpack_q4_0(const char* src, int64_t kc, RowQ8& r) {
+  const auto* b = reinterpret_cast<const quant::BlockQ4_0*>(src);
+  for (int64_t i = 0; i < kc / 32; ++i) {
+    for (int j = 0; j < 16; ++j) {
+      r.q[32 * i + j] = static_cast<int8_t>((b[i].qs[j] & 0x0F) - 8);
+      r.q[32 * i + j + 16] = static_cast<int8_t>((b[i].qs[j] >> 4) - 8);
+    }
+    r.scale[i] = quant::f16_to_f32(b[i].d);
+    r.min[i] = 0.0f;
+  }
+}
+
+void unpack_q8_0(const char* src, int64_t kc, RowQ8& r) {
+  const auto* b = reinterpret_cast<const quant::BlockQ8_0*>(src);
+  for (int64_t i = 0; i < kc / 32; ++i) {
+    std::memcpy(r.q + 32 * i, b[i].qs, 32);
+    r.scale[i] = quant::f16_to_f32(b[i].d);
+    r.min[i] = 0.0f;
+  }
+}
+
+// Q4_K / Q5_K: scale d·sc and min dmin·m per 32 (the float products dequantize_row uses).
+void k4_scales(const uint8_t* packed, float d, float dmin, RowQ8& r) {
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, m;
+    quant::get_scale_min_k4(s, packed, &sc, &m);
+    r.scale[s] = d * sc;
+    r.min[s] = dmin * m;
+  }
+}
+
+void unpack_q4_k(const char* src, int64_t, RowQ8& r) {
+  const auto& b = *reinterpret_cast<const quant::BlockQ4_K*>(src);
+  k4_scales(b.scales, quant::f16_to_f32(b.d), quant::f16_to_f32(b.dmin), r);
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < 32; ++l) {
+      r.q[64 * j + l] = static_cast<int8_t>(b.qs[32 * j + l] & 0x0F);
+      r.q[64 * j + 32 + l] = static_cast<int8_t>(b.qs[32 * j + l] >> 4);
+    }
+}
+
+void unpack_q5_k(const char* src, int64_t, RowQ8& r) {
+  const auto& b = *reinterpret_cast<const quant::BlockQ5_K*>(src);
+  k4_scales(b.scales, quant::f16_to_f32(b.d), quant::f16_to_f32(b.dmin), r);
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < 32; ++l) {
+      const int h0 = (b.qh[l] >> (2 * j)) & 1, h1 = (b.qh[l] >> (2 * j + 1)) & 1;
+      r.q[64 * j + l] = static_cast<int8_t>((b.qs[32 * j + l] & 0x0F) + 16 * h0);
+      r.q[64 * j + 32 + l] = static_cast<int8_t>((b.qs[32 * j + l] >> 4) + 16 * h1);
+    }
+}
+
+void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
+  const auto& b = *reinterpret_cast<const quant::BlockQ6_K*>(src);
+  const float d = quant::f16_to_f32(b.d);
+  for (int n = 0; n < 2; ++n) {
+    const uint8_t* ql = b.ql + 64 * n;
+    const uint8_t* qh = b.qh + 32 * n;
+    int8_t* q = r.q + 128 * n;
+    for (int l = 0; l < 32; ++l) {
+      q[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      q[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      q[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      q[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+  for (int s = 0; s < 16; ++s) {
+    r.scale[s] = d * b.scales[s];
+    r.min[s] = 0.0f;
+  }
+}
+
+using UnpackFn = void (*)(const char* src, int64_t kc, RowQ8& r);
+
+UnpackFn unpack_fn(Type type) {
+  switch (type) {
+    case Type::Q4_0: return unpack_q4_0;
+    case Type::Q8_0: return unpack_q8_0;
+    case Type::Q4_K: return unpack_q4_k;
+    case Type::Q5_K: return unpack_q5_k;
+    case Type::Q6_K: return unpack_q6_k;
+    default: return nullptr;
+  }
+}
+
+// ---- the scalar micro-kernel -------------------------------------------------------------------
+
+void micro_generic(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok,
+                   float* y, int64_t ldy, int n_rows, bool accumulate) {
+  const int n_groups = static_cast<int>(kc / p.group);
+  for (int t = 0; t < n_tok; ++t) {
+    const ActBlockQ8& a = x[t * ldx];
+    for (int r = 0; r < n_rows; ++r) {
+      float sum = 0.0f;
+      for (int g = 0; g < n_groups; ++g) {
+        int32_t acc = 0;
+        for (int k = g * p.group; k < (g + 1) * p.group; ++k) acc += a.q[k] * p.q[k / 4][r][k % 4];
+        sum += a.d[g] * (p.scale[g][r] * static_cast<float>(acc - p.offset[g][r]));
+        sum -= a.dsum[g] * p.min[g][r];
+      }
+      y[t * ldy + r] = (accumulate ? y[t * ldy + r] : 0.0f) + sum;
+    }
+  }
+}
+
+struct Q8Job {
+  const WeightView* w;
+  const float* x;
+  int64_t n_tokens;
+  float* y;
+  ActBlockQ8* act;
+  char* panels;  // one PanelQ8 per thread
+  Q8MicroFn micro;
+};
+
+void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8* panel) {
+  const WeightView& w = *job.w;
+  const int64_t nkb = act_blocks(w.n_in);
+  for (int64_t p = panel_begin; p < panel_end; ++p) {
+    const int64_t r0 = p * kQ8Rows;
+    const int n_rows = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - r0));
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
+      pack_panel_q8(w, r0, n_rows, k0, kc, panel);
+      for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
+        const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
+        job.micro(*panel, kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + r0, w.n_out,
+                  n_rows, kb > 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool q8_supported(Type type) { return unpack_fn(type) != nullptr; }
+
+int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
+
+void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
+                             int64_t t_end, ActBlockQ8* act) {
+  const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
+  const int64_t nkb = act_blocks(n_in);
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    if (k_quant)
+      quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
+    else
+      quantize_row_act_q8_0(x + t * n_in, n_in, act + t * nkb);
+  }
+}
+
+void round_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr) {
+  const int group = q8_group(weight_type);
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK) {
+      const int64_t kc = std::min(kQ8BlockK, n_in - k0);
+      ActBlockQ8 a;
+      // quantize_activations_q8 on a one-token, one-block slice: x row t from k0.
+      const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
+      if (k_quant)
+        quantize_row_act_q8_k(x + t * n_in + k0, kc, group, &a);
+      else
+        quantize_row_act_q8_0(x + t * n_in + k0, kc, &a);
+      for (int64_t k = 0; k < kc; ++k)
+        xr[t * n_in + k0 + k] = a.d[k / group] * static_cast<float>(static_cast<int>(a.q[k]) - 128);
+    }
+}
+
+void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel) {
+  const UnpackFn unpack = unpack_fn(w.type);
+  const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  const size_t k_offset = quant::row_bytes(w.type, static_cast<uint64_t>(k0));
+  const int group = q8_group(w.type);
+  const int n_groups = static_cast<int>(kc / group);
+  panel->group = group;
+  panel->has_min = w.type == Type::Q4_K || w.type == Type::Q5_K;
+  panel->wide = w.type == Type::Q8_0;
+  RowQ8 row;
+  for (int r = 0; r < kQ8Rows; ++r) {
+    if (r < n_rows) {
+      unpack(static_cast<const char*>(w.data) + static_cast<size_t>(r0 + r) * row_bytes + k_offset, kc, row);
+    } else {
+      std::memset(row.q, 0, sizeof row.q);
+      std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
+      std::fill_n(row.min, kQ8MaxGroups, 0.0f);
+    }
+    for (int64_t k = 0; k < kc; k += 4) std::memcpy(panel->q[k / 4][r], row.q + k, 4);
+    for (int g = 0; g < n_groups; ++g) {
+      int32_t sum = 0;
+      for (int k = g * group; k < (g + 1) * group; ++k) sum += row.q[k];
+      panel->offset[g][r] = 128 * sum;
+      panel->scale[g][r] = row.scale[g];
+      panel->min[g][r] = row.min[g];
+    }
+  }
+}
+
+Q8MicroFn q8_micro_generic() { return micro_generic; }
+
+bool cpu_has_avx512_vnni() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  }();
+  return has;
+}
+
+Q8MicroFn q8_micro(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return cpu_has_avx512_vnni() ? q8_micro_vnni() : q8_micro_avx2();
+    case Isa::avx2: return q8_micro_avx2();
+    default: return q8_micro_generic();
+  }
+}
+
+size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
+  const size_t act = static_cast<size_t>(max_tokens * act_blocks(n_in)) * sizeof(ActBlockQ8);
+  return align_up(act) + static_cast<size_t>(std::max(n_threads, 1)) * align_up(sizeof(PanelQ8));
+}
+
+void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                    void* scratch, ThreadPool& pool) {
+  auto* act = static_cast<ActBlockQ8*>(scratch);
+  char* panels = static_cast<char*>(scratch) +
+                 align_up(static_cast<size_t>(n_tokens * act_blocks(w.n_in)) * sizeof(ActBlockQ8));
+  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa)};
+  pool.run([&job](int ith, int nth) {
+    const int64_t per = (job.n_tokens + nth - 1) / nth;
+    const int64_t begin = std::min(job.n_tokens, per * ith), end = std::min(job.n_tokens, per * (ith + 1));
+    quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
+  });
+  pool.run([&job](int ith, int nth) {
+    const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
+    const int64_t per = (n_panels + nth - 1) / nth;
+    const int64_t begin = std::min(n_panels, per * ith), end = std::min(n_panels, per * (ith + 1));
+    auto* panel = reinterpret_cast<PanelQ8*>(job.panels + align_up(sizeof(PanelQ8)) * ith);
+    if (begin < end) q8_thread(job, begin, end, panel);
+  });
+}
+
+void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  const int64_t nkb = act_blocks(w.n_in);
+  std::vector<ActBlockQ8> act(static_cast<size_t>(n_tokens * nkb));
+  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data());
+  // The activations as the kernels see them: quant · d of its group.
+  const int group = q8_group(w.type);
+  std::vector<double> xq(static_cast<size_t>(n_tokens * w.n_in));
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t k = 0; k < w.n_in; ++k) {
+      const ActBlockQ8& a = act[t * nkb + k / kQ8BlockK];
+      const int64_t kk = k % kQ8BlockK;
+      xq[t * w.n_in + k] = static_cast<double>(a.d[kk / group]) * (static_cast<int>(a.q[kk]) - 128);
+    }
+  const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  std::vector<float> row(static_cast<size_t>(w.n_in));
+  for (int64_t r = 0; r < w.n_out; ++r) {
+    quant::dequantize_row(w.type, static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes,
+                          row.data(), w.n_in);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0.0;
+      for (int64_t k = 0; k < w.n_in; ++k) s += static_cast<double>(row[k]) * xq[t * w.n_in + k];
+      y[t * w.n_out + r] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace keel::cpu

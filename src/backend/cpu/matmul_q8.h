@@ -1,0 +1,90 @@
+// The 8-bit activation path of cpu::matmul (MatmulMode::fast) for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K
+// weights, used for prefill chunks (n_tokens >= kGemmMinTokens).
+//
+// Each activation row is quantized once per call the way ggml does it: Q8_0 (per 32 inputs, f16
+// scale) against Q4_0/Q8_0 weights, Q8_K (per 256, f32 scale) against K-quants, so keel's fast
+// results round like llama.cpp's. Weights are unpacked, 16 rows × 256 inputs at a time, into a
+// panel of int8 quants interleaved for integer dot products (4 inputs of 16 rows per 64 bytes),
+// with one float scale (and min) per group of 32 inputs (16 for Q6_K). A micro-kernel then
+// multiplies the panel with every token of the call:
+//
+//   y[t][r] += Σ_g  d[t][g] · scale[g][r] · Σ_{k∈g} xq[t][k]·wq[k][r]  −  dsum[t][g] · min[g][r]
+//
+// with the integer sums exact in int32 (activations enter as unsigned xq + 128; the panel's
+// offset = 128·Σ wq undoes that before the conversion to float). Kernels: a scalar twin (always
+// compiled), AVX2 (vpmaddubsw/vpmaddwd) and AVX-512 VNNI (vpdpbusd), chosen at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cpu/matmul.h"
+
+namespace keel::cpu {
+
+constexpr int kQ8Rows = 16;         // weight rows per panel
+constexpr int64_t kQ8BlockK = 256;  // inputs per panel and per activation block
+constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call
+constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
+
+// One token's (up to) 256 inputs, quantized. [256] u8, [16] f32, [16] f32.
+struct ActBlockQ8 {
+  uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127])
+  float d[kQ8MaxGroups];     // [group] scale of the group's quants
+  float dsum[kQ8MaxGroups];  // [group] d · Σ quants of the group (for the min terms)
+};
+
+// 16 weight rows × (up to) 256 inputs of one weight type, unpacked for the kernels.
+struct alignas(64) PanelQ8 {
+  int8_t q[kQ8BlockK / 4][kQ8Rows][4];      // [input / 4][row][input % 4]; rows past the end are 0
+  int32_t offset[kQ8MaxGroups][kQ8Rows];    // [group][row] 128 · Σ_{k∈group} q
+  float scale[kQ8MaxGroups][kQ8Rows];       // [group][row]
+  float min[kQ8MaxGroups][kQ8Rows];         // [group][row] (all 0 unless has_min)
+  int group;      // inputs per group: 32, or 16 for Q6_K
+  bool has_min;   // Q4_K, Q5_K
+  bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
+};
+
+// Whether the fast path multiplies this weight type.
+bool q8_supported(quant::Type type);
+// The activation quant group of a weight type (32 for Q4_0/Q8_0/Q4_K/Q5_K, 16 for Q6_K).
+int q8_group(quant::Type type);
+
+// Quantizes tokens [t_begin, t_end) of x [n_tokens][n_in] into act [n_tokens][ceil(n_in/256)].
+void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
+                             int64_t t_begin, int64_t t_end, ActBlockQ8* act);
+
+// x [n_tokens][n_in] rounded to the 8-bit values the fast path multiplies (d · quant of each
+// group) into xr [n_tokens][n_in]: the fast GEMV (decode) runs the f32 GEMV kernels on them, so
+// decode rounds its activations like llama.cpp's without an integer GEMV kernel of its own.
+void round_activations_q8(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr);
+
+// Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
+void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel);
+
+// For t < n_tok (<= 4), j < n_rows: y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) +
+// (the panel's kc inputs of row j) · (token t's block x[t * ldx]).
+using Q8MicroFn = void (*)(const PanelQ8& panel, int64_t kc, const ActBlockQ8* x, int64_t ldx,
+                           int n_tok, float* y, int64_t ldy, int n_rows, bool accumulate);
+
+Q8MicroFn q8_micro_generic();
+Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
+Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
+
+// Whether this CPU has AVX-512 VNNI (with F, BW and VL).
+bool cpu_has_avx512_vnni();
+// The micro-kernel of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2.
+Q8MicroFn q8_micro(Isa isa);
+
+// Scratch of the fast path for n_tokens >= kGemmMinTokens.
+size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
+
+// The fast-path GEMM (n_tokens >= 1 works; the driver uses it from kGemmMinTokens on).
+// scratch: matmul_q8_scratch_bytes(w.n_in, n_tokens, pool.size()) bytes, 64-byte aligned.
+void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                    void* scratch, ThreadPool& pool);
+
+// Double-precision reference of the fast path: the activations quantized exactly as above, then
+// dequantized, and dotted in double with the exactly dequantized weights. Allocates; tests only.
+void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+
+}  // namespace keel::cpu
