@@ -1,11 +1,12 @@
 #include "model/model.h"
 
+#include "embedded/default_model.h"
 #include "keel/error.h"
 
 namespace keel::model {
 
 std::shared_ptr<const Model> Model::load(const std::string& path) {
-  gguf::File file = gguf::File::open(path);
+  gguf::File file = embedded::open_gguf(path);  // "default": the embedded model
   auto arch = file.get_string("general.architecture");
   if (!arch) throw Error(path + ": metadata 'general.architecture' is missing");
   const Family& family = family_for(*arch);
@@ -39,9 +40,9 @@ void Model::validate() const {
   }
 }
 
-cpu::WeightView Model::matrix(const std::string& name) const {
+backend::WeightView Model::matrix(const std::string& name) const {
   const gguf::TensorInfo& t = file_.require_tensor(name);
-  return cpu::WeightView{t.type, t.data, static_cast<int64_t>(t.ne[0]), static_cast<int64_t>(t.n_rows())};
+  return backend::WeightView{t.type, t.data, static_cast<int64_t>(t.ne[0]), static_cast<int64_t>(t.n_rows())};
 }
 
 const float* Model::vector_f32(const std::string& name) const {
