@@ -269,7 +269,8 @@ runtime::SessionOptions small_session() {
 
 }  // namespace
 
-// Each buffer the session plans (activations, matmul scratch, logits, recurrent state, KV pages)
+// Each buffer the session plans (activations, logits, backend workspaces, the host metadata,
+// recurrent state, KV pages)
 // fails in turn: the session refuses with the buffer's name and frees what it had (the
 // sanitizer build checks for leaks), and a session without the fault still starts.
 TEST(Robustness, EveryPlannedBufferFailingIsACleanRefusal) {
@@ -277,7 +278,7 @@ TEST(Robustness, EveryPlannedBufferFailingIsACleanRefusal) {
     const auto model = model::Model::load(test::shared(fixture));
     const runtime::SessionLayout layout = runtime::layout_session(
         model->hparams(), model->family(), runtime::matrices_of(*model), small_session());
-    std::vector<std::string> names = {"kv pages"};
+    std::vector<std::string> names = {"kv page", layout.host.name};
     for (const auto& b : layout.scratch) names.push_back(b.name);
     for (const auto& b : layout.workspaces) names.push_back(b.name);
     for (const auto& b : layout.state) names.push_back(b.name);
