@@ -100,6 +100,31 @@ __device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, 
   return false;
 }
 
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// f16 pages: K and V rows of a 64-key tile copied straight into shared memory (cp.async, no
+// registers), keys at or beyond kv_end zero-filled. Completes with the caller's commit / wait.
+template <int D>
+__device__ void issue_kv_tile_f16(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
+                                  int kv_end, __half* ks, __half* vs) {
+  constexpr int ld = D + 8, chunks = D / 8;
+  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+#pragma unroll 4
+  for (int i = threadIdx.x; i < kKeys * chunks; i += kThreads) {
+    const int j = i / chunks, c = i % chunks, kp = key0 + j;
+    const bool valid = kp < kv_end;
+    const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
+    const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * kv.token_bytes() +
+                         size_t(g) * kv.row_bytes() + 16 * c;
+    cp_async16(ks + j * ld + 8 * c, src, valid);
+    cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+  }
+}
+
 template <int D, KvElem E>
 __device__ void load_kv_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
                              int kv_end, __half* ks, __half* vs) {
@@ -159,9 +184,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
                                                                    float* __restrict__ ws) {
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __half* qs = reinterpret_cast<__half*>(smem_raw);  // [kRows][ld]
-  __half* ks = qs + kRows * ld;                       // [kKeys][ld]
-  __half* vs = ks + kKeys * ld;                       // [kKeys][ld]
+  // Q [kRows][ld], then two buffers of K [kKeys][ld] and V [kKeys][ld] (f16 pages: the next
+  // tile's copy is in flight while this one is used; q8_0 pages: one buffer, loaded in place).
+  __half* qs = reinterpret_cast<__half*>(smem_raw);
+  __half* kv_buf = qs + kRows * ld;
   __shared__ int row_pos[kRows];
   __shared__ int tile_kv_end;
 
@@ -200,6 +226,11 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   const int gq = lane / 4, cq = lane % 4;  // mma fragment row group, column pair
   const int r_lo = 16 * warp + gq, r_hi = r_lo + 8;
   const int pos_lo = row_pos[r_lo], pos_hi = row_pos[r_hi];
+  // The last position any of this warp's rows attends to (-1: no valid row): tiles beyond it
+  // are fully masked for this warp, which then only helps load them (decode: 3 of 4 warps).
+  int warp_last = max(pos_lo, pos_hi);
+#pragma unroll
+  for (int o2 = 16; o2 > 0; o2 >>= 1) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o2));
   const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
 
   float o[D / 8][4];
@@ -207,10 +238,30 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
+  if constexpr (E == KvElem::f16) {
+    if (tile_begin < tile_end) issue_kv_tile_f16<D>(kv, base, page_row, g, tile_begin * kKeys, kv_end, kv_buf, kv_buf + kKeys * ld);
+    cp_async_commit();
+  }
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int key0 = tile * kKeys;
-    load_kv_tile<D, E>(kv, base, page_row, g, key0, kv_end, ks, vs);
+    const int buf = E == KvElem::f16 ? (tile - tile_begin) & 1 : 0;
+    __half* ks = kv_buf + buf * 2 * kKeys * ld;
+    __half* vs = ks + kKeys * ld;
+    if constexpr (E == KvElem::f16) {
+      if (tile + 1 < tile_end) {
+        __half* nk = kv_buf + (buf ^ 1) * 2 * kKeys * ld;
+        issue_kv_tile_f16<D>(kv, base, page_row, g, key0 + kKeys, kv_end, nk, nk + kKeys * ld);
+      }
+      cp_async_commit();
+      cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
+    } else {
+      load_kv_tile<D, E>(kv, base, page_row, g, key0, kv_end, ks, vs);
+    }
     __syncthreads();
+    if (key0 > warp_last) {
+      __syncthreads();
+      continue;
+    }
 
     // S = Q K^T for this warp's 16 rows x 64 keys.
     float sacc[kKeys / 8][4];
@@ -284,7 +335,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
         mma_f16(o[n + 1], p[kk], bv[2], bv[3]);
       }
     }
-    __syncthreads();  // the tiles are overwritten next
+    __syncthreads();  // this buffer is overwritten next
   }
 
 #pragma unroll
@@ -348,7 +399,7 @@ void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch
   const int tokens_per_tile = kRows / group;
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
   const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
-  const size_t smem = size_t(kRows + 2 * kKeys) * (D + 8) * sizeof(__half);
+  const size_t smem = size_t(kRows + (E == KvElem::f16 ? 4 : 2) * kKeys) * (D + 8) * sizeof(__half);
   static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");

@@ -14,129 +14,169 @@ using quant::Type;
 
 constexpr int kGemvWarps = 4;  // rows per CTA (one warp each)
 
-// ---- GEMV: per type, how one lane reads its share of a block -------------------------------
-// A warp walks a row block by block; `lanes` consecutive lanes share one block, each lane
-// dequantizing runs of 8 consecutive elements into registers (run r starts at run_start(sub, r)
-// within the block).
-template <Type T> struct GemvBlock;
+// ---- per type, how one lane reads its share of a block -------------------------------------
+// A warp walks a row block by block; `lanes` consecutive lanes share one block. A lane first
+// fetches its raw bytes (fetch: wide loads only, so that several blocks' loads are in flight at
+// once), then decodes them into runs of 8 consecutive elements (run r starts at run_start(sub,
+// r) within the block). decode does the scalar reference's float operations without FMA
+// contraction, so the values are bit-identical with quant::dequantize_row (the dequant kernel
+// below relies on it; the GEMV could contract, but the cost is one instruction per element).
+template <Type T> struct LaneBlock;
 
-template <> struct GemvBlock<Type::Q8_0> {
-  static constexpr int lanes = 4, runs = 1, elems = 32, bytes = 34;
+template <> struct LaneBlock<Type::Q8_0> {
+  static constexpr int lanes = 4, runs = 1, elems = 32, bytes = 34, unroll = 4;
+  struct Raw { uint32_t d, q0, q1; };
   __device__ static int run_start(int sub, int) { return 8 * sub; }
-  __device__ static void load(const uint8_t* b, int sub, float* w) {
-    const float d = f16_bits_to_f32(load_u16(b));
-    const uint8_t* q = b + 2 + 8 * sub;
+  __device__ static Raw fetch(const uint8_t* b, int sub) {
+    return {load_u16(b), load_u32_a2(b + 2 + 8 * sub), load_u32_a2(b + 6 + 8 * sub)};
+  }
+  __device__ static void decode(const Raw& r, int, float* w) {
+    const float d = f16_bits_to_f32(uint16_t(r.d));
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint16_t v = load_u16(q + 2 * i);
-      w[2 * i] = d * static_cast<float>(static_cast<int8_t>(v & 0xFF));
-      w[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(v >> 8));
+      w[i] = __fmul_rn(d, float(int8_t(r.q0 >> (8 * i))));
+      w[4 + i] = __fmul_rn(d, float(int8_t(r.q1 >> (8 * i))));
     }
   }
 };
 
-template <> struct GemvBlock<Type::Q4_0> {
-  static constexpr int lanes = 2, runs = 2, elems = 32, bytes = 18;
+template <> struct LaneBlock<Type::Q4_0> {
+  static constexpr int lanes = 2, runs = 2, elems = 32, bytes = 18, unroll = 4;
+  struct Raw { uint32_t d, q0, q1; };
   __device__ static int run_start(int sub, int r) { return 16 * r + 8 * sub; }
-  __device__ static void load(const uint8_t* b, int sub, float* w) {
-    const float d = f16_bits_to_f32(load_u16(b));
-    const uint8_t* q = b + 2 + 8 * sub;
+  __device__ static Raw fetch(const uint8_t* b, int sub) {
+    return {load_u16(b), load_u32_a2(b + 2 + 8 * sub), load_u32_a2(b + 6 + 8 * sub)};
+  }
+  __device__ static void decode(const Raw& r, int, float* w) {
+    const float d = f16_bits_to_f32(uint16_t(r.d));
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint16_t v = load_u16(q + 2 * i);
-      const int q0 = v & 0xFF, q1 = v >> 8;
-      w[2 * i] = d * static_cast<float>((q0 & 0x0F) - 8);
-      w[2 * i + 1] = d * static_cast<float>((q1 & 0x0F) - 8);
-      w[8 + 2 * i] = d * static_cast<float>((q0 >> 4) - 8);
-      w[8 + 2 * i + 1] = d * static_cast<float>((q1 >> 4) - 8);
+    for (int i = 0; i < 8; ++i) {
+      const int q = int(((i < 4 ? r.q0 : r.q1) >> (8 * (i % 4))) & 0xFF);
+      w[i] = __fmul_rn(d, float((q & 0x0F) - 8));
+      w[8 + i] = __fmul_rn(d, float((q >> 4) - 8));
     }
   }
 };
+
+// Byte k (run-time index) of 12 bytes held in three registers, without spilling them to memory.
+__device__ __forceinline__ int byte_of(const uint32_t* w, int k) {
+  const uint32_t word = k < 4 ? w[0] : k < 8 ? w[1] : w[2];
+  return int((word >> (8 * (k % 4))) & 0xFF);
+}
+// get_scale_min_k4 on the 12 scale bytes held in registers.
+__device__ __forceinline__ void scale_min_k4_regs(int s, const uint32_t* q, int& sc, int& m) {
+  if (s < 4) {
+    sc = byte_of(q, s) & 63;
+    m = byte_of(q, s + 4) & 63;
+  } else {
+    sc = (byte_of(q, s + 4) & 0x0F) | ((byte_of(q, s - 4) >> 6) << 4);
+    m = (byte_of(q, s + 4) >> 4) | ((byte_of(q, s) >> 6) << 4);
+  }
+}
 
 // Q4_K / Q5_K: lane sub (0..7) takes qs bytes [16 sub, 16 sub + 16) (group j = sub / 2, half
 // h = sub % 2): low nibbles are elements 64j + 16h + [0,16), high nibbles 64j + 32 + 16h + [0,16).
-template <Type T> struct GemvBlockK45 {
+template <Type T> struct LaneBlockK45 {
   static constexpr bool five = T == Type::Q5_K;
-  static constexpr int lanes = 8, runs = 4, elems = 256, bytes = five ? 176 : 144;
+  static constexpr int lanes = 8, runs = 4, elems = 256, bytes = five ? 176 : 144, unroll = 2;
+  struct Raw { uint32_t dm, sc[3]; uint4 qs, qh; };
   __device__ static int run_start(int sub, int r) { return 64 * (sub / 2) + 16 * (sub % 2) + 32 * (r / 2) + 8 * (r % 2); }
-  __device__ static void load(const uint8_t* b, int sub, float* w) {
-    const float d = f16_bits_to_f32(load_u16(b));
-    const float dmin = f16_bits_to_f32(load_u16(b + 2));
-    const int j = sub / 2, h = sub % 2;
+  __device__ static Raw fetch(const uint8_t* b, int sub) {
+    Raw r;
+    const uint32_t* w32 = reinterpret_cast<const uint32_t*>(b);  // blocks are 16-byte aligned
+    r.dm = w32[0];
+    r.sc[0] = w32[1]; r.sc[1] = w32[2]; r.sc[2] = w32[3];
+    r.qs = *reinterpret_cast<const uint4*>(b + (five ? 48 : 16) + 16 * sub);
+    if constexpr (five) r.qh = *reinterpret_cast<const uint4*>(b + 16 + 16 * (sub % 2));
+    return r;
+  }
+  __device__ static void decode(const Raw& r, int sub, float* w) {
+    const float d = f16_bits_to_f32(uint16_t(r.dm)), dmin = f16_bits_to_f32(uint16_t(r.dm >> 16));
+    const int j = sub / 2;
     int sc0, m0, sc1, m1;
-    scale_min_k4(2 * j, b + 4, sc0, m0);
-    scale_min_k4(2 * j + 1, b + 4, sc1, m1);
-    const float d0 = d * sc0, min0 = dmin * m0, d1 = d * sc1, min1 = dmin * m1;
-    const uint4 qv = *reinterpret_cast<const uint4*>(b + (five ? 48 : 16) + 16 * sub);
-    const uint8_t* q = reinterpret_cast<const uint8_t*>(&qv);
-    if constexpr (five) {
-      const uint4 hv = *reinterpret_cast<const uint4*>(b + 16 + 16 * h);
-      const uint8_t* qh = reinterpret_cast<const uint8_t*>(&hv);
+    scale_min_k4_regs(2 * j, r.sc, sc0, m0);
+    scale_min_k4_regs(2 * j + 1, r.sc, sc1, m1);
+    const float d0 = __fmul_rn(d, float(sc0)), min0 = __fmul_rn(dmin, float(m0));
+    const float d1 = __fmul_rn(d, float(sc1)), min1 = __fmul_rn(dmin, float(m1));
+    const uint8_t* q = reinterpret_cast<const uint8_t*>(&r.qs);
+    const uint8_t* qh = reinterpret_cast<const uint8_t*>(&r.qh);
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        w[i] = d0 * static_cast<float>((q[i] & 0x0F) | (((qh[i] >> (2 * j)) & 1) << 4)) - min0;
-        w[16 + i] = d1 * static_cast<float>((q[i] >> 4) | (((qh[i] >> (2 * j + 1)) & 1) << 4)) - min1;
+    for (int i = 0; i < 16; ++i) {
+      int lo = q[i] & 0x0F, hi = q[i] >> 4;
+      if constexpr (five) {
+        lo |= ((qh[i] >> (2 * j)) & 1) << 4;
+        hi |= ((qh[i] >> (2 * j + 1)) & 1) << 4;
       }
-    } else {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        w[i] = d0 * static_cast<float>(q[i] & 0x0F) - min0;
-        w[16 + i] = d1 * static_cast<float>(q[i] >> 4) - min1;
-      }
+      w[i] = __fsub_rn(__fmul_rn(d0, float(lo)), min0);
+      w[16 + i] = __fsub_rn(__fmul_rn(d1, float(hi)), min1);
     }
   }
 };
-template <> struct GemvBlock<Type::Q4_K> : GemvBlockK45<Type::Q4_K> {};
-template <> struct GemvBlock<Type::Q5_K> : GemvBlockK45<Type::Q5_K> {};
+template <> struct LaneBlock<Type::Q4_K> : LaneBlockK45<Type::Q4_K> {};
+template <> struct LaneBlock<Type::Q5_K> : LaneBlockK45<Type::Q5_K> {};
 
 // Q6_K: lane sub (0..7) takes half sub / 4, positions l in [8 (sub % 4), +8) of that half: four
 // runs (quarters) 128 half + 32 qq + 8 (sub % 4).
-template <> struct GemvBlock<Type::Q6_K> {
-  static constexpr int lanes = 8, runs = 4, elems = 256, bytes = 210;
+template <> struct LaneBlock<Type::Q6_K> {
+  static constexpr int lanes = 8, runs = 4, elems = 256, bytes = 210, unroll = 2;
+  struct Raw { uint32_t l0[2], l1[2], h[2], sc, d; };
   __device__ static int run_start(int sub, int r) { return 128 * (sub / 4) + 32 * r + 8 * (sub % 4); }
-  __device__ static void load(const uint8_t* b, int sub, float* w) {
+  __device__ static Raw fetch(const uint8_t* b, int sub) {
     const int half = sub / 4, lq = sub % 4;
     const uint8_t* ql0 = b + 64 * half + 8 * lq;
-    const uint8_t* ql1 = ql0 + 32;
     const uint8_t* qh = b + 128 + 32 * half + 8 * lq;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * half + lq / 2;
-    const float d = f16_bits_to_f32(load_u16(b + 208));
-    const float s0 = d * sc[0], s1 = d * sc[2], s2 = d * sc[4], s3 = d * sc[6];
+    const uint8_t* sc = b + 192 + 8 * half + lq / 2;
+    Raw r;
+    r.l0[0] = load_u32_a2(ql0); r.l0[1] = load_u32_a2(ql0 + 4);
+    r.l1[0] = load_u32_a2(ql0 + 32); r.l1[1] = load_u32_a2(ql0 + 36);
+    r.h[0] = load_u32_a2(qh); r.h[1] = load_u32_a2(qh + 4);
+    r.sc = uint32_t(sc[0]) | uint32_t(sc[2]) << 8 | uint32_t(sc[4]) << 16 | uint32_t(sc[6]) << 24;
+    r.d = load_u16(b + 208);
+    return r;
+  }
+  __device__ static void decode(const Raw& r, int, float* w) {
+    const float d = f16_bits_to_f32(uint16_t(r.d));
+    float s[4];
 #pragma unroll
-    for (int i = 0; i < 8; i += 2) {
-      const uint16_t a = load_u16(ql0 + i), c = load_u16(ql1 + i), hh = load_u16(qh + i);
+    for (int k = 0; k < 4; ++k) s[k] = __fmul_rn(d, float(int8_t(r.sc >> (8 * k))));
 #pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int l0 = (a >> (8 * k)) & 0xFF, l1 = (c >> (8 * k)) & 0xFF, h = (hh >> (8 * k)) & 0xFF;
-        w[i + k] = s0 * static_cast<float>(((l0 & 0x0F) | ((h & 3) << 4)) - 32);
-        w[8 + i + k] = s1 * static_cast<float>(((l1 & 0x0F) | (((h >> 2) & 3) << 4)) - 32);
-        w[16 + i + k] = s2 * static_cast<float>(((l0 >> 4) | (((h >> 4) & 3) << 4)) - 32);
-        w[24 + i + k] = s3 * static_cast<float>(((l1 >> 4) | (((h >> 6) & 3) << 4)) - 32);
-      }
+    for (int i = 0; i < 8; ++i) {
+      const int l0 = (r.l0[i / 4] >> (8 * (i % 4))) & 0xFF, l1 = (r.l1[i / 4] >> (8 * (i % 4))) & 0xFF;
+      const int h = (r.h[i / 4] >> (8 * (i % 4))) & 0xFF;
+      w[i] = __fmul_rn(s[0], float(((l0 & 0x0F) | ((h & 3) << 4)) - 32));
+      w[8 + i] = __fmul_rn(s[1], float(((l1 & 0x0F) | (((h >> 2) & 3) << 4)) - 32));
+      w[16 + i] = __fmul_rn(s[2], float(((l0 >> 4) | (((h >> 4) & 3) << 4)) - 32));
+      w[24 + i] = __fmul_rn(s[3], float(((l1 >> 4) | (((h >> 6) & 3) << 4)) - 32));
     }
   }
 };
 
 // Float types, rows whose length is a multiple of 8 (16-byte aligned runs).
-template <Type T> struct GemvBlockFloat {
+template <Type T> struct LaneBlockFloat {
   static constexpr int esize = T == Type::F32 ? 4 : 2;
-  static constexpr int lanes = 1, runs = 1, elems = 8, bytes = 8 * esize;
+  static constexpr int lanes = 1, runs = 1, elems = 8, bytes = 8 * esize, unroll = 4;
+  struct Raw { uint4 a, b; };
   __device__ static int run_start(int, int) { return 0; }
-  __device__ static void load(const uint8_t* b, int, float* w) {
+  __device__ static Raw fetch(const uint8_t* p, int) {
+    const uint4* v = reinterpret_cast<const uint4*>(p);
+    if constexpr (T == Type::F32) return {v[0], v[1]};
+    else return {v[0], make_uint4(0, 0, 0, 0)};
+  }
+  __device__ static void decode(const Raw& r, int, float* w) {
     if constexpr (T == Type::F32) {
-      const float4 a = reinterpret_cast<const float4*>(b)[0], c = reinterpret_cast<const float4*>(b)[1];
-      w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = c.x; w[5] = c.y; w[6] = c.z; w[7] = c.w;
+      const float* f = reinterpret_cast<const float*>(&r);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) w[i] = f[i];
     } else {
-      const uint4 v = *reinterpret_cast<const uint4*>(b);
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(&r.a);
 #pragma unroll
       for (int i = 0; i < 8; ++i) w[i] = T == Type::F16 ? f16_bits_to_f32(h[i]) : bf16_bits_to_f32(h[i]);
     }
   }
 };
-template <> struct GemvBlock<Type::F32> : GemvBlockFloat<Type::F32> {};
-template <> struct GemvBlock<Type::F16> : GemvBlockFloat<Type::F16> {};
-template <> struct GemvBlock<Type::BF16> : GemvBlockFloat<Type::BF16> {};
+template <> struct LaneBlock<Type::F32> : LaneBlockFloat<Type::F32> {};
+template <> struct LaneBlock<Type::F16> : LaneBlockFloat<Type::F16> {};
+template <> struct LaneBlock<Type::BF16> : LaneBlockFloat<Type::BF16> {};
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -144,46 +184,59 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// One warp per row; up to kGemvMaxTokens tokens share every dequantized weight.
+// One warp per row; up to NT tokens (n_tok <= NT) share every dequantized weight. The raw bytes
+// of `unroll` blocks per lane are fetched before any is decoded (memory parallelism). NT = 1 (one
+// decode token) keeps the registers, hence the occupancy, of a plain GEMV.
 // w: [n_out][row_bytes]; x: [n_tok, n_in]; y: [n_tok, n_out].
-template <Type T>
+template <Type T, int NT>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int n_in,
                                                                int n_out, const float* __restrict__ x, int n_tok,
                                                                float* __restrict__ y) {
-  using B = GemvBlock<T>;
+  using B = LaneBlock<T>;
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
   if (row >= n_out) return;
   const uint8_t* wr = w + static_cast<size_t>(row) * row_bytes;
-  float acc[kGemvMaxTokens];
+  float acc[NT];
 #pragma unroll
-  for (int t = 0; t < kGemvMaxTokens; ++t) acc[t] = 0.0f;
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
   const int n_blocks = n_in / B::elems;
   const int sub = lane % B::lanes;
-#pragma unroll 2
-  for (int ib = lane / B::lanes; ib < n_blocks; ib += 32 / B::lanes) {
-    float wv[8 * B::runs];
-    B::load(wr + static_cast<size_t>(ib) * B::bytes, sub, wv);
+  constexpr int step = 32 / B::lanes;  // blocks per warp per unrolled slot
+  for (int ib0 = lane / B::lanes; ib0 < n_blocks; ib0 += B::unroll * step) {
+    typename B::Raw raw[B::unroll];
 #pragma unroll
-    for (int r = 0; r < B::runs; ++r) {
-      const int k0 = ib * B::elems + B::run_start(sub, r);
+    for (int u = 0; u < B::unroll; ++u) {
+      const int ib = ib0 + u * step;
+      if (ib < n_blocks) raw[u] = B::fetch(wr + static_cast<size_t>(ib) * B::bytes, sub);
+    }
 #pragma unroll
-      for (int t = 0; t < kGemvMaxTokens; ++t) {
-        if (t < n_tok) {
-          const float4* xp = reinterpret_cast<const float4*>(x + static_cast<size_t>(t) * n_in + k0);
-          const float4 a = __ldg(xp), c = __ldg(xp + 1);
-          float s = acc[t];
-          s = fmaf(wv[8 * r + 0], a.x, s); s = fmaf(wv[8 * r + 1], a.y, s);
-          s = fmaf(wv[8 * r + 2], a.z, s); s = fmaf(wv[8 * r + 3], a.w, s);
-          s = fmaf(wv[8 * r + 4], c.x, s); s = fmaf(wv[8 * r + 5], c.y, s);
-          s = fmaf(wv[8 * r + 6], c.z, s); s = fmaf(wv[8 * r + 7], c.w, s);
-          acc[t] = s;
+    for (int u = 0; u < B::unroll; ++u) {
+      const int ib = ib0 + u * step;
+      if (ib >= n_blocks) break;
+      float wv[8 * B::runs];
+      B::decode(raw[u], sub, wv);
+#pragma unroll
+      for (int r = 0; r < B::runs; ++r) {
+        const int k0 = ib * B::elems + B::run_start(sub, r);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t < n_tok) {
+            const float4* xp = reinterpret_cast<const float4*>(x + static_cast<size_t>(t) * n_in + k0);
+            const float4 a = __ldg(xp), c = __ldg(xp + 1);
+            float s = acc[t];
+            s = fmaf(wv[8 * r + 0], a.x, s); s = fmaf(wv[8 * r + 1], a.y, s);
+            s = fmaf(wv[8 * r + 2], a.z, s); s = fmaf(wv[8 * r + 3], a.w, s);
+            s = fmaf(wv[8 * r + 4], c.x, s); s = fmaf(wv[8 * r + 5], c.y, s);
+            s = fmaf(wv[8 * r + 6], c.z, s); s = fmaf(wv[8 * r + 7], c.w, s);
+            acc[t] = s;
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int t = 0; t < kGemvMaxTokens; ++t) {
+  for (int t = 0; t < NT; ++t) {
     if (t < n_tok) {
       const float s = warp_sum(acc[t]);
       if (lane == 0) y[static_cast<size_t>(t) * n_out + row] = s;
@@ -223,20 +276,39 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_float_any_kernel(const u
 __device__ __forceinline__ void store_out(float* out, float v) { *out = v; }
 __device__ __forceinline__ void store_out(__nv_bfloat16* out, float v) { *out = __float2bfloat16_rn(v); }
 
-// One thread per 32-element unit. out: [n_rows, n_in].
+__device__ __forceinline__ void store_run(float* out, const float* v) {
+  reinterpret_cast<float4*>(out)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(out)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store_run(__nv_bfloat16* out, const float* v) {
+  uint4 packed;
+  uint32_t* p = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    p[i] = *reinterpret_cast<const uint32_t*>(&two);
+  }
+  *reinterpret_cast<uint4*>(out) = packed;
+}
+
+// One thread per (row, block, lane share): the GEMV's fetch + decode, then 8-element vector
+// stores. out: [n_rows, n_in] (rows 16-byte aligned: n_in is a multiple of 8 here).
 template <Type T, class Out>
 __global__ void dequant_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_in, const int32_t* rows,
                                     int64_t n_rows, Out* __restrict__ out) {
-  const int64_t units = n_in / 32;
+  using B = LaneBlock<T>;
+  const int64_t blocks = n_in / B::elems;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= units * n_rows) return;
-  const int64_t r = i / units, u = i % units;
+  if (i >= blocks * B::lanes * n_rows) return;
+  const int sub = static_cast<int>(i % B::lanes);
+  const int64_t ib = (i / B::lanes) % blocks, r = i / (B::lanes * blocks);
   const int64_t src_row = rows ? rows[r] : r;
-  float v[32];
-  dequant32<T>(w + src_row * row_bytes, u, v);
-  Out* o = out + r * n_in + u * 32;
+  const auto raw = B::fetch(w + src_row * row_bytes + ib * B::bytes, sub);
+  float v[8 * B::runs];
+  B::decode(raw, sub, v);
+  Out* o = out + r * n_in + ib * B::elems;
 #pragma unroll
-  for (int j = 0; j < 32; ++j) store_out(o + j, v[j]);
+  for (int run = 0; run < B::runs; ++run) store_run(o + B::run_start(sub, run), v + 8 * run);
 }
 
 // One thread per element (float types).
@@ -266,7 +338,10 @@ void launch_gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float*
   if (is_float && w.n_in % 8 != 0)
     gemv_float_any_kernel<T><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
   else
-    gemv_kernel<T><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
+    if (n_tokens == 1)
+      gemv_kernel<T, 1><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, 1, y);
+    else
+      gemv_kernel<T, kGemvMaxTokens><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
   check_launch("gemv");
 }
 
@@ -275,17 +350,28 @@ void launch_dequant(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, 
   const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   const auto* wp = static_cast<const uint8_t*>(w.data);
   constexpr int threads = 256;
-  const unsigned grid_units = blocks_for(w.n_in / 32 * n_rows, threads);
+  // Threads of the vector kernel: one per lane share of a block (n_in / 8 for every type).
+  const unsigned grid_vec = blocks_for(w.n_in / 8 * n_rows, threads);
   const unsigned grid_elems = blocks_for(w.n_in * n_rows, threads);
+  const bool vec = w.n_in % 8 == 0;
   switch (w.type) {
-    case Type::F32: convert_rows_kernel<Type::F32, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::F16: convert_rows_kernel<Type::F16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::BF16: convert_rows_kernel<Type::BF16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q4_0: dequant_rows_kernel<Type::Q4_0, Out><<<grid_units, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q8_0: dequant_rows_kernel<Type::Q8_0, Out><<<grid_units, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q4_K: dequant_rows_kernel<Type::Q4_K, Out><<<grid_units, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q5_K: dequant_rows_kernel<Type::Q5_K, Out><<<grid_units, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q6_K: dequant_rows_kernel<Type::Q6_K, Out><<<grid_units, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::F32:
+      if (vec) dequant_rows_kernel<Type::F32, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      else convert_rows_kernel<Type::F32, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      break;
+    case Type::F16:
+      if (vec) dequant_rows_kernel<Type::F16, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      else convert_rows_kernel<Type::F16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      break;
+    case Type::BF16:
+      if (vec) dequant_rows_kernel<Type::BF16, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      else convert_rows_kernel<Type::BF16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      break;
+    case Type::Q4_0: dequant_rows_kernel<Type::Q4_0, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q8_0: dequant_rows_kernel<Type::Q8_0, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q4_K: dequant_rows_kernel<Type::Q4_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q5_K: dequant_rows_kernel<Type::Q5_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q6_K: dequant_rows_kernel<Type::Q6_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
     default: throw Error("the CUDA backend cannot read tensor type " + std::string(quant::type_name(w.type)));
   }
   check_launch("dequant_rows");
