@@ -230,6 +230,50 @@ void expect_no_allocations(const std::string& path, int64_t n_ctx, int64_t chunk
   EXPECT_EQ(counts.frees, 0u) << path << ": frees after session start";
 }
 
+// Several sequences: adding, mixed calls (a prefill chunk beside decodes), removing and reusing a
+// slot, resetting, all with the hooks counting.
+void expect_no_allocations_parallel(const std::string& path, int64_t n_ctx, int64_t chunk) {
+  auto model = model::Model::load(path);
+  plan::PlanRequest req = request(n_ctx, chunk, plan::cpu_profile());
+  req.n_seqs = 3;
+  const plan::Plan p = plan::plan_for_model(*model, req);
+  ASSERT_TRUE(p.fits) << plan::refusal_text(p);
+  runtime::Session session(model, p.options);
+  const uint32_t n_vocab = model->hparams().n_vocab;
+  const std::vector<int32_t> a = some_tokens(static_cast<size_t>(chunk + 3), n_vocab, 3);
+  const std::vector<int32_t> b = some_tokens(static_cast<size_t>(chunk * 2), n_vocab, 5);
+  const int32_t decodes[3] = {11, 12, 13};
+  double checksum = 0;
+
+  AllocWindow window;
+  const int32_t s1 = session.add_sequence(), s2 = session.add_sequence();
+  session.prefill(a);
+  for (int round = 0; round < 2; ++round) {
+    const runtime::SeqInput mixed[] = {{0, std::span<const int32_t>(&decodes[0], 1), true},
+                                       {s1, std::span<const int32_t>(b).subspan(static_cast<size_t>(round * chunk),
+                                                                                static_cast<size_t>(chunk)),
+                                        round == 1},
+                                       {s2, std::span<const int32_t>(&decodes[2], 1), true}};
+    for (const float* row : session.step(mixed)) checksum += row[0];
+  }
+  const runtime::SeqInput all[] = {{0, std::span<const int32_t>(&decodes[0], 1), true},
+                                   {s1, std::span<const int32_t>(&decodes[1], 1), true},
+                                   {s2, std::span<const int32_t>(&decodes[2], 1), true}};
+  for (const float* row : session.step(all)) checksum += row[0];
+  session.remove_sequence(s1);
+  const int32_t s3 = session.add_sequence();
+  const runtime::SeqInput again{s3, std::span<const int32_t>(a).first(5), true};
+  checksum += session.step(std::span<const runtime::SeqInput>(&again, 1))[0][0];
+  session.reset_sequence(s2);
+  const AllocCounts counts = window.stop();
+
+  EXPECT_TRUE(std::isfinite(checksum));
+  EXPECT_EQ(counts.mallocs, 0u) << path << ": malloc-family calls in multi-sequence calls (largest " << counts.largest
+                                << " bytes)";
+  EXPECT_EQ(counts.news, 0u) << path << ": operator new calls in multi-sequence calls";
+  EXPECT_EQ(counts.frees, 0u) << path << ": frees in multi-sequence calls";
+}
+
 uint64_t status_bytes(const char* key) {
   std::ifstream in("/proc/self/status");
   std::string line;
@@ -276,6 +320,13 @@ TEST(MemoryAllocations, NoneAfterSessionStartTinyQwen35) {
     GTEST_SKIP() << "the qwen35 family is not registered in this build";
   }
   expect_no_allocations(test::shared("fixtures/tiny-qwen35.gguf"), 512, 32);
+}
+
+TEST(MemoryAllocations, NoneInMultiSequenceCalls) {
+  if (!KEEL_ALLOC_HOOKS) GTEST_SKIP() << "allocation hooks are compiled out under sanitizers";
+  expect_no_allocations_parallel(test::shared("models/stories260K.gguf"), 256, 16);
+  expect_no_allocations_parallel(test::shared("fixtures/tiny-qwen3-q5_k.gguf"), 512, 32);
+  expect_no_allocations_parallel(test::shared("fixtures/tiny-qwen35.gguf"), 512, 32);
 }
 
 // What the session allocates is exactly what the plan lists (KV pages, state, scratch).

@@ -28,14 +28,15 @@ TEST(Ops, SiluMulSimdEqualsScalarOnOddSizes) {
 
 TEST(Ops, RopePairingsAndPartialRotation) {
   const int hd = 8;
-  for (auto type : {model::RopeType::norm, model::RopeType::neox}) {
+  for (auto type : {backend::RopeType::norm, backend::RopeType::neox}) {
     std::vector<float> x(hd);
     for (int i = 0; i < hd; ++i) x[i] = static_cast<float>(i + 1);
     auto y = x;
     cpu::RopeParams p{type, 4, 10000.0f, 1.0f, nullptr};  // rotate the first 4 dims only
-    cpu::rope(y.data(), 1, 1, hd, 3, p);
+    const int32_t pos = 3;
+    cpu::rope(y.data(), 1, 1, hd, &pos, p);
     for (int i = 4; i < hd; ++i) EXPECT_EQ(y[i], x[i]);  // dims >= n_rot pass through
-    const int a0 = 0, b0 = type == model::RopeType::norm ? 1 : 2;
+    const int a0 = 0, b0 = type == backend::RopeType::norm ? 1 : 2;
     const double theta = 3.0;  // pair 0: pos * base^0
     EXPECT_NEAR(y[a0], x[a0] * std::cos(theta) - x[b0] * std::sin(theta), 1e-5);
     EXPECT_NEAR(y[b0], x[a0] * std::sin(theta) + x[b0] * std::cos(theta), 1e-5);

@@ -234,6 +234,28 @@ TEST(PlanInvariants, PlanOfAFileEqualsItsHeader) {
   EXPECT_EQ(plan::plan_for_model(*model, ppl).options.max_logit_rows, 1024);
 }
 
+// --parallel N: N recurrent-state slots, one spare KV page per extra sequence, a call of a chunk
+// plus N - 1 decodes, N logits rows; weights and the per-token KV cost unchanged.
+TEST(PlanInvariants, ParallelSequencesScaleStateAndCall) {
+  if (!has_qwen35()) GTEST_SKIP() << "the qwen35 family is not registered in this build";
+  const plan::ModelSpec spec = plan::describe_preset("qwen35-0.8b", model::FileType::q8_0);
+  plan::PlanRequest req = request(8192, runtime::KvType::f16, plan::cpu_profile(), 512);
+  const plan::Plan one = plan::make_plan(spec, req);
+  req.n_seqs = 4;
+  const plan::Plan four = plan::make_plan(spec, req);
+  ASSERT_TRUE(one.fits && four.fits);
+  EXPECT_EQ(four.bytes(plan::Category::weights), one.bytes(plan::Category::weights));
+  EXPECT_EQ(four.bytes(plan::Category::recurrent_state), 4 * one.bytes(plan::Category::recurrent_state));
+  EXPECT_EQ(four.kv.n_pages, one.kv.n_pages + 3);
+  EXPECT_EQ(four.options.n_seqs, 4);
+  EXPECT_GT(four.bytes(plan::Category::activations), one.bytes(plan::Category::activations));  // 515-token calls
+  EXPECT_EQ(four.bytes(plan::Category::logits), 4 * one.bytes(plan::Category::logits));
+  // Too many sequences for a budget is a refusal like any other.
+  req.device = plan::with_overrides(plan::cpu_profile(), one.total_bytes + one.total_bytes / 100, std::nullopt);
+  req.n_seqs = 64;
+  EXPECT_FALSE(plan::make_plan(spec, req).fits);
+}
+
 TEST(PlanInvariants, RequestsThatMakeNoSenseAreUsageErrors) {
   const plan::ModelSpec spec = plan::describe_preset("qwen3-0.6b", model::FileType::q8_0);
   for (auto [ctx, chunk] : {std::pair<int64_t, int64_t>{0, 8}, {16, 0}, {-3, 8}}) {

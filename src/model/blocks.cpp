@@ -1,21 +1,20 @@
 #include "model/blocks.h"
 
-#include <string>
-
-#include "keel/error.h"
-#include "quant/dequant.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
 
 namespace keel::model {
 
-void embed_tokens(const gguf::TensorInfo& table, const int32_t* tokens, int64_t n, float* out) {
-  const int64_t d = static_cast<int64_t>(table.ne[0]);
-  const size_t row = quant::row_bytes(table.type, table.ne[0]);
-  for (int64_t t = 0; t < n; ++t)
-    if (tokens[t] < 0 || static_cast<uint64_t>(tokens[t]) >= table.ne[1])
-      throw Error("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" +
-                  std::to_string(table.ne[1]) + " tokens)");
-  for (int64_t t = 0; t < n; ++t)
-    quant::dequantize_row(table.type, table.data + row * static_cast<size_t>(tokens[t]), out + t * d, d);
+std::string blk(uint32_t il, const char* name) { return "blk." + std::to_string(il) + "." + name; }
+
+backend::WeightView PlacedWeights::matrix(const std::string& name) const {
+  return backend_.place_weight(name, model_.matrix(name));
+}
+
+const float* PlacedWeights::vector(const std::string& name) const {
+  const float* host = model_.vector_f32(name);
+  if (!host) return nullptr;
+  return backend_.place_vector(name, host, static_cast<int64_t>(model_.find(name)->n_elements()));
 }
 
 }  // namespace keel::model

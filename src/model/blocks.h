@@ -1,13 +1,27 @@
 // Building blocks shared by the model families.
 #pragma once
 #include <cstdint>
+#include <string>
 
-#include "gguf/gguf.h"
+#include "backend/backend.h"
 
 namespace keel::model {
 
-// out[t] = row tokens[t] of the embedding table, dequantized: [n, n_embd] f32. A token outside
-// the table is a keel::Error (checked before anything is written).
-void embed_tokens(const gguf::TensorInfo& table, const int32_t* tokens, int64_t n, float* out);
+class Model;
+
+// "blk.<il>.<name>": the GGUF name of a layer's tensor.
+std::string blk(uint32_t il, const char* name);
+
+// A model's tensors as the backend reads them (placed once, when the forward pass is built).
+class PlacedWeights {
+ public:
+  PlacedWeights(const Model& model, backend::Backend& backend) : model_(model), backend_(backend) {}
+  backend::WeightView matrix(const std::string& name) const;   // must exist
+  const float* vector(const std::string& name) const;          // nullptr when optional and absent
+
+ private:
+  const Model& model_;
+  backend::Backend& backend_;
+};
 
 }  // namespace keel::model

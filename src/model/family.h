@@ -8,12 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backend/buffer_set.h"
 #include "model/hparams.h"
-#include "runtime/kv_cache.h"
 
 namespace keel::gguf { class File; }
-namespace keel::cpu { class ThreadPool; }
-namespace keel::runtime { class BufferSet; }
 
 namespace keel::model {
 
@@ -36,52 +35,44 @@ struct TensorSpec {
   bool optional = false;
 };
 
-struct BufferSpec {
-  std::string name;
-  uint64_t bytes;
-};
+using backend::BufferSpec;
 
 // The shape of a session, as far as a family's buffers depend on it.
 struct SessionShape {
-  int64_t chunk = 512;          // tokens per forward call (prefill chunk)
+  int64_t chunk = 512;          // prefill chunk: tokens of one sequence per forward call
+  int64_t max_tokens = 512;     // tokens per forward call: a chunk plus one decode of each other sequence
   int64_t max_logit_rows = 1;   // rows of logits one call may return
+  int n_seqs = 1;               // sequence slots (--parallel)
   int n_threads = 1;
-  runtime::KvGeometry kv;       // attention layers' paged cache
-};
-
-// One forward call over a chunk of consecutive tokens of the single sequence.
-struct ForwardBatch {
-  const int32_t* tokens = nullptr;
-  int64_t n_tokens = 0;
-  int64_t pos0 = 0;                  // position of tokens[0]
-  const int64_t* logit_rows = nullptr;  // ascending indices into the chunk whose logits are wanted
-  int64_t n_logit_rows = 0;
-  float* logits = nullptr;           // [n_logit_rows, n_vocab]
+  backend::KvGeometry kv;       // attention layers' paged pool, shared by the sequences
 };
 
 // What a session lends the forward pass: everything was allocated from the plan.
 struct ForwardResources {
-  const runtime::BufferSet* scratch = nullptr;  // the family's scratch_buffers, by name
-  const runtime::BufferSet* state = nullptr;    // the family's state_buffers, by name
-  runtime::KvCache* kv = nullptr;
-  cpu::ThreadPool* pool = nullptr;
+  backend::Backend* backend = nullptr;
+  const backend::BufferSet* scratch = nullptr;  // the family's scratch_buffers, by name
+  const backend::BufferSet* state = nullptr;    // the family's state_buffers, by name: n_seqs slots each
   SessionShape shape;
 };
 
 class Forward {
  public:
   virtual ~Forward() = default;
-  virtual void run(const ForwardBatch& batch) = 0;  // must not allocate
-  virtual void reset_state() {}                     // clear recurrent state (new sequence)
+  // One forward call over `batch` (tokens of one or more sequences); writes the logits of
+  // batch.logit_rows to `logits` [n_logit_rows, n_vocab] (backend memory). Must not allocate.
+  virtual void run(const backend::Batch& batch, float* logits) = 0;
+  // Clears the recurrent state of sequence slot `slot` (a new sequence).
+  virtual void reset_state(int32_t slot) {}
 };
 
 struct Family {
   std::string_view arch;
   Hparams (*read_hparams)(const gguf::File& file);
   std::vector<TensorSpec> (*tensor_specs)(const Hparams& hp);
-  // Activation scratch of one chunk (the matmul kernels' own scratch is planned separately).
+  // Activation buffers of one forward call of shape.max_tokens tokens (the backend's own
+  // workspaces are planned separately: backend::workspace_buffers).
   std::vector<BufferSpec> (*scratch_buffers)(const Hparams& hp, const SessionShape& shape);
-  std::vector<BufferSpec> (*state_buffers)(const Hparams& hp);  // recurrent state; may be empty
+  std::vector<BufferSpec> (*state_buffers)(const Hparams& hp);  // one sequence's recurrent state; may be empty
   std::unique_ptr<Forward> (*make_forward)(const Model& model, const ForwardResources& res);
 };
 

@@ -4,11 +4,13 @@
 #include <string>
 #include <vector>
 
+#include "backend/types.h"
+
 namespace keel::gguf { class File; }
 
 namespace keel::model {
 
-enum class RopeType { norm, neox };  // NORM: adjacent pairs (llama); NEOX: half-split pairs
+using backend::RopeType;  // NORM: adjacent pairs (llama); NEOX: half-split pairs
 
 struct Hparams {
   std::string arch;           // general.architecture

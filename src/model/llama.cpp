@@ -2,21 +2,14 @@
 // pre-norm decoder with SwiGLU FFN, GQA and RoPE (NORM pairing for llama, NEOX for the Qwens).
 #include <cmath>
 
-#include "backend/cpu/attention.h"
-#include "backend/cpu/matmul.h"
-#include "backend/cpu/ops.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
-#include "quant/dequant.h"
 #include "model/blocks.h"
 #include "model/family.h"
 #include "model/model.h"
-#include "runtime/buffer_set.h"
 
 namespace keel::model {
 namespace {
-
-std::string blk(uint32_t il, const char* name) { return "blk." + std::to_string(il) + "." + name; }
 
 Hparams read_llama_like(const gguf::File& file, const std::string& arch) {
   Hparams hp = read_common_hparams(file, arch);
@@ -59,9 +52,9 @@ std::vector<TensorSpec> llama_tensors(const Hparams& hp) {
   return specs;
 }
 
-// Activation buffers alive during one chunk (names are the contract with LlamaForward).
+// Activation buffers alive during one forward call (names are the contract with LlamaForward).
 std::vector<BufferSpec> llama_scratch(const Hparams& hp, const SessionShape& s) {
-  const uint64_t c = static_cast<uint64_t>(s.chunk), f = sizeof(float);
+  const uint64_t c = static_cast<uint64_t>(s.max_tokens), f = sizeof(float);
   const uint64_t q_width = uint64_t{hp.n_head} * hp.head_dim, kv_width = uint64_t{hp.n_head_kv} * hp.head_dim;
   return {
       {"hidden", c * hp.n_embd * f},          // [chunk, n_embd] residual stream
@@ -74,15 +67,15 @@ std::vector<BufferSpec> llama_scratch(const Hparams& hp, const SessionShape& s) 
       {"ffn_gate", c * hp.n_ff * f},          // [chunk, n_ff]
       {"ffn_up", c * hp.n_ff * f},
       {"logit_rows", static_cast<uint64_t>(s.max_logit_rows) * hp.n_embd * f},  // [rows, n_embd]
-      {"attention", cpu::attention_workspace_bytes(s.kv, hp.n_head, s.n_threads)},
   };
 }
 
 class LlamaForward final : public Forward {
  public:
-  LlamaForward(const Model& model, const ForwardResources& res) : model_(model), hp_(model.hparams()), res_(res) {
-    const runtime::BufferSet& b = *res.scratch;
-    const uint64_t c = static_cast<uint64_t>(res.shape.chunk);
+  LlamaForward(const Model& model, const ForwardResources& res)
+      : hp_(model.hparams()), res_(res), be_(*res.backend) {
+    const backend::BufferSet& b = *res.scratch;
+    const uint64_t c = static_cast<uint64_t>(res.shape.max_tokens);
     const uint64_t q_width = uint64_t{hp_.n_head} * hp_.head_dim, kv_width = uint64_t{hp_.n_head_kv} * hp_.head_dim;
     hidden_ = b.get_as<float>("hidden", c * hp_.n_embd);
     normed_ = b.get_as<float>("normed", c * hp_.n_embd);
@@ -94,102 +87,89 @@ class LlamaForward final : public Forward {
     gate_ = b.get_as<float>("ffn_gate", c * hp_.n_ff);
     up_ = b.get_as<float>("ffn_up", c * hp_.n_ff);
     logit_rows_ = b.get_as<float>("logit_rows", static_cast<uint64_t>(res.shape.max_logit_rows) * hp_.n_embd);
-    attention_ws_ = b.get_as<float>("attention");
-    matmul_scratch_ = b.get("matmul");
 
-    embd_ = model.file().require_tensor("token_embd.weight");
-    output_ = model.matrix(hp_.tied_output ? "token_embd.weight" : "output.weight");
-    output_norm_ = model.vector_f32("output_norm.weight");
-    rope_freqs_ = model.vector_f32("rope_freqs.weight");
+    const PlacedWeights w(model, be_);
+    embd_ = w.matrix("token_embd.weight");
+    output_ = hp_.tied_output ? embd_ : w.matrix("output.weight");
+    output_norm_ = w.vector("output_norm.weight");
+    rope_freqs_ = w.vector("rope_freqs.weight");
     layers_.resize(hp_.n_layer);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       Layer& L = layers_[il];
-      L.attn_norm = model.vector_f32(blk(il, "attn_norm.weight"));
-      L.wq = model.matrix(blk(il, "attn_q.weight"));
-      L.wk = model.matrix(blk(il, "attn_k.weight"));
-      L.wv = model.matrix(blk(il, "attn_v.weight"));
-      L.bq = model.vector_f32(blk(il, "attn_q.bias"));
-      L.bk = model.vector_f32(blk(il, "attn_k.bias"));
-      L.bv = model.vector_f32(blk(il, "attn_v.bias"));
-      L.q_norm = model.vector_f32(blk(il, "attn_q_norm.weight"));
-      L.k_norm = model.vector_f32(blk(il, "attn_k_norm.weight"));
-      L.wo = model.matrix(blk(il, "attn_output.weight"));
-      L.ffn_norm = model.vector_f32(blk(il, "ffn_norm.weight"));
-      L.w_gate = model.matrix(blk(il, "ffn_gate.weight"));
-      L.w_up = model.matrix(blk(il, "ffn_up.weight"));
-      L.w_down = model.matrix(blk(il, "ffn_down.weight"));
+      L.attn_norm = w.vector(blk(il, "attn_norm.weight"));
+      L.wq = w.matrix(blk(il, "attn_q.weight"));
+      L.wk = w.matrix(blk(il, "attn_k.weight"));
+      L.wv = w.matrix(blk(il, "attn_v.weight"));
+      L.bq = w.vector(blk(il, "attn_q.bias"));
+      L.bk = w.vector(blk(il, "attn_k.bias"));
+      L.bv = w.vector(blk(il, "attn_v.bias"));
+      L.q_norm = w.vector(blk(il, "attn_q_norm.weight"));
+      L.k_norm = w.vector(blk(il, "attn_k_norm.weight"));
+      L.wo = w.matrix(blk(il, "attn_output.weight"));
+      L.ffn_norm = w.vector(blk(il, "ffn_norm.weight"));
+      L.w_gate = w.matrix(blk(il, "ffn_gate.weight"));
+      L.w_up = w.matrix(blk(il, "ffn_up.weight"));
+      L.w_down = w.matrix(blk(il, "ffn_down.weight"));
     }
   }
 
-  void run(const ForwardBatch& batch) override {
+  void run(const backend::Batch& batch, float* logits) override {
     const int64_t n = batch.n_tokens;
-    if (n <= 0 || n > res_.shape.chunk) throw Error("internal: batch of " + std::to_string(n) + " tokens exceeds the planned chunk");
+    if (n <= 0 || n > res_.shape.max_tokens)
+      throw Error("internal: batch of " + std::to_string(n) + " tokens exceeds the planned " +
+                  std::to_string(res_.shape.max_tokens));
     if (batch.n_logit_rows > res_.shape.max_logit_rows) throw Error("internal: more logit rows than planned");
     const int64_t d = hp_.n_embd, hd = hp_.head_dim;
     const int64_t q_width = int64_t{hp_.n_head} * hd, kv_width = int64_t{hp_.n_head_kv} * hd;
-    cpu::ThreadPool& pool = *res_.pool;
+    backend::Backend& be = be_;
 
-    embed(batch.tokens, n);
-    const cpu::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale, rope_freqs_};
+    be.begin_batch(batch);
+    be.embed(embd_, hidden_);
+    const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
+                                   rope_freqs_};
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
-      cpu::rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
-      cpu::matmul(L.wq, normed_, n, q_, matmul_scratch_, pool);
-      cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool);
-      cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool);
+      be.rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
+      be.matmul(L.wq, normed_, n, q_);
+      be.matmul(L.wk, normed_, n, k_);
+      be.matmul(L.wv, normed_, n, v_);
       if (L.bq) {
-        cpu::add_bias(q_, L.bq, n, q_width);
-        cpu::add_bias(k_, L.bk, n, kv_width);
-        cpu::add_bias(v_, L.bv, n, kv_width);
+        be.add_bias(q_, L.bq, n, q_width);
+        be.add_bias(k_, L.bk, n, kv_width);
+        be.add_bias(v_, L.bv, n, kv_width);
       }
       if (L.q_norm) {
-        cpu::rms_norm(q_, L.q_norm, q_, n * hp_.n_head, hd, hp_.rms_eps);
-        cpu::rms_norm(k_, L.k_norm, k_, n * hp_.n_head_kv, hd, hp_.rms_eps);
+        be.rms_norm(q_, L.q_norm, q_, n * hp_.n_head, hd, hp_.rms_eps);
+        be.rms_norm(k_, L.k_norm, k_, n * hp_.n_head_kv, hd, hp_.rms_eps);
       }
-      cpu::rope(q_, n, hp_.n_head, hd, batch.pos0, rope);
-      cpu::rope(k_, n, hp_.n_head_kv, hd, batch.pos0, rope);
-      res_.kv->write(il, batch.pos0, n, k_, v_);
-      cpu::AttentionArgs args;
-      args.q = q_;
-      args.out = attn_out_;
-      args.n_tokens = n;
-      args.pos0 = batch.pos0;
-      args.n_head = hp_.n_head;
-      args.scale = hp_.attention_scale();
-      args.kv = res_.kv;
-      args.layer = il;
-      cpu::flash_attention(args, attention_ws_, pool);
-      cpu::matmul(L.wo, attn_out_, n, proj_out_, matmul_scratch_, pool);
-      cpu::add_inplace(hidden_, proj_out_, n * d);
+      be.rope(q_, hp_.n_head, hd, rope);
+      be.rope(k_, hp_.n_head_kv, hd, rope);
+      be.kv_write(il, k_, v_);
+      be.attention(il, q_, attn_out_, hp_.n_head, hp_.attention_scale());
+      be.matmul(L.wo, attn_out_, n, proj_out_);
+      be.add(hidden_, proj_out_, n * d);
 
-      cpu::rms_norm(hidden_, L.ffn_norm, normed_, n, d, hp_.rms_eps);
-      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool);
-      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool);
-      cpu::silu_mul(gate_, up_, n * hp_.n_ff);
-      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool);
-      cpu::add_inplace(hidden_, proj_out_, n * d);
+      be.rms_norm(hidden_, L.ffn_norm, normed_, n, d, hp_.rms_eps);
+      be.matmul(L.w_gate, normed_, n, gate_);
+      be.matmul(L.w_up, normed_, n, up_);
+      be.silu_mul(gate_, up_, n * hp_.n_ff);
+      be.matmul(L.w_down, gate_, n, proj_out_);
+      be.add(hidden_, proj_out_, n * d);
     }
-    if (batch.n_logit_rows == 0) return;
-    for (int64_t r = 0; r < batch.n_logit_rows; ++r)
-      cpu::rms_norm(hidden_ + batch.logit_rows[r] * d, output_norm_, logit_rows_ + r * d, 1, d, hp_.rms_eps);
-    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool);
+    be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
   }
 
  private:
   struct Layer {
     const float *attn_norm, *bq, *bk, *bv, *q_norm, *k_norm, *ffn_norm;
-    cpu::WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
+    backend::WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
   };
 
-  void embed(const int32_t* tokens, int64_t n) { embed_tokens(embd_, tokens, n, hidden_); }
-
-  const Model& model_;
   const Hparams& hp_;
   ForwardResources res_;
-  float *hidden_, *normed_, *q_, *k_, *v_, *attn_out_, *proj_out_, *gate_, *up_, *logit_rows_, *attention_ws_;
-  void* matmul_scratch_;
-  gguf::TensorInfo embd_;
-  cpu::WeightView output_;
+  backend::Backend& be_;
+  float *hidden_, *normed_, *q_, *k_, *v_, *attn_out_, *proj_out_, *gate_, *up_, *logit_rows_;
+  backend::WeightView embd_, output_;
   const float* output_norm_;
   const float* rope_freqs_;
   std::vector<Layer> layers_;

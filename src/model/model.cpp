@@ -39,9 +39,9 @@ void Model::validate() const {
   }
 }
 
-cpu::WeightView Model::matrix(const std::string& name) const {
+backend::WeightView Model::matrix(const std::string& name) const {
   const gguf::TensorInfo& t = file_.require_tensor(name);
-  return cpu::WeightView{t.type, t.data, static_cast<int64_t>(t.ne[0]), static_cast<int64_t>(t.n_rows())};
+  return backend::WeightView{t.type, t.data, static_cast<int64_t>(t.ne[0]), static_cast<int64_t>(t.n_rows())};
 }
 
 const float* Model::vector_f32(const std::string& name) const {

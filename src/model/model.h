@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "backend/cpu/matmul.h"
+#include "backend/types.h"
 #include "gguf/gguf.h"
 #include "model/family.h"
 #include "model/hparams.h"
@@ -20,7 +20,7 @@ class Model {
   const Family& family() const { return *family_; }
 
   // A 2-D weight for matmul; `name` must exist (validated at load).
-  cpu::WeightView matrix(const std::string& name) const;
+  backend::WeightView matrix(const std::string& name) const;
   // A 1-D F32 tensor (norm, bias) or nullptr when optional and absent.
   const float* vector_f32(const std::string& name) const;
   const gguf::TensorInfo* find(const std::string& name) const { return file_.find_tensor(name); }

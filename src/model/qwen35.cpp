@@ -4,29 +4,14 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cpu/attention.h"
-#include "backend/cpu/gated_delta.h"
-#include "backend/cpu/matmul.h"
-#include "backend/cpu/ops.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
 #include "model/blocks.h"
 #include "model/family.h"
 #include "model/model.h"
-#include "quant/dequant.h"
-#include "runtime/buffer_set.h"
 
 namespace keel::model {
 namespace {
-
-std::string blk(uint32_t il, const char* name) { return "blk." + std::to_string(il) + "." + name; }
-
-// Runs fn(begin, end) over n_rows rows of `width` floats, in ranges of at least ~16K floats per
-// thread (row-wise ops are cheap: small batches stay on the calling thread).
-template <typename F>
-void for_rows(cpu::ThreadPool& pool, int64_t n_rows, int64_t width, F&& fn) {
-  pool.parallel_for(n_rows, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, width)), fn);
-}
 
 // Derived GDN sizes (§1.1): q and k have n_k heads of d_k, v and z have n_v heads of d_v.
 struct GdnDims {
@@ -62,9 +47,9 @@ Hparams read_qwen35(const gguf::File& file) {
   hp.ssm_time_step_rank = file.require_u32(key("ssm.time_step_rank"));
   hp.ssm_inner_size = file.require_u32(key("ssm.inner_size"));
   const uint32_t n_k = hp.ssm_group_count, n_v = hp.ssm_time_step_rank;
-  if (hp.ssm_conv_kernel < 1 || hp.ssm_conv_kernel > static_cast<uint32_t>(cpu::kMaxConvKernel))
+  if (hp.ssm_conv_kernel < 1 || hp.ssm_conv_kernel > static_cast<uint32_t>(backend::kMaxConvKernel))
     throw Error(file.path() + ": " + key("ssm.conv_kernel") + " = " + std::to_string(hp.ssm_conv_kernel) +
-                " is outside 1.." + std::to_string(cpu::kMaxConvKernel));
+                " is outside 1.." + std::to_string(backend::kMaxConvKernel));
   if (hp.ssm_state_size == 0 || n_k == 0 || n_v == 0 || n_v % n_k != 0 || hp.ssm_inner_size % n_v != 0)
     throw Error(file.path() + ": Gated DeltaNet sizes are inconsistent: " + key("ssm.group_count") + " = " +
                 std::to_string(n_k) + ", " + key("ssm.time_step_rank") + " = " + std::to_string(n_v) + ", " +
@@ -144,9 +129,9 @@ SharedWidths shared_widths(const Hparams& hp) {
           std::max(any_attn ? q_width : 0, any_gdn ? g.value_dim() : 0)};
 }
 
-// Activation buffers of one chunk (names are the contract with Qwen35Forward).
+// Activation buffers of one forward call (names are the contract with Qwen35Forward).
 std::vector<BufferSpec> qwen35_scratch(const Hparams& hp, const SessionShape& s) {
-  const uint64_t c = static_cast<uint64_t>(s.chunk), f = sizeof(float);
+  const uint64_t c = static_cast<uint64_t>(s.max_tokens), f = sizeof(float);
   const uint64_t kv_width = uint64_t{hp.n_head_kv} * hp.head_dim;
   const GdnDims g = gdn_dims(hp);
   const SharedWidths w = shared_widths(hp);
@@ -165,14 +150,11 @@ std::vector<BufferSpec> qwen35_scratch(const Hparams& hp, const SessionShape& s)
   if (any_attn) {
     out.push_back({"k", c * kv_width * f});  // [chunk, n_kv * head_dim]
     out.push_back({"v", c * kv_width * f});
-    out.push_back({"attention", cpu::attention_workspace_bytes(s.kv, hp.n_head, s.n_threads)});
   }
   if (any_gdn) {
     out.push_back({"gdn_z", c * g.value_dim() * f});  // [chunk, n_v * d_v] output gate
     out.push_back({"gdn_beta", c * g.n_v * f});       // [chunk, n_v]
     out.push_back({"gdn_g", c * g.n_v * f});          // [chunk, n_v] log-decay
-    out.push_back({"gdn_work", cpu::gated_delta_workspace_bytes(static_cast<int64_t>(g.d_k),
-                                                                static_cast<int64_t>(g.d_v), s.n_threads)});
   }
   return out;
 }
@@ -180,7 +162,7 @@ std::vector<BufferSpec> qwen35_scratch(const Hparams& hp, const SessionShape& s)
 std::string conv_state_name(uint32_t il) { return "gdn_conv." + std::to_string(il); }
 std::string ssm_state_name(uint32_t il) { return "gdn_state." + std::to_string(il); }
 
-// Per GDN layer, fp32 (§3): the last K-1 raw conv inputs and the n_v matrices S [d_k, d_v].
+// Per GDN layer and sequence, fp32 (§3): the last K-1 raw conv inputs and the n_v matrices S [d_k, d_v].
 std::vector<BufferSpec> qwen35_state(const Hparams& hp) {
   const GdnDims g = gdn_dims(hp);
   std::vector<BufferSpec> out;
@@ -195,9 +177,9 @@ std::vector<BufferSpec> qwen35_state(const Hparams& hp) {
 class Qwen35Forward final : public Forward {
  public:
   Qwen35Forward(const Model& model, const ForwardResources& res)
-      : hp_(model.hparams()), g_(gdn_dims(hp_)), res_(res) {
-    const runtime::BufferSet& b = *res.scratch;
-    const uint64_t c = static_cast<uint64_t>(res.shape.chunk);
+      : hp_(model.hparams()), g_(gdn_dims(hp_)), res_(res), be_(*res.backend) {
+    const backend::BufferSet& b = *res.scratch;
+    const uint64_t c = static_cast<uint64_t>(res.shape.max_tokens);
     const uint64_t kv_width = uint64_t{hp_.n_head_kv} * hp_.head_dim;
     const bool any_gdn = hp_.n_recurrent_layers() > 0, any_attn = hp_.n_attention_layers() > 0;
     const SharedWidths w = shared_widths(hp_);
@@ -210,185 +192,158 @@ class Qwen35Forward final : public Forward {
     gate_ = b.get_as<float>("ffn_gate", c * hp_.n_ff);
     up_ = b.get_as<float>("ffn_up", c * hp_.n_ff);
     logit_rows_ = b.get_as<float>("logit_rows", static_cast<uint64_t>(res.shape.max_logit_rows) * hp_.n_embd);
-    matmul_scratch_ = b.get("matmul");
     if (any_attn) {
       k_ = b.get_as<float>("k", c * kv_width);
       v_ = b.get_as<float>("v", c * kv_width);
-      attention_ws_ = b.get_as<float>("attention");
     }
     if (any_gdn) {
       z_ = b.get_as<float>("gdn_z", c * g_.value_dim());
       beta_ = b.get_as<float>("gdn_beta", c * g_.n_v);
       gdn_g_ = b.get_as<float>("gdn_g", c * g_.n_v);
-      gdn_ws_ = b.get_as<float>("gdn_work");
     }
 
-    embd_ = model.file().require_tensor("token_embd.weight");
-    output_ = model.matrix(hp_.tied_output ? "token_embd.weight" : "output.weight");
-    output_norm_ = model.vector_f32("output_norm.weight");
+    const PlacedWeights pw(model, be_);
+    embd_ = pw.matrix("token_embd.weight");
+    output_ = hp_.tied_output ? embd_ : pw.matrix("output.weight");
+    output_norm_ = pw.vector("output_norm.weight");
+    const uint64_t slots = static_cast<uint64_t>(res.shape.n_seqs);
     layers_.resize(hp_.n_layer);
     uint32_t attention_index = 0;
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       Layer& L = layers_[il];
-      L.attn_norm = model.vector_f32(blk(il, "attn_norm.weight"));
-      L.post_norm = model.vector_f32(blk(il, "post_attention_norm.weight"));
-      L.w_gate = model.matrix(blk(il, "ffn_gate.weight"));
-      L.w_up = model.matrix(blk(il, "ffn_up.weight"));
-      L.w_down = model.matrix(blk(il, "ffn_down.weight"));
+      L.attn_norm = pw.vector(blk(il, "attn_norm.weight"));
+      L.post_norm = pw.vector(blk(il, "post_attention_norm.weight"));
+      L.w_gate = pw.matrix(blk(il, "ffn_gate.weight"));
+      L.w_up = pw.matrix(blk(il, "ffn_up.weight"));
+      L.w_down = pw.matrix(blk(il, "ffn_down.weight"));
       L.recurrent = hp_.is_recurrent(il);
       if (L.recurrent) {
         const gguf::TensorInfo& conv = model.file().require_tensor(blk(il, "ssm_conv1d.weight"));
         if (conv.type != quant::Type::F32)
           throw Error(model.file().path() + ": tensor '" + conv.name + "' has type " +
                       std::string(quant::type_name(conv.type)) + ", expected f32");
-        L.conv_w = reinterpret_cast<const float*>(conv.data);
-        L.w_qkv = model.matrix(blk(il, "attn_qkv.weight"));
-        L.w_z = model.matrix(blk(il, "attn_gate.weight"));
-        L.w_beta = model.matrix(blk(il, "ssm_beta.weight"));
-        L.w_alpha = model.matrix(blk(il, "ssm_alpha.weight"));
-        L.w_ssm_out = model.matrix(blk(il, "ssm_out.weight"));
-        L.dt_bias = model.vector_f32(blk(il, "ssm_dt.bias"));
-        L.ssm_a = model.vector_f32(blk(il, "ssm_a"));
-        L.ssm_norm = model.vector_f32(blk(il, "ssm_norm.weight"));
-        L.conv_state = res.state->get_as<float>(conv_state_name(il), (g_.kernel - 1) * g_.conv_dim());
-        L.ssm_state = res.state->get_as<float>(ssm_state_name(il), g_.n_v * g_.d_k * g_.d_v);
+        L.conv_w = be_.place_vector(conv.name, reinterpret_cast<const float*>(conv.data),
+                                    static_cast<int64_t>(conv.n_elements()));
+        L.w_qkv = pw.matrix(blk(il, "attn_qkv.weight"));
+        L.w_z = pw.matrix(blk(il, "attn_gate.weight"));
+        L.w_beta = pw.matrix(blk(il, "ssm_beta.weight"));
+        L.w_alpha = pw.matrix(blk(il, "ssm_alpha.weight"));
+        L.w_ssm_out = pw.matrix(blk(il, "ssm_out.weight"));
+        L.dt_bias = pw.vector(blk(il, "ssm_dt.bias"));
+        L.ssm_a = pw.vector(blk(il, "ssm_a"));
+        L.ssm_norm = pw.vector(blk(il, "ssm_norm.weight"));
+        L.conv_state = res.state->get_as<float>(conv_state_name(il), slots * conv_state_floats());
+        L.ssm_state = res.state->get_as<float>(ssm_state_name(il), slots * ssm_state_floats());
       } else {
         L.attention_index = attention_index++;
-        L.wq = model.matrix(blk(il, "attn_q.weight"));
-        L.wk = model.matrix(blk(il, "attn_k.weight"));
-        L.wv = model.matrix(blk(il, "attn_v.weight"));
-        L.wo = model.matrix(blk(il, "attn_output.weight"));
-        L.q_norm = model.vector_f32(blk(il, "attn_q_norm.weight"));
-        L.k_norm = model.vector_f32(blk(il, "attn_k_norm.weight"));
+        L.wq = pw.matrix(blk(il, "attn_q.weight"));
+        L.wk = pw.matrix(blk(il, "attn_k.weight"));
+        L.wv = pw.matrix(blk(il, "attn_v.weight"));
+        L.wo = pw.matrix(blk(il, "attn_output.weight"));
+        L.q_norm = pw.vector(blk(il, "attn_q_norm.weight"));
+        L.k_norm = pw.vector(blk(il, "attn_k_norm.weight"));
       }
     }
   }
 
-  void run(const ForwardBatch& batch) override {
+  void run(const backend::Batch& batch, float* logits) override {
     const int64_t n = batch.n_tokens;
-    if (n <= 0 || n > res_.shape.chunk)
-      throw Error("internal: batch of " + std::to_string(n) + " tokens exceeds the planned chunk");
+    if (n <= 0 || n > res_.shape.max_tokens)
+      throw Error("internal: batch of " + std::to_string(n) + " tokens exceeds the planned " +
+                  std::to_string(res_.shape.max_tokens));
     if (batch.n_logit_rows > res_.shape.max_logit_rows) throw Error("internal: more logit rows than planned");
     const int64_t d = hp_.n_embd;
-    cpu::ThreadPool& pool = *res_.pool;
+    backend::Backend& be = be_;
 
-    embed(batch.tokens, n);
+    be.begin_batch(batch);
+    be.embed(embd_, hidden_);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
-      norm_rows(hidden_, L.attn_norm, n);
+      be.rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
       if (L.recurrent) gated_delta_net(L, n);
-      else gated_attention(L, n, batch.pos0);
-      cpu::add_inplace(hidden_, proj_out_, n * d);
+      else gated_attention(L, n);
+      be.add(hidden_, proj_out_, n * d);
 
-      norm_rows(hidden_, L.post_norm, n);
-      cpu::matmul(L.w_gate, normed_, n, gate_, matmul_scratch_, pool);
-      cpu::matmul(L.w_up, normed_, n, up_, matmul_scratch_, pool);
-      cpu::silu_mul(gate_, up_, n * hp_.n_ff);
-      cpu::matmul(L.w_down, gate_, n, proj_out_, matmul_scratch_, pool);
-      cpu::add_inplace(hidden_, proj_out_, n * d);
+      be.rms_norm(hidden_, L.post_norm, normed_, n, d, hp_.rms_eps);
+      be.matmul(L.w_gate, normed_, n, gate_);
+      be.matmul(L.w_up, normed_, n, up_);
+      be.silu_mul(gate_, up_, n * hp_.n_ff);
+      be.matmul(L.w_down, gate_, n, proj_out_);
+      be.add(hidden_, proj_out_, n * d);
     }
-    if (batch.n_logit_rows == 0) return;
-    for (int64_t r = 0; r < batch.n_logit_rows; ++r)
-      cpu::rms_norm(hidden_ + batch.logit_rows[r] * d, output_norm_, logit_rows_ + r * d, 1, d, hp_.rms_eps);
-    cpu::matmul(output_, logit_rows_, batch.n_logit_rows, batch.logits, matmul_scratch_, pool);
+    be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
   }
 
-  void reset_state() override {
+  void reset_state(int32_t slot) override {
     for (const Layer& L : layers_) {
       if (!L.recurrent) continue;
-      std::fill_n(L.conv_state, (g_.kernel - 1) * g_.conv_dim(), 0.0f);
-      std::fill_n(L.ssm_state, g_.n_v * g_.d_k * g_.d_v, 0.0f);
+      be_.zero(L.conv_state + slot * conv_state_floats(), conv_state_floats() * sizeof(float));
+      be_.zero(L.ssm_state + slot * ssm_state_floats(), ssm_state_floats() * sizeof(float));
     }
   }
 
  private:
-  // normed_ = RMSNorm(x; w) row by row, [n, n_embd].
-  void norm_rows(const float* x, const float* w, int64_t n) {
-    const int64_t d = hp_.n_embd;
-    for_rows(*res_.pool, n, d, [&](int64_t b, int64_t e) {
-      cpu::rms_norm(x + b * d, w, normed_ + b * d, e - b, d, hp_.rms_eps);
-    });
-  }
-
   struct Layer {
     bool recurrent = false;
     const float *attn_norm = nullptr, *post_norm = nullptr;
-    cpu::WeightView w_gate{}, w_up{}, w_down{};
+    backend::WeightView w_gate{}, w_up{}, w_down{};
     // gated attention
-    uint32_t attention_index = 0;  // this layer's index among attention layers (KV cache)
-    cpu::WeightView wq{}, wk{}, wv{}, wo{};
+    uint32_t attention_index = 0;  // this layer's index among attention layers (KV pool)
+    backend::WeightView wq{}, wk{}, wv{}, wo{};
     const float *q_norm = nullptr, *k_norm = nullptr;
     // Gated DeltaNet
-    cpu::WeightView w_qkv{}, w_z{}, w_beta{}, w_alpha{}, w_ssm_out{};
+    backend::WeightView w_qkv{}, w_z{}, w_beta{}, w_alpha{}, w_ssm_out{};
     const float *conv_w = nullptr, *dt_bias = nullptr, *ssm_a = nullptr, *ssm_norm = nullptr;
-    float* conv_state = nullptr;  // [K-1, conv_dim]
-    float* ssm_state = nullptr;   // [n_v, d_k, d_v]
+    float* conv_state = nullptr;  // [slots][K-1, conv_dim]
+    float* ssm_state = nullptr;   // [slots][n_v, d_k, d_v]
   };
 
+  uint64_t conv_state_floats() const { return (g_.kernel - 1) * g_.conv_dim(); }
+  uint64_t ssm_state_floats() const { return g_.n_v * g_.d_k * g_.d_v; }
+
   // §2.2: normed_ -> proj_out_.
-  void gated_attention(const Layer& L, int64_t n, int64_t pos0) {
-    cpu::ThreadPool& pool = *res_.pool;
-    const int64_t hd = hp_.head_dim, n_head = hp_.n_head;
+  void gated_attention(const Layer& L, int64_t n) {
+    backend::Backend& be = be_;
+    const int64_t hd = hp_.head_dim, n_head = hp_.n_head, n_kv = hp_.n_head_kv;
     float* qg = wide_;      // [n, n_head, 2 * hd]: query | gate per head
     float* q = mixed_;      // [n, n_head, hd]
     float* o = heads_out_;  // [n, n_head, hd]
-    cpu::matmul(L.wq, normed_, n, qg, matmul_scratch_, pool);
-    cpu::matmul(L.wk, normed_, n, k_, matmul_scratch_, pool);
-    cpu::matmul(L.wv, normed_, n, v_, matmul_scratch_, pool);
-    const int64_t n_kv = hp_.n_head_kv;
-    for_rows(pool, n, 3 * n_head * hd, [&](int64_t b, int64_t e) {  // split query | gate, q/k RMSNorm
-      for (int64_t t = b; t < e; ++t)
-        for (int64_t h = 0; h < n_head; ++h) std::copy_n(qg + (t * n_head + h) * 2 * hd, hd, q + (t * n_head + h) * hd);
-      cpu::rms_norm(q + b * n_head * hd, L.q_norm, q + b * n_head * hd, (e - b) * n_head, hd, hp_.rms_eps);
-      cpu::rms_norm(k_ + b * n_kv * hd, L.k_norm, k_ + b * n_kv * hd, (e - b) * n_kv, hd, hp_.rms_eps);
-    });
-    const cpu::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale, nullptr};
-    cpu::rope(q, n, n_head, hd, pos0, rope);
-    cpu::rope(k_, n, hp_.n_head_kv, hd, pos0, rope);
-    res_.kv->write(L.attention_index, pos0, n, k_, v_);
-    cpu::AttentionArgs args;
-    args.q = q;
-    args.out = o;
-    args.n_tokens = n;
-    args.pos0 = pos0;
-    args.n_head = hp_.n_head;
-    args.scale = hp_.attention_scale();
-    args.kv = res_.kv;
-    args.layer = L.attention_index;
-    cpu::flash_attention(args, attention_ws_, pool);
-    for_rows(pool, n * n_head, hd, [&](int64_t b, int64_t e) {  // o_h ⊙ σ(g_h)
-      for (int64_t row = b; row < e; ++row) {
-        float* oh = o + row * hd;
-        const float* gate = qg + row * 2 * hd + hd;
-        for (int64_t i = 0; i < hd; ++i) oh[i] /= 1.0f + std::exp(-gate[i]);
-      }
-    });
-    cpu::matmul(L.wo, o, n, proj_out_, matmul_scratch_, pool);
+    be.matmul(L.wq, normed_, n, qg);
+    be.matmul(L.wk, normed_, n, k_);
+    be.matmul(L.wv, normed_, n, v_);
+    be.copy_rows(qg, 2 * hd, q, hd, n * n_head, hd);  // the query half of each head
+    be.rms_norm(q, L.q_norm, q, n * n_head, hd, hp_.rms_eps);
+    be.rms_norm(k_, L.k_norm, k_, n * n_kv, hd, hp_.rms_eps);
+    const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
+                                   nullptr};
+    be.rope(q, n_head, hd, rope);
+    be.rope(k_, n_kv, hd, rope);
+    be.kv_write(L.attention_index, k_, v_);
+    be.attention(L.attention_index, q, o, hp_.n_head, hp_.attention_scale());
+    be.sigmoid_gate(o, qg + hd, 2 * hd, n * n_head, hd);  // o_h ⊙ σ(g_h)
+    be.matmul(L.wo, o, n, proj_out_);
   }
 
-  // §2.3: normed_ -> proj_out_, carrying the layer's conv and matrix state.
+  // §2.3: normed_ -> proj_out_, carrying the layer's conv and matrix state per sequence.
   void gated_delta_net(const Layer& L, int64_t n) {
-    cpu::ThreadPool& pool = *res_.pool;
+    backend::Backend& be = be_;
     const int64_t conv_dim = static_cast<int64_t>(g_.conv_dim()), key_dim = static_cast<int64_t>(g_.key_dim());
     const int64_t n_v = static_cast<int64_t>(g_.n_v), d_k = static_cast<int64_t>(g_.d_k);
+    const int64_t n_k = static_cast<int64_t>(g_.n_k), d_v = static_cast<int64_t>(g_.d_v);
     float* mix = wide_;      // [n, conv_dim] raw q | k | v
     float* u = mixed_;       // [n, conv_dim] after conv + SiLU
     float* y = heads_out_;   // [n, n_v, d_v]
-    cpu::matmul(L.w_qkv, normed_, n, mix, matmul_scratch_, pool);
-    cpu::matmul(L.w_z, normed_, n, z_, matmul_scratch_, pool);
-    cpu::matmul(L.w_beta, normed_, n, beta_, matmul_scratch_, pool);
-    cpu::matmul(L.w_alpha, normed_, n, gdn_g_, matmul_scratch_, pool);
-    cpu::causal_conv1d_silu(mix, n, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u, pool);
+    be.matmul(L.w_qkv, normed_, n, mix);
+    be.matmul(L.w_z, normed_, n, z_);
+    be.matmul(L.w_beta, normed_, n, beta_);
+    be.matmul(L.w_alpha, normed_, n, gdn_g_);
+    be.conv1d_silu(mix, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u);
     constexpr float kL2Eps = 1e-6f;  // HF l2norm
-    const int64_t n_k = static_cast<int64_t>(g_.n_k);
-    const float q_scale = 1.0f / std::sqrt(static_cast<float>(d_k));
-    for_rows(pool, n, 2 * key_dim, [&](int64_t b, int64_t e) {
-      cpu::l2_norm_heads(u + b * conv_dim, e - b, conv_dim, n_k, d_k, kL2Eps, q_scale);
-      cpu::l2_norm_heads(u + b * conv_dim + key_dim, e - b, conv_dim, n_k, d_k, kL2Eps, 1.0f);
-    });
-    cpu::gdn_gates(beta_, gdn_g_, L.ssm_a, L.dt_bias, n, n_v);
+    be.l2_norm_heads(u, n, conv_dim, n_k, d_k, kL2Eps, 1.0f / std::sqrt(static_cast<float>(d_k)));
+    be.l2_norm_heads(u + key_dim, n, conv_dim, n_k, d_k, kL2Eps, 1.0f);
+    be.gdn_gates(beta_, gdn_g_, L.ssm_a, L.dt_bias, n_v);
 
-    cpu::GatedDeltaArgs a;
+    backend::GatedDeltaArgs a;
     a.q = u;
     a.k = u + key_dim;
     a.v = u + 2 * key_dim;
@@ -398,32 +353,25 @@ class Qwen35Forward final : public Forward {
     a.beta = beta_;
     a.state = L.ssm_state;
     a.out = y;
-    a.n_tokens = n;
-    a.n_k_heads = static_cast<int64_t>(g_.n_k);
+    a.n_k_heads = n_k;
     a.n_v_heads = n_v;
     a.d_k = d_k;
-    a.d_v = static_cast<int64_t>(g_.d_v);
-    if (n == 1) cpu::gated_delta_recurrent(a, gdn_ws_, pool);
-    else cpu::gated_delta_chunked(a, gdn_ws_, pool);
+    a.d_v = d_v;
+    be.gated_delta(a);
 
-    for_rows(pool, n * n_v, a.d_v, [&](int64_t b, int64_t e) {
-      cpu::gated_rms_norm(y + b * a.d_v, z_ + b * a.d_v, L.ssm_norm, e - b, a.d_v, hp_.rms_eps);
-    });
-    cpu::matmul(L.w_ssm_out, y, n, proj_out_, matmul_scratch_, pool);
+    be.gated_rms_norm(y, z_, L.ssm_norm, n * n_v, d_v, hp_.rms_eps);
+    be.matmul(L.w_ssm_out, y, n, proj_out_);
   }
-
-  void embed(const int32_t* tokens, int64_t n) { embed_tokens(embd_, tokens, n, hidden_); }
 
   const Hparams& hp_;
   const GdnDims g_;
   ForwardResources res_;
+  backend::Backend& be_;
   float *hidden_ = nullptr, *normed_ = nullptr, *proj_out_ = nullptr, *wide_ = nullptr, *mixed_ = nullptr,
         *heads_out_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *logit_rows_ = nullptr;
-  float *k_ = nullptr, *v_ = nullptr, *attention_ws_ = nullptr;
-  float *z_ = nullptr, *beta_ = nullptr, *gdn_g_ = nullptr, *gdn_ws_ = nullptr;
-  void* matmul_scratch_ = nullptr;
-  gguf::TensorInfo embd_;
-  cpu::WeightView output_;
+  float *k_ = nullptr, *v_ = nullptr;
+  float *z_ = nullptr, *beta_ = nullptr, *gdn_g_ = nullptr;
+  backend::WeightView embd_{}, output_{};
   const float* output_norm_ = nullptr;
   std::vector<Layer> layers_;
 };

@@ -83,6 +83,7 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   o.kv_type = req.kv_type;
   o.page_tokens = page_tokens;
   o.n_threads = req.n_threads;
+  o.n_seqs = req.n_seqs;
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
 
@@ -102,6 +103,9 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   for (const model::BufferSpec& b : layout.scratch)
     plan.buffers.push_back(
         {b.name, b.bytes, 1, is_logits_buffer(b.name) ? Category::logits : Category::activations, dev.memory});
+  for (const model::BufferSpec& b : layout.workspaces)
+    plan.buffers.push_back({b.name, b.bytes, 1, Category::activations, dev.memory});
+  plan.buffers.push_back({layout.host.name, layout.host.bytes, 1, Category::activations, dev.memory});
 
   for (const Buffer& b : plan.buffers) {
     plan.category_bytes[static_cast<size_t>(b.category)] += b.total();

@@ -32,7 +32,6 @@
 #include "model/recipe.h"
 #include "plan/device.h"
 #include "quant/types.h"
-#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 
 namespace keel::model { class Model; }
@@ -85,6 +84,7 @@ struct PlanRequest {
   std::optional<uint32_t> page_tokens;    // nullopt: 256 (or less for a short context), halved until a page fits the cap
   int n_threads = 0;                      // 0: all cores (the CPU scratch is per thread)
   bool logits_every_token = false;        // perplexity: max_logit_rows = chunk
+  int n_seqs = 1;                         // sequences held at once (--parallel): state slots, logits rows, call size
   std::optional<DeviceProfile> device;    // nullopt: cpu_profile()
 };
 

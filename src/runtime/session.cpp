@@ -4,14 +4,56 @@
 #include <chrono>
 #include <thread>
 
-#include "backend/cpu/matmul.h"
+#include "backend/host_memory.h"
 #include "keel/error.h"
 
 namespace keel::runtime {
+namespace {
+
+constexpr int kMaxSequences = 1024;
+
+uint64_t align64(uint64_t n) { return (n + 63) / 64 * 64; }
+
+// The session's host-side arrays, carved from one planned buffer ("batch").
+struct HostArrays {
+  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, logit_ptrs, host_logits, total;
+};
+
+HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits) {
+  HostArrays h{};
+  uint64_t at = 0;
+  auto take = [&](uint64_t bytes) {
+    const uint64_t offset = at;
+    at += align64(bytes);
+    return offset;
+  };
+  const auto max_tokens = static_cast<uint64_t>(s.max_tokens), seqs = static_cast<uint64_t>(s.n_seqs),
+             rows = static_cast<uint64_t>(s.max_logit_rows);
+  h.tokens = take(max_tokens * sizeof(int32_t));
+  h.pos = take(max_tokens * sizeof(int32_t));
+  h.slices = take(seqs * sizeof(backend::SeqSlice));
+  h.page_table = take(seqs * static_cast<uint64_t>(max_pages_per_seq) * sizeof(int32_t));
+  h.logit_rows = take(rows * sizeof(int32_t));
+  h.free_pages = take(uint64_t{s.kv.n_pages} * sizeof(int32_t));
+  h.logit_ptrs = take(seqs * sizeof(const float*));
+  h.host_logits = take(device_logits ? rows * n_vocab * sizeof(float) : 0);
+  h.total = at;
+  return h;
+}
+
+void check_room(const model::Hparams& hp, int64_t n_ctx, int64_t needed) {
+  if (needed > n_ctx)
+    throw Error("the prompt needs " + std::to_string(needed) + " tokens of context but the session holds " +
+                std::to_string(n_ctx) + "; raise -c/--ctx-size (the model supports " + std::to_string(hp.n_ctx_train) +
+                ")");
+}
+
+}  // namespace
 
 uint64_t SessionLayout::scratch_bytes() const {
-  uint64_t total = 0;
+  uint64_t total = host.bytes;
   for (const auto& b : scratch) total += b.bytes;
+  for (const auto& b : workspaces) total += b.bytes;
   return total;
 }
 
@@ -31,26 +73,45 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   if (o.n_ctx <= 0) throw Error("context size must be positive, got " + std::to_string(o.n_ctx), ErrorKind::usage);
   if (o.chunk <= 0) throw Error("chunk size must be positive, got " + std::to_string(o.chunk), ErrorKind::usage);
   if (o.page_tokens == 0) throw Error("KV page size must be positive", ErrorKind::usage);
+  if (o.n_seqs < 1 || o.n_seqs > kMaxSequences)
+    throw Error("--parallel must be between 1 and " + std::to_string(kMaxSequences) + ", got " +
+                    std::to_string(o.n_seqs),
+                ErrorKind::usage);
   SessionLayout layout;
   model::SessionShape& s = layout.shape;
   s.chunk = std::min(o.chunk, o.n_ctx);
-  s.max_logit_rows = std::clamp<int64_t>(o.max_logit_rows, 1, s.chunk);
+  s.n_seqs = o.n_seqs;
+  s.max_tokens = s.chunk + (s.n_seqs - 1);  // one prefill chunk beside a decode of every other sequence
+  s.max_logit_rows = std::max<int64_t>(std::clamp<int64_t>(o.max_logit_rows, 1, s.chunk), s.n_seqs);
   s.n_threads = resolve_threads(o.n_threads);
   s.kv.type = o.kv_type;
   s.kv.n_layers = hp.n_attention_layers();
   s.kv.n_kv_heads = hp.n_head_kv;
   s.kv.head_dim = hp.head_dim;
   s.kv.page_tokens = o.page_tokens;
-  s.kv.n_pages = static_cast<uint32_t>((o.n_ctx + o.page_tokens - 1) / o.page_tokens);
+  layout.max_pages_per_seq = static_cast<int32_t>((o.n_ctx + o.page_tokens - 1) / o.page_tokens);
+  // n_ctx tokens in all, plus one page per extra sequence: sequences whose lengths sum to n_ctx
+  // always fit, whatever page each one ends in.
+  s.kv.n_pages = static_cast<uint32_t>(layout.max_pages_per_seq + (s.n_seqs - 1));
 
   layout.scratch = family.scratch_buffers(hp, s);
-  uint64_t matmul_bytes = 0;
-  for (const MatrixInfo& m : matrices)
-    matmul_bytes = std::max<uint64_t>(matmul_bytes, cpu::matmul_scratch_bytes(m.type, m.n_in, s.chunk, s.n_threads));
-  layout.scratch.push_back({"matmul", matmul_bytes});
   layout.scratch.push_back({"logits", static_cast<uint64_t>(s.max_logit_rows) * hp.n_vocab * sizeof(float)});
-  layout.scratch.push_back({"logit_index", static_cast<uint64_t>(s.max_logit_rows) * sizeof(int64_t)});
-  layout.state = family.state_buffers(hp);
+  backend::WorkloadShape& work = layout.workload;
+  work.max_tokens = s.max_tokens;
+  work.n_threads = s.n_threads;
+  work.kv = s.kv;
+  work.n_head = hp.n_attention_layers() > 0 ? hp.n_head : 0;
+  if (hp.n_recurrent_layers() > 0 && hp.ssm_time_step_rank > 0) {
+    work.gdn_d_k = hp.ssm_state_size;
+    work.gdn_d_v = hp.ssm_inner_size / hp.ssm_time_step_rank;
+  }
+  work.matrices = matrices;
+  layout.workspaces = backend::workspace_buffers(o.device, work);
+  layout.host = {"batch", host_arrays(s, layout.max_pages_per_seq, hp.n_vocab, o.device != backend::Device::host).total};
+  for (model::BufferSpec b : family.state_buffers(hp)) {
+    b.bytes *= static_cast<uint64_t>(s.n_seqs);
+    layout.state.push_back(std::move(b));
+  }
   return layout;
 }
 
@@ -64,57 +125,179 @@ std::vector<MatrixInfo> matrices_of(const model::Model& model) {
 Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions& options)
     : model_(std::move(model)),
       options_(options),
-      layout_(layout_session(model_->hparams(), model_->family(), matrices_of(*model_), options)),
-      pool_(layout_.shape.n_threads),
-      kv_(layout_.shape.kv) {
-  if (options_.n_ctx > static_cast<int64_t>(model_->hparams().n_ctx_train) && model_->hparams().n_ctx_train > 0)
+      layout_(layout_session(model_->hparams(), model_->family(), matrices_of(*model_), options)) {
+  const model::Hparams& hp = model_->hparams();
+  if (options_.n_ctx > static_cast<int64_t>(hp.n_ctx_train) && hp.n_ctx_train > 0)
     throw Error("context " + std::to_string(options_.n_ctx) + " exceeds the model's training context of " +
-                std::to_string(model_->hparams().n_ctx_train) + " tokens; use -c " +
-                std::to_string(model_->hparams().n_ctx_train) + " or less");
-  for (const auto& b : layout_.scratch) scratch_.add(b.name, b.bytes);
-  for (const auto& b : layout_.state) state_.add(b.name, b.bytes);
+                std::to_string(hp.n_ctx_train) + " tokens; use -c " + std::to_string(hp.n_ctx_train) + " or less");
+  const model::SessionShape& s = layout_.shape;
+  backend_ = backend::make_backend(options_.device, s.n_threads);
+  for (const auto& b : layout_.scratch) scratch_.add(*backend_, b.name, b.bytes);
+  backend_->reserve(layout_.workload);
+  backend_->create_kv(s.kv);
+  for (const auto& b : layout_.state) state_.add(*backend_, b.name, b.bytes);
+
+  const bool device_logits = options_.device != backend::Device::host;
+  const HostArrays h = host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits);
+  host_ = backend::allocate_host(layout_.host.name, h.total);
+  uint8_t* base = host_.get();
+  tokens_ = reinterpret_cast<int32_t*>(base + h.tokens);
+  pos_ = reinterpret_cast<int32_t*>(base + h.pos);
+  slices_ = reinterpret_cast<backend::SeqSlice*>(base + h.slices);
+  page_table_ = reinterpret_cast<int32_t*>(base + h.page_table);
+  logit_rows_ = reinterpret_cast<int32_t*>(base + h.logit_rows);
+  free_pages_ = reinterpret_cast<int32_t*>(base + h.free_pages);
+  logit_ptrs_ = reinterpret_cast<const float**>(base + h.logit_ptrs);
   logits_ = scratch_.get_as<float>("logits");
-  logit_rows_ = scratch_.get_as<int64_t>("logit_index");
+  host_logits_ = device_logits ? reinterpret_cast<float*>(base + h.host_logits) : logits_;
+  n_free_pages_ = static_cast<int32_t>(s.kv.n_pages);
+  for (int32_t i = 0; i < n_free_pages_; ++i) free_pages_[i] = n_free_pages_ - 1 - i;  // page 0 on top
+  seqs_.resize(static_cast<size_t>(s.n_seqs));
+
   model::ForwardResources res;
+  res.backend = backend_.get();
   res.scratch = &scratch_;
   res.state = &state_;
-  res.kv = &kv_;
-  res.pool = &pool_;
-  res.shape = layout_.shape;
+  res.shape = s;
   forward_ = model_->family().make_forward(*model_, res);
+  backend_->freeze();
+  add_sequence();  // sequence 0: what the single-sequence calls use
 }
 
 Session::~Session() = default;
 
 uint64_t Session::allocated_bytes() const {
-  return scratch_.total_bytes() + state_.total_bytes() + kv_.geometry().total_bytes();
+  uint64_t workspaces = 0;  // allocated by the backend in reserve(), exactly as listed
+  for (const auto& b : layout_.workspaces) workspaces += b.bytes;
+  return scratch_.total_bytes() + workspaces + layout_.host.bytes + state_.total_bytes() +
+         layout_.shape.kv.total_bytes();
 }
 
-void Session::check_room(int64_t n) const {
-  if (n_past_ + n > options_.n_ctx)
-    throw Error("the prompt needs " + std::to_string(n_past_ + n) + " tokens of context but the session holds " +
-                std::to_string(options_.n_ctx) + "; raise -c/--ctx-size (the model supports " +
-                std::to_string(model_->hparams().n_ctx_train) + ")");
+void Session::check_seq(int32_t seq) const {
+  if (seq < 0 || seq >= layout_.shape.n_seqs || !seqs_[static_cast<size_t>(seq)].active)
+    throw Error("internal: no sequence " + std::to_string(seq) + " in this session");
+}
+
+bool Session::has_sequence(int32_t seq) const {
+  return seq >= 0 && seq < layout_.shape.n_seqs && seqs_[static_cast<size_t>(seq)].active;
+}
+
+int64_t Session::n_past(int32_t seq) const {
+  check_seq(seq);
+  return seqs_[static_cast<size_t>(seq)].n_past;
+}
+
+int32_t Session::add_sequence() {
+  for (int32_t i = 0; i < layout_.shape.n_seqs; ++i) {
+    Sequence& s = seqs_[static_cast<size_t>(i)];
+    if (s.active) continue;
+    s = Sequence{true, 0, 0};
+    forward_->reset_state(i);
+    return i;
+  }
+  throw Error("all " + std::to_string(layout_.shape.n_seqs) + " sequences of the session are in use (--parallel)");
+}
+
+void Session::release_pages(int32_t seq) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
+  for (int32_t i = s.n_pages - 1; i >= 0; --i) free_pages_[n_free_pages_++] = row[i];
+  s.n_pages = 0;
+  s.n_past = 0;
+}
+
+void Session::remove_sequence(int32_t seq) {
+  check_seq(seq);
+  release_pages(seq);
+  seqs_[static_cast<size_t>(seq)].active = false;
+}
+
+void Session::reset_sequence(int32_t seq) {
+  check_seq(seq);
+  release_pages(seq);
+  forward_->reset_state(seq);
+}
+
+void Session::run_batch(int64_t n_tokens, int32_t n_seqs, int64_t n_logit_rows) {
+  backend::Batch batch;
+  batch.n_tokens = n_tokens;
+  batch.tokens = tokens_;
+  batch.pos = pos_;
+  batch.n_seqs = n_seqs;
+  batch.seqs = slices_;
+  batch.page_table = page_table_;
+  batch.max_pages_per_seq = layout_.max_pages_per_seq;
+  batch.n_logit_rows = n_logit_rows;
+  batch.logit_rows = logit_rows_;
+  forward_->run(batch, logits_);
+  if (host_logits_ != logits_ && n_logit_rows > 0)
+    backend_->download(logits_, host_logits_,
+                       static_cast<size_t>(n_logit_rows) * model_->hparams().n_vocab * sizeof(float));
+}
+
+std::span<const float* const> Session::step(std::span<const SeqInput> inputs) {
+  const model::SessionShape& shape = layout_.shape;
+  if (inputs.empty()) throw Error("internal: a forward call without tokens");
+  if (static_cast<int64_t>(inputs.size()) > shape.n_seqs)
+    throw Error("internal: " + std::to_string(inputs.size()) + " sequences in one call, the session holds " +
+                std::to_string(shape.n_seqs));
+  // Check everything first: a refused call changes nothing.
+  int64_t n_tokens = 0, n_rows = 0, pages_needed = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const SeqInput& in = inputs[i];
+    check_seq(in.seq);
+    for (size_t j = 0; j < i; ++j)
+      if (inputs[j].seq == in.seq) throw Error("internal: sequence " + std::to_string(in.seq) + " twice in one call");
+    if (in.tokens.empty()) throw Error("internal: sequence " + std::to_string(in.seq) + " brings no tokens");
+    const Sequence& s = seqs_[static_cast<size_t>(in.seq)];
+    const int64_t end = s.n_past + static_cast<int64_t>(in.tokens.size());
+    check_room(model_->hparams(), options_.n_ctx, end);
+    pages_needed += (end + shape.kv.page_tokens - 1) / shape.kv.page_tokens - s.n_pages;
+    n_tokens += static_cast<int64_t>(in.tokens.size());
+    n_rows += in.logits ? 1 : 0;
+  }
+  if (n_tokens > shape.max_tokens)
+    throw Error("internal: " + std::to_string(n_tokens) + " tokens in one call, the plan holds " +
+                std::to_string(shape.max_tokens));
+  if (pages_needed > n_free_pages_)
+    throw Error("the KV page pool is exhausted: this call needs " + std::to_string(pages_needed) + " more pages, " +
+                std::to_string(n_free_pages_) + " of " + std::to_string(pages_total()) + " are free");
+
+  int64_t first = 0;
+  n_rows = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const SeqInput& in = inputs[i];
+    Sequence& s = seqs_[static_cast<size_t>(in.seq)];
+    const auto n = static_cast<int64_t>(in.tokens.size());
+    int32_t* row = page_table_ + int64_t{in.seq} * layout_.max_pages_per_seq;
+    while (int64_t{s.n_pages} * shape.kv.page_tokens < s.n_past + n) row[s.n_pages++] = free_pages_[--n_free_pages_];
+    slices_[i] = backend::SeqSlice{first, n, s.n_past, in.seq};
+    for (int64_t t = 0; t < n; ++t) {
+      tokens_[first + t] = in.tokens[static_cast<size_t>(t)];
+      pos_[first + t] = static_cast<int32_t>(s.n_past + t);
+    }
+    if (in.logits) logit_rows_[n_rows++] = static_cast<int32_t>(first + n - 1);
+    first += n;
+  }
+  run_batch(n_tokens, static_cast<int32_t>(inputs.size()), n_rows);
+  const uint32_t n_vocab = model_->hparams().n_vocab;
+  for (int64_t r = 0; r < n_rows; ++r) logit_ptrs_[r] = host_logits_ + r * n_vocab;
+  for (const SeqInput& in : inputs) seqs_[static_cast<size_t>(in.seq)].n_past += static_cast<int64_t>(in.tokens.size());
+  return {logit_ptrs_, static_cast<size_t>(n_rows)};
 }
 
 const float* Session::prefill(std::span<const int32_t> tokens, const ProgressFn& progress) {
   if (tokens.empty()) throw Error("cannot prefill an empty prompt");
-  check_room(static_cast<int64_t>(tokens.size()));
+  check_room(model_->hparams(), options_.n_ctx, n_past(0) + static_cast<int64_t>(tokens.size()));
   const auto start = std::chrono::steady_clock::now();
   const int64_t total = static_cast<int64_t>(tokens.size());
+  const float* logits = nullptr;
   for (int64_t done = 0; done < total;) {
     const int64_t n = std::min(layout_.shape.chunk, total - done);
     const bool last = done + n == total;
-    model::ForwardBatch batch;
-    batch.tokens = tokens.data() + done;
-    batch.n_tokens = n;
-    batch.pos0 = n_past_;
-    logit_rows_[0] = n - 1;
-    batch.logit_rows = logit_rows_;
-    batch.n_logit_rows = last ? 1 : 0;
-    batch.logits = logits_;
-    forward_->run(batch);
-    n_past_ += n;
+    const SeqInput in{0, tokens.subspan(static_cast<size_t>(done), static_cast<size_t>(n)), last};
+    const auto rows = step(std::span<const SeqInput>(&in, 1));
+    if (last) logits = rows[0];
     done += n;
     if (progress) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -123,25 +306,34 @@ const float* Session::prefill(std::span<const int32_t> tokens, const ProgressFn&
                     ErrorKind::cancelled);
     }
   }
-  return logits_;
+  return logits;
 }
 
 const float* Session::decode(int32_t token) { return prefill(std::span<const int32_t>(&token, 1)); }
 
 void Session::evaluate(std::span<const int32_t> tokens, const std::function<void(int64_t, const float*)>& on_logits,
                        const ProgressFn& progress) {
-  check_room(static_cast<int64_t>(tokens.size()));
+  check_room(model_->hparams(), options_.n_ctx, n_past(0) + static_cast<int64_t>(tokens.size()));
   const auto start = std::chrono::steady_clock::now();
   const int64_t total = static_cast<int64_t>(tokens.size());
-  const int64_t step = std::min(layout_.shape.chunk, layout_.shape.max_logit_rows);
+  const int64_t step_tokens = std::min(layout_.shape.chunk, layout_.shape.max_logit_rows);
   const uint32_t n_vocab = model_->hparams().n_vocab;
+  Sequence& s = seqs_[0];
   for (int64_t done = 0; done < total;) {
-    const int64_t n = std::min(step, total - done);
-    for (int64_t r = 0; r < n; ++r) logit_rows_[r] = r;
-    model::ForwardBatch batch{tokens.data() + done, n, n_past_, logit_rows_, n, logits_};
-    forward_->run(batch);
-    for (int64_t r = 0; r < n; ++r) on_logits(done + r, logits_ + r * n_vocab);
-    n_past_ += n;
+    const int64_t n = std::min(step_tokens, total - done);
+    const int64_t needed = (s.n_past + n + layout_.shape.kv.page_tokens - 1) / layout_.shape.kv.page_tokens - s.n_pages;
+    if (needed > n_free_pages_) throw Error("the KV page pool is exhausted");
+    while (int64_t{s.n_pages} * layout_.shape.kv.page_tokens < s.n_past + n)
+      page_table_[s.n_pages++] = free_pages_[--n_free_pages_];
+    slices_[0] = backend::SeqSlice{0, n, s.n_past, 0};
+    for (int64_t t = 0; t < n; ++t) {
+      tokens_[t] = tokens[static_cast<size_t>(done + t)];
+      pos_[t] = static_cast<int32_t>(s.n_past + t);
+      logit_rows_[t] = static_cast<int32_t>(t);
+    }
+    run_batch(n, 1, n);
+    for (int64_t r = 0; r < n; ++r) on_logits(done + r, host_logits_ + r * n_vocab);
+    s.n_past += n;
     done += n;
     if (progress) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -149,11 +341,6 @@ void Session::evaluate(std::span<const int32_t> tokens, const std::function<void
         throw Error("evaluation cancelled after " + std::to_string(done) + " tokens", ErrorKind::cancelled);
     }
   }
-}
-
-void Session::reset() {
-  n_past_ = 0;
-  forward_->reset_state();
 }
 
 }  // namespace keel::runtime

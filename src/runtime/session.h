@@ -1,5 +1,8 @@
-// A session: one sequence of one model, with every buffer it will ever use allocated at start
-// (KV pages, recurrent state, chunk scratch, logits). Prefill runs in chunks; decode one token.
+// A session: up to n_seqs sequences of one model, with every buffer it will ever use allocated at
+// start on one backend (KV page pool, recurrent state per sequence slot, activations for one
+// forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
+// sequences: decodes of some and a prefill chunk of another. Pages are handed to sequences from
+// one shared pool as they grow and return when a sequence is removed or reset.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -9,37 +12,45 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "backend/backend.h"
+#include "backend/buffer_set.h"
 #include "model/family.h"
 #include "model/model.h"
-#include "runtime/buffer_set.h"
-#include "runtime/kv_cache.h"
 
 namespace keel::runtime {
 
+using backend::KvGeometry;
+using backend::KvType;
+using backend::kv_element_type;
+using backend::kv_type_from_name;
+using backend::kv_type_name;
+
 struct SessionOptions {
-  int64_t n_ctx = 2048;          // tokens the session can hold
-  int64_t chunk = 512;           // prefill chunk (tokens per forward call)
+  int64_t n_ctx = 2048;          // tokens one sequence can hold; the KV pool holds n_ctx tokens in all
+  int64_t chunk = 512;           // prefill chunk (tokens of one sequence per forward call)
   int64_t max_logit_rows = 1;    // rows of logits one forward call may return (perplexity: chunk)
+  int n_seqs = 1;                // sequences held at once (--parallel); each has its own state slot
   KvType kv_type = KvType::f16;
   uint32_t page_tokens = 256;    // KV page size
   int n_threads = 0;             // 0: all cores
+  backend::Device device = backend::Device::host;
 };
 
 // A 2-D weight as the planner sees it: its type and input width decide the matmul scratch.
-struct MatrixInfo {
-  quant::Type type;
-  int64_t n_in;
-};
+using MatrixInfo = backend::WorkloadShape::Matrix;
 
 // Every buffer a session allocates, derived from hparams and options alone (no tensor data), so
 // the planner can print it before loading and the session allocates exactly it.
 struct SessionLayout {
   model::SessionShape shape;
-  std::vector<model::BufferSpec> scratch;  // activations + matmul scratch + logits
-  std::vector<model::BufferSpec> state;    // recurrent state (hybrid models)
+  int32_t max_pages_per_seq = 0;
+  std::vector<model::BufferSpec> scratch;     // the family's activations and the logits (backend memory)
+  std::vector<model::BufferSpec> workspaces;  // the backend's own (matmul, attention, GDN)
+  model::BufferSpec host;                     // per-call metadata and page bookkeeping (host memory)
+  std::vector<model::BufferSpec> state;       // recurrent state, n_seqs slots per buffer (hybrid models)
+  backend::WorkloadShape workload;            // what the workspaces were sized for
   uint64_t kv_bytes() const { return shape.kv.total_bytes(); }
-  uint64_t scratch_bytes() const;
+  uint64_t scratch_bytes() const;             // scratch + workspaces + host
   uint64_t state_bytes() const;
 };
 
@@ -56,6 +67,13 @@ struct ChunkProgress {
 // Called after each chunk; return false to stop at this chunk boundary (cancel).
 using ProgressFn = std::function<bool(const ChunkProgress&)>;
 
+// One sequence's part of a forward call.
+struct SeqInput {
+  int32_t seq = 0;                   // a sequence id from add_sequence (0 exists from the start)
+  std::span<const int32_t> tokens;   // appended at the sequence's next positions
+  bool logits = false;               // return the logits of its last token
+};
+
 class Session {
  public:
   Session(std::shared_ptr<const model::Model> model, const SessionOptions& options);
@@ -63,10 +81,28 @@ class Session {
 
   const model::Model& model() const { return *model_; }
   const SessionLayout& layout() const { return layout_; }
-  int64_t n_past() const { return n_past_; }
+  backend::Backend& backend() { return *backend_; }
   int64_t n_ctx() const { return options_.n_ctx; }
   uint64_t allocated_bytes() const;
 
+  // ---- several sequences ------------------------------------------------------------------------
+  // A free sequence slot, emptied; throws keel::Error when all n_seqs are in use.
+  int32_t add_sequence();
+  void remove_sequence(int32_t seq);   // its pages return to the pool
+  void reset_sequence(int32_t seq);    // empty it (pages back, state cleared), keep the slot
+  bool has_sequence(int32_t seq) const;
+  int64_t n_past(int32_t seq) const;
+  int32_t pages_free() const { return n_free_pages_; }
+  int32_t pages_total() const { return static_cast<int32_t>(layout_.shape.kv.n_pages); }
+
+  // One forward call over every input (at most shape.max_tokens tokens in all, each sequence at
+  // most once). Returns the logits rows [n_vocab] of the inputs that asked, in input order (host
+  // memory owned by the session, valid until the next call). Throws keel::Error, with nothing
+  // changed, when a sequence would outgrow the context or the pool has too few free pages.
+  std::span<const float* const> step(std::span<const SeqInput> inputs);
+
+  // ---- sequence 0, as a single-sequence session ---------------------------------------------------
+  int64_t n_past() const { return n_past(0); }
   // Appends `tokens` in chunks; returns the logits [n_vocab] of the last token (owned by the
   // session, valid until the next call). Throws keel::Error(cancelled) if progress returns false.
   const float* prefill(std::span<const int32_t> tokens, const ProgressFn& progress = {});
@@ -75,21 +111,40 @@ class Session {
   // Appends `tokens` and calls on_logits(i, logits of tokens[i]) for every i (perplexity).
   void evaluate(std::span<const int32_t> tokens, const std::function<void(int64_t, const float*)>& on_logits,
                 const ProgressFn& progress = {});
-  void reset();  // forget the sequence
+  void reset() { reset_sequence(0); }  // forget sequence 0
 
  private:
-  void check_room(int64_t n) const;
+  struct Sequence {
+    bool active = false;
+    int64_t n_past = 0;
+    int32_t n_pages = 0;   // pages held, listed in the page-table row of its slot
+  };
+  void check_seq(int32_t seq) const;
+  void release_pages(int32_t seq);
+  // Runs the forward call over the batch arrays already filled for n_tokens / n_seqs.
+  void run_batch(int64_t n_tokens, int32_t n_seqs, int64_t n_logit_rows);
+
   std::shared_ptr<const model::Model> model_;
   SessionOptions options_;
   SessionLayout layout_;
-  cpu::ThreadPool pool_;
-  BufferSet scratch_;
-  BufferSet state_;
-  KvCache kv_;
+  std::unique_ptr<backend::Backend> backend_;
+  backend::BufferSet scratch_;   // on the backend
+  backend::BufferSet state_;     // on the backend
+  backend::Memory host_;         // the per-call metadata, page bookkeeping and host logits
   std::unique_ptr<model::Forward> forward_;
-  float* logits_ = nullptr;            // [max_logit_rows, n_vocab]
-  int64_t* logit_rows_ = nullptr;      // [max_logit_rows]
-  int64_t n_past_ = 0;
+
+  // Views into host_ (sizes from the layout).
+  int32_t* tokens_ = nullptr;            // [max_tokens]
+  int32_t* pos_ = nullptr;               // [max_tokens]
+  backend::SeqSlice* slices_ = nullptr;  // [n_seqs]
+  int32_t* page_table_ = nullptr;        // [n_seqs, max_pages_per_seq]
+  int32_t* logit_rows_ = nullptr;        // [max_logit_rows]
+  int32_t* free_pages_ = nullptr;        // [n_pages] stack of free page ids
+  const float** logit_ptrs_ = nullptr;   // [n_seqs] step()'s answer
+  float* host_logits_ = nullptr;         // [max_logit_rows, n_vocab] (the backend's own on the CPU)
+  float* logits_ = nullptr;              // [max_logit_rows, n_vocab] in backend memory
+  int32_t n_free_pages_ = 0;
+  std::vector<Sequence> seqs_;           // [n_seqs], sized at start
 };
 
 }  // namespace keel::runtime

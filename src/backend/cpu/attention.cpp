@@ -21,13 +21,13 @@ struct Workspace {
   float* acc;      // [query_block * group, head_dim]
 };
 
-size_t per_thread_floats(const runtime::KvGeometry& kv, uint32_t n_head) {
+size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head) {
   const size_t group = n_head / kv.n_kv_heads;
   const size_t rows = kAttentionQueryBlock * group;
   return 2 * size_t{kv.page_tokens} * kv.head_dim + kv.page_tokens + 2 * rows + rows * kv.head_dim + 16;
 }
 
-Workspace carve(float* base, const runtime::KvGeometry& kv, uint32_t n_head) {
+Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
   const size_t group = n_head / kv.n_kv_heads;
   const size_t rows = kAttentionQueryBlock * group;
   Workspace w{};
@@ -76,33 +76,35 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
   }
 }
 
-// One task: KV head g, query tokens [t0, t1).
-void attend_block(const AttentionKernels& kern, const AttentionArgs& a, uint32_t g, int64_t t0, int64_t t1,
-                  const Workspace& w) {
-  const runtime::KvGeometry& kv = a.kv->geometry();
+// One task: KV head g, query tokens [t0, t1) of sequence `seq` (batch indices).
+void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
+                  int64_t t0, int64_t t1, const Workspace& w) {
+  const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
   const size_t rb = kv.row_bytes();
-  const quant::Type et = runtime::kv_element_type(kv.type);
+  const quant::Type et = backend::kv_element_type(kv.type);
   const int64_t n_rows = (t1 - t0) * group;
+  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
+  const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
   std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
   std::fill(w.l, w.l + n_rows, 0.0f);
   std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
 
-  const int64_t last_pos = a.pos0 + t1 - 1;
-  const uint32_t n_pages = static_cast<uint32_t>(last_pos / kv.page_tokens + 1);
-  for (uint32_t page = 0; page < n_pages; ++page) {
-    const int64_t start = int64_t{page} * kv.page_tokens;
+  const int64_t last_pos = pos_of_first + t1 - 1;
+  const int64_t n_pages = last_pos / kv.page_tokens + 1;
+  for (int64_t page = 0; page < n_pages; ++page) {
+    const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    const uint8_t* kp = a.kv->k_page(a.layer, page);
-    const uint8_t* vp = a.kv->v_page(a.layer, page);
+    const uint8_t* kp = a.kv.k_page(pages[page]);
+    const uint8_t* vp = a.kv.v_page(pages[page]);
     for (int64_t j = 0; j < len; ++j) {
       const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
       load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
       load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
     }
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t limit = std::min<int64_t>(len, a.pos0 + t - start + 1);  // causal
+      const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
       if (limit <= 0) continue;
       for (uint32_t hh = 0; hh < group; ++hh) {
         const uint32_t h = g * group + hh;
@@ -129,7 +131,7 @@ void attend_block(const AttentionKernels& kern, const AttentionArgs& a, uint32_t
 
 }  // namespace
 
-size_t attention_workspace_bytes(const runtime::KvGeometry& kv, uint32_t n_head, int n_threads) {
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads) {
   return sizeof(float) * per_thread_floats(kv, n_head) * static_cast<size_t>(n_threads);
 }
 
@@ -148,23 +150,34 @@ const AttentionKernels& attention_kernels_for(int head_dim) {
 }
 
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
-  const runtime::KvGeometry& kv = a.kv->geometry();
-  flash_attention_with(attention_kernels_for(static_cast<int>(kv.head_dim)), a, workspace, pool);
+  flash_attention_with(attention_kernels_for(static_cast<int>(a.kv.geo.head_dim)), a, workspace, pool);
 }
 
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool) {
-  const runtime::KvGeometry& kv = a.kv->geometry();
-  const int64_t n_blocks = (a.n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+  const backend::KvGeometry& kv = a.kv.geo;
+  // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
+  // round-robin from the last block of the last sequence for balance.
+  int64_t n_blocks = 0;
+  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
   const size_t stride = per_thread_floats(kv, a.n_head);
   pool.run([&](int ith, int nth) {
     Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head);
-    // Later query blocks see more KV: deal tasks round-robin from the end for balance.
+    int32_t s = a.n_seqs - 1;
+    int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
-      const int64_t block = n_blocks - 1 - task / kv.n_kv_heads;
+      const int64_t from_end = task / kv.n_kv_heads;  // 0 = the last block of the batch
       const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
-      const int64_t t0 = block * kAttentionQueryBlock;
-      attend_block(kern, a, g, t0, std::min(a.n_tokens, t0 + kAttentionQueryBlock), w);
+      int64_t seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+      while (from_end >= blocks_after + seq_blocks) {
+        blocks_after += seq_blocks;
+        --s;
+        seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+      }
+      const backend::SeqSlice& seq = a.seqs[s];
+      const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
+      const int64_t t0 = seq.first + block * kAttentionQueryBlock;
+      attend_block(kern, a, seq, g, t0, std::min(seq.first + seq.n_tokens, t0 + kAttentionQueryBlock), w);
     }
   });
 }

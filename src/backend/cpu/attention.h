@@ -1,29 +1,39 @@
-// Flash attention on the CPU: causal, GQA, online softmax tiled over KV pages. Scratch is per
-// thread and bounded by page_tokens x head_dim: nothing grows with context x chunk.
+// Flash attention on the CPU: causal per sequence, GQA, online softmax tiled over KV pages
+// looked up in each sequence's page table. Scratch is per thread and bounded by page_tokens x
+// head_dim: nothing grows with context x chunk.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 #include "backend/cpu/thread_pool.h"
-#include "runtime/kv_cache.h"
+#include "backend/types.h"
 
 namespace keel::cpu {
 
+// One attention layer's pages as the kernels read them.
+struct KvLayerView {
+  backend::KvGeometry geo;
+  const uint8_t* const* pages = nullptr;  // [n_pages] page base pointers; page = K rows then V rows
+  const uint8_t* k_page(int32_t page) const { return pages[page]; }
+  const uint8_t* v_page(int32_t page) const { return pages[page] + size_t{geo.page_tokens} * geo.token_bytes(); }
+};
+
 struct AttentionArgs {
-  const float* q = nullptr;   // [n_tokens, n_head, head_dim] f32, post-RoPE
+  const float* q = nullptr;   // [n_tokens, n_head, head_dim] f32, post-RoPE (the whole batch)
   float* out = nullptr;       // [n_tokens, n_head, head_dim] f32
-  int64_t n_tokens = 0;
-  int64_t pos0 = 0;           // position of q's first token; query t attends to KV 0..pos0+t
   uint32_t n_head = 0;
   float scale = 1.0f;
-  const runtime::KvCache* kv = nullptr;
-  uint32_t layer = 0;         // attention-layer index in the cache
+  KvLayerView kv;
+  const backend::SeqSlice* seqs = nullptr;  // [n_seqs]: token t of seq s attends to 0..s.pos0 + (t - s.first)
+  int32_t n_seqs = 0;
+  const int32_t* page_table = nullptr;      // row s.slot: page ids of the sequence's positions
+  int32_t max_pages_per_seq = 0;
 };
 
 // Query tokens handled together by one task (they share each dequantized K/V tile).
 constexpr int64_t kAttentionQueryBlock = 32;
 
-size_t attention_workspace_bytes(const runtime::KvGeometry& kv, uint32_t n_head, int n_threads);
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
 struct AttentionKernels;

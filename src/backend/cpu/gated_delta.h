@@ -12,6 +12,7 @@
 
 #include "backend/cpu/matmul.h"  // Isa, best_isa
 #include "backend/cpu/thread_pool.h"
+#include "backend/types.h"
 
 namespace keel::cpu {
 
@@ -21,7 +22,7 @@ namespace keel::cpu {
 // inputs (the last rows of e). x: [n_tokens, channels]; w: [channels, kernel] (ggml ne [kernel,
 // channels]); state: [kernel-1, channels], oldest row first; out: [n_tokens, channels], must not
 // alias x. kernel <= kMaxConvKernel.
-constexpr int kMaxConvKernel = 16;
+constexpr int kMaxConvKernel = backend::kMaxConvKernel;
 void causal_conv1d_silu(const float* x, int64_t n_tokens, int64_t channels, const float* w, int kernel,
                         float* state, float* out, ThreadPool& pool);
 

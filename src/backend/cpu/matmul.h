@@ -19,22 +19,20 @@
 #include <cstdint>
 
 #include "backend/cpu/thread_pool.h"
+#include "backend/types.h"
 #include "quant/types.h"
 
 namespace keel::cpu {
 
-struct WeightView {     // a GGUF tensor used in place (mmapped, 32-byte aligned)
-  quant::Type type;     // F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K
-  const void* data;     // [n_out rows] of row_bytes(type, n_in)
-  int64_t n_in;         // ne[0]: elements per row (multiple of the block size)
-  int64_t n_out;        // ne[1]: rows
-};
+using WeightView = backend::WeightView;  // a GGUF tensor used in place (mmapped, 32-byte aligned)
 
 // Bytes of caller-owned scratch `matmul` needs for up to `max_tokens` tokens on a pool of up to
 // `n_threads` threads.
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads);
 
 // y[t * n_out + r] = sum_k W[r][k] * x[t * n_in + k]   for t < n_tokens, r < n_out.
+// Batch invariance (the CPU backend relies on it): below kGemmMinTokens tokens, a token's result
+// does not depend on n_tokens or on the other tokens (bitwise), nor does it on the GEMM path.
 // x: [n_tokens, n_in] f32, y: [n_tokens, n_out] f32 (must not alias x).
 // scratch: at least matmul_scratch_bytes(w.type, w.n_in, n_tokens, pool.size()) bytes, any
 // alignment. Does not allocate. Throws keel::Error for a type it cannot multiply.

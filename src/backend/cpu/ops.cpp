@@ -15,7 +15,7 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
   }
 }
 
-void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p) {
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p) {
   const int half = p.n_rot / 2;
   double inv_freq[512];  // n_rot / 2 <= head_dim / 2; head sizes above 1024 are refused at load
   for (int i = 0; i < half && i < 512; ++i) {
@@ -23,15 +23,15 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t
     if (p.freq_factors) inv_freq[i] /= p.freq_factors[i];
   }
   for (int64_t t = 0; t < n_tokens; ++t) {
-    const double pos = static_cast<double>(pos0 + t);
+    const double pos = static_cast<double>(positions[t]);
     for (int i = 0; i < half; ++i) {
       const double theta = pos * inv_freq[i];
       const float c = static_cast<float>(std::cos(theta));
       const float s = static_cast<float>(std::sin(theta));
       for (int64_t h = 0; h < n_heads; ++h) {
         float* v = x + (t * n_heads + h) * head_dim;
-        const int a = p.type == model::RopeType::norm ? 2 * i : i;
-        const int b = p.type == model::RopeType::norm ? 2 * i + 1 : i + half;
+        const int a = p.type == backend::RopeType::norm ? 2 * i : i;
+        const int b = p.type == backend::RopeType::norm ? 2 * i + 1 : i + half;
         const float x0 = v[a], x1 = v[b];
         v[a] = x0 * c - x1 * s;
         v[b] = x0 * s + x1 * c;

@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "backend/cpu/thread_pool.h"
-#include "model/hparams.h"
+#include "backend/types.h"
 
 namespace keel::cpu {
 
@@ -11,15 +11,9 @@ namespace keel::cpu {
 void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps);
 
 // Rotary embedding in place on x: [n_tokens, n_heads, head_dim]; rotates the first n_rot dims of
-// each head for token t at position pos0 + t. freq_factors (may be null): [n_rot/2] divisors.
-struct RopeParams {
-  model::RopeType type;
-  int n_rot;
-  float base;
-  float freq_scale;
-  const float* freq_factors;
-};
-void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, const RopeParams& p);
+// each head of token t at position pos[t] (p.freq_factors may be null: [n_rot/2] divisors).
+using RopeParams = backend::RopeParams;
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeParams& p);
 
 // gate[i] = silu(gate[i]) * up[i]  (AVX2 when the CPU has it; the scalar twin is always built)
 void silu_mul(float* gate, const float* up, int64_t n);

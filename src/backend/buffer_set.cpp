@@ -1,25 +1,13 @@
-#include "runtime/buffer_set.h"
-
-#include <cstdlib>
-#include <cstring>
+#include "backend/buffer_set.h"
 
 #include "keel/error.h"
 
-namespace keel::runtime {
+namespace keel::backend {
 
-void AlignedFree::operator()(void* p) const { std::free(p); }
-
-AlignedBytes allocate_aligned(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (!p) throw Error("cannot allocate " + std::to_string(bytes) + " bytes", ErrorKind::refused);
-  std::memset(p, 0, rounded == 0 ? 64 : rounded);  // touch every page now: the plan is resident
-  return AlignedBytes(static_cast<uint8_t*>(p));
-}
-
-void BufferSet::add(std::string name, size_t bytes) {
+void BufferSet::add(Backend& backend, std::string name, size_t bytes) {
   if (contains(name)) throw Error("internal: buffer '" + name + "' planned twice");
-  entries_.push_back({std::move(name), bytes, allocate_aligned(bytes)});
+  Memory data = backend.allocate(name, bytes);
+  entries_.push_back({std::move(name), bytes, std::move(data)});
   total_ += bytes;
 }
 
@@ -40,4 +28,4 @@ uint8_t* BufferSet::get(std::string_view name, size_t min_bytes) const {
   throw Error("internal: buffer '" + std::string(name) + "' is not in the plan");
 }
 
-}  // namespace keel::runtime
+}  // namespace keel::backend

@@ -1,24 +1,19 @@
-// The session's owned memory: named, 64-byte aligned buffers allocated once, from the plan.
+// Named buffers of one session, allocated once by a backend from the plan (activations, state).
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace keel::runtime {
+#include "backend/backend.h"
 
-struct AlignedFree {
-  void operator()(void* p) const;
-};
-using AlignedBytes = std::unique_ptr<uint8_t, AlignedFree>;
-AlignedBytes allocate_aligned(size_t bytes);  // zeroed; throws keel::Error when it cannot
+namespace keel::backend {
 
 class BufferSet {
  public:
-  // Allocates one buffer per (name, bytes); names must be unique.
-  void add(std::string name, size_t bytes);
+  // Allocates one buffer per (name, bytes) on `backend`; names must be unique.
+  void add(Backend& backend, std::string name, size_t bytes);
   bool contains(std::string_view name) const;
   // The buffer `name`, which must hold at least `min_bytes`; an error names the shortfall
   // (it means the plan and the forward pass disagree: a bug, caught at session start).
@@ -33,10 +28,10 @@ class BufferSet {
   struct Entry {
     std::string name;
     size_t bytes;
-    AlignedBytes data;
+    Memory data;
   };
   std::vector<Entry> entries_;
   size_t total_ = 0;
 };
 
-}  // namespace keel::runtime
+}  // namespace keel::backend

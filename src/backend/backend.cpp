@@ -1,0 +1,26 @@
+#include "backend/backend.h"
+
+#include "backend/cpu/cpu_backend.h"
+#include "keel/error.h"
+
+namespace keel::backend {
+
+std::vector<BufferSpec> workspace_buffers(Device device, const WorkloadShape& shape) {
+  switch (device) {
+    case Device::host: return cpu::workspace_buffers(shape);
+    case Device::cuda: break;
+  }
+  throw Error("keel was built without CUDA: no backend for device '" + std::string(device_name(device)) + "'",
+              ErrorKind::usage);
+}
+
+std::unique_ptr<Backend> make_backend(Device device, int n_threads) {
+  switch (device) {
+    case Device::host: return std::make_unique<cpu::CpuBackend>(n_threads);
+    case Device::cuda: break;
+  }
+  throw Error("keel was built without CUDA: no backend for device '" + std::string(device_name(device)) + "'",
+              ErrorKind::usage);
+}
+
+}  // namespace keel::backend

@@ -1,0 +1,14 @@
+// Host memory for the plan's host-side buffers (the CPU backend's everything; any backend's
+// per-call metadata): zeroed, 64-byte aligned, every page touched now so the plan is resident.
+#pragma once
+#include <cstddef>
+#include <string_view>
+
+#include "backend/backend.h"
+
+namespace keel::backend {
+
+// Throws keel::Error(refused) naming `name` when it cannot.
+Memory allocate_host(std::string_view name, size_t bytes);
+
+}  // namespace keel::backend
