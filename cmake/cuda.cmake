@@ -33,5 +33,8 @@ if(KEEL_WITH_CUDA)
   target_link_libraries(keel_cuda PUBLIC CUDA::cudart CUDA::cublas)
   target_link_libraries(keel_cuda PUBLIC keel_core)
   target_compile_definitions(keel_core PUBLIC KEEL_HAS_CUDA=1)
+  # keel_core's backend factory and device profiles call into keel_cuda, whose kernels use
+  # keel_core's quant tables: a cycle of two static libraries, which CMake links as such.
+  target_link_libraries(keel_core PUBLIC keel_cuda)
   message(STATUS "keel: building the CUDA backend with ${CMAKE_CUDA_COMPILER} (${CMAKE_CUDA_COMPILER_VERSION})")
 endif()

@@ -98,7 +98,7 @@ void bench_kernels() {
                     (long long)n_out, (long long)n_in, nt, ms, double(w.bytes()) / ms / 1e6);
       }
     }
-  std::printf("\n== GEMM (prefill: dequant panel to bf16 + cuBLAS), 4096 tokens: TFLOP/s ==\n");
+  std::printf("\n== GEMM (prefill: dequant panel to f16 + cuBLAS), 4096 tokens: TFLOP/s ==\n");
   for (Type type : types)
     for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{4096, 12288}, {12288, 4096}, {4096, 4096}}) {
       const int64_t nt = 4096;
@@ -108,7 +108,7 @@ void bench_kernels() {
       cuda::DeviceBuffer scratch(cuda::matmul_scratch_bytes(type, n_in, n_out, nt));
       const cuda::DeviceWeight dw{type, w.data(), n_in, n_out};
       const double ms = time_ms(stream.get(), 10, [&] { cuda::matmul(blas, dw, x.as<float>(), nt, y.as<float>(), scratch.data()); });
-      const double ms_deq = time_ms(stream.get(), 10, [&] { cuda::dequant_rows_bf16(dw, nullptr, n_out, scratch.data(), stream.get()); });
+      const double ms_deq = time_ms(stream.get(), 10, [&] { cuda::dequant_rows_f16(dw, nullptr, n_out, scratch.data(), stream.get()); });
       std::printf("gemm %-5s %6lld x %6lld  x %lld tokens: %8.3f ms  %6.1f TFLOP/s  (dequant alone %.3f ms)\n",
                   std::string(quant::type_name(type)).c_str(), (long long)n_out, (long long)n_in, (long long)nt, ms,
                   2.0 * n_in * n_out * nt / ms / 1e9, ms_deq);

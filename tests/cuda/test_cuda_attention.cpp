@@ -1,10 +1,10 @@
-// CUDA paged KV writes and flash attention against the CPU (runtime::KvCache::write and the
-// scalar flash attention, cpu::flash_attention_with(attention_kernels_generic())), one CPU cache
-// per sequence; on the device all sequences share one pool through shuffled page tables.
+// CUDA paged KV writes and flash attention against the CPU backend (CpuBackend::kv_write and the
+// scalar flash attention, cpu::flash_attention_with(attention_kernels_generic())), over the same
+// shuffled page table on both sides (all sequences share one pool).
 //   - kv_write: the device pages equal the CPU cache's bytes (f16 and q8_0: bit-exact).
 //   - attention: |out - ref| <= 1e-2 * max|V| (f16 tensor-core inputs: Q and P rounded to f16,
 //     q8_0 K/V dequantized to f16; f32 accumulation and softmax). Cases: head sizes 64/128/256,
-//     GQA groups 1/4/5, page sizes 16/48/256, decode-only calls (split-KV) and prefill chunks
+//     GQA groups 1/4/5, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
 //     mixed with decodes (one pass), a padding token whose output must stay untouched.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
 #include <algorithm>
@@ -14,8 +14,8 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
-#include "runtime/kv_cache.h"
 
 namespace {
 
@@ -32,7 +32,7 @@ struct SeqSpec {
 
 struct Case {
   int head_dim, n_head, n_kv, page_tokens;
-  runtime::KvType kv_type;
+  backend::KvType kv_type;
   std::vector<SeqSpec> seqs;
 };
 
@@ -72,7 +72,7 @@ struct Fixture {
       v.push_back(vv);
       q.push_back(qq);
     }
-    layout.elem = c.kv_type == runtime::KvType::f16 ? cuda::KvElem::f16 : cuda::KvElem::q8_0;
+    layout.elem = c.kv_type == backend::KvType::f16 ? cuda::KvElem::f16 : cuda::KvElem::q8_0;
     layout.n_kv_heads = c.n_kv;
     layout.head_dim = c.head_dim;
     layout.page_tokens = c.page_tokens;
@@ -149,57 +149,65 @@ struct Fixture {
     return download<float>(dout, qq.size());
   }
 
-  // CPU: one cache per sequence, scalar flash attention over its new tokens.
-  std::vector<float> reference(const std::vector<int>& seq_ids, float scale, std::vector<std::vector<uint8_t>>* pages_out) {
-    std::vector<float> out;
-    cpu::ThreadPool pool_cpu(1);
-    std::vector<int> order(seq_ids);
-    std::sort(order.begin(), order.end());
-    for (int s : order) {
-      const auto& spec = c.seqs[s];
-      const int len = spec.history + spec.n_new;
-      runtime::KvGeometry g;
-      g.type = c.kv_type;
-      g.n_layers = 1;
-      g.n_kv_heads = uint32_t(c.n_kv);
-      g.head_dim = uint32_t(c.head_dim);
-      g.page_tokens = uint32_t(c.page_tokens);
-      g.n_pages = uint32_t((len + c.page_tokens - 1) / c.page_tokens);
-      runtime::KvCache cache(g);
-      cache.write(0, 0, len, k[s].data(), v[s].data());
-      if (pages_out) {
-        for (uint32_t p = 0; p < g.n_pages; ++p) {
-          const uint8_t* base = cache.k_page(0, p);
-          pages_out->emplace_back(base, base + g.page_bytes());
-        }
-      }
-      const size_t w = size_t(c.n_head) * c.head_dim;
-      std::vector<float> o(size_t(spec.n_new) * w);
-      cpu::AttentionArgs a;
-      a.q = q[s].data() + size_t(spec.history) * w;
-      a.out = o.data();
-      a.n_tokens = spec.n_new;
-      a.pos0 = spec.history;
-      a.n_head = uint32_t(c.n_head);
-      a.scale = scale;
-      a.kv = &cache;
-      a.layer = 0;
-      std::vector<float> ws(cpu::attention_workspace_bytes(g, uint32_t(c.n_head), 1) / 4 + 64);
-      cpu::flash_attention_with(cpu::attention_kernels_generic(), a, ws.data(), pool_cpu);
-      out.insert(out.end(), o.begin(), o.end());
+  // The CPU backend's pool over the same page table, written with its kv_write.
+  std::unique_ptr<cpu::CpuBackend> cpu_be;
+  backend::KvGeometry geo;
+  std::vector<backend::SeqSlice> slices;
+
+  void cpu_write_all() {
+    cpu_be = std::make_unique<cpu::CpuBackend>(1);
+    geo.type = c.kv_type;
+    geo.n_layers = 1;
+    geo.n_kv_heads = uint32_t(c.n_kv);
+    geo.head_dim = uint32_t(c.head_dim);
+    geo.page_tokens = uint32_t(c.page_tokens);
+    geo.n_pages = uint32_t(n_pages);
+    cpu_be->create_kv(geo);
+    // One call per sequence writing all its positions.
+    for (size_t s = 0; s < c.seqs.size(); ++s) {
+      const int len = c.seqs[s].history + c.seqs[s].n_new;
+      std::vector<int32_t> tokens(static_cast<size_t>(len), 0), pos(static_cast<size_t>(len));
+      for (int p = 0; p < len; ++p) pos[p] = p;
+      backend::SeqSlice sl{0, len, 0, int32_t(s)};
+      backend::Batch b;
+      b.n_tokens = len;
+      b.tokens = tokens.data();
+      b.pos = pos.data();
+      b.n_seqs = 1;
+      b.seqs = &sl;
+      b.page_table = pages.data();
+      b.max_pages_per_seq = max_pages;
+      cpu_be->begin_batch(b);
+      cpu_be->kv_write(0, k[s].data(), v[s].data());
     }
-    return out;
   }
 
-  // The device pages of sequence s, in its page-table order (for byte comparison with the CPU).
-  std::vector<std::vector<uint8_t>> device_pages(int s) {
-    const auto all = download<uint8_t>(pool, size_t(n_pages) * layout.page_bytes());
-    std::vector<std::vector<uint8_t>> out;
-    const int len = c.seqs[s].history + c.seqs[s].n_new;
-    for (int i = 0; i < (len + c.page_tokens - 1) / c.page_tokens; ++i) {
-      const size_t off = size_t(pages[size_t(s) * max_pages + i]) * layout.page_bytes();
-      out.emplace_back(all.begin() + off, all.begin() + off + layout.page_bytes());
+  // CPU scalar flash attention over the new tokens of every sequence, in one call.
+  std::vector<float> reference(float scale) {
+    slices.clear();
+    std::vector<float> qq;
+    int64_t first = 0;
+    const size_t w = size_t(c.n_head) * c.head_dim;
+    for (size_t s = 0; s < c.seqs.size(); ++s) {
+      const auto& spec = c.seqs[s];
+      slices.push_back({first, spec.n_new, spec.history, int32_t(s)});
+      qq.insert(qq.end(), q[s].begin() + size_t(spec.history) * w, q[s].begin() + size_t(spec.history + spec.n_new) * w);
+      first += spec.n_new;
     }
+    std::vector<float> out(qq.size());
+    cpu::AttentionArgs a;
+    a.q = qq.data();
+    a.out = out.data();
+    a.n_head = uint32_t(c.n_head);
+    a.scale = scale;
+    a.kv = cpu::KvLayerView{geo, cpu_be->kv_pages(0)};
+    a.seqs = slices.data();
+    a.n_seqs = int32_t(slices.size());
+    a.page_table = pages.data();
+    a.max_pages_per_seq = max_pages;
+    cpu::ThreadPool pool_cpu(1);
+    std::vector<float> ws(cpu::attention_workspace_bytes(geo, uint32_t(c.n_head), 1) / 4 + 64);
+    cpu::flash_attention_with(cpu::attention_kernels_generic(), a, ws.data(), pool_cpu);
     return out;
   }
 };
@@ -218,25 +226,23 @@ void run_case(const Case& c, std::mt19937& rng) {
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
   const std::string name = "hd " + std::to_string(c.head_dim) + " heads " + std::to_string(c.n_head) + "/" +
                            std::to_string(c.n_kv) + " page " + std::to_string(c.page_tokens) + " " +
-                           std::string(runtime::kv_type_name(c.kv_type));
+                           std::string(backend::kv_type_name(c.kv_type));
 
-  // kv_write: the written part of every page equals the CPU cache's bytes.
-  std::vector<std::vector<uint8_t>> cpu_pages;
-  const auto ref = f.reference(all, scale, &cpu_pages);
-  size_t page_index = 0;
+  // kv_write: the written part of every page equals the CPU backend's bytes (same page ids).
+  f.cpu_write_all();
+  const auto ref = f.reference(scale);
+  const auto dev = download<uint8_t>(f.pool, size_t(f.n_pages) * f.layout.page_bytes());
   int bad = 0;
-  const size_t tb = f.layout.token_bytes();
-  for (int s = 0; s < n_seqs; ++s) {
-    const auto dev = f.device_pages(s);
-    const int len = ends[s];
-    for (size_t i = 0; i < dev.size(); ++i, ++page_index) {
-      const size_t used = size_t(std::min(c.page_tokens, len - int(i) * c.page_tokens));
-      const size_t half = size_t(c.page_tokens) * tb;
-      if ((std::memcmp(dev[i].data(), cpu_pages[page_index].data(), used * tb) != 0 ||
-           std::memcmp(dev[i].data() + half, cpu_pages[page_index].data() + half, used * tb) != 0) && bad++ < 3)
-        ADD_FAILURE() << name << ": kv_write page " << i << " of sequence " << s << " differs from the CPU cache";
+  const size_t tb = f.layout.token_bytes(), half = size_t(c.page_tokens) * tb;
+  for (int s = 0; s < n_seqs; ++s)
+    for (int i = 0; i * c.page_tokens < ends[s]; ++i) {
+      const int32_t page = f.pages[size_t(s) * f.max_pages + i];
+      const size_t used = size_t(std::min(c.page_tokens, ends[s] - i * c.page_tokens)) * tb;
+      const uint8_t* mine = dev.data() + size_t(page) * f.layout.page_bytes();
+      const uint8_t* theirs = f.cpu_be->kv_pages(0)[page];
+      if ((std::memcmp(mine, theirs, used) != 0 || std::memcmp(mine + half, theirs + half, used) != 0) && bad++ < 3)
+        ADD_FAILURE() << name << ": kv_write page " << i << " of sequence " << s << " differs from the CPU backend's";
     }
-  }
 
   const auto out = f.attend(all, scale);
   const size_t w = size_t(c.n_head) * c.head_dim;
@@ -269,7 +275,7 @@ void run_case(const Case& c, std::mt19937& rng) {
 TEST(CudaAttention, DecodeSplitKv) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(31);
-  for (auto kv : {runtime::KvType::f16, runtime::KvType::q8_0}) {
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
     run_case({128, 32, 8, 256, kv, {{700, 1}, {3, 1}, {2100, 1}}}, rng);
     run_case({64, 10, 2, 16, kv, {{95, 1}, {0, 1}, {333, 2}}}, rng);   // group 5, tiny pages
     run_case({256, 8, 2, 48, kv, {{130, 1}}}, rng);
@@ -279,12 +285,14 @@ TEST(CudaAttention, DecodeSplitKv) {
 TEST(CudaAttention, PrefillChunksWithDecodes) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(32);
-  for (auto kv : {runtime::KvType::f16, runtime::KvType::q8_0}) {
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
     run_case({128, 32, 8, 256, kv, {{0, 300}, {517, 1}, {40, 1}}}, rng);  // fresh prompt + decodes
     run_case({128, 16, 16, 16, kv, {{77, 45}, {5, 1}}}, rng);             // a later chunk, MHA
     run_case({64, 10, 2, 48, kv, {{0, 37}, {200, 29}}}, rng);             // group 5 (12 tokens a tile)
     run_case({256, 8, 2, 256, kv, {{250, 70}}}, rng);                     // crosses a page
+    run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
   }
+  run_case({8, 8, 4, 16, backend::KvType::f16, {{0, 19}, {40, 1}}}, rng);  // stories260K's head size
 }
 
 }  // namespace

@@ -69,12 +69,12 @@ TEST(CudaOps, RmsNormChosenRows) {
 TEST(CudaOps, RopeNormNeoxPartialFactors) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(23);
-  struct Case { model::RopeType type; int head_dim, n_rot, n_heads; float base, freq_scale; bool factors; };
-  const Case cases[] = {{model::RopeType::norm, 64, 64, 5, 10000.0f, 1.0f, false},
-                        {model::RopeType::neox, 128, 128, 3, 1000000.0f, 1.0f, false},
-                        {model::RopeType::neox, 128, 64, 2, 10000.0f, 0.25f, false},   // partial, linear scaling
-                        {model::RopeType::norm, 128, 128, 4, 500000.0f, 1.0f, true},   // llama3 factors
-                        {model::RopeType::neox, 256, 96, 1, 10000.0f, 1.0f, true}};
+  struct Case { backend::RopeType type; int head_dim, n_rot, n_heads; float base, freq_scale; bool factors; };
+  const Case cases[] = {{backend::RopeType::norm, 64, 64, 5, 10000.0f, 1.0f, false},
+                        {backend::RopeType::neox, 128, 128, 3, 1000000.0f, 1.0f, false},
+                        {backend::RopeType::neox, 128, 64, 2, 10000.0f, 0.25f, false},   // partial, linear scaling
+                        {backend::RopeType::norm, 128, 128, 4, 500000.0f, 1.0f, true},   // llama3 factors
+                        {backend::RopeType::neox, 256, 96, 1, 10000.0f, 1.0f, true}};
   for (const Case& c : cases) {
     const std::vector<int32_t> pos = {0, 1, 2, 17, 4095, 100000, 3};  // any positions, any order
     const int64_t n = int64_t(pos.size());
@@ -84,12 +84,12 @@ TEST(CudaOps, RopeNormNeoxPartialFactors) {
     for (auto& f : factors) f = uf(rng);
     std::vector<float> want = x;
     const cpu::RopeParams p{c.type, c.n_rot, c.base, c.freq_scale, c.factors ? factors.data() : nullptr};
-    for (int64_t t = 0; t < n; ++t) cpu::rope(want.data() + t * c.n_heads * c.head_dim, 1, c.n_heads, c.head_dim, pos[t], p);
+    cpu::rope(want.data(), n, c.n_heads, c.head_dim, pos.data(), p);
     auto dx = upload(x);
     auto dpos = upload(pos);
     auto dfac = upload(factors);
     cuda::RopeArgs a;
-    a.mode = c.type == model::RopeType::norm ? cuda::RopeMode::norm : cuda::RopeMode::neox;
+    a.mode = c.type == backend::RopeType::norm ? cuda::RopeMode::norm : cuda::RopeMode::neox;
     a.n_rot = c.n_rot;
     a.base = c.base;
     a.freq_scale = c.freq_scale;

@@ -392,6 +392,68 @@ __global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, 
   }
 }
 
+// Any head size up to 256 (the tensor-core kernel takes 64/128/256): one warp per (token, head),
+// lane l owns dims l, l + 32, ...; keys one at a time with an online softmax in f32. Slow, for
+// small models (stories260K's head size 8).
+__global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b,
+                                     const float* __restrict__ q, float* __restrict__ out, int n_head, float scale) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= b.n_tokens * n_head) return;
+  const int t = row / n_head, h = row % n_head, D = kv.head_dim;
+  const int s = b.seq[t];
+  if (s < 0) return;
+  const int g = h / (n_head / kv.n_kv_heads), last = b.pos[t];
+  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
+  constexpr int kMaxPer = 8;  // head_dim <= 256
+  float qv[kMaxPer], acc[kMaxPer];
+#pragma unroll
+  for (int i = 0; i < kMaxPer; ++i) {
+    const int d = lane + 32 * i;
+    qv[i] = d < D ? q[(size_t(t) * n_head + h) * D + d] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+  for (int kp = 0; kp <= last; ++kp) {
+    const uint8_t* krow = base + size_t(page_row[kp / kv.page_tokens]) * kv.page_bytes() +
+                          size_t(kp % kv.page_tokens) * kv.token_bytes() + size_t(g) * kv.row_bytes();
+    float kval[kMaxPer], vval[kMaxPer];
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) {
+      const int d = lane + 32 * i;
+      kval[i] = vval[i] = 0.0f;
+      if (d < D) {
+        if (kv.elem == KvElem::f16) {
+          kval[i] = f16_bits_to_f32(reinterpret_cast<const uint16_t*>(krow)[d]);
+          vval[i] = f16_bits_to_f32(reinterpret_cast<const uint16_t*>(krow + v_off)[d]);
+        } else {
+          const uint8_t* kb = krow + (d / 32) * 34;
+          const uint8_t* vb = kb + v_off;
+          kval[i] = f16_bits_to_f32(load_u16(kb)) * float(int8_t(kb[2 + d % 32]));
+          vval[i] = f16_bits_to_f32(load_u16(vb)) * float(int8_t(vb[2 + d % 32]));
+        }
+      }
+    }
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) dot += qv[i] * kval[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float sc = dot * scale;
+    const float m_new = fmaxf(m, sc);
+    const float corr = expf(m - m_new), p = expf(sc - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) acc[i] = acc[i] * corr + p * vval[i];
+    m = m_new;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxPer; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) out[(size_t(t) * n_head + h) * D + d] = l > 0.0f ? acc[i] / l : 0.0f;
+  }
+}
+
 template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                       int n_head, float scale, float* ws, cudaStream_t stream) {
@@ -428,8 +490,11 @@ void dispatch_head_dim(const KvLayout& kv, const void* base, const AttentionBatc
 }  // namespace
 
 bool attention_supports(const KvLayout& kv) {
-  return (kv.head_dim == 64 || kv.head_dim == 128 || kv.head_dim == 256) && kv.n_kv_heads > 0 && kv.page_tokens > 0;
+  return kv.head_dim > 0 && kv.head_dim <= 256 && kv.n_kv_heads > 0 && kv.page_tokens > 0 &&
+         (kv.elem == KvElem::f16 ? kv.head_dim % 8 == 0 : kv.head_dim % 32 == 0);
 }
+
+static bool tensor_core_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 
 size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens) {
   const size_t rows = size_t(std::min(max_tokens, kSplitMaxTokens)) * n_head;
@@ -458,6 +523,12 @@ void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
   if (!attention_supports(kv) || n_head % kv.n_kv_heads != 0 || n_head / kv.n_kv_heads > kRows)
     throw Error("CUDA attention: unsupported geometry (head size " + std::to_string(kv.head_dim) + ", " +
                 std::to_string(n_head) + " heads over " + std::to_string(kv.n_kv_heads) + " KV heads)");
+  if (!tensor_core_head_dim(kv.head_dim)) {
+    const int rows = b.n_tokens * n_head;
+    attention_any_kernel<<<(rows + 3) / 4, 128, 0, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out, n_head, scale);
+    check_launch("attention (any head size)");
+    return;
+  }
   if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, stream);
   else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, stream);
 }

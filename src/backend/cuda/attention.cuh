@@ -33,7 +33,7 @@ enum class KvElem { f16, q8_0 };
 struct KvLayout {
   KvElem elem = KvElem::f16;
   int n_kv_heads = 0;
-  int head_dim = 0;     // 64, 128 or 256
+  int head_dim = 0;     // 64, 128, 256 on the tensor cores; any multiple of 8 up to 256 on a slow path
   int page_tokens = 0;  // tokens per page (any positive number)
 
   KEEL_HOST_DEVICE size_t row_bytes() const { return elem == KvElem::f16 ? size_t(head_dim) * 2 : size_t(head_dim) / 32 * 34; }

@@ -271,21 +271,21 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_float_any_kernel(const u
   }
 }
 
-// ---- dequantization into f32 / bf16 rows ------------------------------------------------------
+// ---- dequantization into f32 / f16 rows ----------------------------------------------------
 
 __device__ __forceinline__ void store_out(float* out, float v) { *out = v; }
-__device__ __forceinline__ void store_out(__nv_bfloat16* out, float v) { *out = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store_out(__half* out, float v) { *out = __float2half_rn(v); }
 
 __device__ __forceinline__ void store_run(float* out, const float* v) {
   reinterpret_cast<float4*>(out)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(out)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
-__device__ __forceinline__ void store_run(__nv_bfloat16* out, const float* v) {
+__device__ __forceinline__ void store_run(__half* out, const float* v) {
   uint4 packed;
   uint32_t* p = reinterpret_cast<uint32_t*>(&packed);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    const __half2 two = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
     p[i] = *reinterpret_cast<const uint32_t*>(&two);
   }
   *reinterpret_cast<uint4*>(out) = packed;
@@ -322,9 +322,9 @@ __global__ void convert_rows_kernel(const uint8_t* __restrict__ w, size_t row_by
   store_out(out + i, load_float_elem<T>(w + src_row * row_bytes, k));
 }
 
-__global__ void f32_to_bf16_kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ out) {
+__global__ void f32_to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(x[i]);
+  if (i < n) out[i] = __float2half_rn(x[i]);
 }
 
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
@@ -431,12 +431,12 @@ void gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, cud
   }
 }
 
-void gemm_bf16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
+void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
   const int64_t prows = panel_rows(w.n_in, w.n_out);
-  auto* wb = static_cast<__nv_bfloat16*>(scratch);
-  auto* xb = reinterpret_cast<__nv_bfloat16*>(static_cast<uint8_t*>(scratch) +
-                                              (static_cast<size_t>(prows * w.n_in) * 2 + 255) / 256 * 256);
-  f32_to_bf16(x, n_tokens * w.n_in, xb, blas.stream());
+  auto* wb = static_cast<__half*>(scratch);
+  auto* xb = reinterpret_cast<__half*>(static_cast<uint8_t*>(scratch) +
+                                       (static_cast<size_t>(prows * w.n_in) * 2 + 255) / 256 * 256);
+  f32_to_f16(x, n_tokens * w.n_in, xb, blas.stream());
   const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   const float one = 1.0f, zero = 0.0f;
   for (int64_t r0 = 0; r0 < w.n_out; r0 += prows) {
@@ -445,7 +445,7 @@ void gemm_bf16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t 
     launch_dequant(panel, nullptr, m, wb, blas.stream());
     // Column-major view: Y (n_out x n_tok, ld n_out) = W^T (W is n_in x n_out col-major) * X (n_in x n_tok).
     check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n_tokens), int(w.n_in), &one, wb,
-                            CUDA_R_16BF, int(w.n_in), xb, CUDA_R_16BF, int(w.n_in), &zero, y + r0, CUDA_R_32F,
+                            CUDA_R_16F, int(w.n_in), xb, CUDA_R_16F, int(w.n_in), &zero, y + r0, CUDA_R_32F,
                             int(w.n_out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
   }
@@ -453,20 +453,20 @@ void gemm_bf16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t 
 
 void matmul(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
   if (n_tokens <= kGemvMaxTokens) return gemv(w, x, n_tokens, y, blas.stream());
-  gemm_bf16(blas, w, x, n_tokens, y, scratch);
+  gemm_f16(blas, w, x, n_tokens, y, scratch);
 }
 
 void dequant_rows_f32(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, float* out, cudaStream_t stream) {
   launch_dequant(w, rows, n_rows, out, stream);
 }
 
-void dequant_rows_bf16(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, void* out, cudaStream_t stream) {
-  launch_dequant(w, rows, n_rows, static_cast<__nv_bfloat16*>(out), stream);
+void dequant_rows_f16(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, void* out, cudaStream_t stream) {
+  launch_dequant(w, rows, n_rows, static_cast<__half*>(out), stream);
 }
 
-void f32_to_bf16(const float* x, int64_t n, void* out, cudaStream_t stream) {
-  f32_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<__nv_bfloat16*>(out));
-  check_launch("f32_to_bf16");
+void f32_to_f16(const float* x, int64_t n, void* out, cudaStream_t stream) {
+  f32_to_f16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<__half*>(out));
+  check_launch("f32_to_f16");
 }
 
 }  // namespace keel::cuda

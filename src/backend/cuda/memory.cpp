@@ -28,16 +28,25 @@ int device_count() {
   return n;
 }
 
-DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
-  if (bytes == 0) return;
+void* device_malloc(size_t bytes) {
   ++g_device_malloc_calls;
-  const cudaError_t status = cudaMalloc(&ptr_, bytes);
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMalloc(&ptr, bytes);
   if (status != cudaSuccess) {
     (void)cudaGetLastError();
-    ptr_ = nullptr;
     throw Error("CUDA: cannot allocate " + std::to_string(bytes) + " bytes of device memory: " +
                 cudaGetErrorString(status));
   }
+  return ptr;
+}
+
+void device_free(void* ptr) {
+  if (ptr) cudaFree(ptr);
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  ptr_ = device_malloc(bytes);
 }
 
 DeviceBuffer::~DeviceBuffer() {

@@ -19,6 +19,10 @@ namespace keel::cuda {
 // counter, read by tests; it holds no state that any computation depends on.
 uint64_t device_malloc_calls();
 
+// cudaMalloc through keel's counter (throws keel::Error with the size) and its cudaFree.
+void* device_malloc(size_t bytes);
+void device_free(void* ptr);
+
 // Number of CUDA devices (0 when there is no driver or no GPU; never throws).
 int device_count();
 
