@@ -432,13 +432,20 @@ void gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, cud
 }
 
 void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
+  const float one = 1.0f, zero = 0.0f;
+  if (w.type == Type::F32) {  // f32 weights (small test models): plain f32 GEMM, no rounding
+    check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(w.n_out), int(n_tokens), int(w.n_in), &one,
+                            w.data, CUDA_R_32F, int(w.n_in), x, CUDA_R_32F, int(w.n_in), &zero, y, CUDA_R_32F,
+                            int(w.n_out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (f32)");
+    return;
+  }
   const int64_t prows = panel_rows(w.n_in, w.n_out);
   auto* wb = static_cast<__half*>(scratch);
   auto* xb = reinterpret_cast<__half*>(static_cast<uint8_t*>(scratch) +
                                        (static_cast<size_t>(prows * w.n_in) * 2 + 255) / 256 * 256);
   f32_to_f16(x, n_tokens * w.n_in, xb, blas.stream());
   const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
-  const float one = 1.0f, zero = 0.0f;
   for (int64_t r0 = 0; r0 < w.n_out; r0 += prows) {
     const int64_t m = std::min(prows, w.n_out - r0);
     DeviceWeight panel{w.type, static_cast<const uint8_t*>(w.data) + r0 * rb, w.n_in, m};

@@ -12,6 +12,7 @@
 //     bf16 (2^-9) measured 0.084 / 0.117 max |d log-softmax| on the qwen3 / qwen2 fixtures
 //     against their 2e-2 bound (f16: see tests/cuda/test_cuda_models.cpp); f16's price is its
 //     range: activations or weights beyond 65504 would overflow (none in the models tested).
+//     F32 weights (small test models) take a plain f32 cuBLAS GEMM instead (no rounding).
 // Weights are uploaded as-is (types F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K); a row is
 // quant::row_bytes(type, n_in) bytes, rows are contiguous.
 #pragma once
