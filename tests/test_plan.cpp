@@ -154,6 +154,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
           EXPECT_EQ(cats, p.total_bytes);
           EXPECT_EQ(largest, p.largest_buffer_bytes);
           EXPECT_LE(p.options.chunk, ctx);
+          if (!p.fits) EXPECT_EQ(p.options.chunk, plan::smallest_auto_chunk(ctx));  // the table's chunk
           if (p.fits) {
             ++n_fits;
             EXPECT_LE(p.total_bytes, device.budget_bytes);
@@ -184,6 +185,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
               EXPECT_TRUE(again.fits) << s.options;
               EXPECT_EQ(again.total_bytes, s.total_bytes) << s.options;
               EXPECT_EQ(again.options.chunk, s.chunk) << s.options;
+              EXPECT_GE(s.chunk, plan::smallest_auto_chunk(again.options.n_ctx)) << s.options;
             }
           }
         }
@@ -316,6 +318,53 @@ TEST(PlanCli, Qwen35_27BOnM4MaxText) {
   EXPECT_EQ(q8.code, 0) << q8.text;
   EXPECT_NE(q8.text.find("verdict: fits"), std::string::npos) << q8.text;
   EXPECT_NE(q8.text.find("(auto)"), std::string::npos) << q8.text;
+}
+
+// The seed case's refusal proposes only useful runs: every suggestion prefills in chunks of at
+// least kMinUsefulChunk tokens, the largest context is the largest at that chunk, and the
+// refused table shows the chunk it tried (not "chunk 1").
+TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
+  if (!has_qwen35()) GTEST_SKIP() << "the qwen35 family is not registered in this build";
+  const plan::ModelSpec spec = plan::describe_preset("qwen35-27b", model::FileType::q5_k_m);
+  const plan::Plan p = plan::make_plan(spec, request(173000, runtime::KvType::f16, m4_max()));
+  ASSERT_FALSE(p.fits);
+  EXPECT_EQ(plan::kMinUsefulChunk, 256);
+  EXPECT_EQ(p.options.chunk, plan::kMinUsefulChunk);
+  int verified = 0;
+  for (const plan::Suggestion& s : p.suggestions) {
+    if (!s.verified) continue;
+    ++verified;
+    EXPECT_GE(s.chunk, plan::kMinUsefulChunk) << s.options;
+  }
+  EXPECT_GE(verified, 2);
+  // The largest useful context: fits at chunk 256, one token more does not; it is proposed.
+  ASSERT_TRUE(p.max_useful_context.has_value());
+  const int64_t useful = *p.max_useful_context;
+  EXPECT_GT(useful, 100000);
+  EXPECT_LE(useful, *p.max_context);
+  EXPECT_TRUE(plan::make_plan(spec, request(useful, runtime::KvType::f16, m4_max(), 256)).fits);
+  EXPECT_FALSE(plan::make_plan(spec, request(useful + 1, runtime::KvType::f16, m4_max(), 256)).fits);
+  bool proposed = false, any_context_proposed = false;
+  for (const plan::Suggestion& s : p.suggestions) {
+    proposed |= s.options == "-c " + std::to_string(useful);
+    any_context_proposed |= s.options == "-c " + std::to_string(*p.max_context) && *p.max_context != useful;
+  }
+  EXPECT_TRUE(proposed);
+  EXPECT_FALSE(any_context_proposed);
+
+  const Output text = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g 2>&1");
+  EXPECT_EQ(text.code, 1) << text.text;
+  EXPECT_EQ(text.text.find("chunk 1 (auto)"), std::string::npos) << text.text;
+  EXPECT_NE(text.text.find("chunk 256 (auto: tried 4096 down to 1, none fits)"), std::string::npos) << text.text;
+  for (size_t at = text.text.find(", chunk "); at != std::string::npos; at = text.text.find(", chunk ", at + 1))
+    EXPECT_GE(std::stoll(text.text.substr(at + 8)), plan::kMinUsefulChunk) << text.text.substr(at, 40);
+
+  const Output json = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g --json");
+  const auto j = nlohmann::json::parse(json.text);
+  EXPECT_EQ(j["min_useful_chunk"], 256);
+  EXPECT_EQ(j["chunk"], 256);
+  for (const auto& s : j["suggestions"])
+    if (s["verified"].get<bool>()) EXPECT_GE(s["chunk"].get<int64_t>(), 256) << s.dump();
 }
 
 TEST(PlanCli, Qwen35_27BOnM4MaxJson) {

@@ -159,7 +159,8 @@ TEST(TokenizerRoundTrip, RandomUtf8) {
   for (int i = 0; i < 60; ++i) {
     const std::string s = random_text(rng, 1 + rng() % 120);
     ASSERT_TRUE(keel::tokenizer::utf8::is_valid(s));
-    EXPECT_EQ(qwen3().decode(qwen3().encode(s, false, false)), s);
+    // Qwen3's tokenizer.json declares NFC: the round trip gives the NFC form (as in `tokenizers`).
+    EXPECT_EQ(qwen3().decode(qwen3().encode(s, false, false)), qwen3().internals().normalizer.apply(s));
     EXPECT_EQ(llama3().decode(llama3().encode(s, true, false)), s);
     EXPECT_EQ(gpt2().decode(gpt2().encode(s, false, false)), s);
     EXPECT_EQ(deepseek_llm().decode(deepseek_llm().encode(s, false, false)), s);

@@ -1,6 +1,8 @@
 // `keel bench`: prefill and decode throughput in the manner of llama-bench. For each prompt size
 // p and depth d: prefill d tokens (untimed), then time a prefill of p tokens; for n > 0, time n
 // single-token decode steps after depth d. Random token ids (fixed seed), repeated -r times.
+// --parallel N: the decode test runs N sequences (each at depth d) decoding together, one token
+// of each per forward call; it reports the aggregate and the per-sequence rate.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -11,6 +13,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "embedded/default_model.h"
 #include "keel/error.h"
 #include "plan/plan.h"
 #include "run_common.h"
@@ -63,15 +66,18 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"--device"}, "NAME", "device profile to plan for (default cpu)"},
                 {{"--budget"}, "BYTES", "memory budget override"},
                 {{"--max-buffer"}, "BYTES", "largest single buffer override"},
+                {{"-np", "--parallel"}, "N", "sequences decoding together in the decode test (default 1)"},
                 {{"-r", "--repetitions"}, "N", "repetitions of each test, the mean is reported (default 3)"},
                 {{"--json"}, "", "print a JSON array of measurements"},
             });
   if (!args.parse(argv)) return 0;
-  auto model = model::Model::load(args.get_or("-m", KEEL_DEFAULT_MODEL));
+  auto model = model::Model::load(args.get_or("-m", std::string(embedded::kDefaultModelName)));
   const auto prompts = parse_list(args.get_or("-p", "512"), "-p");
   const auto depths = parse_list(args.get_or("-d", "0"), "-d");
   const int64_t n_gen = args.get_int("-n", 64);
   const int64_t reps = std::max<int64_t>(1, args.get_int("-r", 3));
+  const int64_t n_par = args.get_int("--parallel", 1);
+  if (n_par < 1) throw Error("keel bench: --parallel must be at least 1", ErrorKind::usage);
   const int32_t n_vocab = static_cast<int32_t>(model->hparams().n_vocab);
   const double weight_gb = static_cast<double>(model->file().tensor_bytes()) / 1e9;
   const std::string name = model->file().get_string("general.name").value_or(model->hparams().arch);
@@ -90,7 +96,10 @@ int cmd_bench(const CommandArgs& argv) {
     throw Error("keel bench: depth + prompt = " + std::to_string(max_ctx) + " tokens exceeds the model's context of " +
                 std::to_string(model->hparams().n_ctx_train));
   plan::PlanRequest req;
-  req.n_ctx = max_ctx;
+  int64_t max_depth = 0;
+  for (int64_t d : depths) max_depth = std::max(max_depth, d);
+  req.n_ctx = std::max(max_ctx, n_par * (max_depth + n_gen + 1));  // the pool holds every sequence
+  req.n_seqs = static_cast<int>(n_par);
   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
   req.kv_type = kv_type_flag(args);
@@ -103,21 +112,22 @@ int cmd_bench(const CommandArgs& argv) {
   const bool json = args.has("--json");
   if (!json)
     std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s |\n", "model", "type", "size GB", "threads",
-                "chunk", "test", "t/s", "GB/s");
+                "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "GB/s");
   auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth, double mean, double sd) {
     nlohmann::json m = {{"model", name}, {"type", ftype}, {"n_prompt", n_prompt ? nlohmann::json(n_prompt) : nlohmann::json()},
                         {"n_gen", n_decode ? nlohmann::json(n_decode) : nlohmann::json()}, {"depth", depth},
                         {"threads", session.layout().shape.n_threads}, {"chunk", session.layout().shape.chunk},
-                        {"repetitions", reps},
+                        {"repetitions", reps}, {"parallel", n_decode ? n_par : 1},
                         {"prefill_tok_s", n_prompt ? nlohmann::json(mean) : nlohmann::json()},
                         {"decode_tok_s", n_decode ? nlohmann::json(mean) : nlohmann::json()},
-                        {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb) : nlohmann::json()}};
+                        {"decode_tok_s_per_seq", n_decode ? nlohmann::json(mean / static_cast<double>(n_par)) : nlohmann::json()},
+                        {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb / static_cast<double>(n_par)) : nlohmann::json()}};
     results.push_back(m);
     if (!json)
       std::printf("| %-20s | %-12s | %9.3f | %7d | %5lld | %14s | %9.2f ± %5.2f | %9s |\n", name.substr(0, 20).c_str(),
                   ftype.substr(0, 12).c_str(), weight_gb, session.layout().shape.n_threads,
                   static_cast<long long>(session.layout().shape.chunk), test.c_str(), mean, sd,
-                  n_decode ? std::to_string(static_cast<int>(mean * weight_gb * 10) / 10.0).substr(0, 6).c_str() : "");
+                  n_decode ? std::to_string(static_cast<int>(mean * weight_gb / n_par * 10) / 10.0).substr(0, 6).c_str() : "");
     std::fflush(stdout);
   };
   auto stats = [](const std::vector<double>& v, double* mean, double* sd) {
@@ -148,17 +158,33 @@ int cmd_bench(const CommandArgs& argv) {
     }
     if (n_gen > 0) {
       const auto gen = random_tokens(n_gen, n_vocab, 13);
+      std::vector<int32_t> seqs = {0};
+      for (int64_t s = 1; s < n_par; ++s) seqs.push_back(session.add_sequence());
+      std::vector<runtime::SeqInput> inputs(seqs.size());
       std::vector<double> rates;
       for (int64_t r = 0; r < reps; ++r) {
-        session.reset();
-        session.prefill(depth ? fill : std::vector<int32_t>{gen[0]});
+        for (int32_t s : seqs) {
+          session.reset_sequence(s);
+          const std::vector<int32_t> start = depth ? fill : std::vector<int32_t>{gen[0]};
+          for (size_t done = 0; done < start.size(); done += static_cast<size_t>(session.layout().shape.chunk)) {
+            const runtime::SeqInput in{s, std::span<const int32_t>(start).subspan(
+                                              done, std::min(start.size() - done, static_cast<size_t>(session.layout().shape.chunk))),
+                                       false};
+            session.step(std::span<const runtime::SeqInput>(&in, 1));
+          }
+        }
         auto t = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < n_gen; ++i) session.decode(gen[static_cast<size_t>(i)]);
-        rates.push_back(static_cast<double>(n_gen) / seconds_since(t));
+        for (int64_t i = 0; i < n_gen; ++i) {
+          for (size_t s = 0; s < seqs.size(); ++s)
+            inputs[s] = {seqs[s], std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1), true};
+          session.step(inputs);
+        }
+        rates.push_back(static_cast<double>(n_gen * n_par) / seconds_since(t));
       }
+      for (size_t s = 1; s < seqs.size(); ++s) session.remove_sequence(seqs[s]);
       double mean, sd;
       stats(rates, &mean, &sd);
-      report("tg" + std::to_string(n_gen) + at, 0, n_gen, depth, mean, sd);
+      report("tg" + std::to_string(n_gen) + (n_par > 1 ? " x" + std::to_string(n_par) : "") + at, 0, n_gen, depth, mean, sd);
     }
   }
   if (json) std::cout << results.dump(1) << "\n";

@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "embedded/default_model.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
 
@@ -29,10 +30,10 @@ nlohmann::json to_json(const gguf::Value& v) {
 
 int cmd_inspect(const CommandArgs& argv) {
   Args args("inspect", "Print a GGUF file's metadata, tensors, types and sizes.",
-            {{{"--json"}, "", "print one JSON object (arrays of more than 64 items are cut)"}}, "FILE");
+            {{{"--json"}, "", "print one JSON object (arrays of more than 64 items are cut)"}}, "FILE|default");
   if (!args.parse(argv)) return 0;
   if (args.positionals().size() != 1) throw Error("keel inspect: expected exactly one FILE", ErrorKind::usage);
-  gguf::File file = gguf::File::open(args.positionals()[0]);
+  gguf::File file = embedded::open_gguf(args.positionals()[0]);
 
   if (args.has("--json")) {
     nlohmann::json out;

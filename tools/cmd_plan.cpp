@@ -13,7 +13,7 @@ namespace keel::cli {
 
 int cmd_plan(const CommandArgs& argv) {
   Args args("plan", "Print the memory plan of a session and whether it fits the device, without loading weights.",
-            {{{"-m", "--model"}, "FILE", "GGUF model (only its header is read)"},
+            {{{"-m", "--model"}, "FILE", "GGUF model, or `default` for the embedded one (only its header is read)"},
              {{"--preset"}, "NAME", "plan a model that is not here, by name (e.g. qwen35-27b, qwen3-8b)"},
              {{"--type"}, "TYPE", "with --preset: file type (q5_k_m, q4_k_m, q8_0 (default), f16, ...)"},
              {{"-c", "--ctx-size", "--ctx"}, "N", "context length in tokens (default 4096, at most the model's)"},
@@ -24,6 +24,7 @@ int cmd_plan(const CommandArgs& argv) {
              {{"--max-buffer"}, "BYTES", "largest single buffer (overrides the device's)"},
              {{"-t", "--threads"}, "N", "CPU threads (the per-thread scratch depends on it; default all cores)"},
              {{"--perplexity"}, "", "plan for perplexity: a logits row for every token of a chunk"},
+             {{"-np", "--parallel"}, "N", "sequences held at once (a server's slots): N state slots, one call = a chunk + N-1 decodes (default 1)"},
              {{"--json"}, "", "print one JSON object"}});
   if (!args.parse(argv)) return 0;
   if (!args.positionals().empty()) throw Error("keel plan: unexpected argument '" + args.positionals()[0] + "'", ErrorKind::usage);
@@ -38,7 +39,7 @@ int cmd_plan(const CommandArgs& argv) {
     if (!type) throw Error("keel plan: unknown --type '" + type_name + "' (e.g. q5_k_m, q4_k_m, q8_0, f16)", ErrorKind::usage);
     spec = plan::describe_preset(*preset, *type);
   } else {
-    throw Error("keel plan: give a model with -m FILE or --preset NAME --type TYPE", ErrorKind::usage);
+    throw Error("keel plan: give a model with -m FILE (-m default: the embedded model) or --preset NAME --type TYPE", ErrorKind::usage);
   }
 
   plan::PlanRequest req;
@@ -52,6 +53,7 @@ int cmd_plan(const CommandArgs& argv) {
   }
   req.n_threads = static_cast<int>(args.get_int("--threads", 0));
   req.logits_every_token = args.has("--perplexity");
+  req.n_seqs = static_cast<int>(args.get_int("--parallel", 1));
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
 
   const plan::Plan p = plan::make_plan(spec, req);

@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "embedded/default_model.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
 #include "tokenizer/tokenizer.h"
@@ -42,7 +43,7 @@ int cmd_tokenize(const CommandArgs& argv) {
   const std::string text = args.has("--prompt") ? *args.get("--prompt") : read_text_file(*args.get("--file"));
   const tokenizer::Tokenizer tok =
       args.has("--tokenizer") ? tokenizer::Tokenizer::from_hf_json(*args.get("--tokenizer"))
-                              : tokenizer::Tokenizer::from_gguf(gguf::File::open(args.get_or("--model", KEEL_DEFAULT_MODEL)));
+                              : tokenizer::Tokenizer::from_gguf(embedded::open_gguf(args.get_or("--model", std::string(embedded::kDefaultModelName))));
 
   for (const std::string& warning : tok.warnings()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
 

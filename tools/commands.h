@@ -1,5 +1,6 @@
 // keel's subcommands: each takes the arguments after its name and returns the exit code.
 #pragma once
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -16,5 +17,8 @@ int cmd_plan(const CommandArgs& args);
 int cmd_quantize(const CommandArgs& args);
 int cmd_synth(const CommandArgs& args);
 int cmd_convert(const CommandArgs& args);
+
+// `keel --version`: version, git commit, build type, kernel paths compiled in and selected.
+void print_version(FILE* out);
 
 }  // namespace keel::cli

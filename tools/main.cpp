@@ -35,7 +35,7 @@ const std::vector<Subcommand>& subcommands() {
 }
 
 void print_usage(FILE* out) {
-  std::fprintf(out, "usage: keel <command> [options]\n\ncommands:\n");
+  std::fprintf(out, "usage: keel <command> [options]   (keel --version: version and kernels)\n\ncommands:\n");
   for (const auto& s : subcommands()) std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
   std::fprintf(out, "\n`keel <command> --help` shows a command's options.\n");
 }
@@ -58,6 +58,10 @@ int main(int argc, char** argv) {
   std::string name = argv[1];
   if (name == "-h" || name == "--help" || name == "help") {
     print_usage(stdout);
+    return 0;
+  }
+  if (name == "--version" || name == "version") {
+    keel::cli::print_version(stdout);
     return 0;
   }
   keel::cli::CommandArgs rest(argv + 2, argv + argc);

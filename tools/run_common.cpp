@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "embedded/default_model.h"
 #include "keel/error.h"
 
 namespace keel::cli {
@@ -33,7 +34,7 @@ std::vector<Option> model_options() {
 }
 
 LoadedModel load_model(const Args& args) {
-  std::string path = args.get_or("-m", KEEL_DEFAULT_MODEL);
+  std::string path = args.get_or("-m", std::string(embedded::kDefaultModelName));
   auto model = model::Model::load(path);
   return {model, tokenizer::Tokenizer::from_gguf(model->file())};
 }

@@ -178,9 +178,24 @@ std::string TensorInfo::shape_string() const {
 }
 
 File File::open(const std::string& path) {
+  auto map = std::make_shared<const MappedFile>(path);
+  const uint8_t* bytes = map->data();
+  const size_t size = map->size();
+  return parse(path, std::move(map), bytes, size);
+}
+
+File File::from_memory(const std::string& name, const uint8_t* bytes, size_t size) {
+  return parse(name, nullptr, bytes, size);
+}
+
+File File::parse(std::string name, std::shared_ptr<const MappedFile> map, const uint8_t* bytes, size_t size) {
   File f;
-  f.map_ = std::make_shared<MappedFile>(path);
-  Cursor c(path, f.map_->data(), f.map_->size());
+  f.name_ = std::move(name);
+  f.map_ = std::move(map);
+  f.bytes_ = bytes;
+  f.size_ = size;
+  const std::string& path = f.name_;
+  Cursor c(path, bytes, size);
 
   uint32_t magic = c.read<uint32_t>("magic");
   if (magic != kMagic) {
@@ -254,7 +269,7 @@ File File::open(const std::string& path) {
 
   uint64_t header_end = c.pos();
   f.data_offset_ = (header_end + f.alignment_ - 1) / f.alignment_ * f.alignment_;
-  const uint64_t file_size = f.map_->size();
+  const uint64_t file_size = f.size_;
   for (TensorInfo& t : f.tensors_) {
     uint64_t begin = 0, end = 0;
     if (__builtin_add_overflow(f.data_offset_, t.offset, &begin) ||
@@ -262,7 +277,7 @@ File File::open(const std::string& path) {
       throw Error(path + ": tensor '" + t.name + "' data [" + std::to_string(t.offset) + ", +" +
                   std::to_string(t.n_bytes) + ") lies beyond the end of the file (data section " +
                   std::to_string(file_size > f.data_offset_ ? file_size - f.data_offset_ : 0) + " bytes)");
-    t.data = f.map_->data() + begin;
+    t.data = f.bytes_ + begin;
   }
   return f;
 }

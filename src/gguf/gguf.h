@@ -60,12 +60,15 @@ class File {
  public:
   // Maps and validates the file; throws keel::Error naming the file, the field and the value.
   static File open(const std::string& path);
+  // Validates a GGUF image already in memory (e.g. compiled into the binary); `bytes` must
+  // outlive the File and every copy of it. `name` stands for the path in messages.
+  static File from_memory(const std::string& name, const uint8_t* bytes, size_t size);
 
-  const std::string& path() const { return map_->path(); }
+  const std::string& path() const { return name_; }
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
-  uint64_t file_size() const { return map_->size(); }
+  uint64_t file_size() const { return size_; }
 
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
   const Value* find(std::string_view key) const;
@@ -87,7 +90,11 @@ class File {
 
  private:
   File() = default;
-  std::shared_ptr<MappedFile> map_;
+  static File parse(std::string name, std::shared_ptr<const MappedFile> map, const uint8_t* bytes, size_t size);
+  std::string name_;                      // the path, or the name of an in-memory image
+  std::shared_ptr<const MappedFile> map_;  // keeps a mapped file alive; null for in-memory images
+  const uint8_t* bytes_ = nullptr;         // [size_] the whole GGUF image
+  size_t size_ = 0;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

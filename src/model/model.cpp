@@ -1,11 +1,12 @@
 #include "model/model.h"
 
+#include "embedded/default_model.h"
 #include "keel/error.h"
 
 namespace keel::model {
 
 std::shared_ptr<const Model> Model::load(const std::string& path) {
-  gguf::File file = gguf::File::open(path);
+  gguf::File file = embedded::open_gguf(path);  // "default": the embedded model
   auto arch = file.get_string("general.architecture");
   if (!arch) throw Error(path + ": metadata 'general.architecture' is missing");
   const Family& family = family_for(*arch);

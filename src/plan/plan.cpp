@@ -138,15 +138,21 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   return plan;
 }
 
+// Which ladder rungs `auto` may take: any of them (a session that only fits with small chunks
+// still runs, slowly), or only useful ones, at least smallest_auto_chunk (what advice proposes).
+enum class Rungs { any, useful };
+
 // The plan with `auto` resolved: the largest chunk (a ladder rung never above the context, or
 // the given one) and for it the largest KV page (the attention workspace grows with the page)
-// that fit. When nothing fits: the plan at the smallest chunk and the default page, refused.
-Plan plan_core(const Prepared& prep, const PlanRequest& req) {
+// that fit. When nothing fits: refused, shown at the given chunk or, under auto, at the smallest
+// useful one (the advice is about that chunk), with the default page.
+Plan plan_core(const Prepared& prep, const PlanRequest& req, Rungs rungs = Rungs::any) {
   check_request(req);
+  const int64_t floor = rungs == Rungs::useful ? smallest_auto_chunk(req.n_ctx) : 1;
   std::vector<int64_t> chunks;
   if (req.chunk) chunks.push_back(*req.chunk);
   for (int64_t rung : kChunkLadder)
-    if (!req.chunk && rung <= req.n_ctx) chunks.push_back(rung);
+    if (!req.chunk && rung <= req.n_ctx && rung >= floor) chunks.push_back(rung);
   // Pages below 16 tokens only when a page's own bytes force it (attention loops per page).
   std::vector<uint32_t> pages;
   if (req.page_tokens) {
@@ -160,32 +166,35 @@ Plan plan_core(const Prepared& prep, const PlanRequest& req) {
       Plan plan = build(prep, req, chunk, page);
       if (plan.fits) return plan;
     }
-  return build(prep, req, chunks.back(), pages.front());
+  return build(prep, req, req.chunk ? *req.chunk : smallest_auto_chunk(req.n_ctx), pages.front());
 }
 
 // The largest context in [1, limit] whose plan fits (0 if none); fitting only shrinks as the
-// context grows (more KV pages, never less scratch), so a binary search finds it.
-int64_t largest_fitting_context(const Prepared& prep, PlanRequest req, int64_t limit) {
+// context grows (more KV pages, never less scratch, a useful chunk never smaller), so a binary
+// search finds it.
+int64_t largest_fitting_context(const Prepared& prep, PlanRequest req, int64_t limit, Rungs rungs) {
   int64_t lo = 0, hi = limit;
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo + 1) / 2;
     req.n_ctx = mid;
-    if (plan_core(prep, req).fits) lo = mid;
+    if (plan_core(prep, req, rungs).fits) lo = mid;
     else hi = mid - 1;
   }
   return lo;
 }
 
-constexpr int64_t kPracticalChunk = 512;
-
 std::string ctx_flag(int64_t n) { return "-c " + std::to_string(n); }
 
-// Re-plans alternatives for a refused plan; each suggestion is a plan that fits.
+// Re-plans alternatives for a refused plan; each suggestion is a plan that fits, and under auto
+// one that prefills in useful chunks (Rungs::useful): 146K tokens in chunks of 2 is no plan.
 void add_advice(const Prepared& prep, Plan& plan) {
   const PlanRequest& req = plan.request;
   const model::Hparams& hp = prep.spec.hp;
   const int64_t ctx_limit = std::min<int64_t>(req.n_ctx, hp.n_ctx_train > 0 ? hp.n_ctx_train : req.n_ctx);
-  plan.max_context = largest_fitting_context(prep, req, ctx_limit);
+  plan.max_context = largest_fitting_context(prep, req, ctx_limit, Rungs::any);
+  plan.max_useful_context =
+      req.chunk ? *plan.max_context : largest_fitting_context(prep, req, *plan.max_context, Rungs::useful);
+  const auto useful_plan = [&](const Prepared& on, const PlanRequest& r) { return plan_core(on, r, Rungs::useful); };
   auto suggest = [&](std::string options, const Plan& p) {
     plan.suggestions.push_back({std::move(options), p.total_bytes, p.options.chunk, true});
   };
@@ -199,42 +208,31 @@ void add_advice(const Prepared& prep, Plan& plan) {
     alt.kv_type = t;
     alt.n_ctx = ctx_limit;
     const std::string flag = "--kv-type " + std::string(runtime::kv_type_name(t));
-    Plan p = plan_core(prep, alt);
+    Plan p = useful_plan(prep, alt);
     if (p.fits) {
       suggest(flag + (ctx_limit != req.n_ctx ? " " + ctx_flag(ctx_limit) : ""), p);
       break;
     }
     if (t == runtime::KvType::q8_0) {
-      const int64_t n = largest_fitting_context(prep, alt, ctx_limit);
-      if (n > *plan.max_context) {
+      const int64_t n = largest_fitting_context(prep, alt, ctx_limit, Rungs::useful);
+      if (n > *plan.max_useful_context) {
         alt.n_ctx = n;
-        suggest(flag + " " + ctx_flag(n), plan_core(prep, alt));
+        suggest(flag + " " + ctx_flag(n), useful_plan(prep, alt));
       }
     }
   }
 
-  if (*plan.max_context > 0) {
-    // The largest context may only fit with a tiny chunk (a slow prefill); name first the
-    // largest one that still prefills in chunks of 512 tokens or more.
+  if (*plan.max_useful_context > 0) {
     PlanRequest alt = req;
-    if (!req.chunk && *plan.max_context > kPracticalChunk) {
-      PlanRequest practical = req;
-      practical.chunk = kPracticalChunk;
-      const int64_t n = largest_fitting_context(prep, practical, *plan.max_context);
-      if (n >= kPracticalChunk && n < *plan.max_context) {
-        alt.n_ctx = n;
-        suggest(ctx_flag(n), plan_core(prep, alt));
-      }
-    }
-    alt.n_ctx = *plan.max_context;
-    suggest(ctx_flag(*plan.max_context), plan_core(prep, alt));
+    alt.n_ctx = *plan.max_useful_context;
+    suggest(ctx_flag(*plan.max_useful_context), useful_plan(prep, alt));
   }
 
   if (req.chunk) {
     PlanRequest alt = req;
     alt.chunk.reset();
     alt.n_ctx = ctx_limit;
-    Plan p = plan_core(prep, alt);
+    Plan p = useful_plan(prep, alt);
     if (p.fits && ctx_limit == req.n_ctx) suggest("--chunk " + std::to_string(p.options.chunk), p);
   }
 
@@ -243,7 +241,7 @@ void add_advice(const Prepared& prep, Plan& plan) {
   if (plan.device.memory == "unified") {
     for (const DeviceProfile& d : apple_profiles()) {
       if (d.budget_bytes <= plan.device.budget_bytes) continue;
-      Plan p = plan_core(prepare(prep.spec, d), PlanRequest{req});
+      Plan p = useful_plan(prepare(prep.spec, d), req);
       if (p.fits) {
         suggest("--device " + d.name, p);
         break;
@@ -316,6 +314,12 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
     spec.weights.push_back({specs[i].name, types[i], specs[i].shape, bytes});
   }
   return spec;
+}
+
+int64_t smallest_auto_chunk(int64_t n_ctx) {
+  for (int64_t rung : kChunkLadder)
+    if (rung <= std::min(n_ctx, kMinUsefulChunk)) return rung;
+  return 1;
 }
 
 std::optional<int64_t> parse_chunk(std::string_view text) {

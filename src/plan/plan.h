@@ -32,7 +32,7 @@
 #include "model/recipe.h"
 #include "plan/device.h"
 #include "quant/types.h"
-#include "runtime/session.h"
+#include "plan/layout.h"
 
 namespace keel::model { class Model; }
 
@@ -76,6 +76,13 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type);
 // The KV page ladder and prefill chunk ladder `auto` chooses from (largest first).
 inline constexpr uint32_t kDefaultPageTokens = 256;
 inline constexpr std::array<int64_t, 13> kChunkLadder = {4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1};
+// The smallest prefill chunk worth proposing: every chunk reads all the weights once, so a
+// 146K-token prompt in chunks of 2 is 73K passes over the weights, no plan at all. A refusal's
+// suggestions (and its largest context) only use auto chunks of at least this size; `auto`
+// itself still takes a smaller rung when nothing larger fits (and the plan says so).
+inline constexpr int64_t kMinUsefulChunk = 256;
+// kMinUsefulChunk, or for a shorter context the largest ladder rung within it.
+int64_t smallest_auto_chunk(int64_t n_ctx);
 
 struct PlanRequest {
   int64_t n_ctx = 4096;                   // tokens the session must hold
@@ -102,7 +109,7 @@ struct Plan {
   PlanRequest request;
   DeviceProfile device;
   runtime::SessionOptions options;   // what to hand runtime::Session: chunk and page size resolved
-  bool chunk_auto = false;
+  bool chunk_auto = false;           // refused under auto: shown at smallest_auto_chunk(n_ctx)
   runtime::KvGeometry kv;            // pages per attention layer, page size, bytes per token
   std::vector<Buffer> buffers;       // weights (one per tensor), KV pages (one aggregated entry), state, scratch
   std::array<uint64_t, kCategoryCount> category_bytes{};
@@ -113,6 +120,7 @@ struct Plan {
   bool fits = false;
   std::vector<std::string> reasons;       // why it does not fit (empty when it fits)
   std::optional<int64_t> max_context;     // refused: the largest context that fits with this KV type (0: none)
+  std::optional<int64_t> max_useful_context;  // refused: the same with useful chunks (auto: >= kMinUsefulChunk)
   std::vector<Suggestion> suggestions;    // refused: what would fit, each re-planned
 
   uint64_t bytes(Category c) const { return category_bytes[static_cast<size_t>(c)]; }

@@ -16,7 +16,15 @@ std::string printf_string(const char* fmt, auto... args) {
 }
 
 std::string chunk_text(const Plan& p) {
-  return std::to_string(p.options.chunk) + (p.chunk_auto ? " (auto)" : "");
+  if (!p.chunk_auto) return std::to_string(p.options.chunk);
+  if (p.fits) return std::to_string(p.options.chunk) + " (auto)";
+  // Refused under auto: every rung within the context was tried; the table is at the smallest
+  // useful one, the chunk the advice is about.
+  int64_t largest_tried = 1;
+  for (int64_t rung : kChunkLadder)
+    if (rung <= p.options.n_ctx) largest_tried = std::max(largest_tried, rung);
+  return std::to_string(p.options.chunk) + " (auto: tried " + std::to_string(largest_tried) + " down to " +
+         std::to_string(kChunkLadder.back()) + ", none fits)";
 }
 
 std::string kv_text(const Plan& p) {
@@ -129,6 +137,10 @@ std::string format_plan(const Plan& p) {
   out += "  largest single buffer: " + p.largest_buffer + ", " + format_bytes(p.largest_buffer_bytes) + "\n\n";
   out += p.fits ? "verdict: fits (" + format_bytes(p.total_bytes) + " of " + format_bytes(p.device.budget_bytes) + ")\n"
                 : "verdict: refused\n";
+  if (p.fits && p.chunk_auto && p.options.chunk < smallest_auto_chunk(p.options.n_ctx))
+    out += "note: only chunks of " + std::to_string(p.options.chunk) + " tokens fit, below the useful minimum of " +
+           std::to_string(smallest_auto_chunk(p.options.n_ctx)) +
+           " (each chunk reads all the weights): prefill will be slow; a smaller -c leaves room for larger chunks\n";
   return out;
 }
 
@@ -151,11 +163,16 @@ std::string refusal_text(const Plan& p) {
          format_bytes(p.largest_buffer_bytes) + "\n";
   out += "  available: " + format_bytes(p.device.budget_bytes) + " for all categories together (" +
          p.device.budget_source + "), at most " + format_bytes(p.device.max_buffer_bytes) + " per buffer\n";
-  if (p.max_context) {
+  if (p.max_context && p.max_useful_context) {
     const std::string kv = std::string(runtime::kv_type_name(p.kv.type)) + " KV";
-    out += *p.max_context > 0 ? "  the largest context that fits with " + kv + ": " + std::to_string(*p.max_context) +
-                                    " tokens\n"
-                              : "  no context fits with " + kv + "\n";
+    const std::string at_chunk = p.chunk_auto ? " and chunks of " + std::to_string(kMinUsefulChunk) + "+ tokens"
+                                              : " and chunk " + std::to_string(p.options.chunk);
+    out += *p.max_useful_context > 0 ? "  the largest context that fits with " + kv + at_chunk + ": " +
+                                           std::to_string(*p.max_useful_context) + " tokens"
+                                     : "  no context fits with " + kv + at_chunk;
+    if (*p.max_context > *p.max_useful_context)
+      out += " (" + std::to_string(*p.max_context) + " with smaller chunks, too slow a prefill to propose)";
+    out += "\n";
   }
   bool any = false;
   for (const Suggestion& s : p.suggestions) {
@@ -191,6 +208,7 @@ std::string to_json(const Plan& p) {
   j["ctx"] = p.options.n_ctx;
   j["chunk"] = p.options.chunk;
   j["chunk_auto"] = p.chunk_auto;
+  j["min_useful_chunk"] = kMinUsefulChunk;  // suggestions never propose an auto chunk below it
   j["kv_type"] = std::string(runtime::kv_type_name(p.kv.type));
   j["kv"] = {{"bytes_per_token", p.kv.bytes_per_token()},
              {"page_tokens", p.kv.page_tokens},
@@ -215,6 +233,7 @@ std::string to_json(const Plan& p) {
   j["buffers"] = buffers;
   j["reasons"] = p.reasons;
   j["max_context"] = p.max_context ? json(*p.max_context) : json(nullptr);
+  j["max_useful_context"] = p.max_useful_context ? json(*p.max_useful_context) : json(nullptr);
   json sugg = json::array();
   for (const Suggestion& s : p.suggestions)
     sugg.push_back({{"options", s.options},

@@ -5,41 +5,11 @@
 #include <thread>
 
 #include "backend/host_memory.h"
+#include "plan/layout.h"
 #include "keel/error.h"
 
 namespace keel::runtime {
 namespace {
-
-constexpr int kMaxSequences = 1024;
-
-uint64_t align64(uint64_t n) { return (n + 63) / 64 * 64; }
-
-// The session's host-side arrays, carved from one planned buffer ("batch").
-struct HostArrays {
-  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, logit_ptrs, host_logits, total;
-};
-
-HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits) {
-  HostArrays h{};
-  uint64_t at = 0;
-  auto take = [&](uint64_t bytes) {
-    const uint64_t offset = at;
-    at += align64(bytes);
-    return offset;
-  };
-  const auto max_tokens = static_cast<uint64_t>(s.max_tokens), seqs = static_cast<uint64_t>(s.n_seqs),
-             rows = static_cast<uint64_t>(s.max_logit_rows);
-  h.tokens = take(max_tokens * sizeof(int32_t));
-  h.pos = take(max_tokens * sizeof(int32_t));
-  h.slices = take(seqs * sizeof(backend::SeqSlice));
-  h.page_table = take(seqs * static_cast<uint64_t>(max_pages_per_seq) * sizeof(int32_t));
-  h.logit_rows = take(rows * sizeof(int32_t));
-  h.free_pages = take(uint64_t{s.kv.n_pages} * sizeof(int32_t));
-  h.logit_ptrs = take(seqs * sizeof(const float*));
-  h.host_logits = take(device_logits ? rows * n_vocab * sizeof(float) : 0);
-  h.total = at;
-  return h;
-}
 
 void check_room(const model::Hparams& hp, int64_t n_ctx, int64_t needed) {
   if (needed > n_ctx)
@@ -49,78 +19,6 @@ void check_room(const model::Hparams& hp, int64_t n_ctx, int64_t needed) {
 }
 
 }  // namespace
-
-uint64_t SessionLayout::scratch_bytes() const {
-  uint64_t total = host.bytes;
-  for (const auto& b : scratch) total += b.bytes;
-  for (const auto& b : workspaces) total += b.bytes;
-  return total;
-}
-
-uint64_t SessionLayout::state_bytes() const {
-  uint64_t total = 0;
-  for (const auto& b : state) total += b.bytes;
-  return total;
-}
-
-int resolve_threads(int n_threads) {
-  if (n_threads > 0) return n_threads;
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-SessionLayout layout_session(const model::Hparams& hp, const model::Family& family,
-                             const std::vector<MatrixInfo>& matrices, const SessionOptions& o) {
-  if (o.n_ctx <= 0) throw Error("context size must be positive, got " + std::to_string(o.n_ctx), ErrorKind::usage);
-  if (o.chunk <= 0) throw Error("chunk size must be positive, got " + std::to_string(o.chunk), ErrorKind::usage);
-  if (o.page_tokens == 0) throw Error("KV page size must be positive", ErrorKind::usage);
-  if (o.n_seqs < 1 || o.n_seqs > kMaxSequences)
-    throw Error("--parallel must be between 1 and " + std::to_string(kMaxSequences) + ", got " +
-                    std::to_string(o.n_seqs),
-                ErrorKind::usage);
-  SessionLayout layout;
-  model::SessionShape& s = layout.shape;
-  s.chunk = std::min(o.chunk, o.n_ctx);
-  s.n_seqs = o.n_seqs;
-  s.max_tokens = s.chunk + (s.n_seqs - 1);  // one prefill chunk beside a decode of every other sequence
-  s.max_logit_rows = std::max<int64_t>(std::clamp<int64_t>(o.max_logit_rows, 1, s.chunk), s.n_seqs);
-  s.n_threads = resolve_threads(o.n_threads);
-  s.kv.type = o.kv_type;
-  s.kv.n_layers = hp.n_attention_layers();
-  s.kv.n_kv_heads = hp.n_head_kv;
-  s.kv.head_dim = hp.head_dim;
-  s.kv.page_tokens = o.page_tokens;
-  layout.max_pages_per_seq = static_cast<int32_t>((o.n_ctx + o.page_tokens - 1) / o.page_tokens);
-  // n_ctx tokens in all, plus one page per extra sequence: sequences whose lengths sum to n_ctx
-  // always fit, whatever page each one ends in.
-  s.kv.n_pages = static_cast<uint32_t>(layout.max_pages_per_seq + (s.n_seqs - 1));
-
-  layout.scratch = family.scratch_buffers(hp, s);
-  layout.scratch.push_back({"logits", static_cast<uint64_t>(s.max_logit_rows) * hp.n_vocab * sizeof(float)});
-  backend::WorkloadShape& work = layout.workload;
-  work.max_tokens = s.max_tokens;
-  work.n_threads = s.n_threads;
-  work.kv = s.kv;
-  work.n_head = hp.n_attention_layers() > 0 ? hp.n_head : 0;
-  if (hp.n_recurrent_layers() > 0 && hp.ssm_time_step_rank > 0) {
-    work.gdn_d_k = hp.ssm_state_size;
-    work.gdn_d_v = hp.ssm_inner_size / hp.ssm_time_step_rank;
-  }
-  work.matrices = matrices;
-  layout.workspaces = backend::workspace_buffers(o.device, work);
-  layout.host = {"batch", host_arrays(s, layout.max_pages_per_seq, hp.n_vocab, o.device != backend::Device::host).total};
-  for (model::BufferSpec b : family.state_buffers(hp)) {
-    b.bytes *= static_cast<uint64_t>(s.n_seqs);
-    layout.state.push_back(std::move(b));
-  }
-  return layout;
-}
-
-std::vector<MatrixInfo> matrices_of(const model::Model& model) {
-  std::vector<MatrixInfo> out;
-  for (const auto& t : model.file().tensors())
-    if (t.n_dims >= 2) out.push_back({t.type, static_cast<int64_t>(t.ne[0])});
-  return out;
-}
 
 Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions& options)
     : model_(std::move(model)),
@@ -138,7 +36,7 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   for (const auto& b : layout_.state) state_.add(*backend_, b.name, b.bytes);
 
   const bool device_logits = options_.device != backend::Device::host;
-  const HostArrays h = host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits);
+  const plan::HostArrays h = plan::host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits);
   host_ = backend::allocate_host(layout_.host.name, h.total);
   uint8_t* base = host_.get();
   tokens_ = reinterpret_cast<int32_t*>(base + h.tokens);

@@ -16,49 +16,9 @@
 #include "backend/buffer_set.h"
 #include "model/family.h"
 #include "model/model.h"
+#include "plan/layout.h"
 
 namespace keel::runtime {
-
-using backend::KvGeometry;
-using backend::KvType;
-using backend::kv_element_type;
-using backend::kv_type_from_name;
-using backend::kv_type_name;
-
-struct SessionOptions {
-  int64_t n_ctx = 2048;          // tokens one sequence can hold; the KV pool holds n_ctx tokens in all
-  int64_t chunk = 512;           // prefill chunk (tokens of one sequence per forward call)
-  int64_t max_logit_rows = 1;    // rows of logits one forward call may return (perplexity: chunk)
-  int n_seqs = 1;                // sequences held at once (--parallel); each has its own state slot
-  KvType kv_type = KvType::f16;
-  uint32_t page_tokens = 256;    // KV page size
-  int n_threads = 0;             // 0: all cores
-  backend::Device device = backend::Device::host;
-  int device_ordinal = 0;        // which GPU, for device cuda (--device cuda:N)
-};
-
-// A 2-D weight as the planner sees it: its type and input width decide the matmul scratch.
-using MatrixInfo = backend::WorkloadShape::Matrix;
-
-// Every buffer a session allocates, derived from hparams and options alone (no tensor data), so
-// the planner can print it before loading and the session allocates exactly it.
-struct SessionLayout {
-  model::SessionShape shape;
-  int32_t max_pages_per_seq = 0;
-  std::vector<model::BufferSpec> scratch;     // the family's activations and the logits (backend memory)
-  std::vector<model::BufferSpec> workspaces;  // the backend's own (matmul, attention, GDN)
-  model::BufferSpec host;                     // per-call metadata and page bookkeeping (host memory)
-  std::vector<model::BufferSpec> state;       // recurrent state, n_seqs slots per buffer (hybrid models)
-  backend::WorkloadShape workload;            // what the workspaces were sized for
-  uint64_t kv_bytes() const { return shape.kv.total_bytes(); }
-  uint64_t scratch_bytes() const;             // scratch + workspaces + host
-  uint64_t state_bytes() const;
-};
-
-int resolve_threads(int n_threads);
-SessionLayout layout_session(const model::Hparams& hp, const model::Family& family,
-                             const std::vector<MatrixInfo>& matrices, const SessionOptions& options);
-std::vector<MatrixInfo> matrices_of(const model::Model& model);
 
 struct ChunkProgress {
   int64_t done;     // prompt tokens processed so far

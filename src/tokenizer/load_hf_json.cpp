@@ -1,5 +1,6 @@
-// Tokenizer::from_hf_json: a Hugging Face tokenizer.json with a byte-level BPE model, plus the
-// tokenizer_config.json beside it (BOS/EOS, add_bos_token) when there is one.
+// Tokenizer::from_hf_json: a Hugging Face tokenizer.json with a byte-level BPE model (and its
+// normalizer and decoder), plus the tokenizer_config.json beside it (BOS/EOS, add_bos_token)
+// when there is one.
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -148,10 +149,14 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
     collect_pre_tokenizer(path, root.value("pre_tokenizer", json()), pre);
     if (!pre.byte_level)
       throw Error(path + ": no ByteLevel pre-tokenizer; keel imports byte-level BPE tokenizers only");
-    const json& normalizer = root.value("normalizer", json());
-    if (!normalizer.is_null())
-      data->warnings.push_back(path + ": normalizer '" + normalizer.value("type", "?") +
-                               "' is not applied (text is tokenized as given)");
+    std::vector<std::string> unsupported;
+    data->normalizer = Normalizer::from_json(root.value("normalizer", json()), unsupported);
+    for (const std::string& type : unsupported)
+      data->warnings.push_back(path + ": normalizer '" + type + "' is not supported and not applied");
+    unsupported.clear();
+    data->decoder = Decoder::from_json(root.value("decoder", json()), unsupported);
+    for (const std::string& type : unsupported)
+      data->warnings.push_back(path + ": decoder '" + type + "' is not supported and not applied");
 
     data->pre_name = known_pre_name(pre.regexes);
     if (data->pre_name.empty()) data->pre_name = "tokenizer.json";

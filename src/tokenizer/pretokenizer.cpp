@@ -182,6 +182,36 @@ void Regex::split(std::string_view text, Span span, std::vector<Span>& out, void
   if (last < span.length) out.push_back({span.offset + last, span.length - last});
 }
 
+std::vector<Span> Regex::find_all(std::string_view text) const {
+  std::vector<Span> matches;
+  MatchData md(*this);
+  auto* code = static_cast<pcre2_code*>(code_.get());
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t pos = 0;
+  uint32_t options = 0;
+  while (pos < text.size()) {
+    const int rc = pcre2_match(code, subject, text.size(), pos, options, md.data, nullptr);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !(options & PCRE2_NO_JIT)) {
+      options |= PCRE2_NO_JIT;
+      continue;
+    }
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof message);
+      throw Error("tokenizer: regex match failed: " + std::string(reinterpret_cast<const char*>(message)));
+    }
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.data);
+    if (ov[1] == ov[0]) {  // an empty match replaces nothing: step over one byte
+      pos = ov[0] + 1;
+      continue;
+    }
+    matches.push_back({ov[0], ov[1] - ov[0]});
+    pos = ov[1];
+  }
+  return matches;
+}
+
 PreTokenizer::PreTokenizer(const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) regexes_.emplace_back(p);
 }

@@ -37,6 +37,8 @@ class Regex {
   const std::string& pattern() const { return pattern_; }
   // Splits text[span] into matches and gaps, appending the pieces to out.
   void split(std::string_view text, Span span, std::vector<Span>& out, void* match_data) const;
+  // Every non-empty match in `text`, left to right, not overlapping (for Replace normalizers).
+  std::vector<Span> find_all(std::string_view text) const;
   void* code() const { return code_.get(); }
 
  private:

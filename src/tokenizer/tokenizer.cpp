@@ -118,14 +118,16 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
   BpeModel::Scratch scratch;
   std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache;  // piece -> ids in `store`
   std::vector<int32_t> store;
-  std::deque<std::string> prefixed;  // fragments with HF's prefix space (the cache points into them)
+  std::deque<std::string> rewritten;  // normalized or space-prefixed fragments (the cache points into them)
   for (const Fragment& f : fragments) {
     if (f.token >= 0) {
       out.push_back(f.token);
       continue;
     }
     std::string_view piece_text = text.substr(f.offset, f.length);
-    if (d.prefix_space && piece_text.front() != ' ') piece_text = prefixed.emplace_back(" " + std::string(piece_text));
+    if (!d.normalizer.empty()) piece_text = rewritten.emplace_back(d.normalizer.apply(piece_text));
+    if (piece_text.empty()) continue;
+    if (d.prefix_space && piece_text.front() != ' ') piece_text = rewritten.emplace_back(" " + std::string(piece_text));
     for (const Span& s : d.pre.split(piece_text)) {
       const std::string_view piece = piece_text.substr(s.offset, s.length);
       auto [it, fresh] = cache.try_emplace(piece, store.size(), 0);
@@ -159,6 +161,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, const DecodeOptio
   size_t i = 0;
   if (options.skip_leading_bos && !ids.empty() && vocab.bos >= 0 && ids[0] == vocab.bos) i = 1;
   bool strip = options.strip_space_prefix && vocab.kind == VocabKind::spm && vocab.add_space_prefix;
+  std::vector<std::string> pieces;  // for a tokenizer.json decoder
   for (; i < ids.size(); ++i) {
     check_id(ids[i]);
     const int32_t id = ids[i];
@@ -167,9 +170,12 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, const DecodeOptio
     std::string_view piece = vocab.piece[id];
     if (strip && !piece.empty() && piece.front() == ' ') piece.remove_prefix(1);
     strip = false;
-    out.append(piece);
+    if (data_->decoder.empty())
+      out.append(piece);
+    else
+      pieces.emplace_back(piece);
   }
-  return out;
+  return data_->decoder.empty() ? out : data_->decoder.apply(std::move(pieces));
 }
 
 int32_t Tokenizer::n_vocab() const { return data_->vocab.n_vocab(); }

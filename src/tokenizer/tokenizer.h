@@ -32,7 +32,8 @@ class Tokenizer {
   // Throws keel::Error naming the file and key for a missing or malformed vocabulary, an
   // unsupported tokenizer model or an unknown tokenizer.ggml.pre.
   static Tokenizer from_gguf(const gguf::File& file);
-  // Byte-level BPE tokenizer.json (vocab, merges, added tokens, Split/ByteLevel pre-tokenizers);
+  // Byte-level BPE tokenizer.json (vocab, merges, added tokens, normalizer, Split/ByteLevel
+  // pre-tokenizers, decoder);
   // tokenizer_config.json beside it, when present, gives BOS/EOS and add_bos_token.
   static Tokenizer from_hf_json(const std::string& tokenizer_json_path);
 

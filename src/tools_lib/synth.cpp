@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "embedded/default_model.h"
 #include "keel/error.h"
 #include "model/family.h"
 #include "model/presets.h"
@@ -164,7 +165,7 @@ SynthPlan plan_synth(const SynthOptions& options) {
 
   // The tokenizer decides the vocabulary: pad it up to the model's, or grow the model to it.
   gguf::Metadata tokenizer;
-  const std::string tok_path = options.tokenizer.empty() ? std::string(KEEL_DEFAULT_MODEL) : options.tokenizer;
+  const std::string tok_path = options.tokenizer.empty() ? std::string(embedded::kDefaultModelName) : options.tokenizer;
   import_tokenizer(tok_path, options.pre, tokenizer);
   const uint32_t n_tokens = tokenizer_vocab_size(tokenizer);
   if (n_tokens > hp.n_vocab) {

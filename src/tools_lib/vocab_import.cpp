@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "embedded/default_model.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
 
@@ -56,7 +57,7 @@ std::string token_text(const nlohmann::json& v) {
 }  // namespace
 
 void copy_tokenizer_keys(const std::string& gguf_path, gguf::Metadata& to) {
-  const gguf::File f = gguf::File::open(gguf_path);
+  const gguf::File f = embedded::open_gguf(gguf_path);
   int n = 0;
   for (const auto& [key, value] : f.metadata())
     if (key.rfind("tokenizer.", 0) == 0) {
