@@ -30,7 +30,9 @@ if(KEEL_WITH_CUDA)
   set_target_properties(keel_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
   target_compile_options(keel_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90 --expt-relaxed-constexpr -Xcompiler=-Wall>)
-  target_link_libraries(keel_cuda PUBLIC CUDA::cudart CUDA::cublas)
+  # The CUDA runtime linked statically and cuBLAS opened at run time (matmul.cu): a keel built
+  # with CUDA maps no CUDA library until a CUDA session starts.
+  target_link_libraries(keel_cuda PUBLIC CUDA::cudart_static ${CMAKE_DL_LIBS})
   target_link_libraries(keel_cuda PUBLIC keel_core)
   target_compile_definitions(keel_core PUBLIC KEEL_HAS_CUDA=1)
   # keel_core's backend factory and device profiles call into keel_cuda, whose kernels use

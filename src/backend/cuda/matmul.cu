@@ -1,4 +1,5 @@
 #include <cublas_v2.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <string>
@@ -381,9 +382,51 @@ void launch_dequant(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, 
   check_launch("dequant_rows");
 }
 
+// cuBLAS is opened at run time (dlopen) by the first Blas, not linked: its libraries are large,
+// and every keel process (CPU sessions, tools) would otherwise map them at start (measured: the
+// peak RSS of `keel synth` went from below 100 MB to 170 MB).
+struct BlasApi {
+  decltype(&cublasCreate_v2) create;
+  decltype(&cublasDestroy_v2) destroy;
+  decltype(&cublasSetStream_v2) set_stream;
+  decltype(&cublasSetWorkspace_v2) set_workspace;
+  decltype(&cublasSetMathMode) set_math_mode;
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  decltype(&cublasGetStatusString) status_string;
+};
+
+BlasApi load_blas() {
+  void* lib = nullptr;
+  for (const char* name : {"libcublas.so.13", "libcublas.so"})
+    if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
+  if (!lib) throw Error(std::string("the CUDA backend needs cuBLAS (libcublas.so.13), which could not be loaded: ") + dlerror());
+  auto sym = [&](const char* name) {
+    void* f = dlsym(lib, name);
+    if (!f) throw Error(std::string("cuBLAS has no ") + name);
+    return f;
+  };
+  BlasApi api;
+  api.create = reinterpret_cast<decltype(api.create)>(sym("cublasCreate_v2"));
+  api.destroy = reinterpret_cast<decltype(api.destroy)>(sym("cublasDestroy_v2"));
+  api.set_stream = reinterpret_cast<decltype(api.set_stream)>(sym("cublasSetStream_v2"));
+  api.set_workspace = reinterpret_cast<decltype(api.set_workspace)>(sym("cublasSetWorkspace_v2"));
+  api.set_math_mode = reinterpret_cast<decltype(api.set_math_mode)>(sym("cublasSetMathMode"));
+  api.gemm_ex = reinterpret_cast<decltype(api.gemm_ex)>(sym("cublasGemmEx"));
+  api.status_string = reinterpret_cast<decltype(api.status_string)>(sym("cublasGetStatusString"));
+  return api;
+}
+
+// Loaded once per process (immutable afterwards; never unloaded).
+const BlasApi& blas_api() {
+  static const BlasApi api = load_blas();
+  return api;
+}
+
 void check_blas(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("cuBLAS: ") + what + " failed: " + cublasGetStatusString(status));
+    throw Error(std::string("cuBLAS: ") + what + " failed: " + blas_api().status_string(status));
 }
 
 int64_t panel_rows(int64_t n_in, int64_t n_out) {
@@ -401,16 +444,17 @@ bool device_matmul_supports(quant::Type type) {
 }
 
 Blas::Blas(void* workspace, size_t workspace_bytes, cudaStream_t stream) : stream_(stream) {
+  const BlasApi& api = blas_api();
   cublasHandle_t h = nullptr;
-  check_blas(cublasCreate(&h), "cublasCreate");
+  check_blas(api.create(&h), "cublasCreate");
   handle_ = h;
-  check_blas(cublasSetStream(h, stream), "cublasSetStream");
-  check_blas(cublasSetWorkspace(h, workspace, workspace_bytes), "cublasSetWorkspace");
-  check_blas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check_blas(api.set_stream(h, stream), "cublasSetStream");
+  check_blas(api.set_workspace(h, workspace, workspace_bytes), "cublasSetWorkspace");
+  check_blas(api.set_math_mode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
 }
 
 Blas::~Blas() {
-  if (handle_) cublasDestroy(handle_);
+  if (handle_) blas_api().destroy(handle_);
 }
 
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t n_out, int64_t max_tokens) {
@@ -438,7 +482,7 @@ void gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, cud
 void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
   const float one = 1.0f, zero = 0.0f;
   if (w.type == Type::F32) {  // f32 weights (small test models): plain f32 GEMM, no rounding
-    check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(w.n_out), int(n_tokens), int(w.n_in), &one,
+    check_blas(blas_api().gemm_ex(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(w.n_out), int(n_tokens), int(w.n_in), &one,
                             w.data, CUDA_R_32F, int(w.n_in), x, CUDA_R_32F, int(w.n_in), &zero, y, CUDA_R_32F,
                             int(w.n_out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx (f32)");
@@ -455,7 +499,7 @@ void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n
     DeviceWeight panel{w.type, static_cast<const uint8_t*>(w.data) + r0 * rb, w.n_in, m};
     launch_dequant(panel, nullptr, m, wb, blas.stream());
     // Column-major view: Y (n_out x n_tok, ld n_out) = W^T (W is n_in x n_out col-major) * X (n_in x n_tok).
-    check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n_tokens), int(w.n_in), &one, wb,
+    check_blas(blas_api().gemm_ex(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n_tokens), int(w.n_in), &one, wb,
                             CUDA_R_16F, int(w.n_in), xb, CUDA_R_16F, int(w.n_in), &zero, y + r0, CUDA_R_32F,
                             int(w.n_out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
