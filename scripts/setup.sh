@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 build_dir=${1:-build}
 shift || true
 
-packages=(g++ cmake ninja-build pkg-config libpcre2-dev libutf8proc-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev)
+packages=(g++ cmake ninja-build pkg-config libpcre2-dev libutf8proc-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
+          clang libclang-rt-dev)  # clang: the fuzz build (scripts/fuzz.sh) and the clang CI step
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

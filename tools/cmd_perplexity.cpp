@@ -54,7 +54,7 @@ int cmd_perplexity(const CommandArgs& argv) {
     bar.finish();
     if (e.kind() != ErrorKind::cancelled) throw;
     std::fprintf(stderr, "%s\n", e.what());
-    return 130;
+    return cancel.exit_code();
   }
   bar.finish();
   const double mean = nll_sum / static_cast<double>(scored);

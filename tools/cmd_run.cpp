@@ -38,6 +38,8 @@ int cmd_run(const CommandArgs& argv) {
            {{"--seed"}, "N", "random seed (default: random)"},
            {{"--no-bos"}, "", "do not add the BOS token"},
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
+           {{"--prompt-cache"}, "FILE", "restore the prompt's longest saved prefix from FILE, then save the prompt's state there"},
+           {{"--prompt-cache-ro"}, "", "with --prompt-cache: only read FILE, never write it"},
        })
     options.push_back(o);
   Args args("run", "Generate text from a prompt with a GGUF model (default: the embedded stories260K).", options);
@@ -74,22 +76,41 @@ int cmd_run(const CommandArgs& argv) {
   RunStats stats;
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());
   const float* logits = nullptr;
+  const std::optional<std::string> cache = args.get("--prompt-cache");
+  if (!cache && args.has("--prompt-cache-ro"))
+    throw Error("keel run: --prompt-cache-ro needs --prompt-cache FILE", ErrorKind::usage);
+  int64_t reused = 0;
+  if (cache) {
+    const runtime::Session::LoadedState restored = session.load_state(0, *cache, prompt);
+    reused = restored.n_reused;
+    logits = restored.logits;
+    if (reused > 0)
+      std::fprintf(stderr, "prompt cache: %lld of %zu prompt tokens restored from %s\n", static_cast<long long>(reused),
+                   prompt.size(), cache->c_str());
+    else if (!restored.note.empty())
+      std::fprintf(stderr, "prompt cache: %s\n", restored.note.c_str());
+  }
   try {
-    logits = session.prefill(prompt, [&](const runtime::ChunkProgress& p) {
-      bar.update(p);
-      return !cancel.requested();
-    });
+    if (!logits)
+      logits = session.prefill(std::span<const int32_t>(prompt).subspan(static_cast<size_t>(reused)),
+                               [&](const runtime::ChunkProgress& p) {
+                                 bar.update(p);
+                                 return !cancel.requested();
+                               });
   } catch (const Error& e) {
     bar.finish();
     if (e.kind() == ErrorKind::cancelled) {
       std::fprintf(stderr, "%s\n", e.what());
-      return 130;
+      return cancel.exit_code();
     }
     throw;
   }
   bar.finish();
+  if (cache && !args.has("--prompt-cache-ro") && reused < static_cast<int64_t>(prompt.size()))
+    session.save_state(0, prompt, logits, *cache);
   const auto t1 = std::chrono::steady_clock::now();
   stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  stats.prompt_tokens -= reused;
 
   tokenizer::StreamDecoder decoder(tok);
   std::vector<int32_t> generated;
@@ -131,7 +152,7 @@ int cmd_run(const CommandArgs& argv) {
   }
   print_stats_line(stats);
   if (args.has("--memory-report")) print_memory_report(plan, session);
-  if (cancel.requested()) return 130;
+  if (cancel.requested()) return cancel.exit_code();
   return 0;
 }
 

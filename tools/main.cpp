@@ -1,5 +1,6 @@
 // keel: one binary, subcommands (docs/CLI.md). Errors go to stderr with exit code 1 (bad input,
-// refusal), 2 (usage) or 130 (cancelled).
+// refusal), 2 (usage), 130 (cancelled by SIGINT/Ctrl-C) or 143 (SIGTERM).
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -44,6 +45,7 @@ int exit_code(keel::ErrorKind kind) {
   switch (kind) {
     case keel::ErrorKind::usage: return 2;
     case keel::ErrorKind::cancelled: return 130;
+    case keel::ErrorKind::terminated: return 143;
     default: return 1;
   }
 }
@@ -64,6 +66,9 @@ int main(int argc, char** argv) {
     keel::cli::print_version(stdout);
     return 0;
   }
+  // A file-size limit (ulimit -f) then fails the write like a full disk, and the writer removes
+  // its temp file, instead of SIGXFSZ killing keel with a partial file left behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   keel::cli::CommandArgs rest(argv + 2, argv + argc);
   for (const auto& s : subcommands()) {
     if (name != s.name) continue;

@@ -13,9 +13,11 @@
 namespace keel::cli {
 namespace {
 std::atomic<int> g_interrupts{0};  // the CLI process's Ctrl-C count (signal handlers need a global)
+std::atomic<int> g_first_signal{0};
 
-extern "C" void on_sigint(int) {
-  if (g_interrupts.fetch_add(1) >= 1) _exit(130);
+extern "C" void on_sigint(int sig) {
+  if (g_interrupts.fetch_add(1) >= 1) _exit(128 + sig);
+  g_first_signal = sig;
 }
 }  // namespace
 
@@ -135,10 +137,16 @@ void print_memory_report(const plan::Plan& plan, const runtime::Session& session
 
 CancelGuard::CancelGuard() {
   g_interrupts = 0;
+  g_first_signal = 0;
   std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
 }
-CancelGuard::~CancelGuard() { std::signal(SIGINT, SIG_DFL); }
+CancelGuard::~CancelGuard() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
 bool CancelGuard::requested() const { return g_interrupts.load() > 0; }
+int CancelGuard::exit_code() const { return g_first_signal.load() == SIGTERM ? 143 : 130; }
 
 ProgressBar::ProgressBar(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO)) {}
 

@@ -43,13 +43,14 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
 // process's measured peak resident memory.
 void print_memory_report(const plan::Plan& plan, const runtime::Session& session);
 
-// Installs a SIGINT handler for its lifetime: the first Ctrl-C asks to stop at the next chunk
-// boundary; a second one exits at once.
+// Installs SIGINT and SIGTERM handlers for its lifetime: the first signal asks to stop at the
+// next chunk boundary (exit_code(): 130 or 143); a second one exits at once with 128 + its number.
 class CancelGuard {
  public:
   CancelGuard();
   ~CancelGuard();
   bool requested() const;
+  int exit_code() const;  // 130 after SIGINT (Ctrl-C), 143 after SIGTERM
 };
 
 class ProgressBar {

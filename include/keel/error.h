@@ -9,7 +9,8 @@ enum class ErrorKind {
   bad_input,  // malformed file, unsupported feature, invalid argument value (exit 1)
   refused,    // the plan does not fit the budget (exit 1)
   usage,      // command-line usage error (exit 2)
-  cancelled,  // stopped by the user (exit 130)
+  cancelled,  // stopped by the user: SIGINT, Ctrl-C (exit 130)
+  terminated, // stopped by SIGTERM (exit 143: 128 + the signal number, as shells report it)
 };
 
 class Error : public std::runtime_error {

@@ -91,7 +91,12 @@ class Backend {
 
   // ---- transfers ------------------------------------------------------------------------------
   virtual void download(const void* src, void* host_dst, size_t bytes) = 0;  // waits for pending work
+  virtual void upload(const void* host_src, void* dst, size_t bytes) = 0;
   virtual void zero(void* dst, size_t bytes) = 0;
+  // One KV page (K then V rows, KvGeometry::page_bytes()) of attention layer `layer` to or from
+  // host memory (prompt-cache state files).
+  virtual void read_kv_page(uint32_t layer, int32_t page, void* host_dst) = 0;
+  virtual void write_kv_page(uint32_t layer, int32_t page, const void* host_src) = 0;
 
   // ---- one forward call -------------------------------------------------------------------------
   // The metadata of the next ops (the caller keeps `batch` and its arrays alive until the next

@@ -8,7 +8,9 @@
 
 namespace keel::backend {
 
-// Throws keel::Error(refused) naming `name` when it cannot.
+// Throws keel::Error(refused) naming `name` when it cannot. Fault injection for tests: with the
+// environment variable KEEL_FAIL_ALLOC set to a buffer's name (or "*": every buffer), that
+// allocation fails as if memory were exhausted.
 Memory allocate_host(std::string_view name, size_t bytes);
 
 }  // namespace keel::backend

@@ -69,6 +69,8 @@ class File {
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
   uint64_t file_size() const { return size_; }
+  // The bytes before the tensor data: header, metadata and tensor table (what identifies a model).
+  const uint8_t* header_bytes() const { return bytes_; }
 
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
   const Value* find(std::string_view key) const;

@@ -22,6 +22,12 @@ Hparams read_common_hparams(const gguf::File& file, const std::string& arch) {
   hp.arch = arch;
   auto key = [&](const char* k) { return arch + "." + k; };
   hp.n_layer = file.require_u32(key("block_count"));
+  // Every layer owns tensors, so a block count beyond the tensor table is corrupt metadata. It
+  // is refused here, before it sizes anything (the expected-tensor list, per-layer flags).
+  if (hp.n_layer == 0 || hp.n_layer > file.tensors().size())
+    throw Error(file.path() + ": " + key("block_count") + " = " + std::to_string(hp.n_layer) +
+                ", but the file holds " + std::to_string(file.tensors().size()) +
+                " tensors (every layer has some)");
   hp.n_embd = file.require_u32(key("embedding_length"));
   hp.n_ff = file.require_u32(key("feed_forward_length"));
   hp.n_head = file.require_u32(key("attention.head_count"));

@@ -15,7 +15,8 @@ uint64_t align64(uint64_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
-HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits) {
+HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits,
+                       uint64_t staging_bytes) {
   HostArrays h{};
   uint64_t at = 0;
   auto take = [&](uint64_t bytes) {
@@ -33,6 +34,8 @@ HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, 
   h.free_pages = take(uint64_t{s.kv.n_pages} * sizeof(int32_t));
   h.logit_ptrs = take(seqs * sizeof(const float*));
   h.host_logits = take(device_logits ? rows * n_vocab * sizeof(float) : 0);
+  h.staging = take(staging_bytes);
+  h.staging_bytes = staging_bytes;
   h.total = at;
   return h;
 }
@@ -94,11 +97,15 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   }
   work.matrices = matrices;
   layout.workspaces = backend::workspace_buffers(o.device, work);
-  layout.host = {"batch", host_arrays(s, layout.max_pages_per_seq, hp.n_vocab, o.device != backend::Device::host).total};
+  layout.staging_bytes = s.kv.n_layers > 0 ? s.kv.page_bytes() : 0;
   for (model::BufferSpec b : family.state_buffers(hp)) {
+    layout.staging_bytes = std::max<uint64_t>(layout.staging_bytes, b.bytes);
     b.bytes *= static_cast<uint64_t>(s.n_seqs);
     layout.state.push_back(std::move(b));
   }
+  layout.host = {"batch", host_arrays(s, layout.max_pages_per_seq, hp.n_vocab, o.device != backend::Device::host,
+                                      layout.staging_bytes)
+                              .total};
   return layout;
 }
 

@@ -37,7 +37,8 @@ struct SessionLayout {
   int32_t max_pages_per_seq = 0;
   std::vector<model::BufferSpec> scratch;     // the family's activations and the logits (backend memory)
   std::vector<model::BufferSpec> workspaces;  // the backend's own (matmul, attention, GDN)
-  model::BufferSpec host;                     // per-call metadata and page bookkeeping (host memory)
+  model::BufferSpec host;                     // per-call metadata, page bookkeeping, state-file staging (host)
+  uint64_t staging_bytes = 0;                 // of host: the largest KV page or per-sequence state buffer
   std::vector<model::BufferSpec> state;       // recurrent state, n_seqs slots per buffer (hybrid models)
   backend::WorkloadShape workload;            // what the workspaces were sized for
   uint64_t kv_bytes() const { return shape.kv.total_bytes(); }
@@ -47,9 +48,11 @@ struct SessionLayout {
 
 // Offsets of the session's host arrays in its one host buffer ("batch").
 struct HostArrays {
-  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, logit_ptrs, host_logits, total;
+  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, logit_ptrs, host_logits, staging, total;
+  uint64_t staging_bytes;  // one KV page or one sequence's slot of a state buffer (state files)
 };
-HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits);
+HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits,
+                       uint64_t staging_bytes);
 
 int resolve_threads(int n_threads);
 SessionLayout layout_session(const model::Hparams& hp, const model::Family& family,

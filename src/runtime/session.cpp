@@ -36,7 +36,8 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   for (const auto& b : layout_.state) state_.add(*backend_, b.name, b.bytes);
 
   const bool device_logits = options_.device != backend::Device::host;
-  const plan::HostArrays h = plan::host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits);
+  const plan::HostArrays h =
+      plan::host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits, layout_.staging_bytes);
   host_ = backend::allocate_host(layout_.host.name, h.total);
   uint8_t* base = host_.get();
   tokens_ = reinterpret_cast<int32_t*>(base + h.tokens);
@@ -48,6 +49,7 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   logit_ptrs_ = reinterpret_cast<const float**>(base + h.logit_ptrs);
   logits_ = scratch_.get_as<float>("logits");
   host_logits_ = device_logits ? reinterpret_cast<float*>(base + h.host_logits) : logits_;
+  staging_ = base + h.staging;
   n_free_pages_ = static_cast<int32_t>(s.kv.n_pages);
   for (int32_t i = 0; i < n_free_pages_; ++i) free_pages_[i] = n_free_pages_ - 1 - i;  // page 0 on top
   seqs_.resize(static_cast<size_t>(s.n_seqs));

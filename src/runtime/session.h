@@ -74,6 +74,22 @@ class Session {
                 const ProgressFn& progress = {});
   void reset() { reset_sequence(0); }  // forget sequence 0
 
+  // ---- prompt-cache state files (runtime/state_file.cpp) ----------------------------------------
+  // Writes sequence `seq`'s state (its tokens, which the caller tracks, the logits of the last
+  // one, its KV pages and recurrent state) to `path` atomically (temp + fsync + rename); nothing
+  // is left at `path` or beside it on failure. tokens.size() must equal n_past(seq).
+  void save_state(int32_t seq, std::span<const int32_t> tokens, const float* last_logits, const std::string& path);
+  struct LoadedState {
+    int64_t n_reused = 0;           // prompt tokens now in the sequence (0: nothing was usable)
+    const float* logits = nullptr;  // when the whole prompt was reused: its last token's logits
+    std::string note;               // why nothing (or not everything) was reused
+  };
+  // Empties `seq`, then fills it from `path` with the longest prefix of `prompt` the file can
+  // restore (a hybrid model's recurrent state only at the saved length). Another model, KV type
+  // or page size, or a prompt that shares no prefix, gives n_reused 0 and a note. A corrupt or
+  // truncated file is a keel::Error, and the sequence is left empty.
+  LoadedState load_state(int32_t seq, const std::string& path, std::span<const int32_t> prompt);
+
  private:
   struct Sequence {
     bool active = false;
@@ -104,6 +120,7 @@ class Session {
   const float** logit_ptrs_ = nullptr;   // [n_seqs] step()'s answer
   float* host_logits_ = nullptr;         // [max_logit_rows, n_vocab] (the backend's own on the CPU)
   float* logits_ = nullptr;              // [max_logit_rows, n_vocab] in backend memory
+  uint8_t* staging_ = nullptr;           // [layout.staging_bytes] state-file transfers
   int32_t n_free_pages_ = 0;
   std::vector<Sequence> seqs_;           // [n_seqs], sized at start
 };

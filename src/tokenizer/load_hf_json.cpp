@@ -1,13 +1,13 @@
 // Tokenizer::from_hf_json: a Hugging Face tokenizer.json with a byte-level BPE model (and its
 // normalizer and decoder), plus the tokenizer_config.json beside it (BOS/EOS, add_bos_token)
 // when there is one.
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include <nlohmann/json.hpp>
 
 #include "keel/error.h"
+#include "tokenizer/json_input.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_data.h"
 
@@ -17,17 +17,7 @@ namespace {
 
 using nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open '" + path + "'");
-  // Parsing from memory is several times faster than from the stream.
-  const std::string text{std::istreambuf_iterator<char>(in), {}};
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(path + ": not valid JSON: " + e.what());
-  }
-}
+json read_json(const std::string& path) { return read_json_file(path); }
 
 std::string escape_regex(const std::string& literal) {
   std::string out;
@@ -103,16 +93,18 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
       throw Error(path + ": model type '" + model.value("type", "") + "' is not supported (keel imports BPE)");
 
     // Ids: the model's vocabulary, then the added tokens; holes become unused [PADn] entries.
-    int64_t n = 0;
-    for (const auto& [text, id] : model.at("vocab").items()) n = std::max<int64_t>(n, id.get<int64_t>() + 1);
+    const json& model_vocab = model.at("vocab");
     const json& added = root.value("added_tokens", json::array());
-    for (const json& t : added) n = std::max<int64_t>(n, t.at("id").get<int64_t>() + 1);
-    if (n <= 0 || n > (1 << 30)) throw Error(path + ": vocabulary of " + std::to_string(n) + " tokens");
+    int64_t n = 0;
+    for (const auto& [text, id] : model_vocab.items())
+      n = std::max(n, json_token_id(path, id, "model.vocab[\"" + text + "\"]") + 1);
+    for (const json& t : added) n = std::max(n, json_token_id(path, t.at("id"), "added_tokens id") + 1);
+    const auto listed = static_cast<int64_t>(model_vocab.size() + added.size());
+    check_dense_ids(path, n, listed);
     vocab.text.assign(n, std::string());
     vocab.type.assign(n, TokenType::unused);
-    for (const auto& [text, id] : model.at("vocab").items()) {
-      const int64_t i = id.get<int64_t>();
-      if (i < 0) throw Error(path + ": negative id for token '" + text + "'");
+    for (const auto& [text, id] : model_vocab.items()) {
+      const int64_t i = id.get<int64_t>();  // checked by json_token_id above
       vocab.text[i] = text;
       vocab.type[i] = TokenType::normal;
     }
@@ -120,7 +112,6 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
     vocab.rstrip.assign(n, 0);
     for (const json& t : added) {
       const int64_t i = t.at("id").get<int64_t>();
-      if (i < 0) throw Error(path + ": negative id in added_tokens");
       vocab.text[i] = t.at("content").get<std::string>();
       vocab.type[i] = t.value("special", false) ? TokenType::control : TokenType::user_defined;
       vocab.lstrip[i] = t.value("lstrip", false);

@@ -17,12 +17,12 @@ char g_cleanup_path[4096] = {};
 std::atomic<int> g_depth{0};  // nested scopes: only the outermost installs handlers
 struct sigaction g_old_int, g_old_term;
 
-void on_signal(int) {
+void on_signal(int sig) {
   if (g_signals != 0) {
     if (g_cleanup_path[0] != '\0') ::unlink(g_cleanup_path);  // async-signal-safe
-    ::_exit(130);
+    ::_exit(128 + sig);
   }
-  g_signals = 1;
+  g_signals = sig;
 }
 
 }  // namespace
@@ -58,6 +58,7 @@ void InterruptScope::set_cleanup_path(const std::string& path) {
 bool interrupted() { return g_signals != 0; }
 
 void throw_if_interrupted() {
+  if (g_signals == SIGTERM) throw Error("terminated (SIGTERM): no output was written", ErrorKind::terminated);
   if (interrupted()) throw Error("interrupted: no output was written", ErrorKind::cancelled);
 }
 

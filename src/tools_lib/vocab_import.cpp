@@ -9,6 +9,7 @@
 #include "embedded/default_model.h"
 #include "gguf/gguf.h"
 #include "keel/error.h"
+#include "tokenizer/json_input.h"
 
 namespace keel::tools {
 namespace {
@@ -37,15 +38,7 @@ void collect_regexes(const nlohmann::json& node, std::vector<std::string>& out) 
   }
 }
 
-nlohmann::json parse_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open " + path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": not valid JSON: " + e.what());
-  }
-}
+nlohmann::json parse_json_file(const std::string& path) { return tokenizer::read_json_file(path); }
 
 // tokenizer_config.json names special tokens either as strings or as {"content": ...}.
 std::string token_text(const nlohmann::json& v) {
@@ -68,7 +61,7 @@ void copy_tokenizer_keys(const std::string& gguf_path, gguf::Metadata& to) {
     throw Error(gguf_path + ": has no tokenizer (no tokenizer.ggml.tokens key)");
 }
 
-void import_tokenizer_json(const std::string& json_path, const std::string& pre, gguf::Metadata& to) {
+void import_tokenizer_json(const std::string& json_path, const std::string& pre, gguf::Metadata& to) try {
   const nlohmann::json tj = parse_json_file(json_path);
   auto bad = [&](const std::string& what) { throw Error(json_path + ": " + what); };
   if (!tj.contains("model") || !tj["model"].is_object()) bad("no \"model\" object");
@@ -77,18 +70,23 @@ void import_tokenizer_json(const std::string& json_path, const std::string& pre,
   if (!model.contains("vocab") || !model["vocab"].is_object()) bad("no model.vocab");
 
   std::map<uint32_t, std::pair<std::string, int32_t>> by_id;  // id -> (text, type)
+  int64_t listed = 0;
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (!id.is_number_unsigned()) bad("vocab entry '" + text + "' has no integer id");
-    by_id[id.get<uint32_t>()] = {text, kTokenNormal};
+    const int64_t i = tokenizer::json_token_id(json_path, id, "model.vocab[\"" + text + "\"]");
+    by_id[static_cast<uint32_t>(i)] = {text, kTokenNormal};
+    ++listed;
   }
   if (tj.contains("added_tokens") && tj["added_tokens"].is_array())
     for (const auto& a : tj["added_tokens"]) {
-      if (!a.contains("id") || !a.contains("content")) bad("added_tokens entry without id or content");
-      by_id[a["id"].get<uint32_t>()] = {a["content"].get<std::string>(),
-                                        a.value("special", false) ? kTokenControl : kTokenUserDefined};
+      if (!a.is_object() || !a.contains("id") || !a.contains("content") || !a["content"].is_string())
+        bad("added_tokens entry without id or content");
+      const int64_t i = tokenizer::json_token_id(json_path, a["id"], "added_tokens id");
+      by_id[static_cast<uint32_t>(i)] = {a["content"].get<std::string>(),
+                                         a.value("special", false) ? kTokenControl : kTokenUserDefined};
+      ++listed;
     }
-  if (by_id.empty()) bad("empty vocabulary");
-  const uint32_t n = by_id.rbegin()->first + 1;
+  const uint32_t n = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
+  tokenizer::check_dense_ids(json_path, n, listed);
   std::vector<gguf::Value> tokens, types;
   tokens.reserve(n);
   types.reserve(n);
@@ -157,6 +155,9 @@ void import_tokenizer_json(const std::string& json_path, const std::string& pre,
         to.set("tokenizer.ggml.eos_token_id", gguf::value_u32(it->second));
         break;
       }
+} catch (const nlohmann::json::exception& e) {
+  // A value of the wrong JSON type somewhere in the layout.
+  throw Error(json_path + ": unexpected tokenizer.json layout: " + e.what());
 }
 
 void import_tokenizer(const std::string& path, const std::string& pre, gguf::Metadata& to) {

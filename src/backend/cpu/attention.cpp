@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/matmul.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
 
@@ -141,9 +142,9 @@ const AttentionKernels& attention_kernels_generic() {
 }
 
 const AttentionKernels& attention_kernels_for(int head_dim) {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
-  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  // best_isa() checks avx2, fma, f16c and bmi2: the flags every *_avx2.cpp file is compiled with.
+  static const bool avx2 = best_isa() != Isa::generic;
+  static const bool avx512 = best_isa() == Isa::avx512;
   if (avx512 && head_dim % 16 == 0) return attention_kernels_avx512();
   if (avx2 && head_dim % 8 == 0) return attention_kernels_avx2();
   return attention_kernels_generic();

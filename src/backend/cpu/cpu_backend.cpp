@@ -66,7 +66,7 @@ void CpuBackend::create_kv(const backend::KvGeometry& geometry) {
   page_ptrs_.clear();
   page_ptrs_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    pages_.push_back(allocate("kv page", kv_.page_bytes()));
+    pages_.push_back(allocate("kv pages", kv_.page_bytes()));
     page_ptrs_.push_back(pages_.back().get());
   }
 }
@@ -76,6 +76,14 @@ void CpuBackend::download(const void* src, void* host_dst, size_t bytes) {
 }
 
 void CpuBackend::zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+void CpuBackend::read_kv_page(uint32_t layer, int32_t page, void* host_dst) {
+  std::memcpy(host_dst, kv_pages(layer)[page], kv_.page_bytes());
+}
+
+void CpuBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_src) {
+  std::memcpy(page_ptrs_[size_t{layer} * kv_.n_pages + static_cast<size_t>(page)], host_src, kv_.page_bytes());
+}
 
 void CpuBackend::embed(const backend::WeightView& table, float* out) {
   const int64_t d = table.n_in, n = batch_.n_tokens;

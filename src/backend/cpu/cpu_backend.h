@@ -29,7 +29,10 @@ class CpuBackend final : public backend::Backend {
   bool frozen() const override { return frozen_; }
 
   void download(const void* src, void* host_dst, size_t bytes) override;
+  void upload(const void* host_src, void* dst, size_t bytes) override { download(host_src, dst, bytes); }
   void zero(void* dst, size_t bytes) override;
+  void read_kv_page(uint32_t layer, int32_t page, void* host_dst) override;
+  void write_kv_page(uint32_t layer, int32_t page, const void* host_src) override;
 
   void begin_batch(const backend::Batch& batch) override { batch_ = batch; }
   void embed(const backend::WeightView& table, float* out) override;

@@ -2,6 +2,8 @@
 // blocked GEMM loop. The kernels themselves are in matmul_generic.cpp and matmul_avx2.cpp.
 #include "backend/cpu/matmul.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -164,12 +166,18 @@ void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* x
     }
 }
 
+// CPUID leaf 1, ECX bit 29: clang 14 rejects "f16c" in __builtin_cpu_supports, GCC accepts it.
+static bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 Isa best_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
     // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+                      cpu_has_f16c() && __builtin_cpu_supports("bmi2");
     if (!avx2) return Isa::generic;
     return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
   }();

@@ -162,7 +162,7 @@ void CudaBackend::create_kv(const backend::KvGeometry& geometry) {
     kv_pools_.push_back(device_alloc("kv pages", size_t(geometry.n_pages) * geometry.page_bytes()));
 }
 
-void CudaBackend::upload(void* dst, const void* src, size_t bytes) {
+void CudaBackend::upload_weight(void* dst, const void* src, size_t bytes) {
   upload_staged(dst, src, bytes, staging_, stream_.get());
   const uint64_t before = uploaded_;
   uploaded_ += bytes;
@@ -179,7 +179,7 @@ backend::WeightView CudaBackend::place_weight(std::string_view name, const backe
                 std::string(name) + "')");
   const size_t bytes = quant::row_bytes(host.type, uint64_t(host.n_in)) * size_t(host.n_out);
   void* dst = device_alloc(name, bytes);
-  upload(dst, host.data, bytes);
+  upload_weight(dst, host.data, bytes);
   backend::WeightView placed{host.type, dst, host.n_in, host.n_out};
   weights_.emplace(std::string(name), placed);
   return placed;
@@ -189,7 +189,7 @@ const float* CudaBackend::place_vector(std::string_view name, const float* host,
   if (!host) return nullptr;
   if (auto it = vectors_.find(name); it != vectors_.end()) return it->second;
   void* dst = device_alloc(name, size_t(n) * sizeof(float));
-  upload(dst, host, size_t(n) * sizeof(float));
+  upload_weight(dst, host, size_t(n) * sizeof(float));
   vectors_.emplace(std::string(name), static_cast<const float*>(dst));
   return static_cast<const float*>(dst);
 }
@@ -203,6 +203,19 @@ void CudaBackend::freeze() {
 void CudaBackend::download(const void* src, void* host_dst, size_t bytes) {
   check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpy (download)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+}
+
+void CudaBackend::upload(const void* host_src, void* dst, size_t bytes) {
+  check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (upload)");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");  // host_src may be reused at once
+}
+
+void CudaBackend::read_kv_page(uint32_t layer, int32_t page, void* host_dst) {
+  download(static_cast<const uint8_t*>(kv_pools_.at(layer)) + size_t(page) * kv_.page_bytes(), host_dst, kv_.page_bytes());
+}
+
+void CudaBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_src) {
+  upload(host_src, static_cast<uint8_t*>(kv_pools_.at(layer)) + size_t(page) * kv_.page_bytes(), kv_.page_bytes());
 }
 
 void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset"); }

@@ -37,7 +37,10 @@ class CudaBackend final : public backend::Backend {
   bool frozen() const override { return frozen_; }
 
   void download(const void* src, void* host_dst, size_t bytes) override;
+  void upload(const void* host_src, void* dst, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
+  void read_kv_page(uint32_t layer, int32_t page, void* host_dst) override;
+  void write_kv_page(uint32_t layer, int32_t page, const void* host_src) override;
 
   void begin_batch(const backend::Batch& batch) override;
   void embed(const backend::WeightView& table, float* out) override;
@@ -66,7 +69,7 @@ class CudaBackend final : public backend::Backend {
 
  private:
   void* device_alloc(std::string_view name, size_t bytes);  // raw, owned by owned_
-  void upload(void* dst, const void* src, size_t bytes);
+  void upload_weight(void* dst, const void* src, size_t bytes);
 
   int ordinal_;
   Stream stream_;
