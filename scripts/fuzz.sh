@@ -22,7 +22,7 @@ targets=$(sed -n '/^set(KEEL_FUZZ_TARGETS/,/^)/{s/#.*//;p}' fuzz/CMakeLists.txt 
 [ "$target" = all ] || { grep -qx "$target" <<<"$targets" || { echo "unknown target '$target' (have: $(echo $targets))" >&2; exit 2; }; targets=$target; }
 
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DKEEL_FUZZ=ON -DKEEL_BUILD_TESTS=OFF -DKEEL_BUILD_BENCH=OFF >/dev/null
+  -DKEEL_FUZZ=ON -DKEEL_CUDA=OFF -DKEEL_BUILD_TESTS=OFF -DKEEL_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build_dir" -j"$(nproc)" --target keel $(for t in $targets; do echo "fuzz_$t"; done)
 
 status=0

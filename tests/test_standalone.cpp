@@ -124,7 +124,11 @@ TEST(Standalone, DefaultModelByNameInInspectAndPlan) {
   Output version = keel.run("--version");
   ASSERT_EQ(version.code, 0);
   EXPECT_NE(version.out.find("keel "), std::string::npos);
-  EXPECT_NE(version.out.find("cuda not built"), std::string::npos);
+#ifdef KEEL_HAS_CUDA
+  EXPECT_NE(version.out.find("cuda sm_90a"), std::string::npos) << version.out;
+#else
+  EXPECT_NE(version.out.find("cuda not built"), std::string::npos) << version.out;
+#endif
 
   // A missing file is still an error, not the embedded model.
   EXPECT_EQ(keel.run("run -m default.gguf -p hi").code, 1);

@@ -145,7 +145,7 @@ class Backend {
                       float* logits) = 0;
 };
 
-// The backend for `device` ("host": the CPU backend on n_threads threads).
-std::unique_ptr<Backend> make_backend(Device device, int n_threads);
+// The backend for `device` ("host": the CPU backend on n_threads threads; "cuda": GPU `ordinal`).
+std::unique_ptr<Backend> make_backend(Device device, int n_threads, int ordinal = 0);
 
 }  // namespace keel::backend

@@ -1,4 +1,7 @@
 #include "plan/device.h"
+#ifdef KEEL_HAS_CUDA
+#include "backend/cuda/device_info.h"
+#endif
 
 #include <algorithm>
 #include <cctype>
@@ -67,13 +70,41 @@ DeviceProfile cpu_profile() {
 }
 
 std::vector<std::string> device_names() {
-  std::vector<std::string> names = {"cpu"};
+  std::vector<std::string> names = {"cpu", "cuda", "cuda:N"};
   for (const DeviceProfile& p : apple_profiles()) names.push_back(p.name);
   return names;
 }
 
+DeviceProfile cuda_profile(int ordinal) {
+  DeviceProfile p;
+  p.name = "cuda:" + std::to_string(ordinal);
+  p.memory = p.name;
+  p.backend = backend::Device::cuda;
+  p.ordinal = ordinal;
+#ifdef KEEL_HAS_CUDA
+  uint64_t free_bytes = 0, total_bytes = 0;
+  std::string gpu;
+  if (cuda::device_memory(ordinal, free_bytes, total_bytes, gpu)) {
+    p.budget_bytes = free_bytes > cuda::kContextReserveBytes ? free_bytes - cuda::kContextReserveBytes : 0;
+    p.max_buffer_bytes = p.budget_bytes;
+    p.budget_source = gpu + ": " + format_bytes(free_bytes) + " free (cudaMemGetInfo) minus " +
+                      format_bytes(cuda::kContextReserveBytes) + " for the CUDA context";
+    return p;
+  }
+  p.budget_source = "no CUDA device " + std::to_string(ordinal) + " on this machine: give --budget";
+#else
+  p.budget_source = "keel was built without CUDA: give --budget";
+#endif
+  p.max_buffer_bytes = UINT64_MAX;  // no cap of its own; --budget bounds it
+  return p;
+}
+
 std::optional<DeviceProfile> find_device(std::string_view name) {
   if (name == "cpu") return cpu_profile();
+  if (name == "cuda") return cuda_profile(0);
+  if (name.substr(0, 5) == "cuda:" && name.size() > 5 && name.size() < 8 &&
+      name.substr(5).find_first_not_of("0123456789") == std::string_view::npos)
+    return cuda_profile(std::stoi(std::string(name.substr(5))));
   for (DeviceProfile& p : apple_profiles())
     if (p.name == name) return p;
   return std::nullopt;

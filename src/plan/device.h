@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/types.h"
+
 namespace keel::plan {
 
 struct DeviceProfile {
@@ -17,13 +19,20 @@ struct DeviceProfile {
   uint64_t budget_bytes = 0;      // everything the session owns, weights included
   uint64_t max_buffer_bytes = 0;  // no single buffer may be larger
   std::string budget_source;      // why the budget is what it is ("MemAvailable", "recommendedMaxWorkingSetSize", "--budget")
+  backend::Device backend = backend::Device::host;  // the backend a session on this device runs
+  int ordinal = 0;                // which GPU (cuda:N)
 };
+
+// GPU `ordinal` ("cuda:N"): budget = the free memory cudaMemGetInfo reports minus the CUDA
+// context reserve; without such a GPU (or without CUDA in this build) the budget is 0 and the
+// plan refuses unless --budget gives one (so `keel plan --device cuda --budget 80GB` works anywhere).
+DeviceProfile cuda_profile(int ordinal);
 
 // The machine this runs on: budget = MemAvailable from /proc/meminfo (total RAM when absent),
 // cap = the budget (host memory has no per-buffer limit of its own).
 DeviceProfile cpu_profile();
 
-// A named profile ("cpu" or an Apple one); nullopt when unknown.
+// A named profile ("cpu", "cuda", "cuda:N" or an Apple one); nullopt when unknown.
 std::optional<DeviceProfile> find_device(std::string_view name);
 // As find_device, but throws keel::Error(usage) listing the names.
 DeviceProfile require_device(std::string_view name);

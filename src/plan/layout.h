@@ -26,6 +26,7 @@ struct SessionOptions {
   uint32_t page_tokens = 256;    // KV page size
   int n_threads = 0;             // 0: all cores
   backend::Device device = backend::Device::host;
+  int device_ordinal = 0;        // which GPU, for device cuda (--device cuda:N)
 };
 
 // A 2-D weight as the planner sees it: its type and input width decide the matmul scratch.

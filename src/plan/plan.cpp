@@ -85,6 +85,8 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   o.n_threads = req.n_threads;
   o.n_seqs = req.n_seqs;
   o.exact = req.exact;
+  o.device = dev.backend;
+  o.device_ordinal = dev.ordinal;
   const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
   plan.kv = layout.shape.kv;
 

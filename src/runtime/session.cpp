@@ -29,7 +29,7 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
     throw Error("context " + std::to_string(options_.n_ctx) + " exceeds the model's training context of " +
                 std::to_string(hp.n_ctx_train) + " tokens; use -c " + std::to_string(hp.n_ctx_train) + " or less");
   const model::SessionShape& s = layout_.shape;
-  backend_ = backend::make_backend(options_.device, s.n_threads);
+  backend_ = backend::make_backend(options_.device, s.n_threads, options_.device_ordinal);
   for (const auto& b : layout_.scratch) scratch_.add(*backend_, b.name, b.bytes);
   backend_->reserve(layout_.workload);
   backend_->create_kv(s.kv);

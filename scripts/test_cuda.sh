@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the CUDA tests (ctest label `cuda`) of a build with the CUDA backend. On a machine without
+# a GPU every one of them reports itself SKIPPED. KEEL_CUDA_DATA names the shared data folder
+# (models, golden, fixtures) when ../shared is not beside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${KEEL_BUILD_DIR:-build}
+[ -d "$build_dir" ] || scripts/setup.sh "$build_dir" -DKEEL_CUDA=ON
+cmake --build "$build_dir" -j"$(nproc)"
+ctest --test-dir "$build_dir" -L cuda --output-on-failure

@@ -1,0 +1,536 @@
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <string>
+
+#include "backend/cuda/attention.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dequant.cuh"
+
+namespace keel::cuda {
+namespace {
+
+constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16
+constexpr int kKeys = 64;     // keys per tile
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- kv_write -----------------------------------------------------------------------------
+
+// f16: one thread per element. blockIdx.y: 0 = K, 1 = V.
+__global__ void kv_write_f16_kernel(KvLayout kv, uint8_t* base, AttentionBatch b, const float* k, const float* v) {
+  const int width = kv.n_kv_heads * kv.head_dim;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= int64_t{b.n_tokens} * width) return;
+  const int t = static_cast<int>(i / width), e = static_cast<int>(i % width);
+  const int s = b.seq[t];
+  if (s < 0) return;
+  const int p = b.pos[t];
+  const int page = b.pages[int64_t{s} * b.max_pages_per_seq + p / kv.page_tokens];
+  uint8_t* dst = base + size_t(page) * kv.page_bytes() + size_t(p % kv.page_tokens) * kv.token_bytes() +
+                 (blockIdx.y ? size_t(kv.page_tokens) * kv.token_bytes() : 0);
+  const float x = (blockIdx.y ? v : k)[i];
+  reinterpret_cast<__half*>(dst)[e] = __float2half_rn(x);
+}
+
+// q8_0: one warp per block of 32 elements, lane = element (quant::quantize_row_q8_0's arithmetic).
+__global__ void kv_write_q8_0_kernel(KvLayout kv, uint8_t* base, AttentionBatch b, const float* k, const float* v) {
+  const int width = kv.n_kv_heads * kv.head_dim;
+  const int blocks_per_token = width / 32;
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= int64_t{b.n_tokens} * blocks_per_token) return;
+  const int t = static_cast<int>(w / blocks_per_token), blk = static_cast<int>(w % blocks_per_token);
+  const int s = b.seq[t];
+  if (s < 0) return;
+  const int p = b.pos[t];
+  const int page = b.pages[int64_t{s} * b.max_pages_per_seq + p / kv.page_tokens];
+  const int head = blk / (kv.head_dim / 32), hb = blk % (kv.head_dim / 32);
+  uint8_t* dst = base + size_t(page) * kv.page_bytes() + size_t(p % kv.page_tokens) * kv.token_bytes() +
+                 (blockIdx.y ? size_t(kv.page_tokens) * kv.token_bytes() : 0) + size_t(head) * kv.row_bytes() +
+                 size_t(hb) * 34;
+  const float x = (blockIdx.y ? v : k)[int64_t{t} * width + 32 * blk + lane];
+  float amax = fabsf(x);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = __fdiv_rn(amax, 127.0f);
+  const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+  dst[2 + lane] = static_cast<uint8_t>(static_cast<int8_t>(lroundf(__fmul_rn(x, id))));
+  if (lane == 0) *reinterpret_cast<__half*>(dst) = __float2half_rn(d);
+}
+
+// ---- flash attention ----------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+// d += a * b   (m16n8k16, f16 inputs, f32 accumulators)
+__device__ __forceinline__ void mma_f16(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Which sequence and which query tile of it CTA `bx` takes; false for a CTA beyond the last tile.
+__device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, int& seq, int& t0, int& t1) {
+  int acc = 0;
+  for (int s = 0; s < b.n_seqs; ++s) {
+    const int begin = b.q_start[s], end = b.q_start[s + 1];
+    const int tiles = (end - begin + tokens_per_tile - 1) / tokens_per_tile;
+    if (bx < acc + tiles) {
+      seq = s;
+      t0 = begin + (bx - acc) * tokens_per_tile;
+      t1 = min(end, t0 + tokens_per_tile);
+      return true;
+    }
+    acc += tiles;
+  }
+  return false;
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// f16 pages: K and V rows of a 64-key tile copied straight into shared memory (cp.async, no
+// registers), keys at or beyond kv_end zero-filled. Completes with the caller's commit / wait.
+template <int D>
+__device__ void issue_kv_tile_f16(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
+                                  int kv_end, __half* ks, __half* vs) {
+  constexpr int ld = D + 8, chunks = D / 8;
+  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+#pragma unroll 4
+  for (int i = threadIdx.x; i < kKeys * chunks; i += kThreads) {
+    const int j = i / chunks, c = i % chunks, kp = key0 + j;
+    const bool valid = kp < kv_end;
+    const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
+    const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * kv.token_bytes() +
+                         size_t(g) * kv.row_bytes() + 16 * c;
+    cp_async16(ks + j * ld + 8 * c, src, valid);
+    cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+  }
+}
+
+template <int D, KvElem E>
+__device__ void load_kv_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
+                             int kv_end, __half* ks, __half* vs) {
+  constexpr int ld = D + 8;
+  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+  if constexpr (E == KvElem::f16) {
+    constexpr int chunks = D / 8;  // 16-byte pieces per row
+    for (int i = threadIdx.x; i < kKeys * chunks; i += kThreads) {
+      const int j = i / chunks, c = i % chunks, kp = key0 + j;
+      uint4 kval = make_uint4(0, 0, 0, 0), vval = make_uint4(0, 0, 0, 0);
+      if (kp < kv_end) {
+        const int page = page_row[kp / kv.page_tokens];
+        const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
+                             size_t(g) * kv.row_bytes() + 16 * c;
+        kval = *reinterpret_cast<const uint4*>(src);
+        vval = *reinterpret_cast<const uint4*>(src + v_off);
+      }
+      *reinterpret_cast<uint4*>(ks + j * ld + 8 * c) = kval;
+      *reinterpret_cast<uint4*>(vs + j * ld + 8 * c) = vval;
+    }
+  } else {
+    constexpr int blocks = D / 32;
+    for (int i = threadIdx.x; i < 2 * kKeys * blocks; i += kThreads) {
+      const int which = i / (kKeys * blocks), r = i % (kKeys * blocks);
+      const int j = r / blocks, c = r % blocks, kp = key0 + j;
+      __half* dst = (which ? vs : ks) + j * ld + 32 * c;
+      if (kp < kv_end) {
+        const int page = page_row[kp / kv.page_tokens];
+        const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
+                             (which ? v_off : 0) + size_t(g) * kv.row_bytes() + 34 * c;
+        const float d = f16_bits_to_f32(load_u16(src));
+#pragma unroll
+        for (int q = 0; q < 32; q += 8) {
+          uint32_t packed[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const uint16_t two = load_u16(src + 2 + q + 2 * e);
+            packed[e] = pack_half2(d * static_cast<float>(static_cast<int8_t>(two & 0xFF)),
+                                   d * static_cast<float>(static_cast<int8_t>(two >> 8)));
+          }
+          *reinterpret_cast<uint4*>(dst + q) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+}
+
+// grid: (query tiles, n_kv_heads, splits). With splits == 1 writes out; else partial results
+// (unnormalised O, running max m in log2 units, sum l) to the workspace for the merge kernel.
+template <int D, KvElem E>
+__global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
+                                                                   AttentionBatch b, const float* __restrict__ q,
+                                                                   float* __restrict__ out, int n_head, float scale,
+                                                                   float* __restrict__ ws) {
+  constexpr int ld = D + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // Q [kRows][ld], then two buffers of K [kKeys][ld] and V [kKeys][ld] (f16 pages: the next
+  // tile's copy is in flight while this one is used; q8_0 pages: one buffer, loaded in place).
+  __half* qs = reinterpret_cast<__half*>(smem_raw);
+  __half* kv_buf = qs + kRows * ld;
+  __shared__ int row_pos[kRows];
+  __shared__ int tile_kv_end;
+
+  const int group = n_head / kv.n_kv_heads;
+  const int tokens_per_tile = kRows / group;
+  int s, t0, t1;
+  if (!find_tile(b, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
+  const int g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+
+  // Q rows (pre-scaled by scale * log2 e, rounded to f16) and each row's position.
+  const float qscale = scale * kLog2e;
+  for (int i = threadIdx.x; i < kRows * (D / 4); i += kThreads) {
+    const int r = i / (D / 4), c = 4 * (i % (D / 4));
+    const int t = t0 + r / group, h = g * group + r % group;
+    float4 x = make_float4(0, 0, 0, 0);
+    if (r < tokens_per_tile * group && t < t1) x = *reinterpret_cast<const float4*>(q + (size_t(t) * n_head + h) * D + c);
+    *reinterpret_cast<uint2*>(qs + r * ld + c) = make_uint2(pack_half2(x.x * qscale, x.y * qscale),
+                                                          pack_half2(x.z * qscale, x.w * qscale));
+  }
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x, t = t0 + r / group;
+    row_pos[r] = (r < tokens_per_tile * group && t < t1 && b.seq[t] >= 0) ? b.pos[t] : -1;
+  }
+  if (threadIdx.x == 0) {
+    int mx = -1;
+    for (int t = t0; t < t1; ++t) mx = max(mx, b.pos[t]);
+    tile_kv_end = mx + 1;
+  }
+  __syncthreads();
+  const int kv_end = tile_kv_end;
+  const int n_tiles = (kv_end + kKeys - 1) / kKeys;
+  const int per_split = (n_tiles + n_splits - 1) / n_splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, cq = lane % 4;  // mma fragment row group, column pair
+  const int r_lo = 16 * warp + gq, r_hi = r_lo + 8;
+  const int pos_lo = row_pos[r_lo], pos_hi = row_pos[r_hi];
+  // The last position any of this warp's rows attends to (-1: no valid row): tiles beyond it
+  // are fully masked for this warp, which then only helps load them (decode: 3 of 4 warps).
+  int warp_last = max(pos_lo, pos_hi);
+#pragma unroll
+  for (int o2 = 16; o2 > 0; o2 >>= 1) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o2));
+  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+  if constexpr (E == KvElem::f16) {
+    if (tile_begin < tile_end) issue_kv_tile_f16<D>(kv, base, page_row, g, tile_begin * kKeys, kv_end, kv_buf, kv_buf + kKeys * ld);
+    cp_async_commit();
+  }
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int key0 = tile * kKeys;
+    const int buf = E == KvElem::f16 ? (tile - tile_begin) & 1 : 0;
+    __half* ks = kv_buf + buf * 2 * kKeys * ld;
+    __half* vs = ks + kKeys * ld;
+    if constexpr (E == KvElem::f16) {
+      if (tile + 1 < tile_end) {
+        __half* nk = kv_buf + (buf ^ 1) * 2 * kKeys * ld;
+        issue_kv_tile_f16<D>(kv, base, page_row, g, key0 + kKeys, kv_end, nk, nk + kKeys * ld);
+      }
+      cp_async_commit();
+      cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
+    } else {
+      load_kv_tile<D, E>(kv, base, page_row, g, key0, kv_end, ks, vs);
+    }
+    __syncthreads();
+    if (key0 > warp_last) {
+      __syncthreads();
+      continue;
+    }
+
+    // S = Q K^T for this warp's 16 rows x 64 keys.
+    float sacc[kKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4(a, qs + (16 * warp + (lane % 16)) * ld + 16 * kk + 8 * (lane / 16));
+#pragma unroll
+      for (int n = 0; n < kKeys / 8; n += 2) {
+        uint32_t bk[4];  // b0,b1 of key tile n, then of n+1
+        ldmatrix_x4(bk, ks + (8 * n + (lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
+        mma_f16(sacc[n], a, bk[0], bk[1]);
+        mma_f16(sacc[n + 1], a, bk[2], bk[3]);
+      }
+    }
+
+    // Causal mask, online softmax (log2 units).
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int kp = key0 + 8 * n + 2 * cq + e;
+        if (kp > pos_lo) sacc[n][e] = -INFINITY;
+        if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
+        mx_lo = fmaxf(mx_lo, sacc[n][e]);
+        mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
+      }
+    }
+#pragma unroll
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
+    }
+    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    const float base_lo = mn_lo == -INFINITY ? 0.0f : mn_lo, base_hi = mn_hi == -INFINITY ? 0.0f : mn_hi;
+    const float corr_lo = exp2f(m_lo - base_lo), corr_hi = exp2f(m_hi - base_hi);
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+    uint32_t p[kKeys / 16][4];  // P as A fragments, one per 16 keys
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
+      const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
+      sum_lo += p0 + p1;
+      sum_hi += p2 + p3;
+      p[n / 2][(n % 2) * 2 + 0] = pack_half2(p0, p1);
+      p[n / 2][(n % 2) * 2 + 1] = pack_half2(p2, p3);
+    }
+    l_lo = l_lo * corr_lo + sum_lo;
+    l_hi = l_hi * corr_hi + sum_hi;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[i][0] *= corr_lo;
+      o[i][1] *= corr_lo;
+      o[i][2] *= corr_hi;
+      o[i][3] *= corr_hi;
+    }
+
+    // O += P V.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+#pragma unroll
+      for (int n = 0; n < D / 8; n += 2) {
+        uint32_t bv[4];  // b0,b1 of d tile n, then of n+1
+        ldmatrix_x4_trans(bv, vs + (16 * kk + (lane % 8) + 8 * ((lane / 8) % 2)) * ld + 8 * n + 8 * (lane / 16));
+        mma_f16(o[n], p[kk], bv[0], bv[1]);
+        mma_f16(o[n + 1], p[kk], bv[2], bv[3]);
+      }
+    }
+    __syncthreads();  // this buffer is overwritten next
+  }
+
+#pragma unroll
+  for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, o2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, o2);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r_hi : r_lo;
+    if (row_pos[r] < 0) continue;
+    const int t = t0 + r / group, h = g * group + r % group;
+    const float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
+    if (n_splits == 1) {
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      float* dst = out + (size_t(t) * n_head + h) * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(dst + 8 * n + 2 * cq) = make_float2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+    } else {
+      const size_t row = size_t(t) * n_head + h, n_rows = size_t(b.n_tokens) * n_head;
+      float* dst = ws + (size_t(split) * n_rows + row) * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(dst + 8 * n + 2 * cq) = make_float2(o[n][2 * half], o[n][2 * half + 1]);
+      if (cq == 0) {
+        float* ml = ws + size_t(n_splits) * n_rows * D;
+        ml[2 * (size_t(split) * n_rows + row)] = m;
+        ml[2 * (size_t(split) * n_rows + row) + 1] = l;
+      }
+    }
+  }
+}
+
+// Merges the split-KV partial results: one CTA per (token, head) row, one thread per element.
+// Rows whose token is padding (seq < 0) or that no split touched keep m = -inf, l = 0 -> 0.
+__global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, int n_rows, int D, int n_head,
+                                    const int32_t* seq, float* __restrict__ out) {
+  const int row = blockIdx.x;
+  if (seq[row / n_head] < 0) return;
+  const float* ml = ws + size_t(n_splits) * n_rows * D;
+  float m = -INFINITY;
+  for (int sp = 0; sp < n_splits; ++sp) m = fmaxf(m, ml[2 * (size_t(sp) * n_rows + row)]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int sp = 0; sp < n_splits; ++sp) {
+      const float ms = ml[2 * (size_t(sp) * n_rows + row)];
+      if (ms == -INFINITY) continue;
+      const float w = exp2f(ms - m);
+      num += w * ws[(size_t(sp) * n_rows + row) * D + d];
+      den += w * ml[2 * (size_t(sp) * n_rows + row) + 1];
+    }
+    out[size_t(row) * D + d] = den > 0.0f ? num / den : 0.0f;
+  }
+}
+
+// Any head size up to 256 (the tensor-core kernel takes 64/128/256): one warp per (token, head),
+// lane l owns dims l, l + 32, ...; keys one at a time with an online softmax in f32. Slow, for
+// small models (stories260K's head size 8).
+__global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b,
+                                     const float* __restrict__ q, float* __restrict__ out, int n_head, float scale) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= b.n_tokens * n_head) return;
+  const int t = row / n_head, h = row % n_head, D = kv.head_dim;
+  const int s = b.seq[t];
+  if (s < 0) return;
+  const int g = h / (n_head / kv.n_kv_heads), last = b.pos[t];
+  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
+  constexpr int kMaxPer = 8;  // head_dim <= 256
+  float qv[kMaxPer], acc[kMaxPer];
+#pragma unroll
+  for (int i = 0; i < kMaxPer; ++i) {
+    const int d = lane + 32 * i;
+    qv[i] = d < D ? q[(size_t(t) * n_head + h) * D + d] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+  for (int kp = 0; kp <= last; ++kp) {
+    const uint8_t* krow = base + size_t(page_row[kp / kv.page_tokens]) * kv.page_bytes() +
+                          size_t(kp % kv.page_tokens) * kv.token_bytes() + size_t(g) * kv.row_bytes();
+    float kval[kMaxPer], vval[kMaxPer];
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) {
+      const int d = lane + 32 * i;
+      kval[i] = vval[i] = 0.0f;
+      if (d < D) {
+        if (kv.elem == KvElem::f16) {
+          kval[i] = f16_bits_to_f32(reinterpret_cast<const uint16_t*>(krow)[d]);
+          vval[i] = f16_bits_to_f32(reinterpret_cast<const uint16_t*>(krow + v_off)[d]);
+        } else {
+          const uint8_t* kb = krow + (d / 32) * 34;
+          const uint8_t* vb = kb + v_off;
+          kval[i] = f16_bits_to_f32(load_u16(kb)) * float(int8_t(kb[2 + d % 32]));
+          vval[i] = f16_bits_to_f32(load_u16(vb)) * float(int8_t(vb[2 + d % 32]));
+        }
+      }
+    }
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) dot += qv[i] * kval[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float sc = dot * scale;
+    const float m_new = fmaxf(m, sc);
+    const float corr = expf(m - m_new), p = expf(sc - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) acc[i] = acc[i] * corr + p * vval[i];
+    m = m_new;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxPer; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) out[(size_t(t) * n_head + h) * D + d] = l > 0.0f ? acc[i] / l : 0.0f;
+  }
+}
+
+template <int D, KvElem E>
+void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
+                      int n_head, float scale, float* ws, cudaStream_t stream) {
+  const int group = n_head / kv.n_kv_heads;
+  const int tokens_per_tile = kRows / group;
+  const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
+  const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
+  const size_t smem = size_t(kRows + (E == KvElem::f16 ? 4 : 2) * kKeys) * (D + 8) * sizeof(__half);
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  check(attr, "cudaFuncSetAttribute (attention shared memory)");
+  const dim3 grid(tiles, kv.n_kv_heads, splits);
+  flash_attention_kernel<D, E><<<grid, kThreads, smem, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out, n_head,
+                                                                 scale, ws);
+  check_launch("flash_attention");
+  if (splits > 1) {
+    merge_splits_kernel<<<b.n_tokens * n_head, D >= 128 ? 128 : D, 0, stream>>>(ws, splits, b.n_tokens * n_head, D,
+                                                                                 n_head, b.seq, out);
+    check_launch("attention merge");
+  }
+}
+
+template <KvElem E>
+void dispatch_head_dim(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
+                       int n_head, float scale, float* ws, cudaStream_t stream) {
+  switch (kv.head_dim) {
+    case 64: return launch_attention<64, E>(kv, base, b, q, out, n_head, scale, ws, stream);
+    case 128: return launch_attention<128, E>(kv, base, b, q, out, n_head, scale, ws, stream);
+    case 256: return launch_attention<256, E>(kv, base, b, q, out, n_head, scale, ws, stream);
+    default: throw Error("CUDA attention: head size " + std::to_string(kv.head_dim) + " is not 64, 128 or 256");
+  }
+}
+
+}  // namespace
+
+bool attention_supports(const KvLayout& kv) {
+  return kv.head_dim > 0 && kv.head_dim <= 256 && kv.n_kv_heads > 0 && kv.page_tokens > 0 &&
+         (kv.elem == KvElem::f16 ? kv.head_dim % 8 == 0 : kv.head_dim % 32 == 0);
+}
+
+static bool tensor_core_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
+
+size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens) {
+  const size_t rows = size_t(std::min(max_tokens, kSplitMaxTokens)) * n_head;
+  return size_t(kDecodeSplits) * rows * (size_t(kv.head_dim) + 2) * sizeof(float);
+}
+
+void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const float* k, const float* v,
+              cudaStream_t stream) {
+  if (b.n_tokens <= 0) return;
+  const int64_t width = int64_t{kv.n_kv_heads} * kv.head_dim;
+  constexpr int threads = 256;
+  if (kv.elem == KvElem::f16) {
+    const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
+    kv_write_f16_kernel<<<grid, threads, 0, stream>>>(kv, static_cast<uint8_t*>(base), b, k, v);
+  } else {
+    if (kv.head_dim % 32 != 0) throw Error("q8_0 KV cache needs a head size that is a multiple of 32");
+    const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
+    kv_write_q8_0_kernel<<<grid, threads, 0, stream>>>(kv, static_cast<uint8_t*>(base), b, k, v);
+  }
+  check_launch("kv_write");
+}
+
+void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,
+               float scale, float* workspace, cudaStream_t stream) {
+  if (b.n_tokens <= 0) return;
+  if (!attention_supports(kv) || n_head % kv.n_kv_heads != 0 || n_head / kv.n_kv_heads > kRows)
+    throw Error("CUDA attention: unsupported geometry (head size " + std::to_string(kv.head_dim) + ", " +
+                std::to_string(n_head) + " heads over " + std::to_string(kv.n_kv_heads) + " KV heads)");
+  if (!tensor_core_head_dim(kv.head_dim)) {
+    const int rows = b.n_tokens * n_head;
+    attention_any_kernel<<<(rows + 3) / 4, 128, 0, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out, n_head, scale);
+    check_launch("attention (any head size)");
+    return;
+  }
+  if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, stream);
+  else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, stream);
+}
+
+}  // namespace keel::cuda

@@ -1,0 +1,75 @@
+// Paged KV cache writes and flash attention over KV pages on the device (raw launchers).
+//
+// KV pool of one attention layer: n_pages pages at `base`, page p at base + p * page_bytes(). A
+// page holds page_tokens tokens: K [page_tokens][n_kv_heads][head_dim], then V likewise, in the
+// cache's element type (f16, or q8_0 blocks of 32 along head_dim).
+//
+// One call covers several sequences (the seam's batches): per token its sequence and position,
+// per sequence its token range in the call and a row of the page table. Token t of sequence s
+// attends to positions 0..pos[t] of s (causal; its own K/V already written by kv_write).
+//
+// Attention runs on the tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation) with an
+// online softmax in f32: a CTA takes up to 64 (query token, head) rows of one sequence that share
+// one KV head (GQA heads packed together), and walks that sequence's pages in tiles of 64 keys.
+// Q and the probabilities are rounded to f16 (q8_0 keys and values are dequantized to f16): the
+// error against the f32 CPU twin is about 2^-11 relative per operand. Small calls (decode) split
+// the keys in kDecodeSplits ranges run in parallel and merged by a second kernel (split-KV).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define KEEL_HOST_DEVICE __host__ __device__
+#else
+#define KEEL_HOST_DEVICE
+#endif
+
+namespace keel::cuda {
+
+enum class KvElem { f16, q8_0 };
+
+struct KvLayout {
+  KvElem elem = KvElem::f16;
+  int n_kv_heads = 0;
+  int head_dim = 0;     // 64, 128, 256 on the tensor cores; any multiple of 8 up to 256 on a slow path
+  int page_tokens = 0;  // tokens per page (any positive number)
+
+  KEEL_HOST_DEVICE size_t row_bytes() const { return elem == KvElem::f16 ? size_t(head_dim) * 2 : size_t(head_dim) / 32 * 34; }
+  KEEL_HOST_DEVICE size_t token_bytes() const { return size_t(n_kv_heads) * row_bytes(); }  // K (or V) of one token
+  KEEL_HOST_DEVICE size_t page_bytes() const { return 2 * size_t(page_tokens) * token_bytes(); }
+};
+
+// What one forward call says about its tokens and sequences (device arrays, host scalars).
+struct AttentionBatch {
+  int n_tokens = 0;
+  int n_seqs = 0;
+  const int32_t* seq = nullptr;      // [n_tokens] sequence index 0..n_seqs-1 (-1: padding, skipped)
+  const int32_t* pos = nullptr;      // [n_tokens] position within its sequence
+  const int32_t* q_start = nullptr;  // [n_seqs + 1] tokens of sequence s are q_start[s] .. q_start[s+1]-1
+  const int32_t* pages = nullptr;    // [n_seqs, max_pages_per_seq] page ids, row s for sequence s
+  int max_pages_per_seq = 0;
+};
+
+constexpr int kDecodeSplits = 64;        // key ranges of the split-KV path (fixed: capture-friendly)
+constexpr int kSplitMaxTokens = 16;      // calls of at most this many tokens take the split-KV path
+
+bool attention_supports(const KvLayout& kv);
+
+// Device bytes of workspace `attention` needs for calls of up to max_tokens tokens.
+size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens);
+
+// Stores K and V of every token of the batch: token t goes to page pages[seq[t]][pos[t] /
+// page_tokens], slot pos[t] % page_tokens, converted to the cache's type (q8_0: the CPU
+// encoder's arithmetic, quant::quantize_row_q8_0). k, v: [n_tokens, n_kv_heads * head_dim] f32.
+void kv_write(const KvLayout& kv, void* base, const AttentionBatch& batch, const float* k, const float* v,
+              cudaStream_t stream);
+
+// out = softmax(scale * q K^T) V per (token, head) over the token's sequence, causal.
+// q, out: [n_tokens, n_head, head_dim] f32 (n_head a multiple of n_kv_heads).
+// workspace: attention_workspace_bytes(kv, n_head, batch.n_tokens) device bytes.
+void attention(const KvLayout& kv, const void* base, const AttentionBatch& batch, const float* q, float* out,
+               int n_head, float scale, float* workspace, cudaStream_t stream);
+
+}  // namespace keel::cuda

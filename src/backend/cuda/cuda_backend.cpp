@@ -1,0 +1,377 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/ops.cuh"
+#include "keel/error.h"
+
+namespace keel::cuda {
+namespace {
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+// Bytes of the matmul scratch for weights `n_in` wide: the bf16 panel (at most kGemmPanelBytes
+// whatever the row count) and the bf16 activations.
+size_t matmul_bound(int64_t n_in, int64_t max_tokens) {
+  if (max_tokens <= kGemvMaxTokens) return 0;
+  return align256(kGemmPanelBytes) + align256(static_cast<size_t>(max_tokens * n_in) * 2);
+}
+
+// Rows of the compact page table one call can need (one per sequence in the call).
+int64_t max_meta_seqs(int64_t max_tokens) { return std::min<int64_t>(max_tokens, 1024); }
+
+KvLayout layout_of(const backend::KvGeometry& g) {
+  KvLayout l;
+  l.elem = g.type == backend::KvType::q8_0 ? KvElem::q8_0 : KvElem::f16;
+  l.n_kv_heads = static_cast<int>(g.n_kv_heads);
+  l.head_dim = static_cast<int>(g.head_dim);
+  l.page_tokens = static_cast<int>(g.page_tokens);
+  return l;
+}
+
+int select_device(int ordinal) {
+  if (ordinal < 0 || ordinal >= device_count())
+    throw Error("no CUDA device " + std::to_string(ordinal) + " (this machine has " + std::to_string(device_count()) + ")",
+                ErrorKind::usage);
+  check(cudaSetDevice(ordinal), "cudaSetDevice");
+  return ordinal;
+}
+
+DeviceWeight device_weight(const backend::WeightView& w) { return {w.type, w.data, w.n_in, w.n_out}; }
+
+[[noreturn]] void not_yet(const char* op) {
+  throw Error(std::string("the CUDA backend has no ") + op +
+                  " yet (Gated DeltaNet models such as qwen35 run on the CPU for now: drop --device cuda)",
+              ErrorKind::usage);
+}
+
+}  // namespace
+
+std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape& s) {
+  size_t matmul_bytes = 0;
+  for (const auto& m : s.matrices) matmul_bytes = std::max(matmul_bytes, matmul_bound(m.n_in, s.max_tokens));
+  std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
+  if (s.kv.n_layers > 0)
+    out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
+  const uint64_t meta_ints = 4 * uint64_t(s.max_tokens) + 2 + uint64_t(max_meta_seqs(s.max_tokens)) * (s.kv.n_pages + 1);
+  out.push_back({"meta", meta_ints * 4 + 6 * 256});
+  return out;
+}
+
+bool device_memory(int ordinal, uint64_t& free_bytes, uint64_t& total_bytes, std::string& name) {
+  if (ordinal < 0 || ordinal >= device_count()) return false;
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) return false;
+  cudaDeviceProp prop{};
+  size_t f = 0, t = 0;
+  const bool ok = cudaSetDevice(ordinal) == cudaSuccess && cudaGetDeviceProperties(&prop, ordinal) == cudaSuccess &&
+                  cudaMemGetInfo(&f, &t) == cudaSuccess;
+  cudaSetDevice(previous);
+  if (!ok) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  free_bytes = f;
+  total_bytes = t;
+  name = prop.name;
+  return true;
+}
+
+CudaBackend::CudaBackend(int ordinal) : ordinal_(select_device(ordinal)), staging_(kStagingBytes) {}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(stream_.get());
+  blas_.reset();
+}
+
+void* CudaBackend::device_alloc(std::string_view name, size_t bytes) {
+  if (frozen_)
+    throw Error("internal: device buffer '" + std::string(name) + "' requested after session start");
+  backend::Memory m = allocate(name, bytes);
+  void* p = m.get();
+  owned_.push_back(std::move(m));
+  return p;
+}
+
+backend::Memory CudaBackend::allocate(std::string_view name, size_t bytes) {
+  if (frozen_)
+    throw Error("internal: device buffer '" + std::string(name) + "' requested after session start; every device byte must be planned");
+  const size_t rounded = align256(std::max<size_t>(bytes, 1));
+  void* raw = nullptr;
+  try {
+    raw = device_malloc(rounded);  // counted
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " for '" + std::string(name) + "'", ErrorKind::refused);
+  }
+  backend::Memory m(static_cast<uint8_t*>(raw), backend::MemoryFree{device_free});
+  check(cudaMemsetAsync(raw, 0, rounded, stream_.get()), "cudaMemset");
+  return m;
+}
+
+void CudaBackend::reserve(const backend::WorkloadShape& shape) {
+  max_tokens_ = shape.max_tokens;
+  for (const backend::BufferSpec& b : workspace_buffers(shape)) {
+    void* p = device_alloc(b.name, b.bytes);
+    if (b.name == "matmul") {
+      matmul_ws_ = p;
+      matmul_ws_bytes_ = b.bytes;
+    } else if (b.name == "blas") {
+      blas_ = std::make_unique<Blas>(p, b.bytes, stream_.get());
+    } else if (b.name == "attention") {
+      attention_ws_ = static_cast<float*>(p);
+    } else if (b.name == "meta") {
+      meta_dev_ = static_cast<int32_t*>(p);
+      // Offsets (in bytes) of the per-call arrays inside "meta" (and its pinned host twin).
+      size_t at = 0;
+      auto take = [&](size_t ints) { const size_t o = at; at += align256(ints * 4); return o; };
+      const auto mt = size_t(shape.max_tokens);
+      meta_.tokens = take(mt);
+      meta_.pos = take(mt);
+      meta_.seq = take(mt);
+      meta_.q_start = take(size_t(max_meta_seqs(shape.max_tokens)) + 1);
+      meta_.pages = take(size_t(max_meta_seqs(shape.max_tokens)) * shape.kv.n_pages);
+      meta_.logit_rows = take(mt);
+      meta_.total = at;
+      if (meta_.total > b.bytes) throw Error("internal: CUDA meta buffer too small");
+      meta_host_ = PinnedBuffer(meta_.total);
+    }
+  }
+}
+
+void CudaBackend::create_kv(const backend::KvGeometry& geometry) {
+  if (geometry.n_layers == 0) return;
+  if (geometry.type == backend::KvType::f32)
+    throw Error("the CUDA backend keeps the KV cache in f16 or q8_0: use --kv-type f16 or --kv-type q8_0", ErrorKind::usage);
+  kv_ = geometry;
+  kv_layout_ = layout_of(geometry);
+  if (!attention_supports(kv_layout_))
+    throw Error("the CUDA attention kernels take head sizes 64, 128 and 256; this model's is " +
+                    std::to_string(geometry.head_dim),
+                ErrorKind::usage);
+  if (geometry.type == backend::KvType::q8_0 && geometry.head_dim % 32 != 0)
+    throw Error("q8_0 KV cache needs a head size that is a multiple of 32, the model has " +
+                std::to_string(geometry.head_dim));
+  if (kv_layout_.page_bytes() != geometry.page_bytes()) throw Error("internal: KV page layouts disagree");
+  kv_pools_.clear();
+  for (uint32_t l = 0; l < geometry.n_layers; ++l)
+    kv_pools_.push_back(device_alloc("kv pages", size_t(geometry.n_pages) * geometry.page_bytes()));
+}
+
+void CudaBackend::upload_weight(void* dst, const void* src, size_t bytes) {
+  upload_staged(dst, src, bytes, staging_, stream_.get());
+  const uint64_t before = uploaded_;
+  uploaded_ += bytes;
+  if (isatty(STDERR_FILENO) && before / (1ull << 30) != uploaded_ / (1ull << 30)) {
+    std::fprintf(stderr, "\ruploading weights to cuda:%d: %.1f GiB ", ordinal_, double(uploaded_) / double(1ull << 30));
+    std::fflush(stderr);
+  }
+}
+
+backend::WeightView CudaBackend::place_weight(std::string_view name, const backend::WeightView& host) {
+  if (auto it = weights_.find(name); it != weights_.end()) return it->second;  // tied tensors: once
+  if (!device_matmul_supports(host.type))
+    throw Error("the CUDA backend cannot read tensor type " + std::string(quant::type_name(host.type)) + " ('" +
+                std::string(name) + "')");
+  const size_t bytes = quant::row_bytes(host.type, uint64_t(host.n_in)) * size_t(host.n_out);
+  void* dst = device_alloc(name, bytes);
+  upload_weight(dst, host.data, bytes);
+  backend::WeightView placed{host.type, dst, host.n_in, host.n_out};
+  weights_.emplace(std::string(name), placed);
+  return placed;
+}
+
+const float* CudaBackend::place_vector(std::string_view name, const float* host, int64_t n) {
+  if (!host) return nullptr;
+  if (auto it = vectors_.find(name); it != vectors_.end()) return it->second;
+  void* dst = device_alloc(name, size_t(n) * sizeof(float));
+  upload_weight(dst, host, size_t(n) * sizeof(float));
+  vectors_.emplace(std::string(name), static_cast<const float*>(dst));
+  return static_cast<const float*>(dst);
+}
+
+void CudaBackend::freeze() {
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  if (uploaded_ >= (1ull << 30) && isatty(STDERR_FILENO)) std::fprintf(stderr, "\r\033[K");
+  frozen_ = true;
+}
+
+void CudaBackend::download(const void* src, void* host_dst, size_t bytes) {
+  check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpy (download)");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+}
+
+void CudaBackend::upload(const void* host_src, void* dst, size_t bytes) {
+  check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (upload)");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");  // host_src may be reused at once
+}
+
+void CudaBackend::read_kv_page(uint32_t layer, int32_t page, void* host_dst) {
+  download(static_cast<const uint8_t*>(kv_pools_.at(layer)) + size_t(page) * kv_.page_bytes(), host_dst, kv_.page_bytes());
+}
+
+void CudaBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_src) {
+  upload(host_src, static_cast<uint8_t*>(kv_pools_.at(layer)) + size_t(page) * kv_.page_bytes(), kv_.page_bytes());
+}
+
+void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset"); }
+
+void CudaBackend::begin_batch(const backend::Batch& batch) {
+  if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_meta_seqs(max_tokens_) || batch.n_logit_rows > max_tokens_)
+    throw Error("internal: forward call larger than the CUDA plan");
+  batch_ = batch;
+  // The pinned host twin is reused: the previous call's copy out of it must have finished.
+  if (meta_pending_) meta_copied_.synchronize();
+  auto* h = static_cast<uint8_t*>(meta_host_.data());
+  auto* tokens = reinterpret_cast<int32_t*>(h + meta_.tokens);
+  auto* pos = reinterpret_cast<int32_t*>(h + meta_.pos);
+  auto* seq = reinterpret_cast<int32_t*>(h + meta_.seq);
+  auto* q_start = reinterpret_cast<int32_t*>(h + meta_.q_start);
+  auto* pages = reinterpret_cast<int32_t*>(h + meta_.pages);
+  auto* rows = reinterpret_cast<int32_t*>(h + meta_.logit_rows);
+  const int64_t n = batch.n_tokens;
+  std::memcpy(tokens, batch.tokens, size_t(n) * 4);
+  std::memcpy(pos, batch.pos, size_t(n) * 4);
+  std::memcpy(rows, batch.logit_rows, size_t(batch.n_logit_rows) * 4);
+  // Sequences in batch order; a compact page table holding only the pages each one reaches.
+  int32_t stride = 1;
+  for (int32_t s = 0; s < batch.n_seqs; ++s) {
+    const backend::SeqSlice& sl = batch.seqs[s];
+    const int64_t needed = kv_.page_tokens ? (sl.pos0 + sl.n_tokens + kv_.page_tokens - 1) / kv_.page_tokens : 0;
+    stride = std::max<int32_t>(stride, int32_t(needed));
+  }
+  for (int32_t s = 0; s < batch.n_seqs; ++s) {
+    const backend::SeqSlice& sl = batch.seqs[s];
+    q_start[s] = int32_t(sl.first);
+    for (int64_t t = 0; t < sl.n_tokens; ++t) seq[sl.first + t] = s;
+    const int32_t* row = batch.page_table + int64_t{sl.slot} * batch.max_pages_per_seq;
+    const int64_t needed = kv_.page_tokens ? (sl.pos0 + sl.n_tokens + kv_.page_tokens - 1) / kv_.page_tokens : 0;
+    for (int64_t i = 0; i < needed; ++i) pages[int64_t{s} * stride + i] = row[i];
+  }
+  q_start[batch.n_seqs] = int32_t(n);
+  auto* d = reinterpret_cast<uint8_t*>(meta_dev_);
+  const size_t used = meta_.pages + size_t(batch.n_seqs) * size_t(stride) * 4;
+  check(cudaMemcpyAsync(d, h, used, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (meta)");
+  if (batch.n_logit_rows > 0)
+    check(cudaMemcpyAsync(d + meta_.logit_rows, rows, size_t(batch.n_logit_rows) * 4, cudaMemcpyHostToDevice, stream_.get()),
+          "cudaMemcpy (meta)");
+  meta_copied_.record(stream_.get());
+  meta_pending_ = true;
+  d_tokens_ = reinterpret_cast<const int32_t*>(d + meta_.tokens);
+  d_pos_ = reinterpret_cast<const int32_t*>(d + meta_.pos);
+  d_logit_rows_ = reinterpret_cast<const int32_t*>(d + meta_.logit_rows);
+  attn_batch_.n_tokens = int(n);
+  attn_batch_.n_seqs = batch.n_seqs;
+  attn_batch_.seq = reinterpret_cast<const int32_t*>(d + meta_.seq);
+  attn_batch_.pos = d_pos_;
+  attn_batch_.q_start = reinterpret_cast<const int32_t*>(d + meta_.q_start);
+  attn_batch_.pages = reinterpret_cast<const int32_t*>(d + meta_.pages);
+  attn_batch_.max_pages_per_seq = stride;
+}
+
+void CudaBackend::embed(const backend::WeightView& table, float* out) {
+  for (int64_t t = 0; t < batch_.n_tokens; ++t)
+    if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out)
+      throw Error("token id " + std::to_string(batch_.tokens[t]) + " is outside the vocabulary (" +
+                  std::to_string(table.n_out) + " tokens)");
+  dequant_rows_f32(device_weight(table), d_tokens_, batch_.n_tokens, out, stream_.get());
+}
+
+void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
+  cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
+}
+
+void CudaBackend::gated_rms_norm(float*, const float*, const float*, int64_t, int64_t, float) { not_yet("gated_rms_norm"); }
+
+void CudaBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n, stream_.get()); }
+
+void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
+  cuda::add_bias(x, bias, n_rows, dim, stream_.get());
+}
+
+void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) { cuda::silu_mul(gate, up, n, stream_.get()); }
+
+void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
+  cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get());
+}
+
+void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
+                            int64_t width) {
+  if (n_rows <= 0 || width <= 0) return;
+  check(cudaMemcpy2DAsync(dst, size_t(dst_stride) * 4, src, size_t(src_stride) * 4, size_t(width) * 4, size_t(n_rows),
+                          cudaMemcpyDeviceToDevice, stream_.get()),
+        "cudaMemcpy2D (copy_rows)");
+}
+
+// Batch invariance, as on the CPU: a token's result does not depend on the other sequences of
+// its call. The GEMV's per-token arithmetic does not depend on the token count, so decodes (and
+// any sequence of at most kGemvMaxTokens tokens) are grouped into GEMVs of up to that many
+// tokens; a longer sequence takes the GEMM path with its own token count, as it would alone.
+void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  const DeviceWeight dw = device_weight(w);
+  if (n_tokens <= kGemvMaxTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
+    cuda::matmul(*blas_, dw, x, n_tokens, y, matmul_ws_);
+    return;
+  }
+  int64_t group_first = 0, group_tokens = 0;
+  auto flush = [&] {
+    if (group_tokens > 0) gemv(dw, x + group_first * w.n_in, group_tokens, y + group_first * w.n_out, stream_.get());
+    group_tokens = 0;
+  };
+  for (int32_t s = 0; s < batch_.n_seqs; ++s) {
+    const backend::SeqSlice& sl = batch_.seqs[s];
+    if (sl.n_tokens > kGemvMaxTokens) {
+      flush();
+      cuda::matmul(*blas_, dw, x + sl.first * w.n_in, sl.n_tokens, y + sl.first * w.n_out, matmul_ws_);
+      continue;
+    }
+    if (group_tokens + sl.n_tokens > kGemvMaxTokens || (group_tokens > 0 && group_first + group_tokens != sl.first)) flush();
+    if (group_tokens == 0) group_first = sl.first;
+    group_tokens += sl.n_tokens;
+  }
+  flush();
+}
+
+void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
+  RopeArgs a;
+  a.mode = p.type == backend::RopeType::norm ? RopeMode::norm : RopeMode::neox;
+  a.n_rot = p.n_rot;
+  a.base = p.base;
+  a.freq_scale = p.freq_scale;
+  a.freq_factors = p.freq_factors;
+  cuda::rope(x, batch_.n_tokens, n_heads, head_dim, d_pos_, a, stream_.get());
+}
+
+void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
+  cuda::kv_write(kv_layout_, kv_pools_.at(layer), attn_batch_, k, v, stream_.get());
+}
+
+void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
+  cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
+}
+
+void CudaBackend::conv1d_silu(const float*, int64_t, const float*, int, float*, float*) { not_yet("conv1d_silu"); }
+void CudaBackend::l2_norm_heads(float*, int64_t, int64_t, int64_t, int64_t, float, float) { not_yet("l2_norm_heads"); }
+void CudaBackend::gdn_gates(float*, float*, const float*, const float*, int64_t) { not_yet("gdn_gates"); }
+void CudaBackend::gated_delta(const backend::GatedDeltaArgs&) { not_yet("gated_delta"); }
+
+void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,
+                         float* rows, float* logits) {
+  const int64_t d = w_out.n_in, n = batch_.n_logit_rows;
+  if (n == 0) return;
+  rms_norm_rows(hidden, d_logit_rows_, norm_w, rows, n, d, eps, stream_.get());
+  // One row per sequence (generation): GEMV groups, as each would be alone.
+  const int64_t group = n <= batch_.n_seqs ? kGemvMaxTokens : n;
+  for (int64_t r = 0; r < n; r += group)
+    cuda::matmul(*blas_, device_weight(w_out), rows + r * d, std::min(group, n - r), logits + r * w_out.n_out, matmul_ws_);
+}
+
+}  // namespace keel::cuda
+
+namespace keel::cuda {
+std::unique_ptr<backend::Backend> make_cuda_backend(int ordinal) { return std::make_unique<CudaBackend>(ordinal); }
+}  // namespace keel::cuda

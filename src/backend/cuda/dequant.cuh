@@ -1,0 +1,42 @@
+// Device-side helpers for reading GGUF blocks (layouts: quant/blocks.h, docs/specs/quants.md):
+// f16/bf16 conversion, 2-byte-aligned loads, the K-quant 6-bit scales. The per-type block
+// readers live in matmul.cu (LaneBlock), shared by the GEMV and the dequantization kernels.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "quant/blocks.h"
+#include "quant/types.h"
+
+namespace keel::cuda {
+
+__device__ __forceinline__ float f16_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float(uint32_t{b} << 16); }
+
+// Unaligned-safe little-endian loads from 2-byte aligned block data.
+__device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+__device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {  // p 2-byte aligned
+  return uint32_t{load_u16(p)} | (uint32_t{load_u16(p + 2)} << 16);
+}
+
+__device__ __forceinline__ void scale_min_k4(int s, const uint8_t* q, int& sc, int& m) {
+  if (s < 4) {
+    sc = q[s] & 63;
+    m = q[s + 4] & 63;
+  } else {
+    sc = (q[s + 4] & 0x0F) | ((q[s - 4] >> 6) << 4);
+    m = (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
+  }
+}
+
+// One element of a float-typed row (F32, F16, BF16).
+template <quant::Type T>
+__device__ __forceinline__ float load_float_elem(const uint8_t* row, int64_t i) {
+  if constexpr (T == quant::Type::F32) return reinterpret_cast<const float*>(row)[i];
+  else if constexpr (T == quant::Type::F16) return f16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+  else return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+}
+
+}  // namespace keel::cuda

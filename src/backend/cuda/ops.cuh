@@ -1,0 +1,41 @@
+// Element-wise and row-wise device operations of the transformer forward pass (f32, raw
+// launchers). Each matches its CPU twin in backend/cpu/ops.cpp: rms_norm sums squares in double
+// as the CPU does; rope computes its angles in double and rotates with unfused f32 multiplies,
+// as the CPU does; silu_mul and sigmoid_gate use the accurate expf.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace keel::cuda {
+
+// out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps)   x, out: [n_rows, dim] (out may alias x); w: [dim]
+void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream);
+
+// The same for chosen rows: out[i] = rms_norm(x[rows[i]])   rows: device int32 [n_rows]; out: [n_rows, dim]
+void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
+                   float eps, cudaStream_t stream);
+
+enum class RopeMode { norm, neox };  // NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + n_rot/2)
+struct RopeArgs {
+  RopeMode mode = RopeMode::norm;
+  int n_rot = 0;                        // rotated dims per head (<= head_dim, even)
+  float base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;  // device [n_rot / 2] divisors, or null
+};
+// In place on x: [n_tokens, n_heads, head_dim]; token t at position pos[t] (device int32).
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
+          cudaStream_t stream);
+
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// y[i] += x[i]
+void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
+// x[r, :] += bias   x: [n_rows, dim]
+void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStream_t stream);
+// x[r * x_stride + i] /= 1 + exp(-gate[r * gate_stride + i])  for i < width (sigmoid output gate)
+void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
+                  cudaStream_t stream);
+
+}  // namespace keel::cuda

@@ -1,0 +1,52 @@
+// Helpers of the CUDA tests: skip without a GPU, device copies of host vectors, random data.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/memory.h"
+
+namespace keel::cuda_test {
+
+// Skips the calling test (reported SKIPPED, never passed) on a machine without a CUDA device.
+#define KEEL_SKIP_WITHOUT_GPU()                                                     \
+  do {                                                                              \
+    if (keel::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device here";     \
+  } while (0)
+
+// The folder of shared test data (models, golden, fixtures): $KEEL_CUDA_DATA, else ../shared.
+inline std::string data_dir() {
+  const char* env = std::getenv("KEEL_CUDA_DATA");
+  return env ? env : std::string(KEEL_SHARED_DIR);
+}
+
+template <class T>
+cuda::DeviceBuffer upload(const std::vector<T>& v) {
+  cuda::DeviceBuffer b(v.size() * sizeof(T) + 256);
+  cuda::check(cudaMemcpy(b.data(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return b;
+}
+
+template <class T>
+std::vector<T> download(const cuda::DeviceBuffer& b, size_t n) {
+  std::vector<T> v(n);
+  cuda::check(cudaMemcpy(v.data(), b.data(), n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return v;
+}
+
+inline void sync() { cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+inline std::vector<float> random_floats(size_t n, std::mt19937& rng, float sigma = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& f : v) f = normal(rng);
+  return v;
+}
+
+}  // namespace keel::cuda_test

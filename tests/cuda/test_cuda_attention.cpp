@@ -1,0 +1,298 @@
+// CUDA paged KV writes and flash attention against the CPU backend (CpuBackend::kv_write and the
+// scalar flash attention, cpu::flash_attention_with(attention_kernels_generic())), over the same
+// shuffled page table on both sides (all sequences share one pool).
+//   - kv_write: the device pages equal the CPU cache's bytes (f16 and q8_0: bit-exact).
+//   - attention: |out - ref| <= 1e-2 * max|V| (f16 tensor-core inputs: Q and P rounded to f16,
+//     q8_0 K/V dequantized to f16; f32 accumulation and softmax). Cases: head sizes 64/128/256,
+//     GQA groups 1/4/5, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
+//     mixed with decodes (one pass), a padding token whose output must stay untouched.
+//   - several sequences in one call equal each alone (bit-exact when both take the same path).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/attention_kernels.h"
+#include "backend/cuda/attention.cuh"
+#include "backend/cpu/cpu_backend.h"
+#include "cuda_test_util.h"
+
+namespace {
+
+using namespace keel;
+using cuda_test::download;
+using cuda_test::upload;
+
+constexpr float kSentinel = -1234.5f;
+
+struct SeqSpec {
+  int history;  // positions already in the cache before this call
+  int n_new;    // tokens of this sequence in the call
+};
+
+struct Case {
+  int head_dim, n_head, n_kv, page_tokens;
+  backend::KvType kv_type;
+  std::vector<SeqSpec> seqs;
+};
+
+struct Result {
+  std::vector<float> out;   // [n_tokens (+1 padding), n_head, hd]
+  std::vector<float> ref;   // CPU
+  double max_v = 0;
+};
+
+// Device state of one case: the pool, the page table and per-token K/V/Q for every position.
+struct Fixture {
+  Case c;
+  int width = 0, max_pages = 0, n_pages = 0;
+  std::vector<std::vector<float>> k, v, q;  // per sequence: [total_len, width] / [total_len, n_head*hd]
+  std::vector<int32_t> pages;               // [n_seqs, max_pages]
+  cuda::KvLayout layout;
+  cuda::DeviceBuffer pool, dpages;
+
+  explicit Fixture(const Case& cs, std::mt19937& rng) : c(cs) {
+    width = c.n_kv * c.head_dim;
+    int longest = 0;
+    for (auto& s : c.seqs) longest = std::max(longest, s.history + s.n_new);
+    max_pages = (longest + c.page_tokens - 1) / c.page_tokens;
+    n_pages = max_pages * int(c.seqs.size());
+    std::vector<int32_t> ids(n_pages);
+    for (int i = 0; i < n_pages; ++i) ids[i] = i;
+    std::shuffle(ids.begin(), ids.end(), rng);  // non-contiguous, interleaved page ids
+    pages = ids;
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& s : c.seqs) {
+      const int len = s.history + s.n_new;
+      std::vector<float> kk(size_t(len) * width), vv(size_t(len) * width), qq(size_t(len) * c.n_head * c.head_dim);
+      for (auto& f : kk) f = 2.0f * u(rng);
+      for (auto& f : vv) f = u(rng);
+      for (auto& f : qq) f = 2.0f * u(rng);
+      k.push_back(kk);
+      v.push_back(vv);
+      q.push_back(qq);
+    }
+    layout.elem = c.kv_type == backend::KvType::f16 ? cuda::KvElem::f16 : cuda::KvElem::q8_0;
+    layout.n_kv_heads = c.n_kv;
+    layout.head_dim = c.head_dim;
+    layout.page_tokens = c.page_tokens;
+    pool = cuda::DeviceBuffer(size_t(n_pages) * layout.page_bytes());
+    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "cudaMemset");
+    dpages = upload(pages);
+  }
+
+  // Writes positions [from, to) of each listed sequence with one kv_write call.
+  void write(const std::vector<int>& seq_ids, const std::vector<int>& from, const std::vector<int>& to) {
+    std::vector<int32_t> seq, pos;
+    std::vector<float> kk, vv;
+    for (size_t i = 0; i < seq_ids.size(); ++i)
+      for (int p = from[i]; p < to[i]; ++p) {
+        seq.push_back(seq_ids[i]);
+        pos.push_back(p);
+        const int s = seq_ids[i];
+        kk.insert(kk.end(), k[s].begin() + size_t(p) * width, k[s].begin() + size_t(p + 1) * width);
+        vv.insert(vv.end(), v[s].begin() + size_t(p) * width, v[s].begin() + size_t(p + 1) * width);
+      }
+    if (seq.empty()) return;
+    auto dseq = upload(seq);
+    auto dpos = upload(pos);
+    auto dk = upload(kk);
+    auto dv = upload(vv);
+    cuda::AttentionBatch b;
+    b.n_tokens = int(seq.size());
+    b.n_seqs = int(c.seqs.size());
+    b.seq = dseq.as<int32_t>();
+    b.pos = dpos.as<int32_t>();
+    b.pages = dpages.as<int32_t>();
+    b.max_pages_per_seq = max_pages;
+    cuda::kv_write(layout, pool.data(), b, dk.as<float>(), dv.as<float>(), nullptr);
+    cuda_test::sync();
+  }
+
+  // Attention for the new tokens of the listed sequences in one call (+ one padding token).
+  std::vector<float> attend(const std::vector<int>& seq_ids, float scale) {
+    std::vector<int32_t> seq, pos, q_start(c.seqs.size() + 1, 0);
+    std::vector<float> qq;
+    // Sequence indices in the call are the fixture's: sequences not in the call have no tokens.
+    std::vector<int> count(c.seqs.size(), 0);
+    for (int s : seq_ids) count[s] = c.seqs[s].n_new;
+    for (size_t s = 0; s < c.seqs.size(); ++s) q_start[s + 1] = q_start[s] + count[s];
+    for (size_t s = 0; s < c.seqs.size(); ++s)
+      for (int i = 0; i < count[s]; ++i) {
+        const int p = c.seqs[s].history + i;
+        seq.push_back(int32_t(s));
+        pos.push_back(p);
+        const size_t w = size_t(c.n_head) * c.head_dim;
+        qq.insert(qq.end(), q[s].begin() + size_t(p) * w, q[s].begin() + size_t(p + 1) * w);
+      }
+    seq.push_back(-1);  // padding
+    pos.push_back(0);
+    qq.resize(qq.size() + size_t(c.n_head) * c.head_dim, 0.5f);
+    const int n_tokens = int(seq.size());
+    auto dseq = upload(seq);
+    auto dpos = upload(pos);
+    auto dqs = upload(q_start);
+    auto dq = upload(qq);
+    std::vector<float> init(qq.size(), kSentinel);
+    auto dout = upload(init);
+    cuda::AttentionBatch b;
+    b.n_tokens = n_tokens;
+    b.n_seqs = int(c.seqs.size());
+    b.seq = dseq.as<int32_t>();
+    b.pos = dpos.as<int32_t>();
+    b.q_start = dqs.as<int32_t>();
+    b.pages = dpages.as<int32_t>();
+    b.max_pages_per_seq = max_pages;
+    cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(layout, c.n_head, n_tokens) + 256);
+    cuda::attention(layout, pool.data(), b, dq.as<float>(), dout.as<float>(), c.n_head, scale, ws.as<float>(), nullptr);
+    cuda_test::sync();
+    return download<float>(dout, qq.size());
+  }
+
+  // The CPU backend's pool over the same page table, written with its kv_write.
+  std::unique_ptr<cpu::CpuBackend> cpu_be;
+  backend::KvGeometry geo;
+  std::vector<backend::SeqSlice> slices;
+
+  void cpu_write_all() {
+    cpu_be = std::make_unique<cpu::CpuBackend>(1);
+    geo.type = c.kv_type;
+    geo.n_layers = 1;
+    geo.n_kv_heads = uint32_t(c.n_kv);
+    geo.head_dim = uint32_t(c.head_dim);
+    geo.page_tokens = uint32_t(c.page_tokens);
+    geo.n_pages = uint32_t(n_pages);
+    cpu_be->create_kv(geo);
+    // One call per sequence writing all its positions.
+    for (size_t s = 0; s < c.seqs.size(); ++s) {
+      const int len = c.seqs[s].history + c.seqs[s].n_new;
+      std::vector<int32_t> tokens(static_cast<size_t>(len), 0), pos(static_cast<size_t>(len));
+      for (int p = 0; p < len; ++p) pos[p] = p;
+      backend::SeqSlice sl{0, len, 0, int32_t(s)};
+      backend::Batch b;
+      b.n_tokens = len;
+      b.tokens = tokens.data();
+      b.pos = pos.data();
+      b.n_seqs = 1;
+      b.seqs = &sl;
+      b.page_table = pages.data();
+      b.max_pages_per_seq = max_pages;
+      cpu_be->begin_batch(b);
+      cpu_be->kv_write(0, k[s].data(), v[s].data());
+    }
+  }
+
+  // CPU scalar flash attention over the new tokens of every sequence, in one call.
+  std::vector<float> reference(float scale) {
+    slices.clear();
+    std::vector<float> qq;
+    int64_t first = 0;
+    const size_t w = size_t(c.n_head) * c.head_dim;
+    for (size_t s = 0; s < c.seqs.size(); ++s) {
+      const auto& spec = c.seqs[s];
+      slices.push_back({first, spec.n_new, spec.history, int32_t(s)});
+      qq.insert(qq.end(), q[s].begin() + size_t(spec.history) * w, q[s].begin() + size_t(spec.history + spec.n_new) * w);
+      first += spec.n_new;
+    }
+    std::vector<float> out(qq.size());
+    cpu::AttentionArgs a;
+    a.q = qq.data();
+    a.out = out.data();
+    a.n_head = uint32_t(c.n_head);
+    a.scale = scale;
+    a.kv = cpu::KvLayerView{geo, cpu_be->kv_pages(0)};
+    a.seqs = slices.data();
+    a.n_seqs = int32_t(slices.size());
+    a.page_table = pages.data();
+    a.max_pages_per_seq = max_pages;
+    cpu::ThreadPool pool_cpu(1);
+    std::vector<float> ws(cpu::attention_workspace_bytes(geo, uint32_t(c.n_head), 1) / 4 + 64);
+    cpu::flash_attention_with(cpu::attention_kernels_generic(), a, ws.data(), pool_cpu);
+    return out;
+  }
+};
+
+void run_case(const Case& c, std::mt19937& rng) {
+  Fixture f(c, rng);
+  const int n_seqs = int(c.seqs.size());
+  std::vector<int> all(n_seqs), zeros(n_seqs, 0), hist(n_seqs), ends(n_seqs);
+  for (int s = 0; s < n_seqs; ++s) {
+    all[s] = s;
+    hist[s] = c.seqs[s].history;
+    ends[s] = c.seqs[s].history + c.seqs[s].n_new;
+  }
+  f.write(all, zeros, hist);  // earlier calls
+  f.write(all, hist, ends);   // this call's tokens
+  const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  const std::string name = "hd " + std::to_string(c.head_dim) + " heads " + std::to_string(c.n_head) + "/" +
+                           std::to_string(c.n_kv) + " page " + std::to_string(c.page_tokens) + " " +
+                           std::string(backend::kv_type_name(c.kv_type));
+
+  // kv_write: the written part of every page equals the CPU backend's bytes (same page ids).
+  f.cpu_write_all();
+  const auto ref = f.reference(scale);
+  const auto dev = download<uint8_t>(f.pool, size_t(f.n_pages) * f.layout.page_bytes());
+  int bad = 0;
+  const size_t tb = f.layout.token_bytes(), half = size_t(c.page_tokens) * tb;
+  for (int s = 0; s < n_seqs; ++s)
+    for (int i = 0; i * c.page_tokens < ends[s]; ++i) {
+      const int32_t page = f.pages[size_t(s) * f.max_pages + i];
+      const size_t used = size_t(std::min(c.page_tokens, ends[s] - i * c.page_tokens)) * tb;
+      const uint8_t* mine = dev.data() + size_t(page) * f.layout.page_bytes();
+      const uint8_t* theirs = f.cpu_be->kv_pages(0)[page];
+      if ((std::memcmp(mine, theirs, used) != 0 || std::memcmp(mine + half, theirs + half, used) != 0) && bad++ < 3)
+        ADD_FAILURE() << name << ": kv_write page " << i << " of sequence " << s << " differs from the CPU backend's";
+    }
+
+  const auto out = f.attend(all, scale);
+  const size_t w = size_t(c.n_head) * c.head_dim;
+  ASSERT_EQ(out.size(), ref.size() + w);
+  double max_err = 0;
+  bad = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs(double(out[i]) - ref[i]);
+    max_err = std::max(max_err, err);
+    if (!(err <= 1e-2) && bad++ < 5) ADD_FAILURE() << name << ": attention element " << i << ": " << out[i] << " vs " << ref[i];
+  }
+  for (size_t i = ref.size(); i < out.size(); ++i)
+    if (out[i] != kSentinel && bad++ < 5) ADD_FAILURE() << name << ": padding token output was written";
+  std::printf("attention %-40s tokens %4zu: max |err| %.2e (max |V| 1)\n", name.c_str(), ref.size() / w, max_err);
+
+  // Each sequence alone equals its rows of the call with everyone (same path: bit-exact).
+  size_t offset = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    const auto alone = f.attend({s}, scale);
+    const size_t n = size_t(c.seqs[s].n_new) * w;
+    const bool same_path = (ref.size() / w + 1 <= size_t(cuda::kSplitMaxTokens)) == (c.seqs[s].n_new + 1 <= cuda::kSplitMaxTokens);
+    double d = 0;
+    for (size_t i = 0; i < n; ++i) d = std::max(d, std::fabs(double(alone[i]) - out[offset + i]));
+    if (same_path) EXPECT_EQ(d, 0.0) << name << ": sequence " << s << " alone differs from the batch";
+    else EXPECT_LE(d, 2e-2) << name << ": sequence " << s << " alone differs from the batch";
+    offset += n;
+  }
+}
+
+TEST(CudaAttention, DecodeSplitKv) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
+    run_case({128, 32, 8, 256, kv, {{700, 1}, {3, 1}, {2100, 1}}}, rng);
+    run_case({64, 10, 2, 16, kv, {{95, 1}, {0, 1}, {333, 2}}}, rng);   // group 5, tiny pages
+    run_case({256, 8, 2, 48, kv, {{130, 1}}}, rng);
+  }
+}
+
+TEST(CudaAttention, PrefillChunksWithDecodes) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(32);
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
+    run_case({128, 32, 8, 256, kv, {{0, 300}, {517, 1}, {40, 1}}}, rng);  // fresh prompt + decodes
+    run_case({128, 16, 16, 16, kv, {{77, 45}, {5, 1}}}, rng);             // a later chunk, MHA
+    run_case({64, 10, 2, 48, kv, {{0, 37}, {200, 29}}}, rng);             // group 5 (12 tokens a tile)
+    run_case({256, 8, 2, 256, kv, {{250, 70}}}, rng);                     // crosses a page
+    run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
+  }
+  run_case({8, 8, 4, 16, backend::KvType::f16, {{0, 19}, {40, 1}}}, rng);  // stories260K's head size
+}
+
+}  // namespace

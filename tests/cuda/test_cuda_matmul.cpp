@@ -1,0 +1,207 @@
+// CUDA matmul kernels against the CPU's scalar references, on random valid blocks of every
+// weight type, odd sizes:
+//   - dequantization (embedding rows, GEMM panels): bit-identical f32 with quant::dequantize_row;
+//     f16 output equal to quant::f32_to_f16 of that;
+//   - GEMV (decode, f32 arithmetic): |y - ref| <= 1e-5 * sum_k |w_k x_k|, ref in double (the CPU
+//     matmul tests' tolerance: only the summation order differs);
+//   - GEMM (prefill: f16 W and x on the tensor cores, f32 accumulation): against a double
+//     reference of the f16-rounded W and x, |y - ref| <= 1e-5 * sum_k |w'_k x'_k| (only the
+//     summation order differs), and against the exact f32 reference within 2e-3 * sum |w x|
+//     (the f16 rounding of both operands: 2 * 2^-11 = 9.8e-4). F32 weights take an f32 GEMM:
+//     their "rounded" reference is the exact one.
+#include <cstring>
+
+#include "backend/cuda/matmul.cuh"
+#include "cuda_test_util.h"
+#include "quant/blocks.h"
+#include "quant/dequant.h"
+
+namespace {
+
+using namespace keel;
+using quant::Type;
+using cuda_test::download;
+using cuda_test::upload;
+
+const Type kTypes[] = {Type::F32, Type::F16, Type::BF16, Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K};
+
+void put_f16(uint8_t* p, float v) {
+  const quant::f16_bits h = quant::f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+std::vector<uint8_t> random_weights(Type type, int64_t n_in, int64_t n_out, std::mt19937& rng) {
+  const size_t bytes = quant::row_bytes(type, uint64_t(n_in)) * size_t(n_out);
+  std::vector<uint8_t> w(bytes);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.02f);
+  const int64_t elems = n_in * n_out;
+  if (type == Type::F32) {
+    for (int64_t i = 0; i < elems; ++i) { const float v = normal(rng); std::memcpy(w.data() + 4 * i, &v, 4); }
+    return w;
+  }
+  if (type == Type::F16) {
+    for (int64_t i = 0; i < elems; ++i) put_f16(w.data() + 2 * i, normal(rng));
+    return w;
+  }
+  if (type == Type::BF16) {
+    for (int64_t i = 0; i < elems; ++i) { const auto h = quant::f32_to_bf16(normal(rng)); std::memcpy(w.data() + 2 * i, &h, 2); }
+    return w;
+  }
+  for (auto& b : w) b = uint8_t(byte(rng));
+  const size_t block = quant::info(type).block_bytes;
+  for (size_t off = 0; off < bytes; off += block) {
+    uint8_t* b = w.data() + off;
+    switch (type) {
+      case Type::Q4_0: case Type::Q8_0: put_f16(b, scale(rng)); break;
+      case Type::Q4_K: case Type::Q5_K: put_f16(b, scale(rng)); put_f16(b + 2, scale(rng)); break;
+      case Type::Q6_K: put_f16(b + 208, scale(rng)); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+std::vector<float> dequant_all(Type type, const std::vector<uint8_t>& w, int64_t n_in, int64_t n_out) {
+  std::vector<float> out(size_t(n_in * n_out));
+  const size_t rb = quant::row_bytes(type, uint64_t(n_in));
+  for (int64_t r = 0; r < n_out; ++r) quant::dequantize_row(type, w.data() + r * rb, out.data() + r * n_in, n_in);
+  return out;
+}
+
+float f16_round(float v) { return quant::f16_to_f32(quant::f32_to_f16(v)); }
+
+int64_t n_in_for(Type type, bool aligned) {
+  switch (type) {
+    case Type::F32: case Type::F16: case Type::BF16: return aligned ? 1032 : 301;
+    case Type::Q4_0: case Type::Q8_0: return 1056;  // 33 blocks
+    default: return 1280;                           // 5 super-blocks
+  }
+}
+
+// y_ref[t][r] = sum_k W[r][k] x[t][k] in double, and sum_k |W x| (the error scale).
+void reference(const std::vector<float>& W, const std::vector<float>& x, int64_t n_in, int64_t n_out, int64_t n_tok,
+               std::vector<double>& y, std::vector<double>& scale) {
+  y.assign(size_t(n_tok * n_out), 0.0);
+  scale.assign(size_t(n_tok * n_out), 0.0);
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t r = 0; r < n_out; ++r) {
+      double s = 0, a = 0;
+      for (int64_t k = 0; k < n_in; ++k) {
+        const double p = double(W[r * n_in + k]) * x[t * n_in + k];
+        s += p;
+        a += std::fabs(p);
+      }
+      y[t * n_out + r] = s;
+      scale[t * n_out + r] = a;
+    }
+}
+
+// Max of |got - want| / scale; fails (5 messages at most) where it exceeds tol.
+double check_close(const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& scale,
+                   double tol, const std::string& what) {
+  double worst = 0;
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    worst = std::max(worst, err / (scale[i] + 1e-30));
+    if (!(err <= tol * scale[i] + 1e-30) && bad++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": " << got[i] << " vs " << want[i] << " (scale " << scale[i] << ")";
+  }
+  return worst;
+}
+
+TEST(CudaMatmul, DequantRowsBitExact) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (Type type : kTypes) {
+    const int64_t n_in = n_in_for(type, false), n_out = 23;
+    const auto w = random_weights(type, n_in, n_out, rng);
+    const auto ref = dequant_all(type, w, n_in, n_out);
+    const std::vector<int32_t> rows = {5, 0, 22, 5, 17, 3, 11};  // a gather, with a repeat
+    auto dw = upload(w);
+    auto drows = upload(rows);
+    cuda::DeviceBuffer out_f32(rows.size() * n_in * 4), out_f16(rows.size() * n_in * 2);
+    const cuda::DeviceWeight view{type, dw.data(), n_in, n_out};
+    cuda::dequant_rows_f32(view, drows.as<int32_t>(), int64_t(rows.size()), out_f32.as<float>(), nullptr);
+    cuda::dequant_rows_f16(view, drows.as<int32_t>(), int64_t(rows.size()), out_f16.data(), nullptr);
+    cuda_test::sync();
+    const auto got = download<float>(out_f32, rows.size() * n_in);
+    const auto got_h = download<uint16_t>(out_f16, rows.size() * n_in);
+    int bad = 0;
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int64_t k = 0; k < n_in; ++k) {
+        const float want = ref[rows[i] * n_in + k];
+        const float g = got[i * n_in + k];
+        if (std::memcmp(&want, &g, 4) != 0 && bad++ < 5)
+          ADD_FAILURE() << quant::type_name(type) << " row " << rows[i] << " elem " << k << ": " << g << " vs " << want;
+        if (got_h[i * n_in + k] != quant::f32_to_f16(want) && bad++ < 5)
+          ADD_FAILURE() << quant::type_name(type) << " f16 row " << rows[i] << " elem " << k;
+      }
+  }
+}
+
+TEST(CudaMatmul, GemvEveryTypeMatchesReference) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  for (Type type : kTypes)
+    for (bool aligned : {true, false}) {
+      if (!aligned && type != Type::F32 && type != Type::F16 && type != Type::BF16) continue;
+      const int64_t n_in = n_in_for(type, aligned), n_out = 67;
+      const auto w = random_weights(type, n_in, n_out, rng);
+      const auto W = dequant_all(type, w, n_in, n_out);
+      for (int64_t n_tok : {1, 3, 8}) {
+        const auto x = cuda_test::random_floats(size_t(n_tok * n_in), rng);
+        std::vector<double> ref, scale;
+        reference(W, x, n_in, n_out, n_tok, ref, scale);
+        auto dw = upload(w);
+        auto dx = upload(x);
+        cuda::DeviceBuffer dy(size_t(n_tok * n_out) * 4);
+        cuda::gemv({type, dw.data(), n_in, n_out}, dx.as<float>(), n_tok, dy.as<float>(), nullptr);
+        cuda_test::sync();
+        const double worst = check_close(download<float>(dy, size_t(n_tok * n_out)), ref, scale, 1e-5,
+                                         std::string("gemv ") + std::string(quant::type_name(type)));
+        std::printf("gemv %-5s n_in %5lld tokens %lld: max |err|/sum|wx| = %.2e\n", std::string(quant::type_name(type)).c_str(),
+                    (long long)n_in, (long long)n_tok, worst);
+      }
+    }
+}
+
+TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(13);
+  cuda::DeviceBuffer blas_ws(cuda::kBlasWorkspaceBytes);
+  cuda::Stream stream;
+  cuda::Blas blas(blas_ws.data(), blas_ws.bytes(), stream.get());
+  for (Type type : kTypes) {
+    const int64_t n_in = n_in_for(type, type == Type::F32 ? false : true), n_out = 131;
+    const auto w = random_weights(type, n_in, n_out, rng);
+    const auto W = dequant_all(type, w, n_in, n_out);
+    const bool rounded = type != Type::F32;  // F32 weights take an f32 GEMM: no operand rounding
+    std::vector<float> Wb(W.size());
+    for (size_t i = 0; i < W.size(); ++i) Wb[i] = rounded ? f16_round(W[i]) : W[i];
+    for (int64_t n_tok : {9, 100}) {
+      const auto x = cuda_test::random_floats(size_t(n_tok * n_in), rng);
+      std::vector<float> xb(x.size());
+      for (size_t i = 0; i < x.size(); ++i) xb[i] = rounded ? f16_round(x[i]) : x[i];
+      std::vector<double> ref, scale, ref_b, scale_b;
+      reference(W, x, n_in, n_out, n_tok, ref, scale);
+      reference(Wb, xb, n_in, n_out, n_tok, ref_b, scale_b);
+      auto dw = upload(w);
+      auto dx = upload(x);
+      cuda::DeviceBuffer dy(size_t(n_tok * n_out) * 4);
+      cuda::DeviceBuffer scratch(cuda::matmul_scratch_bytes(type, n_in, n_out, n_tok));
+      cuda::matmul(blas, {type, dw.data(), n_in, n_out}, dx.as<float>(), n_tok, dy.as<float>(), scratch.data());
+      stream.synchronize();
+      const auto y = download<float>(dy, size_t(n_tok * n_out));
+      const std::string name(quant::type_name(type));
+      const double worst_b = check_close(y, ref_b, scale_b, 1e-5, "gemm (f16 operands) " + name);
+      const double worst = check_close(y, ref, scale, 2e-3, "gemm (exact operands) " + name);
+      std::printf("gemm %-5s n_in %5lld tokens %3lld: max |err|/sum|wx| = %.2e vs f16 operands, %.2e vs exact\n",
+                  name.c_str(), (long long)n_in, (long long)n_tok, worst_b, worst);
+    }
+  }
+}
+
+}  // namespace

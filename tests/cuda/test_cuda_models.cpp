@@ -1,0 +1,208 @@
+// Whole models on the CUDA backend against oracles no one here wrote:
+//   - stories260K: greedy ids equal llama.cpp's golden continuations exactly (f16 and q8_0 KV,
+//     prefill in one chunk and token by token);
+//   - the tiny qwen2/qwen3 fixtures (F32 weights and Q8_0/Q4_0/Q4_K/Q5_K/Q6_K variants): every
+//     stored row within max |Δ log-softmax| 2e-2 of the Hugging Face float64 reference (the
+//     issue's bound for f16/bf16 tensor-core arithmetic: f16 GEMM operands, f16 KV and
+//     attention inputs), greedy tokens equal to the reference's outside near-ties (top-2 gap
+//     < 1e-2), for chunks of 7 (GEMV path) and 64/1536 (f16 tensor-core GEMM path), with the
+//     f16 KV cache (with a q8_0 cache the GEMV path measured 0.2 on tiny-qwen2: not held to this
+//     bound; the q8_0 kernels are checked against the CPU's in test_cuda_attention);
+//   - several sequences decoded in one call give the logits each gives alone (bit-exact: the
+//     decode path's arithmetic does not depend on the call's other tokens);
+//   - no cudaMalloc and no device memory taken after session start.
+// Data: ../shared beside the checkout (test_paths.h).
+#include <cmath>
+
+#include "backend/cuda/memory.h"
+#include "cuda_test_util.h"
+#include "fixture_ref.h"
+#include "model/model.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+#include "test_paths.h"
+
+namespace {
+
+using namespace keel;
+
+runtime::SessionOptions cuda_options(int64_t n_ctx, int64_t chunk, backend::KvType kv) {
+  runtime::SessionOptions o;
+  o.n_ctx = n_ctx;
+  o.chunk = chunk;
+  o.kv_type = kv;
+  o.n_threads = 2;
+  o.device = backend::Device::cuda;
+  return o;
+}
+
+TEST(CudaModels, Stories260kGreedyIdsEqualLlamaCpp) {
+  KEEL_SKIP_WITHOUT_GPU();
+  auto golden = test::read_json(test::shared("golden/stories260K.greedy.json"));
+  auto model = model::Model::load(test::shared("models/stories260K.gguf"));
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
+    if (kv == backend::KvType::q8_0 && model->hparams().head_dim % 32 != 0) continue;
+    for (int64_t chunk : {int64_t{1}, int64_t{512}}) {
+      runtime::SessionOptions o = cuda_options(256, chunk, kv);
+      o.page_tokens = 16;
+      runtime::Session session(model, o);
+      int exact = 0;
+      for (const auto& item : golden) {
+        session.reset();
+        auto prompt = item["prompt_ids"].get<std::vector<int32_t>>();
+        auto want = item["greedy_ids"].get<std::vector<int32_t>>();
+        std::vector<int32_t> got;
+        const float* logits = session.prefill(prompt);
+        for (size_t i = 0; i < want.size(); ++i) {
+          got.push_back(runtime::argmax(logits, int32_t(model->hparams().n_vocab)));
+          if (i + 1 < want.size()) logits = session.decode(got.back());
+        }
+        EXPECT_EQ(got, want) << item["prompt"] << " kv " << backend::kv_type_name(kv) << " chunk " << chunk;
+        exact += got == want;
+      }
+      std::printf("[cuda] stories260K kv=%s chunk=%lld: %d of %zu prompts exact\n",
+                  std::string(backend::kv_type_name(kv)).c_str(), (long long)chunk, exact, golden.size());
+    }
+  }
+}
+
+struct Rows {
+  double max_diff = 0;
+  int mismatches = 0;  // top-1 differs where the reference's top-2 gap is >= 1e-2
+};
+
+void compare(const float* got_logits, const std::vector<float>& ref, Rows& acc) {
+  const int n = int(ref.size());
+  auto got = test::log_softmax(got_logits, n);
+  auto want = test::log_softmax(ref.data(), n);
+  for (int i = 0; i < n; ++i) acc.max_diff = std::max(acc.max_diff, std::fabs(got[i] - want[i]));
+  if (test::top_gap(want) >= 1e-2 && test::top1(got) != test::top1(want)) ++acc.mismatches;
+}
+
+TEST(CudaModels, FixturesWithinTwoHundredthsOfHuggingFace) {
+  KEEL_SKIP_WITHOUT_GPU();
+  const std::pair<const char*, bool> cases[] = {{"tiny-qwen2", false},     {"tiny-qwen3", false},
+                                               {"tiny-qwen3-q8_0", true}, {"tiny-qwen3-q4_0", true},
+                                               {"tiny-qwen3-q4_k", true}, {"tiny-qwen3-q5_k", true},
+                                               {"tiny-qwen3-q6_k", true}};
+  for (auto [name_c, dequant] : cases) {
+    const std::string name = name_c;
+    test::Fixture fx = test::load_fixture(name, dequant);
+    const std::string stem = dequant ? name + ".hf_dequant" : name;
+    auto ref = test::read_rows(stem + ".logits.f32", fx.n_vocab);
+    auto greedy_ref = test::read_rows(stem + ".greedy.logits.f32", fx.n_vocab);
+    auto model = model::Model::load(test::shared("fixtures/" + name + ".gguf"));
+    for (auto kv : {backend::KvType::f16}) {
+      for (int64_t chunk : {int64_t{7}, int64_t{64}, int64_t{1536}}) {
+        runtime::SessionOptions o = cuda_options(1536, chunk, kv);
+        o.max_logit_rows = chunk;
+        o.page_tokens = 64;
+        runtime::Session s(model, o);
+        Rows a, b, g;
+        s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { compare(logits, ref[size_t(i)], a); });
+        s.reset();
+        s.evaluate(fx.prompt_b, [&](int64_t i, const float* logits) {
+          for (size_t k = 0; k < fx.positions_b.size(); ++k)
+            if (fx.positions_b[k] == i) compare(logits, ref[48 + k], b);
+        });
+        s.reset();
+        const float* logits = s.prefill(fx.prompt_a);
+        std::vector<int32_t> ids;
+        for (size_t step = 0; step < fx.greedy.size(); ++step) {
+          compare(logits, greedy_ref[step], g);
+          ids.push_back(runtime::argmax(logits, fx.n_vocab));
+          if (step + 1 < fx.greedy.size()) logits = s.decode(fx.greedy[step]);  // teacher-forced
+        }
+        const std::string what = name + " kv " + std::string(backend::kv_type_name(kv)) + " chunk " + std::to_string(chunk);
+        EXPECT_LT(a.max_diff, 2e-2) << what << " prompt A";
+        EXPECT_LT(b.max_diff, 2e-2) << what << " prompt B";
+        EXPECT_LT(g.max_diff, 2e-2) << what << " greedy rows";
+        EXPECT_EQ(a.mismatches + b.mismatches + g.mismatches, 0) << what;
+        int id_mismatch = 0;
+        for (size_t i = 0; i < ids.size(); ++i) {
+          auto want = test::log_softmax(greedy_ref[i].data(), fx.n_vocab);
+          if (ids[i] != fx.greedy[i] && test::top_gap(want) >= 1e-2) ++id_mismatch;
+        }
+        EXPECT_EQ(id_mismatch, 0) << what << ": greedy ids";
+        std::printf("[cuda] %-16s kv=%-4s chunk=%4lld max|dlogp| A %.2e B %.2e greedy %.2e\n", name.c_str(),
+                    std::string(backend::kv_type_name(kv)).c_str(), (long long)chunk, a.max_diff, b.max_diff, g.max_diff);
+      }
+    }
+  }
+}
+
+TEST(CudaModels, SequencesTogetherEqualEachAlone) {
+  KEEL_SKIP_WITHOUT_GPU();
+  auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q8_0.gguf"));
+  test::Fixture fx = test::load_fixture("tiny-qwen3-q8_0", true);
+  const int n = 3;
+  std::vector<std::vector<int32_t>> prompts = {
+      std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 40),
+      std::vector<int32_t>(fx.prompt_b.begin(), fx.prompt_b.begin() + 300),
+      std::vector<int32_t>(fx.prompt_a.begin() + 5, fx.prompt_a.begin() + 9)};
+  const int steps = 6;
+  const int n_vocab = fx.n_vocab;
+  // Alone: each sequence in its own session.
+  std::vector<std::vector<std::vector<float>>> alone(n);
+  for (int s = 0; s < n; ++s) {
+    runtime::Session one(model, cuda_options(1024, 64, backend::KvType::f16));
+    const float* logits = one.prefill(prompts[s]);
+    for (int i = 0; i < steps; ++i) {
+      alone[s].emplace_back(logits, logits + n_vocab);
+      logits = one.decode(int32_t((i * 37 + s) % n_vocab));
+    }
+  }
+  // Together: the same prefills, then every decode step of the three in one call.
+  runtime::SessionOptions o = cuda_options(1024, 64, backend::KvType::f16);
+  o.n_seqs = n;
+  runtime::Session all(model, o);
+  std::vector<int32_t> ids = {0, all.add_sequence(), all.add_sequence()};
+  std::vector<std::vector<float>> last(n);
+  for (int s = 0; s < n; ++s) {
+    const auto& p = prompts[s];
+    for (size_t done = 0; done < p.size();) {
+      const size_t m = std::min<size_t>(64, p.size() - done);
+      runtime::SeqInput in{ids[s], std::span<const int32_t>(p.data() + done, m), done + m == p.size()};
+      auto rows = all.step(std::span<const runtime::SeqInput>(&in, 1));
+      if (in.logits) last[s].assign(rows[0], rows[0] + n_vocab);
+      done += m;
+    }
+  }
+  double worst = 0;
+  for (int i = 0; i < steps; ++i) {
+    for (int s = 0; s < n; ++s) worst = std::max(worst, [&] {
+      double d = 0;
+      for (int k = 0; k < n_vocab; ++k) d = std::max(d, std::fabs(double(last[s][k]) - alone[s][i][k]));
+      return d;
+    }());
+    std::vector<int32_t> tok(n);
+    std::vector<runtime::SeqInput> ins;
+    for (int s = 0; s < n; ++s) {
+      tok[s] = int32_t((i * 37 + s) % n_vocab);
+      ins.push_back({ids[s], std::span<const int32_t>(&tok[s], 1), true});
+    }
+    auto rows = all.step(ins);
+    for (int s = 0; s < n; ++s) last[s].assign(rows[s], rows[s] + n_vocab);
+  }
+  EXPECT_EQ(worst, 0.0) << "max |logit difference| between together and alone";
+  std::printf("[cuda] 3 sequences together vs alone: max |dlogit| %.3g\n", worst);
+}
+
+TEST(CudaModels, NoDeviceAllocationAfterStart) {
+  KEEL_SKIP_WITHOUT_GPU();
+  auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
+  test::Fixture fx = test::load_fixture("tiny-qwen3-q4_k", true);
+  runtime::Session s(model, cuda_options(1536, 64, backend::KvType::q8_0));
+  s.prefill(std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 3));  // first kernels: lazy loading
+  size_t free_before = 0, free_after = 0, total = 0;
+  cuda::check(cudaMemGetInfo(&free_before, &total), "cudaMemGetInfo");
+  const uint64_t mallocs = cuda::device_malloc_calls();
+  s.reset();
+  const float* logits = s.prefill(fx.prompt_b);
+  for (int i = 0; i < 20; ++i) logits = s.decode(runtime::argmax(logits, fx.n_vocab));
+  cuda::check(cudaMemGetInfo(&free_after, &total), "cudaMemGetInfo");
+  EXPECT_EQ(cuda::device_malloc_calls(), mallocs);
+  EXPECT_EQ(free_after, free_before);
+}
+
+}  // namespace

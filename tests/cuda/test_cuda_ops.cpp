@@ -1,0 +1,155 @@
+// CUDA element-wise and row-wise ops against their CPU twins (backend/cpu/ops.cpp), odd sizes.
+// Tolerances: |got - want| <= 1e-6 * |want| (+1e-30): the kernels do the CPU's float operations
+// in the CPU's order (no FMA contraction); what may differ is the order of the double sum in
+// rms_norm, the device's double cos/sin/pow in rope and its expf (2 ulp) in silu / sigmoid.
+#include <cmath>
+
+#include "backend/cpu/ops.h"
+#include "backend/cuda/ops.cuh"
+#include "cuda_test_util.h"
+
+namespace {
+
+using namespace keel;
+using cuda_test::download;
+using cuda_test::upload;
+
+double check_rel(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
+  double worst = 0;
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    worst = std::max(worst, err / (std::fabs(want[i]) + 1e-30));
+    if (!(err <= tol * std::fabs(want[i]) + 1e-30) && bad++ < 5)
+      ADD_FAILURE() << what << " element " << i << ": " << got[i] << " vs " << want[i];
+  }
+  return worst;
+}
+
+TEST(CudaOps, RmsNormRowsAndHeads) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(21);
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{7, 1001}, {33, 128}, {5, 4096}, {64, 64}}) {
+    const auto x = cuda_test::random_floats(size_t(rows * dim), rng, 3.0f);
+    const auto w = cuda_test::random_floats(size_t(dim), rng);
+    std::vector<float> want(x.size());
+    cpu::rms_norm(x.data(), w.data(), want.data(), rows, dim, 1e-6f);
+    auto dx = upload(x);
+    auto dw = upload(w);
+    cuda::DeviceBuffer dout(x.size() * 4);
+    cuda::rms_norm(dx.as<float>(), dw.as<float>(), dout.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda_test::sync();
+    const double worst = check_rel(download<float>(dout, x.size()), want, 1e-6, "rms_norm");
+    // In place, as the per-head q/k norm is called.
+    cuda::rms_norm(dx.as<float>(), dw.as<float>(), dx.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda_test::sync();
+    check_rel(download<float>(dx, x.size()), want, 1e-6, "rms_norm in place");
+    std::printf("rms_norm %lld x %lld: max rel err %.2e\n", (long long)rows, (long long)dim, worst);
+  }
+}
+
+TEST(CudaOps, RmsNormChosenRows) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(22);
+  const int64_t dim = 515;
+  const auto x = cuda_test::random_floats(size_t(9 * dim), rng);
+  const auto w = cuda_test::random_floats(size_t(dim), rng);
+  const std::vector<int32_t> rows = {8, 2, 2, 0};
+  std::vector<float> want(rows.size() * dim);
+  for (size_t i = 0; i < rows.size(); ++i) cpu::rms_norm(x.data() + rows[i] * dim, w.data(), want.data() + i * dim, 1, dim, 1e-5f);
+  auto dx = upload(x);
+  auto dw = upload(w);
+  auto dr = upload(rows);
+  cuda::DeviceBuffer dout(want.size() * 4);
+  cuda::rms_norm_rows(dx.as<float>(), dr.as<int32_t>(), dw.as<float>(), dout.as<float>(), int64_t(rows.size()), dim, 1e-5f, nullptr);
+  cuda_test::sync();
+  check_rel(download<float>(dout, want.size()), want, 1e-6, "rms_norm_rows");
+}
+
+TEST(CudaOps, RopeNormNeoxPartialFactors) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(23);
+  struct Case { backend::RopeType type; int head_dim, n_rot, n_heads; float base, freq_scale; bool factors; };
+  const Case cases[] = {{backend::RopeType::norm, 64, 64, 5, 10000.0f, 1.0f, false},
+                        {backend::RopeType::neox, 128, 128, 3, 1000000.0f, 1.0f, false},
+                        {backend::RopeType::neox, 128, 64, 2, 10000.0f, 0.25f, false},   // partial, linear scaling
+                        {backend::RopeType::norm, 128, 128, 4, 500000.0f, 1.0f, true},   // llama3 factors
+                        {backend::RopeType::neox, 256, 96, 1, 10000.0f, 1.0f, true}};
+  for (const Case& c : cases) {
+    const std::vector<int32_t> pos = {0, 1, 2, 17, 4095, 100000, 3};  // any positions, any order
+    const int64_t n = int64_t(pos.size());
+    const auto x = cuda_test::random_floats(size_t(n * c.n_heads * c.head_dim), rng);
+    std::vector<float> factors(size_t(c.n_rot / 2));
+    std::uniform_real_distribution<float> uf(1.0f, 8.0f);
+    for (auto& f : factors) f = uf(rng);
+    std::vector<float> want = x;
+    const cpu::RopeParams p{c.type, c.n_rot, c.base, c.freq_scale, c.factors ? factors.data() : nullptr};
+    cpu::rope(want.data(), n, c.n_heads, c.head_dim, pos.data(), p);
+    auto dx = upload(x);
+    auto dpos = upload(pos);
+    auto dfac = upload(factors);
+    cuda::RopeArgs a;
+    a.mode = c.type == backend::RopeType::norm ? cuda::RopeMode::norm : cuda::RopeMode::neox;
+    a.n_rot = c.n_rot;
+    a.base = c.base;
+    a.freq_scale = c.freq_scale;
+    a.freq_factors = c.factors ? dfac.as<float>() : nullptr;
+    cuda::rope(dx.as<float>(), n, c.n_heads, c.head_dim, dpos.as<int32_t>(), a, nullptr);
+    cuda_test::sync();
+    const auto got = download<float>(dx, x.size());
+    // Rotation error scales with the pair's magnitude, not the (possibly tiny) output element.
+    int bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double err = std::fabs(double(got[i]) - want[i]);
+      const double mag = std::fabs(x[i]) + std::fabs(want[i]) + 1e-30;
+      worst = std::max(worst, err / mag);
+      if (!(err <= 2e-6 * mag) && bad++ < 5) ADD_FAILURE() << "rope element " << i << ": " << got[i] << " vs " << want[i];
+    }
+    std::printf("rope hd %d n_rot %d: max err / magnitude %.2e\n", c.head_dim, c.n_rot, worst);
+  }
+}
+
+TEST(CudaOps, ElementWise) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(24);
+  const int64_t rows = 13, dim = 777, n = rows * dim;
+  const auto a = cuda_test::random_floats(size_t(n), rng, 4.0f);
+  const auto b = cuda_test::random_floats(size_t(n), rng);
+  const auto bias = cuda_test::random_floats(size_t(dim), rng);
+
+  std::vector<float> want = a;
+  cpu::silu_mul_generic(want.data(), b.data(), n);
+  auto da = upload(a);
+  auto db = upload(b);
+  cuda::silu_mul(da.as<float>(), db.as<float>(), n, nullptr);
+  cuda_test::sync();
+  std::printf("silu_mul: max rel err %.2e\n", check_rel(download<float>(da, size_t(n)), want, 1e-6, "silu_mul"));
+
+  want = a;
+  cpu::add_inplace(want.data(), b.data(), n);
+  auto da2 = upload(a);
+  cuda::add_inplace(da2.as<float>(), db.as<float>(), n, nullptr);
+  cuda_test::sync();
+  check_rel(download<float>(da2, size_t(n)), want, 0.0, "add");
+
+  want = a;
+  cpu::add_bias(want.data(), bias.data(), rows, dim);
+  auto da3 = upload(a);
+  auto dbias = upload(bias);
+  cuda::add_bias(da3.as<float>(), dbias.as<float>(), rows, dim, nullptr);
+  cuda_test::sync();
+  check_rel(download<float>(da3, size_t(n)), want, 0.0, "add_bias");
+
+  // sigmoid gate over strided rows: x rows of width 300 inside rows of dim, gate likewise.
+  const int64_t width = 300;
+  want = a;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < width; ++i) want[r * dim + i] /= 1.0f + std::exp(-b[r * dim + 400 + i]);
+  auto da4 = upload(a);
+  cuda::sigmoid_gate(da4.as<float>(), dim, db.as<float>() + 400, dim, rows, width, nullptr);
+  cuda_test::sync();
+  std::printf("sigmoid_gate: max rel err %.2e\n", check_rel(download<float>(da4, size_t(n)), want, 1e-6, "sigmoid_gate"));
+}
+
+}  // namespace
