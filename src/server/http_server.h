@@ -1,8 +1,9 @@
 // The HTTP layer of `keel serve` (cpp-httplib): OpenAI-compatible routes over an Engine.
 //   POST /v1/chat/completions, POST /v1/completions  (JSON, or SSE when "stream": true)
-//   GET  /v1/models, GET /health
+//   GET  /v1/models, GET /health, GET /metrics (Prometheus text)
 // Errors are OpenAI error objects: 400 bad request (named parameter), 404 unknown route,
-// 405 wrong method, 413 body above the limit, 500 engine failure.
+// 405 wrong method, 413 body above the limit, 500 engine failure, 503 (with Retry-After) when
+// the engine's queue is full.
 #pragma once
 #include <atomic>
 #include <cstddef>
