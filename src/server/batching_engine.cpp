@@ -134,11 +134,8 @@ EngineStats BatchingEngine::stats() const {
   s.kv_pages_used = pages_used_;
   double prefill_s = 0, all_s = 0;
   int64_t prefill_n = 0, decode_n = 0;
-  for (const StepSample& st : recent_steps_) {
-    all_s += st.seconds;
-    decode_n += st.decode_tokens;
-    if (st.prefill_tokens > 0) prefill_s += st.seconds, prefill_n += st.prefill_tokens;
-  }
+  for (const StepSample& st : recent_steps_) all_s += st.seconds, decode_n += st.decode_tokens;
+  for (const StepSample& st : recent_prefills_) prefill_s += st.seconds, prefill_n += st.prefill_tokens;
   s.prefill_tokens_per_second = prefill_s > 0 ? static_cast<double>(prefill_n) / prefill_s : 0;
   s.decode_tokens_per_second = all_s > 0 ? static_cast<double>(decode_n) / all_s : 0;
   return s;
@@ -328,6 +325,8 @@ void BatchingEngine::scheduler_loop() {
     pages_used_ = session_.pages_total() - session_.pages_free();
     recent_steps_.push_back(StepSample{seconds, prefill_n, static_cast<int64_t>(inputs.size()) - (prefill ? 1 : 0)});
     if (recent_steps_.size() > kRecentSteps) recent_steps_.pop_front();
+    if (prefill_n > 0) recent_prefills_.push_back(recent_steps_.back());
+    if (recent_prefills_.size() > kRecentSteps) recent_prefills_.pop_front();
     stats_.prompt_tokens_total += prefill_n;
 
     size_t row = 0;

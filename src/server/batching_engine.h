@@ -76,7 +76,8 @@ class BatchingEngine : public Engine {
     double seconds;
     int64_t prefill_tokens, decode_tokens;
   };
-  std::deque<StepSample> recent_steps_;  // the last kRecentSteps forward calls
+  std::deque<StepSample> recent_steps_;    // the last kRecentSteps forward calls
+  std::deque<StepSample> recent_prefills_; // the last kRecentSteps of them that carried a prefill chunk
   int64_t pages_used_ = 0;               // snapshot after each step
   std::thread scheduler_;                // last: started when everything above exists
 };
