@@ -60,6 +60,7 @@ int cmd_serve(const CommandArgs& argv) {
   so.host = args.get_or("--host", "127.0.0.1");
   so.port = static_cast<int>(port);
   so.max_body_bytes = static_cast<size_t>(args.get_int("--max-body", int64_t(32) << 20));
+  so.threads = static_cast<size_t>(parallel + queue + 4);  // + a few for /health, /metrics and 503s
   server::HttpServer http(engine, so);
   const int bound = http.bind();
   std::fprintf(stderr, "keel serve: listening on http://%s:%d (model %s, context %lld tokens, %lld parallel)\n",

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "keel/error.h"
@@ -35,6 +36,8 @@ void check_fits(const ApiRequest& r, int64_t prompt_tokens, int64_t n_ctx) {
 HttpServer::HttpServer(Engine& engine, ServerOptions options)
     : engine_(engine), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
   http_->set_payload_max_length(options_.max_body_bytes);
+  const size_t threads = std::max<size_t>(options_.threads, 2);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   install_routes();
 }
 

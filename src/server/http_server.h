@@ -22,6 +22,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                          // 0: any free port (see HttpServer::bind)
   size_t max_body_bytes = 32u << 20;        // larger request bodies get 413
+  // Connections served at once: each waiting or generating request holds one, so this should
+  // exceed --parallel + --queue (or the engine's queue never fills and clients wait unseen).
+  size_t threads = 16;
 };
 
 class HttpServer {
