@@ -376,6 +376,38 @@ TEST_F(LiveServer, ConcurrentGreedyStreamsEqualKeelRunAlone) {
   }
 }
 
+TEST_F(LiveServer, AStalledClientDoesNotStallOthers) {
+  // A's client takes no events (its callback blocks); A pauses holding its sequence while B, on
+  // another, runs to the end with the text it has alone. Then A finishes with its own text.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  server::GenerationRequest g;
+  g.prompt = engine_->tokenize("Once upon a time");
+  g.max_tokens = 100;
+  g.sampling.temperature = 0;
+  std::string a_text, b_text;
+  server::GenerationCallbacks stalled;
+  stalled.on_text = [&](const std::string& t) {
+    released.wait();
+    a_text += t;
+    return true;
+  };
+  auto a = std::async(std::launch::async, [&] { return engine_->generate(g, stalled); });
+  server::GenerationCallbacks normal;
+  normal.on_text = [&](const std::string& t) {
+    b_text += t;
+    return true;
+  };
+  auto b = std::async(std::launch::async, [&] { return engine_->generate(g, normal); });
+  ASSERT_EQ(b.wait_for(std::chrono::seconds(30)), std::future_status::ready);  // never, were B stalled by A
+  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);  // A still waits for its client
+  release.set_value();
+  const server::GenerationResult ra = a.get(), rb = b.get();
+  EXPECT_EQ(a_text, b_text);
+  EXPECT_EQ(ra.completion_tokens, rb.completion_tokens);
+  EXPECT_GT(rb.completion_tokens, 40);  // more than A's client could have fallen behind before pausing
+}
+
 TEST_F(LiveServer, MetricsArePrometheusText) {
   auto m = client().Get("/metrics");
   ASSERT_TRUE(m);
