@@ -1,20 +1,24 @@
 // The HTTP layer: request validation and SSE framing as units, then a real server over loopback
-// (stories260K behind the single-sequence engine) driven with cpp-httplib's client: greedy
-// completions equal `keel run --temp 0`, streaming equals non-streaming, and malformed JSON,
-// wrong types, unknown fields, oversize bodies, wrong methods, unknown routes and prompts that
-// cannot fit get the right status and an OpenAI error object.
+// (stories260K behind the BatchingEngine, 4 sequences) driven with cpp-httplib's client: greedy
+// completions equal `keel run --temp 0`, also for several concurrent streams batched together,
+// streaming equals non-streaming, and malformed JSON, wrong types, unknown fields, oversize
+// bodies, wrong methods, unknown routes and prompts that cannot fit get the right status and an
+// OpenAI error object; a cancelled request's KV pages come back (/metrics); a full queue is 503.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
+#include <future>
 #include <thread>
 
 #include "model/model.h"
 #include "server/api.h"
 #include "server/http_server.h"
-#include "server/single_engine.h"
+#include "server/stop_scanner.h"
+#include "server/batching_engine.h"
 #include "test_paths.h"
 
 using namespace keel;
@@ -90,19 +94,33 @@ TEST(ServerApi, SseFramingAndStopStrings) {
 
 namespace {
 
+// stories260K with a 256-token context in 16-token pages (16 + n_seqs - 1 of them), 32-token chunks.
+std::unique_ptr<server::BatchingEngine> make_engine(int n_seqs, int queue) {
+  auto model = model::Model::load(test::shared("models/stories260K.gguf"));
+  runtime::SessionOptions so;
+  so.n_ctx = 256;
+  so.chunk = 32;
+  so.n_seqs = n_seqs;
+  so.page_tokens = 16;
+  so.n_threads = 1;
+  return std::make_unique<server::BatchingEngine>(
+      model, tokenizer::Tokenizer::from_gguf(model->file()), so,
+      std::string("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+                  "{% if add_generation_prompt %}[assistant]{% endif %}"),
+      json::object(), "stories260K", queue);
+}
+
+// Waits (bounded) until the engine's counters satisfy `done`: the outcome is tested, not the time.
+template <class Pred>
+bool eventually(const server::Engine& e, Pred done) {
+  for (int i = 0; i < 2000 && !done(e.stats()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return done(e.stats());
+}
+
 class LiveServer : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto model = model::Model::load(test::shared("models/stories260K.gguf"));
-    runtime::SessionOptions so;
-    so.n_ctx = 256;
-    so.chunk = 32;
-    so.n_threads = 1;
-    engine_ = new server::SingleSequenceEngine(
-        model, tokenizer::Tokenizer::from_gguf(model->file()), so,
-        std::string("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
-                    "{% if add_generation_prompt %}[assistant]{% endif %}"),
-        json::object(), "stories260K");
+    engine_ = make_engine(4, 8).release();
     server::ServerOptions opts;
     opts.port = 0;
     opts.max_body_bytes = 64 * 1024;
@@ -133,13 +151,13 @@ class LiveServer : public testing::Test {
     EXPECT_TRUE(j["error"]["type"].is_string()) << r->body;
   }
 
-  static server::SingleSequenceEngine* engine_;
+  static server::BatchingEngine* engine_;
   static server::HttpServer* http_;
   static std::thread* thread_;
   static int port_;
 };
 
-server::SingleSequenceEngine* LiveServer::engine_ = nullptr;
+server::BatchingEngine* LiveServer::engine_ = nullptr;
 server::HttpServer* LiveServer::http_ = nullptr;
 std::thread* LiveServer::thread_ = nullptr;
 int LiveServer::port_ = 0;
@@ -283,4 +301,190 @@ TEST_F(LiveServer, ClientDisconnectCancelsAndTheServerCarriesOn) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->status, 200);
   EXPECT_EQ(json::parse(next->body)["usage"]["completion_tokens"], 4);
+}
+
+TEST_F(LiveServer, DisconnectedStreamsPagesComeBack) {
+  // The client hangs up at the first progress event of a 4-chunk prompt; its pages come back.
+  const int64_t total_before = engine_->stats().requests_total;
+  std::string prompt;
+  for (int i = 0; i < 25; ++i) prompt += "Once upon a time ";
+  httplib::Client c = client();
+  size_t received = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = json{{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}, {"stream", true}}.dump();
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return false;
+  };
+  c.send(req);
+  EXPECT_GT(received, 0u);
+  EXPECT_EQ(engine_->stats().requests_total, total_before + 1);  // it was generated, not refused
+  ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 0; }));
+  auto m = client().Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("\nkeel_kv_pages_used 0\n"), std::string::npos) << m->body;
+}
+
+TEST_F(LiveServer, CancelMidPrefillReturnsPages) {
+  // A 200-token prompt is 7 chunks; the client cancels at the first chunk boundary.
+  server::GenerationRequest g;
+  for (int i = 0; i < 200; ++i) g.prompt.push_back(2 + (i * 37) % 250);
+  g.max_tokens = 16;
+  g.sampling.temperature = 0;
+  int progress_events = 0;
+  server::GenerationCallbacks cb;
+  cb.on_progress = [&](const server::PrefillProgress& p) {
+    ++progress_events;
+    EXPECT_EQ(p.total, 200);
+    EXPECT_EQ(p.done, 32);
+    return false;
+  };
+  const int64_t prompt_before = engine_->stats().prompt_tokens_total;
+  server::GenerationResult r = engine_->generate(g, cb);
+  EXPECT_EQ(r.finish, server::FinishReason::cancelled);
+  EXPECT_EQ(progress_events, 1);
+  ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 0; }));
+  const server::EngineStats s = engine_->stats();
+  EXPECT_EQ(s.kv_pages_used, 0);
+  EXPECT_EQ(s.kv_pages_total, 16 + 3);
+  EXPECT_LT(s.prompt_tokens_total - prompt_before, 200);  // stopped before the end of the prompt
+}
+
+TEST_F(LiveServer, ConcurrentGreedyStreamsEqualKeelRunAlone) {
+  // Batch invariance: each stream, decoded beside the others, is exactly its prompt run alone.
+  const std::vector<std::string> prompts = {"Once upon a time", "The little dog", "Lily went to the park",
+                                            "One day, a bird", "Tom had a big red ball", "The sun"};
+  std::vector<std::string> texts(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      auto s = post("/v1/completions", json{{"prompt", prompts[i]}, {"max_tokens", 20}, {"temperature", 0},
+                                            {"stream", true}}.dump());
+      std::string finish;
+      json usage;
+      bool done = false;
+      if (s && s->status == 200) texts[i] = stream_text(s->body, false, &finish, &usage, &done);
+      if (!done) texts[i] = "(no [DONE])";
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SCOPED_TRACE(prompts[i]);
+    EXPECT_EQ(texts[i] + "\n", keel_run_text("run --temp 0 -n 20 -p '" + prompts[i] + "'"));
+  }
+}
+
+TEST_F(LiveServer, AStalledClientDoesNotStallOthers) {
+  // A's client takes no events (its callback blocks); A pauses holding its sequence while B, on
+  // another, runs to the end with the text it has alone. Then A finishes with its own text.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  server::GenerationRequest g;
+  g.prompt = engine_->tokenize("Once upon a time");
+  g.max_tokens = 100;
+  g.sampling.temperature = 0;
+  std::string a_text, b_text;
+  server::GenerationCallbacks stalled;
+  stalled.on_text = [&](const std::string& t) {
+    released.wait();
+    a_text += t;
+    return true;
+  };
+  auto a = std::async(std::launch::async, [&] { return engine_->generate(g, stalled); });
+  server::GenerationCallbacks normal;
+  normal.on_text = [&](const std::string& t) {
+    b_text += t;
+    return true;
+  };
+  auto b = std::async(std::launch::async, [&] { return engine_->generate(g, normal); });
+  ASSERT_EQ(b.wait_for(std::chrono::seconds(30)), std::future_status::ready);  // never, were B stalled by A
+  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);  // A still waits for its client
+  release.set_value();
+  const server::GenerationResult ra = a.get(), rb = b.get();
+  EXPECT_EQ(a_text, b_text);
+  EXPECT_EQ(ra.completion_tokens, rb.completion_tokens);
+  EXPECT_GT(rb.completion_tokens, 40);  // more than A's client could have fallen behind before pausing
+}
+
+TEST_F(LiveServer, MetricsArePrometheusText) {
+  auto m = client().Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_EQ(m->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  // Every sample line is "name value", after the HELP and TYPE lines of that name.
+  size_t samples = 0;
+  std::string typed;
+  size_t pos = 0;
+  while (pos < m->body.size()) {
+    const size_t end = m->body.find('\n', pos);
+    ASSERT_NE(end, std::string::npos);
+    const std::string line = m->body.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      typed = line.substr(7, line.find(' ', 7) - 7);
+      continue;
+    }
+    const size_t space = line.find(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    EXPECT_EQ(line.substr(0, space), typed) << line;
+    size_t used = 0;
+    std::stod(line.substr(space + 1), &used);
+    EXPECT_EQ(used, line.size() - space - 1) << line;
+    ++samples;
+  }
+  EXPECT_EQ(samples, 12u);
+  for (const char* name : {"keel_requests_total ", "keel_requests_running 0\n", "keel_requests_queued 0\n",
+                           "keel_prompt_tokens_total ", "keel_generated_tokens_total ", "keel_prefill_tokens_per_second ",
+                           "keel_decode_tokens_per_second ", "keel_kv_pages_used ", "keel_kv_pages_total 19\n",
+                           "keel_sequences 4\n", "keel_queue_capacity 8\n"})
+    EXPECT_NE(m->body.find(std::string("\n") + name), std::string::npos) << name;
+}
+
+TEST(BatchingServer, FullQueueAnswers503WithRetryAfter) {
+  // One sequence, one queue place. A's client stops taking its events, so A pauses holding the
+  // sequence; B waits in the queue; C finds the queue full and gets 503.
+  auto engine = make_engine(1, 1);
+  server::ServerOptions opts;
+  opts.port = 0;
+  server::HttpServer http(*engine, opts);
+  const int port = http.bind();
+  std::thread serving([&] { http.run(); });
+
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  server::GenerationRequest g;
+  g.prompt = {1, 403, 407, 300, 201};
+  g.max_tokens = 200;
+  g.sampling.temperature = 0;
+  server::GenerationCallbacks blocked;
+  blocked.on_progress = [&](const server::PrefillProgress&) {
+    released.wait();
+    return true;
+  };
+  auto a = std::async(std::launch::async, [&] { return engine->generate(g, blocked); });
+  ASSERT_TRUE(eventually(*engine, [](const server::EngineStats& s) { return s.requests_running == 1; }));
+  auto b = std::async(std::launch::async, [&] { return engine->generate(g, {}); });
+  ASSERT_TRUE(eventually(*engine, [](const server::EngineStats& s) { return s.requests_queued == 1; }));
+
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  EXPECT_TRUE(json::parse(r->body)["error"]["message"].is_string());
+  EXPECT_EQ(engine->stats().requests_rejected, 1);
+  EXPECT_EQ(engine->stats().requests_running, 1);  // A paused, not finished
+
+  release.set_value();
+  const server::GenerationResult ra = a.get(), rb = b.get();
+  EXPECT_EQ(ra.completion_tokens, rb.completion_tokens);  // the same greedy request twice
+  EXPECT_NE(rb.finish, server::FinishReason::cancelled);
+  auto after = c.Post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200) << after->body;
+  http.stop();
+  serving.join();
 }

@@ -34,7 +34,7 @@ std::vector<int32_t> chat_prompt_tokens(const Args& args, const tokenizer::Token
   if (args.has("--ids-file")) throw Error("keel run: --chat takes -p or -f text, not --ids-file", ErrorKind::usage);
   if (args.has("-p") && args.has("-f")) throw Error("give only one of -p and -f", ErrorKind::usage);
   const std::string text = args.has("-f") ? read_text_file(*args.get("-f")) : args.get_or("-p", "");
-  const gguf::File model = embedded::open_gguf(args.get_or("--model", std::string(embedded::kDefaultModelName)));
+  const gguf::File model = embedded::open_gguf(args.get_or("-m", std::string(embedded::kDefaultModelName)));
   nlohmann::ordered_json chat_case = {{"messages", {{{"role", "user"}, {"content", text}}}}, {"add_generation_prompt", true}};
   tmpl::RenderOptions options;
   options.now = tmpl::today_local();

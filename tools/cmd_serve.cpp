@@ -1,5 +1,6 @@
-// `keel serve`: an OpenAI-compatible HTTP server (src/server). For now one request runs at a
-// time over a single session; --parallel is accepted for llama-server compatibility.
+// `keel serve`: an OpenAI-compatible HTTP server (src/server) over the BatchingEngine: -np N
+// requests are decoded together (continuous batching over one session planned for N sequences),
+// up to --queue more wait, and beyond that requests get 503.
 #include <cstdio>
 
 #include "args.h"
@@ -9,7 +10,7 @@
 #include "keel/error.h"
 #include "run_common.h"
 #include "server/http_server.h"
-#include "server/single_engine.h"
+#include "server/batching_engine.h"
 
 namespace keel::cli {
 
@@ -18,7 +19,8 @@ int cmd_serve(const CommandArgs& argv) {
   for (Option o : std::vector<Option>{
            {{"--host"}, "ADDR", "address to listen on (default 127.0.0.1)"},
            {{"--port"}, "N", "port (default 8080; 0 picks a free one)"},
-           {{"-np", "--parallel"}, "N", "concurrent sequences (accepted; this build serves one at a time)"},
+           {{"-np", "--parallel"}, "N", "requests decoded together, sharing the context's KV pages (default 1)"},
+           {{"--queue"}, "N", "requests that may wait for a sequence or pages (default 64); more get 503"},
            {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's tokenizer.chat_template"},
            {{"--max-body"}, "BYTES", "largest request body accepted (default 33554432); larger gets 413"},
        })
@@ -30,8 +32,10 @@ int cmd_serve(const CommandArgs& argv) {
     throw Error("keel serve: unexpected argument '" + args.positionals()[0] + "'", ErrorKind::usage);
   const int64_t port = args.get_int("--port", 8080);
   if (port < 0 || port > 65535) throw Error("keel serve: --port must be 0..65535", ErrorKind::usage);
-  if (args.get_int("--parallel", 1) > 1)
-    std::fprintf(stderr, "keel serve: warning: --parallel > 1 is not supported yet; requests run one at a time\n");
+  const int64_t parallel = args.get_int("--parallel", 1);
+  if (parallel < 1 || parallel > 1024) throw Error("keel serve: --parallel must be 1..1024", ErrorKind::usage);
+  const int64_t queue = args.get_int("--queue", 64);
+  if (queue < 0 || queue > 1000000) throw Error("keel serve: --queue must be 0..1000000", ErrorKind::usage);
 
   LoadedModel lm = load_model(args);
   const gguf::File& file = lm.model->file();
@@ -46,19 +50,23 @@ int cmd_serve(const CommandArgs& argv) {
   // -c when given, else 4096 tokens within the model's training context.
   const int64_t train = lm.model->hparams().n_ctx_train > 0 ? lm.model->hparams().n_ctx_train : 4096;
   const int64_t longest_prompt = args.get_int("-c", 0) > 0 ? args.get_int("-c", 0) : std::min<int64_t>(train, 4096);
-  const plan::Plan plan = plan_session(args, *lm.model, longest_prompt);
-  std::string id = args.get_or("--model", std::string(embedded::kDefaultModelName));
+  const plan::Plan plan = plan_session(args, *lm.model, longest_prompt, false, static_cast<int>(parallel));
+  std::string id = args.get_or("-m", "default");
+  if (id == "default") id = "stories260K";  // the embedded model
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);
-  server::SingleSequenceEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id);
+  server::BatchingEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id,
+                                static_cast<int>(queue));
 
   server::ServerOptions so;
   so.host = args.get_or("--host", "127.0.0.1");
   so.port = static_cast<int>(port);
   so.max_body_bytes = static_cast<size_t>(args.get_int("--max-body", int64_t(32) << 20));
+  so.threads = static_cast<size_t>(parallel + queue + 4);  // + a few for /health, /metrics and 503s
   server::HttpServer http(engine, so);
   const int bound = http.bind();
-  std::fprintf(stderr, "keel serve: listening on http://%s:%d (model %s, context %lld tokens)\n", so.host.c_str(), bound,
-               id.c_str(), static_cast<long long>(engine.info().n_ctx));
+  std::fprintf(stderr, "keel serve: listening on http://%s:%d (model %s, context %lld tokens, %lld parallel)\n",
+               so.host.c_str(), bound, id.c_str(), static_cast<long long>(engine.info().n_ctx),
+               static_cast<long long>(parallel));
   std::fflush(stderr);
   http.run();
   return 0;

@@ -91,8 +91,10 @@ runtime::KvType kv_type_flag(const Args& args) {
   return *t;
 }
 
-plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens, bool logits_every_token) {
+plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens, bool logits_every_token,
+                        int n_seqs) {
   plan::PlanRequest req;
+  req.n_seqs = n_seqs;
   const int64_t train = model.hparams().n_ctx_train > 0 ? model.hparams().n_ctx_train : 4096;
   if (args.has("-c")) {
     req.n_ctx = args.get_int("-c", 0);

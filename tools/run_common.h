@@ -36,8 +36,9 @@ runtime::KvType kv_type_flag(const Args& args);
 // The memory plan for this command line: context from -c (or by default enough for the prompt
 // plus generation, within the model's limit), chunk (N or auto), KV type, device profile.
 // Refuses (keel::Error refused, with the numbers and the fix) before any weight is read.
+// n_seqs: sequences held at once (keel serve's --parallel).
 plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens,
-                        bool logits_every_token = false);
+                        bool logits_every_token = false, int n_seqs = 1);
 
 // --memory-report: planned bytes per category against what the session allocated and the
 // process's measured peak resident memory.

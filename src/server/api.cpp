@@ -222,4 +222,30 @@ std::string sse_progress(const PrefillProgress& p) {
   return buf;
 }
 
+std::string metrics_text(const EngineStats& s) {
+  std::string out;
+  auto metric = [&out](const char* name, const char* type, const char* help, double value) {
+    char line[96];
+    std::snprintf(line, sizeof line, "%.17g", value);
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + line + "\n";
+  };
+  auto count = [](int64_t v) { return static_cast<double>(v); };
+  metric("keel_requests_total", "counter", "Requests accepted into the queue.", count(s.requests_total));
+  metric("keel_requests_rejected_total", "counter", "Requests answered 503 because the queue was full.",
+         count(s.requests_rejected));
+  metric("keel_requests_running", "gauge", "Requests holding a sequence.", count(s.requests_running));
+  metric("keel_requests_queued", "gauge", "Requests waiting for a sequence or KV pages.", count(s.requests_queued));
+  metric("keel_queue_capacity", "gauge", "Requests that may wait (--queue).", count(s.queue_capacity));
+  metric("keel_sequences", "gauge", "Sequences decoded together (--parallel).", count(s.sequences));
+  metric("keel_prompt_tokens_total", "counter", "Prompt tokens prefilled.", count(s.prompt_tokens_total));
+  metric("keel_generated_tokens_total", "counter", "Tokens generated.", count(s.generated_tokens_total));
+  metric("keel_prefill_tokens_per_second", "gauge", "Prefill speed over the recent forward calls carrying a chunk.",
+         s.prefill_tokens_per_second);
+  metric("keel_decode_tokens_per_second", "gauge", "Decode speed (all requests) over the recent forward calls.",
+         s.decode_tokens_per_second);
+  metric("keel_kv_pages_used", "gauge", "KV cache pages held by sequences.", count(s.kv_pages_used));
+  metric("keel_kv_pages_total", "gauge", "KV cache pages planned at start.", count(s.kv_pages_total));
+  return out;
+}
+
 }  // namespace keel::server

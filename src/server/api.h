@@ -58,4 +58,7 @@ std::string sse_data(const json& payload);
 std::string sse_done();
 std::string sse_progress(const PrefillProgress& p);
 
+// GET /metrics: the engine's counters in Prometheus' text exposition format (keel_* names).
+std::string metrics_text(const EngineStats& s);
+
 }  // namespace keel::server

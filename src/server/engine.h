@@ -1,10 +1,12 @@
 // The seam between the HTTP layer and whatever generates tokens. The server only needs this
-// interface: today a single-sequence engine over runtime::Session (one request at a time); the
-// multi-sequence scheduler (continuous batching) implements the same interface later.
+// interface: the BatchingEngine (continuous batching over one multi-sequence runtime::Session)
+// and the single-sequence engine (one request at a time) implement it.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,11 +25,27 @@ struct SamplingParams {
   std::optional<uint64_t> seed;
 };
 
+// A place in an engine's bounded request queue, taken before any response is sent (so a full
+// queue can still answer 503); generate() consumes it, and dropping it unused gives it back.
+class QueuePlace {
+ public:
+  virtual ~QueuePlace() = default;
+};
+
+// The engine's queue is full: HTTP 503 with Retry-After.
+class Overloaded : public std::runtime_error {
+ public:
+  Overloaded(const std::string& message, int retry_after_seconds)
+      : std::runtime_error(message), retry_after_seconds(retry_after_seconds) {}
+  int retry_after_seconds;
+};
+
 struct GenerationRequest {
   std::vector<int32_t> prompt;     // token ids, chat template already applied
   int64_t max_tokens = -1;         // -1: until end of generation or the context is full
   SamplingParams sampling;
   std::vector<std::string> stop;   // generation ends before the first occurrence of any of these
+  std::shared_ptr<QueuePlace> place;  // from Engine::take_place, or null (generate takes one)
 };
 
 struct PrefillProgress {
@@ -57,6 +75,21 @@ struct ModelInfo {
   bool has_chat_template = false;
 };
 
+// Counters for GET /metrics.
+struct EngineStats {
+  int64_t requests_total = 0;           // accepted into the queue
+  int64_t requests_running = 0;         // holding a sequence
+  int64_t requests_queued = 0;          // waiting for a sequence or pages
+  int64_t queue_capacity = 0;
+  int64_t requests_rejected = 0;        // answered 503 (queue full)
+  int64_t prompt_tokens_total = 0;      // prefilled
+  int64_t generated_tokens_total = 0;
+  double prefill_tokens_per_second = 0; // over the recent forward calls that carried a prefill chunk
+  double decode_tokens_per_second = 0;  // over the recent forward calls
+  int64_t kv_pages_used = 0, kv_pages_total = 0;
+  int64_t sequences = 0;                // --parallel
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -68,6 +101,9 @@ class Engine {
   virtual std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const = 0;
   // Runs one request to the end on the calling thread; may wait for earlier requests first.
   virtual GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks) = 0;
+  // A queue place for a request about to be generated; throws Overloaded when the queue is full.
+  virtual std::shared_ptr<QueuePlace> take_place() { return nullptr; }
+  virtual EngineStats stats() const { return {}; }
 };
 
 }  // namespace keel::server

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "keel/error.h"
@@ -35,6 +36,8 @@ void check_fits(const ApiRequest& r, int64_t prompt_tokens, int64_t n_ctx) {
 HttpServer::HttpServer(Engine& engine, ServerOptions options)
     : engine_(engine), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
   http_->set_payload_max_length(options_.max_body_bytes);
+  const size_t threads = std::max<size_t>(options_.threads, 2);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   install_routes();
 }
 
@@ -62,6 +65,10 @@ void HttpServer::install_routes() {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
 
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_text(engine_.stats()), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     const ModelInfo& info = engine_.info();
     json model = {{"id", info.id}, {"object", "model"}, {"created", 0}, {"owned_by", "keel"},
@@ -86,7 +93,14 @@ void HttpServer::install_routes() {
         send_error(res, e.status, e.what(), e.param, e.type);
         return;
       }
-      GenerationRequest g{std::move(prompt), r.max_tokens, r.sampling, r.stop};
+      GenerationRequest g{std::move(prompt), r.max_tokens, r.sampling, r.stop, nullptr};
+      try {
+        g.place = engine_.take_place();  // before any response: a full queue still answers 503
+      } catch (const Overloaded& e) {
+        res.set_header("Retry-After", std::to_string(e.retry_after_seconds));
+        send_error(res, 503, e.what());
+        return;
+      }
       const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
       const int64_t created = static_cast<int64_t>(std::time(nullptr));
       const std::string model = engine_.info().id;
@@ -154,7 +168,7 @@ void HttpServer::install_routes() {
     s.Delete(path, method_not_allowed("POST"));
     s.Patch(path, method_not_allowed("POST"));
   }
-  for (const char* path : {"/v1/models", "/health"}) {
+  for (const char* path : {"/v1/models", "/health", "/metrics"}) {
     s.Post(path, method_not_allowed("GET"));
     s.Put(path, method_not_allowed("GET"));
     s.Delete(path, method_not_allowed("GET"));

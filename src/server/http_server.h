@@ -1,8 +1,9 @@
 // The HTTP layer of `keel serve` (cpp-httplib): OpenAI-compatible routes over an Engine.
 //   POST /v1/chat/completions, POST /v1/completions  (JSON, or SSE when "stream": true)
-//   GET  /v1/models, GET /health
+//   GET  /v1/models, GET /health, GET /metrics (Prometheus text)
 // Errors are OpenAI error objects: 400 bad request (named parameter), 404 unknown route,
-// 405 wrong method, 413 body above the limit, 500 engine failure.
+// 405 wrong method, 413 body above the limit, 500 engine failure, 503 (with Retry-After) when
+// the engine's queue is full.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -21,6 +22,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                          // 0: any free port (see HttpServer::bind)
   size_t max_body_bytes = 32u << 20;        // larger request bodies get 413
+  // Connections served at once: each waiting or generating request holds one, so this should
+  // exceed --parallel + --queue (or the engine's queue never fills and clients wait unseen).
+  size_t threads = 16;
 };
 
 class HttpServer {
