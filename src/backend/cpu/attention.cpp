@@ -13,15 +13,10 @@
 namespace keel::cpu {
 namespace {
 
-// The K tile is stored transposed, [head_dim][k_stride], so the score kernel runs over 16 (or 8)
-// keys per vector with no horizontal sums; k_stride is page_tokens rounded up to 16.
-int64_t k_stride(const backend::KvGeometry& kv) { return (int64_t{kv.page_tokens} + 15) / 16 * 16; }
-
 struct Workspace {
-  float* k_tile;   // [head_dim, k_stride]  (transposed)
+  float* k_tile;   // [page_tokens, head_dim]
   float* v_tile;   // [page_tokens, head_dim]
-  float* row;      // [head_dim]  one K row before the transpose
-  float* scores;   // [kAttentionRows, k_stride]
+  float* scores;   // [page_tokens]
   float* m;        // [query_block * group]  running max
   float* l;        // [query_block * group]  running sum
   float* acc;      // [query_block * group, head_dim]
@@ -30,34 +25,32 @@ struct Workspace {
 size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head) {
   const size_t group = n_head / kv.n_kv_heads;
   const size_t rows = kAttentionQueryBlock * group;
-  const size_t ks = static_cast<size_t>(k_stride(kv));
-  return ks * kv.head_dim + size_t{kv.page_tokens} * kv.head_dim + kv.head_dim + kAttentionRows * ks + 2 * rows +
-         rows * kv.head_dim + 16;
+  return 2 * size_t{kv.page_tokens} * kv.head_dim + kv.page_tokens + 2 * rows + rows * kv.head_dim + 16;
 }
 
 Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
   const size_t group = n_head / kv.n_kv_heads;
   const size_t rows = kAttentionQueryBlock * group;
   Workspace w{};
-  const size_t ks = static_cast<size_t>(k_stride(kv));
   w.k_tile = base;
-  w.v_tile = w.k_tile + ks * kv.head_dim;
-  w.row = w.v_tile + size_t{kv.page_tokens} * kv.head_dim;
-  w.scores = w.row + kv.head_dim;
-  w.m = w.scores + kAttentionRows * ks;
+  w.v_tile = w.k_tile + size_t{kv.page_tokens} * kv.head_dim;
+  w.scores = w.v_tile + size_t{kv.page_tokens} * kv.head_dim;
+  w.m = w.scores + kv.page_tokens;
   w.l = w.m + rows;
   w.acc = w.l + rows;
   return w;
 }
 
-void scores_generic(const float* const* q, int n_q, const float* kt, int64_t ldk, int64_t n_keys, int hd,
-                    float scale, float* out, int64_t lds) {
-  for (int r = 0; r < n_q; ++r)
-    for (int64_t j = 0; j < n_keys; ++j) {
-      float s = 0.0f;
-      for (int i = 0; i < hd; ++i) s += q[r][i] * kt[i * ldk + j];
-      out[r * lds + j] = s * scale;
-    }
+float scores_generic(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    float s = 0.0f;
+    for (int i = 0; i < hd; ++i) s += q[i] * k[i];
+    out[j] = s * scale;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
 }
 
 float exp_sum_generic(float* s, int64_t n, float max) {
@@ -66,14 +59,10 @@ float exp_sum_generic(float* s, int64_t n, float max) {
   return sum;
 }
 
-void accumulate_generic(float* acc, const float* correction, const float* p, int64_t ldp, int n_q,
-                        const float* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_q; ++r) {
-    float* a = acc + r * hd;
-    for (int i = 0; i < hd; ++i) a[i] *= correction[r];
-    for (int64_t j = 0; j < n_keys; ++j)
-      for (int i = 0; i < hd; ++i) a[i] += p[r * ldp + j] * values[j * hd + i];
-  }
+void accumulate_generic(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  for (int i = 0; i < hd; ++i) acc[i] *= correction;
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int i = 0; i < hd; ++i) acc[i] += p[j] * values[j * hd + i];
 }
 
 void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
@@ -92,14 +81,13 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
 void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
                   int64_t t0, int64_t t1, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
-  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
-  const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
   const size_t rb = kv.row_bytes();
   const quant::Type et = backend::kv_element_type(kv.type);
   const int64_t n_rows = (t1 - t0) * group;
-  const int64_t ks = k_stride(kv);
+  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
+  const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
   std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
   std::fill(w.l, w.l + n_rows, 0.0f);
   std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
@@ -113,46 +101,24 @@ void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const ba
     const uint8_t* vp = a.kv.v_page(pages[page]);
     for (int64_t j = 0; j < len; ++j) {
       const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
-      load_row(kern, et, kp + off, w.row, hd);
-      for (int i = 0; i < hd; ++i) w.k_tile[i * ks + j] = w.row[i];
+      load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
       load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
     }
-    // Rows (token t, head hh) in groups of kAttentionRows share each K and V load. A row whose
-    // causal limit is below the group's n_keys gets -inf scores (weight 0) past its limit; a row
-    // that sees none of this page keeps its state (weight 0, correction 1).
-    for (int64_t row0 = 0; row0 < n_rows; row0 += kAttentionRows) {
-      const int n_q = static_cast<int>(std::min<int64_t>(kAttentionRows, n_rows - row0));
-      const float* q[kAttentionRows];
-      int64_t limit[kAttentionRows];
-      int64_t n_keys = 0;
-      for (int r = 0; r < n_q; ++r) {
-        const int64_t t = t0 + (row0 + r) / group;
-        const uint32_t h = g * group + static_cast<uint32_t>((row0 + r) % group);
-        q[r] = a.q + (t * a.n_head + h) * hd;
-        limit[r] = std::clamp<int64_t>(pos_of_first + t - start + 1, 0, len);  // causal
-        n_keys = std::max(n_keys, limit[r]);
-      }
-      if (n_keys == 0) continue;
-      kern.scores(q, n_q, w.k_tile, ks, n_keys, hd, a.scale, w.scores, ks);
-      float correction[kAttentionRows];
-      for (int r = 0; r < n_q; ++r) {
-        float* s = w.scores + r * ks;
-        const int64_t row = row0 + r;
-        if (limit[r] == 0) {
-          std::fill(s, s + n_keys, 0.0f);
-          correction[r] = 1.0f;
-          continue;
-        }
-        float mx = s[0];
-        for (int64_t j = 1; j < limit[r]; ++j) mx = std::max(mx, s[j]);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
+      if (limit <= 0) continue;
+      for (uint32_t hh = 0; hh < group; ++hh) {
+        const uint32_t h = g * group + hh;
+        const int64_t row = (t - t0) * group + hh;
+        const float* q = a.q + (t * a.n_head + h) * hd;
+        const float mx = kern.scores(q, w.k_tile, limit, hd, a.scale, w.scores);
         const float m_new = std::max(w.m[row], mx);
-        correction[r] = std::exp(w.m[row] - m_new);
-        const float sum = kern.exp_sum(s, limit[r], m_new);
-        std::fill(s + limit[r], s + n_keys, 0.0f);
-        w.l[row] = w.l[row] * correction[r] + sum;
+        const float correction = std::exp(w.m[row] - m_new);
+        const float sum = kern.exp_sum(w.scores, limit, m_new);
+        kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
+        w.l[row] = w.l[row] * correction + sum;
         w.m[row] = m_new;
       }
-      kern.accumulate(w.acc + row0 * hd, correction, w.scores, ks, n_q, w.v_tile, n_keys, hd);
     }
   }
   for (int64_t t = t0; t < t1; ++t)
@@ -176,7 +142,7 @@ const AttentionKernels& attention_kernels_generic() {
 }
 
 const AttentionKernels& attention_kernels_for(int head_dim) {
-  // The matmul's choice (its AVX2 test also covers F16C), so KEEL_CPU_ISA caps attention too.
+  // best_isa() checks avx2, fma, f16c and bmi2: the flags every *_avx2.cpp file is compiled with.
   static const bool avx2 = best_isa() != Isa::generic;
   static const bool avx512 = best_isa() == Isa::avx512;
   if (avx512 && head_dim % 16 == 0) return attention_kernels_avx512();
@@ -192,21 +158,25 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
   const backend::KvGeometry& kv = a.kv.geo;
   // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
   // round-robin from the last block of the last sequence for balance.
-  auto blocks_of = [](const backend::SeqSlice& s) { return (s.n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock; };
   int64_t n_blocks = 0;
-  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += blocks_of(a.seqs[s]);
+  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
   const size_t stride = per_thread_floats(kv, a.n_head);
   pool.run([&](int ith, int nth) {
     Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head);
     int32_t s = a.n_seqs - 1;
-    int64_t blocks_after = 0;  // blocks of the sequences after s
+    int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
       const int64_t from_end = task / kv.n_kv_heads;  // 0 = the last block of the batch
       const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
-      while (from_end >= blocks_after + blocks_of(a.seqs[s])) blocks_after += blocks_of(a.seqs[s--]);
+      int64_t seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+      while (from_end >= blocks_after + seq_blocks) {
+        blocks_after += seq_blocks;
+        --s;
+        seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+      }
       const backend::SeqSlice& seq = a.seqs[s];
-      const int64_t block = blocks_of(seq) - 1 - (from_end - blocks_after);
+      const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
       const int64_t t0 = seq.first + block * kAttentionQueryBlock;
       attend_block(kern, a, seq, g, t0, std::min(seq.first + seq.n_tokens, t0 + kAttentionQueryBlock), w);
     }

@@ -30,11 +30,8 @@ struct AttentionArgs {
   int32_t max_pages_per_seq = 0;
 };
 
-// Query tokens handled together by one task (they share each dequantized K/V tile). Each task
-// reads the KV prefix once, so a larger block cuts the KV traffic of long prompts (at 32, reading
-// and converting the f16 cache was 10% of a 4096-token prefill); the per-thread accumulators
-// ([block × group, head_dim]) bound it from above.
-constexpr int64_t kAttentionQueryBlock = 64;
+// Query tokens handled together by one task (they share each dequantized K/V tile).
+constexpr int64_t kAttentionQueryBlock = 32;
 
 size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);

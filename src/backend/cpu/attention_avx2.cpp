@@ -11,48 +11,39 @@
 namespace keel::cpu {
 namespace {
 
+// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
+inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
+
+inline float hsum(__m256 v) { return hsum_avx2(v); }
 
 
-// Masks for the last partial vector of 8 keys.
-inline __m256i tail_mask(int64_t n) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(n, 8))), idx);
-}
-
-// Four query rows × 16 keys per pass: 8 accumulators, each K load feeds 4 FMAs (q broadcast).
-template <int kRows>
-void scores_rows(const float* const* q, const float* kt, int64_t ldk, int64_t n_keys, int hd, float scale,
-                 float* out, int64_t lds) {
-  const __m256 sc = _mm256_set1_ps(scale);
-  for (int64_t j = 0; j < n_keys; j += 16) {
-    const int64_t n = std::min<int64_t>(16, n_keys - j);
-    const __m256i m0 = tail_mask(n), m1 = tail_mask(std::max<int64_t>(n - 8, 0));
-    __m256 a[kRows][2];
-    for (int r = 0; r < kRows; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
-    const float* k = kt + j;
-    for (int i = 0; i < hd; ++i, k += ldk) {
-      const __m256 k0 = _mm256_maskload_ps(k, m0), k1 = _mm256_maskload_ps(k + 8, m1);
-      for (int r = 0; r < kRows; ++r) {
-        const __m256 qv = _mm256_broadcast_ss(q[r] + i);
-        a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
-        a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
-      }
+float scores_avx2(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -INFINITY;
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
+    const float* k0 = keys + j * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < hd; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd + i), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd + i), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd + i), a3);
     }
-    for (int r = 0; r < kRows; ++r) {
-      _mm256_maskstore_ps(out + r * lds + j, m0, _mm256_mul_ps(a[r][0], sc));
-      _mm256_maskstore_ps(out + r * lds + j + 8, m1, _mm256_mul_ps(a[r][1], sc));
-    }
+    out[j] = hsum(a0) * scale;
+    out[j + 1] = hsum(a1) * scale;
+    out[j + 2] = hsum(a2) * scale;
+    out[j + 3] = hsum(a3) * scale;
+    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
   }
-}
-
-void scores_avx2(const float* const* q, int n_q, const float* kt, int64_t ldk, int64_t n_keys, int hd,
-                 float scale, float* out, int64_t lds) {
-  switch (n_q) {
-    case 1: return scores_rows<1>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    case 2: return scores_rows<2>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    case 3: return scores_rows<3>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    default: return scores_rows<4>(q, kt, ldk, n_keys, hd, scale, out, lds);
+  for (; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    __m256 a = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+    out[j] = hsum(a) * scale;
+    mx = std::max(mx, out[j]);
   }
+  return mx;
 }
 
 float exp_sum_avx2(float* s, int64_t n, float max) {
@@ -64,7 +55,7 @@ float exp_sum_avx2(float* s, int64_t n, float max) {
     _mm256_storeu_ps(s + j, e);
     sum = _mm256_add_ps(sum, e);
   }
-  float total = hsum_avx2(sum);
+  float total = hsum(sum);
   for (; j < n; ++j) {
     s[j] = std::exp(s[j] - max);
     total += s[j];
@@ -72,49 +63,35 @@ float exp_sum_avx2(float* s, int64_t n, float max) {
   return total;
 }
 
-// Four query rows × 16 outputs per pass: 8 accumulators, each V load feeds 4 FMAs.
-template <int kRows>
-void accumulate_rows(float* acc, const float* correction, const float* p, int64_t ldp, const float* values,
-                     int64_t n_keys, int hd) {
-  int i = 0;
-  for (; i + 16 <= hd; i += 16) {
-    __m256 a[kRows][2];
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 c = _mm256_set1_ps(correction[r]);
-      a[r][0] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * hd + i), c);
-      a[r][1] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * hd + i + 8), c);
-    }
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const float* v = values + j * hd + i;
-      const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-      for (int r = 0; r < kRows; ++r) {
-        const __m256 pj = _mm256_broadcast_ss(p + r * ldp + j);
-        a[r][0] = _mm256_fmadd_ps(pj, v0, a[r][0]);
-        a[r][1] = _mm256_fmadd_ps(pj, v1, a[r][1]);
+void accumulate_avx2(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  const __m256 c = _mm256_set1_ps(correction);
+  for (int i = 0; i < hd; i += 32) {  // 4 accumulators of 8 stay in registers over all keys
+    const int width = hd - i >= 32 ? 32 : hd - i;
+    if (width == 32) {
+      __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + i), c);
+      __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8), c);
+      __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 16), c);
+      __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 24), c);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        const float* v = values + j * hd + i;
+        a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+        a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+        a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+        a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+      }
+      _mm256_storeu_ps(acc + i, a0);
+      _mm256_storeu_ps(acc + i + 8, a1);
+      _mm256_storeu_ps(acc + i + 16, a2);
+      _mm256_storeu_ps(acc + i + 24, a3);
+    } else {
+      for (int k = i; k < hd; k += 8) {
+        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + k), c);
+        for (int64_t j = 0; j < n_keys; ++j)
+          a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(values + j * hd + k), a);
+        _mm256_storeu_ps(acc + k, a);
       }
     }
-    for (int r = 0; r < kRows; ++r) {
-      _mm256_storeu_ps(acc + r * hd + i, a[r][0]);
-      _mm256_storeu_ps(acc + r * hd + i + 8, a[r][1]);
-    }
-  }
-  for (; i < hd; i += 8) {  // hd % 16 == 8
-    for (int r = 0; r < kRows; ++r) {
-      __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + r * hd + i), _mm256_set1_ps(correction[r]));
-      for (int64_t j = 0; j < n_keys; ++j)
-        a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + r * ldp + j), _mm256_loadu_ps(values + j * hd + i), a);
-      _mm256_storeu_ps(acc + r * hd + i, a);
-    }
-  }
-}
-
-void accumulate_avx2(float* acc, const float* correction, const float* p, int64_t ldp, int n_q,
-                     const float* values, int64_t n_keys, int hd) {
-  switch (n_q) {
-    case 1: return accumulate_rows<1>(acc, correction, p, ldp, values, n_keys, hd);
-    case 2: return accumulate_rows<2>(acc, correction, p, ldp, values, n_keys, hd);
-    case 3: return accumulate_rows<3>(acc, correction, p, ldp, values, n_keys, hd);
-    default: return accumulate_rows<4>(acc, correction, p, ldp, values, n_keys, hd);
   }
 }
 

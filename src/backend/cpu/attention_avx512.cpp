@@ -10,6 +10,9 @@
 namespace keel::cpu {
 namespace {
 
+// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
+inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
+
 // exp(x) for x <= 0 (score - max): x = n ln2 + r, degree-6 polynomial for e^r, 2^n in the exponent.
 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
@@ -28,41 +31,33 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 
-// Four query rows × 32 keys per pass: 8 accumulators, each K load feeds 4 FMAs (q broadcast).
-template <int kRows>
-void scores_rows(const float* const* q, const float* kt, int64_t ldk, int64_t n_keys, int hd, float scale,
-                 float* out, int64_t lds) {
-  const __m512 sc = _mm512_set1_ps(scale);
-  for (int64_t j = 0; j < n_keys; j += 32) {
-    const int64_t n = std::min<int64_t>(32, n_keys - j);
-    const __mmask16 m0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-    const __mmask16 m1 = n >= 32 ? __mmask16(0xFFFF) : n <= 16 ? __mmask16(0) : __mmask16((1u << (n - 16)) - 1);
-    __m512 a[kRows][2];
-    for (int r = 0; r < kRows; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
-    const float* k = kt + j;
-    for (int i = 0; i < hd; ++i, k += ldk) {
-      const __m512 k0 = _mm512_maskz_loadu_ps(m0, k), k1 = _mm512_maskz_loadu_ps(m1, k + 16);
-      for (int r = 0; r < kRows; ++r) {
-        const __m512 qv = _mm512_set1_ps(q[r][i]);
-        a[r][0] = _mm512_fmadd_ps(qv, k0, a[r][0]);
-        a[r][1] = _mm512_fmadd_ps(qv, k1, a[r][1]);
-      }
+float scores_avx512(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -INFINITY;
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
+    const float* k0 = keys + j * hd;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < hd; i += 16) {
+      const __m512 qv = _mm512_loadu_ps(q + i);
+      a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + i), a0);
+      a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + hd + i), a1);
+      a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * hd + i), a2);
+      a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * hd + i), a3);
     }
-    for (int r = 0; r < kRows; ++r) {
-      _mm512_mask_storeu_ps(out + r * lds + j, m0, _mm512_mul_ps(a[r][0], sc));
-      _mm512_mask_storeu_ps(out + r * lds + j + 16, m1, _mm512_mul_ps(a[r][1], sc));
-    }
+    out[j] = _mm512_reduce_add_ps(a0) * scale;
+    out[j + 1] = _mm512_reduce_add_ps(a1) * scale;
+    out[j + 2] = _mm512_reduce_add_ps(a2) * scale;
+    out[j + 3] = _mm512_reduce_add_ps(a3) * scale;
+    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
   }
-}
-
-void scores_avx512(const float* const* q, int n_q, const float* kt, int64_t ldk, int64_t n_keys, int hd,
-                   float scale, float* out, int64_t lds) {
-  switch (n_q) {
-    case 1: return scores_rows<1>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    case 2: return scores_rows<2>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    case 3: return scores_rows<3>(q, kt, ldk, n_keys, hd, scale, out, lds);
-    default: return scores_rows<4>(q, kt, ldk, n_keys, hd, scale, out, lds);
+  for (; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    __m512 a = _mm512_setzero_ps();
+    for (int i = 0; i < hd; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), a);
+    out[j] = _mm512_reduce_add_ps(a) * scale;
+    mx = std::max(mx, out[j]);
   }
+  return mx;
 }
 
 float exp_sum_avx512(float* s, int64_t n, float max) {
@@ -82,49 +77,32 @@ float exp_sum_avx512(float* s, int64_t n, float max) {
   return total;
 }
 
-// Four query rows × 64 outputs per pass: 16 accumulators, each V load feeds 4 FMAs.
-template <int kRows>
-void accumulate_rows(float* acc, const float* correction, const float* p, int64_t ldp, const float* values,
-                     int64_t n_keys, int hd) {
+void accumulate_avx512(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  const __m512 c = _mm512_set1_ps(correction);
   int i = 0;
-  for (; i + 64 <= hd; i += 64) {
-    __m512 a[kRows][4];
-    for (int r = 0; r < kRows; ++r) {
-      const __m512 c = _mm512_set1_ps(correction[r]);
-      for (int u = 0; u < 4; ++u) a[r][u] = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + i + 16 * u), c);
-    }
+  for (; i + 64 <= hd; i += 64) {  // 4 accumulators of 16 stay in registers over all keys
+    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(acc + i), c);
+    __m512 a1 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 16), c);
+    __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 32), c);
+    __m512 a3 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 48), c);
     for (int64_t j = 0; j < n_keys; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[j]);
       const float* v = values + j * hd + i;
-      const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
-                   v3 = _mm512_loadu_ps(v + 48);
-      for (int r = 0; r < kRows; ++r) {
-        const __m512 pj = _mm512_set1_ps(p[r * ldp + j]);
-        a[r][0] = _mm512_fmadd_ps(pj, v0, a[r][0]);
-        a[r][1] = _mm512_fmadd_ps(pj, v1, a[r][1]);
-        a[r][2] = _mm512_fmadd_ps(pj, v2, a[r][2]);
-        a[r][3] = _mm512_fmadd_ps(pj, v3, a[r][3]);
-      }
+      a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v), a0);
+      a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16), a1);
+      a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 32), a2);
+      a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 48), a3);
     }
-    for (int r = 0; r < kRows; ++r)
-      for (int u = 0; u < 4; ++u) _mm512_storeu_ps(acc + r * hd + i + 16 * u, a[r][u]);
+    _mm512_storeu_ps(acc + i, a0);
+    _mm512_storeu_ps(acc + i + 16, a1);
+    _mm512_storeu_ps(acc + i + 32, a2);
+    _mm512_storeu_ps(acc + i + 48, a3);
   }
   for (; i < hd; i += 16) {
-    for (int r = 0; r < kRows; ++r) {
-      __m512 a = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + i), _mm512_set1_ps(correction[r]));
-      for (int64_t j = 0; j < n_keys; ++j)
-        a = _mm512_fmadd_ps(_mm512_set1_ps(p[r * ldp + j]), _mm512_loadu_ps(values + j * hd + i), a);
-      _mm512_storeu_ps(acc + r * hd + i, a);
-    }
-  }
-}
-
-void accumulate_avx512(float* acc, const float* correction, const float* p, int64_t ldp, int n_q,
-                       const float* values, int64_t n_keys, int hd) {
-  switch (n_q) {
-    case 1: return accumulate_rows<1>(acc, correction, p, ldp, values, n_keys, hd);
-    case 2: return accumulate_rows<2>(acc, correction, p, ldp, values, n_keys, hd);
-    case 3: return accumulate_rows<3>(acc, correction, p, ldp, values, n_keys, hd);
-    default: return accumulate_rows<4>(acc, correction, p, ldp, values, n_keys, hd);
+    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(acc + i), c);
+    for (int64_t j = 0; j < n_keys; ++j)
+      a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(values + j * hd + i), a);
+    _mm512_storeu_ps(acc + i, a);
   }
 }
 

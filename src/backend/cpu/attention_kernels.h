@@ -5,20 +5,13 @@
 
 namespace keel::cpu {
 
-// Query rows handled together by the score and accumulate kernels (they share each K/V load).
-constexpr int kAttentionRows = 4;
-
 struct AttentionKernels {
-  // For r < n_q (<= kAttentionRows), j < n_keys: scores[r * lds + j] = scale * Σ_i q[r][i] *
-  // kt[i * ldk + j], with the K tile transposed: kt [hd][ldk] (columns >= n_keys are not read).
-  void (*scores)(const float* const* q, int n_q, const float* kt, int64_t ldk, int64_t n_keys, int hd,
-                 float scale, float* scores, int64_t lds);
+  // scores[j] = scale * dot(q, keys + j*hd) for j < n_keys; returns max(scores).
+  float (*scores)(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* scores);
   // scores[j] = exp(scores[j] - max) in place; returns the sum.
   float (*exp_sum)(float* scores, int64_t n, float max);
-  // For r < n_q (<= kAttentionRows): acc[r*hd + i] = acc[r*hd + i] * correction[r] +
-  // Σ_{j < n_keys} p[r * ldp + j] * values[j*hd + i].
-  void (*accumulate)(float* acc, const float* correction, const float* p, int64_t ldp, int n_q,
-                     const float* values, int64_t n_keys, int hd);
+  // acc[i] = acc[i] * correction + sum_j p[j] * values[j*hd + i]
+  void (*accumulate)(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd);
   // f16 rows -> f32 (K/V tiles of an f16 cache)
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
 };
