@@ -4,6 +4,9 @@
 // streaming equals non-streaming, and malformed JSON, wrong types, unknown fields, oversize
 // bodies, wrong methods, unknown routes and prompts that cannot fit get the right status and an
 // OpenAI error object; a cancelled request's KV pages come back (/metrics); a full queue is 503.
+// Requests without max_tokens are admitted by what their prompt needs, run to the end of the
+// context ("length") beside each other, and one preempted when the pool runs short replays to
+// exactly the text it would have had alone.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/wait.h>
@@ -355,7 +358,11 @@ TEST_F(LiveServer, CancelMidPrefillReturnsPages) {
 
 TEST_F(LiveServer, ConcurrentGreedyStreamsEqualKeelRunAlone) {
   // Batch invariance: each stream, decoded beside the others, is exactly its prompt run alone.
-  const std::vector<std::string> prompts = {"Once upon a time", "The little dog", "Lily went to the park",
+  // Prompts from 2 to 3 chunks long beside short ones: several prefill pieces share a call.
+  std::string long_a, long_b;
+  for (int i = 0; i < 8; ++i) long_a += "Once upon a time there was a cat. ";
+  for (int i = 0; i < 5; ++i) long_b += "The dog ran to the park and played. ";
+  const std::vector<std::string> prompts = {"Once upon a time", long_a, "The little dog", "Lily went to the park", long_b,
                                             "One day, a bird", "Tom had a big red ball", "The sun"};
   std::vector<std::string> texts(prompts.size());
   std::vector<std::thread> clients;
@@ -372,7 +379,7 @@ TEST_F(LiveServer, ConcurrentGreedyStreamsEqualKeelRunAlone) {
   for (auto& t : clients) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) {
     SCOPED_TRACE(prompts[i]);
-    EXPECT_EQ(texts[i] + "\n", keel_run_text("run --temp 0 -n 20 -p '" + prompts[i] + "'"));
+    EXPECT_EQ(texts[i] + "\n", keel_run_text("run --temp 0 --chunk 32 -n 20 -p '" + prompts[i] + "'"));
   }
 }
 
@@ -408,6 +415,81 @@ TEST_F(LiveServer, AStalledClientDoesNotStallOthers) {
   EXPECT_GT(rb.completion_tokens, 40);  // more than A's client could have fallen behind before pausing
 }
 
+TEST_F(LiveServer, WithoutMaxTokensARequestDoesNotHoldTheWholeContext) {
+  // A asks for no max_tokens and its client stalls, so A pauses holding its sequence. B (no
+  // max_tokens either) is admitted beside it by what its prompt needs, runs until the context is
+  // full and ends with "length", while A still waits for its client. Then A ends the same way.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  server::GenerationRequest g;
+  g.prompt = engine_->tokenize("Once upon a time");
+  g.sampling.temperature = 0;
+  std::string a_text, b_text;
+  server::GenerationCallbacks stalled;
+  stalled.on_text = [&](const std::string& t) {
+    released.wait();
+    a_text += t;
+    return true;
+  };
+  auto a = std::async(std::launch::async, [&] { return engine_->generate(g, stalled); });
+  ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 1; }));
+  server::GenerationCallbacks normal;
+  normal.on_text = [&](const std::string& t) {
+    b_text += t;
+    return true;
+  };
+  auto b = std::async(std::launch::async, [&] { return engine_->generate(g, normal); });
+  ASSERT_EQ(b.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  release.set_value();
+  const server::GenerationResult ra = a.get(), rb = b.get();
+  const int64_t room = 256 - static_cast<int64_t>(g.prompt.size());
+  EXPECT_EQ(rb.finish, server::FinishReason::length);
+  EXPECT_EQ(rb.completion_tokens, room);
+  EXPECT_EQ(ra.finish, server::FinishReason::length);
+  EXPECT_EQ(ra.completion_tokens, room);
+  EXPECT_EQ(a_text, b_text);
+  EXPECT_EQ(b_text + "\n", keel_run_text("run --temp 0 --chunk 32 -n " + std::to_string(room) + " -p 'Once upon a time'"));
+}
+
+TEST_F(LiveServer, PreemptedRequestsReplayToTheSameText) {
+  // B and C (no max_tokens) each grow to the whole 256-token context, but the pool holds 304
+  // tokens: once both run, C (the younger) is preempted, waits, recomputes its prompt, replays its
+  // tokens and finishes. Both clients stall first, so both are admitted before either can finish.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  const std::vector<std::string> prompts = {"The little dog", "Lily went to the park"};
+  std::vector<std::string> texts(2);
+  std::vector<std::future<server::GenerationResult>> runs;
+  std::vector<server::GenerationCallbacks> callbacks(2);
+  std::vector<server::GenerationRequest> requests(2);
+  const int64_t preempted_before = engine_->stats().requests_preempted;
+  for (size_t i = 0; i < 2; ++i) {
+    requests[i].prompt = engine_->tokenize(prompts[i]);
+    requests[i].sampling.temperature = 0;
+    callbacks[i].on_text = [&, i](const std::string& t) {
+      released.wait();
+      texts[i] += t;
+      return true;
+    };
+    runs.push_back(std::async(std::launch::async, [&, i] { return engine_->generate(requests[i], callbacks[i]); }));
+    const int64_t running = static_cast<int64_t>(i) + 1;
+    ASSERT_TRUE(eventually(*engine_, [running](const server::EngineStats& s) { return s.requests_running == running; }));
+  }
+  release.set_value();
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(prompts[i]);
+    const server::GenerationResult r = runs[i].get();
+    const int64_t room = 256 - static_cast<int64_t>(requests[i].prompt.size());
+    EXPECT_EQ(r.finish, server::FinishReason::length);
+    EXPECT_EQ(r.completion_tokens, room);
+    EXPECT_EQ(texts[i] + "\n", keel_run_text("run --temp 0 --chunk 32 -n " + std::to_string(room) + " -p '" + prompts[i] + "'"));
+  }
+  EXPECT_GE(engine_->stats().requests_preempted - preempted_before, 1);
+  ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 0; }));
+  EXPECT_EQ(engine_->stats().kv_pages_used, 0);
+}
+
 TEST_F(LiveServer, MetricsArePrometheusText) {
   auto m = client().Get("/metrics");
   ASSERT_TRUE(m);
@@ -435,10 +517,11 @@ TEST_F(LiveServer, MetricsArePrometheusText) {
     EXPECT_EQ(used, line.size() - space - 1) << line;
     ++samples;
   }
-  EXPECT_EQ(samples, 12u);
+  EXPECT_EQ(samples, 13u);
   for (const char* name : {"keel_requests_total ", "keel_requests_running 0\n", "keel_requests_queued 0\n",
                            "keel_prompt_tokens_total ", "keel_generated_tokens_total ", "keel_prefill_tokens_per_second ",
                            "keel_decode_tokens_per_second ", "keel_kv_pages_used ", "keel_kv_pages_total 19\n",
+                           "keel_requests_preempted_total ",
                            "keel_sequences 4\n", "keel_queue_capacity 8\n"})
     EXPECT_NE(m->body.find(std::string("\n") + name), std::string::npos) << name;
 }

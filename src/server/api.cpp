@@ -233,6 +233,9 @@ std::string metrics_text(const EngineStats& s) {
   metric("keel_requests_total", "counter", "Requests accepted into the queue.", count(s.requests_total));
   metric("keel_requests_rejected_total", "counter", "Requests answered 503 because the queue was full.",
          count(s.requests_rejected));
+  metric("keel_requests_preempted_total", "counter",
+         "Requests sent back to the queue because the KV pool could not hold every running request's next token.",
+         count(s.requests_preempted));
   metric("keel_requests_running", "gauge", "Requests holding a sequence.", count(s.requests_running));
   metric("keel_requests_queued", "gauge", "Requests waiting for a sequence or KV pages.", count(s.requests_queued));
   metric("keel_queue_capacity", "gauge", "Requests that may wait (--queue).", count(s.queue_capacity));

@@ -6,6 +6,7 @@
 
 #include "keel/error.h"
 #include "runtime/sampler.h"
+#include "server/step_plan.h"
 #include "server/stop_scanner.h"
 #include "template/chat.h"
 
@@ -41,15 +42,16 @@ struct BatchingEngine::Job {
   };
   GenerationRequest request;       // its place moved to `place`
   std::shared_ptr<QueuePlace> place;
+  uint64_t arrival = 0;            // age, kept across preemptions
+  int64_t n_prompt = 0;
   int64_t limit = 0;               // tokens it may generate (max_tokens within the context)
-  int32_t pages = 0;               // reserved for prompt + limit
 
   // The scheduler's own.
-  int32_t seq = -1;
-  int64_t prefilled = 0;
-  std::optional<int32_t> next_token;  // sampled, fed at the next step
+  int32_t seq = -1;                // while running
+  std::vector<int32_t> tokens;     // prompt, then the sampled tokens (the penalties' history too)
+  int64_t fed = 0;                 // tokens[0..fed) are in the sequence's KV cache
+  int64_t prompt_reported = 0;     // prompt tokens already reported as progress (not again on a replay)
   std::optional<runtime::Sampler> sampler;
-  std::vector<int32_t> history;       // prompt + generated, for the penalties
   std::optional<tokenizer::StreamDecoder> decoder;
   std::optional<StopScanner> stops;
   Clock::time_point prefill_start;
@@ -70,6 +72,7 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
       special_tokens_(std::move(special_tokens)),
       session_(model_, options),
       chunk_(session_.layout().shape.chunk),
+      max_step_tokens_(session_.layout().shape.max_tokens),
       page_tokens_(static_cast<int32_t>(session_.layout().shape.kv.page_tokens)),
       queue_capacity_(std::max(queue_capacity, 0)) {
   if (chat_template) template_.emplace(*chat_template);
@@ -106,10 +109,6 @@ std::vector<int32_t> BatchingEngine::chat_prompt(const nlohmann::ordered_json& m
   options.now = tmpl::today_local();
   const std::string text = template_->render(tmpl::chat_context(chat_case, special_tokens_, nullptr), options);
   return tokenizer_.encode(text, /*add_bos=*/false, /*parse_special=*/true);
-}
-
-int32_t BatchingEngine::pages_for(int64_t tokens) const {
-  return static_cast<int32_t>((tokens + page_tokens_ - 1) / page_tokens_);
 }
 
 std::shared_ptr<QueuePlace> BatchingEngine::take_place() {
@@ -151,9 +150,10 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   if (prompt_tokens > info_.n_ctx)
     throw Error("the prompt has " + std::to_string(prompt_tokens) + " tokens but the context holds " +
                 std::to_string(info_.n_ctx));
+  // Generation is bounded by the context: without max_tokens, until it is full ("length").
   const int64_t room = info_.n_ctx - prompt_tokens;
   job->limit = request.max_tokens < 0 ? room : std::min(request.max_tokens, room);
-  job->pages = pages_for(prompt_tokens + job->limit);
+  job->n_prompt = prompt_tokens;
 
   runtime::SamplerOptions so;
   so.temperature = request.sampling.temperature;
@@ -164,12 +164,14 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   so.seed = request.sampling.seed ? *request.sampling.seed
                                   : static_cast<uint64_t>(Clock::now().time_since_epoch().count());
   job->sampler.emplace(so, static_cast<int32_t>(model_->hparams().n_vocab));
-  job->history = request.prompt;
+  job->tokens.reserve(static_cast<size_t>(prompt_tokens + job->limit));
+  job->tokens = request.prompt;
   job->decoder.emplace(tokenizer_);
   job->stops.emplace(request.stop);
 
   std::unique_lock<std::mutex> lock(mutex_);
   if (stopping_) throw Error("the server is shutting down");
+  job->arrival = next_arrival_++;
   waiting_.push_back(job);
   ++stats_.requests_total;
   work_.notify_one();
@@ -203,16 +205,61 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   }
 }
 
+int64_t BatchingEngine::pages_committed() const {
+  int64_t pages = 0;
+  for (const auto& job : running_)
+    if (!job->finished) pages += pages_for(static_cast<int64_t>(job->tokens.size()), page_tokens_);
+  return pages;
+}
+
+void BatchingEngine::drop_cancelled() {
+  for (auto& job : running_)
+    if (job->cancelled && !job->finished) finish(*job, FinishReason::cancelled);
+  std::erase_if(running_, [](const std::shared_ptr<Job>& j) { return j->finished; });
+  // A preempted request waits in the queue after it has streamed text: its client may leave there.
+  for (auto& job : waiting_)
+    if (job->cancelled && !job->finished) finish(*job, FinishReason::cancelled);
+  std::erase_if(waiting_, [](const std::shared_ptr<Job>& j) { return j->finished; });
+}
+
 void BatchingEngine::admit_waiting() {
+  int64_t committed = pages_committed();
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < stats_.sequences) {
     Job& job = *waiting_.front();
-    if (pages_reserved_ + job.pages > session_.pages_total()) break;  // FIFO: the head waits for pages
+    // What its known tokens need now, plus room for the first token it samples.
+    const int64_t known = static_cast<int64_t>(job.tokens.size());
+    const int64_t need = pages_for(std::min(known + 1, info_.n_ctx), page_tokens_);
+    if (committed + need > session_.pages_total()) break;  // FIFO: the head waits for pages
     job.seq = session_.add_sequence();
-    pages_reserved_ += job.pages;
+    job.fed = 0;
+    committed += pages_for(known, page_tokens_);
     if (auto* place = dynamic_cast<Place*>(job.place.get()); place && place->held.exchange(false)) --places_taken_;
-    running_.push_back(std::move(waiting_.front()));
+    // running_ stays in arrival order: a preempted request comes back among younger ones.
+    auto at = std::upper_bound(running_.begin(), running_.end(), job.arrival,
+                               [](uint64_t arrival, const std::shared_ptr<Job>& j) { return arrival < j->arrival; });
+    running_.insert(at, std::move(waiting_.front()));
     waiting_.pop_front();
   }
+}
+
+void BatchingEngine::preempt_while_overcommitted() {
+  int64_t committed = pages_committed();
+  while (committed > session_.pages_total()) {
+    // The youngest request that holds a sequence; the oldest alone always fits (a whole context).
+    auto victim = std::find_if(running_.rbegin(), running_.rend(), [](const std::shared_ptr<Job>& j) { return !j->finished; });
+    if (victim == running_.rend() || std::next(victim) == running_.rend()) break;
+    Job& job = **victim;
+    committed -= pages_for(static_cast<int64_t>(job.tokens.size()), page_tokens_);
+    session_.remove_sequence(job.seq);
+    job.seq = -1;
+    job.fed = 0;
+    ++stats_.requests_preempted;
+    auto at = std::upper_bound(waiting_.begin(), waiting_.end(), job.arrival,
+                               [](uint64_t arrival, const std::shared_ptr<Job>& j) { return arrival < j->arrival; });
+    waiting_.insert(at, std::move(*victim));
+    running_.erase(std::next(victim).base());
+  }
+  pages_used_ = session_.pages_total() - session_.pages_free();
 }
 
 void BatchingEngine::post_text(Job& job, std::string text) {
@@ -226,13 +273,13 @@ void BatchingEngine::post_text(Job& job, std::string text) {
 void BatchingEngine::finish(Job& job, FinishReason reason) {
   if (job.seq >= 0) {
     session_.remove_sequence(job.seq);
-    pages_reserved_ -= job.pages;
     pages_used_ = session_.pages_total() - session_.pages_free();
     job.seq = -1;
   }
+  if (auto* place = dynamic_cast<Place*>(job.place.get()); place && place->held.exchange(false)) --places_taken_;
   job.finished = true;
   Job::Event ev{Job::Event::on_end};
-  ev.result = GenerationResult{reason, static_cast<int64_t>(job.request.prompt.size()), job.completion_tokens};
+  ev.result = GenerationResult{reason, job.n_prompt, job.completion_tokens};
   job.events.push_back(std::move(ev));
   job.ready.notify_one();
 }
@@ -247,106 +294,91 @@ void BatchingEngine::after_logits(Job& job, const float* logits) {
     finish(job, reason);
   };
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
-  const int32_t id = job.sampler->sample(logits, job.history);
+  const int32_t id = job.sampler->sample(logits, job.tokens);
   if (tokenizer_.is_end_of_generation(id)) return finish_with_tail(FinishReason::stop);
-  job.history.push_back(id);
+  job.tokens.push_back(id);
   ++job.completion_tokens;
   ++stats_.generated_tokens_total;
   std::string text = job.stops->push(job.decoder->push(id));
   if (!text.empty()) post_text(job, std::move(text));
   if (job.stops->stopped()) return finish(job, FinishReason::stop);
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
-  job.next_token = id;
+}
+
+void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
+  // This step's pieces; a request whose client has not taken its events yet sits it out.
+  step_view_.clear();
+  for (const auto& job : running_)
+    step_view_.push_back(RunningSeq{job->arrival, job->n_prompt, static_cast<int64_t>(job->tokens.size()), job->fed,
+                                    job->events.size() >= kMaxPendingEvents});
+  plan_step(step_view_, StepBudget{chunk_, max_step_tokens_}, prefill_turn_, pieces_);
+  if (pieces_.empty()) {
+    work_.wait(lock);
+    return;
+  }
+  inputs_.clear();
+  int64_t prefill_n = 0, decode_n = 0;
+  for (const StepPiece& p : pieces_) {
+    Job& job = *running_[p.index];
+    if (p.prefill && job.fed == 0 && job.prompt_reported == 0) job.prefill_start = Clock::now();
+    inputs_.push_back(runtime::SeqInput{
+        job.seq, std::span<const int32_t>(job.tokens).subspan(static_cast<size_t>(p.first), static_cast<size_t>(p.n)),
+        p.logits});
+    (p.prefill ? prefill_n : decode_n) += p.n;
+  }
+
+  lock.unlock();
+  const auto t0 = Clock::now();
+  std::span<const float* const> rows;
+  std::string failure;
+  try {
+    rows = session_.step(inputs_);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  lock.lock();
+
+  if (!failure.empty()) {  // should not happen (the pages were committed): fail this step's requests
+    for (const StepPiece& p : pieces_) {
+      Job& job = *running_[p.index];
+      job.events.push_back(Job::Event(Job::Event::on_error, failure));
+      job.ready.notify_one();
+      finish(job, FinishReason::stop);
+    }
+    return;
+  }
+  pages_used_ = session_.pages_total() - session_.pages_free();
+  recent_steps_.push_back(StepSample{seconds, prefill_n, decode_n});
+  if (recent_steps_.size() > kRecentSteps) recent_steps_.pop_front();
+  if (prefill_n > 0) recent_prefills_.push_back(recent_steps_.back());
+  if (recent_prefills_.size() > kRecentSteps) recent_prefills_.pop_front();
+
+  size_t row = 0;
+  for (const StepPiece& p : pieces_) {
+    Job& job = *running_[p.index];  // running_ does not change until the step is done
+    job.fed += p.n;
+    if (p.prefill && job.fed > job.prompt_reported) {  // first time through this part of the prompt
+      stats_.prompt_tokens_total += job.fed - job.prompt_reported;
+      job.prompt_reported = job.fed;
+      Job::Event ev{Job::Event::on_progress};
+      ev.progress = PrefillProgress{job.fed, job.n_prompt,
+                                    std::chrono::duration<double>(Clock::now() - job.prefill_start).count()};
+      job.events.push_back(ev);
+      job.ready.notify_one();
+    }
+    if (p.logits) after_logits(job, rows[row++]);
+  }
+  preempt_while_overcommitted();
 }
 
 void BatchingEngine::scheduler_loop() {
-  std::vector<runtime::SeqInput> inputs;
-  std::vector<Job*> owners;  // [inputs]
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    for (auto& job : running_)
-      if (job->cancelled && !job->finished) finish(*job, FinishReason::cancelled);
-    std::erase_if(running_, [](const std::shared_ptr<Job>& j) { return j->finished; });
+    drop_cancelled();
     if (stopping_) break;
     admit_waiting();
-
-    // This step: the next token of every decoding request, one chunk of the oldest prefill.
-    // A request whose client has not taken its events yet sits this step out.
-    inputs.clear();
-    owners.clear();
-    Job* prefill = nullptr;
-    for (auto& job : running_) {
-      if (job->events.size() >= kMaxPendingEvents) continue;
-      if (job->next_token) {
-        inputs.push_back(runtime::SeqInput{job->seq, std::span<const int32_t>(&*job->next_token, 1), true});
-        owners.push_back(job.get());
-      } else if (!prefill) {
-        prefill = job.get();
-      }
-    }
-    int64_t prefill_n = 0;
-    if (prefill) {
-      const auto total = static_cast<int64_t>(prefill->request.prompt.size());
-      if (prefill->prefilled == 0) prefill->prefill_start = Clock::now();
-      prefill_n = std::min(chunk_, total - prefill->prefilled);
-      const bool last = prefill->prefilled + prefill_n == total;
-      inputs.push_back(runtime::SeqInput{
-          prefill->seq,
-          std::span<const int32_t>(prefill->request.prompt).subspan(static_cast<size_t>(prefill->prefilled),
-                                                                    static_cast<size_t>(prefill_n)),
-          last});
-      owners.push_back(prefill);
-    }
-    if (inputs.empty()) {
-      work_.wait(lock);
-      continue;
-    }
-
-    lock.unlock();
-    const auto t0 = Clock::now();
-    std::span<const float* const> rows;
-    std::string failure;
-    try {
-      rows = session_.step(inputs);
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    lock.lock();
-
-    if (!failure.empty()) {  // should not happen (admission reserved the pages): fail this step's requests
-      for (Job* job : owners) {
-        job->events.push_back(Job::Event(Job::Event::on_error, failure));
-        job->ready.notify_one();
-        finish(*job, FinishReason::stop);
-      }
-      continue;
-    }
-    pages_used_ = session_.pages_total() - session_.pages_free();
-    recent_steps_.push_back(StepSample{seconds, prefill_n, static_cast<int64_t>(inputs.size()) - (prefill ? 1 : 0)});
-    if (recent_steps_.size() > kRecentSteps) recent_steps_.pop_front();
-    if (prefill_n > 0) recent_prefills_.push_back(recent_steps_.back());
-    if (recent_prefills_.size() > kRecentSteps) recent_prefills_.pop_front();
-    stats_.prompt_tokens_total += prefill_n;
-
-    size_t row = 0;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      Job& job = *owners[i];
-      const float* logits = inputs[i].logits ? rows[row++] : nullptr;
-      if (&job == prefill) {
-        job.prefilled += prefill_n;
-        const auto total = static_cast<int64_t>(job.request.prompt.size());
-        Job::Event ev{Job::Event::on_progress};
-        ev.progress = PrefillProgress{job.prefilled, total,
-                                      std::chrono::duration<double>(Clock::now() - job.prefill_start).count()};
-        job.events.push_back(ev);
-        job.ready.notify_one();
-        if (job.prefilled == total) after_logits(job, logits);
-      } else {
-        job.next_token.reset();
-        after_logits(job, logits);
-      }
-    }
+    run_step(lock);
   }
   // Shutting down: whoever still waits gets an error.
   auto shut_out = [](Job& job) {

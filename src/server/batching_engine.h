@@ -1,12 +1,20 @@
 // An Engine with continuous batching over one multi-sequence runtime::Session (n_seqs =
 // --parallel). One scheduler thread owns the session; each of its iterations is ONE
-// Session::step carrying the next token of every decoding request plus at most one prefill chunk
-// (of the oldest request still prefilling), so a long prefill delays the others by one chunk per
-// step at most. generate() enqueues the request and waits on its own thread for the events the
-// scheduler posts (progress, text, the end), invoking the callbacks there: a slow client only
-// slows itself. Admission reserves KV pages for prompt + max_tokens (the whole context when
-// max_tokens is unset) so a running request never runs out of pages; requests that must wait sit
-// in a bounded FIFO queue, and a full queue throws Overloaded (503).
+// Session::step carrying the next token of every decoding request plus prefill pieces of the
+// requests still in their prompt, round-robin within the call's token budget (step_plan.h), so a
+// long prefill delays the others by one chunk per step at most. generate() enqueues the request
+// and waits on its own thread for the events the scheduler posts (progress, text, the end),
+// invoking the callbacks there: a slow client only slows itself.
+//
+// KV pages, as vLLM manages its blocks: a request is admitted when the pages its known tokens
+// need (the prompt, plus one for its first new token) fit beside what the running requests have
+// committed; it then grows a page at a time as it generates, up to the context (finish_reason
+// "length"). When the pool cannot hold every running request's next token, the youngest request
+// is preempted: its pages go back and it waits at the head of the queue, then recomputes its
+// prompt in the same chunks and replays its generated tokens one by one, as decodes, so its
+// logits are bit for bit those of an uninterrupted run. The oldest request always fits (the pool
+// holds a whole context), so every request ends. Requests that must wait sit in a bounded queue;
+// a full queue throws Overloaded (503).
 #pragma once
 #include <condition_variable>
 #include <deque>
@@ -20,6 +28,7 @@
 #include "model/model.h"
 #include "runtime/session.h"
 #include "server/engine.h"
+#include "server/step_plan.h"
 #include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -47,12 +56,15 @@ class BatchingEngine : public Engine {
 
  private:
   void scheduler_loop();
-  void admit_waiting();                  // under mutex_: queue head → a sequence, while pages allow
-  void finish(Job& job, FinishReason reason);  // under mutex_: sequence removed, pages unreserved, end posted
+  // All under mutex_:
+  void drop_cancelled();                 // requests whose client went away end, their pages back
+  void admit_waiting();                  // queue head → a sequence, while its pages fit
+  int64_t pages_committed() const;       // by the running requests for their known tokens
+  void preempt_while_overcommitted();    // youngest first, back to the queue
+  void finish(Job& job, FinishReason reason);  // sequence removed, end posted
   void after_logits(Job& job, const float* logits);  // sample, emit text, maybe finish
   void post_text(Job& job, std::string text);
-  int32_t pages_for(int64_t tokens) const;
-  void release_place(Place& place);      // under mutex_
+  void run_step(std::unique_lock<std::mutex>& lock);  // one forward call, mutex_ unlocked around it
 
   std::shared_ptr<const model::Model> model_;
   tokenizer::Tokenizer tokenizer_;
@@ -61,6 +73,7 @@ class BatchingEngine : public Engine {
   ModelInfo info_;
   runtime::Session session_;             // the scheduler thread's alone once it runs
   const int64_t chunk_;
+  const int64_t max_step_tokens_;        // the plan's tokens per forward call
   const int32_t page_tokens_;
   const int queue_capacity_;
 
@@ -68,9 +81,13 @@ class BatchingEngine : public Engine {
   std::condition_variable work_;         // the scheduler waits here for requests
   bool stopping_ = false;
   int64_t places_taken_ = 0;             // queue places held (requests waiting, or about to)
-  std::deque<std::shared_ptr<Job>> waiting_;
-  std::vector<std::shared_ptr<Job>> running_;  // admission order: the oldest prefill goes first
-  int64_t pages_reserved_ = 0;           // by running requests, for their whole prompt + generation
+  std::deque<std::shared_ptr<Job>> waiting_;   // arrival order (preempted requests come back in it)
+  std::vector<std::shared_ptr<Job>> running_;  // arrival order: the oldest is never preempted
+  uint64_t next_arrival_ = 0;
+  uint64_t prefill_turn_ = 0;            // where the prefill round-robin starts (step_plan.h)
+  std::vector<RunningSeq> step_view_;    // [running_] the scheduler's scratch for plan_step
+  std::vector<StepPiece> pieces_;        // this step's pieces
+  std::vector<runtime::SeqInput> inputs_;  // [pieces_]
   EngineStats stats_;                    // counters; running/queued/pages filled in by stats()
   struct StepSample {
     double seconds;

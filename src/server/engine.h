@@ -82,6 +82,7 @@ struct EngineStats {
   int64_t requests_queued = 0;          // waiting for a sequence or pages
   int64_t queue_capacity = 0;
   int64_t requests_rejected = 0;        // answered 503 (queue full)
+  int64_t requests_preempted = 0;       // sent back to the queue when the KV pool ran short
   int64_t prompt_tokens_total = 0;      // prefilled
   int64_t generated_tokens_total = 0;
   double prefill_tokens_per_second = 0; // over the recent forward calls that carried a prefill chunk
