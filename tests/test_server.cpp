@@ -6,7 +6,8 @@
 // OpenAI error object; a cancelled request's KV pages come back (/metrics); a full queue is 503.
 // Requests without max_tokens are admitted by what their prompt needs, run to the end of the
 // context ("length") beside each other, and one preempted when the pool runs short replays to
-// exactly the text it would have had alone.
+// exactly the text it would have had alone. Penalties and seeds give `keel run`'s text; logprobs
+// come in OpenAI's chat and legacy completion shapes, streamed and not.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/wait.h>
@@ -488,6 +489,109 @@ TEST_F(LiveServer, PreemptedRequestsReplayToTheSameText) {
   EXPECT_GE(engine_->stats().requests_preempted - preempted_before, 1);
   ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 0; }));
   EXPECT_EQ(engine_->stats().kv_pages_used, 0);
+}
+
+TEST_F(LiveServer, PenaltiesAndSeedMatchKeelRun) {
+  // The server and `keel run` share the sampler: greedy with penalties, and a seeded draw at
+  // temperature 1 with no truncation (the API's defaults), give the same text.
+  struct Case {
+    json fields;
+    std::string flags;
+  };
+  const std::string prompt = "Once upon a time";
+  const std::string plain = keel_run_text("run --temp 0 -n 40 -p '" + prompt + "'");
+  for (const Case& c : std::vector<Case>{
+           {{{"temperature", 0}, {"frequency_penalty", 1.5}}, "--temp 0 --frequency-penalty 1.5"},
+           {{{"temperature", 0}, {"presence_penalty", 1.5}}, "--temp 0 --presence-penalty 1.5"},
+           {{{"temperature", 0}, {"repeat_penalty", 1.5}}, "--temp 0 --repeat-penalty 1.5"},
+           {{{"temperature", 0}, {"repetition_penalty", 1.5}, {"repeat_last_n", 16}}, "--temp 0 --repeat-penalty 1.5 --repeat-last-n 16"},
+           {{{"temperature", 1}, {"seed", 42}}, "--temp 1 --top-k 0 --top-p 1 --min-p 0 --seed 42"}}) {
+    SCOPED_TRACE(c.flags);
+    json body = {{"prompt", prompt}, {"max_tokens", 40}};
+    body.update(c.fields);
+    auto r = post("/v1/completions", body.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const std::string text = json::parse(r->body)["choices"][0]["text"];
+    const std::string want = keel_run_text("run " + c.flags + " -n 40 -p '" + prompt + "'");
+    EXPECT_EQ(text + "\n", want);
+    EXPECT_NE(want, plain);  // the option made a difference
+    auto again = post("/v1/completions", body.dump());  // the same seed, the same text
+    ASSERT_TRUE(again);
+    EXPECT_EQ(json::parse(again->body)["choices"][0]["text"], text);
+  }
+}
+
+TEST_F(LiveServer, LogprobsInOpenAIShapes) {
+  // Chat: one entry per generated token (usage.completion_tokens), the greedy choice is the top
+  // alternative, the pieces spell the text, and the stream carries the same entries.
+  json body = {{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}}, {"max_tokens", 12}, {"temperature", 0},
+               {"logprobs", true}, {"top_logprobs", 3}};
+  auto r = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  const json& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_TRUE(content.is_array()) << r->body;
+  ASSERT_EQ(content.size(), 12u);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  std::string spelled;
+  for (const json& e : content) {
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    EXPECT_EQ(e["token"], e["top_logprobs"][0]["token"]);
+    EXPECT_EQ(e["logprob"], e["top_logprobs"][0]["logprob"]);
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+    EXPECT_GE(e["top_logprobs"][0]["logprob"].get<double>(), e["top_logprobs"][1]["logprob"].get<double>());
+    for (const json& b : e["bytes"]) spelled.push_back(static_cast<char>(b.get<int>()));
+  }
+  EXPECT_EQ(spelled, j["choices"][0]["message"]["content"]);
+
+  body["stream"] = true;
+  auto s = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(s);
+  json streamed = json::array();
+  size_t pos = 0;
+  while ((pos = s->body.find("data: {", pos)) != std::string::npos) {
+    const size_t end = s->body.find("\n\n", pos);
+    const json chunk = json::parse(s->body.substr(pos + 6, end - pos - 6));
+    pos = end;
+    const json& lp = chunk["choices"][0]["logprobs"];
+    if (!lp.is_null())
+      for (const json& e : lp["content"]) streamed.push_back(e);
+  }
+  EXPECT_EQ(streamed, content);
+
+  // Without logprobs: null, as OpenAI sends it.
+  body.erase("top_logprobs");
+  body["logprobs"] = false;
+  body["stream"] = false;
+  auto n = post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(n);
+  EXPECT_TRUE(json::parse(n->body)["choices"][0]["logprobs"].is_null());
+
+  // Completions (legacy shape): tokens, token_logprobs, top_logprobs dicts, text_offset.
+  auto c = post("/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"temperature", 0}, {"logprobs", 2}}.dump());
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->status, 200) << c->body;
+  const json cj = json::parse(c->body)["choices"][0];
+  const json& lp = cj["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 8u) << c->body;
+  ASSERT_EQ(lp["token_logprobs"].size(), 8u);
+  ASSERT_EQ(lp["top_logprobs"].size(), 8u);
+  std::string text;
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(lp["text_offset"][i], static_cast<int64_t>(text.size()));
+    text += lp["tokens"][i].get<std::string>();
+    EXPECT_LE(lp["top_logprobs"][i].size(), 2u);
+    EXPECT_EQ(lp["top_logprobs"][i][lp["tokens"][i].get<std::string>()], lp["token_logprobs"][i]);
+  }
+  EXPECT_EQ(text, cj["text"]);
+
+  // top_logprobs needs logprobs; more than 20 is refused.
+  expect_error(post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})"), 400);
+  expect_error(post("/v1/chat/completions",
+                    R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})"), 400);
+  expect_error(post("/v1/completions", R"({"prompt": "x", "repeat_penalty": 0})"), 400);
 }
 
 TEST_F(LiveServer, MetricsArePrometheusText) {

@@ -58,6 +58,8 @@ int cmd_run(const CommandArgs& argv) {
            {{"--min-p"}, "P", "min-p sampling, 0 = off (default 0.05)"},
            {{"--repeat-penalty"}, "X", "penalty for recent tokens, 1 = off (default 1.0)"},
            {{"--repeat-last-n"}, "N", "tokens the penalty looks back on (default 64)"},
+           {{"--presence-penalty"}, "X", "subtracted once from every token generated so far, 0 = off (default 0)"},
+           {{"--frequency-penalty"}, "X", "subtracted per time a token was generated so far, 0 = off (default 0)"},
            {{"--seed"}, "N", "random seed (default: random)"},
            {{"--no-bos"}, "", "do not add the BOS token"},
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
@@ -84,6 +86,9 @@ int cmd_run(const CommandArgs& argv) {
   so.min_p = static_cast<float>(args.get_double("--min-p", 0.05));
   so.repeat_penalty = static_cast<float>(args.get_double("--repeat-penalty", 1.0));
   so.repeat_last_n = static_cast<int>(args.get_int("--repeat-last-n", 64));
+  so.presence_penalty = static_cast<float>(args.get_double("--presence-penalty", 0.0));
+  so.frequency_penalty = static_cast<float>(args.get_double("--frequency-penalty", 0.0));
+  if (!(so.repeat_penalty > 0)) throw Error("keel run: --repeat-penalty must be above 0", ErrorKind::usage);
   so.seed = args.has("--seed") ? static_cast<uint64_t>(args.get_int("--seed", 0))
                                : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   int64_t n_predict = args.get_int("-n", -1);
@@ -91,7 +96,8 @@ int cmd_run(const CommandArgs& argv) {
 
   const plan::Plan plan = plan_session(args, *lm.model, static_cast<int64_t>(prompt.size()));
   runtime::Session session(lm.model, plan.options);
-  runtime::Sampler sampler(so, static_cast<int32_t>(lm.model->hparams().n_vocab));
+  runtime::Sampler sampler(so);
+  runtime::SamplerScratch sampler_scratch(static_cast<int32_t>(lm.model->hparams().n_vocab));
   std::vector<int32_t> history = prompt;
   history.reserve(static_cast<size_t>(session.n_ctx()));
 
@@ -142,7 +148,7 @@ int cmd_run(const CommandArgs& argv) {
   const int64_t room = session.n_ctx() - session.n_past();
   const int64_t limit = n_predict < 0 ? room : std::min(n_predict, room);
   for (int64_t i = 0; i < limit && !cancel.requested(); ++i) {
-    const int32_t id = sampler.sample(logits, history);
+    const int32_t id = sampler.sample(logits, history, prompt.size(), sampler_scratch);
     if (tok.is_end_of_generation(id)) break;
     generated.push_back(id);
     history.push_back(id);

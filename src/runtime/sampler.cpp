@@ -12,49 +12,73 @@ int32_t argmax(const float* logits, int32_t n) {
   return best;
 }
 
-Sampler::Sampler(const SamplerOptions& options, int32_t n_vocab)
-    : o_(options), n_vocab_(n_vocab), candidates_(static_cast<size_t>(n_vocab)),
-      adjusted_(static_cast<size_t>(n_vocab)), rng_(options.seed) {}
+SamplerScratch::SamplerScratch(int32_t n_vocab)
+    : adjusted(static_cast<size_t>(n_vocab)), candidates(static_cast<size_t>(n_vocab)), counts(static_cast<size_t>(n_vocab), 0) {}
 
-int32_t Sampler::sample(const float* logits, const std::vector<int32_t>& history) {
-  std::copy(logits, logits + n_vocab_, adjusted_.begin());
+Sampler::Sampler(const SamplerOptions& options) : o_(options), rng_(options.seed) {}
+
+void Sampler::apply_penalties(const float* logits, std::span<const int32_t> history, size_t n_prompt,
+                              SamplerScratch& scratch) const {
+  const int32_t n_vocab = scratch.n_vocab();
+  std::copy(logits, logits + n_vocab, scratch.adjusted.begin());
+  auto valid = [n_vocab](int32_t id) { return id >= 0 && id < n_vocab; };
+  std::vector<int32_t>& counts = scratch.counts;  // all zero on entry and on return
+
   if (o_.repeat_penalty != 1.0f && o_.repeat_last_n != 0) {
     const size_t window = o_.repeat_last_n < 0 ? history.size() : static_cast<size_t>(o_.repeat_last_n);
-    const size_t from = history.size() > window ? history.size() - window : 0;
-    // Penalise each distinct recent token once (as llama.cpp does).
-    for (size_t i = from; i < history.size(); ++i) {
-      const int32_t id = history[i];
-      if (id < 0 || id >= n_vocab_) continue;
-      if (std::find(history.begin() + static_cast<long>(from), history.begin() + static_cast<long>(i), id) !=
-          history.begin() + static_cast<long>(i))
-        continue;
-      float& l = adjusted_[static_cast<size_t>(id)];
+    const auto recent = history.last(std::min(window, history.size()));
+    for (int32_t id : recent) {
+      if (!valid(id) || counts[static_cast<size_t>(id)]++ > 0) continue;  // each distinct token once
+      float& l = scratch.adjusted[static_cast<size_t>(id)];
       l = l > 0 ? l / o_.repeat_penalty : l * o_.repeat_penalty;
     }
+    for (int32_t id : recent)
+      if (valid(id)) counts[static_cast<size_t>(id)] = 0;
   }
-  if (o_.temperature <= 0.0f) return argmax(adjusted_.data(), n_vocab_);
 
-  size_t n = static_cast<size_t>(n_vocab_);
-  for (size_t i = 0; i < n; ++i) candidates_[i] = {static_cast<int32_t>(i), adjusted_[i], 0.0f};
-  auto by_logit = [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  if ((o_.presence_penalty != 0.0f || o_.frequency_penalty != 0.0f) && n_prompt < history.size()) {
+    const auto generated = history.subspan(n_prompt);
+    for (int32_t id : generated)
+      if (valid(id)) ++counts[static_cast<size_t>(id)];
+    for (int32_t id : generated) {
+      if (!valid(id)) continue;
+      int32_t& c = counts[static_cast<size_t>(id)];
+      if (c == 0) continue;  // done already
+      scratch.adjusted[static_cast<size_t>(id)] -= o_.presence_penalty + static_cast<float>(c) * o_.frequency_penalty;
+      c = 0;
+    }
+  }
+}
+
+int32_t Sampler::sample(const float* logits, std::span<const int32_t> history, size_t n_prompt, SamplerScratch& scratch) {
+  apply_penalties(logits, history, n_prompt, scratch);
+  const int32_t n_vocab = scratch.n_vocab();
+  if (o_.temperature <= 0.0f) return argmax(scratch.adjusted.data(), n_vocab);
+
+  auto& candidates = scratch.candidates;
+  size_t n = static_cast<size_t>(n_vocab);
+  for (size_t i = 0; i < n; ++i) candidates[i] = {static_cast<int32_t>(i), scratch.adjusted[i], 0.0f};
+  auto by_logit = [](const SamplerScratch::Candidate& a, const SamplerScratch::Candidate& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
   if (o_.top_k > 0 && static_cast<size_t>(o_.top_k) < n) {
-    std::partial_sort(candidates_.begin(), candidates_.begin() + o_.top_k, candidates_.begin() + static_cast<long>(n), by_logit);
+    std::partial_sort(candidates.begin(), candidates.begin() + o_.top_k, candidates.begin() + static_cast<long>(n), by_logit);
     n = static_cast<size_t>(o_.top_k);
   } else {
-    std::sort(candidates_.begin(), candidates_.begin() + static_cast<long>(n), by_logit);
+    std::sort(candidates.begin(), candidates.begin() + static_cast<long>(n), by_logit);
   }
   auto softmax = [&](float temp) {
-    const float mx = candidates_[0].logit;
+    const float mx = candidates[0].logit;
     double sum = 0;
-    for (size_t i = 0; i < n; ++i) sum += candidates_[i].p = std::exp((candidates_[i].logit - mx) / temp);
-    for (size_t i = 0; i < n; ++i) candidates_[i].p = static_cast<float>(candidates_[i].p / sum);
+    for (size_t i = 0; i < n; ++i) sum += candidates[i].p = std::exp((candidates[i].logit - mx) / temp);
+    for (size_t i = 0; i < n; ++i) candidates[i].p = static_cast<float>(candidates[i].p / sum);
   };
   softmax(1.0f);
   if (o_.top_p < 1.0f) {
     double cum = 0;
     size_t keep = n;
     for (size_t i = 0; i < n; ++i) {
-      cum += candidates_[i].p;
+      cum += candidates[i].p;
       if (cum >= o_.top_p) {
         keep = i + 1;
         break;
@@ -63,19 +87,44 @@ int32_t Sampler::sample(const float* logits, const std::vector<int32_t>& history
     n = std::max<size_t>(1, keep);
   }
   if (o_.min_p > 0.0f) {
-    const float threshold = candidates_[0].p * o_.min_p;
+    const float threshold = candidates[0].p * o_.min_p;
     size_t keep = 1;
-    while (keep < n && candidates_[keep].p >= threshold) ++keep;
+    while (keep < n && candidates[keep].p >= threshold) ++keep;
     n = keep;
   }
   softmax(o_.temperature);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   double r = uniform(rng_), cum = 0;
   for (size_t i = 0; i < n; ++i) {
-    cum += candidates_[i].p;
-    if (r < cum) return candidates_[i].id;
+    cum += candidates[i].p;
+    if (r < cum) return candidates[i].id;
   }
-  return candidates_[n - 1].id;
+  return candidates[n - 1].id;
+}
+
+float token_logprobs(const float* logits, int32_t n_vocab, int32_t chosen, std::span<TokenLogprob> top) {
+  float mx = logits[0];
+  for (int32_t i = 1; i < n_vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double log_z = mx + std::log(sum);
+
+  // The k best by insertion into a sorted array: k is small, and most logits fall below the last.
+  const size_t k = std::min(top.size(), static_cast<size_t>(n_vocab));
+  size_t filled = 0;
+  for (int32_t i = 0; i < n_vocab && k > 0; ++i) {
+    const float l = logits[i];
+    if (filled == k && !(l > top[k - 1].logprob)) continue;  // ties keep the lower id already in
+    size_t at = filled < k ? filled++ : k - 1;
+    while (at > 0 && l > top[at - 1].logprob) {
+      top[at] = top[at - 1];
+      --at;
+    }
+    top[at] = TokenLogprob{i, l};  // the raw logit for now
+  }
+  for (size_t j = 0; j < k; ++j) top[j].logprob = static_cast<float>(top[j].logprob - log_z);
+  for (size_t j = k; j < top.size(); ++j) top[j] = TokenLogprob{-1, -INFINITY};
+  return static_cast<float>(logits[chosen] - log_z);
 }
 
 }  // namespace keel::runtime

@@ -1,5 +1,6 @@
 #include "server/api.h"
 
+#include <cmath>
 #include <cstdio>
 
 namespace keel::server {
@@ -114,7 +115,13 @@ ApiRequest parse_request(const std::string& body_text, bool chat) {
   if (auto v = number(body, "top_p", 0, 1)) r.sampling.top_p = float(*v);
   if (auto v = integer(body, "top_k", 0, 1 << 30)) r.sampling.top_k = int(*v);
   if (auto v = number(body, "min_p", 0, 1)) r.sampling.min_p = float(*v);
-  if (auto v = number(body, "repetition_penalty", 0, 10)) r.sampling.repetition_penalty = float(*v);
+  // repetition_penalty (vLLM, HF) or repeat_penalty (llama-server): the same penalty.
+  for (const char* key : {"repetition_penalty", "repeat_penalty"})
+    if (auto v = number(body, key, 0, 10)) {
+      if (*v <= 0) bad(key, "must be above 0");
+      r.sampling.repetition_penalty = float(*v);
+    }
+  if (auto v = integer(body, "repeat_last_n", -1, 1 << 30)) r.sampling.repeat_last_n = int(*v);
   if (auto v = number(body, "presence_penalty", -2, 2)) r.sampling.presence_penalty = float(*v);
   if (auto v = number(body, "frequency_penalty", -2, 2)) r.sampling.frequency_penalty = float(*v);
   if (auto v = integer(body, "seed", INT64_MIN, INT64_MAX)) r.sampling.seed = uint64_t(*v);
@@ -145,23 +152,74 @@ ApiRequest parse_request(const std::string& body_text, bool chat) {
   }
   if (chat) {
     r.logprobs = boolean(body, "logprobs").value_or(false);
-    if (auto v = integer(body, "top_logprobs", 0, 20)) r.top_logprobs = int(*v);
-  } else if (auto v = integer(body, "logprobs", 0, 5)) {
-    r.logprobs = *v > 0;
+    if (auto v = integer(body, "top_logprobs", 0, 20)) {
+      if (!r.logprobs) bad("top_logprobs", "needs \"logprobs\": true");
+      r.top_logprobs = int(*v);
+    }
+  } else if (auto v = integer(body, "logprobs", 0, 5)) {  // legacy: how many alternatives
+    r.logprobs = true;
     r.top_logprobs = int(*v);
   }
-  if (r.logprobs) throw ApiError(400, "logprobs are not supported yet", chat ? "logprobs" : "logprobs");
   return r;
 }
 
+namespace {
+
+// OpenAI reports an impossible token as -9999 rather than -inf (not JSON).
+double finite_logprob(float lp) { return std::isfinite(lp) ? double(lp) : -9999.0; }
+
+json bytes_of(const std::string& piece) {
+  json b = json::array();
+  for (unsigned char c : piece) b.push_back(int(c));
+  return b;
+}
+
+json token_entry(const TokenChoice& t) {
+  return json{{"token", t.piece}, {"logprob", finite_logprob(t.logprob)}, {"bytes", bytes_of(t.piece)}};
+}
+
+}  // namespace
+
+json chat_logprobs(std::span<const TokenLogprobs> tokens) {
+  json content = json::array();
+  for (const TokenLogprobs& t : tokens) {
+    json entry = token_entry(t.token);
+    json top = json::array();
+    for (const TokenChoice& c : t.top) top.push_back(token_entry(c));
+    entry["top_logprobs"] = std::move(top);
+    content.push_back(std::move(entry));
+  }
+  return json{{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+json completion_logprobs(std::span<const TokenLogprobs> tokens, int64_t& text_offset) {
+  json pieces = json::array(), logprobs = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprobs& t : tokens) {
+    pieces.push_back(t.token.piece);
+    logprobs.push_back(finite_logprob(t.token.logprob));
+    json top = json::object();
+    for (const TokenChoice& c : t.top)
+      if (!top.contains(c.piece)) top[c.piece] = finite_logprob(c.logprob);
+    tops.push_back(std::move(top));
+    offsets.push_back(text_offset);
+    text_offset += static_cast<int64_t>(t.token.piece.size());
+  }
+  return json{{"tokens", std::move(pieces)}, {"token_logprobs", std::move(logprobs)}, {"top_logprobs", std::move(tops)},
+              {"text_offset", std::move(offsets)}};
+}
+
 json completion_response(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
-                         const std::string& text, const GenerationResult& result) {
+                         const std::string& text, const GenerationResult& result,
+                         std::span<const TokenLogprobs> logprobs) {
+  json lp = nullptr;
+  int64_t offset = 0;
+  if (r.logprobs) lp = r.chat ? chat_logprobs(logprobs) : completion_logprobs(logprobs, offset);
   json choice;
   if (r.chat) {
-    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"logprobs", nullptr},
+    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"logprobs", lp},
               {"finish_reason", finish_reason_name(result.finish)}};
   } else {
-    choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason_name(result.finish)}};
+    choice = {{"index", 0}, {"text", text}, {"logprobs", lp}, {"finish_reason", finish_reason_name(result.finish)}};
   }
   return json{{"id", id},
               {"object", r.chat ? "chat.completion" : "text_completion"},
@@ -175,7 +233,8 @@ json completion_response(const ApiRequest& r, const std::string& id, int64_t cre
 }
 
 json stream_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
-                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first) {
+                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first,
+                  std::span<const TokenLogprobs> logprobs, int64_t* text_offset) {
   json choice = {{"index", 0}};
   if (r.chat) {
     json delta = json::object();
@@ -185,7 +244,10 @@ json stream_chunk(const ApiRequest& r, const std::string& id, int64_t created, c
   } else {
     choice["text"] = text.value_or("");
   }
-  choice["logprobs"] = nullptr;
+  int64_t unused_offset = 0;
+  choice["logprobs"] = !r.logprobs || logprobs.empty() ? json(nullptr)
+                       : r.chat                       ? chat_logprobs(logprobs)
+                                                      : completion_logprobs(logprobs, text_offset ? *text_offset : unused_offset);
   choice["finish_reason"] = finish ? json(finish_reason_name(*finish)) : json(nullptr);
   json chunk = {{"id", id},
                 {"object", r.chat ? "chat.completion.chunk" : "text_completion"},

@@ -3,6 +3,7 @@
 // error objects, response bodies and SSE framing.
 #pragma once
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 
@@ -37,18 +38,29 @@ struct ApiRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;      // stream_options.include_usage
-  bool logprobs = false;
-  int top_logprobs = 0;
+  bool logprobs = false;           // chat: "logprobs": true; completions: "logprobs": N present
+  int top_logprobs = 0;            // chat: top_logprobs (0..20); completions: logprobs (0..5)
 };
 
 // Parses a request body (raw bytes); throws ApiError(400) naming the offending parameter.
 ApiRequest parse_request(const std::string& body, bool chat);
 
-// Response bodies.
+// Response bodies. `logprobs`: the generated tokens' (all of them, or a chunk's), reported when
+// the request asked (else "logprobs": null).
 json completion_response(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
-                         const std::string& text, const GenerationResult& result);
+                         const std::string& text, const GenerationResult& result,
+                         std::span<const TokenLogprobs> logprobs = {});
+// text_offset (completions): where the chunk's first token starts in the generated text; advanced.
 json stream_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
-                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first);
+                  const std::optional<std::string>& text, const std::optional<FinishReason>& finish, bool first,
+                  std::span<const TokenLogprobs> logprobs = {}, int64_t* text_offset = nullptr);
+
+// The "logprobs" object of a choice. Chat: {"content": [{"token", "logprob", "bytes",
+// "top_logprobs": [...]}], "refusal": null}. Completions (legacy): {"tokens", "token_logprobs",
+// "top_logprobs": [{piece: logprob}], "text_offset"}, offsets in bytes of the generated text from
+// `text_offset`, which is advanced past these tokens.
+json chat_logprobs(std::span<const TokenLogprobs> tokens);
+json completion_logprobs(std::span<const TokenLogprobs> tokens, int64_t& text_offset);
 json usage_chunk(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,
                  const GenerationResult& result);
 

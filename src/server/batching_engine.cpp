@@ -38,6 +38,7 @@ struct BatchingEngine::Job {
     Kind kind;
     PrefillProgress progress{};
     std::string text;              // text, or the error's message
+    std::vector<TokenLogprobs> logprobs;  // on_text: the tokens behind the text (request.logprobs)
     GenerationResult result{};
   };
   GenerationRequest request;       // its place moved to `place`
@@ -52,6 +53,7 @@ struct BatchingEngine::Job {
   int64_t fed = 0;                 // tokens[0..fed) are in the sequence's KV cache
   int64_t prompt_reported = 0;     // prompt tokens already reported as progress (not again on a replay)
   std::optional<runtime::Sampler> sampler;
+  std::vector<TokenLogprobs> logprobs;  // of tokens whose text is not posted yet
   std::optional<tokenizer::StreamDecoder> decoder;
   std::optional<StopScanner> stops;
   Clock::time_point prefill_start;
@@ -83,6 +85,8 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
   stats_.queue_capacity = queue_capacity_;
   stats_.kv_pages_total = session_.pages_total();
   stats_.sequences = session_.layout().shape.n_seqs;
+  for (int i = 0; i < session_.layout().shape.n_seqs; ++i)
+    sampler_scratch_.emplace_back(static_cast<int32_t>(model_->hparams().n_vocab));
   scheduler_ = std::thread([this] { scheduler_loop(); });
 }
 
@@ -147,6 +151,8 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   job->request.place.reset();
   const auto prompt_tokens = static_cast<int64_t>(request.prompt.size());
   if (prompt_tokens == 0) throw Error("cannot generate from an empty prompt");
+  if (request.top_logprobs < 0 || request.top_logprobs > kMaxTopLogprobs)
+    throw Error("top_logprobs must be 0.." + std::to_string(kMaxTopLogprobs));
   if (prompt_tokens > info_.n_ctx)
     throw Error("the prompt has " + std::to_string(prompt_tokens) + " tokens but the context holds " +
                 std::to_string(info_.n_ctx));
@@ -161,9 +167,12 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   so.top_p = request.sampling.top_p;
   so.min_p = request.sampling.min_p;
   so.repeat_penalty = request.sampling.repetition_penalty;
+  so.repeat_last_n = request.sampling.repeat_last_n;
+  so.presence_penalty = request.sampling.presence_penalty;
+  so.frequency_penalty = request.sampling.frequency_penalty;
   so.seed = request.sampling.seed ? *request.sampling.seed
                                   : static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-  job->sampler.emplace(so, static_cast<int32_t>(model_->hparams().n_vocab));
+  job->sampler.emplace(so);
   job->tokens.reserve(static_cast<size_t>(prompt_tokens + job->limit));
   job->tokens = request.prompt;
   job->decoder.emplace(tokenizer_);
@@ -189,7 +198,8 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
         case Job::Event::on_progress: ok = !callbacks.on_progress || callbacks.on_progress(ev.progress); break;
         case Job::Event::on_text:
           completion_tokens = ev.result.completion_tokens;
-          ok = ev.text.empty() || !callbacks.on_text || callbacks.on_text(ev.text);
+          if (!ev.logprobs.empty() && callbacks.on_logprobs) ok = callbacks.on_logprobs(ev.logprobs);
+          if (ok && (!ev.text.empty() || !ev.logprobs.empty()) && callbacks.on_text) ok = callbacks.on_text(ev.text);
           break;
         case Job::Event::on_end: return ev.result;
         case Job::Event::on_error: throw Error(ev.text);
@@ -263,8 +273,10 @@ void BatchingEngine::preempt_while_overcommitted() {
 }
 
 void BatchingEngine::post_text(Job& job, std::string text) {
+  if (text.empty() && job.logprobs.empty()) return;
   Job::Event ev{Job::Event::on_text};
   ev.text = std::move(text);
+  ev.logprobs.swap(job.logprobs);
   ev.result.completion_tokens = job.completion_tokens;
   job.events.push_back(std::move(ev));
   job.ready.notify_one();
@@ -284,23 +296,34 @@ void BatchingEngine::finish(Job& job, FinishReason reason) {
   job.ready.notify_one();
 }
 
+TokenLogprobs BatchingEngine::logprobs_of(const float* logits, int32_t id, int n_top) {
+  const auto n_vocab = static_cast<int32_t>(model_->hparams().n_vocab);
+  const std::span<runtime::TokenLogprob> top(top_logprobs_.data(), static_cast<size_t>(std::min(n_top, n_vocab)));
+  TokenLogprobs out;
+  out.token = TokenChoice{id, tokenizer_.token_to_piece(id), runtime::token_logprobs(logits, n_vocab, id, top)};
+  for (const runtime::TokenLogprob& t : top) out.top.push_back(TokenChoice{t.id, tokenizer_.token_to_piece(t.id), t.logprob});
+  return out;
+}
+
 void BatchingEngine::after_logits(Job& job, const float* logits) {
   // The text held back at the end (an incomplete UTF-8 sequence, a possible stop string's start).
   auto finish_with_tail = [&](FinishReason reason) {
     std::string tail = job.stops->push(job.decoder->flush());
     if (!job.stops->stopped()) tail += job.stops->flush();
     if (job.stops->stopped()) reason = FinishReason::stop;
-    if (!tail.empty()) post_text(job, std::move(tail));
+    post_text(job, std::move(tail));
     finish(job, reason);
   };
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
-  const int32_t id = job.sampler->sample(logits, job.tokens);
+  const int32_t id = job.sampler->sample(logits, job.tokens, static_cast<size_t>(job.n_prompt),
+                                         sampler_scratch_[static_cast<size_t>(job.seq)]);
   if (tokenizer_.is_end_of_generation(id)) return finish_with_tail(FinishReason::stop);
+  if (job.request.logprobs) job.logprobs.push_back(logprobs_of(logits, id, job.request.top_logprobs));
   job.tokens.push_back(id);
   ++job.completion_tokens;
   ++stats_.generated_tokens_total;
   std::string text = job.stops->push(job.decoder->push(id));
-  if (!text.empty()) post_text(job, std::move(text));
+  if (!text.empty() || job.stops->stopped()) post_text(job, std::move(text));
   if (job.stops->stopped()) return finish(job, FinishReason::stop);
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
 }

@@ -16,6 +16,7 @@
 // holds a whole context), so every request ends. Requests that must wait sit in a bounded queue;
 // a full queue throws Overloaded (503).
 #pragma once
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/sampler.h"
 #include "runtime/session.h"
 #include "server/engine.h"
 #include "server/step_plan.h"
@@ -36,6 +38,8 @@ namespace keel::server {
 
 class BatchingEngine : public Engine {
  public:
+  static constexpr int kMaxTopLogprobs = 20;  // OpenAI's limit on top_logprobs
+
   // options.n_seqs sequences share the session's page pool; queue_capacity requests may wait.
   // chat_template: the template source (none: chat requests are refused with a clear error);
   // special_tokens: bos_token/eos_token as the template should see them.
@@ -63,6 +67,7 @@ class BatchingEngine : public Engine {
   void preempt_while_overcommitted();    // youngest first, back to the queue
   void finish(Job& job, FinishReason reason);  // sequence removed, end posted
   void after_logits(Job& job, const float* logits);  // sample, emit text, maybe finish
+  TokenLogprobs logprobs_of(const float* logits, int32_t id, int n_top);
   void post_text(Job& job, std::string text);
   void run_step(std::unique_lock<std::mutex>& lock);  // one forward call, mutex_ unlocked around it
 
@@ -88,6 +93,8 @@ class BatchingEngine : public Engine {
   std::vector<RunningSeq> step_view_;    // [running_] the scheduler's scratch for plan_step
   std::vector<StepPiece> pieces_;        // this step's pieces
   std::vector<runtime::SeqInput> inputs_;  // [pieces_]
+  std::vector<runtime::SamplerScratch> sampler_scratch_;  // [n_seqs] used by the request holding the sequence
+  std::array<runtime::TokenLogprob, kMaxTopLogprobs> top_logprobs_{};
   EngineStats stats_;                    // counters; running/queued/pages filled in by stats()
   struct StepSample {
     double seconds;

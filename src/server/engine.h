@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,10 +20,11 @@ struct SamplingParams {
   float top_p = 1.0f;
   int top_k = 0;                   // 0: off
   float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  float presence_penalty = 0.0f;   // accepted; applied by engines that support them
+  float repetition_penalty = 1.0f; // llama.cpp's repeat_penalty over the last repeat_last_n tokens
+  int repeat_last_n = 64;
+  float presence_penalty = 0.0f;   // OpenAI's, over the generated tokens (runtime/sampler.h)
   float frequency_penalty = 0.0f;
-  std::optional<uint64_t> seed;
+  std::optional<uint64_t> seed;    // none: a fresh seed per request
 };
 
 // A place in an engine's bounded request queue, taken before any response is sent (so a full
@@ -45,6 +47,8 @@ struct GenerationRequest {
   int64_t max_tokens = -1;         // -1: until end of generation or the context is full
   SamplingParams sampling;
   std::vector<std::string> stop;   // generation ends before the first occurrence of any of these
+  bool logprobs = false;           // report each generated token's log-probability
+  int top_logprobs = 0;            // and this many most likely alternatives (0..20)
   std::shared_ptr<QueuePlace> place;  // from Engine::take_place, or null (generate takes one)
 };
 
@@ -62,11 +66,25 @@ struct GenerationResult {
   int64_t completion_tokens = 0;
 };
 
+// A token as logprobs report it: its id, its bytes and its log-probability under the model.
+struct TokenChoice {
+  int32_t id = 0;
+  std::string piece;
+  float logprob = 0;
+};
+struct TokenLogprobs {
+  TokenChoice token;                // the generated token
+  std::vector<TokenChoice> top;     // the most likely tokens at its position, most likely first
+};
+
 // Called on the generating thread. Returning false cancels the request at the next chunk
 // boundary (prefill) or token (decode): a client that went away.
 struct GenerationCallbacks {
   std::function<bool(const PrefillProgress&)> on_progress;
   std::function<bool(const std::string& text)> on_text;  // generated text, in order, stop strings removed
+  // With request.logprobs: the tokens behind the text of the next on_text call (which may then
+  // carry "" when their text was held back or cut by a stop string), every generated token once.
+  std::function<bool(std::span<const TokenLogprobs>)> on_logprobs;
 };
 
 struct ModelInfo {

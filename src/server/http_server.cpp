@@ -93,7 +93,13 @@ void HttpServer::install_routes() {
         send_error(res, e.status, e.what(), e.param, e.type);
         return;
       }
-      GenerationRequest g{std::move(prompt), r.max_tokens, r.sampling, r.stop, nullptr};
+      GenerationRequest g;
+      g.prompt = std::move(prompt);
+      g.max_tokens = r.max_tokens;
+      g.sampling = r.sampling;
+      g.stop = r.stop;
+      g.logprobs = r.logprobs;
+      g.top_logprobs = r.top_logprobs;
       try {
         g.place = engine_.take_place();  // before any response: a full queue still answers 503
       } catch (const Overloaded& e) {
@@ -107,13 +113,19 @@ void HttpServer::install_routes() {
 
       if (!r.stream) {
         std::string text;
+        std::vector<TokenLogprobs> logprobs;
         GenerationCallbacks cb;
         cb.on_text = [&text](const std::string& t) {
           text += t;
           return true;
         };
+        cb.on_logprobs = [&logprobs](std::span<const TokenLogprobs> t) {
+          logprobs.insert(logprobs.end(), t.begin(), t.end());
+          return true;
+        };
         GenerationResult result = engine_.generate(g, cb);
-        res.set_content(completion_response(r, id, created, model, text, result).dump(-1, ' ', false, json::error_handler_t::replace),
+        res.set_content(completion_response(r, id, created, model, text, result, logprobs)
+                            .dump(-1, ' ', false, json::error_handler_t::replace),
                         "application/json");
         return;
       }
@@ -128,10 +140,17 @@ void HttpServer::install_routes() {
               if (alive) alive = sink.write(s.data(), s.size());
               return alive;
             };
+            std::vector<TokenLogprobs> logprobs;  // the tokens behind the next text
+            int64_t text_offset = 0;
             GenerationCallbacks cb;
             cb.on_progress = [&](const PrefillProgress& p) { return write(sse_progress(p)); };
+            cb.on_logprobs = [&](std::span<const TokenLogprobs> t) {
+              logprobs.assign(t.begin(), t.end());
+              return true;
+            };
             cb.on_text = [&](const std::string& t) {
-              bool ok = write(sse_data(stream_chunk(r, id, created, model, t, std::nullopt, first)));
+              bool ok = write(sse_data(stream_chunk(r, id, created, model, t, std::nullopt, first, logprobs, &text_offset)));
+              logprobs.clear();
               first = false;
               return ok;
             };
