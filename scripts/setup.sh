@@ -19,5 +19,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
+# The official openai npm client for tests/test_server_openai.cpp, at the version in
+# tests/node/package-lock.json. Best effort: without node/npm (or the registry) that test
+# reports itself skipped.
+if command -v npm >/dev/null 2>&1 && [ ! -f tests/node/node_modules/openai/package.json ]; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup.sh: could not install the openai npm package into tests/node; its test will be skipped" >&2
+fi
+
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 cmake --build "$build_dir" -j"$(nproc)"

@@ -278,6 +278,13 @@ TEST_F(LiveServer, BadRequestsGetOpenAIErrors) {
   expect_error(client().Get("/v1/chat/completions"), 405);
   expect_error(client().Post("/v1/models", "{}", "application/json"), 405);
   expect_error(client().Get("/v1/nothing"), 404);
+  // Another model's name: 404 model_not_found (this model's name, or none, is fine).
+  auto other = post("/v1/completions", R"({"model": "gpt-4o", "prompt": "x", "max_tokens": 1})");
+  expect_error(other, 404);
+  EXPECT_EQ(json::parse(other->body)["error"]["code"], "model_not_found");
+  auto same = post("/v1/completions", R"({"model": "stories260K", "prompt": "x", "max_tokens": 1})");
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->status, 200) << same->body;
   // A prompt + max_tokens the context can never hold: 400 with the numbers, before any work.
   auto r = post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 100000})");
   expect_error(r, 400);

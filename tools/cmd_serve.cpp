@@ -22,6 +22,7 @@ int cmd_serve(const CommandArgs& argv) {
            {{"-np", "--parallel"}, "N", "requests decoded together, sharing the context's KV pages (default 1)"},
            {{"--queue"}, "N", "requests that may wait for a sequence or pages (default 64); more get 503"},
            {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's tokenizer.chat_template"},
+           {{"-a", "--alias"}, "NAME", "the model's name in the API (default: the model file's name); requests naming another model get 404"},
            {{"--max-body"}, "BYTES", "largest request body accepted (default 33554432); larger gets 413"},
        })
     options.push_back(o);
@@ -54,6 +55,7 @@ int cmd_serve(const CommandArgs& argv) {
   std::string id = args.get_or("-m", "default");
   if (id == "default") id = "stories260K";  // the embedded model
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);
+  if (args.has("--alias")) id = args.get_or("--alias", id);
   server::BatchingEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id,
                                 static_cast<int>(queue));
 

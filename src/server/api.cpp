@@ -14,7 +14,8 @@ const char* finish_reason_name(FinishReason r) {
   return "stop";
 }
 
-json error_body(int status, const std::string& message, const std::string& param, const std::string& type) {
+json error_body(int status, const std::string& message, const std::string& param, const std::string& type,
+                const std::string& code) {
   std::string t = type;
   if (t.empty()) {
     t = status == 401 ? "authentication_error"
@@ -23,7 +24,8 @@ json error_body(int status, const std::string& message, const std::string& param
         : status >= 500 ? "server_error"
                         : "invalid_request_error";
   }
-  json e = {{"message", message}, {"type", t}, {"param", param.empty() ? json(nullptr) : json(param)}, {"code", nullptr}};
+  json e = {{"message", message}, {"type", t}, {"param", param.empty() ? json(nullptr) : json(param)},
+           {"code", code.empty() ? json(nullptr) : json(code)}};
   return json{{"error", e}};
 }
 

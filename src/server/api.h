@@ -18,14 +18,17 @@ using json = nlohmann::ordered_json;
 // An error answered as {"error": {"message", "type", "param", "code"}} with an HTTP status.
 class ApiError : public std::runtime_error {
  public:
-  ApiError(int status, std::string message, std::string param = "", std::string type = "")
-      : std::runtime_error(std::move(message)), status(status), param(std::move(param)), type(std::move(type)) {}
+  ApiError(int status, std::string message, std::string param = "", std::string type = "", std::string code = "")
+      : std::runtime_error(std::move(message)), status(status), param(std::move(param)), type(std::move(type)),
+        code(std::move(code)) {}
   int status;
   std::string param;
   std::string type;  // empty: derived from the status
+  std::string code;  // OpenAI's machine-readable code (e.g. "model_not_found"); empty: null
 };
 
-json error_body(int status, const std::string& message, const std::string& param = "", const std::string& type = "");
+json error_body(int status, const std::string& message, const std::string& param = "", const std::string& type = "",
+                const std::string& code = "");
 
 struct ApiRequest {
   bool chat = false;

@@ -13,9 +13,9 @@ namespace keel::server {
 namespace {
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = "",
-                const std::string& type = "") {
+                const std::string& type = "", const std::string& code = "") {
   res.status = status;
-  res.set_content(error_body(status, message, param, type).dump(), "application/json");
+  res.set_content(error_body(status, message, param, type, code).dump(), "application/json");
 }
 
 // Request bodies are checked by the caller; this answers "the prompt cannot fit" before any work.
@@ -83,6 +83,10 @@ void HttpServer::install_routes() {
       std::vector<int32_t> prompt;
       try {
         r = parse_request(req.body, chat);
+        // Another model's name is an error, as with OpenAI and vLLM (no name: this one).
+        if (!r.model.empty() && r.model != engine_.info().id)
+          throw ApiError(404, "the model '" + r.model + "' does not exist: this server serves '" + engine_.info().id + "'",
+                         "model", "invalid_request_error", "model_not_found");
         try {
           prompt = chat ? engine_.chat_prompt(r.messages, r.tools) : engine_.tokenize(r.prompt);
         } catch (const Error& e) {
@@ -90,7 +94,7 @@ void HttpServer::install_routes() {
         }
         check_fits(r, static_cast<int64_t>(prompt.size()), engine_.info().n_ctx);
       } catch (const ApiError& e) {
-        send_error(res, e.status, e.what(), e.param, e.type);
+        send_error(res, e.status, e.what(), e.param, e.type, e.code);
         return;
       }
       GenerationRequest g;
