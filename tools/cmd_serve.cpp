@@ -1,7 +1,10 @@
 // `keel serve`: an OpenAI-compatible HTTP server (src/server) over the BatchingEngine: -np N
 // requests are decoded together (continuous batching over one session planned for N sequences),
 // up to --queue more wait, and beyond that requests get 503.
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "args.h"
 #include "embedded/default_model.h"
@@ -70,8 +73,22 @@ int cmd_serve(const CommandArgs& argv) {
                so.host.c_str(), bound, id.c_str(), static_cast<long long>(engine.info().n_ctx),
                static_cast<long long>(parallel));
   std::fflush(stderr);
+  // Ctrl-C or SIGTERM: running requests end with an error, the server stops, exit 130 / 143 (a
+  // second signal exits at once).
+  CancelGuard cancel;
+  std::atomic<bool> served{false};
+  std::thread watcher([&] {
+    while (!served.load() && !cancel.requested()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!cancel.requested()) return;
+    engine.stop();
+    http.stop();
+  });
   http.run();
-  return 0;
+  served = true;
+  watcher.join();
+  if (!cancel.requested()) return 0;
+  std::fprintf(stderr, "keel serve: stopped\n");
+  return cancel.exit_code();
 }
 
 }  // namespace keel::cli

@@ -90,13 +90,15 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
   scheduler_ = std::thread([this] { scheduler_loop(); });
 }
 
-BatchingEngine::~BatchingEngine() {
+BatchingEngine::~BatchingEngine() { stop(); }
+
+void BatchingEngine::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   work_.notify_all();
-  scheduler_.join();
+  if (scheduler_.joinable()) scheduler_.join();
 }
 
 std::vector<int32_t> BatchingEngine::tokenize(const std::string& text) const {

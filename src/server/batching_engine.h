@@ -46,7 +46,10 @@ class BatchingEngine : public Engine {
   BatchingEngine(std::shared_ptr<const model::Model> model, tokenizer::Tokenizer tokenizer,
                  const runtime::SessionOptions& options, std::optional<std::string> chat_template,
                  nlohmann::ordered_json special_tokens, std::string model_id, int queue_capacity = 64);
-  ~BatchingEngine() override;  // stops the scheduler; waiting requests end with an error
+  ~BatchingEngine() override;  // stop()s
+  // Stops the scheduler: requests running or waiting end with an error ("shutting down"), later
+  // ones are refused. Idempotent; for a graceful exit on a signal.
+  void stop();
 
   const ModelInfo& info() const override { return info_; }
   std::vector<int32_t> tokenize(const std::string& text) const override;

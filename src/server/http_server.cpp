@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <ctime>
@@ -36,6 +37,14 @@ void check_fits(const ApiRequest& r, int64_t prompt_tokens, int64_t n_ctx) {
 HttpServer::HttpServer(Engine& engine, ServerOptions options)
     : engine_(engine), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
   http_->set_payload_max_length(options_.max_body_bytes);
+  // SO_REUSEADDR to listen again right after a stop, but not httplib's SO_REUSEPORT, with which a
+  // second server on the same port would silently share the connections. The socket is kept to
+  // raise httplib's listen backlog of 5 (compiled into Debian's library) after bind().
+  http_->set_socket_options([this](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_socket_ = sock;
+  });
   const size_t threads = std::max<size_t>(options_.threads, 2);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   install_routes();
@@ -49,6 +58,9 @@ int HttpServer::bind() {
   if (port < 0)
     throw Error("keel serve: cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                 " (address in use or not available; try another --port)");
+  // A backlog of 5 drops connections when many clients connect at once (the kernel then loses
+  // the handshake's last ACK and the client's read fails); listen() again raises it.
+  if (listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
   return port;
 }
 

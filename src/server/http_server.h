@@ -44,6 +44,7 @@ class HttpServer {
   ServerOptions options_;
   std::unique_ptr<httplib::Server> http_;
   std::atomic<uint64_t> next_id_{1};
+  int listen_socket_ = -1;  // the listening socket, as httplib created it
 };
 
 }  // namespace keel::server
