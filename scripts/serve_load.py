@@ -12,8 +12,10 @@ context is full; temperature 0.8 with a seed), then prints one JSON
 report: requests done and failed (non-200, no [DONE], bad JSON, transport errors), tokens, time
 to first token and the gaps between streamed tokens (p50/p99/max), and VmRSS (kB) after the
 warm-up: first, min, max, last, and its slope in kB per minute. With --long-every K, every K-th
-request of client 0 carries a long prompt, and the gaps the other streams saw while a long
-prefill ran are reported apart. /metrics is read at the end (preemptions, pages in use).
+request of client 0 carries a long prompt (about 440 tokens), and the gaps the other streams saw
+while a long prefill ran are reported apart from those while none did, beside the server's
+prefill speed (/metrics, sampled each second) from which one chunk's time follows.
+/metrics is read at the end too (preemptions, pages in use).
 """
 import argparse
 import http.client
@@ -56,6 +58,7 @@ class Stats:
         self.ttft = []
         self.gaps = []
         self.gaps_beside_long = []
+        self.gaps_without_long = []
         self.finish = {}
         self.long_active = 0
 
@@ -110,6 +113,8 @@ def one_request(port, rng, stats, client, n, long_every, warm_until, no_max_shar
                             stats.gaps.append(now - last)
                             if stats.long_active and not long_prompt:
                                 stats.gaps_beside_long.append(now - last)
+                            elif not stats.long_active:
+                                stats.gaps_without_long.append(now - last)
                     last = now
                 if c.get("finish_reason"):
                     finish = c["finish_reason"]
@@ -172,6 +177,21 @@ def main():
     warm_until = start + a.warmup
     deadline = start + a.seconds
 
+    prefill_tps = []  # the server's recent prefill tok/s, sampled each second
+
+    def metrics_poller():
+        while not stop.is_set():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", "/metrics")
+                for line in c.getresponse().read().decode().splitlines():
+                    if line.startswith("keel_prefill_tokens_per_second "):
+                        prefill_tps.append(float(line.split()[1]))
+                c.close()
+            except OSError:
+                pass
+            time.sleep(1)
+
     def sampler():
         while not stop.is_set():
             t = time.monotonic() - start
@@ -190,6 +210,7 @@ def main():
 
     rss_at_start = rss_kb(server.pid)
     threading.Thread(target=sampler, daemon=True).start()
+    threading.Thread(target=metrics_poller, daemon=True).start()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
     for t in threads:
         t.start()
@@ -241,6 +262,7 @@ def main():
                                         if int(t / 10) != int(rss[i - 1][0] / 10) or i == 0]},
         "rss_anon_kb_every_10s": [kb for i, (t, kb) in enumerate(anon) if int(t / 10) != int(anon[i - 1][0] / 10) or i == 0],
         "rss_file_kb_at_end": rss_file_end,
+        "prefill_tokens_per_second_median": percentile([x for x in prefill_tps if x > 0], 0.5),
         "metrics": {k: metrics.get(k) for k in ("keel_requests_total", "keel_requests_rejected_total",
                                                 "keel_requests_preempted_total", "keel_generated_tokens_total",
                                                 "keel_kv_pages_used", "keel_kv_pages_total", "keel_requests_running")},
@@ -250,6 +272,9 @@ def main():
         g = stats.gaps_beside_long
         report["token_gap_beside_long_prefill_ms"] = {"p50": ms(percentile(g, 0.5)), "p99": ms(percentile(g, 0.99)),
                                                       "max": ms(max(g, default=None)), "n": len(g)}
+        g = stats.gaps_without_long
+        report["token_gap_without_long_prefill_ms"] = {"p50": ms(percentile(g, 0.5)), "p99": ms(percentile(g, 0.99)),
+                                                       "max": ms(max(g, default=None)), "n": len(g)}
     print(json.dumps(report, indent=1))
 
 
