@@ -423,43 +423,6 @@ TEST_F(LiveServer, AStalledClientDoesNotStallOthers) {
   EXPECT_GT(rb.completion_tokens, 40);  // more than A's client could have fallen behind before pausing
 }
 
-TEST_F(LiveServer, WithoutMaxTokensARequestDoesNotHoldTheWholeContext) {
-  // A asks for no max_tokens and its client stalls, so A pauses holding its sequence. B (no
-  // max_tokens either) is admitted beside it by what its prompt needs, runs until the context is
-  // full and ends with "length", while A still waits for its client. Then A ends the same way.
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  server::GenerationRequest g;
-  g.prompt = engine_->tokenize("Once upon a time");
-  g.sampling.temperature = 0;
-  std::string a_text, b_text;
-  server::GenerationCallbacks stalled;
-  stalled.on_text = [&](const std::string& t) {
-    released.wait();
-    a_text += t;
-    return true;
-  };
-  auto a = std::async(std::launch::async, [&] { return engine_->generate(g, stalled); });
-  ASSERT_TRUE(eventually(*engine_, [](const server::EngineStats& s) { return s.requests_running == 1; }));
-  server::GenerationCallbacks normal;
-  normal.on_text = [&](const std::string& t) {
-    b_text += t;
-    return true;
-  };
-  auto b = std::async(std::launch::async, [&] { return engine_->generate(g, normal); });
-  ASSERT_EQ(b.wait_for(std::chrono::seconds(60)), std::future_status::ready);
-  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
-  release.set_value();
-  const server::GenerationResult ra = a.get(), rb = b.get();
-  const int64_t room = 256 - static_cast<int64_t>(g.prompt.size());
-  EXPECT_EQ(rb.finish, server::FinishReason::length);
-  EXPECT_EQ(rb.completion_tokens, room);
-  EXPECT_EQ(ra.finish, server::FinishReason::length);
-  EXPECT_EQ(ra.completion_tokens, room);
-  EXPECT_EQ(a_text, b_text);
-  EXPECT_EQ(b_text + "\n", keel_run_text("run --temp 0 --chunk 32 -n " + std::to_string(room) + " -p 'Once upon a time'"));
-}
-
 TEST_F(LiveServer, PreemptedRequestsReplayToTheSameText) {
   // B and C (no max_tokens) each grow to the whole 256-token context, but the pool holds 304
   // tokens: once both run, C (the younger) is preempted, waits, recomputes its prompt, replays its
@@ -481,8 +444,8 @@ TEST_F(LiveServer, PreemptedRequestsReplayToTheSameText) {
       return true;
     };
     runs.push_back(std::async(std::launch::async, [&, i] { return engine_->generate(requests[i], callbacks[i]); }));
-    const int64_t running = static_cast<int64_t>(i) + 1;
-    ASSERT_TRUE(eventually(*engine_, [running](const server::EngineStats& s) { return s.requests_running == running; }));
+    const int64_t running = static_cast<int64_t>(i) + 1;  // (no ASSERT before the release below)
+    EXPECT_TRUE(eventually(*engine_, [running](const server::EngineStats& s) { return s.requests_running == running; }));
   }
   release.set_value();
   for (size_t i = 0; i < 2; ++i) {
@@ -635,6 +598,46 @@ TEST_F(LiveServer, MetricsArePrometheusText) {
                            "keel_requests_preempted_total ",
                            "keel_sequences 4\n", "keel_queue_capacity 8\n"})
     EXPECT_NE(m->body.find(std::string("\n") + name), std::string::npos) << name;
+}
+
+TEST(BatchingServer, WithoutMaxTokensARequestDoesNotHoldTheWholeContext) {
+  // A asks for no max_tokens and its client stalls, so A pauses holding its sequence (after up to
+  // two batches of 32 events: at most 5 pages). B (no max_tokens either) is admitted beside it by
+  // what its prompt needs, runs until the context is full (16 pages of the 23) and ends with
+  // "length", while A still waits for its client. Then A ends the same way.
+  auto engine = make_engine(8, 8);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  server::GenerationRequest g;
+  g.prompt = engine->tokenize("Once upon a time");
+  g.sampling.temperature = 0;
+  std::string a_text, b_text;
+  server::GenerationCallbacks stalled;
+  stalled.on_text = [&](const std::string& t) {
+    released.wait();
+    a_text += t;
+    return true;
+  };
+  auto a = std::async(std::launch::async, [&] { return engine->generate(g, stalled); });
+  // No ASSERT until A is released: its stalled client would keep the test from ending.
+  EXPECT_TRUE(eventually(*engine, [](const server::EngineStats& s) { return s.requests_running == 1; }));
+  server::GenerationCallbacks normal;
+  normal.on_text = [&](const std::string& t) {
+    b_text += t;
+    return true;
+  };
+  auto b = std::async(std::launch::async, [&] { return engine->generate(g, normal); });
+  EXPECT_EQ(b.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  release.set_value();
+  const server::GenerationResult ra = a.get(), rb = b.get();
+  const int64_t room = 256 - static_cast<int64_t>(g.prompt.size());
+  EXPECT_EQ(rb.finish, server::FinishReason::length);
+  EXPECT_EQ(rb.completion_tokens, room);
+  EXPECT_EQ(ra.finish, server::FinishReason::length);
+  EXPECT_EQ(ra.completion_tokens, room);
+  EXPECT_EQ(a_text, b_text);
+  EXPECT_EQ(b_text + "\n", keel_run_text("run --temp 0 --chunk 32 -n " + std::to_string(room) + " -p 'Once upon a time'"));
 }
 
 TEST(BatchingServer, FullQueueAnswers503WithRetryAfter) {
