@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gdn.cuh"
 #include "backend/cuda/ops.cuh"
 #include "keel/error.h"
 
@@ -23,7 +24,7 @@ size_t matmul_bound(int64_t n_in, int64_t max_tokens) {
 }
 
 // Rows of the compact page table one call can need (one per sequence in the call).
-int64_t max_meta_seqs(int64_t max_tokens) { return std::min<int64_t>(max_tokens, 1024); }
+int64_t max_meta_seqs(const backend::WorkloadShape& s) { return std::max<int64_t>(1, std::min<int64_t>(s.max_tokens, s.n_seqs)); }
 
 KvLayout layout_of(const backend::KvGeometry& g) {
   KvLayout l;
@@ -44,11 +45,6 @@ int select_device(int ordinal) {
 
 DeviceWeight device_weight(const backend::WeightView& w) { return {w.type, w.data, w.n_in, w.n_out}; }
 
-[[noreturn]] void not_yet(const char* op) {
-  throw Error(std::string("the CUDA backend has no ") + op +
-                  " yet (Gated DeltaNet models such as qwen35 run on the CPU for now: drop --device cuda)",
-              ErrorKind::usage);
-}
 
 }  // namespace
 
@@ -58,8 +54,8 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
-  const uint64_t meta_ints = 4 * uint64_t(s.max_tokens) + 2 + uint64_t(max_meta_seqs(s.max_tokens)) * (s.kv.n_pages + 1);
-  out.push_back({"meta", meta_ints * 4 + 6 * 256});
+  const uint64_t meta_ints = 4 * uint64_t(s.max_tokens) + 2 + uint64_t(max_meta_seqs(s)) * (s.kv.n_pages + 2);
+  out.push_back({"meta", meta_ints * 4 + 7 * 256});
   return out;
 }
 
@@ -114,7 +110,12 @@ backend::Memory CudaBackend::allocate(std::string_view name, size_t bytes) {
 }
 
 void CudaBackend::reserve(const backend::WorkloadShape& shape) {
+  if (shape.gdn_d_k > 0 && !gated_delta_supports(int(shape.gdn_d_k)))
+    throw Error("the CUDA gated delta rule takes key heads of at most " + std::to_string(kGdnMaxKeyDim) +
+                    " dims; this model's are " + std::to_string(shape.gdn_d_k),
+                ErrorKind::usage);
   max_tokens_ = shape.max_tokens;
+  max_seqs_ = max_meta_seqs(shape);
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     void* p = device_alloc(b.name, b.bytes);
     if (b.name == "matmul") {
@@ -133,8 +134,9 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       meta_.tokens = take(mt);
       meta_.pos = take(mt);
       meta_.seq = take(mt);
-      meta_.q_start = take(size_t(max_meta_seqs(shape.max_tokens)) + 1);
-      meta_.pages = take(size_t(max_meta_seqs(shape.max_tokens)) * shape.kv.n_pages);
+      meta_.q_start = take(size_t(max_meta_seqs(shape)) + 1);
+      meta_.slot = take(size_t(max_meta_seqs(shape)));
+      meta_.pages = take(size_t(max_meta_seqs(shape)) * shape.kv.n_pages);
       meta_.logit_rows = take(mt);
       meta_.total = at;
       if (meta_.total > b.bytes) throw Error("internal: CUDA meta buffer too small");
@@ -221,7 +223,7 @@ void CudaBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_s
 void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset"); }
 
 void CudaBackend::begin_batch(const backend::Batch& batch) {
-  if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_meta_seqs(max_tokens_) || batch.n_logit_rows > max_tokens_)
+  if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_seqs_ || batch.n_logit_rows > max_tokens_)
     throw Error("internal: forward call larger than the CUDA plan");
   batch_ = batch;
   // The pinned host twin is reused: the previous call's copy out of it must have finished.
@@ -231,6 +233,7 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   auto* pos = reinterpret_cast<int32_t*>(h + meta_.pos);
   auto* seq = reinterpret_cast<int32_t*>(h + meta_.seq);
   auto* q_start = reinterpret_cast<int32_t*>(h + meta_.q_start);
+  auto* slot = reinterpret_cast<int32_t*>(h + meta_.slot);
   auto* pages = reinterpret_cast<int32_t*>(h + meta_.pages);
   auto* rows = reinterpret_cast<int32_t*>(h + meta_.logit_rows);
   const int64_t n = batch.n_tokens;
@@ -247,6 +250,7 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   for (int32_t s = 0; s < batch.n_seqs; ++s) {
     const backend::SeqSlice& sl = batch.seqs[s];
     q_start[s] = int32_t(sl.first);
+    slot[s] = sl.slot;
     for (int64_t t = 0; t < sl.n_tokens; ++t) seq[sl.first + t] = s;
     const int32_t* row = batch.page_table + int64_t{sl.slot} * batch.max_pages_per_seq;
     const int64_t needed = kv_.page_tokens ? (sl.pos0 + sl.n_tokens + kv_.page_tokens - 1) / kv_.page_tokens : 0;
@@ -271,6 +275,11 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   attn_batch_.q_start = reinterpret_cast<const int32_t*>(d + meta_.q_start);
   attn_batch_.pages = reinterpret_cast<const int32_t*>(d + meta_.pages);
   attn_batch_.max_pages_per_seq = stride;
+  seq_batch_.n_seqs = batch.n_seqs;
+  seq_batch_.n_tokens = int(n);
+  seq_batch_.q_start = attn_batch_.q_start;
+  seq_batch_.seq = attn_batch_.seq;
+  seq_batch_.slot = reinterpret_cast<const int32_t*>(d + meta_.slot);
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
@@ -285,7 +294,9 @@ void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n
   cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
 }
 
-void CudaBackend::gated_rms_norm(float*, const float*, const float*, int64_t, int64_t, float) { not_yet("gated_rms_norm"); }
+void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
+  cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
+}
 
 void CudaBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n, stream_.get()); }
 
@@ -354,10 +365,39 @@ void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t
   cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
 }
 
-void CudaBackend::conv1d_silu(const float*, int64_t, const float*, int, float*, float*) { not_yet("conv1d_silu"); }
-void CudaBackend::l2_norm_heads(float*, int64_t, int64_t, int64_t, int64_t, float, float) { not_yet("l2_norm_heads"); }
-void CudaBackend::gdn_gates(float*, float*, const float*, const float*, int64_t) { not_yet("gdn_gates"); }
-void CudaBackend::gated_delta(const backend::GatedDeltaArgs&) { not_yet("gated_delta"); }
+void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {
+  if (kernel < 1 || kernel > backend::kMaxConvKernel)
+    throw Error("internal: conv1d kernel " + std::to_string(kernel) + " is outside 1.." +
+                std::to_string(backend::kMaxConvKernel));
+  cuda::conv1d_silu(x, channels, w, kernel, state, out, seq_batch_, stream_.get());
+}
+
+void CudaBackend::l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps,
+                                float scale) {
+  cuda::l2_norm_heads(x, n_rows, row_stride, n_heads, dim, eps, scale, stream_.get());
+}
+
+void CudaBackend::gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) {
+  cuda::gdn_gates(beta, alpha, ssm_a, dt_bias, batch_.n_tokens, n_heads, stream_.get());
+}
+
+void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
+  DeltaArgs a;
+  a.q = g.q;
+  a.k = g.k;
+  a.v = g.v;
+  a.qk_stride = g.qk_stride;
+  a.v_stride = g.v_stride;
+  a.g = g.g;
+  a.beta = g.beta;
+  a.state = g.state;
+  a.out = g.out;
+  a.n_k_heads = int(g.n_k_heads);
+  a.n_v_heads = int(g.n_v_heads);
+  a.d_k = int(g.d_k);
+  a.d_v = int(g.d_v);
+  cuda::gated_delta(a, seq_batch_, stream_.get());
+}
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,
                          float* rows, float* logits) {
