@@ -41,6 +41,7 @@ struct WorkloadShape {
   uint32_t n_head = 0;           // query heads of the attention layers
   int64_t gdn_d_k = 0;           // Gated DeltaNet head sizes (0: no GDN layers)
   int64_t gdn_d_v = 0;
+  int64_t gdn_v_heads = 0;
   struct Matrix {
     quant::Type type;
     int64_t n_in;

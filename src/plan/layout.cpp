@@ -95,6 +95,7 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   if (hp.n_recurrent_layers() > 0 && hp.ssm_time_step_rank > 0) {
     work.gdn_d_k = hp.ssm_state_size;
     work.gdn_d_v = hp.ssm_inner_size / hp.ssm_time_step_rank;
+    work.gdn_v_heads = hp.ssm_time_step_rank;
   }
   work.matrices = matrices;
   work.exact = o.exact;

@@ -20,8 +20,8 @@ using cuda_test::upload;
 
 // Device copy of a batch of sequences: lengths in call order, slots as given.
 struct DeviceSeqs {
-  std::vector<int32_t> q_start, slot, seq;
-  cuda::DeviceBuffer d_q_start, d_slot, d_seq;
+  std::vector<int32_t> q_start, slot, seq, chunk_first, chunk_len, seq_chunk;
+  cuda::DeviceBuffer d_q_start, d_slot, d_seq, d_chunk_first, d_chunk_len, d_seq_chunk;
   cuda::SeqBatch batch;
 
   DeviceSeqs(const std::vector<int>& lengths, const std::vector<int32_t>& slots) : slot(slots) {
@@ -30,14 +30,31 @@ struct DeviceSeqs {
       for (int t = 0; t < lengths[s]; ++t) seq.push_back(int32_t(s));
       q_start.push_back(q_start.back() + lengths[s]);
     }
+    const int n_seqs = int(lengths.size());
+    const std::vector<int32_t> len(lengths.begin(), lengths.end());
+    chunk_first.resize(size_t(cuda::gdn_max_chunks(q_start.back(), n_seqs)));
+    chunk_len.resize(chunk_first.size());
+    seq_chunk.resize(size_t(n_seqs) + 1);
+    batch.n_chunks =
+        cuda::fill_gdn_chunks(q_start.data(), len.data(), n_seqs, chunk_first.data(), chunk_len.data(), seq_chunk.data());
     d_q_start = upload(q_start);
     d_slot = upload(slot);
     d_seq = upload(seq);
-    batch.n_seqs = int(lengths.size());
+    d_chunk_first = upload(chunk_first);
+    d_chunk_len = upload(chunk_len);
+    d_seq_chunk = upload(seq_chunk);
+    batch.n_seqs = n_seqs;
     batch.n_tokens = q_start.back();
     batch.q_start = d_q_start.as<int32_t>();
     batch.slot = d_slot.as<int32_t>();
     batch.seq = d_seq.as<int32_t>();
+    batch.chunk_first = d_chunk_first.as<int32_t>();
+    batch.chunk_len = d_chunk_len.as<int32_t>();
+    batch.seq_chunk = d_seq_chunk.as<int32_t>();
+  }
+  cuda::DeviceBuffer workspace(const cuda::DeltaArgs& a) const {
+    return cuda::DeviceBuffer(
+        cuda::gated_delta_workspace_bytes(batch.n_tokens, batch.n_seqs, a.n_v_heads, a.d_k, a.d_v));
   }
   int64_t first(size_t s) const { return q_start[s]; }
   int64_t length(size_t s) const { return q_start[s + 1] - q_start[s]; }
@@ -174,14 +191,15 @@ void check_delta(const DeltaCase& c, uint32_t seed) {
   d.n_v_heads = c.n_v;
   d.d_k = c.d_k;
   d.d_v = c.d_v;
-  cuda::gated_delta(d, seqs.batch, nullptr);
+  auto ws = seqs.workspace(d);
+  cuda::gated_delta(d, seqs.batch, ws.data(), nullptr);
   cuda_test::sync();
   const auto got = download<float>(dout, size_t(n * c.n_v * c.d_v));
   const auto got_state = download<float>(dstate, state.size());
 
   std::vector<float> want(got.size());
   cpu::ThreadPool pool(2);
-  std::vector<float> ws(cpu::gated_delta_workspace_bytes(c.d_k, c.d_v, pool.size()) / 4 + 16);
+  std::vector<float> cpu_ws(cpu::gated_delta_workspace_bytes(c.d_k, c.d_v, pool.size()) / 4 + 16);
   for (size_t s = 0; s < n_seqs; ++s) {
     cpu::GatedDeltaArgs ca;
     const int64_t f = seqs.first(s);
@@ -198,8 +216,8 @@ void check_delta(const DeltaCase& c, uint32_t seed) {
     ca.n_v_heads = c.n_v;
     ca.d_k = c.d_k;
     ca.d_v = c.d_v;
-    if (ca.n_tokens == 1) cpu::gated_delta_recurrent(ca, ws.data(), pool);
-    else cpu::gated_delta_chunked(ca, ws.data(), pool);
+    if (ca.n_tokens == 1) cpu::gated_delta_recurrent(ca, cpu_ws.data(), pool);
+    else cpu::gated_delta_chunked(ca, cpu_ws.data(), pool);
     const size_t out_n = size_t(ca.n_tokens * c.n_v * c.d_v);
     const double e_out = rel_err(got.data() + f * c.n_v * c.d_v, ca.out, out_n);
     const double e_state = rel_err(got_state.data() + slots[s] * state_floats, ca.state, size_t(state_floats));
@@ -248,10 +266,11 @@ TEST(CudaGdn, GatedDeltaTimeAt27bShape) {
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    cuda::gated_delta(d, seqs.batch, nullptr);
+    auto ws = seqs.workspace(d);
+    cuda::gated_delta(d, seqs.batch, ws.data(), nullptr);
     cudaEventRecord(e0);
     const int reps = 10;
-    for (int i = 0; i < reps; ++i) cuda::gated_delta(d, seqs.batch, nullptr);
+    for (int i = 0; i < reps; ++i) cuda::gated_delta(d, seqs.batch, ws.data(), nullptr);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms = 0;

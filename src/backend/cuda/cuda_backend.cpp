@@ -54,8 +54,12 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
-  const uint64_t meta_ints = 4 * uint64_t(s.max_tokens) + 2 + uint64_t(max_meta_seqs(s)) * (s.kv.n_pages + 2);
-  out.push_back({"meta", meta_ints * 4 + 7 * 256});
+  if (s.gdn_d_k > 0)
+    out.push_back({"gdn", gated_delta_workspace_bytes(s.max_tokens, max_meta_seqs(s), s.gdn_v_heads, s.gdn_d_k, s.gdn_d_v)});
+  const uint64_t chunks = uint64_t(gdn_max_chunks(s.max_tokens, max_meta_seqs(s)));
+  const uint64_t meta_ints =
+      4 * uint64_t(s.max_tokens) + 3 + uint64_t(max_meta_seqs(s)) * (s.kv.n_pages + 3) + 2 * chunks;
+  out.push_back({"meta", meta_ints * 4 + 10 * 256});
   return out;
 }
 
@@ -110,12 +114,14 @@ backend::Memory CudaBackend::allocate(std::string_view name, size_t bytes) {
 }
 
 void CudaBackend::reserve(const backend::WorkloadShape& shape) {
-  if (shape.gdn_d_k > 0 && !gated_delta_supports(int(shape.gdn_d_k)))
-    throw Error("the CUDA gated delta rule takes key heads of at most " + std::to_string(kGdnMaxKeyDim) +
-                    " dims; this model's are " + std::to_string(shape.gdn_d_k),
+  if (shape.gdn_d_k > 0 && !gated_delta_supports(shape.gdn_d_k, shape.gdn_d_v))
+    throw Error("the CUDA gated delta rule takes heads of at most " + std::to_string(kGdnMaxHeadDim) +
+                    " dims; this model's are " + std::to_string(shape.gdn_d_k) + " (keys) and " +
+                    std::to_string(shape.gdn_d_v) + " (values)",
                 ErrorKind::usage);
   max_tokens_ = shape.max_tokens;
   max_seqs_ = max_meta_seqs(shape);
+  seq_len_.reserve(size_t(max_seqs_));
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     void* p = device_alloc(b.name, b.bytes);
     if (b.name == "matmul") {
@@ -123,6 +129,8 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       matmul_ws_bytes_ = b.bytes;
     } else if (b.name == "blas") {
       blas_ = std::make_unique<Blas>(p, b.bytes, stream_.get());
+    } else if (b.name == "gdn") {
+      gdn_ws_ = p;
     } else if (b.name == "attention") {
       attention_ws_ = static_cast<float*>(p);
     } else if (b.name == "meta") {
@@ -136,6 +144,9 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       meta_.seq = take(mt);
       meta_.q_start = take(size_t(max_meta_seqs(shape)) + 1);
       meta_.slot = take(size_t(max_meta_seqs(shape)));
+      meta_.seq_chunk = take(size_t(max_meta_seqs(shape)) + 1);
+      meta_.chunk_first = take(size_t(gdn_max_chunks(shape.max_tokens, max_meta_seqs(shape))));
+      meta_.chunk_len = take(size_t(gdn_max_chunks(shape.max_tokens, max_meta_seqs(shape))));
       meta_.pages = take(size_t(max_meta_seqs(shape)) * shape.kv.n_pages);
       meta_.logit_rows = take(mt);
       meta_.total = at;
@@ -234,6 +245,9 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   auto* seq = reinterpret_cast<int32_t*>(h + meta_.seq);
   auto* q_start = reinterpret_cast<int32_t*>(h + meta_.q_start);
   auto* slot = reinterpret_cast<int32_t*>(h + meta_.slot);
+  auto* seq_chunk = reinterpret_cast<int32_t*>(h + meta_.seq_chunk);
+  auto* chunk_first = reinterpret_cast<int32_t*>(h + meta_.chunk_first);
+  auto* chunk_len = reinterpret_cast<int32_t*>(h + meta_.chunk_len);
   auto* pages = reinterpret_cast<int32_t*>(h + meta_.pages);
   auto* rows = reinterpret_cast<int32_t*>(h + meta_.logit_rows);
   const int64_t n = batch.n_tokens;
@@ -257,6 +271,9 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
     for (int64_t i = 0; i < needed; ++i) pages[int64_t{s} * stride + i] = row[i];
   }
   q_start[batch.n_seqs] = int32_t(n);
+  seq_len_.resize(size_t(batch.n_seqs));
+  for (int32_t s = 0; s < batch.n_seqs; ++s) seq_len_[size_t(s)] = int32_t(batch.seqs[s].n_tokens);
+  const int n_chunks = fill_gdn_chunks(q_start, seq_len_.data(), batch.n_seqs, chunk_first, chunk_len, seq_chunk);
   auto* d = reinterpret_cast<uint8_t*>(meta_dev_);
   const size_t used = meta_.pages + size_t(batch.n_seqs) * size_t(stride) * 4;
   check(cudaMemcpyAsync(d, h, used, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (meta)");
@@ -280,6 +297,10 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   seq_batch_.q_start = attn_batch_.q_start;
   seq_batch_.seq = attn_batch_.seq;
   seq_batch_.slot = reinterpret_cast<const int32_t*>(d + meta_.slot);
+  seq_batch_.n_chunks = n_chunks;
+  seq_batch_.seq_chunk = reinterpret_cast<const int32_t*>(d + meta_.seq_chunk);
+  seq_batch_.chunk_first = reinterpret_cast<const int32_t*>(d + meta_.chunk_first);
+  seq_batch_.chunk_len = reinterpret_cast<const int32_t*>(d + meta_.chunk_len);
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
@@ -396,7 +417,7 @@ void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
   a.n_v_heads = int(g.n_v_heads);
   a.d_k = int(g.d_k);
   a.d_v = int(g.d_v);
-  cuda::gated_delta(a, seq_batch_, stream_.get());
+  cuda::gated_delta(a, seq_batch_, gdn_ws_, stream_.get());
 }
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,

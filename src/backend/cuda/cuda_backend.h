@@ -92,7 +92,7 @@ class CudaBackend final : public backend::Backend {
 
   // Per-call metadata: host staging (pinned) and its device copy, both planned.
   struct MetaOffsets {
-    size_t tokens, pos, seq, q_start, slot, pages, logit_rows, total;
+    size_t tokens, pos, seq, q_start, slot, seq_chunk, chunk_first, chunk_len, pages, logit_rows, total;
   };
   MetaOffsets meta_{};
   PinnedBuffer meta_host_;
@@ -102,6 +102,8 @@ class CudaBackend final : public backend::Backend {
   backend::Batch batch_;
   AttentionBatch attn_batch_;
   SeqBatch seq_batch_;
+  std::vector<int32_t> seq_len_;  // host scratch of begin_batch (sized by the first calls)
+  void* gdn_ws_ = nullptr;
   const int32_t* d_tokens_ = nullptr;
   const int32_t* d_pos_ = nullptr;
   const int32_t* d_logit_rows_ = nullptr;

@@ -1,4 +1,7 @@
+#include <cuda_pipeline_primitives.h>
+
 #include <cmath>
+#include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
@@ -104,188 +107,279 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
 // ---- the gated delta rule, chunked ------------------------------------------------------------------
 
 constexpr int C = kGdnChunkTokens;  // chunk rows
-constexpr int DK = kGdnMaxKeyDim;   // key columns (zero-padded up to DK)
-constexpr int BV = kGdnColumns;     // value columns per CTA
-constexpr int SK = DK + 1;          // padded row strides (conflict-free column walks)
+constexpr int D = kGdnMaxHeadDim;   // key and value columns (zero-padded up to D)
+constexpr int BV = kGdnColumns;     // value columns per scan CTA
+constexpr int SD = D + 1;           // padded row strides (conflict-free column walks)
 constexpr int SC = C + 1;
-static_assert(kThreads == 256 && C == 64 && BV == 64, "the 16 x 16 thread tiling below assumes these");
+static_assert(kThreads == 256 && C == 64 && BV == 64 && D == 128, "the 16 x 16 thread tiling below assumes these");
 
-// Shared-memory layout of one CTA, in floats.
-struct DeltaSmem {
-  static constexpr int S = 0;              // [DK][BV]   state block
-  static constexpr int Q = S + DK * BV;    // [C][DK]    queries
-  static constexpr int K = Q + C * DK;     // [C][SK]    keys
-  static constexpr int KB = K + C * SK;    // [C][DK]    diag(β e^γ) K, then W = T KB
-  static constexpr int VB = KB + C * DK;   // [C][BV]    diag(β) V, then U = T VB, then V_new
-  static constexpr int A = VB + C * BV;    // [C][SC]    β_r (k_r·k_s) e^{γ_r−γ_s}, strictly lower
-  static constexpr int P = A + C * SC;     // [C][SC]    (q_r·k_s) e^{γ_r−γ_s}, lower
-  static constexpr int T = P + C * SC;     // [C][SC]    (I + A)⁻¹
-  static constexpr int BETA = T + C * SC;  // [C]
-  static constexpr int EG = BETA + C;      // [C] e^{γ_r}
-  static constexpr int TO_END = EG + C;    // [C] e^{γ_last − γ_r}
-  static constexpr int GRAW = TO_END + C;  // [C] g
-  static constexpr int GAMMA = GRAW + C;   // [C] doubles (8-byte aligned: every offset above is even)
+// The prep kernel's outputs in the workspace, for a call of n tokens and n_chunks chunks (floats).
+struct DeltaWork {
+  float* w;       // [n][n_v][d_k]  W = T diag(β e^γ) K, rows of the chunk
+  float* u;       // [n][n_v][d_v]  U = T diag(β) V
+  float* eg;      // [n][n_v]       e^{γ_r}, γ the chunk's running sum of g
+  float* to_end;  // [n][n_v]       e^{γ_last − γ_r}
+  float* p;       // [n_chunks][n_v][C][C]  (q_r·k_s) e^{γ_r−γ_s}, lower
+};
+
+size_t align_floats(size_t n) { return (n + 63) / 64 * 64; }
+
+DeltaWork carve(float* base, int64_t n, int64_t nv, int64_t dk, int64_t dv) {
+  DeltaWork w;
+  w.w = base;
+  w.u = w.w + align_floats(size_t(n * nv * dk));
+  w.eg = w.u + align_floats(size_t(n * nv * dv));
+  w.to_end = w.eg + align_floats(size_t(n * nv));
+  w.p = w.to_end + align_floats(size_t(n * nv));
+  return w;
+}
+
+size_t work_floats(int64_t n, int64_t n_chunks, int64_t nv, int64_t dk, int64_t dv) {
+  return align_floats(size_t(n * nv * dk)) + align_floats(size_t(n * nv * dv)) + 2 * align_floats(size_t(n * nv)) +
+         size_t(n_chunks * nv) * C * C;
+}
+
+// Rows [rows_total][cols_total] of shared memory from global rows (src_stride floats apart),
+// zero outside rows_valid x cols_valid: asynchronous copies of kVec floats (the caller commits
+// and waits). kVec 4 needs 16-byte aligned rows on both sides and cols_valid % 4 == 0.
+template <int kVec>
+__device__ __forceinline__ void load_rows_async(float* dst, int dst_stride, const float* src, int64_t src_stride,
+                                                int rows_valid, int rows_total, int cols_valid, int cols_total) {
+  const int per_row = cols_total / kVec;
+  for (int idx = threadIdx.x; idx < rows_total * per_row; idx += kThreads) {
+    const int r = idx / per_row, c = (idx % per_row) * kVec;
+    float* d = dst + r * dst_stride + c;
+    if (r < rows_valid && c < cols_valid) {
+      __pipeline_memcpy_async(d, src + r * src_stride + c, kVec * sizeof(float));
+    } else {
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) d[e] = 0.0f;
+    }
+  }
+}
+
+__device__ __forceinline__ void wait_async_loads() {
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
+}
+
+// Shared memory of prep (floats).
+struct PrepSmem {
+  static constexpr int K = 0;               // [C][SD] keys
+  static constexpr int QV = K + C * SD;     // [C][SD] queries, then diag(β) V
+  static constexpr int KB = QV + C * SD;    // [C][D]  diag(β e^γ) K
+  static constexpr int A = KB + C * D;      // [C][SC] β_r (k_r·k_s) e^{γ_r−γ_s}, strictly lower
+  static constexpr int T = A + C * SC;      // [C][SC] (I + A)⁻¹
+  static constexpr int BETA = T + C * SC;   // [C]
+  static constexpr int EG = BETA + C;       // [C]
+  static constexpr int GRAW = EG + C;       // [C]
+  static constexpr int GAMMA = GRAW + C;    // [C] doubles (8-byte aligned: every offset above is even)
   static constexpr int FLOATS = GAMMA + 2 * C;
   static constexpr size_t BYTES = size_t(FLOATS) * sizeof(float);
 };
 
-// Grid: (n_v_heads * column blocks, n_seqs); 256 threads as a 16 x 16 tile grid (ty, tx): a
-// thread owns rows ty + 16a and columns tx + 16b of each product.
-__global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, SeqBatch b) {
+// Grid (n_chunks, n_v_heads); 256 threads as a 16 x 16 tile grid (ty, tx): a thread owns rows
+// ty + 16a and columns tx + 16b of each product.
+__global__ void __launch_bounds__(kThreads, 1) delta_prep_kernel(DeltaArgs a, SeqBatch b, DeltaWork out) {
   extern __shared__ float sm[];
-  float* S = sm + DeltaSmem::S;
-  float* Qs = sm + DeltaSmem::Q;
-  float* Ks = sm + DeltaSmem::K;
-  float* KB = sm + DeltaSmem::KB;
-  float* VB = sm + DeltaSmem::VB;
-  float* As = sm + DeltaSmem::A;
-  float* Ps = sm + DeltaSmem::P;
-  float* Ts = sm + DeltaSmem::T;
-  float* beta = sm + DeltaSmem::BETA;
-  float* eg = sm + DeltaSmem::EG;
-  float* to_end = sm + DeltaSmem::TO_END;
-  float* graw = sm + DeltaSmem::GRAW;
-  double* gamma = reinterpret_cast<double*>(sm + DeltaSmem::GAMMA);
+  float* Ks = sm + PrepSmem::K;
+  float* QV = sm + PrepSmem::QV;
+  float* KB = sm + PrepSmem::KB;
+  float* As = sm + PrepSmem::A;
+  float* Ts = sm + PrepSmem::T;
+  float* beta = sm + PrepSmem::BETA;
+  float* eg = sm + PrepSmem::EG;
+  float* graw = sm + PrepSmem::GRAW;
+  double* gamma = reinterpret_cast<double*>(sm + PrepSmem::GAMMA);
 
-  const int n_col_blocks = (a.d_v + BV - 1) / BV;
-  const int h = blockIdx.x / n_col_blocks, j0 = (blockIdx.x % n_col_blocks) * BV;
-  const int s = blockIdx.y;
+  const int ci = blockIdx.x, h = blockIdx.y;
   const int kh = h % a.n_k_heads, dk = a.d_k, dv = a.d_v, nv = a.n_v_heads;
-  const int64_t first = b.q_start[s], n = b.q_start[s + 1] - first;
+  const int64_t f = b.chunk_first[ci];
+  const int L = b.chunk_len[ci];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  float* state = a.state + (int64_t{b.slot[s]} * nv + h) * dk * dv;
 
-  for (int idx = tid; idx < DK * BV; idx += kThreads) {
-    const int i = idx / BV, j = idx % BV;
-    S[idx] = i < dk && j0 + j < dv ? state[int64_t{i} * dv + j0 + j] : 0.0f;
+  const int64_t qk_at = f * a.qk_stride + int64_t{kh} * dk;
+  load_rows_async<1>(QV, SD, a.q + qk_at, a.qk_stride, L, C, dk, D);
+  load_rows_async<1>(Ks, SD, a.k + qk_at, a.qk_stride, L, C, dk, D);
+  if (tid < C) {
+    const int64_t at = (f + tid) * nv + h;
+    graw[tid] = tid < L ? a.g[at] : 0.0f;
+    beta[tid] = tid < L ? a.beta[at] : 0.0f;
+  }
+  wait_async_loads();
+  if (tid == 0) {  // γ in double, as the CPU: differences of long sums keep their precision
+    double acc = 0.0;
+    for (int r = 0; r < C; ++r) gamma[r] = acc += graw[r];
+  }
+  __syncthreads();
+  if (tid < C) {
+    eg[tid] = tid < L ? static_cast<float>(exp(gamma[tid])) : 0.0f;
+    if (tid < L) {
+      out.eg[(f + tid) * nv + h] = eg[tid];
+      out.to_end[(f + tid) * nv + h] = static_cast<float>(exp(gamma[L - 1] - gamma[tid]));
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < C * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    KB[idx] = beta[r] * eg[r] * Ks[r * SD + i];
   }
 
-  for (int64_t c0 = 0; c0 < n; c0 += C) {
-    const int L = static_cast<int>(n - c0 < C ? n - c0 : C);
-    // 1. Gather the chunk (zero-padded to C rows, DK key columns, BV value columns).
-    for (int idx = tid; idx < C * DK; idx += kThreads) {
-      const int r = idx / DK, i = idx % DK;
-      float qv = 0.0f, kv = 0.0f;
-      if (r < L && i < dk) {
-        const int64_t at = (first + c0 + r) * a.qk_stride + int64_t{kh} * dk + i;
-        qv = a.q[at];
-        kv = a.k[at];
-      }
-      Qs[r * DK + i] = qv;
-      Ks[r * SK + i] = kv;
-    }
-    for (int idx = tid; idx < C * BV; idx += kThreads) {
-      const int r = idx / BV, j = idx % BV;
-      VB[idx] = r < L && j0 + j < dv ? a.v[(first + c0 + r) * a.v_stride + int64_t{h} * dv + j0 + j] : 0.0f;
-    }
-    if (tid < C) {
-      const int64_t at = (first + c0 + tid) * nv + h;
-      graw[tid] = tid < L ? a.g[at] : 0.0f;
-      beta[tid] = tid < L ? a.beta[at] : 0.0f;
-    }
-    __syncthreads();
-    if (tid == 0) {  // γ in double, as the CPU: differences of long sums keep their precision
-      double acc = 0.0;
-      for (int r = 0; r < C; ++r) gamma[r] = acc += graw[r];
-    }
-    __syncthreads();
-    if (tid < C) {
-      eg[tid] = tid < L ? static_cast<float>(exp(gamma[tid])) : 0.0f;
-      to_end[tid] = tid < L ? static_cast<float>(exp(gamma[L - 1] - gamma[tid])) : 0.0f;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < C * DK; idx += kThreads) {
-      const int r = idx / DK, i = idx % DK;
-      KB[idx] = beta[r] * eg[r] * Ks[r * SK + i];
-    }
-    for (int idx = tid; idx < C * BV; idx += kThreads) VB[idx] *= beta[idx / BV];
-
-    // 2. A = K Kᵀ and P = Q Kᵀ with decay, β and the causal masks.
-    {
-      float acc_a[4][4] = {}, acc_p[4][4] = {};
-      for (int i = 0; i < dk; ++i) {
-        float kr[4], qr[4], ks[4];
+  // A = K Kᵀ and P = Q Kᵀ with decay, β and the causal masks; P goes straight out.
+  {
+    float acc_a[4][4] = {}, acc_p[4][4] = {};
+    for (int i = 0; i < dk; ++i) {
+      float kr[4], qr[4], ks[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          kr[u] = Ks[(ty + 16 * u) * SK + i];
-          qr[u] = Qs[(ty + 16 * u) * DK + i];
-          ks[u] = Ks[(tx + 16 * u) * SK + i];
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int w = 0; w < 4; ++w) {
-            acc_a[u][w] = fmaf(kr[u], ks[w], acc_a[u][w]);
-            acc_p[u][w] = fmaf(qr[u], ks[w], acc_p[u][w]);
-          }
+      for (int u = 0; u < 4; ++u) {
+        kr[u] = Ks[(ty + 16 * u) * SD + i];
+        qr[u] = QV[(ty + 16 * u) * SD + i];
+        ks[u] = Ks[(tx + 16 * u) * SD + i];
       }
 #pragma unroll
       for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
-          const int r = ty + 16 * u, c = tx + 16 * w;
-          const float decay = c <= r && r < L ? expf(static_cast<float>(gamma[r] - gamma[c])) : 0.0f;
-          As[r * SC + c] = c < r ? acc_a[u][w] * beta[r] * decay : 0.0f;
-          Ps[r * SC + c] = acc_p[u][w] * decay;
+          acc_a[u][w] = fmaf(kr[u], ks[w], acc_a[u][w]);
+          acc_p[u][w] = fmaf(qr[u], ks[w], acc_p[u][w]);
         }
     }
-    __syncthreads();
+    float* P = out.p + (int64_t{ci} * nv + h) * C * C;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const int r = ty + 16 * u, c = tx + 16 * w;
+        const float decay = c <= r && r < L ? expf(static_cast<float>(gamma[r] - gamma[c])) : 0.0f;
+        As[r * SC + c] = c < r ? acc_a[u][w] * beta[r] * decay : 0.0f;
+        P[r * C + c] = acc_p[u][w] * decay;
+      }
+  }
+  __syncthreads();  // queries read: QV takes V (scaled by β below)
+  load_rows_async<1>(QV, SD, a.v + f * a.v_stride + int64_t{h} * dv, a.v_stride, L, C, dv, D);
 
-    // 3. T = (I + A)⁻¹ by forward substitution, column by column: T_rc = −Σ_{c<=s<r} A_rs T_sc.
-    // Warp w solves columns 8w..8w+7, four lanes per column.
-    {
-      const int lane = tid % 32, c = (tid / 32) * 8 + lane / 4, part = lane % 4;
-      for (int r = part; r < C; r += 4) Ts[r * SC + c] = r == c ? 1.0f : 0.0f;
+  // T = (I + A)⁻¹ by forward substitution, column by column: T_rc = −Σ_{c<=s<r} A_rs T_sc.
+  // Warp w solves columns 8w..8w+7, four lanes per column.
+  {
+    const int lane = tid % 32, c = (tid / 32) * 8 + lane / 4, part = lane % 4;
+    for (int r = part; r < C; r += 4) Ts[r * SC + c] = r == c ? 1.0f : 0.0f;
+    __syncwarp();
+    for (int r = 1; r < L; ++r) {
+      float sum = 0.0f;
+      if (r > c)
+        for (int k = c + part; k < r; k += 4) sum = fmaf(As[r * SC + k], Ts[k * SC + c], sum);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      if (r > c && part == 0) Ts[r * SC + c] = -sum;
       __syncwarp();
-      for (int r = 1; r < L; ++r) {
-        float sum = 0.0f;
-        if (r > c)
-          for (int k = c + part; k < r; k += 4) sum = fmaf(As[r * SC + k], Ts[k * SC + c], sum);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        if (r > c && part == 0) Ts[r * SC + c] = -sum;
-        __syncwarp();
-      }
     }
-    __syncthreads();
+  }
+  wait_async_loads();
+  for (int idx = tid; idx < C * D; idx += kThreads) QV[(idx / D) * SD + idx % D] *= beta[idx / D];
+  __syncthreads();
 
-    // 4. U = T diag(β) V and W = T diag(β e^γ) K (T lower: s <= r).
-    {
-      float acc_u[4][4] = {}, acc_w[4][8] = {};
-      for (int k = 0; k < L; ++k) {
-        float t[4], vb[4], kb[8];
+  // W = T diag(β e^γ) K and U = T diag(β) V (T lower: s <= r), straight out.
+  {
+    float acc_w[4][8] = {}, acc_u[4][8] = {};
+    for (int k = 0; k < L; ++k) {
+      float t[4], kb[8], vb[8];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) t[u] = Ts[(ty + 16 * u) * SC + k];
+      for (int u = 0; u < 4; ++u) t[u] = Ts[(ty + 16 * u) * SC + k];
 #pragma unroll
-        for (int w = 0; w < 4; ++w) vb[w] = VB[k * BV + tx + 16 * w];
+      for (int w = 0; w < 8; ++w) {
+        kb[w] = KB[k * D + tx + 16 * w];
+        vb[w] = QV[k * SD + tx + 16 * w];
+      }
 #pragma unroll
-        for (int w = 0; w < 8; ++w) kb[w] = KB[k * DK + tx + 16 * w];
+      for (int u = 0; u < 4; ++u)
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-#pragma unroll
-          for (int w = 0; w < 4; ++w) acc_u[u][w] = fmaf(t[u], vb[w], acc_u[u][w]);
-#pragma unroll
-          for (int w = 0; w < 8; ++w) acc_w[u][w] = fmaf(t[u], kb[w], acc_w[u][w]);
+        for (int w = 0; w < 8; ++w) {
+          acc_w[u][w] = fmaf(t[u], kb[w], acc_w[u][w]);
+          acc_u[u][w] = fmaf(t[u], vb[w], acc_u[u][w]);
         }
-      }
-      __syncthreads();
+    }
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < 4; ++u) {
+      const int r = ty + 16 * u;
+      if (r >= L) continue;
+      float* wr = out.w + ((f + r) * nv + h) * dk;
+      float* ur = out.u + ((f + r) * nv + h) * dv;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) VB[(ty + 16 * u) * BV + tx + 16 * w] = acc_u[u][w];
-#pragma unroll
-        for (int w = 0; w < 8; ++w) KB[(ty + 16 * u) * DK + tx + 16 * w] = acc_w[u][w];
+      for (int w = 0; w < 8; ++w) {
+        const int i = tx + 16 * w;
+        if (i < dk) wr[i] = acc_w[u][w];
+        if (i < dv) ur[i] = acc_u[u][w];
       }
     }
-    __syncthreads();
+  }
+}
 
-    // 5. V_new = U − W S (each thread its own elements).
+// Shared memory of scan (floats). Rows are 16-byte aligned for the asynchronous copies; W, Q
+// and P, walked down their columns by row pairs, are padded by 4 floats (no bank conflicts).
+constexpr int SD4 = D + 4;
+constexpr int SC4 = C + 4;
+struct ScanSmem {
+  static constexpr int S = 0;              // [D][BV]   state block
+  static constexpr int W = S + D * BV;     // [C][SD4]
+  static constexpr int Q = W + C * SD4;    // [C][SD4]
+  static constexpr int K = Q + C * SD4;    // [C][D]
+  static constexpr int U = K + C * D;      // [C][BV]   U, then V_new
+  static constexpr int P = U + C * BV;     // [C][SC4]
+  static constexpr int EG = P + C * SC4;   // [C]
+  static constexpr int TO_END = EG + C;    // [C]
+  static constexpr int FLOATS = TO_END + C;
+  static constexpr size_t BYTES = size_t(FLOATS) * sizeof(float);
+};
+
+// Grid (n_v_heads * column blocks, n_seqs). kVec: floats per asynchronous copy (4 when every
+// row is 16-byte aligned).
+template <int kVec>
+__global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, SeqBatch b, DeltaWork work) {
+  extern __shared__ float sm[];
+  float* S = sm + ScanSmem::S;
+  float* Ws = sm + ScanSmem::W;
+  float* Qs = sm + ScanSmem::Q;
+  float* Ks = sm + ScanSmem::K;
+  float* Us = sm + ScanSmem::U;
+  float* Ps = sm + ScanSmem::P;
+  float* eg = sm + ScanSmem::EG;
+  float* to_end = sm + ScanSmem::TO_END;
+
+  const int n_col_blocks = (a.d_v + BV - 1) / BV;
+  const int h = blockIdx.x / n_col_blocks, j0 = (blockIdx.x % n_col_blocks) * BV;
+  const int s = blockIdx.y;
+  const int kh = h % a.n_k_heads, dk = a.d_k, dv = a.d_v, nv = a.n_v_heads;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float* state = a.state + (int64_t{b.slot[s]} * nv + h) * dk * dv;
+
+  for (int idx = tid; idx < D * BV; idx += kThreads) {
+    const int i = idx / BV, j = idx % BV;
+    S[idx] = i < dk && j0 + j < dv ? state[int64_t{i} * dv + j0 + j] : 0.0f;
+  }
+
+  for (int ci = b.seq_chunk[s]; ci < b.seq_chunk[s + 1]; ++ci) {
+    const int64_t f = b.chunk_first[ci];
+    const int L = b.chunk_len[ci];
+    const int64_t qk_at = f * a.qk_stride + int64_t{kh} * dk;
+    load_rows_async<kVec>(Ws, SD4, work.w + (f * nv + h) * dk, int64_t{nv} * dk, L, C, dk, D);
+    load_rows_async<kVec>(Qs, SD4, a.q + qk_at, a.qk_stride, L, C, dk, D);
+    load_rows_async<kVec>(Ks, D, a.k + qk_at, a.qk_stride, L, C, dk, D);
+    load_rows_async<kVec>(Us, BV, work.u + (f * nv + h) * dv + j0, int64_t{nv} * dv, L, C, dv - j0, BV);
+    load_rows_async<kVec>(Ps, SC4, work.p + (int64_t{ci} * nv + h) * C * C, C, C, C, C, C);
+    if (tid < C) {
+      eg[tid] = tid < L ? work.eg[(f + tid) * nv + h] : 0.0f;
+      to_end[tid] = tid < L ? work.to_end[(f + tid) * nv + h] : 0.0f;
+    }
+    wait_async_loads();
+
+    // V_new = U − W S (each thread its own elements).
     {
       float acc[4][4] = {};
       for (int i = 0; i < dk; ++i) {
         float wr[4], sv[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) wr[u] = KB[(ty + 16 * u) * DK + i];
+        for (int u = 0; u < 4; ++u) wr[u] = Ws[(ty + 16 * u) * SD4 + i];
 #pragma unroll
         for (int w = 0; w < 4; ++w) sv[w] = S[i * BV + tx + 16 * w];
 #pragma unroll
@@ -296,17 +390,17 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, S
 #pragma unroll
       for (int u = 0; u < 4; ++u)
 #pragma unroll
-        for (int w = 0; w < 4; ++w) VB[(ty + 16 * u) * BV + tx + 16 * w] -= acc[u][w];
+        for (int w = 0; w < 4; ++w) Us[(ty + 16 * u) * BV + tx + 16 * w] -= acc[u][w];
     }
     __syncthreads();
 
-    // 6. O = diag(e^γ) Q S + P V_new, straight into the output rows.
+    // O = diag(e^γ) Q S + P V_new, straight into the output rows.
     {
       float qs[4][4] = {}, pv[4][4] = {};
       for (int i = 0; i < dk; ++i) {
         float qr[4], sv[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) qr[u] = Qs[(ty + 16 * u) * DK + i];
+        for (int u = 0; u < 4; ++u) qr[u] = Qs[(ty + 16 * u) * SD4 + i];
 #pragma unroll
         for (int w = 0; w < 4; ++w) sv[w] = S[i * BV + tx + 16 * w];
 #pragma unroll
@@ -317,9 +411,9 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, S
       for (int k = 0; k < L; ++k) {
         float pr[4], uv[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) pr[u] = Ps[(ty + 16 * u) * SC + k];
+        for (int u = 0; u < 4; ++u) pr[u] = Ps[(ty + 16 * u) * SC4 + k];
 #pragma unroll
-        for (int w = 0; w < 4; ++w) uv[w] = VB[k * BV + tx + 16 * w];
+        for (int w = 0; w < 4; ++w) uv[w] = Us[k * BV + tx + 16 * w];
 #pragma unroll
         for (int u = 0; u < 4; ++u)
 #pragma unroll
@@ -329,7 +423,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, S
       for (int u = 0; u < 4; ++u) {
         const int r = ty + 16 * u;
         if (r >= L) continue;
-        float* o = a.out + ((first + c0 + r) * nv + h) * dv + j0;
+        float* o = a.out + ((f + r) * nv + h) * dv + j0;
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
           const int j = tx + 16 * w;
@@ -339,16 +433,16 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, S
     }
     __syncthreads();
 
-    // 7. S ← e^{γ_last} S + (diag(e^{γ_last−γ}) K)ᵀ V_new.
+    // S ← e^{γ_last} S + (diag(e^{γ_last−γ}) K)ᵀ V_new.
     {
       float acc[8][4] = {};
       for (int k = 0; k < L; ++k) {
         float kr[8], uv[4];
         const float te = to_end[k];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) kr[u] = te * Ks[k * SK + ty + 16 * u];
+        for (int u = 0; u < 8; ++u) kr[u] = te * Ks[k * D + ty + 16 * u];
 #pragma unroll
-        for (int w = 0; w < 4; ++w) uv[w] = VB[k * BV + tx + 16 * w];
+        for (int w = 0; w < 4; ++w) uv[w] = Us[k * BV + tx + 16 * w];
 #pragma unroll
         for (int u = 0; u < 8; ++u)
 #pragma unroll
@@ -366,7 +460,7 @@ __global__ void __launch_bounds__(kThreads, 1) gated_delta_kernel(DeltaArgs a, S
     __syncthreads();
   }
 
-  for (int idx = tid; idx < DK * BV; idx += kThreads) {
+  for (int idx = tid; idx < D * BV; idx += kThreads) {
     const int i = idx / BV, j = idx % BV;
     if (i < dk && j0 + j < dv) state[int64_t{i} * dv + j0 + j] = S[idx];
   }
@@ -408,23 +502,52 @@ void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, in
   check_launch("gated_rms_norm");
 }
 
-bool gated_delta_supports(int d_k) { return d_k > 0 && d_k <= DK; }
+int fill_gdn_chunks(const int32_t* seq_first, const int32_t* seq_len, int n_seqs, int32_t* chunk_first,
+                    int32_t* chunk_len, int32_t* seq_chunk) {
+  int n = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    seq_chunk[s] = n;
+    for (int32_t c0 = 0; c0 < seq_len[s]; c0 += C, ++n) {
+      chunk_first[n] = seq_first[s] + c0;
+      chunk_len[n] = seq_len[s] - c0 < C ? seq_len[s] - c0 : C;
+    }
+  }
+  seq_chunk[n_seqs] = n;
+  return n;
+}
 
-void gated_delta(const DeltaArgs& a, const SeqBatch& b, cudaStream_t stream) {
-  if (b.n_seqs <= 0) return;
-  if (!gated_delta_supports(a.d_k) || a.d_v <= 0 || a.n_k_heads <= 0 || a.n_v_heads % a.n_k_heads != 0)
-    throw Error("the CUDA gated delta rule takes key heads of at most " + std::to_string(DK) + " dims; this model's are " +
-                    std::to_string(a.d_k),
+bool gated_delta_supports(int64_t d_k, int64_t d_v) { return d_k > 0 && d_k <= D && d_v > 0 && d_v <= D; }
+
+size_t gated_delta_workspace_bytes(int64_t max_tokens, int64_t n_seqs, int64_t n_v_heads, int64_t d_k, int64_t d_v) {
+  return work_floats(max_tokens, gdn_max_chunks(max_tokens, n_seqs), n_v_heads, d_k, d_v) * sizeof(float);
+}
+
+void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStream_t stream) {
+  if (b.n_seqs <= 0 || b.n_chunks <= 0) return;
+  if (!gated_delta_supports(a.d_k, a.d_v) || a.n_k_heads <= 0 || a.n_v_heads % a.n_k_heads != 0)
+    throw Error("the CUDA gated delta rule takes heads of at most " + std::to_string(D) + " dims; this model's are " +
+                    std::to_string(a.d_k) + " (keys) and " + std::to_string(a.d_v) + " (values)",
                 ErrorKind::usage);
   static const bool configured = [] {
-    check(cudaFuncSetAttribute(gated_delta_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(DeltaSmem::BYTES)),
-          "cudaFuncSetAttribute (gated_delta)");
+    check(cudaFuncSetAttribute(delta_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(PrepSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta prep)");
+    check(cudaFuncSetAttribute(delta_scan_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ScanSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta scan)");
+    check(cudaFuncSetAttribute(delta_scan_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ScanSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta scan)");
     return true;
   }();
   (void)configured;
+  const DeltaWork work = carve(static_cast<float*>(workspace), b.n_tokens, a.n_v_heads, a.d_k, a.d_v);
+  delta_prep_kernel<<<dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream>>>(a, b, work);
+  check_launch("gated_delta (prep)");
   const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + BV - 1) / BV)), unsigned(b.n_seqs));
-  gated_delta_kernel<<<grid, kThreads, DeltaSmem::BYTES, stream>>>(a, b);
-  check_launch("gated_delta");
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec4 = aligned(a.q) && aligned(a.k) && aligned(work.w) && aligned(work.u) && aligned(work.p) &&
+                    a.qk_stride % 4 == 0 && a.d_k % 4 == 0 && a.d_v % 4 == 0;
+  if (vec4) delta_scan_kernel<4><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
+  else delta_scan_kernel<1><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
+  check_launch("gated_delta (scan)");
 }
 
 }  // namespace keel::cuda
