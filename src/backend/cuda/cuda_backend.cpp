@@ -236,6 +236,7 @@ void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, 
 void CudaBackend::begin_batch(const backend::Batch& batch) {
   if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_seqs_ || batch.n_logit_rows > max_tokens_)
     throw Error("internal: forward call larger than the CUDA plan");
+  profile_.collect();
   batch_ = batch;
   // The pinned host twin is reused: the previous call's copy out of it must have finished.
   if (meta_pending_) meta_copied_.synchronize();
@@ -304,6 +305,7 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
+  const auto timed = profile_.time("embed");
   for (int64_t t = 0; t < batch_.n_tokens; ++t)
     if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out)
       throw Error("token id " + std::to_string(batch_.tokens[t]) + " is outside the vocabulary (" +
@@ -312,27 +314,38 @@ void CudaBackend::embed(const backend::WeightView& table, float* out) {
 }
 
 void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
+  const auto timed = profile_.time("rms_norm");
   cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
 }
 
 void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
+  const auto timed = profile_.time("gated_rms_norm");
   cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
 }
 
-void CudaBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n, stream_.get()); }
+void CudaBackend::add(float* y, const float* x, int64_t n) {
+  const auto timed = profile_.time("add");
+  add_inplace(y, x, n, stream_.get());
+}
 
 void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
+  const auto timed = profile_.time("add_bias");
   cuda::add_bias(x, bias, n_rows, dim, stream_.get());
 }
 
-void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) { cuda::silu_mul(gate, up, n, stream_.get()); }
+void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
+  const auto timed = profile_.time("silu_mul");
+  cuda::silu_mul(gate, up, n, stream_.get());
+}
 
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
+  const auto timed = profile_.time("sigmoid_gate");
   cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get());
 }
 
 void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                             int64_t width) {
+  const auto timed = profile_.time("copy_rows");
   if (n_rows <= 0 || width <= 0) return;
   check(cudaMemcpy2DAsync(dst, size_t(dst_stride) * 4, src, size_t(src_stride) * 4, size_t(width) * 4, size_t(n_rows),
                           cudaMemcpyDeviceToDevice, stream_.get()),
@@ -344,6 +357,7 @@ void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, in
 // any sequence of at most kGemvMaxTokens tokens) are grouped into GEMVs of up to that many
 // tokens; a longer sequence takes the GEMM path with its own token count, as it would alone.
 void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  const auto timed = profile_.time(n_tokens <= kGemvMaxTokens ? "matmul (gemv)" : "matmul (gemm)");
   const DeviceWeight dw = device_weight(w);
   if (n_tokens <= kGemvMaxTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
     cuda::matmul(*blas_, dw, x, n_tokens, y, matmul_ws_);
@@ -369,6 +383,7 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
 }
 
 void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
+  const auto timed = profile_.time("rope");
   RopeArgs a;
   a.mode = p.type == backend::RopeType::norm ? RopeMode::norm : RopeMode::neox;
   a.n_rot = p.n_rot;
@@ -379,14 +394,17 @@ void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backen
 }
 
 void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
+  const auto timed = profile_.time("kv_write");
   cuda::kv_write(kv_layout_, kv_pools_.at(layer), attn_batch_, k, v, stream_.get());
 }
 
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
+  const auto timed = profile_.time("attention");
   cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
 }
 
 void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {
+  const auto timed = profile_.time("conv1d_silu");
   if (kernel < 1 || kernel > backend::kMaxConvKernel)
     throw Error("internal: conv1d kernel " + std::to_string(kernel) + " is outside 1.." +
                 std::to_string(backend::kMaxConvKernel));
@@ -395,14 +413,17 @@ void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, 
 
 void CudaBackend::l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps,
                                 float scale) {
+  const auto timed = profile_.time("l2_norm_heads");
   cuda::l2_norm_heads(x, n_rows, row_stride, n_heads, dim, eps, scale, stream_.get());
 }
 
 void CudaBackend::gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) {
+  const auto timed = profile_.time("gdn_gates");
   cuda::gdn_gates(beta, alpha, ssm_a, dt_bias, batch_.n_tokens, n_heads, stream_.get());
 }
 
 void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
+  const auto timed = profile_.time("gated_delta");
   DeltaArgs a;
   a.q = g.q;
   a.k = g.k;
@@ -422,6 +443,7 @@ void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,
                          float* rows, float* logits) {
+  const auto timed = profile_.time("logits");
   const int64_t d = w_out.n_in, n = batch_.n_logit_rows;
   if (n == 0) return;
   rms_norm_rows(hidden, d_logit_rows_, norm_w, rows, n, d, eps, stream_.get());

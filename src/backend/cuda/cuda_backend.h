@@ -15,6 +15,7 @@
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/memory.h"
+#include "backend/cuda/op_profile.h"
 
 namespace keel::cuda {
 
@@ -73,6 +74,7 @@ class CudaBackend final : public backend::Backend {
 
   int ordinal_;
   Stream stream_;
+  OpProfile profile_{stream_.get()};  // KEEL_PROFILE=1: device time per op
   PinnedBuffer staging_;
   bool frozen_ = false;
   std::vector<backend::Memory> owned_;  // weights, KV pools, workspaces
