@@ -353,10 +353,9 @@ __global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, Se
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   float* state = a.state + (int64_t{b.slot[s]} * nv + h) * dk * dv;
 
-  for (int idx = tid; idx < D * BV; idx += kThreads) {
-    const int i = idx / BV, j = idx % BV;
-    S[idx] = i < dk && j0 + j < dv ? state[int64_t{i} * dv + j0 + j] : 0.0f;
-  }
+  const bool state_vec4 = kVec == 4 && reinterpret_cast<uintptr_t>(a.state) % 16 == 0;
+  if (state_vec4) load_rows_async<4>(S, BV, state + j0, dv, dk, D, dv - j0, BV);
+  else load_rows_async<1>(S, BV, state + j0, dv, dk, D, dv - j0, BV);
 
   for (int ci = b.seq_chunk[s]; ci < b.seq_chunk[s + 1]; ++ci) {
     const int64_t f = b.chunk_first[ci];
@@ -460,6 +459,7 @@ __global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, Se
     __syncthreads();
   }
 
+  wait_async_loads();  // (a sequence always has a chunk; this only keeps the state copy complete)
   for (int idx = tid; idx < D * BV; idx += kThreads) {
     const int i = idx / BV, j = idx % BV;
     if (i < dk && j0 + j < dv) state[int64_t{i} * dv + j0 + j] = S[idx];
