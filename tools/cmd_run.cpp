@@ -60,6 +60,7 @@ int cmd_run(const CommandArgs& argv) {
            {{"--repeat-last-n"}, "N", "tokens the penalty looks back on (default 64)"},
            {{"--seed"}, "N", "random seed (default: random)"},
            {{"--no-bos"}, "", "do not add the BOS token"},
+           {{"--ignore-eos"}, "", "keep generating after an end-of-generation token (it is emitted like any other)"},
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
            {{"--prompt-cache"}, "FILE", "restore the prompt's longest saved prefix from FILE, then save the prompt's state there"},
            {{"--prompt-cache-ro"}, "", "with --prompt-cache: only read FILE, never write it"},
@@ -88,6 +89,7 @@ int cmd_run(const CommandArgs& argv) {
                                : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   int64_t n_predict = args.get_int("-n", -1);
   const bool json = args.has("--json");
+  const bool ignore_eos = args.has("--ignore-eos");
 
   const plan::Plan plan = plan_session(args, *lm.model, static_cast<int64_t>(prompt.size()));
   runtime::Session session(lm.model, plan.options);
@@ -143,7 +145,7 @@ int cmd_run(const CommandArgs& argv) {
   const int64_t limit = n_predict < 0 ? room : std::min(n_predict, room);
   for (int64_t i = 0; i < limit && !cancel.requested(); ++i) {
     const int32_t id = sampler.sample(logits, history);
-    if (tok.is_end_of_generation(id)) break;
+    if (!ignore_eos && tok.is_end_of_generation(id)) break;
     generated.push_back(id);
     history.push_back(id);
     if (!json) {
