@@ -1,5 +1,6 @@
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cmath>
 #include <string>
 
@@ -228,8 +229,14 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   // The last position any of this warp's rows attends to (-1: no valid row): tiles beyond it
   // are fully masked for this warp, which then only helps load them (decode: 3 of 4 warps).
   int warp_last = max(pos_lo, pos_hi);
+  // The first position every valid row of the warp reaches: tiles wholly at or before it need
+  // no causal mask (most of them at depth; the mask's compares and selects cost ALU issue slots).
+  int warp_first = min(pos_lo < 0 ? INT_MAX : pos_lo, pos_hi < 0 ? INT_MAX : pos_hi);
 #pragma unroll
-  for (int o2 = 16; o2 > 0; o2 >>= 1) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o2));
+  for (int o2 = 16; o2 > 0; o2 >>= 1) {
+    warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, o2));
+    warp_first = min(warp_first, __shfl_xor_sync(0xffffffffu, warp_first, o2));
+  }
   const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
 
   float o[D / 8][4];
@@ -279,15 +286,23 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
       }
     }
 
-    // Causal mask, online softmax (log2 units).
+    // Causal mask (tiles crossing the diagonal only), online softmax (log2 units).
+    if (key0 + KK - 1 > warp_first) {
+#pragma unroll
+      for (int n = 0; n < KK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int kp = key0 + 8 * n + 2 * cq + e;
+          if (kp > pos_lo) sacc[n][e] = -INFINITY;
+          if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
+        }
+      }
+    }
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
     for (int n = 0; n < KK / 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int kp = key0 + 8 * n + 2 * cq + e;
-        if (kp > pos_lo) sacc[n][e] = -INFINITY;
-        if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
         mx_lo = fmaxf(mx_lo, sacc[n][e]);
         mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
       }
@@ -497,7 +512,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
     for (int n = 0; n < 2; ++n)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        if (key0 + 8 * n + 2 * cq + e > pos) sacc[n][e] = sacc[n][2 + e] = -INFINITY;
+        if (key0 + kDecodeKeys - 1 > pos && key0 + 8 * n + 2 * cq + e > pos) sacc[n][e] = sacc[n][2 + e] = -INFINITY;
         mx_lo = fmaxf(mx_lo, sacc[n][e]);
         mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
       }
