@@ -269,21 +269,33 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
       continue;
     }
 
-    // S = Q K^T for this warp's 16 rows x 64 keys.
-    float sacc[KK / 8][4];
+    // S = Q K^T for this warp's 16 rows x KK keys. With few key tiles (KK 32) each accumulator
+    // would be a chain of D/16 dependent mma; even and odd kk go to two accumulators (chains half
+    // as long, summed at the end).
+    constexpr int kChains = KK / 8 >= 8 ? 1 : 2;
+    float sacc[KK / 8][4], sacc2[KK / 8][4];
 #pragma unroll
-    for (int n = 0; n < KK / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+    for (int n = 0; n < KK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sacc[n][e] = sacc2[n][e] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[4];
       ldmatrix_x4(a, qs + (16 * warp + (lane % 16)) * ld + 16 * kk + 8 * (lane / 16));
+      float(*acc)[4] = kChains == 2 && kk % 2 ? sacc2 : sacc;
 #pragma unroll
       for (int n = 0; n < KK / 8; n += 2) {
         uint32_t bk[4];  // b0,b1 of key tile n, then of n+1
         ldmatrix_x4(bk, ks + (8 * n + (lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
-        mma_f16(sacc[n], a, bk[0], bk[1]);
-        mma_f16(sacc[n + 1], a, bk[2], bk[3]);
+        mma_f16(acc[n], a, bk[0], bk[1]);
+        mma_f16(acc[n + 1], a, bk[2], bk[3]);
       }
+    }
+    if constexpr (kChains == 2) {
+#pragma unroll
+      for (int n = 0; n < KK / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
     }
 
     // Causal mask (tiles crossing the diagonal only), online softmax (log2 units).
@@ -497,15 +509,20 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
     cp_async_wait<1>();
     __syncwarp();
 
-    float sacc[2][4] = {};
+    float sacc[2][4] = {}, sacc2[2][4] = {};  // even and odd kk: dependent chains half as long
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[4], bk[4];
       ldmatrix_x4(a, qs + (lane % 16) * ld + 16 * kk + 8 * (lane / 16));
       ldmatrix_x4(bk, ks + ((lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
-      mma_f16(sacc[0], a, bk[0], bk[1]);
-      mma_f16(sacc[1], a, bk[2], bk[3]);
+      float(*acc)[4] = kk % 2 ? sacc2 : sacc;
+      mma_f16(acc[0], a, bk[0], bk[1]);
+      mma_f16(acc[1], a, bk[2], bk[3]);
     }
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
     const int key0 = tile * kDecodeKeys;
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
