@@ -127,6 +127,10 @@ class Session {
   };
   void check_seq(int32_t seq) const;
   void release_pages(int32_t seq);
+  // Pages sequence `seq` lacks to hold `end` tokens; grow_pages hands them over from the free
+  // stack (throws keel::Error, with nothing changed, when the pool has too few).
+  int64_t pages_missing(int32_t seq, int64_t end) const;
+  void grow_pages(int32_t seq, int64_t end);
   // Runs the forward call over the batch arrays already filled for n_tokens / n_seqs.
   void run_batch(int64_t n_tokens, int32_t n_seqs, int64_t n_logit_rows);
 

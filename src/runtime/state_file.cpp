@@ -333,14 +333,12 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
   body.read(logits, size_t{n_vocab} * sizeof(float));
 
   Sequence& s = seqs_[static_cast<size_t>(seq)];
-  const int64_t pages_needed = (reuse + shape.kv.page_tokens - 1) / shape.kv.page_tokens;
-  if (pages_needed > n_free_pages_) {
+  if (pages_missing(seq, reuse) > n_free_pages_) {
     reuse = 0;
     result.note = "the KV page pool has too few free pages for the prompt cache";
   }
-  int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
-  for (int64_t p = 0; p < (reuse + shape.kv.page_tokens - 1) / shape.kv.page_tokens; ++p)
-    row[s.n_pages++] = free_pages_[--n_free_pages_];
+  grow_pages(seq, reuse);
+  const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
   try {
     for (uint32_t layer = 0; layer < h.n_attn_layers; ++layer)
       for (int64_t p = 0; p < n_pages; ++p) {
