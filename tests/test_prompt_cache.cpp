@@ -239,6 +239,24 @@ INSTANTIATE_TEST_SUITE_P(Families, PromptCache,
                            return name;
                          });
 
+// Found by fuzz/prompt_cache.cpp: restoring for an empty prompt reported -1 tokens restored and
+// left the sequence at n_past -1 (the "recompute the last prompt token" step had none to take).
+TEST(PromptCacheFile, EmptyPromptRestoresNothing) {
+  TempDir dir;
+  const std::string path = (dir.path / "s").string();
+  auto m = model::Model::load(test::shared("models/stories260K.gguf"));
+  const auto prompt = tokens(20);
+  auto a = make_session(m);
+  a.save_state(0, prompt, a.prefill(prompt), path);
+  auto b = make_session(m);
+  const auto r = b.load_state(0, path, {});
+  EXPECT_EQ(r.n_reused, 0);
+  EXPECT_EQ(r.logits, nullptr);
+  EXPECT_EQ(b.n_past(), 0);
+  EXPECT_EQ(b.pages_free(), b.pages_total());
+  EXPECT_EQ(b.load_state(0, path, prompt).n_reused, 20);  // and the file is still usable
+}
+
 TEST(PromptCacheFile, AnotherModelOrKvTypeIsNotUsed) {
   TempDir dir;
   const std::string path = (dir.path / "s").string();

@@ -324,7 +324,7 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
     }
   } else {
     reuse = common;
-    if (reuse == n_prompt) {
+    if (reuse == n_prompt && n_prompt > 0) {  // (an empty prompt restores nothing)
       if (n_saved == n_prompt) whole = true;
       else reuse = n_prompt - 1;  // compute the last prompt token again for its logits
     }
