@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -128,7 +129,14 @@ TEST(PlanDevice, ProfilesCarryTheAnchorFigures) {
 TEST(PlanDevice, DefaultIsAutoGpuWhenPresentElseCpu) {
   const std::string chosen = plan::auto_device_name();
   EXPECT_TRUE(chosen == "cpu" || chosen == "cuda:0") << chosen;
+  const char* env = std::getenv("KEEL_DEVICE");  // ctest sets cpu for this suite
+  const std::string saved = env ? env : "";
+  ::unsetenv("KEEL_DEVICE");
   EXPECT_EQ(plan::device_from_flags(std::nullopt, std::nullopt, std::nullopt).name, chosen);
+  ::setenv("KEEL_DEVICE", "cpu", 1);
+  EXPECT_EQ(plan::device_from_flags(std::nullopt, std::nullopt, std::nullopt).name, "cpu");
+  if (env) ::setenv("KEEL_DEVICE", saved.c_str(), 1);
+  else ::unsetenv("KEEL_DEVICE");
   EXPECT_EQ(plan::device_from_flags(std::string("auto"), std::nullopt, std::nullopt).name, chosen);
   EXPECT_EQ(plan::device_from_flags(std::string("cpu"), std::nullopt, std::nullopt).name, "cpu");
 }

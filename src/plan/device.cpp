@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -141,7 +142,8 @@ DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<s
   std::optional<uint64_t> b, m;
   if (budget) b = parse_bytes(*budget);
   if (max_buffer) m = parse_bytes(*max_buffer);
-  std::string chosen = name.value_or("auto");
+  const char* env = std::getenv("KEEL_DEVICE");
+  std::string chosen = name.value_or(env && *env ? env : "auto");
   if (chosen == "auto") chosen = auto_device_name();
   return with_overrides(require_device(chosen), b, m);
 }
