@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include "fixture_ref.h"
 #include "test_paths.h"
@@ -136,4 +139,88 @@ TEST(Cli, LlamaTinyRandomF16Generates) {
   EXPECT_EQ(ja["ids"].size(), 8u);
   EXPECT_EQ(ja["ids"], jb["ids"]);
   for (int32_t id : ja["ids"].get<std::vector<int32_t>>()) EXPECT_LT(id, 32000);
+}
+
+namespace {
+
+std::string write_ids(const std::string& name, const std::vector<int32_t>& ids) {
+  const std::string path = testing::TempDir() + name;
+  std::ofstream out(path);
+  for (int32_t id : ids) out << id << " ";
+  return path;
+}
+
+std::vector<float> read_f32_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes{std::istreambuf_iterator<char>(in), {}};
+  std::vector<float> out(bytes.size() / sizeof(float));
+  std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+  return out;
+}
+
+}  // namespace
+
+// --dump-logits writes the rows asked for, in the order asked, equal to the HF float64 reference
+// of tiny-qwen35's prompt B (1500 tokens through chunks of 100).
+TEST(Cli, PerplexityDumpsLogitsAtPositions) {
+  test::Fixture fx = test::load_fixture("tiny-qwen35");
+  auto ref = test::read_rows("tiny-qwen35.logits.f32", fx.n_vocab);  // rows 48.. are prompt B's positions
+  const std::string ids = write_ids("keel_dump_ids.txt", fx.prompt_b);
+  const std::string out = testing::TempDir() + "keel_dump.f32";
+  std::vector<size_t> order;  // indices into positions_b, last first
+  std::string list;
+  for (size_t k = fx.positions_b.size(); k-- > 0;) {
+    order.push_back(k);
+    if (!list.empty()) list += ',';
+    list += std::to_string(fx.positions_b[k]);
+  }
+  Output o = keel_cli("perplexity -m " + test::shared("fixtures/tiny-qwen35.gguf") +
+                      " --kv-type f32 --exact --chunk 100 --ids-file " + ids + " --dump-logits " + out + " --logits-at " + list);
+  ASSERT_EQ(o.code, 0) << o.out;
+  const std::vector<float> rows = read_f32_file(out);
+  ASSERT_EQ(rows.size(), order.size() * static_cast<size_t>(fx.n_vocab));
+  for (size_t r = 0; r < order.size(); ++r) {
+    const std::vector<double> got = test::log_softmax(rows.data() + r * fx.n_vocab, fx.n_vocab);
+    const std::vector<double> want = test::log_softmax(ref[48 + order[r]].data(), fx.n_vocab);
+    double diff = 0;
+    for (int i = 0; i < fx.n_vocab; ++i) diff = std::max(diff, std::abs(got[i] - want[i]));
+    EXPECT_LT(diff, 1e-3) << "position " << fx.positions_b[order[r]];
+  }
+  std::remove(out.c_str());
+}
+
+TEST(Cli, PerplexityDumpLogitsUsageErrors) {
+  const std::string ids = write_ids("keel_dump_err_ids.txt", {1, 200, 300, 400});
+  const std::string out = testing::TempDir() + "keel_dump_err.f32";
+  const std::string base = "perplexity --ids-file " + ids + " ";
+  Output alone = keel_cli(base + "--dump-logits " + out, true);
+  EXPECT_EQ(alone.code, 2);
+  EXPECT_NE(alone.out.find("--logits-at"), std::string::npos) << alone.out;
+  EXPECT_EQ(keel_cli(base + "--logits-at 1", true).code, 2);
+  Output bad = keel_cli(base + "--dump-logits " + out + " --logits-at 1,x", true);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("'x'"), std::string::npos) << bad.out;
+  Output past = keel_cli(base + "--dump-logits " + out + " --logits-at 0,4", true);
+  EXPECT_EQ(past.code, 2);
+  EXPECT_NE(past.out.find("past the last token"), std::string::npos) << past.out;
+  EXPECT_FALSE(std::ifstream(out).good());
+  Output unwritable = keel_cli(base + "--dump-logits /nonexistent/dir/x.f32 --logits-at 3", true);
+  EXPECT_EQ(unwritable.code, 1);
+  EXPECT_NE(unwritable.out.find("/nonexistent/dir/x.f32"), std::string::npos) << unwritable.out;
+}
+
+// --ignore-eos: generation goes on through the end-of-text token. After the first 79 ids of
+// tiny-qwen35's prompt B the model's top token is </s> (id 2), 0.5 ahead of the next.
+TEST(Cli, RunIgnoreEosGoesPastEndOfText) {
+  test::Fixture fx = test::load_fixture("tiny-qwen35");
+  const std::string ids = write_ids("keel_eos_ids.txt", std::vector<int32_t>(fx.prompt_b.begin(), fx.prompt_b.begin() + 79));
+  const std::string cmd = "run -m " + test::shared("fixtures/tiny-qwen35.gguf") + " --temp 0 --json -n 3 --ids-file " + ids;
+  Output plain = keel_cli(cmd);
+  ASSERT_EQ(plain.code, 0);
+  EXPECT_TRUE(nlohmann::json::parse(plain.out)["ids"].empty()) << plain.out;
+  Output more = keel_cli(cmd + " --ignore-eos");
+  ASSERT_EQ(more.code, 0);
+  const auto got = nlohmann::json::parse(more.out)["ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], 2);
 }

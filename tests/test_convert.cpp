@@ -15,6 +15,8 @@
 
 #include "gguf/gguf.h"
 #include "keel/error.h"
+#include "model/model.h"
+#include "runtime/session.h"
 #include "test_paths.h"
 #include "tools_lib/convert.h"
 
@@ -368,4 +370,173 @@ TEST(Convert, LlamaRopeScalingBecomesRopeFreqs) {
   for (int i = 1; i < 16; ++i) EXPECT_GE(v[i], v[i - 1]);
   std::filesystem::remove(out);
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+// The folder scripts/qwen35_reference.py writes, at a narrow width: Qwen3.5's real head sizes
+// (attention heads of 256 with a quarter rotary; GDN heads of 128, 16 key heads serving 32 value
+// heads), config.json as transformers 5.17 saves a Qwen3_5TextConfig, the Qwen3 tokenizer files.
+// Holds the tensors' values (`store`) while the folder is in use.
+struct RealHeadsQwen35 {
+  static constexpr uint64_t kHidden = 64, kFfn = 96, kVocab = 151669, kKeyHeads = 16, kValueHeads = 32, kHeadK = 128;
+  std::string dir;
+  std::vector<std::vector<float>> store;
+
+  explicit RealHeadsQwen35(const std::string& path) : dir(path) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    nlohmann::json cfg = {
+        {"architectures", {"Qwen3_5ForCausalLM"}}, {"model_type", "qwen3_5_text"}, {"transformers_version", "5.17.0"},
+        {"attention_bias", false}, {"attention_dropout", 0.0}, {"bos_token_id", nullptr}, {"eos_token_id", nullptr},
+        {"pad_token_id", nullptr}, {"dtype", "float32"}, {"head_dim", 256}, {"hidden_act", "silu"},
+        {"hidden_size", kHidden}, {"initializer_range", 0.02}, {"intermediate_size", kFfn},
+        {"layer_types", {"linear_attention", "linear_attention", "linear_attention", "full_attention"}},
+        {"linear_conv_kernel_dim", 4}, {"linear_key_head_dim", kHeadK}, {"linear_value_head_dim", kHeadK},
+        {"linear_num_key_heads", kKeyHeads}, {"linear_num_value_heads", kValueHeads},
+        {"max_position_embeddings", 32768}, {"num_attention_heads", 8}, {"num_hidden_layers", 4},
+        {"num_key_value_heads", 2}, {"partial_rotary_factor", 0.25}, {"rms_norm_eps", 1e-6},
+        {"rope_parameters", {{"mrope_interleaved", true}, {"mrope_section", {11, 11, 10}}, {"partial_rotary_factor", 0.25},
+                             {"rope_theta", 10000000.0}, {"rope_type", "default"}}},
+        {"tie_word_embeddings", false}, {"use_cache", true}, {"vocab_size", kVocab}};
+    std::ofstream(dir + "/config.json") << cfg.dump(2);
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+      std::filesystem::copy_file(test::shared(std::string("tokenizers/qwen3/") + f), dir + "/" + f);
+
+    std::mt19937 rng(35);
+    std::map<std::string, StView> t;
+    auto put = [&](const std::string& name, std::vector<uint64_t> shape, float mean, float std) {
+      uint64_t n = 1;
+      for (auto d : shape) n *= d;
+      std::normal_distribution<float> nd(mean, std);
+      store.emplace_back(n);
+      for (auto& x : store.back()) x = nd(rng);
+      t[name] = StView{shape, store.back().data(), store.back().size()};
+    };
+    store.reserve(64);
+    const uint64_t e = kHidden, key_dim = kKeyHeads * kHeadK, value_dim = kValueHeads * kHeadK;
+    const float w = 1.0f / std::sqrt(static_cast<float>(e));
+    put("model.embed_tokens.weight", {kVocab, e}, 0, 1);
+    put("lm_head.weight", {kVocab, e}, 0, 3 * w);
+    put("model.norm.weight", {e}, 0, 0.1f);
+    for (int il = 0; il < 4; ++il) {
+      const std::string L = "model.layers." + std::to_string(il) + ".";
+      put(L + "input_layernorm.weight", {e}, 0, 0.1f);
+      put(L + "post_attention_layernorm.weight", {e}, 0, 0.1f);
+      put(L + "mlp.gate_proj.weight", {kFfn, e}, 0, w);
+      put(L + "mlp.up_proj.weight", {kFfn, e}, 0, w);
+      put(L + "mlp.down_proj.weight", {e, kFfn}, 0, 1.0f / std::sqrt(static_cast<float>(kFfn)));
+      if (il == 3) {
+        put(L + "self_attn.q_proj.weight", {8 * 256 * 2, e}, 0, w);
+        put(L + "self_attn.k_proj.weight", {2 * 256, e}, 0, w);
+        put(L + "self_attn.v_proj.weight", {2 * 256, e}, 0, w);
+        put(L + "self_attn.o_proj.weight", {e, 8 * 256}, 0, 1.0f / 64);
+        put(L + "self_attn.q_norm.weight", {256}, 0, 0.1f);
+        put(L + "self_attn.k_norm.weight", {256}, 0, 0.1f);
+        continue;
+      }
+      const std::string A = L + "linear_attn.";
+      put(A + "in_proj_qkv.weight", {2 * key_dim + value_dim, e}, 0, w);
+      put(A + "in_proj_z.weight", {value_dim, e}, 0, w);
+      put(A + "in_proj_b.weight", {kValueHeads, e}, 0, w);
+      put(A + "in_proj_a.weight", {kValueHeads, e}, 0, 0.5f * w);
+      put(A + "conv1d.weight", {2 * key_dim + value_dim, 1, 4}, 0, 0.3f);
+      put(A + "A_log", {kValueHeads}, -0.5f, 0.5f);
+      put(A + "dt_bias", {kValueHeads}, -1.0f, 1.0f);
+      put(A + "norm.weight", {kHeadK}, 1, 0.1f);
+      put(A + "out_proj.weight", {e, value_dim}, 0, 1.0f / 64);
+    }
+    write_safetensors(dir + "/model.safetensors", t);
+  }
+  ~RealHeadsQwen35() { std::filesystem::remove_all(dir); }
+};
+
+int64_t meta_int(const gguf::File& f, const std::string& key) {
+  auto v = f.get_int(key);
+  EXPECT_TRUE(v.has_value()) << key;
+  return v.value_or(-1);
+}
+
+}  // namespace
+
+// The converter at Qwen3.5's real head sizes, from the folder and tokenizer.json the reference
+// script writes: the keys keel's qwen35 reads, the v-head reorder 16 -> 32 (GGUF v-head
+// j·16 + g is HF v-head g·2 + j), and the GGUF runs (chunked prefill = one-call prefill).
+TEST(Convert, Qwen35AtRealHeadSizes) {
+  RealHeadsQwen35 src(temp_path("q35real"));
+  tools::ConvertOptions opt;
+  opt.dir = src.dir;
+  opt.type = "f32";
+  tools::ConvertPlan plan = tools::plan_convert(opt);
+  const std::string out = temp_path("q35real.gguf");
+  tools::write_model(out, plan.metadata, plan.jobs, quiet());
+  {
+    gguf::File f = gguf::File::open(out);
+    EXPECT_EQ(f.get_string("general.architecture"), "qwen35");
+    EXPECT_EQ(meta_int(f, "qwen35.attention.head_count"), 8);
+    EXPECT_EQ(meta_int(f, "qwen35.attention.head_count_kv"), 2);
+    EXPECT_EQ(meta_int(f, "qwen35.attention.key_length"), 256);
+    EXPECT_EQ(meta_int(f, "qwen35.attention.value_length"), 256);
+    EXPECT_EQ(meta_int(f, "qwen35.rope.dimension_count"), 64);
+    EXPECT_EQ(meta_int(f, "qwen35.ssm.state_size"), 128);
+    EXPECT_EQ(meta_int(f, "qwen35.ssm.group_count"), 16);
+    EXPECT_EQ(meta_int(f, "qwen35.ssm.time_step_rank"), 32);
+    EXPECT_EQ(meta_int(f, "qwen35.ssm.inner_size"), 4096);
+    EXPECT_EQ(meta_int(f, "qwen35.ssm.conv_kernel"), 4);
+    std::vector<int64_t> sections;
+    if (const gguf::Array* a = f.get_array("qwen35.rope.dimension_sections"))
+      for (const gguf::Value& v : a->items) sections.push_back(v.as_int().value_or(-1));
+    EXPECT_EQ(sections, (std::vector<int64_t>{11, 11, 10, 0}));
+    EXPECT_EQ(f.get_string("tokenizer.ggml.pre"), "qwen2");
+    EXPECT_EQ(f.get_array("tokenizer.ggml.tokens")->items.size(), RealHeadsQwen35::kVocab);
+    EXPECT_EQ(f.require_tensor("blk.0.attn_qkv.weight").shape_string(), "[64, 8192]");
+    EXPECT_EQ(f.require_tensor("blk.0.ssm_conv1d.weight").shape_string(), "[4, 8192]");
+    EXPECT_EQ(f.require_tensor("blk.3.attn_q.weight").shape_string(), "[64, 4096]");
+    EXPECT_EQ(f.require_tensor("output.weight").shape_string(), "[64, 151669]");
+
+    tools::SafetensorsFolder st = tools::SafetensorsFolder::open(src.dir);
+    auto hf = [&](const std::string& n) { return reinterpret_cast<const float*>(st.find("model.layers.1.linear_attn." + n)->data); };
+    auto gg = [&](const std::string& n) { return reinterpret_cast<const float*>(f.require_tensor("blk.1." + n).data); };
+    const uint64_t e = 64, key_dim = 2048, d = 128;
+    for (uint64_t h = 0; h < 32; ++h) {
+      const uint64_t from = (h % 16) * 2 + h / 16;
+      EXPECT_LE(ulp_distance(gg("ssm_a")[h], -std::exp(hf("A_log")[from])), 1) << h;
+      EXPECT_EQ(gg("ssm_dt.bias")[h], hf("dt_bias")[from]) << h;
+      EXPECT_EQ(std::memcmp(gg("ssm_beta.weight") + h * e, hf("in_proj_b.weight") + from * e, e * 4), 0) << h;
+      EXPECT_EQ(std::memcmp(gg("attn_qkv.weight") + (2 * key_dim + h * d) * e, hf("in_proj_qkv.weight") + (2 * key_dim + from * d) * e,
+                            d * e * 4), 0) << h;
+      EXPECT_EQ(std::memcmp(gg("attn_gate.weight") + h * d * e, hf("in_proj_z.weight") + from * d * e, d * e * 4), 0) << h;
+      for (uint64_t row = 0; row < e; row += 21)  // ssm_out: input columns move
+        EXPECT_EQ(std::memcmp(gg("ssm_out.weight") + row * 4096 + h * d, hf("out_proj.weight") + row * 4096 + from * d, d * 4), 0);
+    }
+    EXPECT_EQ(std::memcmp(gg("attn_qkv.weight"), hf("in_proj_qkv.weight"), 2 * key_dim * e * 4), 0);  // q and k stay
+  }
+
+  auto model = model::Model::load(out);
+  EXPECT_EQ(model->hparams().n_rot, 64u);
+  EXPECT_EQ(model->hparams().n_attention_layers(), 1u);
+  std::vector<int32_t> ids(70);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7919 + 11) % 151643);
+  auto last_logits = [&](int64_t chunk) {
+    runtime::SessionOptions so;
+    so.exact = true;
+    so.kv_type = runtime::KvType::f32;
+    so.n_ctx = 128;
+    so.chunk = chunk;
+    so.page_tokens = 32;
+    so.n_threads = 2;
+    runtime::Session session(model, so);
+    const float* l = session.prefill(ids);
+    return std::vector<float>(l, l + RealHeadsQwen35::kVocab);
+  };
+  const std::vector<float> whole = last_logits(70), chunked = last_logits(16);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(whole[i])) << i;
+    diff = std::max(diff, static_cast<double>(std::abs(whole[i] - chunked[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(whole[i])));
+  }
+  EXPECT_GT(scale, 1.0);  // not a flat output
+  EXPECT_LT(diff, 1e-3);
+  std::filesystem::remove(out);
 }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -123,6 +124,23 @@ TEST(PlanDevice, ProfilesCarryTheAnchorFigures) {
 
 // The invariants, over dense presets of several sizes (and Qwen3.5 when its family is built),
 // every device profile and a tiny one, all KV types and contexts from 1 to far beyond a page.
+// --device defaults to auto: the GPU when this keel has CUDA and the machine one, else the CPU;
+// "auto" by name means the same.
+TEST(PlanDevice, DefaultIsAutoGpuWhenPresentElseCpu) {
+  const std::string chosen = plan::auto_device_name();
+  EXPECT_TRUE(chosen == "cpu" || chosen == "cuda:0") << chosen;
+  const char* env = std::getenv("KEEL_DEVICE");  // ctest sets cpu for this suite
+  const std::string saved = env ? env : "";
+  ::unsetenv("KEEL_DEVICE");
+  EXPECT_EQ(plan::device_from_flags(std::nullopt, std::nullopt, std::nullopt).name, chosen);
+  ::setenv("KEEL_DEVICE", "cpu", 1);
+  EXPECT_EQ(plan::device_from_flags(std::nullopt, std::nullopt, std::nullopt).name, "cpu");
+  if (env) ::setenv("KEEL_DEVICE", saved.c_str(), 1);
+  else ::unsetenv("KEEL_DEVICE");
+  EXPECT_EQ(plan::device_from_flags(std::string("auto"), std::nullopt, std::nullopt).name, chosen);
+  EXPECT_EQ(plan::device_from_flags(std::string("cpu"), std::nullopt, std::nullopt).name, "cpu");
+}
+
 TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   std::vector<std::pair<std::string, model::FileType>> presets = {
       {"qwen3-0.6b", model::FileType::q8_0}, {"qwen3-8b", model::FileType::q5_k_m},

@@ -125,6 +125,66 @@ TEST_P(PromptCache, ADivergingPromptReusesTheCommonPrefixOrNothing) {
   EXPECT_EQ(b.n_past(), 0);
 }
 
+// A hybrid model resumes from its recurrent-state checkpoints: a prompt that diverges at 70 of a
+// saved 100 (chunks of 32, checkpoints at 32 and 64) restores 64 tokens, and the continuation
+// equals an uninterrupted run of the new prompt; a divergence before the first checkpoint
+// restores nothing; a corrupt checkpoint position is a clear error.
+TEST(PromptCacheFile, HybridResumesFromTheLongestSharedCheckpoint) {
+  auto m = model::Model::load(test::shared("fixtures/tiny-qwen35.gguf"));
+  const size_t n_vocab = m->hparams().n_vocab;
+  TempDir dir;
+  const std::string path = (dir.path / "s").string();
+  const auto saved = tokens(100);
+  {
+    auto a = make_session(m);
+    ASSERT_TRUE(a.has_recurrent_state());
+    runtime::StateCheckpoints checkpoints(path);
+    const std::span<const int32_t> all(saved);
+    a.prefill(all.first(32));
+    a.checkpoint_state(0, checkpoints);
+    a.prefill(all.subspan(32, 32));
+    a.checkpoint_state(0, checkpoints);
+    const float* last = a.prefill(all.subspan(64));
+    a.save_state(0, saved, last, path, &checkpoints);
+  }
+  auto other = saved;
+  other[70] += 1;
+  auto b = make_session(m);
+  const auto r = b.load_state(0, path, other);
+  ASSERT_EQ(r.n_reused, 64) << r.note;
+  EXPECT_EQ(r.logits, nullptr);
+  const float* got = b.prefill(std::span<const int32_t>(other).subspan(64));
+  std::vector<float> g(got, got + n_vocab);
+  auto fresh = make_session(m);
+  const std::span<const int32_t> o(other);
+  fresh.prefill(o.first(32));
+  fresh.prefill(o.subspan(32, 32));
+  const float* want = fresh.prefill(o.subspan(64));
+  EXPECT_LE(max_diff(g.data(), want, n_vocab), 1e-6);
+
+  auto early = saved;
+  early[20] += 1;
+  EXPECT_EQ(b.load_state(0, path, early).n_reused, 0);
+  auto exact = saved;
+  exact.resize(64);  // the prompt is exactly a checkpoint: one token is recomputed for logits
+  EXPECT_EQ(b.load_state(0, path, exact).n_reused, 32);
+
+  // Flip the first checkpoint position (right after the header and the 100 tokens).
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(80 + 100 * 4);
+    const int64_t bad = 1000;
+    f.write(reinterpret_cast<const char*>(&bad), sizeof bad);
+  }
+  try {
+    b.load_state(0, path, other);
+    ADD_FAILURE() << "a corrupt checkpoint table was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(b.n_past(), 0);
+}
+
 TEST_P(PromptCache, CorruptOrTruncatedFilesAreClearErrors) {
   auto m = model::Model::load(test::shared(GetParam()));
   TempDir dir;
@@ -178,6 +238,24 @@ INSTANTIATE_TEST_SUITE_P(Families, PromptCache,
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// Found by fuzz/prompt_cache.cpp: restoring for an empty prompt reported -1 tokens restored and
+// left the sequence at n_past -1 (the "recompute the last prompt token" step had none to take).
+TEST(PromptCacheFile, EmptyPromptRestoresNothing) {
+  TempDir dir;
+  const std::string path = (dir.path / "s").string();
+  auto m = model::Model::load(test::shared("models/stories260K.gguf"));
+  const auto prompt = tokens(20);
+  auto a = make_session(m);
+  a.save_state(0, prompt, a.prefill(prompt), path);
+  auto b = make_session(m);
+  const auto r = b.load_state(0, path, {});
+  EXPECT_EQ(r.n_reused, 0);
+  EXPECT_EQ(r.logits, nullptr);
+  EXPECT_EQ(b.n_past(), 0);
+  EXPECT_EQ(b.pages_free(), b.pages_total());
+  EXPECT_EQ(b.load_state(0, path, prompt).n_reused, 20);  // and the file is still usable
+}
 
 TEST(PromptCacheFile, AnotherModelOrKvTypeIsNotUsed) {
   TempDir dir;

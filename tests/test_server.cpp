@@ -21,8 +21,10 @@
 #include "model/model.h"
 #include "server/api.h"
 #include "server/http_server.h"
+#include "server/request_json.h"
 #include "server/stop_scanner.h"
 #include "server/batching_engine.h"
+#include "template/chat.h"
 #include "test_paths.h"
 
 using namespace keel;
@@ -67,6 +69,78 @@ TEST(ServerApi, ParsesAndValidatesRequests) {
     } catch (const server::ApiError& e) {
       EXPECT_EQ(e.status, 400);
       EXPECT_EQ(e.param, b.param);
+    }
+  }
+}
+
+// Found by fuzz/server_request.cpp. A body nested a million levels deep (2 MB, under the 32 MB
+// limit) was accepted and then copied recursively: a stack overflow that took the server down.
+TEST(ServerApi, DeeplyNestedBodiesAreRefused) {
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  for (const auto& [body, chat] : std::vector<std::pair<std::string, bool>>{
+           {R"({"messages": [{"role": "user", "content": "hi", "extra": )" + deep + "}]}", true},
+           {R"({"prompt": "x", "extra": )" + deep + "}", false}}) {
+    try {
+      server::parse_request(body, chat);
+      ADD_FAILURE() << "accepted";
+    } catch (const server::ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_NE(std::string(e.what()).find("levels deep"), std::string::npos) << e.what();
+    }
+  }
+  // A tool's JSON schema a few dozen levels deep is fine.
+  std::string schema = R"({"type": "string"})";
+  for (int i = 0; i < 25; ++i) schema = R"({"type": "object", "properties": {"x": )" + schema + "}}";
+  EXPECT_NO_THROW(server::parse_request(R"({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",
+      "function": {"name": "f", "parameters": )" + schema + "}}]}",
+                                        true));
+}
+
+// nlohmann's ordered_json parser searches an object's keys before adding each one: a 1 MB body
+// holding one object of 100k keys took a minute of a request thread. And rendering it for the chat
+// template (Dict::set scanned too) took as long again.
+TEST(ServerApi, LargeObjectsParseAndRenderInLinearTime) {
+  std::string keys;
+  for (int i = 0; i < 100000; ++i) keys += (i ? ", \"k" : "\"k") + std::to_string(i) + "\": " + std::to_string(i);
+  const std::string body = R"({"messages": [{"role": "user", "content": "hi", "meta": {)" + keys + "}}]}";
+  const auto t0 = std::chrono::steady_clock::now();
+  const server::ApiRequest r = server::parse_request(body, true);
+  ASSERT_EQ(r.messages[0]["meta"].size(), 100000u);
+  EXPECT_EQ(r.messages[0]["meta"].begin().key(), "k0");  // order kept
+  const tmpl::Template chat("{% for m in messages %}{{ m.meta|length }} {{ m.meta.k99999 }}{% endfor %}");
+  EXPECT_EQ(server::chat_prompt_text(chat, json::object(), r.messages, nullptr, tmpl::parse_date("2025-01-31")),
+            "100000 99999");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
+  // Otherwise the same document as nlohmann's parser: a repeated key keeps its first place and its
+  // last value.
+  for (const char* text : {R"({"k": 1, "j": [2, {"x": null}], "k": {"y": 3.5}})", R"([1, "a", true, -2, 18446744073709551615])",
+                           R"("s")", "{}", "[[], {}]"})
+    EXPECT_EQ(server::parse_request_json(text).dump(), json::parse(text).dump()) << text;
+  for (const char* text : {"", "{", R"({"a" 1})", "[1,]", "\"\xff\"", "1 2"}) {
+    SCOPED_TRACE(text);
+    EXPECT_THROW(server::parse_request_json(text), server::ApiError);
+  }
+}
+
+// Integer fields given as floats were converted to int64 before any check: undefined behaviour
+// for 1e300 (UBSan), and a silently wrapped value in a release build.
+TEST(ServerApi, IntegerFieldsCheckFloatsBeforeConverting) {
+  EXPECT_EQ(server::parse_request(R"({"prompt": "x", "max_tokens": 5.0})", false).max_tokens, 5);
+  EXPECT_EQ(server::parse_request(R"({"prompt": "x", "seed": -9223372036854775808.0})", false).sampling.seed,
+            uint64_t(INT64_MIN));
+  // Beyond int64: clamped to its ends, then checked against the field's range.
+  EXPECT_EQ(server::parse_request(R"({"prompt": "x", "seed": 1e300})", false).sampling.seed, uint64_t(INT64_MAX));
+  EXPECT_EQ(server::parse_request(R"({"prompt": "x", "seed": 18446744073709551615})", false).sampling.seed,
+            uint64_t(INT64_MAX));
+  for (const char* body : {R"({"prompt": "x", "max_tokens": 1e300})", R"({"prompt": "x", "max_tokens": -1e300})",
+                           R"({"prompt": "x", "top_k": 2.5})", R"({"prompt": "x", "top_k": 1e19})",
+                           R"({"prompt": "x", "n": 1e300})", R"({"prompt": "x", "logprobs": -1e300})"}) {
+    SCOPED_TRACE(body);
+    try {
+      server::parse_request(body, false);
+      ADD_FAILURE() << "accepted";
+    } catch (const server::ApiError& e) {
+      EXPECT_EQ(e.status, 400);
     }
   }
 }

@@ -64,7 +64,7 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"--chunk"}, "N|auto", "prefill chunk size (default auto: the largest that fits the plan)"},
                 {{"--kv-type"}, "TYPE", "KV cache type: f16 (default), q8_0, f32"},
                 {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations in prefill)"},
-                {{"--device"}, "NAME", "device profile to plan for (default cpu)"},
+                {{"--device"}, "NAME", "where to run: auto (default: cuda when there is a GPU, else cpu), cpu, cuda, cuda:N"},
                 {{"--budget"}, "BYTES", "memory budget override"},
                 {{"--max-buffer"}, "BYTES", "largest single buffer override"},
                 {{"-np", "--parallel"}, "N", "sequences decoding together in the decode test (default 1)"},

@@ -19,7 +19,7 @@ int cmd_plan(const CommandArgs& argv) {
              {{"-c", "--ctx-size", "--ctx"}, "N", "context length in tokens (default 4096, at most the model's)"},
              {{"--chunk"}, "N|auto", "prefill chunk size (default auto: the largest that fits)"},
              {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
-             {{"--device"}, "NAME", "cpu (default: this machine's MemAvailable), apple-m1-16g, apple-m4-pro-24g, apple-m4-max-36g, apple-m4-pro-48g, apple-m5-max-128g, apple-m3-ultra-256g"},
+             {{"--device"}, "NAME", "auto (default: cuda:0 when there is a GPU, else cpu), cpu (this machine's MemAvailable), cuda, cuda:N, apple-m1-16g, apple-m4-pro-24g, apple-m4-max-36g, apple-m4-pro-48g, apple-m5-max-128g, apple-m3-ultra-256g"},
              {{"--budget"}, "BYTES", "total memory budget, e.g. 24MiB, 1.5GiB, 27GB (overrides the device's)"},
              {{"--max-buffer"}, "BYTES", "largest single buffer (overrides the device's)"},
              {{"-t", "--threads"}, "N", "CPU threads (the per-thread scratch depends on it; default all cores)"},

@@ -2,7 +2,9 @@
 // stderr during prefill (when it is a terminal); a closing stats line on stderr.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -62,6 +64,7 @@ int cmd_run(const CommandArgs& argv) {
            {{"--frequency-penalty"}, "X", "subtracted per time a token was generated so far, 0 = off (default 0)"},
            {{"--seed"}, "N", "random seed (default: random)"},
            {{"--no-bos"}, "", "do not add the BOS token"},
+           {{"--ignore-eos"}, "", "keep generating after an end-of-generation token (it is emitted like any other)"},
            {{"--json"}, "", "print one JSON object at the end instead of streaming text"},
            {{"--prompt-cache"}, "FILE", "restore the prompt's longest saved prefix from FILE, then save the prompt's state there"},
            {{"--prompt-cache-ro"}, "", "with --prompt-cache: only read FILE, never write it"},
@@ -93,6 +96,7 @@ int cmd_run(const CommandArgs& argv) {
                                : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   int64_t n_predict = args.get_int("-n", -1);
   const bool json = args.has("--json");
+  const bool ignore_eos = args.has("--ignore-eos");
 
   const plan::Plan plan = plan_session(args, *lm.model, static_cast<int64_t>(prompt.size()));
   runtime::Session session(lm.model, plan.options);
@@ -121,13 +125,36 @@ int cmd_run(const CommandArgs& argv) {
     else if (!restored.note.empty())
       std::fprintf(stderr, "prompt cache: %s\n", restored.note.c_str());
   }
+  // A hybrid model's state file keeps snapshots of its recurrent state at the prompt's last chunk
+  // boundaries (kCheckpoints of them): the next prompt that shares all but the tail (another
+  // question about the same document) resumes from the last one it shares.
+  constexpr int kCheckpoints = 3;
+  const bool save = cache && !args.has("--prompt-cache-ro");
+  std::optional<runtime::StateCheckpoints> checkpoints;
+  std::vector<int64_t> cuts;  // prompt offsets where a snapshot is taken
+  if (save && session.has_recurrent_state()) {
+    checkpoints.emplace(*cache);
+    for (int64_t b = reused + session.chunk(); b < static_cast<int64_t>(prompt.size()); b += session.chunk())
+      cuts.push_back(b);
+    if (cuts.size() > kCheckpoints) cuts.erase(cuts.begin(), cuts.end() - kCheckpoints);
+  }
   try {
-    if (!logits)
-      logits = session.prefill(std::span<const int32_t>(prompt).subspan(static_cast<size_t>(reused)),
-                               [&](const runtime::ChunkProgress& p) {
-                                 bar.update(p);
-                                 return !cancel.requested();
-                               });
+    const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+    for (int64_t from = reused; !logits && from < n_prompt;) {
+      const auto cut = std::upper_bound(cuts.begin(), cuts.end(), from);
+      const int64_t to = cut == cuts.end() ? n_prompt : *cut;
+      const float* out = session.prefill(std::span<const int32_t>(prompt).subspan(static_cast<size_t>(from),
+                                                                                  static_cast<size_t>(to - from)),
+                                         [&](const runtime::ChunkProgress& p) {
+                                           const double secs =
+                                               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                                           bar.update({from - reused + p.done, n_prompt - reused, secs});
+                                           return !cancel.requested();
+                                         });
+      if (to < n_prompt) session.checkpoint_state(0, *checkpoints);
+      else logits = out;
+      from = to;
+    }
   } catch (const Error& e) {
     bar.finish();
     if (e.kind() == ErrorKind::cancelled) {
@@ -137,8 +164,8 @@ int cmd_run(const CommandArgs& argv) {
     throw;
   }
   bar.finish();
-  if (cache && !args.has("--prompt-cache-ro") && reused < static_cast<int64_t>(prompt.size()))
-    session.save_state(0, prompt, logits, *cache);
+  if (save && reused < static_cast<int64_t>(prompt.size()))
+    session.save_state(0, prompt, logits, *cache, checkpoints ? &*checkpoints : nullptr);
   const auto t1 = std::chrono::steady_clock::now();
   stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   stats.prompt_tokens -= reused;
@@ -149,7 +176,7 @@ int cmd_run(const CommandArgs& argv) {
   const int64_t limit = n_predict < 0 ? room : std::min(n_predict, room);
   for (int64_t i = 0; i < limit && !cancel.requested(); ++i) {
     const int32_t id = sampler.sample(logits, history, prompt.size(), sampler_scratch);
-    if (tok.is_end_of_generation(id)) break;
+    if (!ignore_eos && tok.is_end_of_generation(id)) break;
     generated.push_back(id);
     history.push_back(id);
     if (!json) {

@@ -55,9 +55,10 @@ int cmd_synth(const CommandArgs& argv) {
   wo.n_threads = static_cast<int>(args.get_int("--threads", 0));
   wo.progress = !args.has("--no-progress");
   const tools::WriteSummary s = tools::write_model(*out, plan.metadata, plan.jobs, wo);
-  std::fprintf(stderr, "wrote %s: %s %s, %zu tensors, %s, %.3f bits per weight, %.1f s\n", out->c_str(),
-               options.preset.c_str(), options.type.c_str(), plan.jobs.size(), tools::format_bytes(s.file_bytes).c_str(),
-               s.bits_per_weight(), s.seconds);
+  std::fprintf(stderr, "wrote %s: %s %s, %zu tensors, %s, %.3f bits per weight, %.1f s (%.0f MB/s, %d threads)\n",
+               out->c_str(), options.preset.c_str(), options.type.c_str(), plan.jobs.size(),
+               tools::format_bytes(s.file_bytes).c_str(), s.bits_per_weight(), s.seconds,
+               s.seconds > 0 ? s.file_bytes / s.seconds / 1e6 : 0.0, s.n_threads);
   std::fprintf(stderr, "  peak RSS %s\n", tools::format_bytes(tools::peak_rss_bytes()).c_str());
   return 0;
 }

@@ -8,6 +8,9 @@
 #include <sstream>
 
 #include "embedded/default_model.h"
+#ifdef KEEL_HAS_CUDA
+#include "backend/cuda/device_info.h"
+#endif
 #include "keel/error.h"
 
 namespace keel::cli {
@@ -29,7 +32,7 @@ std::vector<Option> model_options() {
       {{"--chunk"}, "N|auto", "prefill chunk size in tokens (default auto: the largest that fits the plan)"},
       {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
       {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations for quantized weights in prefill)"},
-      {{"--device"}, "NAME", "device profile to plan for: cpu (default) or an Apple profile (see keel plan --help)"},
+      {{"--device"}, "NAME", "where to run: auto (default: cuda when there is a GPU, else cpu), cpu, cuda, cuda:N, or an Apple profile to plan for (see keel plan --help)"},
       {{"--budget"}, "BYTES", "memory budget override, e.g. 24GiB"},
       {{"--max-buffer"}, "BYTES", "largest single buffer override, e.g. 1GiB"},
       {{"--memory-report"}, "", "print the plan and the measured peak memory at the end"},
@@ -137,6 +140,15 @@ void print_memory_report(const plan::Plan& plan, const runtime::Session& session
   std::fprintf(stderr, "measured: session allocated %s (planned %s); peak resident memory %s (plan total %s)\n",
                plan::format_bytes(session.allocated_bytes()).c_str(), plan::format_bytes(plan.session_bytes()).c_str(),
                plan::format_bytes(peak_rss_bytes()).c_str(), plan::format_bytes(plan.total_bytes).c_str());
+#ifdef KEEL_HAS_CUDA
+  uint64_t free_bytes = 0, total_bytes = 0;
+  std::string gpu;
+  if (plan.device.backend == backend::Device::cuda && cuda::device_memory(plan.device.ordinal, free_bytes, total_bytes, gpu))
+    std::fprintf(stderr, "measured: %s (%s) has %s in use of %s (cudaMemGetInfo; the plan's %s plus the context, for which it reserves %s)\n",
+                 plan.device.name.c_str(), gpu.c_str(), plan::format_bytes(total_bytes - free_bytes).c_str(),
+                 plan::format_bytes(total_bytes).c_str(), plan::format_bytes(plan.total_bytes).c_str(),
+                 plan::format_bytes(cuda::kContextReserveBytes).c_str());
+#endif
 }
 
 CancelGuard::CancelGuard() {

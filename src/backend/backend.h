@@ -35,11 +35,13 @@ using Memory = std::unique_ptr<uint8_t, MemoryFree>;
 // The sizes a backend's own workspaces depend on (matmul packing, attention tiles, GDN chunks).
 struct WorkloadShape {
   int64_t max_tokens = 1;        // tokens in one forward call (a prefill chunk + other decodes)
+  int32_t n_seqs = 1;            // sequences one call can carry (the session's)
   int n_threads = 1;             // CPU: the workspaces are per thread
   KvGeometry kv;                 // attention layers' page pool (n_layers 0: none)
   uint32_t n_head = 0;           // query heads of the attention layers
   int64_t gdn_d_k = 0;           // Gated DeltaNet head sizes (0: no GDN layers)
   int64_t gdn_d_v = 0;
+  int64_t gdn_v_heads = 0;
   struct Matrix {
     quant::Type type;
     int64_t n_in;

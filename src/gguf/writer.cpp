@@ -278,6 +278,11 @@ void Writer::write(const void* data, size_t n) {
 void Writer::put(const void* data, size_t n) {
   const auto* p = static_cast<const uint8_t*>(data);
   file_pos_ += n;
+  if (n >= kBufferBytes) {  // a large write goes out as it is, without a copy
+    flush();
+    write_all(p, n);
+    return;
+  }
   while (n > 0) {
     if (buffer_.size() == kBufferBytes) flush();
     const size_t take = std::min(n, kBufferBytes - buffer_.size());
@@ -295,8 +300,11 @@ void Writer::pad_to(uint64_t file_offset) {
 }
 
 void Writer::flush() {
-  const uint8_t* p = buffer_.data();
-  size_t left = buffer_.size();
+  write_all(buffer_.data(), buffer_.size());
+  buffer_.clear();
+}
+
+void Writer::write_all(const uint8_t* p, size_t left) {
   while (left > 0) {
     ssize_t w = ::write(fd_, p, left);
     if (w < 0) {
@@ -306,7 +314,6 @@ void Writer::flush() {
     p += w;
     left -= static_cast<size_t>(w);
   }
-  buffer_.clear();
 }
 
 void Writer::commit() {

@@ -92,6 +92,7 @@ class Writer {
  private:
   void put(const void* data, size_t n);  // buffered
   void flush();
+  void write_all(const uint8_t* p, size_t n);  // to the file, retrying short writes
   void pad_to(uint64_t file_offset);
   void fail(const std::string& what) const;
 

@@ -41,4 +41,11 @@ const Family& family_for(std::string_view arch) {
   throw Error("architecture '" + std::string(arch) + "' is not supported (keel runs: " + list + ")");
 }
 
+void check_batch_fits(const backend::Batch& batch, const SessionShape& shape) {
+  if (batch.n_tokens <= 0 || batch.n_tokens > shape.max_tokens)
+    throw Error("internal: batch of " + std::to_string(batch.n_tokens) + " tokens exceeds the planned " +
+                std::to_string(shape.max_tokens));
+  if (batch.n_logit_rows > shape.max_logit_rows) throw Error("internal: more logit rows than planned");
+}
+
 }  // namespace keel::model

@@ -55,6 +55,9 @@ struct ForwardResources {
   SessionShape shape;
 };
 
+// Throws keel::Error (internal) when `batch` is larger than the session was planned for.
+void check_batch_fits(const backend::Batch& batch, const SessionShape& shape);
+
 class Forward {
  public:
   virtual ~Forward() = default;

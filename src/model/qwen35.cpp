@@ -248,10 +248,7 @@ class Qwen35Forward final : public Forward {
 
   void run(const backend::Batch& batch, float* logits) override {
     const int64_t n = batch.n_tokens;
-    if (n <= 0 || n > res_.shape.max_tokens)
-      throw Error("internal: batch of " + std::to_string(n) + " tokens exceeds the planned " +
-                  std::to_string(res_.shape.max_tokens));
-    if (batch.n_logit_rows > res_.shape.max_logit_rows) throw Error("internal: more logit rows than planned");
+    check_batch_fits(batch, res_.shape);
     const int64_t d = hp_.n_embd;
     backend::Backend& be = be_;
 

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -70,7 +71,7 @@ DeviceProfile cpu_profile() {
 }
 
 std::vector<std::string> device_names() {
-  std::vector<std::string> names = {"cpu", "cuda", "cuda:N"};
+  std::vector<std::string> names = {"auto", "cpu", "cuda", "cuda:N"};
   for (const DeviceProfile& p : apple_profiles()) names.push_back(p.name);
   return names;
 }
@@ -129,12 +130,22 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
   return device;
 }
 
+std::string auto_device_name() {
+#ifdef KEEL_HAS_CUDA
+  if (cuda::device_count() > 0) return "cuda:0";
+#endif
+  return "cpu";
+}
+
 DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,
                                 std::optional<std::string> max_buffer) {
   std::optional<uint64_t> b, m;
   if (budget) b = parse_bytes(*budget);
   if (max_buffer) m = parse_bytes(*max_buffer);
-  return with_overrides(require_device(name.value_or("cpu")), b, m);
+  const char* env = std::getenv("KEEL_DEVICE");
+  std::string chosen = name.value_or(env && *env ? env : "auto");
+  if (chosen == "auto") chosen = auto_device_name();
+  return with_overrides(require_device(chosen), b, m);
 }
 
 uint64_t parse_bytes(std::string_view text) {

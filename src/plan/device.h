@@ -44,6 +44,10 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
 
 // The device of the --device / --budget / --max-buffer flags (each may be absent: cpu, no
 // overrides). Throws keel::Error(usage) for an unknown name or an unreadable size.
+// What --device auto means here: "cuda:0" when this keel has CUDA and the machine a GPU, else
+// "cpu". Without --device, $KEEL_DEVICE names the device, else auto.
+std::string auto_device_name();
+
 DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,
                                 std::optional<std::string> max_buffer);
 

@@ -88,12 +88,14 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   layout.scratch.push_back({"logits", static_cast<uint64_t>(s.max_logit_rows) * hp.n_vocab * sizeof(float)});
   backend::WorkloadShape& work = layout.workload;
   work.max_tokens = s.max_tokens;
+  work.n_seqs = s.n_seqs;
   work.n_threads = s.n_threads;
   work.kv = s.kv;
   work.n_head = hp.n_attention_layers() > 0 ? hp.n_head : 0;
   if (hp.n_recurrent_layers() > 0 && hp.ssm_time_step_rank > 0) {
     work.gdn_d_k = hp.ssm_state_size;
     work.gdn_d_v = hp.ssm_inner_size / hp.ssm_time_step_rank;
+    work.gdn_v_heads = hp.ssm_time_step_rank;
   }
   work.matrices = matrices;
   work.exact = o.exact;

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "quant/blocks.h"
+#include "quant/pack.h"
 #include "quant/quantize.h"
 
 namespace keel::quant {
@@ -176,23 +177,11 @@ AffineFit fit_affine(const float* x, const float* w, int n, int nmax, float rmin
 
 // ---- Q4_K / Q5_K shared super-block logic ----
 
-void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      scales[j] = ls[j];
-      scales[j + 4] = lm[j];
-    } else {
-      scales[j + 4] = static_cast<uint8_t>((ls[j] & 0x0F) | ((lm[j] & 0x0F) << 4));
-      scales[j - 4] |= static_cast<uint8_t>((ls[j] >> 4) << 6);
-      scales[j] |= static_cast<uint8_t>((lm[j] >> 4) << 6);
-    }
-  }
-}
-
 // Quantizes a super-block of 256 values into 8 groups of 32 with 6-bit scales and mins.
-// Outputs d, dmin (f16), the packed scales and the levels q[256] in [0, nmax].
-void encode_k_super_block(const float* x, int nmax, float rmin, int nstep, f16_bits* d_out, f16_bits* dmin_out,
-                          uint8_t* scales, uint8_t* q) {
+// Outputs d, dmin (before their rounding to f16), the 6-bit codes ls[8], lm[8] and the levels
+// q[256] in [0, nmax].
+void encode_k_super_block(const float* x, int nmax, float rmin, int nstep, float* d_out, float* dmin_out,
+                          uint8_t* ls, uint8_t* lm, uint8_t* q) {
   float weights[32];
   AffineFit fits[8];
   float max_scale = 0, max_min = 0;
@@ -208,9 +197,8 @@ void encode_k_super_block(const float* x, int nmax, float rmin, int nstep, f16_b
   }
   const float d = f16_to_f32(f32_to_f16(max_scale / 63.0f));
   const float dmin = f16_to_f32(f32_to_f16(max_min / 63.0f));
-  *d_out = f32_to_f16(max_scale / 63.0f);
-  *dmin_out = f32_to_f16(max_min / 63.0f);
-  uint8_t ls[8], lm[8];
+  *d_out = max_scale / 63.0f;
+  *dmin_out = max_min / 63.0f;
   for (int j = 0; j < 8; ++j) {
     const float* xs = x + 32 * j;
     float sum_x2 = 0;
@@ -242,8 +230,6 @@ void encode_k_super_block(const float* x, int nmax, float rmin, int nstep, f16_b
       }
     }
   }
-  std::fill(scales, scales + K_SCALE_SIZE, uint8_t{0});
-  pack_scale_min_k4(ls, lm, scales);
 }
 
 }  // namespace
@@ -255,39 +241,30 @@ void quantize_row_q4_0(const float* x, void* dst, int64_t n) {
   for (int64_t b = 0; b < n / QK4_0; ++b, x += QK4_0) {
     for (int l = 0; l < QK4_0; ++l) weights[l] = x[l] * x[l];
     const float scale = fit_symmetric(x, weights, QK4_0, 8, q);
-    out[b].d = f32_to_f16(scale);
-    const float d = f16_to_f32(out[b].d);  // levels for the scale as stored
+    const float d = f16_to_f32(f32_to_f16(scale));  // levels for the scale as stored
     const float id = d != 0 ? 1.0f / d : 0.0f;
     for (int l = 0; l < QK4_0; ++l) q[l] = static_cast<int8_t>(clamp_int(round_int(x[l] * id), -8, 7));
-    for (int l = 0; l < QK4_0 / 2; ++l)
-      out[b].qs[l] = static_cast<uint8_t>((q[l] + 8) | ((q[l + QK4_0 / 2] + 8) << 4));
+    pack_q4_0(scale, q, &out[b]);
   }
 }
 
 void quantize_row_q4_k(const float* x, void* dst, int64_t n) {
   auto* out = static_cast<BlockQ4_K*>(dst);
-  uint8_t q[QK_K];
+  uint8_t q[QK_K], ls[8], lm[8];
+  float d, dmin;
   for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
-    encode_k_super_block(x, 15, -1.0f, 20, &out[b].d, &out[b].dmin, out[b].scales, q);
-    for (int j = 0; j < 4; ++j)
-      for (int l = 0; l < 32; ++l)
-        out[b].qs[32 * j + l] = static_cast<uint8_t>(q[64 * j + l] | (q[64 * j + 32 + l] << 4));
+    encode_k_super_block(x, 15, -1.0f, 20, &d, &dmin, ls, lm, q);
+    pack_q4_k(d, dmin, ls, lm, q, &out[b]);
   }
 }
 
 void quantize_row_q5_k(const float* x, void* dst, int64_t n) {
   auto* out = static_cast<BlockQ5_K*>(dst);
-  uint8_t q[QK_K];
+  uint8_t q[QK_K], ls[8], lm[8];
+  float d, dmin;
   for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
-    encode_k_super_block(x, 31, -0.5f, 15, &out[b].d, &out[b].dmin, out[b].scales, q);
-    std::fill(out[b].qh, out[b].qh + QK_K / 8, uint8_t{0});
-    for (int j = 0; j < 4; ++j) {
-      for (int l = 0; l < 32; ++l) {
-        const int lo = q[64 * j + l], hi = q[64 * j + 32 + l];
-        out[b].qs[32 * j + l] = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
-        out[b].qh[l] |= static_cast<uint8_t>(((lo >> 4) << (2 * j)) | ((hi >> 4) << (2 * j + 1)));
-      }
-    }
+    encode_k_super_block(x, 31, -0.5f, 15, &d, &dmin, ls, lm, q);
+    pack_q5_k(d, dmin, ls, lm, q, &out[b]);
   }
 }
 
@@ -307,20 +284,20 @@ void quantize_row_q6_k(const float* x, void* dst, int64_t n) {
         max_scale = group_scale[g];
       }
     }
-    BlockQ6_K& blk = out[b];
+    int8_t scales[16] = {};
+    float d_stored = 0;  // the f16 value pack_q6_k will write
     if (max_abs < 1e-30f) {
-      std::memset(&blk, 0, sizeof blk);
-      for (int i = 0; i < QK_K; ++i) q[i] = 0;
+      std::fill(q, q + QK_K, int8_t{0});
     } else {
       // The group scale of largest magnitude maps to code -128 (the int8 code without a twin).
-      blk.d = f32_to_f16(-max_scale / 128.0f);
-      const float d = f16_to_f32(blk.d);
+      d_stored = -max_scale / 128.0f;
+      const float d = f16_to_f32(f32_to_f16(d_stored));
       for (int g = 0; g < 16; ++g) {
         const float* xs = x + 16 * g;
         for (int l = 0; l < 16; ++l) weights[l] = xs[l] * xs[l];
         const int c0 = clamp_int(round_int(group_scale[g] / d), -128, 127);
         double best = INFINITY;
-        blk.scales[g] = static_cast<int8_t>(c0);
+        scales[g] = static_cast<int8_t>(c0);
         for (int c = std::max(-128, c0 - 1); c <= std::min(127, c0 + 1); ++c) {
           const float sc = d * c;
           const float inv = sc != 0 ? 1.0f / sc : 0.0f;
@@ -333,26 +310,13 @@ void quantize_row_q6_k(const float* x, void* dst, int64_t n) {
           }
           if (e < best) {
             best = e;
-            blk.scales[g] = static_cast<int8_t>(c);
+            scales[g] = static_cast<int8_t>(c);
             std::copy(trial, trial + 16, q + 16 * g);
           }
         }
       }
     }
-    // Pack: element e of half h (128 each) -> ql/qh positions as in the dequantizer.
-    std::fill(blk.ql, blk.ql + QK_K / 2, uint8_t{0});
-    std::fill(blk.qh, blk.qh + QK_K / 4, uint8_t{0});
-    for (int h = 0; h < 2; ++h) {
-      uint8_t* ql = blk.ql + 64 * h;
-      uint8_t* qh = blk.qh + 32 * h;
-      const int8_t* qq = q + 128 * h;
-      for (int l = 0; l < 32; ++l) {
-        const int q1 = qq[l] + 32, q2 = qq[l + 32] + 32, q3 = qq[l + 64] + 32, q4 = qq[l + 96] + 32;
-        ql[l] = static_cast<uint8_t>((q1 & 0x0F) | ((q3 & 0x0F) << 4));
-        ql[l + 32] = static_cast<uint8_t>((q2 & 0x0F) | ((q4 & 0x0F) << 4));
-        qh[l] = static_cast<uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
-      }
-    }
+    pack_q6_k(d_stored, scales, q, &out[b]);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "quant/blocks.h"
+#include "quant/pack.h"
 
 namespace keel::quant {
 
@@ -13,8 +14,9 @@ void quantize_row_q8_0(const float* x, void* dst, int64_t n) {
     for (int j = 0; j < QK8_0; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = f32_to_f16(d);
-    for (int j = 0; j < QK8_0; ++j) out[b].qs[j] = static_cast<int8_t>(std::lround(x[j] * id));
+    int8_t q[QK8_0];
+    for (int j = 0; j < QK8_0; ++j) q[j] = static_cast<int8_t>(std::lround(x[j] * id));
+    pack_q8_0(d, q, &out[b]);
   }
 }
 

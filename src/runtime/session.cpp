@@ -98,6 +98,21 @@ int32_t Session::add_sequence() {
   throw Error("all " + std::to_string(layout_.shape.n_seqs) + " sequences of the session are in use (--parallel)");
 }
 
+int64_t Session::pages_missing(int32_t seq, int64_t end) const {
+  const int64_t page = layout_.shape.kv.page_tokens;
+  return (end + page - 1) / page - seqs_[static_cast<size_t>(seq)].n_pages;
+}
+
+void Session::grow_pages(int32_t seq, int64_t end) {
+  const int64_t missing = pages_missing(seq, end);
+  if (missing > n_free_pages_)
+    throw Error("the KV page pool is exhausted: " + std::to_string(missing) + " more pages needed, " +
+                std::to_string(n_free_pages_) + " of " + std::to_string(pages_total()) + " are free");
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
+  for (int64_t i = 0; i < missing; ++i) row[s.n_pages++] = free_pages_[--n_free_pages_];
+}
+
 void Session::release_pages(int32_t seq) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
@@ -152,7 +167,7 @@ std::span<const float* const> Session::step(std::span<const SeqInput> inputs) {
     const Sequence& s = seqs_[static_cast<size_t>(in.seq)];
     const int64_t end = s.n_past + static_cast<int64_t>(in.tokens.size());
     check_room(model_->hparams(), options_.n_ctx, end);
-    pages_needed += (end + shape.kv.page_tokens - 1) / shape.kv.page_tokens - s.n_pages;
+    pages_needed += pages_missing(in.seq, end);
     n_tokens += static_cast<int64_t>(in.tokens.size());
     n_rows += in.logits ? 1 : 0;
   }
@@ -169,8 +184,7 @@ std::span<const float* const> Session::step(std::span<const SeqInput> inputs) {
     const SeqInput& in = inputs[i];
     Sequence& s = seqs_[static_cast<size_t>(in.seq)];
     const auto n = static_cast<int64_t>(in.tokens.size());
-    int32_t* row = page_table_ + int64_t{in.seq} * layout_.max_pages_per_seq;
-    while (int64_t{s.n_pages} * shape.kv.page_tokens < s.n_past + n) row[s.n_pages++] = free_pages_[--n_free_pages_];
+    grow_pages(in.seq, s.n_past + n);
     slices_[i] = backend::SeqSlice{first, n, s.n_past, in.seq};
     for (int64_t t = 0; t < n; ++t) {
       tokens_[first + t] = in.tokens[static_cast<size_t>(t)];
@@ -221,10 +235,7 @@ void Session::evaluate(std::span<const int32_t> tokens, const std::function<void
   Sequence& s = seqs_[0];
   for (int64_t done = 0; done < total;) {
     const int64_t n = std::min(step_tokens, total - done);
-    const int64_t needed = (s.n_past + n + layout_.shape.kv.page_tokens - 1) / layout_.shape.kv.page_tokens - s.n_pages;
-    if (needed > n_free_pages_) throw Error("the KV page pool is exhausted");
-    while (int64_t{s.n_pages} * layout_.shape.kv.page_tokens < s.n_past + n)
-      page_table_[s.n_pages++] = free_pages_[--n_free_pages_];
+    grow_pages(0, s.n_past + n);
     slices_[0] = backend::SeqSlice{0, n, s.n_past, 0};
     for (int64_t t = 0; t < n; ++t) {
       tokens_[t] = tokens[static_cast<size_t>(done + t)];

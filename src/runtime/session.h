@@ -35,6 +35,28 @@ struct SeqInput {
   bool logits = false;               // return the logits of its last token
 };
 
+class Session;
+
+// Snapshots of one sequence's recurrent state taken during its prefill (hybrid models), for
+// save_state to keep beside the final state: a later prompt that shares only part of the saved
+// one resumes from the longest snapshot inside the shared part. They are spooled to an unlinked
+// temp file in the directory of the state file, through the session's staging buffer: disk, not
+// memory beyond the plan.
+class StateCheckpoints {
+ public:
+  explicit StateCheckpoints(const std::string& state_path);
+  ~StateCheckpoints();
+  StateCheckpoints(const StateCheckpoints&) = delete;
+  StateCheckpoints& operator=(const StateCheckpoints&) = delete;
+  size_t count() const { return positions_.size(); }
+
+ private:
+  friend class Session;
+  std::string dir_;
+  int fd_ = -1;
+  std::vector<int64_t> positions_;  // n_past of each snapshot, ascending
+};
+
 class Session {
  public:
   Session(std::shared_ptr<const model::Model> model, const SessionOptions& options);
@@ -44,6 +66,9 @@ class Session {
   const SessionLayout& layout() const { return layout_; }
   backend::Backend& backend() { return *backend_; }
   int64_t n_ctx() const { return options_.n_ctx; }
+  int64_t chunk() const { return layout_.shape.chunk; }
+  // A hybrid model's sequences carry recurrent state (which cannot be cut back to a prefix).
+  bool has_recurrent_state() const { return !layout_.state.empty(); }
   uint64_t allocated_bytes() const;
 
   // ---- several sequences ------------------------------------------------------------------------
@@ -78,14 +103,18 @@ class Session {
   // Writes sequence `seq`'s state (its tokens, which the caller tracks, the logits of the last
   // one, its KV pages and recurrent state) to `path` atomically (temp + fsync + rename); nothing
   // is left at `path` or beside it on failure. tokens.size() must equal n_past(seq).
-  void save_state(int32_t seq, std::span<const int32_t> tokens, const float* last_logits, const std::string& path);
+  // checkpoints: recurrent-state snapshots of this prefill (hybrid models), or null.
+  void save_state(int32_t seq, std::span<const int32_t> tokens, const float* last_logits, const std::string& path,
+                  const StateCheckpoints* checkpoints = nullptr);
+  // Appends sequence `seq`'s recurrent state at its current length to `into`.
+  void checkpoint_state(int32_t seq, StateCheckpoints& into);
   struct LoadedState {
     int64_t n_reused = 0;           // prompt tokens now in the sequence (0: nothing was usable)
     const float* logits = nullptr;  // when the whole prompt was reused: its last token's logits
     std::string note;               // why nothing (or not everything) was reused
   };
   // Empties `seq`, then fills it from `path` with the longest prefix of `prompt` the file can
-  // restore (a hybrid model's recurrent state only at the saved length). Another model, KV type
+  // restore (a hybrid model's recurrent state only at the saved length or at a checkpoint). Another model, KV type
   // or page size, or a prompt that shares no prefix, gives n_reused 0 and a note. A corrupt or
   // truncated file is a keel::Error, and the sequence is left empty.
   LoadedState load_state(int32_t seq, const std::string& path, std::span<const int32_t> prompt);
@@ -98,6 +127,10 @@ class Session {
   };
   void check_seq(int32_t seq) const;
   void release_pages(int32_t seq);
+  // Pages sequence `seq` lacks to hold `end` tokens; grow_pages hands them over from the free
+  // stack (throws keel::Error, with nothing changed, when the pool has too few).
+  int64_t pages_missing(int32_t seq, int64_t end) const;
+  void grow_pages(int32_t seq, int64_t end);
   // Runs the forward call over the batch arrays already filled for n_tokens / n_seqs.
   void run_batch(int64_t n_tokens, int32_t n_seqs, int64_t n_logit_rows);
 

@@ -2,10 +2,12 @@
 //
 // Layout (little-endian):
 //   StateHeader (its own XXH3 hash last)
-//   tokens   [n_tokens] int32
-//   logits   [n_vocab] f32          of the last token
-//   pages    for each attention layer, the ceil(n_tokens / page_tokens) pages of the sequence
-//   state    for each recurrent-state buffer, the sequence's slot
+//   tokens       [n_tokens] int32
+//   checkpoints  [n_checkpoints] int64  positions of the recurrent-state snapshots, ascending
+//   logits       [n_vocab] f32          of the last token
+//   pages        for each attention layer, the ceil(n_tokens / page_tokens) pages of the sequence
+//   state        for each recurrent-state buffer, the sequence's slot
+//   snapshots    for each checkpoint, the state as above at that position
 //   body hash: XXH3-64 of everything between the header and this field
 // A file is read in page-sized pieces through the session's planned staging buffer straight into
 // the sequence's pages and state; a wrong hash anywhere leaves the sequence empty.
@@ -18,6 +20,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "keel/error.h"
 #include "runtime/session.h"
@@ -26,7 +29,7 @@ namespace keel::runtime {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'E', 'E', 'L', 'S', 'T', 'A', 'T'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: recurrent-state checkpoints
 
 struct StateHeader {
   char magic[8];
@@ -41,7 +44,7 @@ struct StateHeader {
   uint64_t page_bytes;
   uint64_t state_bytes;    // one sequence's recurrent state, all buffers
   uint32_t n_vocab;
-  uint32_t reserved;
+  uint32_t n_checkpoints;
   uint64_t header_hash;    // XXH3 of the fields above
 };
 static_assert(sizeof(StateHeader) == 80);
@@ -115,10 +118,60 @@ class HashedReader {
   XXH3_state_t hash_;
 };
 
+void write_all(int fd, const void* data, size_t n, const std::string& what) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) throw Error("cannot write " + what + ": " + (w < 0 ? errno_text() : "short write"));
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void pread_all(int fd, void* data, size_t n, uint64_t offset, const std::string& what) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw Error("cannot read " + what + ": " + (r < 0 ? errno_text() : "unexpected end"));
+    p += r;
+    offset += static_cast<uint64_t>(r);
+    n -= static_cast<size_t>(r);
+  }
+}
+
 }  // namespace
 
+StateCheckpoints::StateCheckpoints(const std::string& state_path) {
+  const size_t slash = state_path.rfind('/');
+  dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : state_path.substr(0, slash);
+  std::string name = dir_ + "/.keel-checkpoints-XXXXXX";
+  fd_ = ::mkstemp(name.data());
+  if (fd_ < 0) throw Error("cannot create a checkpoint spool in " + dir_ + ": " + errno_text());
+  ::unlink(name.c_str());  // gone with the descriptor, whatever happens
+}
+
+StateCheckpoints::~StateCheckpoints() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Session::checkpoint_state(int32_t seq, StateCheckpoints& into) {
+  check_seq(seq);
+  const int64_t at = seqs_[static_cast<size_t>(seq)].n_past;
+  if (at == 0 || (!into.positions_.empty() && into.positions_.back() >= at))
+    throw Error("internal: checkpoints must follow the sequence forward");
+  const auto n_seqs = static_cast<uint64_t>(layout_.shape.n_seqs);
+  for (const auto& b : layout_.state) {
+    const uint64_t slot = b.bytes / n_seqs;
+    backend_->download(state_.get(b.name) + slot * static_cast<uint64_t>(seq), staging_, slot);
+    write_all(into.fd_, staging_, slot, "the checkpoint spool in " + into.dir_);
+  }
+  into.positions_.push_back(at);
+}
+
 void Session::save_state(int32_t seq, std::span<const int32_t> tokens, const float* last_logits,
-                         const std::string& path) {
+                         const std::string& path, const StateCheckpoints* checkpoints) {
   check_seq(seq);
   const Sequence& s = seqs_[static_cast<size_t>(seq)];
   if (static_cast<int64_t>(tokens.size()) != s.n_past || s.n_past == 0)
@@ -139,6 +192,7 @@ void Session::save_state(int32_t seq, std::span<const int32_t> tokens, const flo
   h.page_bytes = shape.kv.page_bytes();
   for (const auto& b : layout_.state) h.state_bytes += b.bytes / static_cast<uint64_t>(shape.n_seqs);
   h.n_vocab = n_vocab;
+  h.n_checkpoints = checkpoints && h.state_bytes > 0 ? static_cast<uint32_t>(checkpoints->count()) : 0;
   h.header_hash = XXH3_64bits(&h, offsetof(StateHeader, header_hash));
 
   TempFile temp{path + ".tmp." + std::to_string(::getpid())};
@@ -147,6 +201,11 @@ void Session::save_state(int32_t seq, std::span<const int32_t> tokens, const flo
   HashedWriter out(fd.fd, temp.path);
   out.write(&h, sizeof h, /*hashed=*/false);
   out.write(tokens.data(), tokens.size_bytes());
+  if (h.n_checkpoints > 0) {
+    for (int64_t at : checkpoints->positions_)
+      if (at >= s.n_past) throw Error("internal: a checkpoint beyond the saved tokens");
+    out.write(checkpoints->positions_.data(), checkpoints->positions_.size() * sizeof(int64_t));
+  }
   out.write(last_logits, size_t{n_vocab} * sizeof(float));
   const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
   const int64_t n_pages = (s.n_past + shape.kv.page_tokens - 1) / shape.kv.page_tokens;
@@ -159,6 +218,13 @@ void Session::save_state(int32_t seq, std::span<const int32_t> tokens, const flo
     const uint64_t slot = b.bytes / static_cast<uint64_t>(shape.n_seqs);
     backend_->download(state_.get(b.name) + slot * static_cast<uint64_t>(seq), staging_, slot);
     out.write(staging_, slot);
+  }
+  const uint64_t spooled = uint64_t{h.n_checkpoints} * h.state_bytes;
+  for (uint64_t at = 0; at < spooled;) {
+    const uint64_t n = std::min<uint64_t>(layout_.staging_bytes, spooled - at);
+    pread_all(checkpoints->fd_, staging_, n, at, "the checkpoint spool in " + checkpoints->dir_);
+    out.write(staging_, n);
+    at += n;
   }
   const uint64_t body = out.digest();
   out.write(&body, sizeof body, false);
@@ -208,9 +274,12 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
   if (h.n_tokens == 0 || h.n_tokens > static_cast<uint64_t>(options_.n_ctx))
     return mismatch("holds " + std::to_string(h.n_tokens) + " tokens, more than this session's context");
   const int64_t n_pages = (static_cast<int64_t>(h.n_tokens) + shape.kv.page_tokens - 1) / shape.kv.page_tokens;
-  const uint64_t expected = sizeof h + h.n_tokens * sizeof(int32_t) + uint64_t{n_vocab} * sizeof(float) +
-                            uint64_t{h.n_attn_layers} * static_cast<uint64_t>(n_pages) * h.page_bytes + h.state_bytes +
-                            sizeof(uint64_t);
+  if (h.n_checkpoints > 0 && h.state_bytes == 0)
+    throw Error("the prompt cache " + path + " is corrupt (checkpoints without a recurrent state); delete it (it is recomputed)");
+  const uint64_t expected = sizeof h + h.n_tokens * sizeof(int32_t) + uint64_t{h.n_checkpoints} * sizeof(int64_t) +
+                            uint64_t{n_vocab} * sizeof(float) +
+                            uint64_t{h.n_attn_layers} * static_cast<uint64_t>(n_pages) * h.page_bytes +
+                            (1 + uint64_t{h.n_checkpoints}) * h.state_bytes + sizeof(uint64_t);
   struct stat st{};
   if (::fstat(fd.fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != expected)
     throw Error("the prompt cache " + path + " is truncated or too long (" + std::to_string(st.st_size) + " bytes, " +
@@ -232,17 +301,30 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
       else diverged = true;
     }
   }
+  // Checkpoint positions: ascending, inside the saved tokens (read before deciding anything).
+  std::vector<int64_t> checkpoints(h.n_checkpoints);
+  if (!checkpoints.empty()) body.read(checkpoints.data(), checkpoints.size() * sizeof(int64_t));
+  for (size_t i = 0; i < checkpoints.size(); ++i)
+    if (checkpoints[i] <= (i ? checkpoints[i - 1] : 0) || checkpoints[i] >= n_saved)
+      throw Error("the prompt cache " + path + " is corrupt (checkpoint positions); delete it (it is recomputed)");
   const bool hybrid = h.state_bytes > 0;
   int64_t reuse = 0;
-  bool whole = false;  // the whole prompt restored: the saved logits are its last token's
-  if (hybrid) {        // a recurrent state restores only at its saved length
+  bool whole = false;     // the whole prompt restored: the saved logits are its last token's
+  int64_t snapshot = -1;  // the checkpoint restored (-1: the final state)
+  if (hybrid) {           // a recurrent state restores only at its saved length or a checkpoint
     if (common == n_saved) {
       reuse = n_saved;
       whole = n_saved == n_prompt;
+    } else {
+      for (size_t i = 0; i < checkpoints.size(); ++i)
+        if (checkpoints[i] <= common && checkpoints[i] < n_prompt) {
+          reuse = checkpoints[i];
+          snapshot = static_cast<int64_t>(i);
+        }
     }
   } else {
     reuse = common;
-    if (reuse == n_prompt) {
+    if (reuse == n_prompt && n_prompt > 0) {  // (an empty prompt restores nothing)
       if (n_saved == n_prompt) whole = true;
       else reuse = n_prompt - 1;  // compute the last prompt token again for its logits
     }
@@ -251,25 +333,25 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
   body.read(logits, size_t{n_vocab} * sizeof(float));
 
   Sequence& s = seqs_[static_cast<size_t>(seq)];
-  const int64_t pages_needed = (reuse + shape.kv.page_tokens - 1) / shape.kv.page_tokens;
-  if (pages_needed > n_free_pages_) {
+  if (pages_missing(seq, reuse) > n_free_pages_) {
     reuse = 0;
     result.note = "the KV page pool has too few free pages for the prompt cache";
   }
-  int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
-  for (int64_t p = 0; p < (reuse + shape.kv.page_tokens - 1) / shape.kv.page_tokens; ++p)
-    row[s.n_pages++] = free_pages_[--n_free_pages_];
+  grow_pages(seq, reuse);
+  const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
   try {
     for (uint32_t layer = 0; layer < h.n_attn_layers; ++layer)
       for (int64_t p = 0; p < n_pages; ++p) {
         body.read(staging_, h.page_bytes);
         if (p < s.n_pages) backend_->write_kv_page(layer, row[p], staging_);
       }
-    for (const auto& b : layout_.state) {
-      const uint64_t slot = b.bytes / static_cast<uint64_t>(shape.n_seqs);
-      body.read(staging_, slot);
-      if (reuse > 0) backend_->upload(staging_, state_.get(b.name) + slot * static_cast<uint64_t>(seq), slot);
-    }
+    for (int64_t which = -1; which < static_cast<int64_t>(checkpoints.size()); ++which)
+      for (const auto& b : layout_.state) {
+        const uint64_t slot = b.bytes / static_cast<uint64_t>(shape.n_seqs);
+        body.read(staging_, slot);
+        if (reuse > 0 && which == snapshot)
+          backend_->upload(staging_, state_.get(b.name) + slot * static_cast<uint64_t>(seq), slot);
+      }
     uint64_t stored = 0;
     const uint64_t digest = body.digest();
     HashedReader tail(fd.fd, path);
@@ -285,7 +367,7 @@ Session::LoadedState Session::load_state(int32_t seq, const std::string& path, s
     if (result.note.empty())
       result.note = "the prompt cache " + path + " shares no usable prefix with this prompt (" +
                     std::to_string(common) + " of its " + std::to_string(n_saved) + " tokens match" +
-                    (hybrid ? "; a hybrid model's state restores only at its saved length" : "") + ")";
+                    (hybrid ? "; a hybrid model's state restores only at its saved length or a checkpoint" : "") + ")";
     return result;
   }
   s.n_past = reuse;

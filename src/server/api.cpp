@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdio>
 
+#include "server/request_json.h"
+#include "template/chat.h"
+
 namespace keel::server {
 
 const char* finish_reason_name(FinishReason r) {
@@ -45,12 +48,22 @@ std::optional<double> number(const json& body, const char* key, double lo, doubl
   return d;
 }
 
+// Integers beyond int64 (a random 64-bit seed, 1e300) are clamped to its ends before the range
+// check; a float is an integer when it has no fraction (5.0), and is checked before it is converted.
 std::optional<int64_t> integer(const json& body, const char* key, int64_t lo, int64_t hi) {
   if (!body.contains(key) || body[key].is_null()) return std::nullopt;
   const json& v = body[key];
-  if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))))
-    bad(key, "expected an integer, got " + std::string(v.type_name()));
-  int64_t i = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v.get<int64_t>();
+  int64_t i = 0;
+  if (v.is_number_unsigned()) {
+    i = v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(v.get<uint64_t>());
+  } else if (v.is_number_integer()) {
+    i = v.get<int64_t>();
+  } else if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>())) {
+    const double d = v.get<double>();  // [-2^63, 2^63) holds exactly the doubles that convert
+    i = d >= 9223372036854775808.0 ? INT64_MAX : d < -9223372036854775808.0 ? INT64_MIN : int64_t(d);
+  } else {
+    bad(key, "expected an integer, got " + (v.is_number() ? v.dump() : std::string(v.type_name())));
+  }
   if (i < lo || i > hi) bad(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
   return i;
 }
@@ -81,12 +94,7 @@ void check_messages(const json& messages) {
 }  // namespace
 
 ApiRequest parse_request(const std::string& body_text, bool chat) {
-  json body;
-  try {
-    body = json::parse(body_text);
-  } catch (const json::exception&) {
-    throw ApiError(400, "the request body is not valid JSON");
-  }
+  json body = parse_request_json(body_text);
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -208,6 +216,15 @@ json completion_logprobs(std::span<const TokenLogprobs> tokens, int64_t& text_of
   }
   return json{{"tokens", std::move(pieces)}, {"token_logprobs", std::move(logprobs)}, {"top_logprobs", std::move(tops)},
               {"text_offset", std::move(offsets)}};
+}
+
+std::string chat_prompt_text(const tmpl::Template& chat_template, const json& special_tokens, const json& messages,
+                             const json& tools, const std::tm& now) {
+  json chat_case = {{"messages", messages}, {"add_generation_prompt", true}};
+  if (!tools.is_null()) chat_case["tools"] = tools;
+  tmpl::RenderOptions options;
+  options.now = now;
+  return chat_template.render(tmpl::chat_context(chat_case, special_tokens, nullptr), options);
 }
 
 json completion_response(const ApiRequest& r, const std::string& id, int64_t created, const std::string& model,

@@ -2,6 +2,7 @@
 // /v1/completions (unknown fields ignored, wrong types rejected with the parameter's name),
 // error objects, response bodies and SSE framing.
 #pragma once
+#include <ctime>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/engine.h"
+#include "template/template.h"
 
 namespace keel::server {
 
@@ -45,8 +47,15 @@ struct ApiRequest {
   int top_logprobs = 0;            // chat: top_logprobs (0..20); completions: logprobs (0..5)
 };
 
-// Parses a request body (raw bytes); throws ApiError(400) naming the offending parameter.
+// Parses a request body (raw bytes: see parse_request_json for the JSON itself); throws
+// ApiError(400) naming the offending parameter.
 ApiRequest parse_request(const std::string& body, bool chat);
+
+// The prompt text of a chat request: `chat_template` rendered with its messages and tools (null:
+// none), add_generation_prompt true, the model's special tokens (bos_token/eos_token) and `now`
+// for strftime_now(). Throws keel::Error (a tmpl::TemplateError) when the template refuses.
+std::string chat_prompt_text(const tmpl::Template& chat_template, const json& special_tokens, const json& messages,
+                             const json& tools, const std::tm& now);
 
 // Response bodies. `logprobs`: the generated tokens' (all of them, or a chunk's), reported when
 // the request asked (else "logprobs": null).

@@ -6,6 +6,7 @@
 
 #include "keel/error.h"
 #include "runtime/sampler.h"
+#include "server/api.h"
 #include "server/step_plan.h"
 #include "server/stop_scanner.h"
 #include "template/chat.h"
@@ -109,11 +110,7 @@ std::vector<int32_t> BatchingEngine::chat_prompt(const nlohmann::ordered_json& m
                                                  const nlohmann::ordered_json& tools) const {
   if (!template_)
     throw Error("the model has no chat template (tokenizer.chat_template); start the server with --chat-template FILE");
-  nlohmann::ordered_json chat_case = {{"messages", messages}, {"add_generation_prompt", true}};
-  if (!tools.is_null()) chat_case["tools"] = tools;
-  tmpl::RenderOptions options;
-  options.now = tmpl::today_local();
-  const std::string text = template_->render(tmpl::chat_context(chat_case, special_tokens_, nullptr), options);
+  const std::string text = chat_prompt_text(*template_, special_tokens_, messages, tools, tmpl::today_local());
   return tokenizer_.encode(text, /*add_bos=*/false, /*parse_special=*/true);
 }
 

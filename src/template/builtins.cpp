@@ -3,6 +3,7 @@
 #include "template/builtins.h"
 
 #include <algorithm>
+#include <charconv>
 #include <clocale>
 #include <cmath>
 #include <locale.h>
@@ -30,7 +31,9 @@ Value attr_path(Interpreter& in, const Value& item, const Value& attribute) {
   Value cur = item;
   for (const std::string& part : pystr::split(attribute.str(), std::string("."), -1)) {
     bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    cur = in.getitem(cur, digits ? Value(int64_t(std::stoll(part))) : Value(part));
+    int64_t index = INT64_MAX;  // digits beyond int64: an index no list reaches
+    if (digits) std::from_chars(part.data(), part.data() + part.size(), index);
+    cur = in.getitem(cur, digits ? Value(index) : Value(part));
   }
   return cur;
 }
@@ -88,7 +91,10 @@ std::unordered_map<std::string, FilterFn> make_filters() {
     std::optional<std::string> indent;
     if (const Value* i = b.get(1); i && !i->is_none()) {
       if (i->is_string()) indent = i->str();
-      else if (i->is_number() && !i->is_float()) indent = std::string(size_t(std::max<int64_t>(0, i->as_int())), ' ');
+      else if (i->is_number() && !i->is_float()) {
+        in.check_size(uint64_t(std::max<int64_t>(0, i->as_int())));
+        indent = std::string(size_t(std::max<int64_t>(0, i->as_int())), ' ');
+      }
       else Interpreter::type_error("tojson: indent must be an int or a str");
     }
     std::string item_sep = indent ? "," : ", ", key_sep = ": ";
@@ -138,7 +144,9 @@ std::unordered_map<std::string, FilterFn> make_filters() {
     ArgBinder b(a, {"old", "new", "count"}, "replace");
     if (!b.get(0) || !b.get(1)) Interpreter::type_error("replace() needs old and new");
     int64_t count = b.get(2) && !b.get(2)->is_none() ? b.get(2)->as_int() : -1;
-    std::string r = pystr::replace(soft_str(v), b.get(0)->to_str(), b.get(1)->to_str(), count);
+    const std::string s = soft_str(v), old = b.get(0)->to_str(), with = b.get(1)->to_str();
+    in.check_size(pystr::replace_size_bound(s, old, with, count));
+    std::string r = pystr::replace(s, old, with, count);
     in.check_size(r.size());
     return Value(std::move(r));
   };
@@ -268,7 +276,8 @@ std::unordered_map<std::string, FilterFn> make_filters() {
     ArgBinder b(a, {"default", "base"}, "int");
     Value fallback = b.get_or(0, Value(int64_t(0)));
     if (v.is_undefined()) Interpreter::undefined_error(v);
-    if (v.is_number()) return v.is_float() ? Value(int64_t(v.as_double())) : Value(v.as_int());
+    if (v.is_float() && std::isnan(v.as_double())) return fallback;  // int(nan) is a ValueError: the default
+    if (v.is_number()) return v.is_float() ? Value(python_int(v.as_double())) : Value(v.as_int());
     if (v.is_string()) {
       std::string s = pystr::strip(v.str(), std::nullopt, true, true);
       try {
@@ -276,7 +285,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
         int64_t r = std::stoll(s, &used, int(b.get(1) ? b.get(1)->as_int() : 10));
         if (used == s.size()) return Value(r);
         double d = std::stod(s, &used);
-        if (used == s.size()) return Value(int64_t(d));
+        if (used == s.size() && std::isfinite(d)) return Value(python_int(d));
       } catch (const std::exception&) {
       }
     }
@@ -300,6 +309,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   f["abs"] = [](Interpreter&, const Value& v, CallArgs&) {
     if (!v.is_number()) Interpreter::type_error("bad operand type for abs(): '" + v.type_name() + "'");
     if (v.is_float()) return Value(std::fabs(v.as_double()));
+    if (v.as_int() == INT64_MIN) throw TemplateError(ErrorType::limit, "integer overflow");
     return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
   };
   f["round"] = [](Interpreter&, const Value& v, CallArgs& a) {
@@ -338,8 +348,14 @@ std::unordered_map<std::string, FilterFn> make_filters() {
   }
   f["indent"] = [](Interpreter& in, const Value& v, CallArgs& a) {
     ArgBinder b(a, {"width", "first", "blank"}, "indent");
-    std::string pad = b.get(0) ? (b.get(0)->is_string() ? b.get(0)->str() : std::string(size_t(std::max<int64_t>(0, b.get(0)->as_int())), ' '))
-                               : std::string(4, ' ');
+    std::string pad(4, ' ');
+    if (b.get(0) && b.get(0)->is_string()) {
+      pad = b.get(0)->str();
+    } else if (b.get(0)) {
+      const int64_t width = std::max<int64_t>(0, b.get(0)->as_int());
+      in.check_size(uint64_t(width));
+      pad.assign(size_t(width), ' ');
+    }
     bool first = b.get(1) && b.get(1)->truthy();
     bool blank = b.get(2) && b.get(2)->truthy();
     std::string s = soft_str(v) + "\n";
@@ -353,6 +369,7 @@ std::unordered_map<std::string, FilterFn> make_filters() {
       }
     }
     if (start < s.size()) lines.push_back(s.substr(start));
+    in.check_size(s.size() + uint64_t(lines.size() + 1) * pad.size());  // before building: every line padded
     std::string rv;
     for (size_t i = 0; i < lines.size(); ++i) {
       if (i) rv += "\n";
@@ -393,12 +410,13 @@ std::unordered_map<std::string, FilterFn> make_filters() {
     }
     return Value(std::move(out));
   };
-  f["center"] = [](Interpreter&, const Value& v, CallArgs& a) {
+  f["center"] = [](Interpreter& in, const Value& v, CallArgs& a) {
     ArgBinder b(a, {"width"}, "center");
     std::string s = soft_str(v);
     int64_t width = b.get(0) ? b.get(0)->as_int() : 80;
     int64_t n = int64_t(pystr::length(s));
     if (width <= n) return Value(s);
+    in.check_size(s.size() + uint64_t(width - n));
     int64_t total = width - n, left = total / 2 + (total & width & 1);
     return Value(std::string(size_t(left), ' ') + s + std::string(size_t(total - left), ' '));
   };
@@ -439,7 +457,7 @@ std::unordered_map<std::string, TestFn> make_tests() {
   t["sameas"] = [arg0](Interpreter&, const Value& v, CallArgs& a) { return v.identical(arg0(a, "sameas")); };
   auto int_of = [](const Value& v) {
     if (!v.is_number()) Interpreter::type_error("an integer is required, got " + v.type_name());
-    return v.is_float() ? int64_t(v.as_double()) : v.as_int();
+    return v.is_float() ? python_int(v.as_double()) : v.as_int();
   };
   // jinja2: value % 2 == 1 / == 0, with Python's modulo (so 0.1 is neither odd nor even).
   t["odd"] = [](Interpreter& in, const Value& v, CallArgs&) { return arithmetic(in, "%", v, Value(2)).equals(Value(1)); };
@@ -530,29 +548,47 @@ std::unordered_map<std::string, Value> builtin_globals() {
       if (b.get(2)) step = as_int(b.get(2));
     }
     if (step == 0) Interpreter::type_error("range() arg 3 must not be zero");
-    int64_t count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
-                             : (start > stop ? (start - stop - step - 1) / -step : 0);
-    if (count > in.limits().max_range)
-      throw TemplateError(ErrorType::limit, "range() of " + std::to_string(count) + " items is above the limit of " +
-                                                std::to_string(in.limits().max_range));
+    // In 128 bits: stop - start and the rounding overflow int64 near its ends.
+    const __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
+    const __int128 stride = step > 0 ? __int128(step) : -__int128(step);
+    const __int128 count128 = span > 0 ? (span + stride - 1) / stride : 0;
+    if (count128 > in.limits().max_range)
+      throw TemplateError(ErrorType::limit, "range() of " +
+                                                (count128 > INT64_MAX ? std::string("more than 2**63") : std::to_string(int64_t(count128))) +
+                                                " items is above the limit of " + std::to_string(in.limits().max_range));
+    const int64_t count = int64_t(count128);
     std::vector<Value> out;
-    for (int64_t i = 0; i < count; ++i) out.emplace_back(start + i * step);
+    for (int64_t i = 0; i < count; ++i) out.emplace_back(int64_t(start + __int128(i) * step));  // inside [start, stop)
     in.charge(out.size());
     return Value::make_list(std::move(out));
   });
-  g["namespace"] = Value::make_function("namespace", [](Interpreter&, CallArgs& a) -> Value {
-    auto ns = std::make_shared<Namespace>();
+  g["namespace"] = Value::make_function("namespace", [](Interpreter& in, CallArgs& a) -> Value {
+    NamespacePtr ns = in.new_namespace();
+    // Namespace::set scans: an index keeps namespace(a_large_dict) linear.
+    std::unordered_map<std::string, size_t> at;
+    auto set = [&](std::string name, const Value& v) {
+      auto [it, fresh] = at.emplace(name, ns->attrs.size());
+      if (fresh) ns->attrs.emplace_back(std::move(name), v);
+      else ns->attrs[it->second].second = v;
+    };
     for (const Value& p : a.positional) {
       if (!p.is_dict()) Interpreter::type_error("namespace() takes a mapping or keyword arguments");
-      for (const auto& [k, v] : p.dict().items) ns->set(k.to_str(), v);
+      in.charge(p.dict().items.size());
+      for (const auto& [k, v] : p.dict().items) set(k.to_str(), v);
     }
-    for (const auto& [k, v] : a.keyword) ns->set(k, v);
+    for (const auto& [k, v] : a.keyword) set(k, v);
     return Value(std::move(ns));
   });
-  g["dict"] = Value::make_function("dict", [](Interpreter&, CallArgs& a) -> Value {
+  g["dict"] = Value::make_function("dict", [](Interpreter& in, CallArgs& a) -> Value {
     Value d = Value::make_dict();
     for (const Value& p : a.positional) {
       if (!p.is_dict()) Interpreter::type_error("dict() takes a mapping or keyword arguments");
+      in.charge(p.dict().items.size());
+      if (d.dict().items.empty()) {  // a copy: its keys are unique already (Dict::set would scan)
+        d.dict().items = p.dict().items;
+        d.dict().depth = p.dict().depth;
+        continue;
+      }
       for (const auto& [k, v] : p.dict().items) d.dict().set(k, v);
     }
     for (const auto& [k, v] : a.keyword) d.dict().set(Value(k), v);

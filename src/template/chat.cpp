@@ -3,11 +3,25 @@
 #include <cstdio>
 
 #include "keel/error.h"
+#include "template/error.h"
+#include "template/value.h"
 
 namespace keel::tmpl {
 
+bool json_deeper_than(const nlohmann::ordered_json& j, int limit) {
+  if (!j.is_structured()) return false;
+  if (limit <= 0) return true;
+  for (const auto& item : j)
+    if (json_deeper_than(item, limit - 1)) return true;
+  return false;
+}
+
 nlohmann::ordered_json chat_context(const nlohmann::ordered_json& chat_case, const nlohmann::ordered_json& tokens,
                                     const nlohmann::ordered_json& overrides) {
+  for (const auto* part : {&chat_case, &tokens, &overrides})
+    if (json_deeper_than(*part, kMaxValueDepth))
+      throw TemplateError(ErrorType::limit, "the conversation or its variables nest arrays and objects more than " +
+                                                std::to_string(kMaxValueDepth) + " levels deep");
   if (!chat_case.is_object()) throw Error("chat case: expected a JSON object with \"messages\"");
   if (!chat_case.contains("messages") || !chat_case["messages"].is_array())
     throw Error("chat case: \"messages\" must be an array of message objects");

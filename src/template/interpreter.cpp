@@ -45,6 +45,10 @@ void Interpreter::undefined_error(const Value& v) {
 }
 
 std::string Interpreter::render(const Body& body, const ScopePtr& root) {
+  struct Release {
+    Interpreter& in;
+    ~Release() { in.release_namespaces(); }
+  } release{*this};
   std::string out;
   out_ = &out;
   work_ = 0;
@@ -52,6 +56,21 @@ std::string Interpreter::render(const Body& body, const ScopePtr& root) {
   exec(body, root);
   out_ = nullptr;
   return out;
+}
+
+NamespacePtr Interpreter::new_namespace() {
+  namespaces_.push_back(std::make_shared<Namespace>());
+  return namespaces_.back();
+}
+
+// A namespace is the one object a template can mutate, so the only way to a reference cycle
+// ({% set ns.self = ns %}: a leak) or to a chain deeper than kMaxValueDepth ({% set ns.next =
+// namespace(next=ns.next) %} in a loop: freeing it recursively overflows the stack). Every
+// namespace lives until the rendering ends; then their attributes are dropped while all of them
+// are still held, so nothing is left behind and nothing is freed recursively.
+void Interpreter::release_namespaces() {
+  for (const NamespacePtr& ns : namespaces_) ns->attrs.clear();
+  namespaces_.clear();
 }
 
 void Interpreter::emit(const std::string& s) {
@@ -318,10 +337,21 @@ Value Interpreter::call(const Value& callee, CallArgs& args, const std::string& 
   if (callee.is_undefined()) undefined_error(callee);
   if (!callee.is_function()) type_error("'" + callee.type_name() + "' object is not callable");
   charge(1);
-  return callee.fn().call(*this, args);
+  Value result = callee.fn().call(*this, args);
+  if (result.is_string()) check_size(result.str().size());  // a method may build a string by a small factor
+  return result;
 }
 
 Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {
+  Value v = eval_expr(e, scope);
+  // Strings are shared, not copied, but every operation on one takes time in proportion to its
+  // length: each string an expression yields is charged by its size, so a loop cannot scan,
+  // search or slice a large string over and over for free.
+  if (v.is_string()) charge(v.str().size() / 16);
+  return v;
+}
+
+Value Interpreter::eval_expr(const Expr& e, const ScopePtr& scope) {
   charge(1);
   switch (e.kind) {
     case ExprKind::literal: return static_cast<const Literal&>(e).value;
@@ -467,11 +497,15 @@ bool Interpreter::contains(const Value& container, const Value& item) {
     return container.str().find(item.str()) != std::string::npos;
   }
   if (container.is_list()) {
+    charge(container.list().items.size());
     for (const Value& v : container.list().items)
       if (v.equals(item)) return true;
     return false;
   }
-  if (container.is_dict()) return container.dict().find(item) != nullptr;
+  if (container.is_dict()) {
+    charge(container.dict().items.size());  // Dict::find scans
+    return container.dict().find(item) != nullptr;
+  }
   if (container.is_undefined()) return false;
   type_error("argument of type '" + container.type_name() + "' is not iterable");
 }
@@ -488,13 +522,15 @@ std::vector<Value> Interpreter::iterate(const Value& v) {
     return keys;
   }
   if (v.is_string()) {
+    const std::vector<char32_t> cps = pystr::decode(v.str());
+    charge(cps.size());  // before building: a Value per character is ~40 times the bytes
     std::vector<Value> chars;
-    for (char32_t c : pystr::decode(v.str())) {
+    chars.reserve(cps.size());
+    for (char32_t c : cps) {
       std::string s;
       pystr::append_utf8(s, c);
       chars.emplace_back(std::move(s));
     }
-    charge(chars.size());
     return chars;
   }
   if (v.is_undefined()) return {};
@@ -505,6 +541,7 @@ Value Interpreter::getattr(const Value& obj, const std::string& name) {
   if (obj.is_undefined()) undefined_error(obj);
   if (Value m = bound_method(*this, obj, name); !m.is_undefined()) return m;
   if (obj.is_dict()) {
+    charge(obj.dict().items.size());  // Dict::find scans
     if (const Value* v = obj.dict().find(name)) return *v;
   } else if (obj.is_namespace()) {
     if (const Value* v = obj.ns().find(name)) return *v;
@@ -515,6 +552,7 @@ Value Interpreter::getattr(const Value& obj, const std::string& name) {
 Value Interpreter::getitem(const Value& obj, const Value& key) {
   if (obj.is_undefined()) undefined_error(obj);
   if (obj.is_dict()) {
+    charge(obj.dict().items.size());  // Dict::find scans
     if (const Value* v = obj.dict().find(key)) return *v;
   } else if ((obj.is_list() || obj.is_string()) && key.is_number() && !key.is_float()) {
     int64_t i = key.as_int();
@@ -590,7 +628,9 @@ Value Interpreter::apply_filter(const std::string& name, Value operand, CallArgs
   charge(1);
   const FilterFn* f = find_filter(name);
   if (!f) throw TemplateError(ErrorType::runtime, "No filter named '" + name + "' found.");
-  return (*f)(*this, operand, args);
+  Value result = (*f)(*this, operand, args);
+  if (result.is_string()) check_size(result.str().size());  // e.g. escape: up to 5 times its input
+  return result;
 }
 
 bool Interpreter::apply_test(const std::string& name, const Value& operand, CallArgs& args) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "template/ast.h"
 #include "template/error.h"
@@ -48,6 +49,9 @@ class Interpreter {
   void charge(uint64_t units);
   void check_size(size_t bytes);  // a string or list about to be built
 
+  // A new namespace(), owned by this rendering until it ends (see release_namespaces).
+  NamespacePtr new_namespace();
+
   const std::tm& now() const { return now_; }
   const Limits& limits() const { return limits_; }
 
@@ -56,6 +60,8 @@ class Interpreter {
 
  private:
   enum class Flow { normal, break_, continue_ };
+  Value eval_expr(const Expr& e, const ScopePtr& scope);
+  void release_namespaces();
   Flow exec(const Body& body, const ScopePtr& scope);
   Flow exec_stmt(const Stmt& s, const ScopePtr& scope);
   Flow exec_for(const ForStmt& s, const ScopePtr& scope);
@@ -77,6 +83,7 @@ class Interpreter {
   int call_depth_ = 0;
   std::string* out_ = nullptr;
   std::unordered_map<std::string, Value> globals_;
+  std::vector<NamespacePtr> namespaces_;  // every namespace() of this rendering
 };
 
 // Python's binary arithmetic on template values (+ - * / // % **), TypeError on mismatched types.

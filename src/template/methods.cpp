@@ -66,17 +66,20 @@ bool affix_match(const std::string& s, const Value& affix, bool prefix) {
 
 using Method = std::function<Value(Interpreter&, CallArgs&)>;
 
-Value string_method(const std::string& s, const std::string& name) {
+// `self` (a string) is captured by the bound method as a Value: sharing the bytes, not copying them.
+Value string_method(const Value& self, const std::string& name) {
   auto make = [&](Method m) { return Value::make_function("str." + name, std::move(m)); };
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool left = name != "rstrip", right = name != "lstrip";
-    return make([s, left, right, name](Interpreter&, CallArgs& a) {
+    return make([self, left, right, name](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"chars"}, name);
       return Value(pystr::strip(s, opt_str(b, 0, name.c_str()), left, right));
     });
   }
   if (name == "split" || name == "rsplit") {
-    return make([s, name](Interpreter& in, CallArgs& a) {
+    return make([self, name](Interpreter& in, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"sep", "maxsplit"}, name);
       std::optional<std::string> sep = opt_str(b, 0, name.c_str());
       if (sep && sep->empty()) throw TemplateError(ErrorType::type, "empty separator");
@@ -87,7 +90,8 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "startswith" || name == "endswith") {
-    return make([s, name](Interpreter&, CallArgs& a) {
+    return make([self, name](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"prefix", "start", "end"}, name);
       if (!b.get(0)) Interpreter::type_error(name + "() takes at least 1 argument");
       std::string sub = s;
@@ -102,17 +106,21 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "replace") {
-    return make([s](Interpreter& in, CallArgs& a) {
+    return make([self](Interpreter& in, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"old", "new", "count"}, "replace");
       if (!b.get(0) || !b.get(1) || !b.get(0)->is_string() || !b.get(1)->is_string())
         Interpreter::type_error("replace() arguments must be str");
-      std::string r = pystr::replace(s, b.get(0)->str(), b.get(1)->str(), opt_int(b, 2, -1));
+      const int64_t count = opt_int(b, 2, -1);
+      in.check_size(pystr::replace_size_bound(s, b.get(0)->str(), b.get(1)->str(), count));
+      std::string r = pystr::replace(s, b.get(0)->str(), b.get(1)->str(), count);
       in.check_size(r.size());
       return Value(std::move(r));
     });
   }
   if (name == "lower" || name == "upper" || name == "title" || name == "capitalize") {
-    return make([s, name](Interpreter&, CallArgs& a) {
+    return make([self, name](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {}, name);
       if (name == "lower") return Value(pystr::lower(s));
       if (name == "upper") return Value(pystr::upper(s));
@@ -121,7 +129,8 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
-    return make([s, name](Interpreter&, CallArgs& a) {
+    return make([self, name](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"sub"}, name);
       if (!b.get(0) || !b.get(0)->is_string()) Interpreter::type_error(name + "() argument must be str");
       const std::string& sub = b.get(0)->str();
@@ -140,7 +149,8 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "join") {
-    return make([s](Interpreter& in, CallArgs& a) {
+    return make([self](Interpreter& in, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"iterable"}, "join");
       if (!b.get(0)) Interpreter::type_error("join() takes exactly one argument");
       std::string out;
@@ -156,7 +166,8 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "splitlines") {
-    return make([s](Interpreter&, CallArgs& a) {
+    return make([self](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {"keepends"}, "splitlines");
       bool keep = b.get(0) && b.get(0)->truthy();
       std::vector<std::string> lines;
@@ -176,7 +187,8 @@ Value string_method(const std::string& s, const std::string& name) {
     });
   }
   if (name == "isdigit" || name == "isalpha" || name == "isalnum" || name == "isspace" || name == "islower" || name == "isupper") {
-    return make([s, name](Interpreter&, CallArgs& a) {
+    return make([self, name](Interpreter&, CallArgs& a) {
+      const std::string& s = self.str();
       ArgBinder b(a, {}, name);
       std::vector<char32_t> cps = pystr::decode(s);
       if (cps.empty()) return Value(false);
@@ -216,7 +228,7 @@ bool is_unsafe_method(const Value& obj, const std::string& name) {
 }  // namespace
 
 Value bound_method(Interpreter& in, const Value& obj, const std::string& name) {
-  if (obj.is_string()) return string_method(obj.str(), name);
+  if (obj.is_string()) return string_method(obj, name);
   if (is_unsafe_method(obj, name))
     throw TemplateError(ErrorType::security,
                         "access to attribute '" + name + "' of '" + obj.type_name() + "' object is unsafe.");
@@ -293,6 +305,7 @@ int64_t floor_div(int64_t a, int64_t b) {
 
 Value repeat(Interpreter& in, const Value& seq, int64_t times) {
   if (times < 0) times = 0;
+  if (seq.is_string() ? seq.str().empty() : seq.list().items.empty()) times = 0;  // '' * 10**18: no loop
   if (seq.is_string()) {
     if (times > 0 && seq.str().size() > 0 && uint64_t(times) > in.limits().max_output_bytes / seq.str().size()) in.check_size(SIZE_MAX);
     std::string out;
@@ -331,7 +344,7 @@ Value percent_format(Interpreter& in, const std::string& fmt, const Value& args)
     else if (c == 'r') out += v.repr();
     else if (c == 'd' || c == 'i') {
       if (!v.is_number()) Interpreter::type_error("%d format: a real number is required, not " + v.type_name());
-      out += std::to_string(v.is_float() ? int64_t(v.as_double()) : v.as_int());
+      out += std::to_string(v.is_float() ? python_int(v.as_double()) : v.as_int());
     } else if (c == 'f') {
       if (!v.is_number()) Interpreter::type_error("must be real number, not " + v.type_name());
       char buf[64];
@@ -456,6 +469,7 @@ void json_dump(Interpreter& in, const Value& v, bool ensure_ascii, const std::op
   in.charge(1);
   if (level > 200) throw TemplateError(ErrorType::limit, "tojson: value nests too deeply");
   auto newline = [&](int lvl) {
+    in.check_size(out.size() + 1 + indent->size() * size_t(lvl));  // before: a long indent times the level
     out.push_back('\n');
     for (int i = 0; i < lvl; ++i) out += *indent;
   };

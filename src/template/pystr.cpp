@@ -1,5 +1,6 @@
 #include "template/pystr.h"
 
+#include <algorithm>
 #include <clocale>
 #include <cstdio>
 #include <cwctype>
@@ -194,6 +195,14 @@ std::vector<std::string> rsplit(std::string_view s, const std::optional<std::str
     }
   }
   return {out.rbegin(), out.rend()};
+}
+
+uint64_t replace_size_bound(std::string_view s, std::string_view old, std::string_view with, int64_t count) {
+  if (with.size() <= old.size()) return s.size() + with.size();
+  // Matches: at most one per old.size() bytes, or (old empty) one per code point and one more.
+  uint64_t matches = old.empty() ? s.size() + 1 : s.size() / old.size();
+  if (count >= 0) matches = std::min<uint64_t>(matches, uint64_t(count));
+  return s.size() + matches * (with.size() - old.size());
 }
 
 std::string replace(std::string_view s, std::string_view old, std::string_view with, int64_t count) {

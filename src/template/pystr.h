@@ -23,6 +23,8 @@ std::string strip(std::string_view s, const std::optional<std::string>& chars, b
 std::vector<std::string> split(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
 std::vector<std::string> rsplit(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
 std::string replace(std::string_view s, std::string_view old, std::string_view with, int64_t count);
+// An upper bound of replace(s, old, with, count).size(), to check before building it.
+uint64_t replace_size_bound(std::string_view s, std::string_view old, std::string_view with, int64_t count);
 std::string lower(std::string_view s);
 std::string upper(std::string_view s);
 std::string title(std::string_view s);

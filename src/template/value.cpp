@@ -60,19 +60,43 @@ Value Value::from_json(const nlohmann::ordered_json& j, int level) {
       return make_list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
+      // JSON object keys are unique: appended without the scan Dict::set does (quadratic on a
+      // request with a hundred thousand keys).
       Value d = make_dict();
-      for (auto it = j.begin(); it != j.end(); ++it) d.dict().set(Value(it.key()), from_json(it.value(), level + 1));
+      Dict& dict = d.dict();
+      dict.items.reserve(j.size());
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        Value v = from_json(it.value(), level + 1);
+        dict.depth = std::max(dict.depth, v.depth() + 1);
+        dict.items.emplace_back(Value(it.key()), std::move(v));
+      }
       return d;
     }
     default: return Value(None{});
   }
 }
 
-int64_t Value::as_int() const { return is_bool() ? int64_t(as_bool()) : std::get<int64_t>(v_); }
+void Value::wrong_type(const char* wanted) const {
+  if (is_undefined())
+    throw TemplateError(ErrorType::undefined, undefined_message().empty() ? "an undefined value was used" : undefined_message());
+  throw TemplateError(ErrorType::type, "expected " + std::string(wanted) + ", got " + type_name());
+}
+
+int64_t Value::as_int() const { return is_bool() ? int64_t(as_bool()) : get<int64_t>("int"); }
 
 double Value::as_double() const {
   if (is_float()) return std::get<double>(v_);
+  if (!is_bool() && !is_int()) wrong_type("number");
   return double(as_int());
+}
+
+int64_t python_int(double d) {
+  if (std::isnan(d)) throw TemplateError(ErrorType::type, "cannot convert float NaN to integer");
+  if (std::isinf(d)) throw TemplateError(ErrorType::type, "cannot convert float infinity to integer");
+  // [-2^63, 2^63): both bounds are exact doubles.
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+    throw TemplateError(ErrorType::limit, "integer overflow: " + python_float_repr(d) + " is beyond 64 bits");
+  return static_cast<int64_t>(d);
 }
 
 bool Value::truthy() const {
@@ -145,34 +169,52 @@ std::string Value::to_str() const {
 }
 
 std::string Value::repr() const {
-  if (is_undefined()) return "";
-  if (is_none()) return "None";
-  if (is_bool()) return as_bool() ? "True" : "False";
-  if (is_int()) return std::to_string(as_int());
-  if (is_float()) return python_float_repr(as_double());
-  if (is_string()) return pystr::repr(str());
+  std::string out;
+  repr_into(out);
+  return out;
+}
+
+void Value::repr_into(std::string& out) const {
   if (is_list()) {
     const List& l = list();
-    std::string out = l.tuple ? "(" : "[";
+    out += l.tuple ? "(" : "[";
     for (size_t i = 0; i < l.items.size(); ++i) {
       if (i) out += ", ";
-      out += l.items[i].repr();
+      l.items[i].repr_into(out);
+      if (out.size() > kMaxReprBytes)
+        throw TemplateError(ErrorType::limit, "the text of a list is longer than " + std::to_string(kMaxReprBytes) + " bytes");
     }
     if (l.tuple && l.items.size() == 1) out += ",";
-    return out + (l.tuple ? ")" : "]");
-  }
-  if (is_dict()) {
-    std::string out = "{";
+    out += l.tuple ? ")" : "]";
+  } else if (is_dict()) {
+    out += "{";
     bool first = true;
     for (const auto& [k, v] : dict().items) {
       if (!first) out += ", ";
       first = false;
-      out += k.repr() + ": " + v.repr();
+      k.repr_into(out);
+      out += ": ";
+      v.repr_into(out);
+      if (out.size() > kMaxReprBytes)
+        throw TemplateError(ErrorType::limit, "the text of a dict is longer than " + std::to_string(kMaxReprBytes) + " bytes");
     }
-    return out + "}";
+    out += "}";
+  } else if (is_undefined()) {
+  } else if (is_none()) {
+    out += "None";
+  } else if (is_bool()) {
+    out += as_bool() ? "True" : "False";
+  } else if (is_int()) {
+    out += std::to_string(as_int());
+  } else if (is_float()) {
+    out += python_float_repr(as_double());
+  } else if (is_string()) {
+    out += pystr::repr(str());
+  } else if (is_namespace()) {
+    out += "<Namespace>";
+  } else {
+    out += "<function " + fn().name + ">";
   }
-  if (is_namespace()) return "<Namespace>";
-  return "<function " + fn().name + ">";
 }
 
 bool Value::equals(const Value& o) const {

@@ -20,6 +20,9 @@ class Interpreter;
 // Lists and dicts nest at most this deep, so printing, comparing, serialising and freeing them
 // (all recursive) cannot overflow the stack; deeper values are a TemplateError(limit).
 constexpr int kMaxValueDepth = 256;
+// repr() (and so str()) of a list or dict stops with TemplateError(limit) past this many bytes, the
+// default Limits::max_output_bytes: a list of a million items may share one large string.
+constexpr size_t kMaxReprBytes = 64u << 20;
 
 struct List {
   std::vector<Value> items;
@@ -45,6 +48,10 @@ struct Undefined {
 };
 struct None {};
 
+// Strings are immutable, as in Python, and shared: reading a variable or putting a string in a
+// list copies a pointer, not the bytes, so a template cannot multiply memory by copying one large
+// string (only building a string is charged to the work limit).
+using StrPtr = std::shared_ptr<const std::string>;
 using ListPtr = std::shared_ptr<List>;
 using DictPtr = std::shared_ptr<Dict>;
 using NamespacePtr = std::shared_ptr<Namespace>;
@@ -59,8 +66,8 @@ class Value {
   Value(int64_t i) : v_(i) {}
   Value(int i) : v_(int64_t(i)) {}
   Value(double d) : v_(d) {}
-  Value(std::string s) : v_(std::move(s)) {}
-  Value(const char* s) : v_(std::string(s)) {}
+  Value(std::string s) : v_(std::make_shared<const std::string>(std::move(s))) {}
+  Value(const char* s) : Value(std::string(s)) {}
   Value(ListPtr l) : v_(std::move(l)) {}
   Value(DictPtr d) : v_(std::move(d)) {}
   Value(NamespacePtr n) : v_(std::move(n)) {}
@@ -77,22 +84,24 @@ class Value {
   bool is_int() const { return std::holds_alternative<int64_t>(v_); }
   bool is_float() const { return std::holds_alternative<double>(v_); }
   bool is_number() const { return is_bool() || is_int() || is_float(); }  // Python: bool is an int
-  bool is_string() const { return std::holds_alternative<std::string>(v_); }
+  bool is_string() const { return std::holds_alternative<StrPtr>(v_); }
   bool is_list() const { return std::holds_alternative<ListPtr>(v_); }
   bool is_dict() const { return std::holds_alternative<DictPtr>(v_); }
   bool is_namespace() const { return std::holds_alternative<NamespacePtr>(v_); }
   bool is_function() const { return std::holds_alternative<FunctionPtr>(v_); }
 
-  bool as_bool() const { return std::get<bool>(v_); }
+  // The accessors throw TemplateError(type) when the value holds another type, so an operation
+  // handed the wrong type by a template is a TypeError, never an escaped std::bad_variant_access.
+  bool as_bool() const { return get<bool>("bool"); }
   int64_t as_int() const;      // bool or int
   double as_double() const;    // bool, int or float
-  const std::string& str() const { return std::get<std::string>(v_); }
-  List& list() const { return *std::get<ListPtr>(v_); }
-  const ListPtr& list_ptr() const { return std::get<ListPtr>(v_); }
-  Dict& dict() const { return *std::get<DictPtr>(v_); }
-  Namespace& ns() const { return *std::get<NamespacePtr>(v_); }
-  const Function& fn() const { return *std::get<FunctionPtr>(v_); }
-  const std::string& undefined_message() const { return std::get<Undefined>(v_).message; }
+  const std::string& str() const { return *get<StrPtr>("str"); }
+  List& list() const { return *get<ListPtr>("list"); }
+  const ListPtr& list_ptr() const { return get<ListPtr>("list"); }
+  Dict& dict() const { return *get<DictPtr>("dict"); }
+  Namespace& ns() const { return *get<NamespacePtr>("Namespace"); }
+  const Function& fn() const { return *get<FunctionPtr>("function"); }
+  const std::string& undefined_message() const { return get<Undefined>("Undefined").message; }
 
   bool truthy() const;                 // Python's bool()
   std::string type_name() const;       // Python's type(x).__name__, for error messages
@@ -104,7 +113,14 @@ class Value {
 
  private:
   static Value from_json(const nlohmann::ordered_json& j, int level);
-  std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, NamespacePtr, FunctionPtr> v_;
+  void repr_into(std::string& out) const;
+  template <typename T>
+  const T& get(const char* wanted) const {
+    if (const T* p = std::get_if<T>(&v_)) return *p;
+    wrong_type(wanted);
+  }
+  [[noreturn]] void wrong_type(const char* wanted) const;
+  std::variant<Undefined, None, bool, int64_t, double, StrPtr, ListPtr, DictPtr, NamespacePtr, FunctionPtr> v_;
 };
 
 struct Dict {
@@ -123,5 +139,9 @@ struct Namespace {
 
 // Python's float repr: shortest round-trip digits, "1.0", "1e+20", "inf", "nan".
 std::string python_float_repr(double d);
+
+// Python's int(d) for a float: truncated toward zero. TemplateError for inf and nan, and (where
+// Python would make a big integer) beyond the range of int64.
+int64_t python_int(double d);
 
 }  // namespace keel::tmpl

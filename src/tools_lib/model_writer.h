@@ -1,6 +1,6 @@
 // Writes a GGUF from a list of tensor jobs, streaming: each tensor is produced in batches of rows
-// (float rows from a source, quantized to the record's type by a pool of threads) or copied as
-// raw bytes, and handed to the gguf::Writer batch by batch. No tensor is ever held whole in
+// by a pool of threads (float rows from a source, quantized to the record's type, or rows already
+// in that type) or copied as raw bytes, and handed to the gguf::Writer batch by batch. No tensor is ever held whole in
 // memory as F32; peak memory is a few MB of batch buffers per thread. Shared by `keel quantize`,
 // `keel synth` and `keel convert`.
 #pragma once
@@ -17,10 +17,13 @@ namespace keel::tools {
 // Fills out[0..shape[0]) with row `row` of the tensor (rows counted over shape[1..]). Called
 // concurrently from several threads: it must be thread-safe and deterministic per row.
 using RowSource = std::function<void(uint64_t row, float* out)>;
+// Fills out[0..row_bytes) with row `row` already in the record's type; the same rules.
+using EncodedRowSource = std::function<void(uint64_t row, void* out)>;
 
 struct TensorJob {
   gguf::TensorRecord record;      // output name, type, shape
   const uint8_t* raw = nullptr;   // if set: record.n_bytes() bytes copied verbatim
+  EncodedRowSource encoded_rows;  // else if set: rows in record.type, written as they come
   RowSource rows;                 // otherwise: float rows quantized to record.type
   std::string note;               // shown in the tensor table ("requantized from q8_0", ...)
 };
@@ -34,7 +37,8 @@ struct WriteSummary {
   uint64_t file_bytes = 0;
   uint64_t tensor_bytes = 0;   // without header and padding
   uint64_t n_elements = 0;
-  double seconds = 0;
+  double seconds = 0;          // planning the layout to the committed file, fsync included
+  int n_threads = 0;           // the pool's threads
   double bits_per_weight() const { return n_elements ? 8.0 * tensor_bytes / n_elements : 0; }
 };
 

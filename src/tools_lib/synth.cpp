@@ -10,55 +10,28 @@
 #include "model/presets.h"
 #include "model/recipe.h"
 #include "tools_lib/arch_metadata.h"
+#include "tools_lib/synth_random.h"
 #include "tools_lib/vocab_import.h"
 
 namespace keel::tools {
 namespace {
 
-// ---- counter-based random numbers: row r of tensor t depends only on (seed, t, r) ----
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-class RowRng {  // xoshiro256+ seeded through splitmix64
- public:
-  RowRng(uint64_t seed, uint64_t tensor, uint64_t row) {
-    uint64_t sm = seed ^ (tensor * 0xD1B54A32D192ED03ull) ^ (row * 0xABC98388FB8FAC03ull);
-    for (auto& w : s_) w = splitmix64(sm);
-  }
-  uint64_t next() {
-    const uint64_t result = s_[0] + s_[3];
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = (s_[3] << 45) | (s_[3] >> 19);
-    return result;
-  }
-  float uniform() { return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1)
-  // Fills x[0..n) with N(0, 1) (Box-Muller, two values per pair of uniforms).
-  void normal(float* x, uint64_t n) {
-    for (uint64_t i = 0; i < n; i += 2) {
-      const float u1 = 1.0f - uniform(), u2 = uniform();  // u1 in (0, 1]
-      const float r = std::sqrt(-2.0f * std::log(u1));
-      x[i] = r * std::cos(6.2831853f * u2);
-      if (i + 1 < n) x[i + 1] = r * std::sin(6.2831853f * u2);
-    }
-  }
-
- private:
-  uint64_t s_[4];
-};
-
 bool ends_with(const std::string& s, const char* suffix) {
   const size_t n = std::strlen(suffix);
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// Matrices (and ssm_conv1d's rows of K taps): N(0, 1/sqrt(n_in)), so activations keep their scale.
+float matrix_std(const model::TensorSpec& spec) { return 1.0f / std::sqrt(static_cast<float>(spec.shape[0])); }
+
+// A quantized matrix: its blocks drawn directly with the matrix's std (synth_random.h).
+EncodedRowSource random_encoded_rows(const model::TensorSpec& spec, quant::Type type, uint64_t seed, uint64_t index) {
+  const QuantRowDrawer drawer(type, matrix_std(spec));
+  const auto ne0 = static_cast<int64_t>(spec.shape[0]);
+  return [=](uint64_t row, void* out) {
+    RowRng rng(seed, index, row);
+    drawer.draw(rng, out, ne0);
+  };
 }
 
 // The values of one row of a tensor, by what the tensor is for.
@@ -91,7 +64,7 @@ RowSource random_rows(const model::TensorSpec& spec, uint64_t seed, uint64_t ind
         };
       [[fallthrough]];  // ssm_conv1d: a row is one channel's K taps
     default: {
-      const float scale = 1.0f / std::sqrt(static_cast<float>(ne0));
+      const float scale = matrix_std(spec);
       return [=](uint64_t row, float* x) {
         RowRng rng(seed, index, row);
         rng.normal(x, ne0);
@@ -202,6 +175,8 @@ SynthPlan plan_synth(const SynthOptions& options) {
     job.record = {specs[i].name, types[i], specs[i].shape};
     if (specs[i].role == model::TensorRole::rope_freqs) {
       job.rows = [rope_freqs](uint64_t, float* out) { std::copy(rope_freqs.begin(), rope_freqs.end(), out); };
+    } else if (model::role_is_quantizable(specs[i].role) && QuantRowDrawer::supports(types[i])) {
+      job.encoded_rows = random_encoded_rows(specs[i], types[i], options.seed, i);
     } else {
       job.rows = random_rows(specs[i], options.seed, i);
     }

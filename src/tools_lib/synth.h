@@ -1,8 +1,10 @@
 // `keel synth`: a GGUF with the exact shapes, tensor types and metadata of a real model (a
 // preset, optionally shrunk for tests) and seeded random weights, generated and quantized row by
-// row straight into the file. Weights are scaled so activations stay finite through many layers:
-// matrices N(0, 1/sqrt(n_in)), norms ≈ 1, biases small, qwen35's ssm_a negative (decays in
-// (0, 1)) and dt biases in a realistic range. The tokenizer comes from a GGUF or tokenizer.json.
+// row straight into the file by a pool of threads (the same bytes for any thread count). Weights
+// are scaled so activations stay finite through many layers: matrices N(0, 1/sqrt(n_in)), norms
+// ≈ 1, biases small, qwen35's ssm_a negative (decays in (0, 1)) and dt biases in a realistic
+// range. Quantized matrices are drawn as blocks with that std, not quantized from floats
+// (synth_random.h). The tokenizer comes from a GGUF or tokenizer.json.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -296,3 +296,62 @@ TEST(CudaAttention, PrefillChunksWithDecodes) {
 }
 
 }  // namespace
+
+namespace {
+
+// Not pass/fail: prefill attention time at the 27B's geometry (24 heads over 4 KV heads of 256),
+// a 4096-token chunk at the end of a 32768-token context, and a decode at that depth.
+TEST(CudaAttention, TimeAt27bShape) {
+  KEEL_SKIP_WITHOUT_GPU();
+  const int n_head = 24, n_kv = 4, hd = 256, page = 256;
+  const cuda::KvLayout kv{cuda::KvElem::f16, n_kv, hd, page};
+  for (auto [ctx, n] : {std::pair<int, int>{32768, 4096}, {32768, 1}, {173056, 1}}) {
+  const int n_pages = ctx / page;
+  cuda::DeviceBuffer pool(size_t(n_pages) * kv.page_bytes());
+  cuda::check(cudaMemset(pool.data(), 0x2c, pool.bytes()), "cudaMemset");  // every half 0.0645 (timing only)
+  std::vector<int32_t> pages(n_pages);
+  for (int i = 0; i < n_pages; ++i) pages[i] = i;
+  auto dpages = upload(pages);
+  {
+    std::vector<int32_t> pos(n), seq(n, 0), q_start = {0, n};
+    for (int t = 0; t < n; ++t) pos[t] = ctx - n + t;
+    auto dpos = upload(pos);
+    auto dseq = upload(seq);
+    auto dqs = upload(q_start);
+    std::mt19937 rng(4);
+    auto q = upload(cuda_test::random_floats(size_t(n) * n_head * hd, rng));
+    cuda::DeviceBuffer out(size_t(n) * n_head * hd * 4), ws(cuda::attention_workspace_bytes(kv, n_head, n));
+    cuda::AttentionBatch b;
+    b.n_tokens = n;
+    b.n_seqs = 1;
+    b.seq = dseq.as<int32_t>();
+    b.pos = dpos.as<int32_t>();
+    b.q_start = dqs.as<int32_t>();
+    b.pages = dpages.as<int32_t>();
+    b.max_pages_per_seq = n_pages;
+    const float scale = 1.0f / 16.0f;
+    cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), n_head, scale, ws.as<float>(), nullptr);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    const int reps = n > 1 ? 5 : 50;
+    cudaEventRecord(e0);
+    for (int i = 0; i < reps; ++i)
+      cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), n_head, scale, ws.as<float>(), nullptr);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    ms /= reps;
+    double pairs = 0;  // (query, key) pairs attended
+    for (int t = 0; t < n; ++t) pairs += pos[t] + 1;
+    const double flops = 4.0 * pairs * hd * n_head;
+    std::printf("[cuda] attention 24/4 heads of 256, %d tokens at depth %d: %.3f ms, %.0f TFLOP/s, %.0f GB/s of KV\n", n,
+                ctx - n, ms, flops / ms / 1e9, double(ctx) * kv.token_bytes() * 2 / ms / 1e6);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+  }
+}
+
+}  // namespace

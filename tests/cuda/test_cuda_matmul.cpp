@@ -205,3 +205,39 @@ TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
 }
 
 }  // namespace
+
+namespace {
+
+// Not pass/fail: the GEMV's effective bandwidth on a 27B-sized matrix (5120 x 17408) per type,
+// one token (decode).
+TEST(CudaMatmul, GemvBandwidth) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(15);
+  const int64_t n_in = 5120, n_out = 17408;
+  for (Type type : {Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K, Type::F16}) {
+    const auto w = random_weights(type, n_in, n_out, rng);
+    const auto x = cuda_test::random_floats(size_t(n_in), rng);
+    auto dw = upload(w);
+    auto dx = upload(x);
+    cuda::DeviceBuffer dy(size_t(n_out) * 4);
+    const cuda::DeviceWeight view{type, dw.data(), n_in, n_out};
+    cuda::gemv(view, dx.as<float>(), 1, dy.as<float>(), nullptr);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    const int reps = 50;
+    cudaEventRecord(e0);
+    for (int i = 0; i < reps; ++i) cuda::gemv(view, dx.as<float>(), 1, dy.as<float>(), nullptr);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    ms /= reps;
+    std::printf("[cuda] gemv %-5s %lld x %lld, 1 token: %.3f ms, %.0f GB/s\n", std::string(quant::type_name(type)).c_str(),
+                (long long)n_out, (long long)n_in, ms, double(w.size()) / ms / 1e6);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+}
+
+}  // namespace

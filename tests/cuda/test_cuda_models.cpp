@@ -79,12 +79,9 @@ void compare(const float* got_logits, const std::vector<float>& ref, Rows& acc) 
   if (test::top_gap(want) >= 1e-2 && test::top1(got) != test::top1(want)) ++acc.mismatches;
 }
 
-TEST(CudaModels, FixturesWithinTwoHundredthsOfHuggingFace) {
-  KEEL_SKIP_WITHOUT_GPU();
-  const std::pair<const char*, bool> cases[] = {{"tiny-qwen2", false},     {"tiny-qwen3", false},
-                                               {"tiny-qwen3-q8_0", true}, {"tiny-qwen3-q4_0", true},
-                                               {"tiny-qwen3-q4_k", true}, {"tiny-qwen3-q5_k", true},
-                                               {"tiny-qwen3-q6_k", true}};
+// Each fixture (name, compared with the dequantized HF reference) within 2e-2 of transformers'
+// log-softmax, in several chunk sizes.
+void fixtures_within_two_hundredths(std::initializer_list<std::pair<const char*, bool>> cases) {
   for (auto [name_c, dequant] : cases) {
     const std::string name = name_c;
     test::Fixture fx = test::load_fixture(name, dequant);
@@ -131,10 +128,31 @@ TEST(CudaModels, FixturesWithinTwoHundredthsOfHuggingFace) {
   }
 }
 
-TEST(CudaModels, SequencesTogetherEqualEachAlone) {
+TEST(CudaModels, FixturesWithinTwoHundredthsOfHuggingFace) {
   KEEL_SKIP_WITHOUT_GPU();
-  auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q8_0.gguf"));
-  test::Fixture fx = test::load_fixture("tiny-qwen3-q8_0", true);
+  fixtures_within_two_hundredths({{"tiny-qwen2", false}, {"tiny-qwen3", false}});
+}
+
+// Quantized weights: the GEMM's f16 panels in prefill, the GEMV in decode.
+TEST(CudaModels, QuantizedFixturesWithinTwoHundredthsOfHuggingFace) {
+  KEEL_SKIP_WITHOUT_GPU();
+  fixtures_within_two_hundredths({{"tiny-qwen3-q8_0", true},
+                                  {"tiny-qwen3-q4_0", true},
+                                  {"tiny-qwen3-q4_k", true},
+                                  {"tiny-qwen3-q5_k", true},
+                                  {"tiny-qwen3-q6_k", true}});
+}
+
+// Gated DeltaNet layers and gated attention (head size 128, partial RoPE) on the GPU.
+TEST(CudaModels, HybridFixtureWithinTwoHundredthsOfHuggingFace) {
+  KEEL_SKIP_WITHOUT_GPU();
+  fixtures_within_two_hundredths({{"tiny-qwen35", false}});
+}
+
+// Attention only (tiny-qwen3) and hybrid with per-sequence recurrent state (tiny-qwen35).
+void sequences_together_equal_each_alone(const std::string& name, bool dequant) {
+  auto model = model::Model::load(test::shared("fixtures/" + name + ".gguf"));
+  test::Fixture fx = test::load_fixture(name, dequant);
   const int n = 3;
   std::vector<std::vector<int32_t>> prompts = {
       std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 40),
@@ -184,8 +202,18 @@ TEST(CudaModels, SequencesTogetherEqualEachAlone) {
     auto rows = all.step(ins);
     for (int s = 0; s < n; ++s) last[s].assign(rows[s], rows[s] + n_vocab);
   }
-  EXPECT_EQ(worst, 0.0) << "max |logit difference| between together and alone";
-  std::printf("[cuda] 3 sequences together vs alone: max |dlogit| %.3g\n", worst);
+  EXPECT_EQ(worst, 0.0) << name << ": max |logit difference| between together and alone";
+  std::printf("[cuda] %s: 3 sequences together vs alone: max |dlogit| %.3g\n", name.c_str(), worst);
+}
+
+TEST(CudaModels, SequencesTogetherEqualEachAlone) {
+  KEEL_SKIP_WITHOUT_GPU();
+  sequences_together_equal_each_alone("tiny-qwen3-q8_0", true);
+}
+
+TEST(CudaModels, HybridSequencesTogetherEqualEachAlone) {
+  KEEL_SKIP_WITHOUT_GPU();
+  sequences_together_equal_each_alone("tiny-qwen35", false);
 }
 
 TEST(CudaModels, NoDeviceAllocationAfterStart) {

@@ -52,7 +52,7 @@ struct AttentionBatch {
   int max_pages_per_seq = 0;
 };
 
-constexpr int kDecodeSplits = 64;        // key ranges of the split-KV path (fixed: capture-friendly)
+constexpr int kDecodeSplits = 64;        // key ranges of the split-KV path (fixed: capture-friendly; <= 256)
 constexpr int kSplitMaxTokens = 16;      // calls of at most this many tokens take the split-KV path
 
 bool attention_supports(const KvLayout& kv);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gdn.cuh"
 #include "backend/cuda/ops.cuh"
 #include "keel/error.h"
 
@@ -23,7 +24,7 @@ size_t matmul_bound(int64_t n_in, int64_t max_tokens) {
 }
 
 // Rows of the compact page table one call can need (one per sequence in the call).
-int64_t max_meta_seqs(int64_t max_tokens) { return std::min<int64_t>(max_tokens, 1024); }
+int64_t max_meta_seqs(const backend::WorkloadShape& s) { return std::max<int64_t>(1, std::min<int64_t>(s.max_tokens, s.n_seqs)); }
 
 KvLayout layout_of(const backend::KvGeometry& g) {
   KvLayout l;
@@ -44,11 +45,6 @@ int select_device(int ordinal) {
 
 DeviceWeight device_weight(const backend::WeightView& w) { return {w.type, w.data, w.n_in, w.n_out}; }
 
-[[noreturn]] void not_yet(const char* op) {
-  throw Error(std::string("the CUDA backend has no ") + op +
-                  " yet (Gated DeltaNet models such as qwen35 run on the CPU for now: drop --device cuda)",
-              ErrorKind::usage);
-}
 
 }  // namespace
 
@@ -58,8 +54,12 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
-  const uint64_t meta_ints = 4 * uint64_t(s.max_tokens) + 2 + uint64_t(max_meta_seqs(s.max_tokens)) * (s.kv.n_pages + 1);
-  out.push_back({"meta", meta_ints * 4 + 6 * 256});
+  if (s.gdn_d_k > 0)
+    out.push_back({"gdn", gated_delta_workspace_bytes(s.max_tokens, max_meta_seqs(s), s.gdn_v_heads, s.gdn_d_k, s.gdn_d_v)});
+  const uint64_t chunks = uint64_t(gdn_max_chunks(s.max_tokens, max_meta_seqs(s)));
+  const uint64_t meta_ints =
+      4 * uint64_t(s.max_tokens) + 3 + uint64_t(max_meta_seqs(s)) * (s.kv.n_pages + 3) + 2 * chunks;
+  out.push_back({"meta", meta_ints * 4 + 10 * 256});
   return out;
 }
 
@@ -114,7 +114,14 @@ backend::Memory CudaBackend::allocate(std::string_view name, size_t bytes) {
 }
 
 void CudaBackend::reserve(const backend::WorkloadShape& shape) {
+  if (shape.gdn_d_k > 0 && !gated_delta_supports(shape.gdn_d_k, shape.gdn_d_v))
+    throw Error("the CUDA gated delta rule takes heads of at most " + std::to_string(kGdnMaxHeadDim) +
+                    " dims; this model's are " + std::to_string(shape.gdn_d_k) + " (keys) and " +
+                    std::to_string(shape.gdn_d_v) + " (values)",
+                ErrorKind::usage);
   max_tokens_ = shape.max_tokens;
+  max_seqs_ = max_meta_seqs(shape);
+  seq_len_.reserve(size_t(max_seqs_));
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     void* p = device_alloc(b.name, b.bytes);
     if (b.name == "matmul") {
@@ -122,6 +129,8 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       matmul_ws_bytes_ = b.bytes;
     } else if (b.name == "blas") {
       blas_ = std::make_unique<Blas>(p, b.bytes, stream_.get());
+    } else if (b.name == "gdn") {
+      gdn_ws_ = p;
     } else if (b.name == "attention") {
       attention_ws_ = static_cast<float*>(p);
     } else if (b.name == "meta") {
@@ -133,8 +142,12 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       meta_.tokens = take(mt);
       meta_.pos = take(mt);
       meta_.seq = take(mt);
-      meta_.q_start = take(size_t(max_meta_seqs(shape.max_tokens)) + 1);
-      meta_.pages = take(size_t(max_meta_seqs(shape.max_tokens)) * shape.kv.n_pages);
+      meta_.q_start = take(size_t(max_meta_seqs(shape)) + 1);
+      meta_.slot = take(size_t(max_meta_seqs(shape)));
+      meta_.seq_chunk = take(size_t(max_meta_seqs(shape)) + 1);
+      meta_.chunk_first = take(size_t(gdn_max_chunks(shape.max_tokens, max_meta_seqs(shape))));
+      meta_.chunk_len = take(size_t(gdn_max_chunks(shape.max_tokens, max_meta_seqs(shape))));
+      meta_.pages = take(size_t(max_meta_seqs(shape)) * shape.kv.n_pages);
       meta_.logit_rows = take(mt);
       meta_.total = at;
       if (meta_.total > b.bytes) throw Error("internal: CUDA meta buffer too small");
@@ -221,8 +234,9 @@ void CudaBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_s
 void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset"); }
 
 void CudaBackend::begin_batch(const backend::Batch& batch) {
-  if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_meta_seqs(max_tokens_) || batch.n_logit_rows > max_tokens_)
+  if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_seqs_ || batch.n_logit_rows > max_tokens_)
     throw Error("internal: forward call larger than the CUDA plan");
+  profile_.collect();
   batch_ = batch;
   // The pinned host twin is reused: the previous call's copy out of it must have finished.
   if (meta_pending_) meta_copied_.synchronize();
@@ -231,6 +245,10 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   auto* pos = reinterpret_cast<int32_t*>(h + meta_.pos);
   auto* seq = reinterpret_cast<int32_t*>(h + meta_.seq);
   auto* q_start = reinterpret_cast<int32_t*>(h + meta_.q_start);
+  auto* slot = reinterpret_cast<int32_t*>(h + meta_.slot);
+  auto* seq_chunk = reinterpret_cast<int32_t*>(h + meta_.seq_chunk);
+  auto* chunk_first = reinterpret_cast<int32_t*>(h + meta_.chunk_first);
+  auto* chunk_len = reinterpret_cast<int32_t*>(h + meta_.chunk_len);
   auto* pages = reinterpret_cast<int32_t*>(h + meta_.pages);
   auto* rows = reinterpret_cast<int32_t*>(h + meta_.logit_rows);
   const int64_t n = batch.n_tokens;
@@ -247,12 +265,16 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   for (int32_t s = 0; s < batch.n_seqs; ++s) {
     const backend::SeqSlice& sl = batch.seqs[s];
     q_start[s] = int32_t(sl.first);
+    slot[s] = sl.slot;
     for (int64_t t = 0; t < sl.n_tokens; ++t) seq[sl.first + t] = s;
     const int32_t* row = batch.page_table + int64_t{sl.slot} * batch.max_pages_per_seq;
     const int64_t needed = kv_.page_tokens ? (sl.pos0 + sl.n_tokens + kv_.page_tokens - 1) / kv_.page_tokens : 0;
     for (int64_t i = 0; i < needed; ++i) pages[int64_t{s} * stride + i] = row[i];
   }
   q_start[batch.n_seqs] = int32_t(n);
+  seq_len_.resize(size_t(batch.n_seqs));
+  for (int32_t s = 0; s < batch.n_seqs; ++s) seq_len_[size_t(s)] = int32_t(batch.seqs[s].n_tokens);
+  const int n_chunks = fill_gdn_chunks(q_start, seq_len_.data(), batch.n_seqs, chunk_first, chunk_len, seq_chunk);
   auto* d = reinterpret_cast<uint8_t*>(meta_dev_);
   const size_t used = meta_.pages + size_t(batch.n_seqs) * size_t(stride) * 4;
   check(cudaMemcpyAsync(d, h, used, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (meta)");
@@ -271,9 +293,19 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   attn_batch_.q_start = reinterpret_cast<const int32_t*>(d + meta_.q_start);
   attn_batch_.pages = reinterpret_cast<const int32_t*>(d + meta_.pages);
   attn_batch_.max_pages_per_seq = stride;
+  seq_batch_.n_seqs = batch.n_seqs;
+  seq_batch_.n_tokens = int(n);
+  seq_batch_.q_start = attn_batch_.q_start;
+  seq_batch_.seq = attn_batch_.seq;
+  seq_batch_.slot = reinterpret_cast<const int32_t*>(d + meta_.slot);
+  seq_batch_.n_chunks = n_chunks;
+  seq_batch_.seq_chunk = reinterpret_cast<const int32_t*>(d + meta_.seq_chunk);
+  seq_batch_.chunk_first = reinterpret_cast<const int32_t*>(d + meta_.chunk_first);
+  seq_batch_.chunk_len = reinterpret_cast<const int32_t*>(d + meta_.chunk_len);
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
+  const auto timed = profile_.time("embed");
   for (int64_t t = 0; t < batch_.n_tokens; ++t)
     if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out)
       throw Error("token id " + std::to_string(batch_.tokens[t]) + " is outside the vocabulary (" +
@@ -282,25 +314,38 @@ void CudaBackend::embed(const backend::WeightView& table, float* out) {
 }
 
 void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
+  const auto timed = profile_.time("rms_norm");
   cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
 }
 
-void CudaBackend::gated_rms_norm(float*, const float*, const float*, int64_t, int64_t, float) { not_yet("gated_rms_norm"); }
+void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
+  const auto timed = profile_.time("gated_rms_norm");
+  cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
+}
 
-void CudaBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n, stream_.get()); }
+void CudaBackend::add(float* y, const float* x, int64_t n) {
+  const auto timed = profile_.time("add");
+  add_inplace(y, x, n, stream_.get());
+}
 
 void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
+  const auto timed = profile_.time("add_bias");
   cuda::add_bias(x, bias, n_rows, dim, stream_.get());
 }
 
-void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) { cuda::silu_mul(gate, up, n, stream_.get()); }
+void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
+  const auto timed = profile_.time("silu_mul");
+  cuda::silu_mul(gate, up, n, stream_.get());
+}
 
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
+  const auto timed = profile_.time("sigmoid_gate");
   cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get());
 }
 
 void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                             int64_t width) {
+  const auto timed = profile_.time("copy_rows");
   if (n_rows <= 0 || width <= 0) return;
   check(cudaMemcpy2DAsync(dst, size_t(dst_stride) * 4, src, size_t(src_stride) * 4, size_t(width) * 4, size_t(n_rows),
                           cudaMemcpyDeviceToDevice, stream_.get()),
@@ -312,6 +357,7 @@ void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, in
 // any sequence of at most kGemvMaxTokens tokens) are grouped into GEMVs of up to that many
 // tokens; a longer sequence takes the GEMM path with its own token count, as it would alone.
 void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  const auto timed = profile_.time(n_tokens <= kGemvMaxTokens ? "matmul (gemv)" : "matmul (gemm)");
   const DeviceWeight dw = device_weight(w);
   if (n_tokens <= kGemvMaxTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
     cuda::matmul(*blas_, dw, x, n_tokens, y, matmul_ws_);
@@ -337,6 +383,7 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
 }
 
 void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
+  const auto timed = profile_.time("rope");
   RopeArgs a;
   a.mode = p.type == backend::RopeType::norm ? RopeMode::norm : RopeMode::neox;
   a.n_rot = p.n_rot;
@@ -347,20 +394,56 @@ void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backen
 }
 
 void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
+  const auto timed = profile_.time("kv_write");
   cuda::kv_write(kv_layout_, kv_pools_.at(layer), attn_batch_, k, v, stream_.get());
 }
 
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
+  const auto timed = profile_.time("attention");
   cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
 }
 
-void CudaBackend::conv1d_silu(const float*, int64_t, const float*, int, float*, float*) { not_yet("conv1d_silu"); }
-void CudaBackend::l2_norm_heads(float*, int64_t, int64_t, int64_t, int64_t, float, float) { not_yet("l2_norm_heads"); }
-void CudaBackend::gdn_gates(float*, float*, const float*, const float*, int64_t) { not_yet("gdn_gates"); }
-void CudaBackend::gated_delta(const backend::GatedDeltaArgs&) { not_yet("gated_delta"); }
+void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {
+  const auto timed = profile_.time("conv1d_silu");
+  if (kernel < 1 || kernel > backend::kMaxConvKernel)
+    throw Error("internal: conv1d kernel " + std::to_string(kernel) + " is outside 1.." +
+                std::to_string(backend::kMaxConvKernel));
+  cuda::conv1d_silu(x, channels, w, kernel, state, out, seq_batch_, stream_.get());
+}
+
+void CudaBackend::l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps,
+                                float scale) {
+  const auto timed = profile_.time("l2_norm_heads");
+  cuda::l2_norm_heads(x, n_rows, row_stride, n_heads, dim, eps, scale, stream_.get());
+}
+
+void CudaBackend::gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) {
+  const auto timed = profile_.time("gdn_gates");
+  cuda::gdn_gates(beta, alpha, ssm_a, dt_bias, batch_.n_tokens, n_heads, stream_.get());
+}
+
+void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
+  const auto timed = profile_.time("gated_delta");
+  DeltaArgs a;
+  a.q = g.q;
+  a.k = g.k;
+  a.v = g.v;
+  a.qk_stride = g.qk_stride;
+  a.v_stride = g.v_stride;
+  a.g = g.g;
+  a.beta = g.beta;
+  a.state = g.state;
+  a.out = g.out;
+  a.n_k_heads = int(g.n_k_heads);
+  a.n_v_heads = int(g.n_v_heads);
+  a.d_k = int(g.d_k);
+  a.d_v = int(g.d_v);
+  cuda::gated_delta(a, seq_batch_, gdn_ws_, stream_.get());
+}
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,
                          float* rows, float* logits) {
+  const auto timed = profile_.time("logits");
   const int64_t d = w_out.n_in, n = batch_.n_logit_rows;
   if (n == 0) return;
   rms_norm_rows(hidden, d_logit_rows_, norm_w, rows, n, d, eps, stream_.get());

@@ -3,7 +3,6 @@
 // weights stream from the mmapped file through a pinned staging buffer; each forward call's
 // metadata (tokens, positions, sequences, page tables, logit rows) goes up in one copy in
 // begin_batch. All work is queued on one stream; download() waits for it.
-// The Gated DeltaNet ops (qwen35) are not implemented yet: they throw.
 #pragma once
 #include <map>
 #include <memory>
@@ -13,8 +12,10 @@
 #include "backend/backend.h"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/gdn.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/memory.h"
+#include "backend/cuda/op_profile.h"
 
 namespace keel::cuda {
 
@@ -73,6 +74,7 @@ class CudaBackend final : public backend::Backend {
 
   int ordinal_;
   Stream stream_;
+  OpProfile profile_{stream_.get()};  // KEEL_PROFILE=1: device time per op
   PinnedBuffer staging_;
   bool frozen_ = false;
   std::vector<backend::Memory> owned_;  // weights, KV pools, workspaces
@@ -83,6 +85,7 @@ class CudaBackend final : public backend::Backend {
   size_t matmul_ws_bytes_ = 0;
   float* attention_ws_ = nullptr;
   int64_t max_tokens_ = 0;
+  int64_t max_seqs_ = 0;
 
   // KV: one pool per attention layer.
   KvLayout kv_layout_;
@@ -91,7 +94,7 @@ class CudaBackend final : public backend::Backend {
 
   // Per-call metadata: host staging (pinned) and its device copy, both planned.
   struct MetaOffsets {
-    size_t tokens, pos, seq, q_start, pages, logit_rows, total;
+    size_t tokens, pos, seq, q_start, slot, seq_chunk, chunk_first, chunk_len, pages, logit_rows, total;
   };
   MetaOffsets meta_{};
   PinnedBuffer meta_host_;
@@ -100,6 +103,9 @@ class CudaBackend final : public backend::Backend {
   bool meta_pending_ = false;
   backend::Batch batch_;
   AttentionBatch attn_batch_;
+  SeqBatch seq_batch_;
+  std::vector<int32_t> seq_len_;  // host scratch of begin_batch (sized by the first calls)
+  void* gdn_ws_ = nullptr;
   const int32_t* d_tokens_ = nullptr;
   const int32_t* d_pos_ = nullptr;
   const int32_t* d_logit_rows_ = nullptr;

@@ -1,0 +1,553 @@
+#include <cuda_pipeline_primitives.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gdn.cuh"
+#include "keel/error.h"
+
+namespace keel::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+__device__ __forceinline__ float silu(float x) { return __fdiv_rn(x, __fadd_rn(1.0f, expf(-x))); }
+
+// ---- causal conv1d + SiLU ------------------------------------------------------------------------
+
+// Row i of sequence s's extended input e = [state ; x].
+__device__ __forceinline__ float conv_row(const float* x, const float* state, int64_t channels, int n_state,
+                                          int64_t first, int64_t i, int64_t c) {
+  return i < n_state ? state[i * channels + c] : x[(first + i - n_state) * channels + c];
+}
+
+// One thread per (token, channel).
+__global__ void conv1d_silu_kernel(const float* x, int64_t channels, const float* __restrict__ w, int kernel,
+                                   const float* state, float* out, SeqBatch b) {
+  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (idx >= b.n_tokens * channels) return;
+  const int64_t t = idx / channels, c = idx % channels;
+  const int s = b.seq[t];
+  if (s < 0) return;
+  const int64_t first = b.q_start[s];
+  const int n_state = kernel - 1;
+  const float* st = state + int64_t{b.slot[s]} * n_state * channels;
+  float acc = 0.0f;
+  for (int j = 0; j < kernel; ++j)
+    acc = __fadd_rn(acc, __fmul_rn(w[c * kernel + j], conv_row(x, st, channels, n_state, first, t - first + j, c)));
+  out[idx] = silu(acc);
+}
+
+// One thread per (sequence, channel): the state becomes the last kernel-1 rows of e. Row m reads
+// e[n + m] >= m, so ascending order never reads a state row it already overwrote.
+__global__ void conv_state_kernel(const float* x, int64_t channels, int kernel, float* state, SeqBatch b) {
+  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (idx >= b.n_seqs * channels) return;
+  const int s = static_cast<int>(idx / channels);
+  const int64_t c = idx % channels;
+  const int64_t first = b.q_start[s], n = b.q_start[s + 1] - first;
+  const int n_state = kernel - 1;
+  float* st = state + int64_t{b.slot[s]} * n_state * channels;
+  for (int m = 0; m < n_state; ++m) st[m * channels + c] = conv_row(x, st, channels, n_state, first, n + m, c);
+}
+
+// ---- small GDN ops --------------------------------------------------------------------------------
+
+// One warp per (row, head).
+__global__ void l2_norm_heads_kernel(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim,
+                                     float eps, float scale) {
+  const int64_t warp = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= n_rows * n_heads) return;
+  float* v = x + (warp / n_heads) * row_stride + (warp % n_heads) * dim;
+  double sum = 0.0;
+  for (int64_t i = lane; i < dim; i += 32) sum += double(v[i]) * v[i];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float f = static_cast<float>(scale / sqrt(sum + eps));
+  for (int64_t i = lane; i < dim; i += 32) v[i] = __fmul_rn(v[i], f);
+}
+
+__global__ void gdn_gates_kernel(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n,
+                                 int64_t n_heads) {
+  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (i >= n) return;
+  const int64_t h = i % n_heads;
+  beta[i] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-beta[i])));
+  const float x = __fadd_rn(alpha[i], dt_bias[h]);
+  const float softplus = x > 20.0f ? x : log1pf(expf(x));
+  alpha[i] = __fmul_rn(ssm_a[h], softplus);
+}
+
+// One CTA per row; squares summed in double as the CPU twin does.
+__global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps) {
+  float* x = o + blockIdx.x * dim;
+  const float* zr = z + blockIdx.x * dim;
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += double(x[i]) * x[i];
+  __shared__ double partial[32];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (threadIdx.x == 0) partial[0] = s;
+  }
+  __syncthreads();
+  const float scale = static_cast<float>(1.0 / sqrt(partial[0] / double(dim) + eps));
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    x[i] = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
+}
+
+// ---- the gated delta rule, chunked ------------------------------------------------------------------
+
+constexpr int C = kGdnChunkTokens;  // chunk rows
+constexpr int D = kGdnMaxHeadDim;   // key and value columns (zero-padded up to D)
+constexpr int BV = kGdnColumns;     // value columns per scan CTA
+constexpr int SD = D + 1;           // padded row strides (conflict-free column walks)
+constexpr int SC = C + 1;
+static_assert(kThreads == 256 && C == 64 && BV == 64 && D == 128, "the 16 x 16 thread tiling below assumes these");
+
+// The prep kernel's outputs in the workspace, for a call of n tokens and n_chunks chunks (floats).
+struct DeltaWork {
+  float* w;       // [n][n_v][d_k]  W = T diag(β e^γ) K, rows of the chunk
+  float* u;       // [n][n_v][d_v]  U = T diag(β) V
+  float* eg;      // [n][n_v]       e^{γ_r}, γ the chunk's running sum of g
+  float* to_end;  // [n][n_v]       e^{γ_last − γ_r}
+  float* p;       // [n_chunks][n_v][C][C]  (q_r·k_s) e^{γ_r−γ_s}, lower
+};
+
+size_t align_floats(size_t n) { return (n + 63) / 64 * 64; }
+
+DeltaWork carve(float* base, int64_t n, int64_t nv, int64_t dk, int64_t dv) {
+  DeltaWork w;
+  w.w = base;
+  w.u = w.w + align_floats(size_t(n * nv * dk));
+  w.eg = w.u + align_floats(size_t(n * nv * dv));
+  w.to_end = w.eg + align_floats(size_t(n * nv));
+  w.p = w.to_end + align_floats(size_t(n * nv));
+  return w;
+}
+
+size_t work_floats(int64_t n, int64_t n_chunks, int64_t nv, int64_t dk, int64_t dv) {
+  return align_floats(size_t(n * nv * dk)) + align_floats(size_t(n * nv * dv)) + 2 * align_floats(size_t(n * nv)) +
+         size_t(n_chunks * nv) * C * C;
+}
+
+// Rows [rows_total][cols_total] of shared memory from global rows (src_stride floats apart),
+// zero outside rows_valid x cols_valid: asynchronous copies of kVec floats (the caller commits
+// and waits). kVec 4 needs 16-byte aligned rows on both sides and cols_valid % 4 == 0.
+template <int kVec>
+__device__ __forceinline__ void load_rows_async(float* dst, int dst_stride, const float* src, int64_t src_stride,
+                                                int rows_valid, int rows_total, int cols_valid, int cols_total) {
+  const int per_row = cols_total / kVec;
+  for (int idx = threadIdx.x; idx < rows_total * per_row; idx += kThreads) {
+    const int r = idx / per_row, c = (idx % per_row) * kVec;
+    float* d = dst + r * dst_stride + c;
+    if (r < rows_valid && c < cols_valid) {
+      __pipeline_memcpy_async(d, src + r * src_stride + c, kVec * sizeof(float));
+    } else {
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) d[e] = 0.0f;
+    }
+  }
+}
+
+__device__ __forceinline__ void wait_async_loads() {
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
+}
+
+// Shared memory of prep (floats).
+struct PrepSmem {
+  static constexpr int K = 0;               // [C][SD] keys
+  static constexpr int QV = K + C * SD;     // [C][SD] queries, then diag(β) V
+  static constexpr int KB = QV + C * SD;    // [C][D]  diag(β e^γ) K
+  static constexpr int A = KB + C * D;      // [C][SC] β_r (k_r·k_s) e^{γ_r−γ_s}, strictly lower
+  static constexpr int T = A + C * SC;      // [C][SC] (I + A)⁻¹
+  static constexpr int BETA = T + C * SC;   // [C]
+  static constexpr int EG = BETA + C;       // [C]
+  static constexpr int GRAW = EG + C;       // [C]
+  static constexpr int GAMMA = GRAW + C;    // [C] doubles (8-byte aligned: every offset above is even)
+  static constexpr int FLOATS = GAMMA + 2 * C;
+  static constexpr size_t BYTES = size_t(FLOATS) * sizeof(float);
+};
+
+// Grid (n_chunks, n_v_heads); 256 threads as a 16 x 16 tile grid (ty, tx): a thread owns rows
+// ty + 16a and columns tx + 16b of each product.
+__global__ void __launch_bounds__(kThreads, 1) delta_prep_kernel(DeltaArgs a, SeqBatch b, DeltaWork out) {
+  extern __shared__ float sm[];
+  float* Ks = sm + PrepSmem::K;
+  float* QV = sm + PrepSmem::QV;
+  float* KB = sm + PrepSmem::KB;
+  float* As = sm + PrepSmem::A;
+  float* Ts = sm + PrepSmem::T;
+  float* beta = sm + PrepSmem::BETA;
+  float* eg = sm + PrepSmem::EG;
+  float* graw = sm + PrepSmem::GRAW;
+  double* gamma = reinterpret_cast<double*>(sm + PrepSmem::GAMMA);
+
+  const int ci = blockIdx.x, h = blockIdx.y;
+  const int kh = h % a.n_k_heads, dk = a.d_k, dv = a.d_v, nv = a.n_v_heads;
+  const int64_t f = b.chunk_first[ci];
+  const int L = b.chunk_len[ci];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+
+  const int64_t qk_at = f * a.qk_stride + int64_t{kh} * dk;
+  load_rows_async<1>(QV, SD, a.q + qk_at, a.qk_stride, L, C, dk, D);
+  load_rows_async<1>(Ks, SD, a.k + qk_at, a.qk_stride, L, C, dk, D);
+  if (tid < C) {
+    const int64_t at = (f + tid) * nv + h;
+    graw[tid] = tid < L ? a.g[at] : 0.0f;
+    beta[tid] = tid < L ? a.beta[at] : 0.0f;
+  }
+  wait_async_loads();
+  if (tid == 0) {  // γ in double, as the CPU: differences of long sums keep their precision
+    double acc = 0.0;
+    for (int r = 0; r < C; ++r) gamma[r] = acc += graw[r];
+  }
+  __syncthreads();
+  if (tid < C) {
+    eg[tid] = tid < L ? static_cast<float>(exp(gamma[tid])) : 0.0f;
+    if (tid < L) {
+      out.eg[(f + tid) * nv + h] = eg[tid];
+      out.to_end[(f + tid) * nv + h] = static_cast<float>(exp(gamma[L - 1] - gamma[tid]));
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < C * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    KB[idx] = beta[r] * eg[r] * Ks[r * SD + i];
+  }
+
+  // A = K Kᵀ and P = Q Kᵀ with decay, β and the causal masks; P goes straight out.
+  {
+    float acc_a[4][4] = {}, acc_p[4][4] = {};
+    for (int i = 0; i < dk; ++i) {
+      float kr[4], qr[4], ks[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        kr[u] = Ks[(ty + 16 * u) * SD + i];
+        qr[u] = QV[(ty + 16 * u) * SD + i];
+        ks[u] = Ks[(tx + 16 * u) * SD + i];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          acc_a[u][w] = fmaf(kr[u], ks[w], acc_a[u][w]);
+          acc_p[u][w] = fmaf(qr[u], ks[w], acc_p[u][w]);
+        }
+    }
+    float* P = out.p + (int64_t{ci} * nv + h) * C * C;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const int r = ty + 16 * u, c = tx + 16 * w;
+        const float decay = c <= r && r < L ? expf(static_cast<float>(gamma[r] - gamma[c])) : 0.0f;
+        As[r * SC + c] = c < r ? acc_a[u][w] * beta[r] * decay : 0.0f;
+        P[r * C + c] = acc_p[u][w] * decay;
+      }
+  }
+  __syncthreads();  // queries read: QV takes V (scaled by β below)
+  load_rows_async<1>(QV, SD, a.v + f * a.v_stride + int64_t{h} * dv, a.v_stride, L, C, dv, D);
+
+  // T = (I + A)⁻¹ by forward substitution, column by column: T_rc = −Σ_{c<=s<r} A_rs T_sc.
+  // Warp w solves columns 8w..8w+7, four lanes per column.
+  {
+    const int lane = tid % 32, c = (tid / 32) * 8 + lane / 4, part = lane % 4;
+    for (int r = part; r < C; r += 4) Ts[r * SC + c] = r == c ? 1.0f : 0.0f;
+    __syncwarp();
+    for (int r = 1; r < L; ++r) {
+      float sum = 0.0f;
+      if (r > c)
+        for (int k = c + part; k < r; k += 4) sum = fmaf(As[r * SC + k], Ts[k * SC + c], sum);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      if (r > c && part == 0) Ts[r * SC + c] = -sum;
+      __syncwarp();
+    }
+  }
+  wait_async_loads();
+  for (int idx = tid; idx < C * D; idx += kThreads) QV[(idx / D) * SD + idx % D] *= beta[idx / D];
+  __syncthreads();
+
+  // W = T diag(β e^γ) K and U = T diag(β) V (T lower: s <= r), straight out.
+  {
+    float acc_w[4][8] = {}, acc_u[4][8] = {};
+    for (int k = 0; k < L; ++k) {
+      float t[4], kb[8], vb[8];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) t[u] = Ts[(ty + 16 * u) * SC + k];
+#pragma unroll
+      for (int w = 0; w < 8; ++w) {
+        kb[w] = KB[k * D + tx + 16 * w];
+        vb[w] = QV[k * SD + tx + 16 * w];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+          acc_w[u][w] = fmaf(t[u], kb[w], acc_w[u][w]);
+          acc_u[u][w] = fmaf(t[u], vb[w], acc_u[u][w]);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int r = ty + 16 * u;
+      if (r >= L) continue;
+      float* wr = out.w + ((f + r) * nv + h) * dk;
+      float* ur = out.u + ((f + r) * nv + h) * dv;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) {
+        const int i = tx + 16 * w;
+        if (i < dk) wr[i] = acc_w[u][w];
+        if (i < dv) ur[i] = acc_u[u][w];
+      }
+    }
+  }
+}
+
+// Shared memory of scan (floats). Rows are 16-byte aligned for the asynchronous copies; W, Q
+// and P, walked down their columns by row pairs, are padded by 4 floats (no bank conflicts).
+constexpr int SD4 = D + 4;
+constexpr int SC4 = C + 4;
+struct ScanSmem {
+  static constexpr int S = 0;              // [D][BV]   state block
+  static constexpr int W = S + D * BV;     // [C][SD4]
+  static constexpr int Q = W + C * SD4;    // [C][SD4]
+  static constexpr int K = Q + C * SD4;    // [C][D]
+  static constexpr int U = K + C * D;      // [C][BV]   U, then V_new
+  static constexpr int P = U + C * BV;     // [C][SC4]
+  static constexpr int EG = P + C * SC4;   // [C]
+  static constexpr int TO_END = EG + C;    // [C]
+  static constexpr int FLOATS = TO_END + C;
+  static constexpr size_t BYTES = size_t(FLOATS) * sizeof(float);
+};
+
+// Grid (n_v_heads * column blocks, n_seqs). kVec: floats per asynchronous copy (4 when every
+// row is 16-byte aligned).
+template <int kVec>
+__global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, SeqBatch b, DeltaWork work) {
+  extern __shared__ float sm[];
+  float* S = sm + ScanSmem::S;
+  float* Ws = sm + ScanSmem::W;
+  float* Qs = sm + ScanSmem::Q;
+  float* Ks = sm + ScanSmem::K;
+  float* Us = sm + ScanSmem::U;
+  float* Ps = sm + ScanSmem::P;
+  float* eg = sm + ScanSmem::EG;
+  float* to_end = sm + ScanSmem::TO_END;
+
+  const int n_col_blocks = (a.d_v + BV - 1) / BV;
+  const int h = blockIdx.x / n_col_blocks, j0 = (blockIdx.x % n_col_blocks) * BV;
+  const int s = blockIdx.y;
+  const int kh = h % a.n_k_heads, dk = a.d_k, dv = a.d_v, nv = a.n_v_heads;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float* state = a.state + (int64_t{b.slot[s]} * nv + h) * dk * dv;
+
+  const bool state_vec4 = kVec == 4 && reinterpret_cast<uintptr_t>(a.state) % 16 == 0;
+  if (state_vec4) load_rows_async<4>(S, BV, state + j0, dv, dk, D, dv - j0, BV);
+  else load_rows_async<1>(S, BV, state + j0, dv, dk, D, dv - j0, BV);
+
+  for (int ci = b.seq_chunk[s]; ci < b.seq_chunk[s + 1]; ++ci) {
+    const int64_t f = b.chunk_first[ci];
+    const int L = b.chunk_len[ci];
+    const int64_t qk_at = f * a.qk_stride + int64_t{kh} * dk;
+    load_rows_async<kVec>(Ws, SD4, work.w + (f * nv + h) * dk, int64_t{nv} * dk, L, C, dk, D);
+    load_rows_async<kVec>(Qs, SD4, a.q + qk_at, a.qk_stride, L, C, dk, D);
+    load_rows_async<kVec>(Ks, D, a.k + qk_at, a.qk_stride, L, C, dk, D);
+    load_rows_async<kVec>(Us, BV, work.u + (f * nv + h) * dv + j0, int64_t{nv} * dv, L, C, dv - j0, BV);
+    load_rows_async<kVec>(Ps, SC4, work.p + (int64_t{ci} * nv + h) * C * C, C, C, C, C, C);
+    if (tid < C) {
+      eg[tid] = tid < L ? work.eg[(f + tid) * nv + h] : 0.0f;
+      to_end[tid] = tid < L ? work.to_end[(f + tid) * nv + h] : 0.0f;
+    }
+    wait_async_loads();
+
+    // V_new = U − W S (each thread its own elements).
+    {
+      float acc[4][4] = {};
+      for (int i = 0; i < dk; ++i) {
+        float wr[4], sv[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) wr[u] = Ws[(ty + 16 * u) * SD4 + i];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) sv[w] = S[i * BV + tx + 16 * w];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int w = 0; w < 4; ++w) acc[u][w] = fmaf(wr[u], sv[w], acc[u][w]);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int w = 0; w < 4; ++w) Us[(ty + 16 * u) * BV + tx + 16 * w] -= acc[u][w];
+    }
+    __syncthreads();
+
+    // O = diag(e^γ) Q S + P V_new, straight into the output rows.
+    {
+      float qs[4][4] = {}, pv[4][4] = {};
+      for (int i = 0; i < dk; ++i) {
+        float qr[4], sv[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) qr[u] = Qs[(ty + 16 * u) * SD4 + i];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) sv[w] = S[i * BV + tx + 16 * w];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int w = 0; w < 4; ++w) qs[u][w] = fmaf(qr[u], sv[w], qs[u][w]);
+      }
+      for (int k = 0; k < L; ++k) {
+        float pr[4], uv[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) pr[u] = Ps[(ty + 16 * u) * SC4 + k];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) uv[w] = Us[k * BV + tx + 16 * w];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int w = 0; w < 4; ++w) pv[u][w] = fmaf(pr[u], uv[w], pv[u][w]);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int r = ty + 16 * u;
+        if (r >= L) continue;
+        float* o = a.out + ((f + r) * nv + h) * dv + j0;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          const int j = tx + 16 * w;
+          if (j0 + j < dv) o[j] = eg[r] * qs[u][w] + pv[u][w];
+        }
+      }
+    }
+    __syncthreads();
+
+    // S ← e^{γ_last} S + (diag(e^{γ_last−γ}) K)ᵀ V_new.
+    {
+      float acc[8][4] = {};
+      for (int k = 0; k < L; ++k) {
+        float kr[8], uv[4];
+        const float te = to_end[k];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) kr[u] = te * Ks[k * D + ty + 16 * u];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) uv[w] = Us[k * BV + tx + 16 * w];
+#pragma unroll
+        for (int u = 0; u < 8; ++u)
+#pragma unroll
+          for (int w = 0; w < 4; ++w) acc[u][w] = fmaf(kr[u], uv[w], acc[u][w]);
+      }
+      const float eg_last = eg[L - 1];
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          float& sv = S[(ty + 16 * u) * BV + tx + 16 * w];
+          sv = fmaf(eg_last, sv, acc[u][w]);
+        }
+    }
+    __syncthreads();
+  }
+
+  wait_async_loads();  // (a sequence always has a chunk; this only keeps the state copy complete)
+  for (int idx = tid; idx < D * BV; idx += kThreads) {
+    const int i = idx / BV, j = idx % BV;
+    if (i < dk && j0 + j < dv) state[int64_t{i} * dv + j0 + j] = S[idx];
+  }
+}
+
+}  // namespace
+
+void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out,
+                 const SeqBatch& b, cudaStream_t stream) {
+  if (b.n_tokens <= 0 || channels <= 0) return;
+  conv1d_silu_kernel<<<blocks_for(b.n_tokens * channels), kThreads, 0, stream>>>(x, channels, w, kernel, state, out, b);
+  check_launch("conv1d_silu");
+  if (kernel <= 1) return;
+  conv_state_kernel<<<blocks_for(b.n_seqs * channels), kThreads, 0, stream>>>(x, channels, kernel, state, b);
+  check_launch("conv1d_silu (state)");
+}
+
+void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps, float scale,
+                   cudaStream_t stream) {
+  const int64_t warps = n_rows * n_heads;
+  if (warps <= 0) return;
+  l2_norm_heads_kernel<<<blocks_for(warps * 32), kThreads, 0, stream>>>(x, n_rows, row_stride, n_heads, dim, eps, scale);
+  check_launch("l2_norm_heads");
+}
+
+void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_tokens, int64_t n_heads,
+               cudaStream_t stream) {
+  const int64_t n = n_tokens * n_heads;
+  if (n <= 0) return;
+  gdn_gates_kernel<<<blocks_for(n), kThreads, 0, stream>>>(beta, alpha, ssm_a, dt_bias, n, n_heads);
+  check_launch("gdn_gates");
+}
+
+void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps,
+                    cudaStream_t stream) {
+  if (n_rows <= 0) return;
+  const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
+  gated_rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(o, z, w, dim, eps);
+  check_launch("gated_rms_norm");
+}
+
+int fill_gdn_chunks(const int32_t* seq_first, const int32_t* seq_len, int n_seqs, int32_t* chunk_first,
+                    int32_t* chunk_len, int32_t* seq_chunk) {
+  int n = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    seq_chunk[s] = n;
+    for (int32_t c0 = 0; c0 < seq_len[s]; c0 += C, ++n) {
+      chunk_first[n] = seq_first[s] + c0;
+      chunk_len[n] = seq_len[s] - c0 < C ? seq_len[s] - c0 : C;
+    }
+  }
+  seq_chunk[n_seqs] = n;
+  return n;
+}
+
+bool gated_delta_supports(int64_t d_k, int64_t d_v) { return d_k > 0 && d_k <= D && d_v > 0 && d_v <= D; }
+
+size_t gated_delta_workspace_bytes(int64_t max_tokens, int64_t n_seqs, int64_t n_v_heads, int64_t d_k, int64_t d_v) {
+  return work_floats(max_tokens, gdn_max_chunks(max_tokens, n_seqs), n_v_heads, d_k, d_v) * sizeof(float);
+}
+
+void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStream_t stream) {
+  if (b.n_seqs <= 0 || b.n_chunks <= 0) return;
+  if (!gated_delta_supports(a.d_k, a.d_v) || a.n_k_heads <= 0 || a.n_v_heads % a.n_k_heads != 0)
+    throw Error("the CUDA gated delta rule takes heads of at most " + std::to_string(D) + " dims; this model's are " +
+                    std::to_string(a.d_k) + " (keys) and " + std::to_string(a.d_v) + " (values)",
+                ErrorKind::usage);
+  static const bool configured = [] {
+    check(cudaFuncSetAttribute(delta_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(PrepSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta prep)");
+    check(cudaFuncSetAttribute(delta_scan_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ScanSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta scan)");
+    check(cudaFuncSetAttribute(delta_scan_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ScanSmem::BYTES)),
+          "cudaFuncSetAttribute (gated_delta scan)");
+    return true;
+  }();
+  (void)configured;
+  const DeltaWork work = carve(static_cast<float*>(workspace), b.n_tokens, a.n_v_heads, a.d_k, a.d_v);
+  delta_prep_kernel<<<dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream>>>(a, b, work);
+  check_launch("gated_delta (prep)");
+  const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + BV - 1) / BV)), unsigned(b.n_seqs));
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec4 = aligned(a.q) && aligned(a.k) && aligned(work.w) && aligned(work.u) && aligned(work.p) &&
+                    a.qk_stride % 4 == 0 && a.d_k % 4 == 0 && a.d_v % 4 == 0;
+  if (vec4) delta_scan_kernel<4><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
+  else delta_scan_kernel<1><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
+  check_launch("gated_delta (scan)");
+}
+
+}  // namespace keel::cuda
