@@ -42,7 +42,8 @@ void check_accepted(const ApiRequest& r) {
   const auto& s = r.sampling;
   const bool ok = r.stop.size() <= 4 && r.max_tokens >= -1 && s.temperature >= 0 && s.temperature <= 2 &&
                   s.top_p >= 0 && s.top_p <= 1 && s.min_p >= 0 && s.min_p <= 1 && s.top_k >= 0 &&
-                  (!r.chat || (r.messages.is_array() && !r.messages.empty())) && !r.logprobs;
+                  (!r.chat || (r.messages.is_array() && !r.messages.empty())) && r.top_logprobs >= 0 &&
+                  r.top_logprobs <= (r.chat ? 20 : 5) && (r.logprobs || r.top_logprobs == 0);
   if (!ok) __builtin_trap();
   for (const std::string& stop : r.stop)
     if (stop.empty()) __builtin_trap();
