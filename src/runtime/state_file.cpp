@@ -74,14 +74,15 @@ struct TempFile {
 
 class HashedWriter {
  public:
-  HashedWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) { XXH3_64bits_reset(&hash_); }
+  // what: the file as error messages name it.
+  HashedWriter(int fd, std::string what) : fd_(fd), what_(std::move(what)) { XXH3_64bits_reset(&hash_); }
   void write(const void* data, size_t n, bool hashed = true) {
     if (hashed) XXH3_64bits_update(&hash_, data, n);
     const auto* p = static_cast<const uint8_t*>(data);
     while (n > 0) {
       const ssize_t w = ::write(fd_, p, n);
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) throw Error("cannot write the prompt cache " + path_ + ": " + (w < 0 ? errno_text() : "short write"));
+      if (w <= 0) throw Error("cannot write " + what_ + ": " + (w < 0 ? errno_text() : "short write"));
       p += w;
       n -= static_cast<size_t>(w);
     }
@@ -90,7 +91,7 @@ class HashedWriter {
 
  private:
   int fd_;
-  std::string path_;
+  std::string what_;
   XXH3_state_t hash_;
 };
 
@@ -117,17 +118,6 @@ class HashedReader {
   std::string path_;
   XXH3_state_t hash_;
 };
-
-void write_all(int fd, const void* data, size_t n, const std::string& what) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) throw Error("cannot write " + what + ": " + (w < 0 ? errno_text() : "short write"));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 void pread_all(int fd, void* data, size_t n, uint64_t offset, const std::string& what) {
   auto* p = static_cast<uint8_t*>(data);
@@ -162,10 +152,11 @@ void Session::checkpoint_state(int32_t seq, StateCheckpoints& into) {
   if (at == 0 || (!into.positions_.empty() && into.positions_.back() >= at))
     throw Error("internal: checkpoints must follow the sequence forward");
   const auto n_seqs = static_cast<uint64_t>(layout_.shape.n_seqs);
+  HashedWriter spool(into.fd_, "the checkpoint spool in " + into.dir_);
   for (const auto& b : layout_.state) {
     const uint64_t slot = b.bytes / n_seqs;
     backend_->download(state_.get(b.name) + slot * static_cast<uint64_t>(seq), staging_, slot);
-    write_all(into.fd_, staging_, slot, "the checkpoint spool in " + into.dir_);
+    spool.write(staging_, slot, /*hashed=*/false);
   }
   into.positions_.push_back(at);
 }
@@ -198,7 +189,7 @@ void Session::save_state(int32_t seq, std::span<const int32_t> tokens, const flo
   TempFile temp{path + ".tmp." + std::to_string(::getpid())};
   Fd fd{::open(temp.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (fd.fd < 0) throw Error("cannot create the prompt cache " + temp.path + ": " + errno_text());
-  HashedWriter out(fd.fd, temp.path);
+  HashedWriter out(fd.fd, "the prompt cache " + temp.path);
   out.write(&h, sizeof h, /*hashed=*/false);
   out.write(tokens.data(), tokens.size_bytes());
   if (h.n_checkpoints > 0) {
