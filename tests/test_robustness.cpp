@@ -322,7 +322,9 @@ struct ChildOptions {
 
 // Runs keel; returns its exit code, or 1000 + the signal that killed it.
 int run_keel(const std::vector<std::string>& args, const ChildOptions& opt, std::string* err_text) {
-  const std::string err_path = testing::TempDir() + "keel_robust_stderr.txt";
+  // One file per test process: ctest runs the tests of this file in parallel, and a shared
+  // path let one child's freopen truncate another test's error text before it was read.
+  const std::string err_path = testing::TempDir() + "keel_robust_stderr." + std::to_string(getpid()) + ".txt";
   std::vector<std::string> all = {test::keel_binary()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -351,6 +353,7 @@ int run_keel(const std::vector<std::string>& args, const ChildOptions& opt, std:
   waitpid(pid, &status, 0);
   std::ifstream in(err_path);
   *err_text = std::string{std::istreambuf_iterator<char>(in), {}};
+  std::filesystem::remove(err_path);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
 }
 

@@ -67,7 +67,8 @@ const char* kTinyHybrid = "n_embd=256,n_ff=512,n_head=2,n_head_kv=1,head_dim=128
 // (wait4's ru_maxrss would count the pages the fork copied from this test process.)
 int run_keel(const std::vector<std::string>& args, std::string* stderr_text = nullptr,
              const std::string& interrupt_output = "") {
-  const std::string err_path = testing::TempDir() + "keel_synth_stderr.txt";
+  // One file per test process (ctest runs these tests in parallel).
+  const std::string err_path = testing::TempDir() + "keel_synth_stderr." + std::to_string(getpid()) + ".txt";
   std::vector<std::string> all = {test::keel_binary()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
