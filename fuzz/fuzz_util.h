@@ -24,6 +24,7 @@ class InputFile {
     ::unlink(path_.c_str());
     ::rmdir(dir_.c_str());
   }
+  const std::string& path() const { return path_; }
   const std::string& write(const uint8_t* data, size_t size) const {
     FILE* f = std::fopen(path_.c_str(), "wb");
     if (!f) std::abort();

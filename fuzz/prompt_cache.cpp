@@ -1,15 +1,20 @@
-// Prompt-cache reader (Session::load_state, src/runtime/state_file.cpp) on any file, with one
-// session over the embedded default model (stories260K: 5 layers, KV pages of 4 tokens) made once
-// per process, then the session used as `keel run --prompt-cache` uses it: the rest of the prompt
-// prefilled, a token sampled (greedy and with the default sampler) and decoded. A keel::Error is a
-// clean refusal. Checks: a refused file leaves the sequence empty with every page back in the
-// pool; an accepted one restores at most the prompt, exactly n_reused tokens and their pages,
-// and the session goes on working; sampled ids are inside the vocabulary.
+// Prompt-cache reader (Session::load_state, src/runtime/state_file.cpp) on any file, with a
+// session made once per process over one of two models (KV pages of 4 tokens), then the session
+// used as `keel run --prompt-cache` uses it: the rest of the prompt prefilled, a token sampled
+// (greedy and with the default sampler) and decoded. The models: the embedded default
+// (stories260K, 5 layers), and a tiny hybrid qwen35 synthesized at start (3 Gated DeltaNet layers
+// and one attention layer, 512-token vocabulary), whose files carry a recurrent state and
+// checkpoints of it. A keel::Error is a clean refusal. Checks: a refused file leaves the sequence
+// empty with every page back in the pool; an accepted one restores at most the prompt, exactly
+// n_reused tokens and their pages, and the session goes on working; sampled ids are inside the
+// vocabulary.
 // Input: byte 0 holds flags, the rest is the file. Bits 0 and 1 rewrite the header's and the
 // body's XXH3 checksums to match the bytes (so the fuzzer gets past them, as a hand-made file
-// would); bits 2-4 pick the prompt the file is restored for (see prompt_for).
+// would); bits 2-4 pick the prompt the file is restored for (see prompt_for); bit 5 picks the
+// hybrid model.
 // Seeds: `KEEL_FUZZ_WRITE_SEEDS=fuzz/corpus/prompt_cache build-fuzz/fuzz/fuzz_prompt_cache` writes
-// real files (save_state of kSaved in this session), one per prompt choice, and exits.
+// real files (save_state of kSaved in each session; the hybrid's with checkpoints at 4 and 8),
+// one per model and prompt choice, and exits.
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
@@ -28,6 +33,8 @@
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
+#include "tools_lib/model_writer.h"
+#include "tools_lib/synth.h"
 
 namespace {
 
@@ -102,27 +109,63 @@ void continue_run(Session& session, const std::vector<int32_t>& prompt, int64_t 
   check(session.n_past() == static_cast<int64_t>(prompt.size()) + 1);
 }
 
+constexpr unsigned kHybridFlag = 1u << 5;
+
+// A qwen35 small enough that its state files stay a few kB: the recurrent state is 4 value heads
+// of 16×16 per Gated DeltaNet layer.
+std::shared_ptr<const keel::model::Model> tiny_hybrid_model() {
+  keel::tools::SynthOptions o;
+  o.preset = "qwen35-0.8b";
+  o.type = "q8_0";
+  o.seed = 7;
+  o.layers = 4;
+  o.dims = "n_embd=64,n_ff=128,n_head=2,n_head_kv=1,head_dim=32,n_rot=16,n_vocab=512,"
+           "ssm_k_heads=2,ssm_v_heads=4,ssm_head_dim=16";
+  const keel::tools::SynthPlan plan = keel::tools::plan_synth(o);
+  const keel::fuzz::InputFile file("tiny-qwen35.gguf");
+  keel::tools::WriteOptions wo;
+  wo.n_threads = 1;
+  wo.progress = false;
+  keel::tools::write_model(file.path(), plan.metadata, plan.jobs, wo);
+  return keel::model::Model::load(file.path());  // mapped: the file may go once it is open
+}
+
 struct Fixture {
-  std::shared_ptr<const keel::model::Model> model = keel::model::Model::load("default");
-  Session session{model, session_options()};
+  std::shared_ptr<const keel::model::Model> model;
+  Session session;
+  explicit Fixture(std::shared_ptr<const keel::model::Model> m) : model(std::move(m)), session(model, session_options()) {}
 };
 
-Fixture& fixture() {
-  static Fixture f;
+Fixture& fixture(bool hybrid) {
+  if (hybrid) {
+    static Fixture f(tiny_hybrid_model());
+    return f;
+  }
+  static Fixture f(keel::model::Model::load("default"));
   return f;
 }
 
-void write_seeds(const std::string& dir) {
-  Session& session = fixture().session;
+void write_seeds(const std::string& dir, bool hybrid) {
+  Session& session = fixture(hybrid).session;
   session.reset();
   const std::string state = dir + "/saved.state";
-  session.save_state(0, kSaved, session.prefill(kSaved), state);
+  if (hybrid) {  // as keel run does, snapshots at chunk boundaries
+    keel::runtime::StateCheckpoints checkpoints(state);
+    const std::span<const int32_t> saved(kSaved);
+    (void)session.prefill(saved.first(4));
+    session.checkpoint_state(0, checkpoints);
+    (void)session.prefill(saved.subspan(4, 4));
+    session.checkpoint_state(0, checkpoints);
+    session.save_state(0, kSaved, session.prefill(saved.subspan(8)), state, &checkpoints);
+  } else {
+    session.save_state(0, kSaved, session.prefill(kSaved), state);
+  }
   std::ifstream in(state, std::ios::binary);
   const std::string bytes{std::istreambuf_iterator<char>(in), {}};
   std::remove(state.c_str());
   for (unsigned choice = 0; choice < 8; ++choice) {
-    std::ofstream out(dir + "/prompt" + std::to_string(choice) + ".state", std::ios::binary);
-    out.put(static_cast<char>(choice << 2));
+    std::ofstream out(dir + (hybrid ? "/hybrid-prompt" : "/prompt") + std::to_string(choice) + ".state", std::ios::binary);
+    out.put(static_cast<char>((choice << 2) | (hybrid ? kHybridFlag : 0)));
     out << bytes;
   }
 }
@@ -131,17 +174,18 @@ void write_seeds(const std::string& dir) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (const char* dir = std::getenv("KEEL_FUZZ_WRITE_SEEDS")) {
-    write_seeds(dir);
+    write_seeds(dir, false);
+    write_seeds(dir, true);
     std::exit(0);
   }
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  Session& session = fixture().session;
   static const keel::fuzz::InputFile input("prompt.cache");
   if (size == 0) return 0;
   const unsigned flags = data[0];
+  Session& session = fixture(flags & kHybridFlag).session;
   std::vector<uint8_t> file(data + 1, data + size);
   fix_checksums(file, flags);
   const std::string& path = input.write(file.data(), file.size());
