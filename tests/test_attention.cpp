@@ -10,6 +10,7 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/matmul.h"
 #include "backend/cpu/cpu_backend.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
@@ -176,10 +177,10 @@ void check(const AttnCase& s, const cpu::AttentionKernels& kernels, int threads)
   check_seqs(s, {{45, 1}, {s.pos0, s.n_tokens}, {0, 3}}, kernels, threads);
 }
 
-bool has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-bool has_avx512() { return has_avx2() && __builtin_cpu_supports("avx512f"); }
+// best_isa checks every flag the kernels are compiled with (clang rejects "f16c" in
+// __builtin_cpu_supports, so the test asks keel rather than the compiler).
+bool has_avx2() { return cpu::best_isa() == cpu::Isa::avx2 || cpu::best_isa() == cpu::Isa::avx512; }
+bool has_avx512() { return cpu::best_isa() == cpu::Isa::avx512; }
 
 }  // namespace
 
