@@ -384,6 +384,28 @@ TEST(ServerPrefixCacheEngine, APreemptedRequestReplaysIdenticallyOnSharedPages) 
   EXPECT_TRUE(eventually(*cached, all_pages_back));
 }
 
+TEST(ServerPrefixCacheEngine, ARunningRequestsPromptPagesServeALaterRequest) {
+  // A's client stalls, so A holds its sequence; its 4 prompt pages entered the cache as its
+  // prefill completed them. B, admitted beside it, attaches 3 of them (48 tokens).
+  auto cached = make_engine("models/stories260K.gguf", 2, {});
+  auto plain = make_engine("models/stories260K.gguf", 1, no_cache());
+  const auto a = ids(64, 6), b = concat(first(a, 48), ids(10, 7));
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto run_a = std::async(std::launch::async, [&] { return generate(*cached, a, 40, [&] { released.wait(); }); });
+  EXPECT_TRUE(eventually(*cached, [](const server::EngineStats& s) { return s.requests_running == 1 && s.kv_pages_cached == 4; }));
+  const Outcome got_b = generate(*cached, b, 12);
+  EXPECT_EQ(run_a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);  // A still runs
+  const server::EngineStats during = cached->stats();
+  release.set_value();
+  const Outcome got_a = run_a.get();
+  EXPECT_EQ(during.prefix_cache_reused_tokens, 48);
+  EXPECT_EQ(got_b.tokens, generate(*plain, b, 12).tokens);
+  EXPECT_EQ(got_a.tokens, generate(*plain, a, 40).tokens);
+  cached->clear_prefix_cache();
+  EXPECT_TRUE(eventually(*cached, all_pages_back));
+}
+
 // ---- --prompt-cache-dir -----------------------------------------------------------------------
 
 class ServerDiskCache : public ::testing::TestWithParam<const char*> {};

@@ -30,7 +30,7 @@ int cmd_serve(const CommandArgs& argv) {
            {{"-a", "--alias"}, "NAME", "the model's name in the API (default: the model file's name); requests naming another model get 404"},
            {{"--max-body"}, "BYTES", "largest request body accepted (default 33554432); larger gets 413"},
            {{"--no-prefix-cache"}, "", "do not keep finished requests' KV pages for later requests with the same prefix"},
-           {{"--prompt-cache-dir"}, "DIR", "also keep finished requests' prefixes as files in DIR, reloaded by later requests (and after a restart)"},
+           {{"--prompt-cache-dir"}, "DIR", "also keep finished requests' prefixes as files in DIR (one directory per model), reloaded by later requests and after a restart"},
            {{"--kv-page-tokens"}, "N", "tokens per KV page (default: the planner's, 256 for long contexts); the prefix cache reuses whole pages, so smaller pages reuse more of a shared prefix"},
            {{"--prompt-cache-max-mb"}, "N", "disk space --prompt-cache-dir may use, least recently used files removed first (default 4096)"},
        })

@@ -55,7 +55,7 @@ struct BatchingEngine::Job {
   int32_t seq = -1;                // while running
   std::vector<int32_t> tokens;     // prompt, then the sampled tokens (the penalties' history too)
   int64_t fed = 0;                 // tokens[0..fed) are in the sequence's KV cache
-  int64_t shared_pages = 0;        // the first pages of its row came from the prefix cache
+  int64_t shared_pages = 0;        // pages of its row the prefix cache holds too (counted once, there)
   int64_t prompt_reported = 0;     // prompt tokens already reported as progress (not again on a replay)
   std::optional<runtime::Sampler> sampler;
   std::vector<TokenLogprobs> logprobs;  // of tokens whose text is not posted yet
@@ -267,8 +267,10 @@ bool BatchingEngine::make_free_pages(int64_t n) {
 
 void BatchingEngine::cache_pages(Job& job) {
   if (!prefix_cache_ || job.seq < 0) return;
-  prefix_cache_->insert(std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed)),
-                        session_.pages_of(job.seq), [this](int32_t page) { session_.retain_page(page); });
+  const std::span<const int32_t> row = session_.pages_of(job.seq);
+  prefix_cache_->insert(std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed)), row,
+                        [this](int32_t page) { session_.retain_page(page); });
+  job.shared_pages = std::count_if(row.begin(), row.end(), [this](int32_t page) { return prefix_cache_->holds(page); });
 }
 
 void BatchingEngine::spill(Job& job, const float* last_logits) {
@@ -295,11 +297,14 @@ void BatchingEngine::reuse_prefix(Job& job, const DiskPromptCache::Match& file) 
       const auto r = session_.load_state(job.seq, file.path,
                                          std::span<const int32_t>(job.tokens).first(static_cast<size_t>(known - 1)));
       from_disk = r.n_reused;
-      if (from_disk == 0) log_line(r.note);
+      if (from_disk == 0) {  // another model's, or page size: not asked again
+        log_line(r.note);
+        disk_cache_->forget(file.path, /*delete_file=*/false);
+      }
     } catch (const Error& e) {  // corrupt or truncated: the sequence is empty, the file goes
       ++stats_.disk_cache_errors;
       log_line(std::string("skipped: ") + e.what());
-      disk_cache_->forget(file.path);
+      disk_cache_->forget(file.path, /*delete_file=*/true);
     }
     if (from_disk == 0 && prefix_cache_) {  // fall back on memory (its pages may have been evicted for the load)
       hit_pages_.clear();
@@ -503,6 +508,7 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
   for (const StepPiece& p : pieces_) {
     Job& job = *running_[p.index];  // running_ does not change until the step is done
     job.fed += p.n;
+    if (p.prefill) cache_pages(job);  // its prompt's full pages serve requests admitted from now on
     if (p.prefill && job.fed > job.prompt_reported) {  // first time through this part of the prompt
       stats_.prompt_tokens_total += job.fed - job.prompt_reported;
       job.prompt_reported = job.fed;

@@ -16,8 +16,9 @@
 // holds a whole context), so every request ends. Requests that must wait sit in a bounded queue;
 // a full queue throws Overloaded (503).
 //
-// Prefix reuse: a request that ends (or is preempted, or cancelled) leaves its full KV pages in
-// the prefix cache (prefix_cache.h); a request admitted later attaches the longest cached chain
+// Prefix reuse: a request's full prompt pages enter the prefix cache (prefix_cache.h) as its
+// prefill completes them, and the rest of its full pages when it ends (or is preempted, or
+// cancelled); a request admitted later attaches the longest cached chain
 // its tokens begin with, copy-free, and prefills only the rest. Cached pages that no running
 // request holds count as free for admission and are evicted, least recently used first, when a
 // step or a reload needs pages. With --prompt-cache-dir, finished requests are also written to
@@ -92,7 +93,7 @@ class BatchingEngine : public Engine {
   // hit_pages_, whichever is longer (file.tokens 0: none).
   void reuse_prefix(Job& job, const DiskPromptCache::Match& file);
   bool make_free_pages(int64_t n);       // evicts cached pages until n are free; false if it cannot
-  void cache_pages(Job& job);            // offers its full pages to the prefix cache
+  void cache_pages(Job& job);            // offers its full pages to the prefix cache; counts job.shared_pages
   void spill(Job& job, const float* last_logits);  // writes it to the disk cache
   void note_pages();                     // the page counts stats() reports
   // Sequence removed (its pages offered to the caches; last_logits, of its last fed token, lets

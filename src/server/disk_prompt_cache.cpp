@@ -98,9 +98,9 @@ void DiskPromptCache::save(runtime::Session& session, int32_t seq, std::span<con
   shrink_to(max_bytes_, path);
 }
 
-void DiskPromptCache::forget(const std::string& path) {
+void DiskPromptCache::forget(const std::string& path, bool delete_file) {
   std::error_code ec;
-  std::filesystem::remove(path, ec);
+  if (delete_file) std::filesystem::remove(path, ec);
   std::erase_if(entries_, [&](const Entry& e) { return e.path == path; });
 }
 

@@ -33,8 +33,9 @@ class DiskPromptCache {
   // Saves sequence `seq` (holding `tokens`, the last one's logits `last_logits`) as a file, then
   // keeps the total under max_bytes. Throws keel::Error (nothing left behind) when writing fails.
   void save(runtime::Session& session, int32_t seq, std::span<const int32_t> tokens, const float* last_logits);
-  // A file that would not load: deleted and dropped from the index.
-  void forget(const std::string& path);
+  // A file that would not load: dropped from the index, and deleted when corrupt (one made for
+  // another model or page size stays on disk, unused).
+  void forget(const std::string& path, bool delete_file);
 
   size_t files() const { return entries_.size(); }
   uint64_t bytes() const;
