@@ -385,14 +385,15 @@ TEST(ServerPrefixCacheEngine, APreemptedRequestReplaysIdenticallyOnSharedPages) 
 }
 
 TEST(ServerPrefixCacheEngine, ARunningRequestsPromptPagesServeALaterRequest) {
-  // A's client stalls, so A holds its sequence; its 4 prompt pages entered the cache as its
-  // prefill completed them. B, admitted beside it, attaches 3 of them (48 tokens).
+  // A's client stalls, so A holds its sequence (decoded tokens enter the cache only when it
+  // ends); its 4 prompt pages entered the cache as its prefill completed them. B, admitted beside it, attaches 3 of them (48 tokens).
   auto cached = make_engine("models/stories260K.gguf", 2, {});
   auto plain = make_engine("models/stories260K.gguf", 1, no_cache());
   const auto a = ids(64, 6), b = concat(first(a, 48), ids(10, 7));
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
-  auto run_a = std::async(std::launch::async, [&] { return generate(*cached, a, 40, [&] { released.wait(); }); });
+  // (No max_tokens: A cannot end before its client is released, whatever it had taken first.)
+  auto run_a = std::async(std::launch::async, [&] { return generate(*cached, a, -1, [&] { released.wait(); }); });
   EXPECT_TRUE(eventually(*cached, [](const server::EngineStats& s) { return s.requests_running == 1 && s.kv_pages_cached == 4; }));
   const Outcome got_b = generate(*cached, b, 12);
   EXPECT_EQ(run_a.wait_for(std::chrono::seconds(0)), std::future_status::timeout);  // A still runs
@@ -401,7 +402,7 @@ TEST(ServerPrefixCacheEngine, ARunningRequestsPromptPagesServeALaterRequest) {
   const Outcome got_a = run_a.get();
   EXPECT_EQ(during.prefix_cache_reused_tokens, 48);
   EXPECT_EQ(got_b.tokens, generate(*plain, b, 12).tokens);
-  EXPECT_EQ(got_a.tokens, generate(*plain, a, 40).tokens);
+  EXPECT_EQ(got_a.tokens, generate(*plain, a, -1).tokens);
   cached->clear_prefix_cache();
   EXPECT_TRUE(eventually(*cached, all_pages_back));
 }
@@ -480,4 +481,34 @@ TEST(ServerDiskCacheFiles, CorruptFilesAreSkippedNeverUsed) {
   EXPECT_EQ(s.prompt_tokens_total, static_cast<int64_t>(p2.size()));
   EXPECT_FALSE(fs::exists(files[0]));  // deleted; p2's own file took its place
   EXPECT_EQ(s.disk_cache_files, 1);
+}
+
+TEST(ServerDiskCacheFiles, TheSizeCapRemovesTheLeastRecentlyUsedFile) {
+  server::PrefixCacheOptions disk;
+  disk.memory = false;
+  const auto p1 = ids(40), p2 = ids(40, 9);
+  uint64_t one_file = 0;
+  {
+    TempDir probe;
+    disk.disk_dir = probe.path.string();
+    auto e = make_engine("models/stories260K.gguf", 1, disk);
+    generate(*e, p1, 20);
+    one_file = static_cast<uint64_t>(e->stats().disk_cache_bytes);
+    ASSERT_GT(one_file, 0u);
+  }
+  TempDir dir;
+  disk.disk_dir = dir.path.string();
+  disk.disk_max_bytes = one_file + one_file / 2;  // room for one file of this length
+  auto e = make_engine("models/stories260K.gguf", 1, disk);
+  generate(*e, p1, 20);
+  generate(*e, p2, 20);  // as long as p1's: p1's file goes
+  server::EngineStats s = e->stats();
+  EXPECT_EQ(s.disk_cache_writes, 2);
+  EXPECT_EQ(s.disk_cache_files, 1);
+  EXPECT_LE(static_cast<uint64_t>(s.disk_cache_bytes), disk.disk_max_bytes);
+  generate(*e, concat(p2, ids(8, 1)), 4);  // p2's prefix is there
+  generate(*e, concat(p1, ids(8, 1)), 4);  // p1's is gone
+  s = e->stats();
+  EXPECT_EQ(s.disk_cache_hits, 1);
+  EXPECT_EQ(s.disk_cache_reused_tokens, 40);
 }

@@ -70,7 +70,9 @@ DiskPromptCache::Match DiskPromptCache::best(std::span<const int32_t> tokens, in
 
 bool DiskPromptCache::covers(std::span<const int32_t> tokens) const {
   return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& e) {
-    return e.info.tokens.size() >= tokens.size() && common_prefix(e.info.tokens, tokens) == static_cast<int64_t>(tokens.size());
+    // A recurrent state restores only at its own length: a longer file does not cover these.
+    const bool fits = e.info.recurrent ? e.info.tokens.size() == tokens.size() : e.info.tokens.size() >= tokens.size();
+    return fits && common_prefix(e.info.tokens, tokens) == static_cast<int64_t>(tokens.size());
   });
 }
 

@@ -28,7 +28,7 @@ class DiskPromptCache {
   };
   // The file that restores the longest prefix of `tokens`, at most max_tokens of them.
   Match best(std::span<const int32_t> tokens, int64_t max_tokens);
-  // Whether a file holds `tokens` whole at its start (saving them would add nothing).
+  // Whether a file restores all of `tokens` (saving them would add nothing).
   bool covers(std::span<const int32_t> tokens) const;
   // Saves sequence `seq` (holding `tokens`, the last one's logits `last_logits`) as a file, then
   // keeps the total under max_bytes. Throws keel::Error (nothing left behind) when writing fails.
