@@ -344,13 +344,14 @@ void BatchingEngine::admit_waiting() {
     Job& job = *waiting_.front();
     const int64_t known = static_cast<int64_t>(job.tokens.size());
     // The prefix it can reuse, leaving at least its last known token to compute (its logits
-    // are needed, and its KV lands in a page of its own): cached full pages, or a longer file.
+    // are needed, and its KV lands in a page of its own): cached full pages, copy-free, or a
+    // file when that restores at least a page more (a file is read whole into pages of its own).
     hit_pages_.clear();
     if (prefix_cache_) prefix_cache_->lookup(job.tokens, (known - 1) / page_tokens_, hit_pages_);
     DiskPromptCache::Match file;
     if (disk_cache_) {
       file = disk_cache_->best(job.tokens, known - 1);
-      if (file.tokens <= static_cast<int64_t>(hit_pages_.size()) * page_tokens_) file = {};
+      if (file.tokens < static_cast<int64_t>(hit_pages_.size() + 1) * page_tokens_) file = {};
     }
     // What its known tokens need now, plus room for the first token it samples; cached pages it
     // shares count only if no running request holds them already.
