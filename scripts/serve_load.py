@@ -265,7 +265,9 @@ def main():
         "prefill_tokens_per_second_median": percentile([x for x in prefill_tps if x > 0], 0.5),
         "metrics": {k: metrics.get(k) for k in ("keel_requests_total", "keel_requests_rejected_total",
                                                 "keel_requests_preempted_total", "keel_generated_tokens_total",
-                                                "keel_kv_pages_used", "keel_kv_pages_total", "keel_requests_running")},
+                                                "keel_kv_pages_used", "keel_kv_pages_total", "keel_requests_running",
+                                                "keel_kv_pages_cached", "keel_prefix_cache_hits_total",
+                                                "keel_prefix_cache_reused_tokens_total")},
         "loadavg": open("/proc/loadavg").read().split()[:3],
     }
     if a.long_every:

@@ -1,10 +1,15 @@
 // `keel serve` as a process: SIGTERM (or Ctrl-C) stops it cleanly with exit 143 (130), and a
-// second server on a port already taken fails with a clear error instead of sharing it.
+// second server on a port already taken fails with a clear error instead of sharing it. The
+// prefix-cache flags: a second question reuses the first's pages, and after a restart its
+// prefix reloads from --prompt-cache-dir, with the text of a server without any cache.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "serve_process.h"
@@ -30,4 +35,52 @@ TEST(ServeProcess, SignalsStopItCleanlyAndATakenPortIsAnError) {
   EXPECT_NE(server.stderr_text().find("keel serve: stopped"), std::string::npos) << server.stderr_text();
   keel::test::ServeProcess again({"-t", "1"});
   EXPECT_EQ(again.signal_and_wait(SIGINT), 130) << again.stderr_text();
+}
+
+namespace {
+
+std::string complete(int port, const std::string& prompt) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(120, 0);
+  const auto r = client.Post("/v1/completions", nlohmann::json{{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}}.dump(),
+                             "application/json");
+  if (!r || r->status != 200) return "(failed)";
+  return nlohmann::json::parse(r->body)["choices"][0]["text"];
+}
+
+// The value of one sample line of /metrics (-1: missing).
+double metric(int port, const std::string& name) {
+  httplib::Client client("127.0.0.1", port);
+  const auto r = client.Get("/metrics");
+  if (!r) return -1;
+  const size_t at = r->body.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(r->body.substr(at + name.size() + 2));
+}
+
+}  // namespace
+
+TEST(ServeProcess, PrefixCacheFlagsReuseInMemoryAndReloadFromDiskAfterARestart) {
+  char tmpl[] = "/tmp/keel-serve-cache-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string first = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
+  const std::string second = first + " One day, she saw a big dog.";
+  std::string want;
+  {
+    keel::test::ServeProcess plain({"-t", "1", "--no-prefix-cache"});
+    want = complete(plain.port(), second);
+    EXPECT_EQ(metric(plain.port(), "keel_prefix_cache_enabled"), 0);
+  }
+  {
+    keel::test::ServeProcess server({"-t", "1", "--kv-page-tokens", "16", "--prompt-cache-dir", dir});
+    complete(server.port(), first);
+    EXPECT_EQ(complete(server.port(), second), want);
+    EXPECT_EQ(metric(server.port(), "keel_prefix_cache_hits_total"), 1);
+    EXPECT_GE(metric(server.port(), "keel_prefix_cache_reused_tokens_total"), 16);
+    EXPECT_EQ(metric(server.port(), "keel_disk_cache_writes_total"), 2);
+  }
+  keel::test::ServeProcess restarted({"-t", "1", "--kv-page-tokens", "16", "--prompt-cache-dir", dir});
+  EXPECT_EQ(complete(restarted.port(), second), want);
+  EXPECT_EQ(metric(restarted.port(), "keel_disk_cache_hits_total"), 1);
+  EXPECT_GT(metric(restarted.port(), "keel_disk_cache_reused_tokens_total"), 16);
+  std::filesystem::remove_all(dir);
 }

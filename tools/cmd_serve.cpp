@@ -1,6 +1,8 @@
 // `keel serve`: an OpenAI-compatible HTTP server (src/server) over the BatchingEngine: -np N
 // requests are decoded together (continuous batching over one session planned for N sequences),
-// up to --queue more wait, and beyond that requests get 503.
+// up to --queue more wait, and beyond that requests get 503. Finished requests' KV pages serve
+// later requests that start with the same tokens (prefix cache), and with --prompt-cache-dir
+// whole prefixes are kept on disk as well.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +29,10 @@ int cmd_serve(const CommandArgs& argv) {
            {{"--chat-template"}, "FILE", "a Jinja chat template instead of the model's tokenizer.chat_template"},
            {{"-a", "--alias"}, "NAME", "the model's name in the API (default: the model file's name); requests naming another model get 404"},
            {{"--max-body"}, "BYTES", "largest request body accepted (default 33554432); larger gets 413"},
+           {{"--no-prefix-cache"}, "", "do not keep finished requests' KV pages for later requests with the same prefix"},
+           {{"--prompt-cache-dir"}, "DIR", "also keep finished requests' prefixes as files in DIR (one directory per model), reloaded by later requests and after a restart"},
+           {{"--kv-page-tokens"}, "N", "tokens per KV page (default: the planner's, 256 for long contexts); the prefix cache reuses whole pages, so smaller pages reuse more of a shared prefix"},
+           {{"--prompt-cache-max-mb"}, "N", "disk space --prompt-cache-dir may use, least recently used files removed first (default 4096)"},
        })
     options.push_back(o);
   Args args("serve", "Serve a GGUF model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).",
@@ -59,8 +65,14 @@ int cmd_serve(const CommandArgs& argv) {
   if (id == "default") id = "stories260K";  // the embedded model
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);
   if (args.has("--alias")) id = args.get_or("--alias", id);
+  server::PrefixCacheOptions cache;
+  cache.memory = !args.has("--no-prefix-cache");
+  cache.disk_dir = args.get_or("--prompt-cache-dir", "");
+  const int64_t cache_mb = args.get_int("--prompt-cache-max-mb", 4096);
+  if (cache_mb < 0) throw Error("keel serve: --prompt-cache-max-mb must be 0 or more", ErrorKind::usage);
+  cache.disk_max_bytes = static_cast<uint64_t>(cache_mb) << 20;
   server::BatchingEngine engine(lm.model, lm.tokenizer, plan.options, chat_template, special_tokens(file), id,
-                                static_cast<int>(queue));
+                                static_cast<int>(queue), cache);
 
   server::ServerOptions so;
   so.host = args.get_or("--host", "127.0.0.1");

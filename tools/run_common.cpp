@@ -116,6 +116,11 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
   req.n_threads = static_cast<int>(args.get_int("-t", 0));
   req.chunk = plan::parse_chunk(args.get_or("--chunk", "auto"));
   req.kv_type = kv_type_flag(args);
+  if (args.has("--kv-page-tokens")) {  // (keel serve's: prefix reuse shares whole pages)
+    const int64_t page = args.get_int("--kv-page-tokens", 0);
+    if (page < 1 || page > 4096) throw Error("--kv-page-tokens must be 1..4096", ErrorKind::usage);
+    req.page_tokens = static_cast<uint32_t>(page);
+  }
   req.exact = args.has("--exact");
   req.logits_every_token = logits_every_token;
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));

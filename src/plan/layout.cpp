@@ -32,6 +32,7 @@ HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, 
   h.page_table = take(seqs * static_cast<uint64_t>(max_pages_per_seq) * sizeof(int32_t));
   h.logit_rows = take(rows * sizeof(int32_t));
   h.free_pages = take(uint64_t{s.kv.n_pages} * sizeof(int32_t));
+  h.page_refs = take(uint64_t{s.kv.n_pages} * sizeof(int32_t));
   h.logit_ptrs = take(seqs * sizeof(const float*));
   h.host_logits = take(device_logits ? rows * n_vocab * sizeof(float) : 0);
   h.staging = take(staging_bytes);

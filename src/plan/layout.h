@@ -50,7 +50,7 @@ struct SessionLayout {
 
 // Offsets of the session's host arrays in its one host buffer ("batch").
 struct HostArrays {
-  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, logit_ptrs, host_logits, staging, total;
+  uint64_t tokens, pos, slices, page_table, logit_rows, free_pages, page_refs, logit_ptrs, host_logits, staging, total;
   uint64_t staging_bytes;  // one KV page or one sequence's slot of a state buffer (state files)
 };
 HostArrays host_arrays(const model::SessionShape& s, int32_t max_pages_per_seq, uint32_t n_vocab, bool device_logits,

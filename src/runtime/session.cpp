@@ -46,12 +46,14 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   page_table_ = reinterpret_cast<int32_t*>(base + h.page_table);
   logit_rows_ = reinterpret_cast<int32_t*>(base + h.logit_rows);
   free_pages_ = reinterpret_cast<int32_t*>(base + h.free_pages);
+  page_refs_ = reinterpret_cast<int32_t*>(base + h.page_refs);
   logit_ptrs_ = reinterpret_cast<const float**>(base + h.logit_ptrs);
   logits_ = scratch_.get_as<float>("logits");
   host_logits_ = device_logits ? reinterpret_cast<float*>(base + h.host_logits) : logits_;
   staging_ = base + h.staging;
   n_free_pages_ = static_cast<int32_t>(s.kv.n_pages);
   for (int32_t i = 0; i < n_free_pages_; ++i) free_pages_[i] = n_free_pages_ - 1 - i;  // page 0 on top
+  std::fill_n(page_refs_, n_free_pages_, 0);
   seqs_.resize(static_cast<size_t>(s.n_seqs));
 
   model::ForwardResources res;
@@ -110,15 +112,61 @@ void Session::grow_pages(int32_t seq, int64_t end) {
                 std::to_string(n_free_pages_) + " of " + std::to_string(pages_total()) + " are free");
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
-  for (int64_t i = 0; i < missing; ++i) row[s.n_pages++] = free_pages_[--n_free_pages_];
+  for (int64_t i = 0; i < missing; ++i) {
+    const int32_t page = free_pages_[--n_free_pages_];
+    page_refs_[page] = 1;
+    row[s.n_pages++] = page;
+  }
 }
 
 void Session::release_pages(int32_t seq) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   const int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
-  for (int32_t i = s.n_pages - 1; i >= 0; --i) free_pages_[n_free_pages_++] = row[i];
+  for (int32_t i = s.n_pages - 1; i >= 0; --i) release_page(row[i]);  // last page first, as before sharing
   s.n_pages = 0;
   s.n_past = 0;
+}
+
+std::span<const int32_t> Session::pages_of(int32_t seq) const {
+  check_seq(seq);
+  return {page_table_ + int64_t{seq} * layout_.max_pages_per_seq,
+          static_cast<size_t>(seqs_[static_cast<size_t>(seq)].n_pages)};
+}
+
+int32_t Session::page_refs(int32_t page) const {
+  if (page < 0 || page >= pages_total()) throw Error("internal: no KV page " + std::to_string(page));
+  return page_refs_[page];
+}
+
+int32_t Session::pages_shared() const {
+  return static_cast<int32_t>(std::count_if(page_refs_, page_refs_ + pages_total(), [](int32_t r) { return r > 1; }));
+}
+
+void Session::retain_page(int32_t page) {
+  if (page_refs(page) < 1) throw Error("internal: retaining free KV page " + std::to_string(page));
+  ++page_refs_[page];
+}
+
+void Session::release_page(int32_t page) {
+  if (page_refs(page) < 1) throw Error("internal: releasing free KV page " + std::to_string(page));
+  if (--page_refs_[page] == 0) free_pages_[n_free_pages_++] = page;
+}
+
+void Session::share_pages(int32_t seq, std::span<const int32_t> pages) {
+  check_seq(seq);
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  if (has_recurrent_state()) throw Error("internal: shared KV pages cannot restore a recurrent state");
+  if (s.n_pages != 0 || s.n_past != 0) throw Error("internal: sharing pages into a sequence that is not empty");
+  const int64_t end = static_cast<int64_t>(pages.size()) * layout_.shape.kv.page_tokens;
+  check_room(model_->hparams(), options_.n_ctx, end);
+  for (int32_t page : pages)
+    if (page_refs(page) < 1) throw Error("internal: sharing free KV page " + std::to_string(page));
+  int32_t* row = page_table_ + int64_t{seq} * layout_.max_pages_per_seq;
+  for (int32_t page : pages) {
+    ++page_refs_[page];
+    row[s.n_pages++] = page;
+  }
+  s.n_past = end;
 }
 
 void Session::remove_sequence(int32_t seq) {

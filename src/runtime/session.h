@@ -3,6 +3,13 @@
 // forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
 // sequences: decodes of some and a prefill chunk of another. Pages are handed to sequences from
 // one shared pool as they grow and return when a sequence is removed or reset.
+//
+// Pages are reference-counted so that full pages of a common token prefix can be shared without
+// copying (the server's prefix cache, server/prefix_cache.h): a sequence's page-table row may
+// begin with shared pages, and whoever else keeps a page (the cache) holds a reference of its own.
+// A sequence writes only at positions past its shared pages, into pages it took from the free
+// stack itself, so a shared page is never written. A page returns to the free stack when its last
+// reference goes.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -36,6 +43,17 @@ struct SeqInput {
 };
 
 class Session;
+
+// What a prompt-cache state file holds, read from its header, token list and checkpoint positions
+// alone (no model needed): the index of the server's disk cache. Only load_state checks the rest.
+struct StateFileInfo {
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> checkpoints;  // positions of recurrent-state snapshots, ascending
+  bool recurrent = false;            // a hybrid model's: restores at its length or a checkpoint only
+  uint64_t bytes = 0;                // the file's size
+};
+// Throws keel::Error when the file cannot be read or is not an intact state file header.
+StateFileInfo read_state_file_info(const std::string& path);
 
 // Snapshots of one sequence's recurrent state taken during its prefill (hybrid models), for
 // save_state to keep beside the final state: a later prompt that shares only part of the saved
@@ -80,6 +98,23 @@ class Session {
   int64_t n_past(int32_t seq) const;
   int32_t pages_free() const { return n_free_pages_; }
   int32_t pages_total() const { return static_cast<int32_t>(layout_.shape.kv.n_pages); }
+  int32_t page_tokens() const { return static_cast<int32_t>(layout_.shape.kv.page_tokens); }
+
+  // ---- shared pages (prefix reuse) --------------------------------------------------------------
+  // The pages of sequence `seq`'s row, in position order (page i holds positions i*page_tokens..).
+  std::span<const int32_t> pages_of(int32_t seq) const;
+  // References to a page: one per row that lists it plus one per retain_page.
+  int32_t page_refs(int32_t page) const;
+  // Pages listed by more than one holder (a row and the cache, or two rows).
+  int32_t pages_shared() const;
+  // Another holder keeps `page` (which a sequence holds now) / lets it go: at no references left
+  // it returns to the free stack.
+  void retain_page(int32_t page);
+  void release_page(int32_t page);
+  // Makes the empty sequence `seq` begin with `pages`, full pages of tokens computed before by
+  // another sequence (the caller vouches for their contents); n_past becomes pages × page_tokens.
+  // Not for models with recurrent state, whose state pages cannot restore. Throws keel::Error.
+  void share_pages(int32_t seq, std::span<const int32_t> pages);
 
   // One forward call over every input (at most shape.max_tokens tokens in all, each sequence at
   // most once). Returns the logits rows [n_vocab] of the inputs that asked, in input order (host
@@ -150,6 +185,7 @@ class Session {
   int32_t* page_table_ = nullptr;        // [n_seqs, max_pages_per_seq]
   int32_t* logit_rows_ = nullptr;        // [max_logit_rows]
   int32_t* free_pages_ = nullptr;        // [n_pages] stack of free page ids
+  int32_t* page_refs_ = nullptr;         // [n_pages] holders of each page (0: on the free stack)
   const float** logit_ptrs_ = nullptr;   // [n_seqs] step()'s answer
   float* host_logits_ = nullptr;         // [max_logit_rows, n_vocab] (the backend's own on the CPU)
   float* logits_ = nullptr;              // [max_logit_rows, n_vocab] in backend memory

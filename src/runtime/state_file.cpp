@@ -133,6 +133,31 @@ void pread_all(int fd, void* data, size_t n, uint64_t offset, const std::string&
 
 }  // namespace
 
+StateFileInfo read_state_file_info(const std::string& path) {
+  Fd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (fd.fd < 0) throw Error("cannot open the prompt cache " + path + ": " + errno_text());
+  StateHeader h{};
+  HashedReader in(fd.fd, path);
+  in.read(&h, sizeof h);
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) throw Error(path + " is not a keel prompt cache (bad magic)");
+  if (h.header_hash != XXH3_64bits(&h, offsetof(StateHeader, header_hash)))
+    throw Error("the prompt cache " + path + " is corrupt (header checksum)");
+  if (h.version != kVersion) throw Error("the prompt cache " + path + " has format version " + std::to_string(h.version));
+  struct stat st{};
+  if (::fstat(fd.fd, &st) != 0) throw Error("cannot stat the prompt cache " + path + ": " + errno_text());
+  const uint64_t lists = h.n_tokens * sizeof(int32_t) + uint64_t{h.n_checkpoints} * sizeof(int64_t);
+  if (h.n_tokens == 0 || sizeof h + lists > static_cast<uint64_t>(st.st_size))
+    throw Error("the prompt cache " + path + " is truncated");
+  StateFileInfo info;
+  info.tokens.resize(h.n_tokens);
+  in.read(info.tokens.data(), info.tokens.size() * sizeof(int32_t));
+  info.checkpoints.resize(h.n_checkpoints);
+  if (!info.checkpoints.empty()) in.read(info.checkpoints.data(), info.checkpoints.size() * sizeof(int64_t));
+  info.recurrent = h.state_bytes > 0;
+  info.bytes = static_cast<uint64_t>(st.st_size);
+  return info;
+}
+
 StateCheckpoints::StateCheckpoints(const std::string& state_path) {
   const size_t slash = state_path.rfind('/');
   dir_ = slash == std::string::npos ? "." : slash == 0 ? "/" : state_path.substr(0, slash);

@@ -329,6 +329,29 @@ std::string metrics_text(const EngineStats& s) {
          s.decode_tokens_per_second);
   metric("keel_kv_pages_used", "gauge", "KV cache pages held by sequences.", count(s.kv_pages_used));
   metric("keel_kv_pages_total", "gauge", "KV cache pages planned at start.", count(s.kv_pages_total));
+  metric("keel_kv_pages_cached", "gauge", "KV cache pages kept by the prefix cache (evicted when the pool needs them).",
+         count(s.kv_pages_cached));
+  metric("keel_prefix_cache_enabled", "gauge",
+         "1 when finished requests' KV pages are shared with later ones (0: off, or a hybrid model).",
+         s.prefix_cache_enabled ? 1 : 0);
+  metric("keel_prefix_cache_hits_total", "counter", "Admissions that reused KV pages of the in-memory prefix cache.",
+         count(s.prefix_cache_hits));
+  metric("keel_prefix_cache_misses_total", "counter", "Admissions that reused no prefix (memory or disk).",
+         count(s.prefix_cache_misses));
+  metric("keel_prefix_cache_reused_tokens_total", "counter", "Prompt tokens taken from the in-memory prefix cache.",
+         count(s.prefix_cache_reused_tokens));
+  metric("keel_prefix_cache_evicted_pages_total", "counter", "Cached KV pages evicted (least recently used first).",
+         count(s.prefix_cache_evicted_pages));
+  metric("keel_disk_cache_enabled", "gauge", "1 with --prompt-cache-dir.", s.disk_cache_enabled ? 1 : 0);
+  metric("keel_disk_cache_hits_total", "counter", "Admissions that reloaded a prefix from --prompt-cache-dir.",
+         count(s.disk_cache_hits));
+  metric("keel_disk_cache_reused_tokens_total", "counter", "Prompt tokens reloaded from --prompt-cache-dir.",
+         count(s.disk_cache_reused_tokens));
+  metric("keel_disk_cache_writes_total", "counter", "Prefixes written to --prompt-cache-dir.", count(s.disk_cache_writes));
+  metric("keel_disk_cache_errors_total", "counter", "Cache files that failed to write or load (skipped, logged).",
+         count(s.disk_cache_errors));
+  metric("keel_disk_cache_files", "gauge", "Files in --prompt-cache-dir.", count(s.disk_cache_files));
+  metric("keel_disk_cache_bytes", "gauge", "Bytes in --prompt-cache-dir.", count(s.disk_cache_bytes));
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 
 #include "keel/error.h"
 #include "runtime/sampler.h"
@@ -17,6 +18,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kRecentSteps = 64;        // the window of the tok/s figures
 constexpr size_t kMaxPendingEvents = 32;   // a request whose client lags this far pauses (keeps its pages)
+
+void log_line(const std::string& text) { std::fprintf(stderr, "keel serve: prompt cache: %s\n", text.c_str()); }
 
 }  // namespace
 
@@ -52,6 +55,7 @@ struct BatchingEngine::Job {
   int32_t seq = -1;                // while running
   std::vector<int32_t> tokens;     // prompt, then the sampled tokens (the penalties' history too)
   int64_t fed = 0;                 // tokens[0..fed) are in the sequence's KV cache
+  int64_t shared_pages = 0;        // pages of its row the prefix cache holds too (counted once, there)
   int64_t prompt_reported = 0;     // prompt tokens already reported as progress (not again on a replay)
   std::optional<runtime::Sampler> sampler;
   std::vector<TokenLogprobs> logprobs;  // of tokens whose text is not posted yet
@@ -69,7 +73,8 @@ struct BatchingEngine::Job {
 
 BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokenizer::Tokenizer tokenizer,
                                const runtime::SessionOptions& options, std::optional<std::string> chat_template,
-                               nlohmann::ordered_json special_tokens, std::string model_id, int queue_capacity)
+                               nlohmann::ordered_json special_tokens, std::string model_id, int queue_capacity,
+                               const PrefixCacheOptions& cache)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       special_tokens_(std::move(special_tokens)),
@@ -88,6 +93,16 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
   stats_.sequences = session_.layout().shape.n_seqs;
   for (int i = 0; i < session_.layout().shape.n_seqs; ++i)
     sampler_scratch_.emplace_back(static_cast<int32_t>(model_->hparams().n_vocab));
+  if (cache.memory && session_.has_recurrent_state())
+    log_line("no KV page sharing in memory for this hybrid model (its recurrent state is not in pages)" +
+             std::string(cache.disk_dir.empty() ? "" : "; whole prefixes reload from --prompt-cache-dir"));
+  else if (cache.memory)
+    prefix_cache_.emplace(session_.pages_total(), page_tokens_);
+  if (!cache.disk_dir.empty()) disk_cache_.emplace(cache.disk_dir, cache.disk_max_bytes);
+  hit_pages_.reserve(static_cast<size_t>(session_.pages_total()));
+  stats_.prefix_cache_enabled = prefix_cache_.has_value();
+  stats_.disk_cache_enabled = disk_cache_.has_value();
+  note_pages();
   scheduler_ = std::thread([this] { scheduler_loop(); });
 }
 
@@ -133,7 +148,7 @@ EngineStats BatchingEngine::stats() const {
   EngineStats s = stats_;
   s.requests_running = static_cast<int64_t>(running_.size());
   s.requests_queued = static_cast<int64_t>(waiting_.size());
-  s.kv_pages_used = pages_used_;
+  s.kv_pages_used = pages_used_;  // (kv_pages_cached is kept in stats_ by note_pages)
   double prefill_s = 0, all_s = 0;
   int64_t prefill_n = 0, decode_n = 0;
   for (const StepSample& st : recent_steps_) all_s += st.seconds, decode_n += st.decode_tokens;
@@ -214,11 +229,103 @@ GenerationResult BatchingEngine::generate(const GenerationRequest& request, cons
   }
 }
 
+void BatchingEngine::clear_prefix_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  clear_cache_requested_ = true;
+  work_.notify_one();
+}
+
 int64_t BatchingEngine::pages_committed() const {
-  int64_t pages = 0;
+  // Each request's own pages for its known tokens, and once each the cached pages they share
+  // (a page listed by more than one holder is a cached page some request holds).
+  int64_t pages = session_.pages_shared();
   for (const auto& job : running_)
-    if (!job->finished) pages += pages_for(static_cast<int64_t>(job->tokens.size()), page_tokens_);
+    if (!job->finished) pages += pages_for(static_cast<int64_t>(job->tokens.size()), page_tokens_) - job->shared_pages;
   return pages;
+}
+
+void BatchingEngine::note_pages() {
+  const int64_t cached = prefix_cache_ ? prefix_cache_->size() : 0;
+  const int64_t cached_unheld = cached - session_.pages_shared();
+  pages_used_ = session_.pages_total() - session_.pages_free() - cached_unheld;
+  stats_.kv_pages_cached = cached;
+  if (disk_cache_) {
+    stats_.disk_cache_files = static_cast<int64_t>(disk_cache_->files());
+    stats_.disk_cache_bytes = static_cast<int64_t>(disk_cache_->bytes());
+  }
+}
+
+bool BatchingEngine::make_free_pages(int64_t n) {
+  while (session_.pages_free() < n && prefix_cache_) {
+    const int32_t page = prefix_cache_->evict([this](int32_t p) { return session_.page_refs(p) > 1; });
+    if (page < 0) break;
+    session_.release_page(page);
+    ++stats_.prefix_cache_evicted_pages;
+  }
+  return session_.pages_free() >= n;
+}
+
+void BatchingEngine::cache_pages(Job& job) {
+  if (!prefix_cache_ || job.seq < 0) return;
+  const std::span<const int32_t> row = session_.pages_of(job.seq);
+  prefix_cache_->insert(std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed)), row,
+                        [this](int32_t page) { session_.retain_page(page); });
+  job.shared_pages = std::count_if(row.begin(), row.end(), [this](int32_t page) { return prefix_cache_->holds(page); });
+}
+
+void BatchingEngine::spill(Job& job, const float* last_logits) {
+  // Whole prefixes only, at the end of a request: the one moment its full state (a hybrid's
+  // recurrent state, the last logits) exists. Shorter than a page, or already on disk: skipped.
+  const auto tokens = std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed));
+  if (!disk_cache_ || !last_logits || job.fed < page_tokens_ || disk_cache_->covers(tokens)) return;
+  try {
+    disk_cache_->save(session_, job.seq, tokens, last_logits);
+    ++stats_.disk_cache_writes;
+  } catch (const Error& e) {
+    ++stats_.disk_cache_errors;
+    log_line(std::string("not saved: ") + e.what());
+  }
+}
+
+void BatchingEngine::reuse_prefix(Job& job, const DiskPromptCache::Match& file) {
+  const auto known = static_cast<int64_t>(job.tokens.size());
+  int64_t from_disk = 0;
+  if (file.tokens > 0) {
+    make_free_pages(pages_for(file.tokens, page_tokens_));
+    try {
+      // At most known - 1 tokens: the last known token is computed again for its logits.
+      const auto r = session_.load_state(job.seq, file.path,
+                                         std::span<const int32_t>(job.tokens).first(static_cast<size_t>(known - 1)));
+      from_disk = r.n_reused;
+      if (from_disk == 0) {  // another model's, or page size: not asked again
+        log_line(r.note);
+        disk_cache_->forget(file.path, /*delete_file=*/false);
+      }
+    } catch (const Error& e) {  // corrupt or truncated: the sequence is empty, the file goes
+      ++stats_.disk_cache_errors;
+      log_line(std::string("skipped: ") + e.what());
+      disk_cache_->forget(file.path, /*delete_file=*/true);
+    }
+    if (from_disk == 0 && prefix_cache_) {  // fall back on memory (its pages may have been evicted for the load)
+      hit_pages_.clear();
+      prefix_cache_->lookup(job.tokens, (known - 1) / page_tokens_, hit_pages_);
+    }
+  }
+  if (from_disk > 0) {
+    job.fed = from_disk;
+    ++stats_.disk_cache_hits;
+    stats_.disk_cache_reused_tokens += from_disk;
+  } else if (!hit_pages_.empty()) {
+    session_.share_pages(job.seq, hit_pages_);
+    job.shared_pages = static_cast<int64_t>(hit_pages_.size());
+    job.fed = job.shared_pages * page_tokens_;
+    ++stats_.prefix_cache_hits;
+    stats_.prefix_cache_reused_tokens += job.fed;
+  } else if (prefix_cache_ || disk_cache_) {
+    ++stats_.prefix_cache_misses;
+  }
+  // Reused prompt tokens are not prefilled: no progress for them, and not counted as prefilled.
+  job.prompt_reported = std::max(job.prompt_reported, std::min(job.fed, job.n_prompt));
 }
 
 void BatchingEngine::drop_cancelled() {
@@ -235,20 +342,37 @@ void BatchingEngine::admit_waiting() {
   int64_t committed = pages_committed();
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < stats_.sequences) {
     Job& job = *waiting_.front();
-    // What its known tokens need now, plus room for the first token it samples.
     const int64_t known = static_cast<int64_t>(job.tokens.size());
-    const int64_t need = pages_for(std::min(known + 1, info_.n_ctx), page_tokens_);
+    // The prefix it can reuse, leaving at least its last known token to compute (its logits
+    // are needed, and its KV lands in a page of its own): cached full pages, copy-free, or a
+    // file when that restores at least a page more (a file is read whole into pages of its own).
+    hit_pages_.clear();
+    if (prefix_cache_) prefix_cache_->lookup(job.tokens, (known - 1) / page_tokens_, hit_pages_);
+    DiskPromptCache::Match file;
+    if (disk_cache_) {
+      file = disk_cache_->best(job.tokens, known - 1);
+      if (file.tokens < static_cast<int64_t>(hit_pages_.size() + 1) * page_tokens_) file = {};
+    }
+    // What its known tokens need now, plus room for the first token it samples; cached pages it
+    // shares count only if no running request holds them already.
+    int64_t need = pages_for(std::min(known + 1, info_.n_ctx), page_tokens_);
+    if (file.tokens == 0)
+      for (int32_t page : hit_pages_) need -= session_.page_refs(page) > 1 ? 1 : 0;
     if (committed + need > session_.pages_total()) break;  // FIFO: the head waits for pages
     job.seq = session_.add_sequence();
     job.fed = 0;
-    committed += pages_for(known, page_tokens_);
+    job.shared_pages = 0;
+    if (job.prompt_reported == 0) job.prefill_start = Clock::now();
+    reuse_prefix(job, file);
     if (auto* place = dynamic_cast<Place*>(job.place.get()); place && place->held.exchange(false)) --places_taken_;
     // running_ stays in arrival order: a preempted request comes back among younger ones.
     auto at = std::upper_bound(running_.begin(), running_.end(), job.arrival,
                                [](uint64_t arrival, const std::shared_ptr<Job>& j) { return arrival < j->arrival; });
     running_.insert(at, std::move(waiting_.front()));
     waiting_.pop_front();
+    committed = pages_committed();
   }
+  note_pages();
 }
 
 void BatchingEngine::preempt_while_overcommitted() {
@@ -258,17 +382,19 @@ void BatchingEngine::preempt_while_overcommitted() {
     auto victim = std::find_if(running_.rbegin(), running_.rend(), [](const std::shared_ptr<Job>& j) { return !j->finished; });
     if (victim == running_.rend() || std::next(victim) == running_.rend()) break;
     Job& job = **victim;
-    committed -= pages_for(static_cast<int64_t>(job.tokens.size()), page_tokens_);
+    cache_pages(job);  // its own return (or another request) may find them still there
     session_.remove_sequence(job.seq);
     job.seq = -1;
     job.fed = 0;
+    job.shared_pages = 0;
     ++stats_.requests_preempted;
     auto at = std::upper_bound(waiting_.begin(), waiting_.end(), job.arrival,
                                [](uint64_t arrival, const std::shared_ptr<Job>& j) { return arrival < j->arrival; });
     waiting_.insert(at, std::move(*victim));
     running_.erase(std::next(victim).base());
+    committed = pages_committed();
   }
-  pages_used_ = session_.pages_total() - session_.pages_free();
+  note_pages();
 }
 
 void BatchingEngine::post_text(Job& job, std::string text) {
@@ -281,10 +407,12 @@ void BatchingEngine::post_text(Job& job, std::string text) {
   job.ready.notify_one();
 }
 
-void BatchingEngine::finish(Job& job, FinishReason reason) {
+void BatchingEngine::finish(Job& job, FinishReason reason, const float* last_logits) {
   if (job.seq >= 0) {
+    spill(job, last_logits);
+    cache_pages(job);
     session_.remove_sequence(job.seq);
-    pages_used_ = session_.pages_total() - session_.pages_free();
+    note_pages();
     job.seq = -1;
   }
   if (auto* place = dynamic_cast<Place*>(job.place.get()); place && place->held.exchange(false)) --places_taken_;
@@ -311,7 +439,7 @@ void BatchingEngine::after_logits(Job& job, const float* logits) {
     if (!job.stops->stopped()) tail += job.stops->flush();
     if (job.stops->stopped()) reason = FinishReason::stop;
     post_text(job, std::move(tail));
-    finish(job, reason);
+    finish(job, reason, logits);
   };
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
   const int32_t id = job.sampler->sample(logits, job.tokens, static_cast<size_t>(job.n_prompt),
@@ -323,7 +451,7 @@ void BatchingEngine::after_logits(Job& job, const float* logits) {
   ++stats_.generated_tokens_total;
   std::string text = job.stops->push(job.decoder->push(id));
   if (!text.empty() || job.stops->stopped()) post_text(job, std::move(text));
-  if (job.stops->stopped()) return finish(job, FinishReason::stop);
+  if (job.stops->stopped()) return finish(job, FinishReason::stop, logits);
   if (job.completion_tokens >= job.limit) return finish_with_tail(FinishReason::length);
 }
 
@@ -339,15 +467,16 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
     return;
   }
   inputs_.clear();
-  int64_t prefill_n = 0, decode_n = 0;
+  int64_t prefill_n = 0, decode_n = 0, pages_needed = 0;
   for (const StepPiece& p : pieces_) {
     Job& job = *running_[p.index];
-    if (p.prefill && job.fed == 0 && job.prompt_reported == 0) job.prefill_start = Clock::now();
     inputs_.push_back(runtime::SeqInput{
         job.seq, std::span<const int32_t>(job.tokens).subspan(static_cast<size_t>(p.first), static_cast<size_t>(p.n)),
         p.logits});
     (p.prefill ? prefill_n : decode_n) += p.n;
+    pages_needed += pages_for(p.first + p.n, page_tokens_) - pages_for(p.first, page_tokens_);
   }
+  make_free_pages(pages_needed);  // cached pages nobody holds make way (the admission counted on them)
 
   lock.unlock();
   const auto t0 = Clock::now();
@@ -370,7 +499,7 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
     }
     return;
   }
-  pages_used_ = session_.pages_total() - session_.pages_free();
+  note_pages();
   recent_steps_.push_back(StepSample{seconds, prefill_n, decode_n});
   if (recent_steps_.size() > kRecentSteps) recent_steps_.pop_front();
   if (prefill_n > 0) recent_prefills_.push_back(recent_steps_.back());
@@ -380,6 +509,7 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
   for (const StepPiece& p : pieces_) {
     Job& job = *running_[p.index];  // running_ does not change until the step is done
     job.fed += p.n;
+    if (p.prefill) cache_pages(job);  // its prompt's full pages serve requests admitted from now on
     if (p.prefill && job.fed > job.prompt_reported) {  // first time through this part of the prompt
       stats_.prompt_tokens_total += job.fed - job.prompt_reported;
       job.prompt_reported = job.fed;
@@ -399,6 +529,12 @@ void BatchingEngine::scheduler_loop() {
   for (;;) {
     drop_cancelled();
     if (stopping_) break;
+    if (clear_cache_requested_) {
+      clear_cache_requested_ = false;
+      while (prefix_cache_ && make_free_pages(session_.pages_free() + 1)) {
+      }
+      note_pages();
+    }
     admit_waiting();
     run_step(lock);
   }

@@ -15,6 +15,15 @@
 // logits are bit for bit those of an uninterrupted run. The oldest request always fits (the pool
 // holds a whole context), so every request ends. Requests that must wait sit in a bounded queue;
 // a full queue throws Overloaded (503).
+//
+// Prefix reuse: a request's full prompt pages enter the prefix cache (prefix_cache.h) as its
+// prefill completes them, and the rest of its full pages when it ends (or is preempted, or
+// cancelled); a request admitted later attaches the longest cached chain
+// its tokens begin with, copy-free, and prefills only the rest. Cached pages that no running
+// request holds count as free for admission and are evicted, least recently used first, when a
+// step or a reload needs pages. With --prompt-cache-dir, finished requests are also written to
+// disk (disk_prompt_cache.h) and a request that starts with more of a file than of the memory
+// cache reloads it. Hybrid models share nothing in memory (their recurrent state is not in pages).
 #pragma once
 #include <array>
 #include <condition_variable>
@@ -29,12 +38,20 @@
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
+#include "server/disk_prompt_cache.h"
 #include "server/engine.h"
+#include "server/prefix_cache.h"
 #include "server/step_plan.h"
 #include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace keel::server {
+
+struct PrefixCacheOptions {
+  bool memory = true;                          // share finished requests' KV pages (--no-prefix-cache: off)
+  std::string disk_dir;                        // --prompt-cache-dir ("": none)
+  uint64_t disk_max_bytes = uint64_t{4} << 30;  // --prompt-cache-max-mb
+};
 
 class BatchingEngine : public Engine {
  public:
@@ -45,7 +62,8 @@ class BatchingEngine : public Engine {
   // special_tokens: bos_token/eos_token as the template should see them.
   BatchingEngine(std::shared_ptr<const model::Model> model, tokenizer::Tokenizer tokenizer,
                  const runtime::SessionOptions& options, std::optional<std::string> chat_template,
-                 nlohmann::ordered_json special_tokens, std::string model_id, int queue_capacity = 64);
+                 nlohmann::ordered_json special_tokens, std::string model_id, int queue_capacity = 64,
+                 const PrefixCacheOptions& cache = {});
   ~BatchingEngine() override;  // stop()s
   // Stops the scheduler: requests running or waiting end with an error ("shutting down"), later
   // ones are refused. Idempotent; for a graceful exit on a signal.
@@ -57,6 +75,9 @@ class BatchingEngine : public Engine {
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks) override;
   std::shared_ptr<QueuePlace> take_place() override;
   EngineStats stats() const override;
+  // Asks the scheduler to evict every cached page no request holds (for tests and operators);
+  // done at its next iteration (stats().kv_pages_cached shows it).
+  void clear_prefix_cache();
 
   struct Job;    // one request, shared by its HTTP thread and the scheduler
   struct Place;  // a counted place in the queue
@@ -68,7 +89,16 @@ class BatchingEngine : public Engine {
   void admit_waiting();                  // queue head → a sequence, while its pages fit
   int64_t pages_committed() const;       // by the running requests for their known tokens
   void preempt_while_overcommitted();    // youngest first, back to the queue
-  void finish(Job& job, FinishReason reason);  // sequence removed, end posted
+  // A newly admitted request's sequence starts with `file`'s prefix or the cached pages in
+  // hit_pages_, whichever is longer (file.tokens 0: none).
+  void reuse_prefix(Job& job, const DiskPromptCache::Match& file);
+  bool make_free_pages(int64_t n);       // evicts cached pages until n are free; false if it cannot
+  void cache_pages(Job& job);            // offers its full pages to the prefix cache; counts job.shared_pages
+  void spill(Job& job, const float* last_logits);  // writes it to the disk cache
+  void note_pages();                     // the page counts stats() reports
+  // Sequence removed (its pages offered to the caches; last_logits, of its last fed token, lets
+  // the disk cache save it), end posted.
+  void finish(Job& job, FinishReason reason, const float* last_logits = nullptr);
   void after_logits(Job& job, const float* logits);  // sample, emit text, maybe finish
   TokenLogprobs logprobs_of(const float* logits, int32_t id, int n_top);
   void post_text(Job& job, std::string text);
@@ -106,6 +136,10 @@ class BatchingEngine : public Engine {
   std::deque<StepSample> recent_steps_;    // the last kRecentSteps forward calls
   std::deque<StepSample> recent_prefills_; // the last kRecentSteps of them that carried a prefill chunk
   int64_t pages_used_ = 0;               // snapshot after each step
+  std::optional<PrefixCache> prefix_cache_;      // none: off (option, or a hybrid model)
+  std::optional<DiskPromptCache> disk_cache_;    // none: no --prompt-cache-dir
+  std::vector<int32_t> hit_pages_;       // admission's scratch: the cached pages a request can reuse
+  bool clear_cache_requested_ = false;
   std::thread scheduler_;                // last: started when everything above exists
 };
 

@@ -105,8 +105,19 @@ struct EngineStats {
   int64_t generated_tokens_total = 0;
   double prefill_tokens_per_second = 0; // over the recent forward calls that carried a prefill chunk
   double decode_tokens_per_second = 0;  // over the recent forward calls
-  int64_t kv_pages_used = 0, kv_pages_total = 0;
+  int64_t kv_pages_used = 0, kv_pages_total = 0;  // used: held by running requests
   int64_t sequences = 0;                // --parallel
+  // Prefix reuse (server/prefix_cache.h, server/disk_prompt_cache.h). An admission (or a
+  // preempted request's return) is a hit of the cache it reuses tokens from, else a miss.
+  bool prefix_cache_enabled = false;    // in memory; off for hybrid models and --no-prefix-cache
+  int64_t kv_pages_cached = 0;          // pages the prefix cache holds (those no request holds are free to evict)
+  int64_t prefix_cache_hits = 0, prefix_cache_misses = 0;
+  int64_t prefix_cache_reused_tokens = 0;   // prompt tokens not prefilled thanks to cached pages
+  int64_t prefix_cache_evicted_pages = 0;
+  bool disk_cache_enabled = false;      // --prompt-cache-dir
+  int64_t disk_cache_hits = 0, disk_cache_reused_tokens = 0;
+  int64_t disk_cache_writes = 0, disk_cache_errors = 0;  // errors: files that would not write or load (skipped)
+  int64_t disk_cache_files = 0, disk_cache_bytes = 0;
 };
 
 class Engine {
