@@ -21,8 +21,14 @@ fi
 targets=$(sed -n '/^set(KEEL_FUZZ_TARGETS/,/^)/{s/#.*//;p}' fuzz/CMakeLists.txt | tr -s ' ()' '\n' | grep -v -e '^set$' -e '^KEEL_FUZZ_TARGETS$' -e '^$')
 [ "$target" = all ] || { grep -qx "$target" <<<"$targets" || { echo "unknown target '$target' (have: $(echo $targets))" >&2; exit 2; }; targets=$target; }
 
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DKEEL_FUZZ=ON -DKEEL_CUDA=OFF -DKEEL_BUILD_TESTS=OFF -DKEEL_BUILD_BENCH=OFF >/dev/null
+# A build folder configured already (CI's, which also builds the test suite in it) is used as it is.
+if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DKEEL_FUZZ=ON -DKEEL_CUDA=OFF -DKEEL_BUILD_TESTS=OFF -DKEEL_BUILD_BENCH=OFF >/dev/null
+elif ! grep -q '^KEEL_FUZZ:BOOL=ON' "$build_dir/CMakeCache.txt"; then
+  echo "$build_dir is not a fuzz build (KEEL_FUZZ=ON, clang); remove it or set KEEL_FUZZ_BUILD_DIR" >&2
+  exit 2
+fi
 cmake --build "$build_dir" -j"$(nproc)" --target keel $(for t in $targets; do echo "fuzz_$t"; done)
 
 status=0

@@ -27,12 +27,13 @@
 #include "model/model.h"
 #include "plan/plan.h"
 #include "runtime/session.h"
+#include "sanitizers.h"
 #include "test_paths.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if KEEL_TEST_UNDER_ASAN || defined(__SANITIZE_THREAD__)
 #define KEEL_ALLOC_HOOKS 0
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#if __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
 #define KEEL_ALLOC_HOOKS 0
 #endif
 #endif

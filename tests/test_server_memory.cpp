@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sanitizers.h"
 #include "serve_process.h"
 
 using json = nlohmann::ordered_json;
@@ -71,16 +72,8 @@ int run_round(int port, pid_t pid, int clients, int per_client, int64_t* peak_kb
 
 }  // namespace
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEL_ASAN 1
-#endif
-#endif
-
 TEST(ServerMemory, ResidentMemoryStaysFlatUnderConcurrentStreams) {
-#ifdef KEEL_ASAN
+#if KEEL_TEST_UNDER_ASAN
   GTEST_SKIP() << "AddressSanitizer keeps freed memory in quarantine: resident memory is not the program's";
 #endif
   keel::test::ServeProcess server({"-np", "8", "--queue", "32", "-t", "1"});

@@ -22,6 +22,7 @@
 #include "model/recipe.h"
 #include "quant/dequant.h"
 #include "quant/quantize.h"
+#include "sanitizers.h"
 #include "test_paths.h"
 #include "tools_lib/synth.h"
 
@@ -269,7 +270,7 @@ TEST(Synth, RefusesBadRequests) {
 
 // The CLI writes row by row: peak RSS stays far below the file size.
 TEST(Synth, CliPeakMemoryIsFarBelowTheFileSize) {
-#if defined(__SANITIZE_ADDRESS__)
+#if KEEL_TEST_UNDER_ASAN
   GTEST_SKIP() << "AddressSanitizer's shadow memory and quarantine dominate RSS";
 #endif
   const std::string path = temp_path("rss");

@@ -14,17 +14,10 @@
 
 #include "template/chat.h"
 #include "template/template.h"
+#include "sanitizers.h"
 
 using namespace keel;
 using json = nlohmann::ordered_json;
-
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEL_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEL_UNDER_ASAN 1
-#endif
-#endif
 
 namespace {
 
@@ -107,7 +100,7 @@ TEST(TemplateRobustness, NamespaceCyclesAndChainsAreFreed) {
 // Strings were copied on every read: a 60 MB string put 30 times in a list took 1.8 GB.
 // Iterating a string built a Value per character (40 bytes each) before charging for them.
 TEST(TemplateRobustness, LargeStringsAreNeitherCopiedNorExploded) {
-#ifdef KEEL_UNDER_ASAN
+#if KEEL_TEST_UNDER_ASAN
   GTEST_SKIP() << "RLIMIT_AS cannot bound an AddressSanitizer process";
 #endif
   const std::string big = "{% set s = 'x' * 60000000 %}";
