@@ -40,11 +40,15 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const i
   }
 }
 
+#if defined(__x86_64__)
 void silu_mul_avx2(float* gate, const float* up, int64_t n);  // ops_avx2.cpp
+#endif
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+#if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) return silu_mul_avx2(gate, up, n);
+#endif
   silu_mul_generic(gate, up, n);
 }
 
