@@ -73,8 +73,12 @@ TEST(CpuIsa, DetectsAndCaps) {
   EXPECT_TRUE(keel::cpu::isa_supported(best));
   EXPECT_TRUE(keel::cpu::isa_supported(Isa::generic));
   const char* cap = std::getenv("KEEL_CPU_ISA");
-  if (cap && std::string(cap) == "generic") EXPECT_EQ(best, Isa::generic);
-  if (const char* want = std::getenv("KEEL_TEST_EXPECT_ISA")) EXPECT_STREQ(keel::cpu::isa_name(best), want);
+  if (cap && std::string(cap) == "generic") {
+    EXPECT_EQ(best, Isa::generic);
+  }
+  if (const char* want = std::getenv("KEEL_TEST_EXPECT_ISA")) {
+    EXPECT_STREQ(keel::cpu::isa_name(best), want);
+  }
 #if defined(__x86_64__)
   EXPECT_FALSE(keel::cpu::isa_supported(Isa::neon));
 #elif defined(__aarch64__)
