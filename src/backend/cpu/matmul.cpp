@@ -169,9 +169,11 @@ void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* x
 
 TypeKernels type_kernels(Isa isa, quant::Type type) {
 #if defined(__x86_64__)
-  const TypeKernels k = isa == Isa::avx2 || isa == Isa::avx512 ? type_kernels_avx2(type) : type_kernels_generic(type);
+  const bool simd = isa == Isa::avx2 || isa == Isa::avx512;
+  const TypeKernels k = simd ? type_kernels_avx2(type) : type_kernels_generic(type);
 #elif defined(__aarch64__)
-  const TypeKernels k = isa == Isa::generic ? type_kernels_generic(type) : type_kernels_neon(type);
+  const bool simd = isa == Isa::neon || isa == Isa::dotprod || isa == Isa::i8mm;
+  const TypeKernels k = simd ? type_kernels_neon(type) : type_kernels_generic(type);
 #else
   const TypeKernels k = type_kernels_generic(type);
 #endif
