@@ -1,8 +1,8 @@
-// AArch64 GEMV (decode) kernels: the scalar twin's blocking (kGemvChunk weights of a row
-// dequantized to the stack, then dotted with each token), with the dot in NEON FMAs over four
-// accumulators and the float formats converted with NEON. The quantized rows are dequantized by
-// quant::dequantize_row_* (the reference dequantizer, so dequant_row stays bit-exact). Unlike the
-// AVX2 GEMV nothing is dequantized in registers yet: a possible next step on ARM hardware.
+// AArch64 GEMV (decode) kernels. Q4_0 and Q8_0 rows are dequantized in registers: per block of
+// 32, the quants widened to 8 float vectors once, dotted with up to 4 tokens, the block scale
+// applied to each partial sum. The other types keep the scalar twin's blocking (kGemvChunk
+// weights dequantized to the stack by quant::dequantize_row_*, then dotted with each token in
+// NEON FMAs); f16/bf16 are converted with NEON. dequant_row stays bit-exact with the reference.
 #include <algorithm>
 
 #include "backend/cpu/matmul.h"
@@ -72,6 +72,57 @@ void gemv_neon(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, co
   }
 }
 
+// 32 int8 quants as 8 float vectors.
+inline void widen32(int8x16_t q0, int8x16_t q1, float32x4_t (&f)[8]) {
+  const int16x8_t h[4] = {vmovl_s8(vget_low_s8(q0)), vmovl_high_s8(q0), vmovl_s8(vget_low_s8(q1)), vmovl_high_s8(q1)};
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(h[i])));
+    f[2 * i + 1] = vcvtq_f32_s32(vmovl_high_s16(h[i]));
+  }
+}
+
+// A block's 32 signed quants (Q8_0 as stored, Q4_0 as nibble − 8, low nibbles first).
+inline void block_quants(const quant::BlockQ8_0& b, int8x16_t& q0, int8x16_t& q1) {
+  q0 = vld1q_s8(b.qs);
+  q1 = vld1q_s8(b.qs + 16);
+}
+inline void block_quants(const quant::BlockQ4_0& b, int8x16_t& q0, int8x16_t& q1) {
+  const uint8x16_t v = vld1q_u8(b.qs);
+  q0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
+  q1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+}
+
+// Rows of 32-blocks with one f16 scale each: y = Σ_b d_b · Σ_k q_k·x_k, tokens 4 at a time.
+template <typename Block>
+void gemv_blocks32_neon(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const float* x,
+                        int64_t ldx, const float* /*xsum*/, int64_t n_tok, float* y, int64_t ldy) {
+  const int64_t n_blocks = n_in / 32;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const auto* blocks = reinterpret_cast<const Block*>(static_cast<const char*>(w) + static_cast<size_t>(r) * row_bytes);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+      const int nt = static_cast<int>(std::min<int64_t>(4, n_tok - t0));
+      float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        int8x16_t q0, q1;
+        block_quants(blocks[b], q0, q1);
+        float32x4_t f[8];
+        widen32(q0, q1, f);
+        const float d = quant::f16_to_f32(blocks[b].d);
+        for (int t = 0; t < nt; ++t) {
+          const float* xb = x + (t0 + t) * ldx + 32 * b;
+          float32x4_t s0 = vmulq_f32(f[0], vld1q_f32(xb)), s1 = vmulq_f32(f[1], vld1q_f32(xb + 4));
+          for (int i = 2; i < 8; i += 2) {
+            s0 = vfmaq_f32(s0, f[i], vld1q_f32(xb + 4 * i));
+            s1 = vfmaq_f32(s1, f[i + 1], vld1q_f32(xb + 4 * i + 4));
+          }
+          acc[t] = vfmaq_n_f32(acc[t], vaddq_f32(s0, s1), d);
+        }
+      }
+      for (int t = 0; t < nt; ++t) y[(t0 + t) * ldy + r] = vaddvq_f32(acc[t]);
+    }
+  }
+}
+
 template <Type kType, DequantRowFn kDequant>
 TypeKernels make() {
   return {kDequant, &gemv_neon<kType, kDequant>};
@@ -84,8 +135,8 @@ TypeKernels type_kernels_neon(Type type) {
     case Type::F32: return make<Type::F32, dequant_f32_neon>();
     case Type::F16: return make<Type::F16, dequant_f16_neon>();
     case Type::BF16: return make<Type::BF16, dequant_bf16_neon>();
-    case Type::Q4_0: return make<Type::Q4_0, quant::dequantize_row_q4_0>();
-    case Type::Q8_0: return make<Type::Q8_0, quant::dequantize_row_q8_0>();
+    case Type::Q4_0: return {quant::dequantize_row_q4_0, gemv_blocks32_neon<quant::BlockQ4_0>};
+    case Type::Q8_0: return {quant::dequantize_row_q8_0, gemv_blocks32_neon<quant::BlockQ8_0>};
     case Type::Q4_K: return make<Type::Q4_K, quant::dequantize_row_q4_k>();
     case Type::Q5_K: return make<Type::Q5_K, quant::dequantize_row_q5_k>();
     case Type::Q6_K: return make<Type::Q6_K, quant::dequantize_row_q6_k>();
