@@ -1,6 +1,6 @@
-// AArch64 Advanced SIMD twins of the attention dot loops (every AArch64 CPU has them; chosen by
+// AArch64 Advanced SIMD twins of the attention kernels (every AArch64 CPU has them; chosen by
 // attention_kernels_for() for head sizes that are a multiple of 4): QK scores and the PV
-// accumulation with FMA, and the f16 cache rows through FCVTL. exp_sum stays the scalar one.
+// accumulation with FMA, the softmax exponentials (exp_neon), and the f16 cache rows through FCVTL.
 #include <algorithm>
 #include <cmath>
 
@@ -37,6 +37,23 @@ float scores_neon(const float* q, const float* keys, int64_t n_keys, int hd, flo
     mx = std::max(mx, out[j]);
   }
   return mx;
+}
+
+float exp_sum_neon(float* s, int64_t n, float max) {
+  const float32x4_t m = vdupq_n_f32(max);
+  float32x4_t sum = vdupq_n_f32(0.0f);
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float32x4_t e = neon::exp_neon(vsubq_f32(vld1q_f32(s + j), m));
+    vst1q_f32(s + j, e);
+    sum = vaddq_f32(sum, e);
+  }
+  float total = vaddvq_f32(sum);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    total += s[j];
+  }
+  return total;
 }
 
 void accumulate_neon(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
@@ -80,7 +97,7 @@ void f16_to_f32_neon(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& attention_kernels_neon() {
-  static const AttentionKernels k{scores_neon, attention_kernels_generic().exp_sum, accumulate_neon, f16_to_f32_neon};
+  static const AttentionKernels k{scores_neon, exp_sum_neon, accumulate_neon, f16_to_f32_neon};
   return k;
 }
 
