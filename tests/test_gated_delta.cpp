@@ -2,7 +2,9 @@
 // reference of docs/specs/qwen35.md §2.3, state carries across calls, and the causal conv1d with
 // its rolling state equals a zero-padded convolution of the whole sequence.
 #include <gtest/gtest.h>
+#if defined(__x86_64__)
 #include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +19,19 @@
 using namespace keel;
 
 namespace {
+
+// The floating-point control register whose flush-to-zero bits the kernels set while they run.
+uint64_t fp_control() {
+#if defined(__x86_64__)
+  return _mm_getcsr();
+#elif defined(__aarch64__)
+  uint64_t v;
+  asm volatile("mrs %0, fpcr" : "=r"(v));
+  return v;
+#else
+  return 0;
+#endif
+}
 
 // Random GDN inputs in the layout the layer uses: one row per token of [q | k | v].
 struct Inputs {
@@ -286,12 +301,13 @@ TEST(GdnThroughput, DISABLED_ChunkedAndRecurrentAtQwen35Sizes) {
   }
 }
 
-// The kernels flush subnormals only while they run: the caller's MXCSR is left as it was.
+// The kernels flush subnormals only while they run: the caller's MXCSR (x86-64) or FPCR
+// (AArch64) is left as it was.
 TEST(GdnChunked, LeavesTheCallersFloatingPointModeAlone) {
   cpu::ThreadPool pool(1);
   const Inputs in = random_inputs(70, 1, 2, 16, 16, 3);
-  const unsigned before = _mm_getcsr();
+  const uint64_t before = fp_control();
   run_chunked(in, cpu::kGdnChunk, {}, pool);
   run_recurrent(in, pool);
-  EXPECT_EQ(_mm_getcsr(), before);
+  EXPECT_EQ(fp_control(), before);
 }

@@ -1,5 +1,5 @@
-// matmul kernels: every AVX2 kernel against its scalar twin, and matmul (both kernel sets, 1 and
-// 2 threads) against matmul_reference, on random valid blocks, odd sizes and sentinel-guarded
+// matmul kernels: every SIMD kernel (AVX2, AVX-512, NEON) against its scalar twin, and matmul
+// (every kernel set, 1 and 2 threads) against matmul_reference, on random valid blocks, odd sizes and sentinel-guarded
 // output buffers.
 //
 // Tolerance: the weights are dequantized exactly on every path (the dequant kernels are even
@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -34,8 +35,8 @@ constexpr double kRelTol = 1e-5;
 const Type kTypes[] = {Type::F32, Type::F16, Type::BF16, Type::Q4_0,
                        Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K};
 
-bool have_avx2() { return keel::cpu::best_isa() != Isa::generic; }
-bool have_avx512() { return keel::cpu::best_isa() == Isa::avx512; }
+bool have_avx2() { return keel::cpu::isa_supported(Isa::avx2); }
+bool have_avx512() { return keel::cpu::isa_supported(Isa::avx512); }
 
 void expect_close(const float* got, const float* want, const std::vector<double>& scale, int64_t n,
                   const std::string& what) {
@@ -63,16 +64,37 @@ std::string label(Type type) { return std::string(quant::type_name(type)); }
 
 }  // namespace
 
-TEST(MatmulKernels, DequantAvx2IsBitExact) {
-  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+// The detected level is one this CPU supports, and KEEL_CPU_ISA caps it. scripts/test_aarch64.sh
+// sets KEEL_TEST_EXPECT_ISA to the level its qemu CPU model (and cap) must give: this checks the
+// runtime detection (getauxval) on each of them.
+TEST(CpuIsa, DetectsAndCaps) {
+  const Isa best = keel::cpu::best_isa();
+  std::printf("[ isa      ] %s\n", keel::cpu::isa_name(best));
+  EXPECT_TRUE(keel::cpu::isa_supported(best));
+  EXPECT_TRUE(keel::cpu::isa_supported(Isa::generic));
+  const char* cap = std::getenv("KEEL_CPU_ISA");
+  if (cap && std::string(cap) == "generic") {
+    EXPECT_EQ(best, Isa::generic);
+  }
+  if (const char* want = std::getenv("KEEL_TEST_EXPECT_ISA")) {
+    EXPECT_STREQ(keel::cpu::isa_name(best), want);
+  }
+#if defined(__x86_64__)
+  EXPECT_FALSE(keel::cpu::isa_supported(Isa::neon));
+#elif defined(__aarch64__)
+  EXPECT_FALSE(keel::cpu::isa_supported(Isa::avx2));
+#endif
+}
+
+void check_dequant(Isa isa) {
   std::mt19937 rng(1);
   for (Type type : kTypes) {
     const int64_t n = type == Type::F32 || type == Type::F16 || type == Type::BF16 ? 1027 : 1024;
     const auto w = random_weights(type, n, 1, rng);
     Guarded a(n), b(n);
     keel::cpu::type_kernels(Isa::generic, type).dequant_row(w.data(), a.data(), n);
-    keel::cpu::type_kernels(Isa::avx2, type).dequant_row(w.data(), b.data(), n);
-    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), n * sizeof(float))) << label(type);
+    keel::cpu::type_kernels(isa, type).dequant_row(w.data(), b.data(), n);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), n * sizeof(float))) << keel::cpu::isa_name(isa) << " " << label(type);
     // The generic twin is the reference dequantizer.
     std::vector<float> ref(n);
     quant::dequantize_row(type, w.data(), ref.data(), n);
@@ -81,8 +103,7 @@ TEST(MatmulKernels, DequantAvx2IsBitExact) {
   }
 }
 
-TEST(MatmulKernels, GemvAvx2MatchesScalar) {
-  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+void check_gemv(Isa isa) {
   std::mt19937 rng(2);
   for (Type type : kTypes) {
     const int64_t n_in = n_in_for(type);
@@ -98,15 +119,35 @@ TEST(MatmulKernels, GemvAvx2MatchesScalar) {
         Guarded a(n_tok * n_out), b(n_tok * n_out);
         keel::cpu::type_kernels(Isa::generic, type)
             .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, xsum.data(), n_tok, a.data(), n_out);
-        keel::cpu::type_kernels(Isa::avx2, type)
+        keel::cpu::type_kernels(isa, type)
             .gemv(wb.data(), rb, n_in, n_out, x.data(), n_in, xsum.data(), n_tok, b.data(), n_out);
-        const std::string what = label(type) + " gemv n_out=" + std::to_string(n_out) +
-                                 " n_tok=" + std::to_string(n_tok);
+        const std::string what = std::string(keel::cpu::isa_name(isa)) + " " + label(type) +
+                                 " gemv n_out=" + std::to_string(n_out) + " n_tok=" + std::to_string(n_tok);
         expect_close(b.data(), a.data(), scale, n_tok * n_out, what);
         EXPECT_TRUE(a.guards_intact() && b.guards_intact()) << what;
       }
     }
   }
+}
+
+TEST(MatmulKernels, DequantAvx2IsBitExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  check_dequant(Isa::avx2);
+}
+
+TEST(MatmulKernels, GemvAvx2MatchesScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  check_gemv(Isa::avx2);
+}
+
+TEST(MatmulKernels, DequantNeonIsBitExact) {
+  if (!keel::cpu::isa_supported(Isa::neon)) GTEST_SKIP() << "not AArch64 (or KEEL_CPU_ISA=generic)";
+  check_dequant(Isa::neon);
+}
+
+TEST(MatmulKernels, GemvNeonMatchesScalar) {
+  if (!keel::cpu::isa_supported(Isa::neon)) GTEST_SKIP() << "not AArch64 (or KEEL_CPU_ISA=generic)";
+  check_gemv(Isa::neon);
 }
 
 void check_pack_and_micro(Isa isa) {
@@ -159,6 +200,11 @@ TEST(MatmulKernels, MicroKernelAvx512MatchesScalar) {
   check_pack_and_micro(Isa::avx512);
 }
 
+TEST(MatmulKernels, MicroKernelNeonMatchesScalar) {
+  if (!keel::cpu::isa_supported(Isa::neon)) GTEST_SKIP() << "not AArch64 (or KEEL_CPU_ISA=generic)";
+  check_pack_and_micro(Isa::neon);
+}
+
 // matmul (each kernel set, 1 and 2 threads) against matmul_reference.
 void check_matmul(Isa isa, std::mt19937& rng, std::initializer_list<int64_t> token_counts) {
   ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
@@ -205,6 +251,12 @@ TEST(MatmulDriver, Avx512MatchesReference) {
   if (!have_avx512()) GTEST_SKIP() << "no AVX-512F";
   std::mt19937 rng(7);
   check_matmul(Isa::avx512, rng, {1, 7, 31, 64, 100});
+}
+
+TEST(MatmulDriver, NeonMatchesReference) {
+  if (!keel::cpu::isa_supported(Isa::neon)) GTEST_SKIP() << "not AArch64 (or KEEL_CPU_ISA=generic)";
+  std::mt19937 rng(8);
+  check_matmul(Isa::neon, rng, {1, 2, 3, 7, 31, 33, 64, 100});
 }
 
 TEST(MatmulDriver, ManyTokensCrossTokenBlocks) {

@@ -36,10 +36,10 @@ const Type kQ8Types[] = {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q
 
 std::string label(Type type) { return std::string(quant::type_name(type)); }
 
+// avx512: its own micro-kernel only with VNNI (q8_micro falls back to AVX2 without it).
 bool have(Isa isa) {
-  if (isa == Isa::generic) return true;
-  if (isa == Isa::avx2) return keel::cpu::best_isa() != Isa::generic;
-  return keel::cpu::best_isa() == Isa::avx512 && keel::cpu::cpu_has_avx512_vnni();
+  if (isa == Isa::avx512) return keel::cpu::isa_supported(isa) && keel::cpu::cpu_has_avx512_vnni();
+  return keel::cpu::isa_supported(isa);
 }
 
 void expect_within(const float* got, const float* want, const std::vector<double>& scale, int64_t n,
@@ -64,7 +64,7 @@ std::vector<int64_t> widths(Type type) {
 // Each micro-kernel against the scalar one on the same packed panel: 1..4 tokens, 1..16 rows.
 TEST(MatmulQ8Kernels, SimdMatchesScalar) {
   std::mt19937 rng(21);
-  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+  for (Isa isa : kSimdIsas) {
     if (!have(isa)) continue;
     for (Type type : kQ8Types) {
       const int64_t n_in = widths(type).back(), n_out = 16;
@@ -130,7 +130,7 @@ TEST(MatmulQ8Driver, MatchesReference) {
           for (int64_t i = 0; i < n_tok * n_out; ++i) differs += ref[i] != exact[i];
           EXPECT_GT(differs, 0) << "the reference does not quantize";
           expect_within(ref.data(), exact.data(), scale, n_tok * n_out, 0.03, label(type) + " q8 vs exact");
-          for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+          for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
             if (!have(isa)) continue;
             for (ThreadPool& pool : pools) {
               const size_t sb = keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size(), MatmulMode::fast);

@@ -142,11 +142,16 @@ const AttentionKernels& attention_kernels_generic() {
 }
 
 const AttentionKernels& attention_kernels_for(int head_dim) {
+#if defined(__x86_64__)
   // best_isa() checks avx2, fma, f16c and bmi2: the flags every *_avx2.cpp file is compiled with.
-  static const bool avx2 = best_isa() != Isa::generic;
-  static const bool avx512 = best_isa() == Isa::avx512;
+  static const bool avx2 = isa_supported(Isa::avx2);
+  static const bool avx512 = isa_supported(Isa::avx512);
   if (avx512 && head_dim % 16 == 0) return attention_kernels_avx512();
   if (avx2 && head_dim % 8 == 0) return attention_kernels_avx2();
+#elif defined(__aarch64__)
+  static const bool neon = isa_supported(Isa::neon);  // false only under KEEL_CPU_ISA=generic
+  if (neon && head_dim % 4 == 0) return attention_kernels_neon();
+#endif
   return attention_kernels_generic();
 }
 

@@ -1,5 +1,6 @@
-// The inner kernels of CPU flash attention, as a table so the AVX2 twins (attention_avx2.cpp)
-// and the scalar references (attention.cpp) share one driver and can be compared in tests.
+// The inner kernels of CPU flash attention, as a table so the SIMD twins (attention_avx2.cpp,
+// attention_avx512.cpp, attention_neon.cpp) and the scalar references (attention.cpp) share one
+// driver and can be compared in tests.
 #pragma once
 #include <cstdint>
 
@@ -19,6 +20,7 @@ struct AttentionKernels {
 const AttentionKernels& attention_kernels_generic();
 const AttentionKernels& attention_kernels_avx2();    // only when the CPU has AVX2 + FMA + F16C
 const AttentionKernels& attention_kernels_avx512();  // only with AVX-512F, head sizes % 16 == 0
+const AttentionKernels& attention_kernels_neon();    // AArch64 only, head sizes % 4 == 0
 // The fastest table for a head size on this CPU.
 const AttentionKernels& attention_kernels_for(int head_dim);
 

@@ -107,7 +107,10 @@ size_t gated_delta_workspace_bytes(int64_t d_k, int64_t d_v, int n_threads, int6
 GdnHeadKernels gdn_head_kernels_generic() { return {recurrent_generic, chunked_generic}; }
 
 GdnHeadKernels gdn_head_kernels(Isa isa) {
-  return isa == Isa::generic ? gdn_head_kernels_generic() : gdn_head_kernels_avx2();
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return gdn_head_kernels_avx2();
+#endif
+  return gdn_head_kernels_generic();
 }
 
 void gated_delta_recurrent_with(Isa isa, const GatedDeltaArgs& a, float* workspace, ThreadPool& pool) {

@@ -9,7 +9,9 @@
 // W and U products are GEMMs too.
 #pragma once
 #include <math.h>
+#if defined(__x86_64__)
 #include <xmmintrin.h>
+#endif
 
 #include <cstdint>
 
@@ -23,17 +25,36 @@ inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 // Strong decay makes e^{γ_r−γ_s}, e^γ and their products underflow; as subnormals every
 // operation on them takes a slow microcode path (10× slower chunks were measured). Within a
 // kernel call they are flushed to zero (FTZ + DAZ in this thread's MXCSR, restored on exit):
-// they are below 1e-38 next to O(1) terms, far under fp32 rounding.
+// they are below 1e-38 next to O(1) terms, far under fp32 rounding. On AArch64 FPCR.FZ flushes
+// both inputs and results.
 class FlushSubnormals {
  public:
+#if defined(__x86_64__)
   FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFtz | kDaz); }
   ~FlushSubnormals() { _mm_setcsr(saved_); }
+#elif defined(__aarch64__)
+  FlushSubnormals() : saved_(get_fpcr()) { set_fpcr(saved_ | kFz); }
+  ~FlushSubnormals() { set_fpcr(saved_); }
+#else
+  FlushSubnormals() = default;
+#endif
   FlushSubnormals(const FlushSubnormals&) = delete;
   FlushSubnormals& operator=(const FlushSubnormals&) = delete;
 
  private:
+#if defined(__x86_64__)
   static constexpr unsigned kFtz = 0x8000, kDaz = 0x0040;
   unsigned saved_;
+#elif defined(__aarch64__)
+  static constexpr uint64_t kFz = uint64_t{1} << 24;
+  static uint64_t get_fpcr() {
+    uint64_t v;
+    asm volatile("mrs %0, fpcr" : "=r"(v));
+    return v;
+  }
+  static void set_fpcr(uint64_t v) { asm volatile("msr fpcr, %0" : : "r"(v)); }
+  uint64_t saved_;
+#endif
 };
 
 constexpr int kTileM = 4;   // rows of the GEMM register tile

@@ -1,8 +1,7 @@
 // The matmul driver: picks the kernel set, splits the work over threads, and runs the GEMV or the
-// blocked GEMM loop. The kernels themselves are in matmul_generic.cpp and matmul_avx2.cpp.
+// blocked GEMM loop. The kernels themselves are in matmul_generic.cpp, matmul_avx2.cpp and (AArch64)
+// matmul_neon.cpp.
 #include "backend/cpu/matmul.h"
-
-#include <cpuid.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -168,45 +167,28 @@ void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* x
     }
 }
 
-// CPUID leaf 1, ECX bit 29: clang 14 rejects "f16c" in __builtin_cpu_supports, GCC accepts it.
-static bool cpu_has_f16c() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
-}
-
-Isa best_isa() {
-  static const Isa isa = [] {
-    __builtin_cpu_init();
-    // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      cpu_has_f16c() && __builtin_cpu_supports("bmi2");
-    if (!avx2) return Isa::generic;
-    const char* cap = std::getenv("KEEL_CPU_ISA");
-    if (cap && std::string(cap) == "generic") return Isa::generic;
-    if (cap && std::string(cap) == "avx2") return Isa::avx2;
-    return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
-  }();
-  return isa;
-}
-
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::avx512: return "avx512";
-    case Isa::avx2: return "avx2";
-    default: return "generic";
-  }
-}
-
 TypeKernels type_kernels(Isa isa, quant::Type type) {
-  const TypeKernels k = isa == Isa::generic ? type_kernels_generic(type) : type_kernels_avx2(type);
+#if defined(__x86_64__)
+  const bool simd = isa == Isa::avx2 || isa == Isa::avx512;
+  const TypeKernels k = simd ? type_kernels_avx2(type) : type_kernels_generic(type);
+#elif defined(__aarch64__)
+  const bool simd = isa == Isa::neon || isa == Isa::dotprod || isa == Isa::i8mm;
+  const TypeKernels k = simd ? type_kernels_neon(type) : type_kernels_generic(type);
+#else
+  const TypeKernels k = type_kernels_generic(type);
+#endif
   if (!k.dequant_row || !k.gemv) unsupported(type);
   return k;
 }
 
 GemmKernels gemm_kernels(Isa isa) {
   switch (isa) {
+#if defined(__x86_64__)
     case Isa::avx512: return gemm_kernels_avx512();
     case Isa::avx2: return gemm_kernels_avx2();
+#elif defined(__aarch64__)
+    case Isa::neon: case Isa::dotprod: case Isa::i8mm: return gemm_kernels_neon();
+#endif
     default: return gemm_kernels_generic();
   }
 }

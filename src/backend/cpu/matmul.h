@@ -53,12 +53,19 @@ void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, flo
 
 // ---- the kernels, exposed so tests can compare each SIMD kernel with its scalar twin --------
 
-enum class Isa { generic, avx2, avx512 };  // avx512: the AVX2 kernels with an AVX-512F GEMM micro-kernel
+// Kernel sets, each level including the ones before it on its architecture. x86-64: avx2, avx512
+// (the AVX2 kernels with an AVX-512F GEMM micro-kernel). AArch64: neon (Advanced SIMD, every
+// AArch64 CPU), dotprod (+SDOT), i8mm (+SMMLA). generic: the scalar twins, everywhere.
+enum class Isa { generic, avx2, avx512, neon, dotprod, i8mm };
 
 // The best instruction set this CPU supports (AVX2 needs avx2, fma, f16c and bmi2, the flags the
-// *_avx2.cpp files are compiled with). The environment variable KEEL_CPU_ISA=avx2 (or generic)
-// caps it, e.g. to measure the AVX2 kernels on an AVX-512 machine; it is read once per process.
+// *_avx2.cpp files are compiled with; dotprod and i8mm are read from the OS: getauxval on Linux,
+// sysctl on Apple). The environment variable KEEL_CPU_ISA (a level's name, e.g. avx2, neon or
+// generic) caps it, e.g. to measure the AVX2 kernels on an AVX-512 machine; it is read once per
+// process (isa.cpp).
 Isa best_isa();
+// Whether kernels of `isa` may run here: generic, or a level of this architecture up to best_isa().
+bool isa_supported(Isa isa);
 const char* isa_name(Isa isa);
 
 // matmul with the kernels of a given instruction set (isa must be supported by the CPU).
@@ -112,8 +119,10 @@ GemmKernels gemm_kernels(Isa isa);
 // an unsupported type.
 TypeKernels type_kernels_generic(quant::Type type);
 TypeKernels type_kernels_avx2(quant::Type type);
+TypeKernels type_kernels_neon(quant::Type type);  // matmul_gemv_neon.cpp (AArch64)
 GemmKernels gemm_kernels_generic();
 GemmKernels gemm_kernels_avx2();
 GemmKernels gemm_kernels_avx512();  // matmul_avx512.cpp
+GemmKernels gemm_kernels_neon();    // matmul_neon.cpp (AArch64: the generic packing, a NEON micro-kernel)
 
 }  // namespace keel::cpu

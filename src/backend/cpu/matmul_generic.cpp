@@ -1,5 +1,6 @@
-// Scalar ("generic") twins of the matmul kernels: plain C++ compiled for baseline x86-64. They
-// follow the same blocking as the AVX2 kernels so the driver in matmul.cpp runs either set.
+// Scalar ("generic") twins of the matmul kernels: plain C++ compiled for the baseline ISA (x86-64
+// or AArch64). They follow the same blocking as the SIMD kernels so the driver in matmul.cpp runs
+// any set.
 #include <algorithm>
 
 #include "backend/cpu/matmul.h"

@@ -265,18 +265,28 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
 Q8MicroFn q8_micro_generic() { return micro_generic; }
 
 bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__)
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   }();
   return has;
+#else
+  return false;
+#endif
 }
 
 Q8MicroFn q8_micro(Isa isa) {
   switch (isa) {
+#if defined(__x86_64__)
     case Isa::avx512: return cpu_has_avx512_vnni() ? q8_micro_vnni() : q8_micro_avx2();
     case Isa::avx2: return q8_micro_avx2();
+#elif defined(__aarch64__)
+    case Isa::neon: return q8_micro_neon();
+    case Isa::dotprod: return q8_micro_dotprod();
+    case Isa::i8mm: return q8_micro_i8mm();
+#endif
     default: return q8_micro_generic();
   }
 }

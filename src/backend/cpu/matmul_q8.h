@@ -12,7 +12,9 @@
 //
 // with the integer sums exact in int32 (activations enter as unsigned xq + 128; the panel's
 // offset = 128·Σ wq undoes that before the conversion to float). Kernels: a scalar twin (always
-// compiled), AVX2 (vpmaddubsw/vpmaddwd) and AVX-512 VNNI (vpdpbusd), chosen at run time.
+// compiled), AVX2 (vpmaddubsw/vpmaddwd) and AVX-512 VNNI (vpdpbusd) on x86-64, NEON
+// (smull/sadalp), dotprod (sdot) and i8mm (smmla) on AArch64, chosen at run time. The AArch64
+// kernels flip the activations back to signed and need no offset.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -69,10 +71,14 @@ using Q8MicroFn = void (*)(const PanelQ8& panel, int64_t kc, const ActBlockQ8* x
 Q8MicroFn q8_micro_generic();
 Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
 Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
+Q8MicroFn q8_micro_neon();     // matmul_q8_neon.cpp (AArch64 Advanced SIMD: SMULL/SADALP)
+Q8MicroFn q8_micro_dotprod();  // matmul_q8_dotprod.cpp (AArch64 SDOT)
+Q8MicroFn q8_micro_i8mm();     // matmul_q8_i8mm.cpp (AArch64 SMMLA)
 
 // Whether this CPU has AVX-512 VNNI (with F, BW and VL).
 bool cpu_has_avx512_vnni();
 // The micro-kernel of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2.
+// Only the kernels of the architecture built for exist; others give the scalar twin.
 Q8MicroFn q8_micro(Isa isa);
 
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "backend/cpu/matmul.h"  // Isa, isa_supported
+
 namespace keel::cpu {
 
 void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
@@ -40,11 +42,20 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const i
   }
 }
 
+#if defined(__x86_64__)
 void silu_mul_avx2(float* gate, const float* up, int64_t n);  // ops_avx2.cpp
+#elif defined(__aarch64__)
+void silu_mul_neon(float* gate, const float* up, int64_t n);  // ops_neon.cpp
+#endif
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+#if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) return silu_mul_avx2(gate, up, n);
+#elif defined(__aarch64__)
+  static const bool neon = isa_supported(Isa::neon);  // false only under KEEL_CPU_ISA=generic
+  if (neon) return silu_mul_neon(gate, up, n);
+#endif
   silu_mul_generic(gate, up, n);
 }
 

@@ -15,7 +15,7 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 using RopeParams = backend::RopeParams;
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeParams& p);
 
-// gate[i] = silu(gate[i]) * up[i]  (AVX2 when the CPU has it; the scalar twin is always built)
+// gate[i] = silu(gate[i]) * up[i]  (AVX2 or NEON when the CPU has it; the scalar twin is always built)
 void silu_mul(float* gate, const float* up, int64_t n);
 void silu_mul_generic(float* gate, const float* up, int64_t n);
 // y[i] += x[i]

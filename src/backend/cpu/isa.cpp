@@ -1,0 +1,109 @@
+// Which kernel set this CPU runs (matmul.h: Isa, best_isa): CPUID on x86-64; on AArch64 the
+// kernel's hardware capability bits (Linux, getauxval) or sysctl (Apple). KEEL_CPU_ISA caps it.
+#include <cstdlib>
+#include <string>
+
+#include "backend/cpu/matmul.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+namespace keel::cpu {
+namespace {
+
+#if defined(__x86_64__)
+// CPUID leaf 1, ECX bit 29: clang 14 rejects "f16c" in __builtin_cpu_supports, GCC accepts it.
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
+Isa detect() {
+  __builtin_cpu_init();
+  // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+                    __builtin_cpu_supports("bmi2");
+  if (!avx2) return Isa::generic;
+  return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
+}
+#elif defined(__aarch64__)
+#if defined(__linux__)
+// The Linux arm64 ABI's bits (asm/hwcap.h), spelled out so older headers do not matter.
+constexpr unsigned long kHwcapAsimdDp = 1ul << 20;  // AT_HWCAP:  HWCAP_ASIMDDP, SDOT/UDOT
+constexpr unsigned long kHwcap2I8mm = 1ul << 13;    // AT_HWCAP2: HWCAP2_I8MM, SMMLA/UMMLA
+bool has_dotprod() { return (getauxval(AT_HWCAP) & kHwcapAsimdDp) != 0; }
+bool has_i8mm() { return (getauxval(AT_HWCAP2) & kHwcap2I8mm) != 0; }
+#elif defined(__APPLE__)
+bool sysctl_flag(const char* name) {
+  int value = 0;
+  size_t size = sizeof value;
+  return sysctlbyname(name, &value, &size, nullptr, 0) == 0 && value != 0;
+}
+bool has_dotprod() { return sysctl_flag("hw.optional.arm.FEAT_DotProd"); }
+bool has_i8mm() { return sysctl_flag("hw.optional.arm.FEAT_I8MM"); }
+#else
+bool has_dotprod() { return false; }
+bool has_i8mm() { return false; }
+#endif
+
+Isa detect() {
+  // Advanced SIMD (NEON) is part of every AArch64 CPU; the *_i8mm.cpp files may use SDOT too.
+  if (!has_dotprod()) return Isa::neon;
+  return has_i8mm() ? Isa::i8mm : Isa::dotprod;
+}
+#else
+Isa detect() { return Isa::generic; }
+#endif
+
+bool is_arm(Isa isa) { return isa == Isa::neon || isa == Isa::dotprod || isa == Isa::i8mm; }
+
+// The rank of a level within its architecture's chain (each level includes the ones below).
+int rank(Isa isa) {
+  switch (isa) {
+    case Isa::avx2: case Isa::neon: return 1;
+    case Isa::avx512: case Isa::dotprod: return 2;
+    case Isa::i8mm: return 3;
+    default: return 0;
+  }
+}
+
+// Whether the kernels of `isa` run where `detected` was found.
+bool within(Isa isa, Isa detected) {
+  return isa == Isa::generic || (is_arm(isa) == is_arm(detected) && rank(isa) <= rank(detected));
+}
+
+// KEEL_CPU_ISA (a level's name) lowers the detected level; unknown names and levels the CPU
+// lacks are ignored.
+Isa capped(Isa detected, const char* cap) {
+  if (!cap) return detected;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm})
+    if (std::string(cap) == isa_name(isa) && within(isa, detected)) return isa;
+  return detected;
+}
+
+}  // namespace
+
+Isa best_isa() {
+  static const Isa isa = capped(detect(), std::getenv("KEEL_CPU_ISA"));
+  return isa;
+}
+
+bool isa_supported(Isa isa) { return within(isa, best_isa()); }
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    case Isa::neon: return "neon";
+    case Isa::dotprod: return "dotprod";
+    case Isa::i8mm: return "i8mm";
+    default: return "generic";
+  }
+}
+
+}  // namespace keel::cpu
