@@ -2,16 +2,19 @@
 // pages of 256): one layer's call for a prefill chunk of 512 tokens at a depth (the last chunk of
 // a 4096-token prompt is tokens:512/depth:3584) and for one decode token at a depth. Reports
 // GFLOP/s of the QK and PV products (4 * head_dim flops per visible key and query head).
+// The /per_row variants force the decode kernels on every task (the pre-row-block behaviour).
 // Run: build/keel_bench --benchmark_filter=Attention
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <memory>
+#include <utility>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/cpu_backend.h"
 
 namespace {
@@ -21,7 +24,7 @@ namespace cpu = keel::cpu;
 
 constexpr uint32_t kHeads = 16, kKvHeads = 8, kHeadDim = 128, kPage = 256;
 
-void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, int threads) {
+void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, int threads, cpu::AttentionPath path) {
   backend::KvGeometry geo;
   geo.type = backend::KvType::f16;
   geo.n_layers = 1;
@@ -68,8 +71,9 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
   a.n_seqs = 1;
   a.page_table = table.data();
   a.max_pages_per_seq = n_pages;
+  const cpu::AttentionKernels& kernels = cpu::attention_kernels_for(static_cast<int>(kHeadDim));
   for (auto _ : state) {
-    cpu::flash_attention(a, ws.data(), be.pool());
+    cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -82,14 +86,17 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
 
 const bool registered = [] {
   const int64_t cases[][2] = {{512, 0}, {512, 3584}, {1, 512}, {1, 4096}};
+  const std::pair<cpu::AttentionPath, const char*> paths[] = {{cpu::AttentionPath::automatic, ""},
+                                                              {cpu::AttentionPath::per_row, "/per_row"}};
   for (const auto& c : cases)
-    for (int threads : {1, 2}) {
-      const std::string name = "Attention/tokens:" + std::to_string(c[0]) + "/depth:" + std::to_string(c[1]) +
-                               "/threads:" + std::to_string(threads);
-      benchmark::RegisterBenchmark(name.c_str(), bench_attention, c[0], c[1], threads)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    for (int threads : {1, 2})
+      for (const auto& [path, suffix] : paths) {
+        const std::string name = "Attention/tokens:" + std::to_string(c[0]) + "/depth:" + std::to_string(c[1]) +
+                                 "/threads:" + std::to_string(threads) + suffix;
+        benchmark::RegisterBenchmark(name.c_str(), bench_attention, c[0], c[1], threads, path)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
   return true;
 }();
 
