@@ -156,6 +156,21 @@ void load_tiles(const AttentionKernels& kern, const AttentionArgs& a, int32_t pa
   }
 }
 
+// Asks for the task's K and V rows of a page into L2 while the kernels work on the page before.
+void prefetch_tiles(const AttentionArgs& a, int32_t page, uint32_t g, int64_t len) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const size_t rb = kv.row_bytes();
+  const uint8_t* kp = a.kv.k_page(page);
+  const uint8_t* vp = a.kv.v_page(page);
+  for (int64_t j = 0; j < len; ++j) {
+    const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
+    for (size_t b = 0; b < rb; b += 64) {
+      __builtin_prefetch(kp + off + b, 0, 2);
+      __builtin_prefetch(vp + off + b, 0, 2);
+    }
+  }
+}
+
 // One task, per-row kernels: KV head g, query tokens [t0, t1) of sequence `seq` (batch indices).
 void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
                     int64_t t0, int64_t t1, const Workspace& w) {
@@ -175,6 +190,8 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
     load_tiles(kern, a, pages[page], g, len, w);
+    if (page + 1 < n_pages)
+      prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
       if (limit <= 0) continue;
@@ -230,6 +247,8 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, con
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
     load_tiles(kern, a, pages[page], g, len, w);
+    if (page + 1 < n_pages)
+      prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     kern.scores_rows(w.qt, padded, n, w.k_tile, len, hd, w.st, padded);
     kern.softmax_rows(w.st, padded, n, len, pos_of_first + t0 - start + 1, static_cast<int>(group), w.m, w.l,
                       w.correction);
