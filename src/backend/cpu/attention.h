@@ -1,6 +1,7 @@
 // Flash attention on the CPU: causal per sequence, GQA, online softmax tiled over KV pages
-// looked up in each sequence's page table. Scratch is per thread and bounded by page_tokens x
-// head_dim: nothing grows with context x chunk.
+// looked up in each sequence's page table. A task is (query block, KV head); prefill tasks take
+// the row-block kernels, decode tasks the per-row kernels (attention_kernels.h). Scratch is per
+// thread and bounded by page_tokens x (head_dim + block rows): nothing grows with context x chunk.
 #pragma once
 #include <cstddef>
 #include <cstdint>
