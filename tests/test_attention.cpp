@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -76,7 +79,8 @@ std::vector<float> naive(const AttnCase& s, const cpu::KvLayerView& kv, const ba
 
 // The sequences of one call: a case's own, or it beside two others (a decode deep into its
 // context, a short prefill) so that tasks span sequences and pages interleave in the pool.
-void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::AttentionKernels& kernels, int threads) {
+void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::AttentionKernels& kernels, int threads,
+                cpu::AttentionPath path = cpu::AttentionPath::automatic) {
   std::mt19937 rng(s.head_dim * 31 + s.n_head * 7 + static_cast<uint32_t>(s.pos0) + static_cast<uint32_t>(seqs.size()));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const auto n_seqs = static_cast<int32_t>(seqs.size());
@@ -160,21 +164,23 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
   a.n_seqs = b.n_seqs;
   a.page_table = b.page_table;
   a.max_pages_per_seq = b.max_pages_per_seq;
-  cpu::flash_attention_with(kernels, a, ws.data(), be.pool());
+  cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path);
   auto want = naive(s, a.kv, b, q, a.scale);
   double max_err = 0;
   for (size_t i = 0; i < n_out; ++i) max_err = std::max(max_err, static_cast<double>(std::fabs(out[16 + i] - want[i])));
   EXPECT_LT(max_err, 2e-5) << "hd " << s.head_dim << " heads " << s.n_head << "/" << s.n_kv << " pos0 " << s.pos0
-                           << " seqs " << seqs.size();
+                           << " n " << s.n_tokens << " seqs " << seqs.size() << " path " << static_cast<int>(path)
+                           << " threads " << threads;
   for (int i = 0; i < 16; ++i) {
     EXPECT_EQ(out[i], 12345.0f);
     EXPECT_EQ(out[16 + n_out + i], 12345.0f);
   }
 }
 
-void check(const AttnCase& s, const cpu::AttentionKernels& kernels, int threads) {
-  check_seqs(s, {{s.pos0, s.n_tokens}}, kernels, threads);
-  check_seqs(s, {{45, 1}, {s.pos0, s.n_tokens}, {0, 3}}, kernels, threads);
+void check(const AttnCase& s, const cpu::AttentionKernels& kernels, int threads,
+           cpu::AttentionPath path = cpu::AttentionPath::automatic) {
+  check_seqs(s, {{s.pos0, s.n_tokens}}, kernels, threads, path);
+  check_seqs(s, {{45, 1}, {s.pos0, s.n_tokens}, {0, 3}}, kernels, threads, path);
 }
 
 // Every kernel table this CPU runs besides the generic one, with the head sizes it takes.
@@ -212,4 +218,110 @@ TEST(Attention, OddHeadSizeUsesTheScalarPath) {
   check(s, cpu::attention_kernels_generic(), 1);
   for (const SimdKernels& k : simd_kernels())
     if (s.head_dim % k.head_dim_multiple == 0) check(s, *k.kernels, 3);
+}
+
+// Each kernel set alone (the automatic choice mixes them by task size) over odd chunk lengths,
+// chunks that start or end on a page boundary (pages of 16), GQA groups of 1, 2, 3 and 6, and
+// several sequences per call (a decode, a short prefill and the case), on 1 and 2 threads.
+TEST(Attention, RowBlocksAndPerRowKernelsEachEqualNaive) {
+  const std::pair<int64_t, int64_t> chunks[] = {{0, 1}, {0, 7}, {0, 16}, {0, 33}, {13, 19}, {16, 16}, {37, 9}, {5, 60}};
+  for (auto path : {cpu::AttentionPath::per_row, cpu::AttentionPath::row_blocks})
+    for (auto type : {runtime::KvType::f16, runtime::KvType::q8_0})
+      for (uint32_t hd : {64u, 128u, 256u})
+        for (auto [heads, kvh] : {std::pair{4u, 4u}, std::pair{6u, 1u}, std::pair{8u, 2u}, std::pair{6u, 2u}})
+          for (size_t c = 0; c < std::size(chunks); ++c) {
+            const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
+            const int threads = 1 + static_cast<int>(c % 2);
+            check(s, cpu::attention_kernels_generic(), threads, path);
+            if (has_avx2()) check(s, cpu::attention_kernels_avx2(), threads, path);
+            if (has_avx512()) check(s, cpu::attention_kernels_avx512(), threads, path);
+          }
+}
+
+TEST(Attention, RowBlocksOnOddHeadSizesAndF32Cache) {
+  for (auto [hd, heads, kvh] : {std::tuple{8u, 8u, 4u}, std::tuple{24u, 3u, 1u}, std::tuple{80u, 4u, 2u}}) {
+    const AttnCase s{hd, heads, kvh, 11, 29, runtime::KvType::f32};
+    check(s, cpu::attention_kernels_generic(), 2, cpu::AttentionPath::row_blocks);
+    if (has_avx2()) check(s, cpu::attention_kernels_avx2(), 2, cpu::AttentionPath::row_blocks);
+    if (has_avx512() && hd % 16 == 0) check(s, cpu::attention_kernels_avx512(), 1, cpu::AttentionPath::row_blocks);
+  }
+}
+
+namespace {
+
+// The SIMD row-block kernels against their scalar twins on one tile, outputs between sentinels.
+void check_block_kernels(const cpu::AttentionKernels& simd, int hd, int n_rows, int64_t n_keys, int64_t first_visible,
+                         int group) {
+  SCOPED_TRACE("hd " + std::to_string(hd) + " rows " + std::to_string(n_rows) + " keys " + std::to_string(n_keys) +
+               " first_visible " + std::to_string(first_visible) + " group " + std::to_string(group));
+  const cpu::AttentionKernels& ref = cpu::attention_kernels_generic();
+  std::mt19937 rng(static_cast<uint32_t>(hd * 7 + n_rows * 3 + n_keys));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t ld = n_rows + 16;  // a stride wider than the rows: lanes past n_rows stay untouched
+  constexpr float kSentinel = 12345.0f;
+  std::vector<float> qt(static_cast<size_t>(hd * ld)), keys(static_cast<size_t>(n_keys * hd)), values(keys.size());
+  for (auto& x : qt) x = normal(rng) * 0.2f;
+  for (auto& x : keys) x = normal(rng);
+  for (auto& x : values) x = normal(rng);
+  const size_t n_st = static_cast<size_t>(n_keys * ld);
+  std::vector<float> st_ref(n_st + 32, kSentinel), st(n_st + 32, kSentinel);
+  ref.scores_rows(qt.data(), ld, n_rows, keys.data(), n_keys, hd, st_ref.data() + 16, ld);
+  simd.scores_rows(qt.data(), ld, n_rows, keys.data(), n_keys, hd, st.data() + 16, ld);
+  for (size_t i = 0; i < st.size(); ++i) {
+    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
+    if (lane) {
+      ASSERT_NEAR(st[i], st_ref[i], 1e-4f) << "score " << i;
+    } else {
+      ASSERT_EQ(st[i], kSentinel) << "score sentinel " << i;
+    }
+  }
+
+  // Softmax from a running state (m, l) as a second tile would see it, on the same scores.
+  st = st_ref;
+  std::vector<float> m_ref(static_cast<size_t>(n_rows)), l_ref(m_ref.size()), c_ref(m_ref.size());
+  for (int r = 0; r < n_rows; ++r) {
+    m_ref[r] = normal(rng);
+    l_ref[r] = 1.0f + std::fabs(normal(rng));
+  }
+  std::vector<float> m = m_ref, l = l_ref, c(m_ref.size());
+  ref.softmax_rows(st_ref.data() + 16, ld, n_rows, n_keys, first_visible, group, m_ref.data(), l_ref.data(), c_ref.data());
+  simd.softmax_rows(st.data() + 16, ld, n_rows, n_keys, first_visible, group, m.data(), l.data(), c.data());
+  for (int r = 0; r < n_rows; ++r) {
+    ASSERT_EQ(m[r], m_ref[r]) << "row " << r;
+    ASSERT_NEAR(c[r], c_ref[r], 1e-6f * c_ref[r] + 1e-30f) << "row " << r;
+    ASSERT_NEAR(l[r], l_ref[r], 1e-5f * l_ref[r]) << "row " << r;
+  }
+  for (size_t i = 0; i < st.size(); ++i) {
+    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
+    if (lane) {
+      ASSERT_NEAR(st[i], st_ref[i], 2e-6f) << "probability " << i;
+    } else {
+      ASSERT_EQ(st[i], kSentinel) << "probability sentinel " << i;
+    }
+  }
+
+  std::vector<float> acc_ref(static_cast<size_t>(n_rows * hd) + 32), acc;
+  for (auto& x : acc_ref) x = normal(rng);
+  for (int i = 0; i < 16; ++i) acc_ref[i] = acc_ref[acc_ref.size() - 1 - i] = kSentinel;
+  acc = acc_ref;
+  ref.accumulate_rows(acc_ref.data() + 16, c_ref.data(), n_rows, st_ref.data() + 16, ld, values.data(), n_keys, hd);
+  simd.accumulate_rows(acc.data() + 16, c_ref.data(), n_rows, st_ref.data() + 16, ld, values.data(), n_keys, hd);
+  for (size_t i = 0; i < acc.size(); ++i) ASSERT_NEAR(acc[i], acc_ref[i], 1e-4f * (1.0f + std::fabs(acc_ref[i]))) << i;
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_EQ(acc[i], kSentinel);
+    ASSERT_EQ(acc[acc.size() - 1 - i], kSentinel);
+  }
+}
+
+}  // namespace
+
+TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
+  for (int hd : {16, 64, 128, 256})
+    for (int n_rows : {16, 32, 48, 64})
+      for (int64_t n_keys : {int64_t{1}, int64_t{5}, int64_t{13}, int64_t{31}, int64_t{33}, int64_t{256}})
+        for (auto [first_visible, group] : {std::pair{int64_t{1000}, 2}, std::pair{int64_t{1}, 1}, std::pair{int64_t{-3}, 3},
+                                            std::pair{int64_t{4}, 2}}) {
+          if (has_avx2()) check_block_kernels(cpu::attention_kernels_avx2(), hd, n_rows, n_keys, first_visible, group);
+          if (has_avx512()) check_block_kernels(cpu::attention_kernels_avx512(), hd, n_rows, n_keys, first_visible, group);
+        }
 }

@@ -16,28 +16,40 @@ namespace {
 struct Workspace {
   float* k_tile;   // [page_tokens, head_dim]
   float* v_tile;   // [page_tokens, head_dim]
-  float* scores;   // [page_tokens]
-  float* m;        // [query_block * group]  running max
-  float* l;        // [query_block * group]  running sum
-  float* acc;      // [query_block * group, head_dim]
+  float* scores;   // [page_tokens]                  per-row path
+  float* m;        // [padded_rows]  running max
+  float* l;        // [padded_rows]  running sum
+  float* acc;      // [padded_rows, head_dim]
+  float* qt;       // [head_dim, padded_rows]        row-block path: queries transposed, scaled
+  float* st;       // [page_tokens, padded_rows]     row-block path: scores/probabilities transposed
+  float* correction;  // [padded_rows]               row-block path
 };
 
+// The rows of a full query block, rounded up to the block kernels' lane multiple.
+size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head) {
+  const size_t rows = kAttentionQueryBlock * (n_head / kv.n_kv_heads);
+  return (rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
+}
+
 size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t group = n_head / kv.n_kv_heads;
-  const size_t rows = kAttentionQueryBlock * group;
-  return 2 * size_t{kv.page_tokens} * kv.head_dim + kv.page_tokens + 2 * rows + rows * kv.head_dim + 16;
+  const size_t rows = padded_rows(kv, n_head);
+  const size_t pt = kv.page_tokens, hd = kv.head_dim;
+  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + 16;
 }
 
 Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t group = n_head / kv.n_kv_heads;
-  const size_t rows = kAttentionQueryBlock * group;
+  const size_t rows = padded_rows(kv, n_head);
+  const size_t pt = kv.page_tokens, hd = kv.head_dim;
   Workspace w{};
   w.k_tile = base;
-  w.v_tile = w.k_tile + size_t{kv.page_tokens} * kv.head_dim;
-  w.scores = w.v_tile + size_t{kv.page_tokens} * kv.head_dim;
-  w.m = w.scores + kv.page_tokens;
+  w.v_tile = w.k_tile + pt * hd;
+  w.acc = w.v_tile + pt * hd;
+  w.qt = w.acc + rows * hd;
+  w.st = w.qt + rows * hd;
+  w.scores = w.st + pt * rows;
+  w.m = w.scores + pt;
   w.l = w.m + rows;
-  w.acc = w.l + rows;
+  w.correction = w.l + rows;
   return w;
 }
 
@@ -69,6 +81,45 @@ void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = quant::f16_to_f32(src[i]);
 }
 
+void scores_rows_generic(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
+                         int64_t lds) {
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int r = 0; r < n_rows; ++r) {
+      float s = 0.0f;
+      for (int i = 0; i < hd; ++i) s += keys[j * hd + i] * qt[i * ldq + r];
+      st[j * lds + r] = s;
+    }
+}
+
+void softmax_rows_generic(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                          float* m, float* l, float* correction) {
+  for (int r = 0; r < n_rows; ++r) {
+    const int64_t visible = std::clamp<int64_t>(first_visible + r / group, 0, n_keys);
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, st[j * lds + r]);
+    const float m_new = std::max(m[r], mx);
+    correction[r] = std::exp(m[r] - m_new);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n_keys; ++j) {
+      float& p = st[j * lds + r];
+      p = j < visible ? std::exp(p - m_new) : 0.0f;
+      sum += p;
+    }
+    l[r] = l[r] * correction[r] + sum;
+    m[r] = m_new;
+  }
+}
+
+void accumulate_rows_generic(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
+                             const float* values, int64_t n_keys, int hd) {
+  for (int r = 0; r < n_rows; ++r) {
+    float* a = acc + int64_t{r} * hd;
+    for (int i = 0; i < hd; ++i) a[i] *= correction[r];
+    for (int64_t j = 0; j < n_keys; ++j)
+      for (int i = 0; i < hd; ++i) a[i] += pt[j * ldp + r] * values[j * hd + i];
+  }
+}
+
 void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, float* dst, int hd) {
   switch (type) {
     case quant::Type::F32: std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(hd)); return;
@@ -77,14 +128,55 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
   }
 }
 
-// One task: KV head g, query tokens [t0, t1) of sequence `seq` (batch indices).
-void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
-                  int64_t t0, int64_t t1, const Workspace& w) {
+// Rows ahead that load_tiles prefetches.
+constexpr int64_t kPrefetchRows = 8;
+
+// The task's K and V rows of one page, head g, positions [start, start + len), as f32 tiles.
+void load_tiles(const AttentionKernels& kern, const AttentionArgs& a, int32_t page, uint32_t g, int64_t len,
+                const Workspace& w) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const int hd = static_cast<int>(kv.head_dim);
+  const size_t rb = kv.row_bytes();
+  const quant::Type et = backend::kv_element_type(kv.type);
+  const uint8_t* kp = a.kv.k_page(page);
+  const uint8_t* vp = a.kv.v_page(page);
+  const size_t stride = kv.n_kv_heads * rb;  // one head's rows are a token apart (2 KiB at Qwen3-0.6B)
+  for (int64_t j = 0; j < len; ++j) {
+    const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
+    // A stride of a few KiB crosses a 4 KiB page every row or two, where the hardware prefetchers
+    // stop: without this every such row is a demand miss to L3 or memory (a third of a long
+    // prefill's attention time went to these loads).
+    if (j + kPrefetchRows < len)
+      for (size_t b = 0; b < rb; b += 64) {
+        __builtin_prefetch(kp + off + kPrefetchRows * stride + b);
+        __builtin_prefetch(vp + off + kPrefetchRows * stride + b);
+      }
+    load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
+    load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
+  }
+}
+
+// Asks for the task's K and V rows of a page into L2 while the kernels work on the page before.
+void prefetch_tiles(const AttentionArgs& a, int32_t page, uint32_t g, int64_t len) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const size_t rb = kv.row_bytes();
+  const uint8_t* kp = a.kv.k_page(page);
+  const uint8_t* vp = a.kv.v_page(page);
+  for (int64_t j = 0; j < len; ++j) {
+    const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
+    for (size_t b = 0; b < rb; b += 64) {
+      __builtin_prefetch(kp + off + b, 0, 2);
+      __builtin_prefetch(vp + off + b, 0, 2);
+    }
+  }
+}
+
+// One task, per-row kernels: KV head g, query tokens [t0, t1) of sequence `seq` (batch indices).
+void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
+                    int64_t t0, int64_t t1, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
-  const size_t rb = kv.row_bytes();
-  const quant::Type et = backend::kv_element_type(kv.type);
   const int64_t n_rows = (t1 - t0) * group;
   const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
   const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
@@ -97,13 +189,9 @@ void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const ba
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    const uint8_t* kp = a.kv.k_page(pages[page]);
-    const uint8_t* vp = a.kv.v_page(pages[page]);
-    for (int64_t j = 0; j < len; ++j) {
-      const size_t off = (static_cast<size_t>(j) * kv.n_kv_heads + g) * rb;
-      load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
-      load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
-    }
+    load_tiles(kern, a, pages[page], g, len, w);
+    if (page + 1 < n_pages)
+      prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
       if (limit <= 0) continue;
@@ -130,6 +218,50 @@ void attend_block(const AttentionKernels& kern, const AttentionArgs& a, const ba
     }
 }
 
+// One task, row-block kernels: the same rows (row (t - t0) * group + hh is token t, head
+// g * group + hh), all of them per K/V tile. Padding rows have zero queries and the last real
+// row's causal limit or more, so their state stays finite; they are never written out.
+void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
+                       int64_t t0, int64_t t1, const Workspace& w) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const int hd = static_cast<int>(kv.head_dim);
+  const uint32_t group = a.n_head / kv.n_kv_heads;
+  const int64_t n_rows = (t1 - t0) * group;
+  const int64_t padded = (n_rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
+  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
+  const int64_t pos_of_first = seq.pos0 - seq.first;
+  for (int64_t row = 0; row < n_rows; ++row) {
+    const int64_t t = t0 + row / group;
+    const float* q = a.q + (t * a.n_head + g * group + row % group) * hd;
+    for (int i = 0; i < hd; ++i) w.qt[i * padded + row] = q[i] * a.scale;
+  }
+  for (int i = 0; i < hd; ++i) std::fill(w.qt + i * padded + n_rows, w.qt + (i + 1) * padded, 0.0f);
+  std::fill(w.m, w.m + padded, -std::numeric_limits<float>::infinity());
+  std::fill(w.l, w.l + padded, 0.0f);
+  std::fill(w.acc, w.acc + padded * hd, 0.0f);
+
+  const int64_t last_pos = pos_of_first + t1 - 1;
+  const int64_t n_pages = last_pos / kv.page_tokens + 1;
+  const int n = static_cast<int>(padded);
+  for (int64_t page = 0; page < n_pages; ++page) {
+    const int64_t start = page * kv.page_tokens;
+    const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
+    load_tiles(kern, a, pages[page], g, len, w);
+    if (page + 1 < n_pages)
+      prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
+    kern.scores_rows(w.qt, padded, n, w.k_tile, len, hd, w.st, padded);
+    kern.softmax_rows(w.st, padded, n, len, pos_of_first + t0 - start + 1, static_cast<int>(group), w.m, w.l,
+                      w.correction);
+    kern.accumulate_rows(w.acc, w.correction, n, w.st, padded, w.v_tile, len, hd);
+  }
+  for (int64_t row = 0; row < n_rows; ++row) {
+    const int64_t t = t0 + row / group;
+    const float inv = 1.0f / w.l[row];
+    float* out = a.out + (t * a.n_head + g * group + row % group) * hd;
+    for (int i = 0; i < hd; ++i) out[i] = w.acc[row * hd + i] * inv;
+  }
+}
+
 }  // namespace
 
 size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads) {
@@ -137,7 +269,8 @@ size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head,
 }
 
 const AttentionKernels& attention_kernels_generic() {
-  static const AttentionKernels k{scores_generic, exp_sum_generic, accumulate_generic, f16_to_f32_generic};
+  static const AttentionKernels k{scores_generic,      exp_sum_generic,      accumulate_generic,     f16_to_f32_generic,
+                                  scores_rows_generic, softmax_rows_generic, accumulate_rows_generic};
   return k;
 }
 
@@ -159,7 +292,8 @@ void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool)
   flash_attention_with(attention_kernels_for(static_cast<int>(a.kv.geo.head_dim)), a, workspace, pool);
 }
 
-void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool) {
+void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool,
+                          AttentionPath path) {
   const backend::KvGeometry& kv = a.kv.geo;
   // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
   // round-robin from the last block of the last sequence for balance.
@@ -167,6 +301,7 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
   for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
   const size_t stride = per_thread_floats(kv, a.n_head);
+  const int64_t group = a.n_head / kv.n_kv_heads;
   pool.run([&](int ith, int nth) {
     Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head);
     int32_t s = a.n_seqs - 1;
@@ -183,7 +318,10 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
       const backend::SeqSlice& seq = a.seqs[s];
       const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
       const int64_t t0 = seq.first + block * kAttentionQueryBlock;
-      attend_block(kern, a, seq, g, t0, std::min(seq.first + seq.n_tokens, t0 + kAttentionQueryBlock), w);
+      const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + kAttentionQueryBlock);
+      const bool blocks = path == AttentionPath::row_blocks ||
+                          (path == AttentionPath::automatic && (t1 - t0) * group >= kAttentionMinBlockRows);
+      (blocks ? attend_row_blocks : attend_per_row)(kern, a, seq, g, t0, t1, w);
     }
   });
 }

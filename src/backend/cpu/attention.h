@@ -1,6 +1,7 @@
 // Flash attention on the CPU: causal per sequence, GQA, online softmax tiled over KV pages
-// looked up in each sequence's page table. Scratch is per thread and bounded by page_tokens x
-// head_dim: nothing grows with context x chunk.
+// looked up in each sequence's page table. A task is (query block, KV head); prefill tasks take
+// the row-block kernels, decode tasks the per-row kernels (attention_kernels.h). Scratch is per
+// thread and bounded by page_tokens x (head_dim + block rows): nothing grows with context x chunk.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -33,11 +34,20 @@ struct AttentionArgs {
 // Query tokens handled together by one task (they share each dequantized K/V tile).
 constexpr int64_t kAttentionQueryBlock = 32;
 
+// A task with at least this many query rows (tokens x heads per KV head) takes the row-block
+// kernels (prefill); fewer take the per-row kernels (decode, where padding a handful of rows to
+// a vector of lanes would multiply the work).
+constexpr int64_t kAttentionMinBlockRows = 8;
+
+// Which kernel set the tasks take: chosen per task by its row count, or forced (tests).
+enum class AttentionPath { automatic, per_row, row_blocks };
+
 size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
 struct AttentionKernels;
 // The same with a given kernel table (tests compare the AVX2 twins with the scalar reference).
-void flash_attention_with(const AttentionKernels& kernels, const AttentionArgs& args, float* workspace, ThreadPool& pool);
+void flash_attention_with(const AttentionKernels& kernels, const AttentionArgs& args, float* workspace, ThreadPool& pool,
+                          AttentionPath path = AttentionPath::automatic);
 
 }  // namespace keel::cpu

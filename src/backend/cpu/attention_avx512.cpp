@@ -1,5 +1,9 @@
 // AVX-512F twins of the attention kernels (compiled with -mavx512f; reached only after the
 // runtime check in attention_kernels_for(), for head sizes that are a multiple of 16).
+// GCC 12 warns inside its own unmasked AVX-512 intrinsics (the `__Y = __Y` pass-through of
+// _mm512_undefined_ps, GCC bug 105593) once they are inlined into loops; the warning is noise.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -113,10 +117,121 @@ void f16_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+// ---- row blocks (prefill): query rows along the lanes ----
+
+// kKeys keys x 16*kVecs rows of scores: each query vector loaded feeds kKeys FMAs, each key
+// element one broadcast (folded into the FMA) feeding kVecs.
+template <int kKeys, int kVecs>
+inline void scores_tile(const float* qt, int64_t ldq, const float* keys, int hd, float* st, int64_t lds) {
+  __m512 acc[kKeys][kVecs];
+#pragma GCC unroll 16
+  for (int k = 0; k < kKeys; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_setzero_ps();
+  for (int i = 0; i < hd; ++i) {
+    __m512 q[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) q[v] = _mm512_loadu_ps(qt + i * ldq + 16 * v);
+#pragma GCC unroll 16
+    for (int k = 0; k < kKeys; ++k) {
+      const __m512 kb = _mm512_set1_ps(keys[k * hd + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_fmadd_ps(kb, q[v], acc[k][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int k = 0; k < kKeys; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(st + k * lds + 16 * v, acc[k][v]);
+}
+
+template <int kVecs>
+void scores_strip(const float* qt, int64_t ldq, const float* keys, int64_t n_keys, int hd, float* st, int64_t lds) {
+  int64_t j = 0;
+  for (; j + 12 <= n_keys; j += 12) scores_tile<12, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+  for (; j + 4 <= n_keys; j += 4) scores_tile<4, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+  for (; j < n_keys; ++j) scores_tile<1, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+}
+
+void scores_rows_avx512(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd,
+                        float* st, int64_t lds) {
+  int r = 0;
+  for (; r + 32 <= n_rows; r += 32) scores_strip<2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+  for (; r < n_rows; r += 16) scores_strip<1>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+}
+
+void softmax_rows_avx512(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                         float* m, float* l, float* correction) {
+  for (int r0 = 0; r0 < n_rows; r0 += 16) {
+    alignas(64) int32_t visible[16];  // keys j < visible[lane] are seen by row r0 + lane
+    for (int i = 0; i < 16; ++i)
+      visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
+    const __m512i vis = _mm512_load_si512(visible);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const __mmask16 seen = _mm512_cmpgt_epi32_mask(vis, _mm512_set1_epi32(static_cast<int32_t>(j)));
+      mx = _mm512_mask_max_ps(mx, seen, mx, _mm512_loadu_ps(st + j * lds + r0));
+    }
+    const __m512 m_old = _mm512_loadu_ps(m + r0);
+    const __m512 m_new = _mm512_max_ps(m_old, mx);
+    const __m512 c = exp_nonpositive(_mm512_sub_ps(m_old, m_new));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const __mmask16 seen = _mm512_cmpgt_epi32_mask(vis, _mm512_set1_epi32(static_cast<int32_t>(j)));
+      float* s = st + j * lds + r0;
+      const __m512 p = _mm512_maskz_mov_ps(seen, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s), m_new)));
+      _mm512_storeu_ps(s, p);
+      sum = _mm512_add_ps(sum, p);
+    }
+    _mm512_storeu_ps(l + r0, _mm512_fmadd_ps(_mm512_loadu_ps(l + r0), c, sum));
+    _mm512_storeu_ps(m + r0, m_new);
+    _mm512_storeu_ps(correction + r0, c);
+  }
+}
+
+// kRows rows x 16*kVecs outputs: each value vector loaded feeds kRows FMAs.
+template <int kRows, int kVecs>
+inline void accumulate_tile(float* acc, int hd, const float* correction, const float* pt, int64_t ldp,
+                            const float* values, int64_t n_keys) {
+  __m512 a[kRows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    const __m512 c = _mm512_set1_ps(correction[r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + 16 * v), c);
+  }
+  for (int64_t j = 0; j < n_keys; ++j) {
+    __m512 x[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) x[v] = _mm512_loadu_ps(values + j * hd + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 p = _mm512_set1_ps(pt[j * ldp + r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_fmadd_ps(p, x[v], a[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(acc + r * hd + 16 * v, a[r][v]);
+}
+
+void accumulate_rows_avx512(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
+                            const float* values, int64_t n_keys, int hd) {
+  for (int r = 0; r < n_rows; r += 8) {
+    float* a = acc + int64_t{r} * hd;
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) accumulate_tile<8, 2>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
+    for (; i < hd; i += 16) accumulate_tile<8, 1>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
+  }
+}
+
 }  // namespace
 
 const AttentionKernels& attention_kernels_avx512() {
-  static const AttentionKernels k{scores_avx512, exp_sum_avx512, accumulate_avx512, f16_to_f32_avx512};
+  static const AttentionKernels k{scores_avx512,      exp_sum_avx512,      accumulate_avx512,     f16_to_f32_avx512,
+                                  scores_rows_avx512, softmax_rows_avx512, accumulate_rows_avx512};
   return k;
 }
 

@@ -1,12 +1,21 @@
 // The inner kernels of CPU flash attention, as a table so the SIMD twins (attention_avx2.cpp,
 // attention_avx512.cpp, attention_neon.cpp) and the scalar references (attention.cpp) share one
 // driver and can be compared in tests.
+//
+// Two kernel sets share the table. The per-row set serves decode: one query row at a time over
+// a K/V tile (a handful of rows per task, nothing to amortise a re-layout over). The block set
+// serves prefill chunks: all query rows of a task at once, rows along the vector lanes, so each
+// K or V element loaded feeds a register tile of FMAs and the softmax runs on whole vectors.
 #pragma once
 #include <cstdint>
 
 namespace keel::cpu {
 
+// The block kernels take row counts that are a multiple of this (the driver pads with zero rows).
+constexpr int kAttentionRowPad = 16;
+
 struct AttentionKernels {
+  // ---- per row (decode) ----
   // scores[j] = scale * dot(q, keys + j*hd) for j < n_keys; returns max(scores).
   float (*scores)(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* scores);
   // scores[j] = exp(scores[j] - max) in place; returns the sum.
@@ -15,6 +24,22 @@ struct AttentionKernels {
   void (*accumulate)(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd);
   // f16 rows -> f32 (K/V tiles of an f16 cache)
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+
+  // ---- row blocks (prefill); n_rows is a multiple of kAttentionRowPad ----
+  // st[j*lds + r] = sum_i keys[j*hd + i] * qt[i*ldq + r] for j < n_keys, r < n_rows: the scores
+  // of a tile, transposed (qt: the block's queries transposed, [hd][ldq], already scaled).
+  void (*scores_rows)(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
+                      int64_t lds);
+  // One online-softmax step over a tile, row r seeing keys j < first_visible + r / group (causal):
+  // m_new = max(m[r], max of its visible st[j][r]); correction[r] = exp(m[r] - m_new);
+  // st[j][r] = visible ? exp(st[j][r] - m_new) : 0; l[r] = l[r] * correction[r] + sum_j st[j][r];
+  // m[r] = m_new. Every row must see a key on the first tile (m[r] finite afterwards).
+  void (*softmax_rows)(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group, float* m,
+                       float* l, float* correction);
+  // acc[r*hd + i] = acc[r*hd + i] * correction[r] + sum_{j < n_keys} pt[j*ldp + r] * values[j*hd + i]
+  // for r < n_rows (pt: probabilities transposed, as softmax_rows leaves them).
+  void (*accumulate_rows)(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
+                          const float* values, int64_t n_keys, int hd);
 };
 
 const AttentionKernels& attention_kernels_generic();
