@@ -233,8 +233,7 @@ TEST(Attention, RowBlocksAndPerRowKernelsEachEqualNaive) {
             const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
             const int threads = 1 + static_cast<int>(c % 2);
             check(s, cpu::attention_kernels_generic(), threads, path);
-            if (has_avx2()) check(s, cpu::attention_kernels_avx2(), threads, path);
-            if (has_avx512()) check(s, cpu::attention_kernels_avx512(), threads, path);
+            for (const SimdKernels& k : simd_kernels()) check(s, *k.kernels, threads, path);
           }
 }
 
@@ -242,8 +241,8 @@ TEST(Attention, RowBlocksOnOddHeadSizesAndF32Cache) {
   for (auto [hd, heads, kvh] : {std::tuple{8u, 8u, 4u}, std::tuple{24u, 3u, 1u}, std::tuple{80u, 4u, 2u}}) {
     const AttnCase s{hd, heads, kvh, 11, 29, runtime::KvType::f32};
     check(s, cpu::attention_kernels_generic(), 2, cpu::AttentionPath::row_blocks);
-    if (has_avx2()) check(s, cpu::attention_kernels_avx2(), 2, cpu::AttentionPath::row_blocks);
-    if (has_avx512() && hd % 16 == 0) check(s, cpu::attention_kernels_avx512(), 1, cpu::AttentionPath::row_blocks);
+    for (const SimdKernels& k : simd_kernels())
+      if (hd % k.head_dim_multiple == 0) check(s, *k.kernels, 1, cpu::AttentionPath::row_blocks);
   }
 }
 
@@ -321,7 +320,7 @@ TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
       for (int64_t n_keys : {int64_t{1}, int64_t{5}, int64_t{13}, int64_t{31}, int64_t{33}, int64_t{256}})
         for (auto [first_visible, group] : {std::pair{int64_t{1000}, 2}, std::pair{int64_t{1}, 1}, std::pair{int64_t{-3}, 3},
                                             std::pair{int64_t{4}, 2}}) {
-          if (has_avx2()) check_block_kernels(cpu::attention_kernels_avx2(), hd, n_rows, n_keys, first_visible, group);
-          if (has_avx512()) check_block_kernels(cpu::attention_kernels_avx512(), hd, n_rows, n_keys, first_visible, group);
+          for (const SimdKernels& k : simd_kernels())
+            check_block_kernels(*k.kernels, hd, n_rows, n_keys, first_visible, group);
         }
 }
