@@ -16,6 +16,7 @@
 
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/memory.h"
 #include "backend/cuda/ops.cuh"
@@ -96,6 +97,15 @@ void bench_kernels() {
         const double ms = time_ms(stream.get(), 20, [&] { cuda::gemv(dw, x.as<float>(), nt, y.as<float>(), stream.get()); });
         std::printf("gemv %-5s %6lld x %6lld  tokens %d: %8.3f ms  %7.1f GB/s\n", std::string(quant::type_name(type)).c_str(),
                     (long long)n_out, (long long)n_in, nt, ms, double(w.bytes()) / ms / 1e6);
+        if (!cuda::gemv_q8_supports(dw)) continue;
+        cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, nt));
+        const double ms_q = time_ms(stream.get(), 20, [&] {
+          cuda::quantize_act_q8(x.as<float>(), nt, n_in, act.data(), stream.get());
+          cuda::gemv_q8(dw, act.data(), nt, y.as<float>(), stream.get());
+        });
+        std::printf("gemv_q8 %-5s %6lld x %6lld  tokens %d: %8.3f ms  %7.1f GB/s (with the activation quantization)\n",
+                    std::string(quant::type_name(type)).c_str(), (long long)n_out, (long long)n_in, nt, ms_q,
+                    double(w.bytes()) / ms_q / 1e6);
       }
     }
   std::printf("\n== GEMM (prefill: dequant panel to f16 + cuBLAS), 4096 tokens: TFLOP/s ==\n");

@@ -4,6 +4,10 @@
 //     f16 output equal to quant::f32_to_f16 of that;
 //   - GEMV (decode, f32 arithmetic): |y - ref| <= 1e-5 * sum_k |w_k x_k|, ref in double (the CPU
 //     matmul tests' tolerance: only the summation order differs);
+//   - 8-bit GEMV (decode, fast mode): the activations' quantization bit-identical with a host
+//     twin; y against a double reference of W times the quantized activations within
+//     1e-5 * sum_k |w_k x'_k| (the integer sums are exact; only float scaling and summation
+//     differ); a token's row the same bits alone as among 8;
 //   - GEMM (prefill: f16 W and x on the tensor cores, f32 accumulation): against a double
 //     reference of the f16-rounded W and x, |y - ref| <= 1e-5 * sum_k |w'_k x'_k| (only the
 //     summation order differs), and against the exact f32 reference within 2e-3 * sum |w x|
@@ -11,6 +15,7 @@
 //     their "rounded" reference is the exact one.
 #include <cstring>
 
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "cuda_test_util.h"
 #include "quant/blocks.h"
@@ -166,6 +171,72 @@ TEST(CudaMatmul, GemvEveryTypeMatchesReference) {
                     (long long)n_in, (long long)n_tok, worst);
       }
     }
+}
+
+// The host twin of quantize_act_q8: per 32 inputs d = max|x| / 127, q = round-half-even(x / d).
+void quantize_host(const std::vector<float>& x, std::vector<int8_t>& q, std::vector<float>& d) {
+  q.resize(x.size());
+  d.resize(x.size() / 32);
+  for (size_t g = 0; g < d.size(); ++g) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[32 * g + i]));
+    d[g] = amax / 127.0f;
+    for (int i = 0; i < 32; ++i) q[32 * g + i] = amax == 0 ? 0 : int8_t(std::nearbyint(x[32 * g + i] / d[g]));
+  }
+}
+
+TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(14);
+  // Inputs: chunks of the kernel's copy size with a partial last chunk (Q6_K: whole chunks, its
+  // rows are 16-byte multiples only every 8 blocks), and rows long enough to be cut in 4 or 8
+  // parts (warps) for these few rows.
+  for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
+  for (int64_t n_in : {type == Type::Q6_K ? int64_t{4096} : int64_t{1280}, int64_t{8192}}) {
+    const int64_t n_out = 67;
+    ASSERT_TRUE(cuda::gemv_q8_supports({type, nullptr, n_in, n_out})) << quant::type_name(type);
+    const auto w = random_weights(type, n_in, n_out, rng);
+    const auto W = dequant_all(type, w, n_in, n_out);
+    auto dw = upload(w);
+    std::vector<float> y_one;  // token 0 alone
+    for (int64_t n_tok : {1, 3, 8}) {
+      rng.seed(uint32_t(100 + int(type)));  // the same x for every token count (token 0 compared below)
+      auto x = cuda_test::random_floats(size_t(n_tok * n_in), rng);
+      for (int64_t k = 0; k < 32; ++k) x[size_t(k)] = 0.0f;  // an all-zero group
+      std::vector<int8_t> q;
+      std::vector<float> d;
+      quantize_host(x, q, d);
+      std::vector<float> xq(x.size());
+      for (size_t i = 0; i < x.size(); ++i) xq[i] = d[i / 32] * float(q[i]);
+      std::vector<double> ref, scale;
+      reference(W, xq, n_in, n_out, n_tok, ref, scale);
+      auto dx = upload(x);
+      cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, n_tok)), dy(size_t(n_tok * n_out) * 4);
+      cuda::quantize_act_q8(dx.as<float>(), n_tok, n_in, act.data(), nullptr);
+      cuda::gemv_q8({type, dw.data(), n_in, n_out}, act.data(), n_tok, dy.as<float>(), nullptr);
+      cuda_test::sync();
+      const auto got_q = download<int8_t>(act, q.size());
+      EXPECT_EQ(got_q, q) << "activation quants, " << quant::type_name(type);
+      std::vector<float> got_s(2 * d.size());
+      cuda::check(cudaMemcpy(got_s.data(), static_cast<uint8_t*>(act.data()) + (q.size() + 255) / 256 * 256,
+                             got_s.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+      for (size_t g = 0; g < d.size(); ++g) {
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) sum += q[32 * g + i];
+        ASSERT_EQ(got_s[2 * g], d[g]) << "group " << g;
+        ASSERT_EQ(got_s[2 * g + 1], d[g] * float(sum)) << "group " << g;
+      }
+      const auto y = download<float>(dy, size_t(n_tok * n_out));
+      const double worst = check_close(y, ref, scale, 1e-5, std::string("gemv_q8 ") + std::string(quant::type_name(type)));
+      if (n_tok == 1) y_one.assign(y.begin(), y.begin() + n_out);
+      EXPECT_EQ(0, std::memcmp(y_one.data(), y.data(), size_t(n_out) * 4)) << "token 0 alone vs among " << n_tok;
+      std::printf("gemv_q8 %-5s n_in %5lld tokens %lld: max |err|/sum|wx'| = %.2e\n",
+                  std::string(quant::type_name(type)).c_str(), (long long)n_in, (long long)n_tok, worst);
+    }
+  }
+  // Rows that are not whole 16-byte units are left to the f32 GEMV.
+  EXPECT_FALSE(cuda::gemv_q8_supports({Type::Q6_K, nullptr, 1280, 4}));
+  EXPECT_FALSE(cuda::gemv_q8_supports({Type::F16, nullptr, 4096, 4}));
 }
 
 TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {

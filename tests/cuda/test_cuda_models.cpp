@@ -5,15 +5,21 @@
 //     stored row within max |Δ log-softmax| 2e-2 of the Hugging Face float64 reference (the
 //     issue's bound for f16/bf16 tensor-core arithmetic: f16 GEMM operands, f16 KV and
 //     attention inputs), greedy tokens equal to the reference's outside near-ties (top-2 gap
-//     < 1e-2), for chunks of 7 (GEMV path) and 64/1536 (f16 tensor-core GEMM path), with the
+//     < 1e-2), for chunks of 7 (GEMV path) and 64/1536 (f16 tensor-core GEMM path), with f32
+//     activations in the GEMV (exact mode) and the
 //     f16 KV cache (with a q8_0 cache the GEMV path measured 0.2 on tiny-qwen2: not held to this
 //     bound; the q8_0 kernels are checked against the CPU's in test_cuda_attention);
+//   - the quantized fixtures in the default mode (8-bit activations in the GEMV) no further from
+//     the exact reference than llama.cpp is;
+//   - decode steps replayed as CUDA graphs equal eager launches, bit for bit;
 //   - several sequences decoded in one call give the logits each gives alone (bit-exact: the
 //     decode path's arithmetic does not depend on the call's other tokens);
 //   - no cudaMalloc and no device memory taken after session start.
 // Data: ../shared beside the checkout (test_paths.h).
 #include <cmath>
+#include <cstdlib>
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/memory.h"
 #include "cuda_test_util.h"
 #include "fixture_ref.h"
@@ -71,16 +77,53 @@ struct Rows {
   int mismatches = 0;  // top-1 differs where the reference's top-2 gap is >= 1e-2
 };
 
-void compare(const float* got_logits, const std::vector<float>& ref, Rows& acc) {
+// top1_gap: a top-1 difference counts where the reference's top-2 gap is at least this.
+void compare(const float* got_logits, const std::vector<float>& ref, Rows& acc, double top1_gap = 1e-2) {
   const int n = int(ref.size());
   auto got = test::log_softmax(got_logits, n);
   auto want = test::log_softmax(ref.data(), n);
   for (int i = 0; i < n; ++i) acc.max_diff = std::max(acc.max_diff, std::fabs(got[i] - want[i]));
-  if (test::top_gap(want) >= 1e-2 && test::top1(got) != test::top1(want)) ++acc.mismatches;
+  if (test::top_gap(want) >= top1_gap && test::top1(got) != test::top1(want)) ++acc.mismatches;
+}
+
+struct FixtureRun {
+  Rows a, b, g;
+  int id_mismatch = 0;  // greedy ids unlike the reference's where its top-2 gap is >= 1e-2
+};
+
+// One fixture on CUDA in chunks of `chunk`: prompt A's rows, prompt B's stored rows and the
+// teacher-forced greedy rows against `ref` / `greedy_ref`.
+FixtureRun run_fixture(const std::string& name, const test::Fixture& fx, const std::vector<std::vector<float>>& ref,
+                       const std::vector<std::vector<float>>& greedy_ref, int64_t chunk, bool exact,
+                       double top1_gap = 1e-2) {
+  auto model = model::Model::load(test::shared("fixtures/" + name + ".gguf"));
+  runtime::SessionOptions o = cuda_options(1536, chunk, backend::KvType::f16);
+  o.max_logit_rows = chunk;
+  o.page_tokens = 64;
+  o.exact = exact;
+  runtime::Session s(model, o);
+  FixtureRun r;
+  s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { compare(logits, ref[size_t(i)], r.a, top1_gap); });
+  s.reset();
+  s.evaluate(fx.prompt_b, [&](int64_t i, const float* logits) {
+    for (size_t k = 0; k < fx.positions_b.size(); ++k)
+      if (fx.positions_b[k] == i) compare(logits, ref[48 + k], r.b, top1_gap);
+  });
+  s.reset();
+  const float* logits = s.prefill(fx.prompt_a);
+  for (size_t step = 0; step < fx.greedy.size(); ++step) {
+    compare(logits, greedy_ref[step], r.g, top1_gap);
+    const int32_t id = runtime::argmax(logits, fx.n_vocab);
+    if (id != fx.greedy[step] && test::top_gap(test::log_softmax(greedy_ref[step].data(), fx.n_vocab)) >= 1e-2)
+      ++r.id_mismatch;
+    if (step + 1 < fx.greedy.size()) logits = s.decode(fx.greedy[step]);  // teacher-forced
+  }
+  return r;
 }
 
 // Each fixture (name, compared with the dequantized HF reference) within 2e-2 of transformers'
-// log-softmax, in several chunk sizes.
+// log-softmax, in several chunk sizes, with f32 activations (exact: the oracle comparison; the
+// 8-bit activation path has its own test below).
 void fixtures_within_two_hundredths(std::initializer_list<std::pair<const char*, bool>> cases) {
   for (auto [name_c, dequant] : cases) {
     const std::string name = name_c;
@@ -88,42 +131,16 @@ void fixtures_within_two_hundredths(std::initializer_list<std::pair<const char*,
     const std::string stem = dequant ? name + ".hf_dequant" : name;
     auto ref = test::read_rows(stem + ".logits.f32", fx.n_vocab);
     auto greedy_ref = test::read_rows(stem + ".greedy.logits.f32", fx.n_vocab);
-    auto model = model::Model::load(test::shared("fixtures/" + name + ".gguf"));
-    for (auto kv : {backend::KvType::f16}) {
-      for (int64_t chunk : {int64_t{7}, int64_t{64}, int64_t{1536}}) {
-        runtime::SessionOptions o = cuda_options(1536, chunk, kv);
-        o.max_logit_rows = chunk;
-        o.page_tokens = 64;
-        runtime::Session s(model, o);
-        Rows a, b, g;
-        s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { compare(logits, ref[size_t(i)], a); });
-        s.reset();
-        s.evaluate(fx.prompt_b, [&](int64_t i, const float* logits) {
-          for (size_t k = 0; k < fx.positions_b.size(); ++k)
-            if (fx.positions_b[k] == i) compare(logits, ref[48 + k], b);
-        });
-        s.reset();
-        const float* logits = s.prefill(fx.prompt_a);
-        std::vector<int32_t> ids;
-        for (size_t step = 0; step < fx.greedy.size(); ++step) {
-          compare(logits, greedy_ref[step], g);
-          ids.push_back(runtime::argmax(logits, fx.n_vocab));
-          if (step + 1 < fx.greedy.size()) logits = s.decode(fx.greedy[step]);  // teacher-forced
-        }
-        const std::string what = name + " kv " + std::string(backend::kv_type_name(kv)) + " chunk " + std::to_string(chunk);
-        EXPECT_LT(a.max_diff, 2e-2) << what << " prompt A";
-        EXPECT_LT(b.max_diff, 2e-2) << what << " prompt B";
-        EXPECT_LT(g.max_diff, 2e-2) << what << " greedy rows";
-        EXPECT_EQ(a.mismatches + b.mismatches + g.mismatches, 0) << what;
-        int id_mismatch = 0;
-        for (size_t i = 0; i < ids.size(); ++i) {
-          auto want = test::log_softmax(greedy_ref[i].data(), fx.n_vocab);
-          if (ids[i] != fx.greedy[i] && test::top_gap(want) >= 1e-2) ++id_mismatch;
-        }
-        EXPECT_EQ(id_mismatch, 0) << what << ": greedy ids";
-        std::printf("[cuda] %-16s kv=%-4s chunk=%4lld max|dlogp| A %.2e B %.2e greedy %.2e\n", name.c_str(),
-                    std::string(backend::kv_type_name(kv)).c_str(), (long long)chunk, a.max_diff, b.max_diff, g.max_diff);
-      }
+    for (int64_t chunk : {int64_t{7}, int64_t{64}, int64_t{1536}}) {
+      const FixtureRun r = run_fixture(name, fx, ref, greedy_ref, chunk, true);
+      const std::string what = name + " chunk " + std::to_string(chunk);
+      EXPECT_LT(r.a.max_diff, 2e-2) << what << " prompt A";
+      EXPECT_LT(r.b.max_diff, 2e-2) << what << " prompt B";
+      EXPECT_LT(r.g.max_diff, 2e-2) << what << " greedy rows";
+      EXPECT_EQ(r.a.mismatches + r.b.mismatches + r.g.mismatches, 0) << what;
+      EXPECT_EQ(r.id_mismatch, 0) << what << ": greedy ids";
+      std::printf("[cuda] %-16s exact chunk=%4lld max|dlogp| A %.2e B %.2e greedy %.2e\n", name.c_str(),
+                  (long long)chunk, r.a.max_diff, r.b.max_diff, r.g.max_diff);
     }
   }
 }
@@ -141,6 +158,40 @@ TEST(CudaModels, QuantizedFixturesWithinTwoHundredthsOfHuggingFace) {
                                   {"tiny-qwen3-q4_k", true},
                                   {"tiny-qwen3-q5_k", true},
                                   {"tiny-qwen3-q6_k", true}});
+}
+
+// The default (fast) mode: quantized weights times 8-bit activations in the GEMV, as llama.cpp's
+// CUDA decode computes (activation blocks of 32; llama.cpp's CPU, whose outputs the fixtures
+// store, quantizes K-quant activations in blocks of 256, so its rows are not this path's twin).
+// Held to llama.cpp's own standard: keel's distance to the exact-dequantized float64 reference,
+// worst |Δ log-prob| over prompts A and B, within llama.cpp's worst distance to it (the
+// fixture's band); and top-1 agreement with it wherever the reference's top-2 gap is wider than
+// that band (closer calls are within the noise 8-bit activations make, llama.cpp's included:
+// on tiny-qwen3-q8_0 at the 1e-2 gap keel's CUDA fast path flipped 4 rows, llama.cpp 3). Chunks
+// of 7 put every prompt row through the 8-bit GEMV. The distance to llama.cpp's own rows, the
+// top-1 counts at the 1e-2 gap and the greedy rows (one-token decodes) are printed, not held.
+TEST(CudaModels, QuantizedFixturesFastNoFurtherFromTheReferenceThanLlamaCpp) {
+  KEEL_SKIP_WITHOUT_GPU();
+  for (const char* name_c : {"tiny-qwen3-q8_0", "tiny-qwen3-q4_0", "tiny-qwen3-q4_k", "tiny-qwen3-q5_k", "tiny-qwen3-q6_k"}) {
+    const std::string name = name_c;
+    test::Fixture fx = test::load_fixture(name, true);
+    const auto& band = fx.ref["agreement"]["hf_f64_vs_llama_cpp_fa_off"];
+    const double band_ab = std::max(band["A"]["max_abs_dlogprob"].get<double>(), band["B"]["max_abs_dlogprob"].get<double>());
+    const int band_top1 = band["A"]["rows"].get<int>() - band["A"]["top1_agree"].get<int>() +
+                          band["B"]["rows"].get<int>() - band["B"]["top1_agree"].get<int>();
+    const auto ref = test::read_rows(name + ".hf_dequant.logits.f32", fx.n_vocab);
+    const auto greedy_ref = test::read_rows(name + ".hf_dequant.greedy.logits.f32", fx.n_vocab);
+    const FixtureRun r = run_fixture(name, fx, ref, greedy_ref, 7, false);
+    const FixtureRun clear = run_fixture(name, fx, ref, greedy_ref, 7, false, band_ab);
+    const FixtureRun vs_llama = run_fixture(name, fx, test::read_rows(name + ".logits.f32", fx.n_vocab),
+                                            test::read_rows(name + ".greedy.logits.f32", fx.n_vocab), 7, false);
+    EXPECT_LE(std::max(r.a.max_diff, r.b.max_diff), band_ab) << name;
+    EXPECT_EQ(clear.a.mismatches + clear.b.mismatches, 0) << name << ": top-1 differs where the gap exceeds the band";
+    std::printf("[cuda fast] %-16s chunk=7 vs reference: A %.3e B %.3e greedy %.3e, top-1 flips at gap 1e-2: %d "
+                "(llama.cpp: %.3e, %d); vs llama.cpp: A %.3e B %.3e\n",
+                name.c_str(), r.a.max_diff, r.b.max_diff, r.g.max_diff, r.a.mismatches + r.b.mismatches, band_ab,
+                band_top1, vs_llama.a.max_diff, vs_llama.b.max_diff);
+  }
 }
 
 // Gated DeltaNet layers and gated attention (head size 128, partial RoPE) on the GPU.
@@ -214,6 +265,60 @@ TEST(CudaModels, SequencesTogetherEqualEachAlone) {
 TEST(CudaModels, HybridSequencesTogetherEqualEachAlone) {
   KEEL_SKIP_WITHOUT_GPU();
   sequences_together_equal_each_alone("tiny-qwen35", false);
+}
+
+// Decode rows of two sequences: prefills, 40 steps of both (crossing 16-token pages: new graph
+// keys), 8 steps of the first alone. graphs: CUDA graph replay on or off (KEEL_CUDA_GRAPHS).
+std::vector<std::vector<float>> decode_rows(const std::string& name, bool graphs, uint64_t& replays) {
+  if (graphs) unsetenv("KEEL_CUDA_GRAPHS");
+  else setenv("KEEL_CUDA_GRAPHS", "0", 1);
+  auto model = model::Model::load(test::shared("fixtures/" + name + ".gguf"));
+  test::Fixture fx = test::load_fixture(name);
+  runtime::SessionOptions o = cuda_options(1024, 64, backend::KvType::f16);
+  o.n_seqs = 2;
+  o.page_tokens = 16;
+  runtime::Session s(model, o);
+  unsetenv("KEEL_CUDA_GRAPHS");
+  const std::vector<int32_t> ids = {0, s.add_sequence()};
+  const std::vector<std::vector<int32_t>> prompts = {
+      std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 21),
+      std::vector<int32_t>(fx.prompt_b.begin(), fx.prompt_b.begin() + 37)};
+  std::vector<std::vector<float>> out;
+  for (int q = 0; q < 2; ++q) {
+    runtime::SeqInput in{ids[q], std::span<const int32_t>(prompts[q]), true};
+    auto rows = s.step(std::span<const runtime::SeqInput>(&in, 1));
+    out.emplace_back(rows[0], rows[0] + fx.n_vocab);
+  }
+  for (int i = 0; i < 48; ++i) {
+    const int n = i < 40 ? 2 : 1;
+    std::vector<int32_t> tok(2);
+    std::vector<runtime::SeqInput> ins;
+    for (int q = 0; q < n; ++q) {
+      tok[q] = int32_t((i * 37 + q) % fx.n_vocab);
+      ins.push_back({ids[q], std::span<const int32_t>(&tok[q], 1), true});
+    }
+    auto rows = s.step(ins);
+    for (int q = 0; q < n; ++q) out.emplace_back(rows[q], rows[q] + fx.n_vocab);
+  }
+  replays = dynamic_cast<cuda::CudaBackend&>(s.backend()).graphs().replays();
+  return out;
+}
+
+TEST(CudaModels, DecodeGraphsEqualEagerLaunches) {
+  KEEL_SKIP_WITHOUT_GPU();
+  for (const char* name : {"tiny-qwen3-q4_k", "tiny-qwen35"}) {
+    uint64_t eager_replays = 0, replays = 0;
+    const auto eager = decode_rows(name, false, eager_replays);
+    const auto graphed = decode_rows(name, true, replays);
+    EXPECT_EQ(eager_replays, 0u) << name;
+    EXPECT_GT(replays, 30u) << name;
+    ASSERT_EQ(eager.size(), graphed.size());
+    int differ = 0;
+    for (size_t r = 0; r < eager.size(); ++r) differ += eager[r] != graphed[r];
+    EXPECT_EQ(differ, 0) << name << ": rows whose logits differ between graph replay and eager launches";
+    std::printf("[cuda] %s: %zu decode rows, %llu steps replayed as graphs, %d rows differ\n", name, eager.size(),
+                (unsigned long long)replays, differ);
+  }
 }
 
 TEST(CudaModels, NoDeviceAllocationAfterStart) {

@@ -2,9 +2,11 @@
 // Tolerances: |got - want| <= 1e-6 * |want| (+1e-30): the kernels do the CPU's float operations
 // in the CPU's order (no FMA contraction); what may differ is the order of the double sum in
 // rms_norm, the device's double cos/sin/pow in rope and its expf (2 ulp) in silu / sigmoid.
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/ops.h"
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/ops.cuh"
 #include "cuda_test_util.h"
 
@@ -64,6 +66,33 @@ TEST(CudaOps, RmsNormChosenRows) {
   cuda::rms_norm_rows(dx.as<float>(), dr.as<int32_t>(), dw.as<float>(), dout.as<float>(), int64_t(rows.size()), dim, 1e-5f, nullptr);
   cuda_test::sync();
   check_rel(download<float>(dout, want.size()), want, 1e-6, "rms_norm_rows");
+}
+
+// The fused norm + 8-bit quantization (decode's norms feeding GEMVs) gives the bits of the two
+// separate kernels: the same normalized rows and the same activation quants and scales.
+TEST(CudaOps, RmsNormQ8EqualsNormThenQuantize) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  for (int64_t dim : {64, 1056, 4096}) {
+    const int64_t rows = 3;
+    const auto x = cuda_test::random_floats(size_t(rows * dim), rng);
+    const auto w = cuda_test::random_floats(size_t(dim), rng);
+    auto dx = upload(x);
+    auto dw = upload(w);
+    cuda::DeviceBuffer out_a(x.size() * 4), out_b(x.size() * 4);
+    cuda::DeviceBuffer act_a(cuda::act_q8_bytes(dim, rows)), act_b(cuda::act_q8_bytes(dim, rows));
+    cuda::rms_norm(dx.as<float>(), dw.as<float>(), out_a.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda::quantize_act_q8(out_a.as<float>(), rows, dim, act_a.data(), nullptr);
+    cuda::rms_norm_q8(dx.as<float>(), dw.as<float>(), out_b.as<float>(), rows, dim, 1e-6f, act_b.data(), nullptr);
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(out_a, x.size()), download<uint32_t>(out_b, x.size())) << "dim " << dim;
+    const size_t act_bytes = cuda::act_q8_bytes(dim, rows);
+    // The bytes between the two parts are padding (never written): compare the parts.
+    const size_t q_bytes = size_t(rows * dim), s_off = (q_bytes + 255) / 256 * 256, s_bytes = size_t(rows * dim / 32) * 8;
+    const auto a = download<uint8_t>(act_a, act_bytes), b = download<uint8_t>(act_b, act_bytes);
+    EXPECT_TRUE(std::equal(a.begin(), a.begin() + q_bytes, b.begin())) << "quants, dim " << dim;
+    EXPECT_TRUE(std::equal(a.begin() + s_off, a.begin() + s_off + s_bytes, b.begin() + s_off)) << "scales, dim " << dim;
+  }
 }
 
 TEST(CudaOps, RopeNormNeoxPartialFactors) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dequant.cuh"
@@ -62,8 +63,6 @@ __global__ void kv_write_q8_0_kernel(KvLayout kv, uint8_t* base, AttentionBatch 
 
 // ---- flash attention ----------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
@@ -99,12 +98,6 @@ __device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, 
   }
   return false;
 }
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // f16 pages: K and V rows of a 64-key tile copied straight into shared memory (cp.async, no
 // registers), keys at or beyond kv_end zero-filled. Completes with the caller's commit / wait.

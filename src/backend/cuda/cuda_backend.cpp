@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
@@ -45,6 +46,30 @@ int select_device(int ordinal) {
 
 DeviceWeight device_weight(const backend::WeightView& w) { return {w.type, w.data, w.n_in, w.n_out}; }
 
+// The shape of a decode step (every sequence one token), 0 for other calls (step_graphs.h).
+uint64_t step_key(const backend::Batch& b, int32_t page_stride, int n_chunks) {
+  uint64_t h = hash_args("step", b.n_tokens, b.n_seqs, b.n_logit_rows, page_stride, n_chunks);
+  for (int32_t s = 0; s < b.n_seqs; ++s) {
+    if (b.seqs[s].n_tokens != 1) return 0;
+    h = hash_mix(h, hash_args("seq", b.seqs[s].first, b.seqs[s].n_tokens));
+  }
+  return h == 0 ? 1 : h;
+}
+
+// The 8-bit GEMV's activation rows: the widest input of a weight it multiplies (0: none, or exact).
+int64_t q8_act_width(const backend::WorkloadShape& s) {
+  int64_t width = 0;
+  for (const auto& m : s.matrices)
+    if (!s.exact && gemv_q8_supports({m.type, nullptr, m.n_in, 1})) width = std::max(width, m.n_in);
+  return width;
+}
+
+bool graphs_wanted() {
+  const char* graphs = std::getenv("KEEL_CUDA_GRAPHS");
+  const char* profile = std::getenv("KEEL_PROFILE");
+  return !(graphs && std::strcmp(graphs, "0") == 0) && !(profile && std::strcmp(profile, "0") != 0);
+}
+
 
 }  // namespace
 
@@ -52,6 +77,8 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   size_t matmul_bytes = 0;
   for (const auto& m : s.matrices) matmul_bytes = std::max(matmul_bytes, matmul_bound(m.n_in, s.max_tokens));
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
+  if (const int64_t act_in = q8_act_width(s); act_in > 0)
+    out.push_back({"gemv_act", act_q8_bytes(act_in, kGemvMaxTokens)});
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
   if (s.gdn_d_k > 0)
@@ -82,7 +109,8 @@ bool device_memory(int ordinal, uint64_t& free_bytes, uint64_t& total_bytes, std
   return true;
 }
 
-CudaBackend::CudaBackend(int ordinal) : ordinal_(select_device(ordinal)), staging_(kStagingBytes) {}
+CudaBackend::CudaBackend(int ordinal)
+    : ordinal_(select_device(ordinal)), graphs_(graphs_wanted()), staging_(kStagingBytes) {}
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_.get());
@@ -120,6 +148,7 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
                     std::to_string(shape.gdn_d_v) + " (values)",
                 ErrorKind::usage);
   max_tokens_ = shape.max_tokens;
+  exact_ = shape.exact;
   max_seqs_ = max_meta_seqs(shape);
   seq_len_.reserve(size_t(max_seqs_));
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
@@ -129,6 +158,9 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
       matmul_ws_bytes_ = b.bytes;
     } else if (b.name == "blas") {
       blas_ = std::make_unique<Blas>(p, b.bytes, stream_.get());
+    } else if (b.name == "gemv_act") {
+      act_q8_ = p;
+      act_q8_in_ = q8_act_width(shape);
     } else if (b.name == "gdn") {
       gdn_ws_ = p;
     } else if (b.name == "attention") {
@@ -214,11 +246,14 @@ void CudaBackend::freeze() {
 }
 
 void CudaBackend::download(const void* src, void* host_dst, size_t bytes) {
+  graphs_.finish(stream_.get());
   check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpy (download)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
 }
 
 void CudaBackend::upload(const void* host_src, void* dst, size_t bytes) {
+  graphs_.finish(stream_.get());
+  ++op_serial_;
   check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpy (upload)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");  // host_src may be reused at once
 }
@@ -231,12 +266,18 @@ void CudaBackend::write_kv_page(uint32_t layer, int32_t page, const void* host_s
   upload(host_src, static_cast<uint8_t*>(kv_pools_.at(layer)) + size_t(page) * kv_.page_bytes(), kv_.page_bytes());
 }
 
-void CudaBackend::zero(void* dst, size_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset"); }
+void CudaBackend::zero(void* dst, size_t bytes) {
+  const auto o = op("zero", dst, bytes);
+  if (o.skip) return;
+  check(cudaMemsetAsync(dst, 0, bytes, stream_.get()), "cudaMemset");
+}
 
 void CudaBackend::begin_batch(const backend::Batch& batch) {
   if (batch.n_tokens > max_tokens_ || batch.n_seqs > max_seqs_ || batch.n_logit_rows > max_tokens_)
     throw Error("internal: forward call larger than the CUDA plan");
+  graphs_.finish(stream_.get());  // a previous step that downloaded nothing (no logits) ends here
   profile_.collect();
+  ++op_serial_;
   batch_ = batch;
   // The pinned host twin is reused: the previous call's copy out of it must have finished.
   if (meta_pending_) meta_copied_.synchronize();
@@ -302,50 +343,65 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
   seq_batch_.seq_chunk = reinterpret_cast<const int32_t*>(d + meta_.seq_chunk);
   seq_batch_.chunk_first = reinterpret_cast<const int32_t*>(d + meta_.chunk_first);
   seq_batch_.chunk_len = reinterpret_cast<const int32_t*>(d + meta_.chunk_len);
+  graphs_.begin_step(step_key(batch, stride, n_chunks), stream_.get());
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
-  const auto timed = profile_.time("embed");
-  for (int64_t t = 0; t < batch_.n_tokens; ++t)
+    for (int64_t t = 0; t < batch_.n_tokens; ++t)
     if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out)
       throw Error("token id " + std::to_string(batch_.tokens[t]) + " is outside the vocabulary (" +
                   std::to_string(table.n_out) + " tokens)");
+  const auto o = op("embed", table.data, out);
+  if (o.skip) return;
   dequant_rows_f32(device_weight(table), d_tokens_, batch_.n_tokens, out, stream_.get());
 }
 
 void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
-  const auto timed = profile_.time("rms_norm");
-  cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
+  const auto o = op("rms_norm", x, w, out, n_rows, dim, eps);
+  if (o.skip) return;
+  if (exact_ || !act_q8_ || n_rows > kGemvMaxTokens || dim % kActGroup != 0 || dim > act_q8_in_) {
+    cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
+    return;
+  }
+  // A norm of a few rows feeds the decode GEMVs: quantize its output for them on the way.
+  rms_norm_q8(x, w, out, n_rows, dim, eps, act_q8_, stream_.get());
+  act_cached_ = {out, n_rows, dim, op_serial_};
 }
 
 void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
-  const auto timed = profile_.time("gated_rms_norm");
+  const auto op_scope = op("gated_rms_norm", o, z, w, n_rows, dim, eps);
+  if (op_scope.skip) return;
   cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
 }
 
 void CudaBackend::add(float* y, const float* x, int64_t n) {
-  const auto timed = profile_.time("add");
+  const auto o = op("add", y, x, n);
+  if (o.skip) return;
   add_inplace(y, x, n, stream_.get());
 }
 
 void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
-  const auto timed = profile_.time("add_bias");
+  const auto o = op("add_bias", x, bias, n_rows, dim);
+  if (o.skip) return;
   cuda::add_bias(x, bias, n_rows, dim, stream_.get());
 }
 
 void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
-  const auto timed = profile_.time("silu_mul");
+  const auto o = op("silu_mul", gate, up, n);
+  if (o.skip) return;
   cuda::silu_mul(gate, up, n, stream_.get());
 }
 
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
-  const auto timed = profile_.time("sigmoid_gate");
+  const auto o = op("sigmoid_gate", x, gate, gate_stride, n_rows, dim);
+  if (o.skip) return;
   cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get());
 }
 
 void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                             int64_t width) {
-  const auto timed = profile_.time("copy_rows");
+  const auto o = op("copy_rows", src, src_stride, dst, dst_stride, n_rows, width);
+  if (o.skip) return;
   if (n_rows <= 0 || width <= 0) return;
   check(cudaMemcpy2DAsync(dst, size_t(dst_stride) * 4, src, size_t(src_stride) * 4, size_t(width) * 4, size_t(n_rows),
                           cudaMemcpyDeviceToDevice, stream_.get()),
@@ -357,22 +413,23 @@ void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, in
 // any sequence of at most kGemvMaxTokens tokens) are grouped into GEMVs of up to that many
 // tokens; a longer sequence takes the GEMM path with its own token count, as it would alone.
 void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
-  const auto timed = profile_.time(n_tokens <= kGemvMaxTokens ? "matmul (gemv)" : "matmul (gemm)");
+  const auto o = op(n_tokens <= kGemvMaxTokens ? "matmul (gemv)" : "matmul (gemm)", w.data, w.type, w.n_in, w.n_out, x, n_tokens, y);
+  if (o.skip) return;
   const DeviceWeight dw = device_weight(w);
   if (n_tokens <= kGemvMaxTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
-    cuda::matmul(*blas_, dw, x, n_tokens, y, matmul_ws_);
+    multiply(dw, x, n_tokens, y);
     return;
   }
   int64_t group_first = 0, group_tokens = 0;
   auto flush = [&] {
-    if (group_tokens > 0) gemv(dw, x + group_first * w.n_in, group_tokens, y + group_first * w.n_out, stream_.get());
+    if (group_tokens > 0) multiply(dw, x + group_first * w.n_in, group_tokens, y + group_first * w.n_out);
     group_tokens = 0;
   };
   for (int32_t s = 0; s < batch_.n_seqs; ++s) {
     const backend::SeqSlice& sl = batch_.seqs[s];
     if (sl.n_tokens > kGemvMaxTokens) {
       flush();
-      cuda::matmul(*blas_, dw, x + sl.first * w.n_in, sl.n_tokens, y + sl.first * w.n_out, matmul_ws_);
+      multiply(dw, x + sl.first * w.n_in, sl.n_tokens, y + sl.first * w.n_out);
       continue;
     }
     if (group_tokens + sl.n_tokens > kGemvMaxTokens || (group_tokens > 0 && group_first + group_tokens != sl.first)) flush();
@@ -382,8 +439,23 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
   flush();
 }
 
+// One GEMV or GEMM. Quantized weights take the 8-bit GEMV unless the session is exact. The
+// quantized activations are reused by the next matmuls of the same x (Q, K and V; gate and up)
+// as long as no other operation ran in between and no matmul wrote over x.
+void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y) {
+  if (n_tokens > kGemvMaxTokens) return cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_);
+  if (exact_ || !act_q8_ || !gemv_q8_supports(w)) return gemv(w, x, n_tokens, y, stream_.get());
+  const bool fresh = act_cached_.x == x && act_cached_.n_tokens == n_tokens && act_cached_.n_in == w.n_in &&
+                     act_cached_.serial + 1 == op_serial_;
+  if (!fresh) quantize_act_q8(x, n_tokens, w.n_in, act_q8_, stream_.get());
+  gemv_q8(w, act_q8_, n_tokens, y, stream_.get());
+  const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
+  act_cached_ = {y_over_x ? nullptr : x, n_tokens, w.n_in, op_serial_};
+}
+
 void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
-  const auto timed = profile_.time("rope");
+  const auto o = op("rope", x, n_heads, head_dim, p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type);
+  if (o.skip) return;
   RopeArgs a;
   a.mode = p.type == backend::RopeType::norm ? RopeMode::norm : RopeMode::neox;
   a.n_rot = p.n_rot;
@@ -394,17 +466,20 @@ void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backen
 }
 
 void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
-  const auto timed = profile_.time("kv_write");
+  const auto o = op("kv_write", layer, k, v);
+  if (o.skip) return;
   cuda::kv_write(kv_layout_, kv_pools_.at(layer), attn_batch_, k, v, stream_.get());
 }
 
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
-  const auto timed = profile_.time("attention");
+  const auto o = op("attention", layer, q, out, n_head, scale);
+  if (o.skip) return;
   cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
 }
 
 void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {
-  const auto timed = profile_.time("conv1d_silu");
+  const auto o = op("conv1d_silu", x, channels, w, kernel, state, out);
+  if (o.skip) return;
   if (kernel < 1 || kernel > backend::kMaxConvKernel)
     throw Error("internal: conv1d kernel " + std::to_string(kernel) + " is outside 1.." +
                 std::to_string(backend::kMaxConvKernel));
@@ -413,17 +488,20 @@ void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, 
 
 void CudaBackend::l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps,
                                 float scale) {
-  const auto timed = profile_.time("l2_norm_heads");
+  const auto o = op("l2_norm_heads", x, n_rows, row_stride, n_heads, dim, eps, scale);
+  if (o.skip) return;
   cuda::l2_norm_heads(x, n_rows, row_stride, n_heads, dim, eps, scale, stream_.get());
 }
 
 void CudaBackend::gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) {
-  const auto timed = profile_.time("gdn_gates");
+  const auto o = op("gdn_gates", beta, alpha, ssm_a, dt_bias, n_heads);
+  if (o.skip) return;
   cuda::gdn_gates(beta, alpha, ssm_a, dt_bias, batch_.n_tokens, n_heads, stream_.get());
 }
 
 void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
-  const auto timed = profile_.time("gated_delta");
+  const auto o = op("gated_delta", g.q, g.k, g.v, g.g, g.beta, g.state, g.out, g.qk_stride, g.v_stride, g.n_k_heads, g.n_v_heads, g.d_k, g.d_v);
+  if (o.skip) return;
   DeltaArgs a;
   a.q = g.q;
   a.k = g.k;
@@ -443,14 +521,16 @@ void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,
                          float* rows, float* logits) {
-  const auto timed = profile_.time("logits");
+  const auto o = op("logits", hidden, norm_w, eps, w_out.data, w_out.type, w_out.n_in, w_out.n_out, rows, logits);
+  if (o.skip) return;
   const int64_t d = w_out.n_in, n = batch_.n_logit_rows;
   if (n == 0) return;
   rms_norm_rows(hidden, d_logit_rows_, norm_w, rows, n, d, eps, stream_.get());
+  ++op_serial_;  // rows were just written: no earlier quantization of them is current
   // One row per sequence (generation): GEMV groups, as each would be alone.
   const int64_t group = n <= batch_.n_seqs ? kGemvMaxTokens : n;
   for (int64_t r = 0; r < n; r += group)
-    cuda::matmul(*blas_, device_weight(w_out), rows + r * d, std::min(group, n - r), logits + r * w_out.n_out, matmul_ws_);
+    multiply(device_weight(w_out), rows + r * d, std::min(group, n - r), logits + r * w_out.n_out);
 }
 
 }  // namespace keel::cuda

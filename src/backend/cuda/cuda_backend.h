@@ -13,9 +13,11 @@
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/memory.h"
 #include "backend/cuda/op_profile.h"
+#include "backend/cuda/step_graphs.h"
 
 namespace keel::cuda {
 
@@ -67,14 +69,30 @@ class CudaBackend final : public backend::Backend {
 
   cudaStream_t stream() const { return stream_.get(); }
   uint64_t uploaded_bytes() const { return uploaded_; }
+  const StepGraphs& graphs() const { return graphs_; }
 
  private:
   void* device_alloc(std::string_view name, size_t bytes);  // raw, owned by owned_
+  void multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y);
+  // Every operation that may write device memory starts here: it counts (the 8-bit activation
+  // cache's validity), is timed under KEEL_PROFILE, and tells the step graphs its arguments;
+  // skip: a graph replays this step, so the operation launches nothing.
+  struct OpScope {
+    OpProfile::Scope timed;
+    bool skip;
+  };
+  template <class... A>
+  OpScope op(const char* name, const A&... args) {
+    ++op_serial_;
+    const bool skip = graphs_.skip(hash_args(name, args...));
+    return OpScope{profile_.time(name), skip};
+  }
   void upload_weight(void* dst, const void* src, size_t bytes);
 
   int ordinal_;
   Stream stream_;
   OpProfile profile_{stream_.get()};  // KEEL_PROFILE=1: device time per op
+  StepGraphs graphs_;                 // decode steps replayed as CUDA graphs
   PinnedBuffer staging_;
   bool frozen_ = false;
   std::vector<backend::Memory> owned_;  // weights, KV pools, workspaces
@@ -85,6 +103,16 @@ class CudaBackend final : public backend::Backend {
   size_t matmul_ws_bytes_ = 0;
   float* attention_ws_ = nullptr;
   int64_t max_tokens_ = 0;
+  bool exact_ = false;        // f32 activations in every matmul (--exact)
+  void* act_q8_ = nullptr;    // planned: the 8-bit GEMV's quantized activations ...
+  int64_t act_q8_in_ = 0;     // ... for up to kGemvMaxTokens rows of this many inputs
+  struct ActCache {           // what act_q8_ holds: x's quantization, made by op number `serial`
+    const float* x = nullptr;
+    int64_t n_tokens = 0, n_in = 0;
+    uint64_t serial = 0;
+  };
+  ActCache act_cached_;
+  uint64_t op_serial_ = 0;
   int64_t max_seqs_ = 0;
 
   // KV: one pool per attention layer.

@@ -31,6 +31,22 @@ __device__ __forceinline__ void scale_min_k4(int s, const uint8_t* q, int& sc, i
   }
 }
 
+// Byte k (run-time index) of 12 bytes held in three registers, without spilling them to memory.
+__device__ __forceinline__ int byte_of(const uint32_t* w, int k) {
+  const uint32_t word = k < 4 ? w[0] : k < 8 ? w[1] : w[2];
+  return int((word >> (8 * (k % 4))) & 0xFF);
+}
+// get_scale_min_k4 on the 12 scale bytes held in registers.
+__device__ __forceinline__ void scale_min_k4_regs(int s, const uint32_t* q, int& sc, int& m) {
+  if (s < 4) {
+    sc = byte_of(q, s) & 63;
+    m = byte_of(q, s + 4) & 63;
+  } else {
+    sc = (byte_of(q, s + 4) & 0x0F) | ((byte_of(q, s - 4) >> 6) << 4);
+    m = (byte_of(q, s + 4) >> 4) | ((byte_of(q, s) >> 6) << 4);
+  }
+}
+
 // One element of a float-typed row (F32, F16, BF16).
 template <quant::Type T>
 __device__ __forceinline__ float load_float_elem(const uint8_t* row, int64_t i) {

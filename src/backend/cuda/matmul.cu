@@ -59,22 +59,6 @@ template <> struct LaneBlock<Type::Q4_0> {
   }
 };
 
-// Byte k (run-time index) of 12 bytes held in three registers, without spilling them to memory.
-__device__ __forceinline__ int byte_of(const uint32_t* w, int k) {
-  const uint32_t word = k < 4 ? w[0] : k < 8 ? w[1] : w[2];
-  return int((word >> (8 * (k % 4))) & 0xFF);
-}
-// get_scale_min_k4 on the 12 scale bytes held in registers.
-__device__ __forceinline__ void scale_min_k4_regs(int s, const uint32_t* q, int& sc, int& m) {
-  if (s < 4) {
-    sc = byte_of(q, s) & 63;
-    m = byte_of(q, s + 4) & 63;
-  } else {
-    sc = (byte_of(q, s + 4) & 0x0F) | ((byte_of(q, s - 4) >> 6) << 4);
-    m = (byte_of(q, s + 4) >> 4) | ((byte_of(q, s) >> 6) << 4);
-  }
-}
-
 // Q4_K / Q5_K: lane sub (0..7) takes qs bytes [16 sub, 16 sub + 16) (group j = sub / 2, half
 // h = sub % 2): low nibbles are elements 64j + 16h + [0,16), high nibbles 64j + 32 + 16h + [0,16).
 template <Type T> struct LaneBlockK45 {

@@ -1,7 +1,10 @@
 #include <cmath>
 
+#include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/ops.cuh"
+#include "keel/error.h"
 
 namespace keel::cuda {
 namespace {
@@ -9,9 +12,11 @@ namespace {
 constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-// One CTA per row; squares summed in double (the CPU twin's precision).
+// One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
+// multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),
+// so the next matmul need not quantize it again.
 __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
-                                int64_t dim, float eps) {
+                                int64_t dim, float eps, int8_t* act_q, float2* act_s) {
   const int64_t r = blockIdx.x;
   const float* xr = x + (rows ? rows[r] : r) * dim;
   float* o = out + r * dim;
@@ -30,10 +35,19 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
   }
   __syncthreads();
   const float scale = static_cast<float>(1.0 / sqrt(partial[0] / static_cast<double>(dim) + eps));
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+    o[i] = v;
+    if (act_q) {  // a warp's 32 consecutive i are one group
+      const int64_t g = (r * dim + i) / 32;
+      quantize_group_q8(v, threadIdx.x % 32, act_q + g * 32, act_s + g);
+    }
+  }
 }
 
-// One thread per (token, pair i); the angle in double, then every head of the token.
+// One thread per (token, pair i) and group of kRopeHeads heads (grid y): the angle in double,
+// then the group's pairs, all loaded before any is stored (the heads' loads in flight at once).
+constexpr int kRopeHeads = 8;
 __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos,
                             RopeArgs a) {
   const int half = a.n_rot / 2;
@@ -48,11 +62,21 @@ __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t
   const float s = static_cast<float>(sin(theta));
   const int ia = a.mode == RopeMode::norm ? 2 * i : i;
   const int ib = a.mode == RopeMode::norm ? 2 * i + 1 : i + half;
-  for (int64_t h = 0; h < n_heads; ++h) {
-    float* v = x + (t * n_heads + h) * head_dim;
-    const float x0 = v[ia], x1 = v[ib];
-    v[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    v[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+  const int64_t h0 = int64_t{blockIdx.y} * kRopeHeads;
+  float x0[kRopeHeads], x1[kRopeHeads];
+#pragma unroll
+  for (int j = 0; j < kRopeHeads; ++j) {
+    if (h0 + j >= n_heads) break;
+    const float* v = x + (t * n_heads + h0 + j) * head_dim;
+    x0[j] = v[ia];
+    x1[j] = v[ib];
+  }
+#pragma unroll
+  for (int j = 0; j < kRopeHeads; ++j) {
+    if (h0 + j >= n_heads) break;
+    float* v = x + (t * n_heads + h0 + j) * head_dim;
+    v[ia] = __fsub_rn(__fmul_rn(x0[j], c), __fmul_rn(x1[j], s));
+    v[ib] = __fadd_rn(__fmul_rn(x0[j], s), __fmul_rn(x1[j], c));
   }
 }
 
@@ -91,15 +115,28 @@ void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* o
                    float eps, cudaStream_t stream) {
   if (n_rows <= 0) return;
   const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, w, out, dim, eps);
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, w, out, dim, eps, nullptr, nullptr);
   check_launch("rms_norm");
+}
+
+void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
+                 cudaStream_t stream) {
+  if (n_rows <= 0) return;
+  if (dim % 32 != 0) throw Error("internal: rms_norm_q8 needs rows of a multiple of 32");
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  act_q8_parts(act, dim, n_rows, q, s);
+  const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, nullptr, w, out, dim, eps, q, s);
+  check_launch("rms_norm_q8");
 }
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
           cudaStream_t stream) {
   const int64_t n = n_tokens * (args.n_rot / 2);
   if (n <= 0) return;
-  rope_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, pos, args);
+  const dim3 grid(blocks_for(n), static_cast<unsigned>((n_heads + kRopeHeads - 1) / kRopeHeads));
+  rope_kernel<<<grid, kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, pos, args);
   check_launch("rope");
 }
 

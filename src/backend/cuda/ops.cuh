@@ -11,6 +11,10 @@ namespace keel::cuda {
 
 // out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps)   x, out: [n_rows, dim] (out may alias x); w: [dim]
 void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream);
+// The same, also writing out's 8-bit activations into act (gemv_q8.cuh's layout for n_rows rows
+// of dim inputs, the same bits quantize_act_q8 gives): the norm feeding a matmul quantizes once.
+void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
+                 cudaStream_t stream);
 
 // The same for chosen rows: out[i] = rms_norm(x[rows[i]])   rows: device int32 [n_rows]; out: [n_rows, dim]
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,

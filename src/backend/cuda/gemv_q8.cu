@@ -1,0 +1,362 @@
+#include "backend/cuda/gemv_q8.cuh"
+
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/act_q8.cuh"
+#include "backend/cuda/async_copy.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dequant.cuh"
+#include "keel/error.h"
+
+namespace keel::cuda {
+namespace {
+
+using quant::Type;
+
+constexpr int kWarps = 8;  // warps per CTA: kWarps / split rows
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+// ---- activations ------------------------------------------------------------------------------
+
+// One warp per group of 32 inputs.
+__global__ void quantize_act_kernel(const float* __restrict__ x, int64_t n_groups, int8_t* __restrict__ q,
+                                    float2* __restrict__ s) {
+  const int64_t g = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  if (g >= n_groups) return;
+  quantize_group_q8(x[g * kActGroup + threadIdx.x % 32], threadIdx.x % 32, q + g * kActGroup, s + g);
+}
+
+struct ActView {
+  const int8_t* q;   // [n_tok][n_in]
+  const float2* s;   // [n_tok][n_in / 32]: (d, d·Σq)
+};
+
+ActView act_view(const void* act, int64_t n_in, int64_t n_tokens) {
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  act_q8_parts(const_cast<void*>(act), n_in, n_tokens, q, s);
+  return {q, s};
+}
+
+// ---- weights ----------------------------------------------------------------------------------
+
+// N little-endian 32-bit words starting at any byte of shared memory (2-byte aligned blocks such
+// as Q8_0's): N + 1 aligned loads and a funnel shift each. Buffers are padded by a word.
+template <int N>
+__device__ __forceinline__ void words_unaligned(const uint8_t* p, uint32_t* w) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* base = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
+  const unsigned shift = 8 * unsigned(a & 3);
+  uint32_t prev = base[0];
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const uint32_t next = base[i + 1];
+    w[i] = __funnelshift_r(prev, next, shift);
+    prev = next;
+  }
+}
+// 8 words from a 16-byte aligned address.
+__device__ __forceinline__ void words8_aligned(const uint8_t* p, uint32_t* w) {
+  const uint4 a = reinterpret_cast<const uint4*>(p)[0], b = reinterpret_cast<const uint4*>(p)[1];
+  w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+}
+__device__ __forceinline__ float f16_at(const uint8_t* p) { return f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(p)); }
+
+// One lane's share ("item") of a weight block: its quants as int8 words, in input order, and the
+// factors that turn integer sums with the activations into its part of the dot product:
+//   a · d_x · Σ_lo + c · d_x · Σ_hi − b · d_x Σ q_x
+// (lo / hi: the first / second half of the words; c = a unless the halves have their own scales).
+template <int NW>
+struct Item {
+  uint32_t q[NW];
+  float a, c, b;
+};
+
+// Per type: `blocks` per chunk (a multiple of 16 bytes: the copy unit), `lanes` items per block,
+// and where an item's inputs lie: activation group `group(sub)` of the block, offset `x_off(sub)`.
+template <Type T> struct QDot;
+
+template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
+  static constexpr int bytes = 34, elems = 32, blocks = 16, lanes = 2, nw = 4, stages = 4;
+  __device__ static int group(int) { return 0; }
+  __device__ static int x_off(int sub) { return 16 * sub; }
+  __device__ static Item<nw> unpack(const uint8_t* p, int sub) {
+    Item<nw> it;
+    words_unaligned<4>(p + 2 + 16 * sub, it.q);
+    it.a = it.c = f16_at(p);
+    it.b = 0.0f;
+    return it;
+  }
+};
+
+template <> struct QDot<Type::Q4_0> {  // item = the whole block: low nibbles 0..15, high 16..31
+  static constexpr int bytes = 18, elems = 32, blocks = 32, lanes = 1, nw = 8, stages = 4;
+  __device__ static int group(int) { return 0; }
+  __device__ static int x_off(int) { return 0; }
+  __device__ static Item<nw> unpack(const uint8_t* p, int) {
+    Item<nw> it;
+    uint32_t raw[4];
+    words_unaligned<4>(p + 2, raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      it.q[i] = raw[i] & 0x0F0F0F0Fu;
+      it.q[4 + i] = (raw[i] >> 4) & 0x0F0F0F0Fu;
+    }
+    it.a = it.c = f16_at(p);
+    it.b = 8.0f * it.a;  // quants are stored + 8
+    return it;
+  }
+};
+
+// Q4_K / Q5_K: item = sub-block j (32 inputs): the low (j even) or high (j odd) nibbles of qs
+// bytes [32 (j/2), +32), Q5_K's fifth bit from bit j of qh[0..32).
+template <Type T> struct QDotK45 {
+  static constexpr bool five = T == Type::Q5_K;
+  static constexpr int bytes = five ? 176 : 144, elems = 256, blocks = 4, lanes = 8, nw = 8, stages = 4;
+  __device__ static int group(int sub) { return sub; }
+  __device__ static int x_off(int) { return 0; }
+  __device__ static Item<nw> unpack(const uint8_t* p, int j) {  // blocks are 16-byte aligned here
+    Item<nw> it;
+    const uint32_t* w32 = reinterpret_cast<const uint32_t*>(p);
+    const uint32_t dm = w32[0], sc[3] = {w32[1], w32[2], w32[3]};
+    uint32_t qs[8];
+    words8_aligned(p + (five ? 48 : 16) + 32 * (j / 2), qs);
+    const unsigned shift = 4 * (j % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) it.q[i] = (qs[i] >> shift) & 0x0F0F0F0Fu;
+    if constexpr (five) {
+      uint32_t qh[8];
+      words8_aligned(p + 16, qh);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) it.q[i] |= ((qh[i] >> j) & 0x01010101u) << 4;
+    }
+    int s, m;
+    scale_min_k4_regs(j, sc, s, m);
+    it.a = it.c = f16_bits_to_f32(uint16_t(dm)) * float(s);
+    it.b = f16_bits_to_f32(uint16_t(dm >> 16)) * float(m);
+    return it;
+  }
+};
+template <> struct QDot<Type::Q4_K> : QDotK45<Type::Q4_K> {};
+template <> struct QDot<Type::Q5_K> : QDotK45<Type::Q5_K> {};
+
+// Q6_K: item s = (half n = s / 4, quarter qq = s % 4): inputs 128 n + 32 qq + [0, 32), low bits
+// from ql[64 n + 32 (qq % 2) + l] (high nibble when qq >= 2), high bits 2 qq of qh[32 n + l],
+// minus 32 (signed bytes); scales sc[8 n + 2 qq] for l < 16 and sc[8 n + 2 qq + 1] above.
+template <> struct QDot<Type::Q6_K> {
+  static constexpr int bytes = 210, elems = 256, blocks = 8, lanes = 8, nw = 8, stages = 2;
+  __device__ static int group(int sub) { return sub; }
+  __device__ static int x_off(int) { return 0; }
+  __device__ static Item<nw> unpack(const uint8_t* p, int s) {
+    const int n = s / 4, qq = s % 4;
+    Item<nw> it;
+    uint32_t ql[8], qh[8];
+    words_unaligned<8>(p + 64 * n + 32 * (qq % 2), ql);
+    words_unaligned<8>(p + 128 + 32 * n, qh);
+    const unsigned lshift = 4 * (qq / 2), hshift = 2 * qq;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      it.q[i] = __vsub4(((ql[i] >> lshift) & 0x0F0F0F0Fu) | (((qh[i] >> hshift) & 0x03030303u) << 4), 0x20202020u);
+    const float d = f16_at(p + 208);
+    const auto* sc = reinterpret_cast<const int8_t*>(p + 192 + 8 * n + 2 * qq);
+    it.a = d * float(sc[0]);
+    it.c = d * float(sc[1]);
+    it.b = 0.0f;
+    return it;
+  }
+};
+
+// The item's part of one token's dot product, xq: its NW·4 activation quants (16-byte aligned).
+template <int NW>
+__device__ __forceinline__ float item_dot(const Item<NW>& it, const int8_t* xq, float2 s) {
+  const int4* xv = reinterpret_cast<const int4*>(xq);
+  int lo = 0, hi = 0;
+  if constexpr (NW == 4) {
+    const int4 x = __ldg(xv);
+    lo = __dp4a(int(it.q[0]), x.x, __dp4a(int(it.q[1]), x.y, 0));
+    hi = __dp4a(int(it.q[2]), x.z, __dp4a(int(it.q[3]), x.w, 0));
+  } else {
+    const int4 x0 = __ldg(xv), x1 = __ldg(xv + 1);
+    lo = __dp4a(int(it.q[0]), x0.x, __dp4a(int(it.q[1]), x0.y, __dp4a(int(it.q[2]), x0.z, __dp4a(int(it.q[3]), x0.w, 0))));
+    hi = __dp4a(int(it.q[4]), x1.x, __dp4a(int(it.q[5]), x1.y, __dp4a(int(it.q[6]), x1.z, __dp4a(int(it.q[7]), x1.w, 0))));
+  }
+  return s.x * (it.a * float(lo) + it.c * float(hi)) - it.b * s.y;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// A CTA of kWarps warps takes kWarps / split rows; each row is cut into `split` parts (split
+// warps) that take interleaved chunks of it. A warp streams its chunks through `stages`
+// shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
+// chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
+// tokens share every unpacked item. The parts' sums are added in part order (deterministic).
+template <Type T, int NT>
+__global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(const uint8_t* __restrict__ w, int row_bytes, int n_in,
+                                                              int n_out, int split, ActView act, int n_tok,
+                                                              float* __restrict__ y) {
+  using D = QDot<T>;
+  constexpr int kChunk = D::blocks * D::bytes, kStride = kChunk + 16, kStages = D::stages;
+  constexpr int kItemsPerLane = D::blocks * D::lanes / 32;
+  static_assert(kChunk % 16 == 0 && D::blocks * D::lanes % 32 == 0, "chunks of whole copies and items");
+  __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
+  __shared__ float part_sum[kWarps][NT];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = blockIdx.x * (kWarps / split) + warp / split, part = warp % split;
+  const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + D::blocks - 1) / D::blocks;
+  const int my_chunks = row < n_out && part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
+  const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
+  const int groups_per_row = n_in / int(kActGroup);
+
+  auto issue = [&](int j) {  // this warp's j-th chunk; always commits, so group counts stay uniform
+    if (j < my_chunks) {
+      uint8_t* dst = smem[warp][j % kStages];
+      const int base = (part + j * split) * kChunk;
+      for (int i = lane; i < kChunk / 16; i += 32) {
+        const bool valid = base + 16 * i < row_bytes;
+        cp_async16(dst + 16 * i, wr + (valid ? base + 16 * i : 0), valid);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) issue(j);
+
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  for (int j = 0; j < my_chunks; ++j) {
+    issue(j + kStages - 1);
+    cp_async_wait<kStages - 1>();  // chunk j has landed (for this lane's copies) ...
+    __syncwarp();                  // ... and for every lane's
+    const uint8_t* buf = smem[warp][j % kStages];
+    const int c = part + j * split;
+#pragma unroll
+    for (int k = 0; k < kItemsPerLane; ++k) {
+      const int item = lane + 32 * k, b = item / D::lanes, sub = item % D::lanes;
+      const int block = c * D::blocks + b;
+      if (block >= n_blocks) continue;
+      const auto it = D::unpack(buf + b * D::bytes, sub);
+      const int g = block * (D::elems / int(kActGroup)) + D::group(sub);
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+        if (t < n_tok)
+          acc[t] += item_dot(it, act.q + static_cast<size_t>(t) * n_in + g * kActGroup + D::x_off(sub),
+                             act.s[t * groups_per_row + g]);
+    }
+    __syncwarp();  // every lane is done with this stage before it is refilled
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) part_sum[warp][t] = s;
+  }
+  __syncthreads();
+  if (part == 0 && row < n_out && lane < n_tok) {
+    float s = part_sum[warp][lane];
+    for (int p = 1; p < split; ++p) s += part_sum[warp + p][lane];
+    y[static_cast<size_t>(lane) * n_out + row] = s;
+  }
+}
+
+// Warps the GPU keeps resident (its SM count times 64), read once.
+int resident_warps() {
+  static const int warps = [] {
+    int device = 0, sms = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    return sms * 64;
+  }();
+  return warps;
+}
+
+// Parts per row: the one (1, 2, 4 or 8, at most the row's chunks) whose warps fill their last
+// wave best, the smaller on a tie. A decode matmul is a few microseconds: a half-empty last
+// wave, or rows too few to fill one (K and V projections), leave bandwidth unused.
+int split_for(int64_t n_out, int n_chunks) {
+  const int64_t slots = resident_warps();
+  int best = 1;
+  double best_fill = 0;
+  for (int s = 1; s <= kWarps && s <= std::max(1, n_chunks); s *= 2) {
+    const int64_t tasks = n_out * s;
+    const double fill = double(tasks) / double((tasks + slots - 1) / slots * slots);
+    if (fill > best_fill + 1e-9) {
+      best = s;
+      best_fill = fill;
+    }
+  }
+  return best;
+}
+
+template <Type T>
+void launch(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
+  using D = QDot<T>;
+  const int rb = static_cast<int>(quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in)));
+  const int n_chunks = static_cast<int>((w.n_in / D::elems + D::blocks - 1) / D::blocks);
+  const int split = split_for(w.n_out, n_chunks);
+  const int rows_per_cta = kWarps / split;
+  const dim3 grid(static_cast<unsigned>((w.n_out + rows_per_cta - 1) / rows_per_cta));
+  const ActView a = act_view(act, w.n_in, n_tokens);
+  const auto* wp = static_cast<const uint8_t*>(w.data);
+  if (n_tokens == 1)
+    gemv_q8_kernel<T, 1><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a, 1, y);
+  else
+    gemv_q8_kernel<T, kGemvMaxTokens><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a,
+                                                                        int(n_tokens), y);
+  check_launch("gemv_q8");
+}
+
+}  // namespace
+
+void act_q8_parts(void* act, int64_t n_in, int64_t n_tokens, int8_t*& q, float2*& s) {
+  auto* base = static_cast<uint8_t*>(act);
+  q = reinterpret_cast<int8_t*>(base);
+  s = reinterpret_cast<float2*>(base + align256(static_cast<size_t>(n_in * n_tokens)));
+}
+
+size_t act_q8_bytes(int64_t n_in, int64_t n_tokens) {
+  const size_t n = static_cast<size_t>(n_in * n_tokens);
+  return align256(n) + align256(n / kActGroup * sizeof(float2));
+}
+
+bool gemv_q8_supports(const DeviceWeight& w) {
+  switch (w.type) {
+    case Type::Q4_0: case Type::Q8_0: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K: break;
+    default: return false;
+  }
+  const uint64_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  return rb % 16 == 0 && rb < (uint64_t{1} << 31) && w.n_in % kActGroup == 0;
+}
+
+void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, cudaStream_t stream) {
+  if (n_in % kActGroup != 0) throw Error("internal: 8-bit activations need rows of a multiple of 32 inputs");
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  act_q8_parts(act, n_in, n_tokens, q, s);
+  const int64_t groups = n_tokens * n_in / kActGroup;
+  constexpr int threads = 256;
+  quantize_act_kernel<<<static_cast<unsigned>((groups * 32 + threads - 1) / threads), threads, 0, stream>>>(
+      x, groups, q, s);
+  check_launch("quantize_act_q8");
+}
+
+void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
+  if (n_tokens > kGemvMaxTokens) throw Error("internal: gemv_q8 takes at most 8 tokens");
+  if (!gemv_q8_supports(w)) throw Error("internal: gemv_q8 cannot multiply this weight");
+  switch (w.type) {
+    case Type::Q4_0: return launch<Type::Q4_0>(w, act, n_tokens, y, stream);
+    case Type::Q8_0: return launch<Type::Q8_0>(w, act, n_tokens, y, stream);
+    case Type::Q4_K: return launch<Type::Q4_K>(w, act, n_tokens, y, stream);
+    case Type::Q5_K: return launch<Type::Q5_K>(w, act, n_tokens, y, stream);
+    case Type::Q6_K: return launch<Type::Q6_K>(w, act, n_tokens, y, stream);
+    default: throw Error("internal: gemv_q8 type");
+  }
+}
+
+}  // namespace keel::cuda
