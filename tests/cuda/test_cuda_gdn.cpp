@@ -234,6 +234,8 @@ TEST(CudaGdn, GatedDeltaMatchesCpuChunkedAndRecurrent) {
   check_delta({2, 4, 64, 64, {7, 1, 130}, 1.0f}, 42);                      // tiny-qwen35's sizes
   check_delta({1, 3, 96, 96, {70, 1}, 1.0f}, 43);                          // partial column block, padded keys
   check_delta({4, 4, 128, 128, {300}, 8.0f}, 44);                          // strong decay
+  check_delta({2, 4, 128, 128, {1, 1, 1}, 1.0f}, 45);                      // decode calls: the recurrence kernel
+  check_delta({1, 3, 96, 96, {1, 1}, 4.0f}, 46);                           // ... with partial blocks
 }
 
 // A measurement, not a test (disabled; run with --gtest_also_run_disabled_tests on the GPU): the time of one 27B-sized GDN layer's delta rule, 2048 tokens, and of a decode.

@@ -188,16 +188,18 @@ void quantize_host(const std::vector<float>& x, std::vector<int8_t>& q, std::vec
 TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(14);
-  // Inputs: chunks of the kernel's copy size with a partial last chunk (Q6_K: whole chunks, its
-  // rows are 16-byte multiples only every 8 blocks), and rows long enough to be cut in 4 or 8
-  // parts (warps) for these few rows.
+  // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk (Q6_K: whole
+  // chunks, its rows are 16-byte multiples only every 8 blocks); few rows (each warp takes one
+  // chunk, a row is shared by several warps) and more chunks than the GPU has warps (a warp's
+  // range crosses row ends, rows shared at both ends of it).
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
-  for (int64_t n_in : {type == Type::Q6_K ? int64_t{4096} : int64_t{1280}, int64_t{8192}}) {
-    const int64_t n_out = 67;
+  for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{type == Type::Q6_K ? 4096 : 1280, 67}, {8192, 67}, {8192, 4099}}) {
     ASSERT_TRUE(cuda::gemv_q8_supports({type, nullptr, n_in, n_out})) << quant::type_name(type);
     const auto w = random_weights(type, n_in, n_out, rng);
     const auto W = dequant_all(type, w, n_in, n_out);
     auto dw = upload(w);
+    cuda::DeviceBuffer work(cuda::gemv_q8_work_bytes());
+    cuda::check(cudaMemset(work.data(), 0, work.bytes()), "cudaMemset");
     std::vector<float> y_one;  // token 0 alone
     for (int64_t n_tok : {1, 3, 8}) {
       rng.seed(uint32_t(100 + int(type)));  // the same x for every token count (token 0 compared below)
@@ -213,7 +215,7 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
       auto dx = upload(x);
       cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, n_tok)), dy(size_t(n_tok * n_out) * 4);
       cuda::quantize_act_q8(dx.as<float>(), n_tok, n_in, act.data(), nullptr);
-      cuda::gemv_q8({type, dw.data(), n_in, n_out}, act.data(), n_tok, dy.as<float>(), nullptr);
+      cuda::gemv_q8({type, dw.data(), n_in, n_out}, act.data(), n_tok, dy.as<float>(), work.data(), nullptr);
       cuda_test::sync();
       const auto got_q = download<int8_t>(act, q.size());
       EXPECT_EQ(got_q, q) << "activation quants, " << quant::type_name(type);
@@ -230,8 +232,8 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
       const double worst = check_close(y, ref, scale, 1e-5, std::string("gemv_q8 ") + std::string(quant::type_name(type)));
       if (n_tok == 1) y_one.assign(y.begin(), y.begin() + n_out);
       EXPECT_EQ(0, std::memcmp(y_one.data(), y.data(), size_t(n_out) * 4)) << "token 0 alone vs among " << n_tok;
-      std::printf("gemv_q8 %-5s n_in %5lld tokens %lld: max |err|/sum|wx'| = %.2e\n",
-                  std::string(quant::type_name(type)).c_str(), (long long)n_in, (long long)n_tok, worst);
+      std::printf("gemv_q8 %-5s %4lld x %5lld tokens %lld: max |err|/sum|wx'| = %.2e\n",
+                  std::string(quant::type_name(type)).c_str(), (long long)n_out, (long long)n_in, (long long)n_tok, worst);
     }
   }
   // Rows that are not whole 16-byte units are left to the f32 GEMV.

@@ -522,6 +522,64 @@ size_t gated_delta_workspace_bytes(int64_t max_tokens, int64_t n_seqs, int64_t n
   return work_floats(max_tokens, gdn_max_chunks(max_tokens, n_seqs), n_v_heads, d_k, d_v) * sizeof(float);
 }
 
+namespace {
+
+// Decode (one token per sequence): the recurrence itself, no chunk machinery. A CTA takes one
+// (sequence, v-head, block of 32 value columns); thread (column j, warp w) holds rows
+// [w·D/4, +D/4) of column j of S in registers, so S is read once and written once:
+//   kS = Sᵀk, qS = Sᵀq;  δ = β (v − e^g kS);  o = e^g qS + (q·k) δ;  S ← e^g S + k δᵀ
+// (the CPU's gated_delta_recurrent, with the sums over rows in another order).
+constexpr int kDecodeCols = 32, kDecodeWarps = 4, kDecodeRows = D / kDecodeWarps;
+__global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
+  const int col_blocks = (a.d_v + kDecodeCols - 1) / kDecodeCols;
+  const int h = blockIdx.x / col_blocks, j = (blockIdx.x % col_blocks) * kDecodeCols + threadIdx.x % 32;
+  const int w = threadIdx.x / 32, s = blockIdx.y;
+  const int t = b.q_start[s], kh = h % a.n_k_heads;
+  __shared__ float qk_vec[2][D];
+  __shared__ float part[2][kDecodeWarps][kDecodeCols];
+  const float* q = a.q + int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k;
+  const float* k = a.k + int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    qk_vec[0][i] = i < a.d_k ? q[i] : 0.0f;
+    qk_vec[1][i] = i < a.d_k ? k[i] : 0.0f;
+  }
+  __syncthreads();
+  float* S = a.state + (int64_t{b.slot[s]} * a.n_v_heads + h) * a.d_k * a.d_v;
+  const bool col = j < a.d_v;
+  float reg[kDecodeRows];
+  float ks = 0.0f, qs = 0.0f;
+#pragma unroll
+  for (int m = 0; m < kDecodeRows; ++m) {
+    const int i = w * kDecodeRows + m;
+    reg[m] = col && i < a.d_k ? S[int64_t{i} * a.d_v + j] : 0.0f;
+    ks = fmaf(qk_vec[1][i], reg[m], ks);
+    qs = fmaf(qk_vec[0][i], reg[m], qs);
+  }
+  part[0][w][threadIdx.x % 32] = ks;
+  part[1][w][threadIdx.x % 32] = qs;
+  __syncthreads();
+  ks = qs = 0.0f;
+#pragma unroll
+  for (int u = 0; u < kDecodeWarps; ++u) {
+    ks += part[0][u][threadIdx.x % 32];
+    qs += part[1][u][threadIdx.x % 32];
+  }
+  float qk = 0.0f;
+  for (int i = 0; i < a.d_k; ++i) qk = fmaf(qk_vec[0][i], qk_vec[1][i], qk);
+  const int64_t gi = int64_t{t} * a.n_v_heads + h;
+  const float decay = expf(a.g[gi]), beta = a.beta[gi];
+  const float v = col ? a.v[int64_t{t} * a.v_stride + int64_t{h} * a.d_v + j] : 0.0f;
+  const float delta = beta * (v - decay * ks);
+  if (w == 0 && col) a.out[gi * a.d_v + j] = decay * qs + qk * delta;
+#pragma unroll
+  for (int m = 0; m < kDecodeRows; ++m) {
+    const int i = w * kDecodeRows + m;
+    if (col && i < a.d_k) S[int64_t{i} * a.d_v + j] = fmaf(qk_vec[1][i], delta, decay * reg[m]);
+  }
+}
+
+}  // namespace
+
 void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStream_t stream) {
   if (b.n_seqs <= 0 || b.n_chunks <= 0) return;
   if (!gated_delta_supports(a.d_k, a.d_v) || a.n_k_heads <= 0 || a.n_v_heads % a.n_k_heads != 0)
@@ -538,6 +596,12 @@ void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStr
     return true;
   }();
   (void)configured;
+  if (b.n_tokens == b.n_seqs && b.n_chunks == b.n_seqs) {  // every sequence decodes one token
+    const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + kDecodeCols - 1) / kDecodeCols)), unsigned(b.n_seqs));
+    delta_decode_kernel<<<grid, 32 * kDecodeWarps, 0, stream>>>(a, b);
+    check_launch("gated_delta (decode)");
+    return;
+  }
   const DeltaWork work = carve(static_cast<float*>(workspace), b.n_tokens, a.n_v_heads, a.d_k, a.d_v);
   delta_prep_kernel<<<dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream>>>(a, b, work);
   check_launch("gated_delta (prep)");
