@@ -98,11 +98,10 @@ void bench_kernels() {
         std::printf("gemv %-5s %6lld x %6lld  tokens %d: %8.3f ms  %7.1f GB/s\n", std::string(quant::type_name(type)).c_str(),
                     (long long)n_out, (long long)n_in, nt, ms, double(w.bytes()) / ms / 1e6);
         if (!cuda::gemv_q8_supports(dw)) continue;
-        cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, nt)), work(cuda::gemv_q8_work_bytes());
-        cuda::check(cudaMemset(work.data(), 0, work.bytes()), "memset");
+        cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, nt));
         const double ms_q = time_ms(stream.get(), 20, [&] {
           cuda::quantize_act_q8(x.as<float>(), nt, n_in, act.data(), stream.get());
-          cuda::gemv_q8(dw, act.data(), nt, y.as<float>(), work.data(), stream.get());
+          cuda::gemv_q8(dw, act.data(), nt, y.as<float>(), stream.get());
         });
         std::printf("gemv_q8 %-5s %6lld x %6lld  tokens %d: %8.3f ms  %7.1f GB/s (with the activation quantization)\n",
                     std::string(quant::type_name(type)).c_str(), (long long)n_out, (long long)n_in, nt, ms_q,

@@ -189,17 +189,14 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(14);
   // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk (Q6_K: whole
-  // chunks, its rows are 16-byte multiples only every 8 blocks); few rows (each warp takes one
-  // chunk, a row is shared by several warps) and more chunks than the GPU has warps (a warp's
-  // range crosses row ends, rows shared at both ends of it).
+  // chunks, its rows are 16-byte multiples only every 8 blocks); few rows (cut in 2 or 4 parts,
+  // one warp each) and more rows than the GPU holds warps (whole rows, several waves).
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
   for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{type == Type::Q6_K ? 4096 : 1280, 67}, {8192, 67}, {8192, 4099}}) {
     ASSERT_TRUE(cuda::gemv_q8_supports({type, nullptr, n_in, n_out})) << quant::type_name(type);
     const auto w = random_weights(type, n_in, n_out, rng);
     const auto W = dequant_all(type, w, n_in, n_out);
     auto dw = upload(w);
-    cuda::DeviceBuffer work(cuda::gemv_q8_work_bytes());
-    cuda::check(cudaMemset(work.data(), 0, work.bytes()), "cudaMemset");
     std::vector<float> y_one;  // token 0 alone
     for (int64_t n_tok : {1, 3, 8}) {
       rng.seed(uint32_t(100 + int(type)));  // the same x for every token count (token 0 compared below)
@@ -215,7 +212,7 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
       auto dx = upload(x);
       cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, n_tok)), dy(size_t(n_tok * n_out) * 4);
       cuda::quantize_act_q8(dx.as<float>(), n_tok, n_in, act.data(), nullptr);
-      cuda::gemv_q8({type, dw.data(), n_in, n_out}, act.data(), n_tok, dy.as<float>(), work.data(), nullptr);
+      cuda::gemv_q8({type, dw.data(), n_in, n_out}, act.data(), n_tok, dy.as<float>(), nullptr);
       cuda_test::sync();
       const auto got_q = download<int8_t>(act, q.size());
       EXPECT_EQ(got_q, q) << "activation quants, " << quant::type_name(type);

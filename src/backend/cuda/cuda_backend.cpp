@@ -78,7 +78,7 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   for (const auto& m : s.matrices) matmul_bytes = std::max(matmul_bytes, matmul_bound(m.n_in, s.max_tokens));
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}, {"blas", kBlasWorkspaceBytes}};
   if (const int64_t act_in = q8_act_width(s); act_in > 0)
-    out.push_back({"gemv_act", act_q8_bytes(act_in, kGemvMaxTokens) + gemv_q8_work_bytes()});
+    out.push_back({"gemv_act", act_q8_bytes(act_in, kGemvMaxTokens)});
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(layout_of(s.kv), int(s.n_head), int(s.max_tokens))});
   if (s.gdn_d_k > 0)
@@ -161,7 +161,6 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
     } else if (b.name == "gemv_act") {
       act_q8_ = p;
       act_q8_in_ = q8_act_width(shape);
-      gemv_work_ = static_cast<uint8_t*>(p) + act_q8_bytes(act_q8_in_, kGemvMaxTokens);  // zeroed by allocate()
     } else if (b.name == "gdn") {
       gdn_ws_ = p;
     } else if (b.name == "attention") {
@@ -449,7 +448,7 @@ void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_toke
   const bool fresh = act_cached_.x == x && act_cached_.n_tokens == n_tokens && act_cached_.n_in == w.n_in &&
                      act_cached_.serial + 1 == op_serial_;
   if (!fresh) quantize_act_q8(x, n_tokens, w.n_in, act_q8_, stream_.get());
-  gemv_q8(w, act_q8_, n_tokens, y, gemv_work_, stream_.get());
+  gemv_q8(w, act_q8_, n_tokens, y, stream_.get());
   const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
   act_cached_ = {y_over_x ? nullptr : x, n_tokens, w.n_in, op_serial_};
 }

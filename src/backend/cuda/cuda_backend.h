@@ -106,7 +106,6 @@ class CudaBackend final : public backend::Backend {
   bool exact_ = false;        // f32 activations in every matmul (--exact)
   void* act_q8_ = nullptr;    // planned: the 8-bit GEMV's quantized activations ...
   int64_t act_q8_in_ = 0;     // ... for up to kGemvMaxTokens rows of this many inputs
-  void* gemv_work_ = nullptr; // planned: the 8-bit GEMV's scratch (gemv_q8_work_bytes)
   struct ActCache {           // what act_q8_ holds: x's quantization, made by op number `serial`
     const float* x = nullptr;
     int64_t n_tokens = 0, n_in = 0;

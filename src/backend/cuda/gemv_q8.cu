@@ -14,8 +14,7 @@ namespace {
 
 using quant::Type;
 
-constexpr int kWarps = 4;           // warps per CTA
-constexpr int kGemvMaxWarps = 16384;  // warps of one launch at most (an H200 keeps 8448 resident)
+constexpr int kWarps = 4;  // warps per CTA: kWarps / split rows
 
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
@@ -39,19 +38,6 @@ ActView act_view(const void* act, int64_t n_in, int64_t n_tokens) {
   float2* s = nullptr;
   act_q8_parts(const_cast<void*>(act), n_in, n_tokens, q, s);
   return {q, s};
-}
-
-// The planned scratch of every launch: the warps' partial sums of shared rows, and per shared
-// row (at its first warp's index) how many of its warps have stored theirs (0 between launches).
-struct GemvWork {
-  float* part;        // [kGemvMaxWarps][2][kGemvMaxTokens]
-  unsigned* arrived;  // [kGemvMaxWarps]
-};
-
-GemvWork gemv_work(void* work) {
-  auto* base = static_cast<uint8_t*>(work);
-  return {reinterpret_cast<float*>(base),
-          reinterpret_cast<unsigned*>(base + align256(size_t{kGemvMaxWarps} * 2 * kGemvMaxTokens * sizeof(float)))};
 }
 
 // ---- weights ----------------------------------------------------------------------------------
@@ -205,91 +191,51 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// The work of one launch, flattened: the rows' chunks in order, row after row (T = n_out ·
-// chunks per row), cut into n_warps equal ranges, one per warp. So every warp streams about the
-// same bytes, its copies pipelined across row ends, and the launch has no half-empty last wave
-// (measured on the H200: whole rows per warp left the K-quant GEMVs at 1.5-1.8 TB/s on 4096 x
-// 12288 weights). A warp stores the rows it covers whole; for a row it shares with the warps
-// before or after it, it stores its partial sums (slot 0: its first row, begun by an earlier
-// warp; slot 1: its last row, finished by later ones), then counts itself in at the row's
-// counter; the row's last warp to arrive adds the parts in warp order (so the result does not
-// depend on timing) and resets the counter for the next launch.
+// A CTA of kWarps warps takes kWarps / split rows; each row is cut into `split` parts (split
+// warps) that take interleaved chunks of it. A warp streams its chunks through `stages`
+// shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
+// chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
+// tokens share every unpacked item. The parts' sums are added in part order (deterministic).
 template <Type T, int NT>
 __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(const uint8_t* __restrict__ w, int row_bytes, int n_in,
-                                                              int n_out, int n_warps, ActView act, int n_tok,
-                                                              float* __restrict__ y, GemvWork work) {
+                                                              int n_out, int split, ActView act, int n_tok,
+                                                              float* __restrict__ y) {
   using D = QDot<T>;
   constexpr int kChunk = D::blocks * D::bytes, kStride = kChunk + 16, kStages = D::stages;
   constexpr int kItemsPerLane = D::blocks * D::lanes / 32;
   static_assert(kChunk % 16 == 0 && D::blocks * D::lanes % 32 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
+  __shared__ float part_sum[kWarps][NT];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gw = blockIdx.x * kWarps + warp;
+  const int row = blockIdx.x * (kWarps / split) + warp / split, part = warp % split;
   const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + D::blocks - 1) / D::blocks;
-  const int64_t total = int64_t{n_out} * n_chunks;
-  const int64_t begin = gw < n_warps ? total * gw / n_warps : 0;
-  const int64_t end = gw < n_warps ? total * (gw + 1) / n_warps : 0;
-  const int my_chunks = static_cast<int>(end - begin);
+  const int my_chunks = row < n_out && part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
+  const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
   const int groups_per_row = n_in / int(kActGroup);
 
   auto issue = [&](int j) {  // this warp's j-th chunk; always commits, so group counts stay uniform
     if (j < my_chunks) {
-      const int64_t f = begin + j;
-      const uint8_t* src = w + static_cast<size_t>(f / n_chunks) * row_bytes;
-      const int base = static_cast<int>(f % n_chunks) * kChunk;
       uint8_t* dst = smem[warp][j % kStages];
+      const int base = (part + j * split) * kChunk;
       for (int i = lane; i < kChunk / 16; i += 32) {
         const bool valid = base + 16 * i < row_bytes;
-        cp_async16(dst + 16 * i, src + (valid ? base + 16 * i : 0), valid);
+        cp_async16(dst + 16 * i, wr + (valid ? base + 16 * i : 0), valid);
       }
     }
     cp_async_commit();
   };
-  float acc[NT];
-  auto flush = [&](int64_t row) {  // the warp's sums for `row`: whole, or this warp's part of it
-    const int64_t rs = row * n_chunks, re = rs + n_chunks;
-    const bool whole = rs >= begin && re <= end;
-    float* part = work.part + (static_cast<size_t>(gw) * 2 + (rs < begin ? 0 : 1)) * kGemvMaxTokens;
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const float s = warp_sum(acc[t]);
-      acc[t] = 0.0f;
-      if (lane == 0 && t < n_tok) {
-        if (whole) y[static_cast<size_t>(t) * n_out + row] = s;
-        else part[t] = s;
-      }
-    }
-    if (whole || lane != 0) return;
-    // The row's warps: first (began it: its slot 1) .. last (each later one: its slot 0).
-    const int first = static_cast<int>(((rs + 1) * n_warps - 1) / total);
-    const int last = static_cast<int>((re * n_warps - 1) / total);
-    __threadfence();  // this part is visible before the count says so
-    if (atomicAdd(work.arrived + first, 1u) != unsigned(last - first)) return;
-    __threadfence();
-    for (int t = 0; t < n_tok; ++t) {
-      float s = __ldcg(work.part + (static_cast<size_t>(first) * 2 + 1) * kGemvMaxTokens + t);
-      for (int u = first + 1; u <= last; ++u) s += __ldcg(work.part + static_cast<size_t>(u) * 2 * kGemvMaxTokens + t);
-      y[static_cast<size_t>(t) * n_out + row] = s;
-    }
-    work.arrived[first] = 0;  // ready for the next launch
-  };
-
 #pragma unroll
   for (int j = 0; j < kStages - 1; ++j) issue(j);
+
+  float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-  int64_t row = begin / n_chunks;
   for (int j = 0; j < my_chunks; ++j) {
-    const int64_t f = begin + j, r = f / n_chunks;
-    if (r != row) {
-      flush(row);
-      row = r;
-    }
     issue(j + kStages - 1);
     cp_async_wait<kStages - 1>();  // chunk j has landed (for this lane's copies) ...
     __syncwarp();                  // ... and for every lane's
     const uint8_t* buf = smem[warp][j % kStages];
-    const int c = static_cast<int>(f % n_chunks);
+    const int c = part + j * split;
 #pragma unroll
     for (int k = 0; k < kItemsPerLane; ++k) {
       const int item = lane + 32 * k, b = item / D::lanes, sub = item % D::lanes;
@@ -306,38 +252,73 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(const uint8_t* __r
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
   cp_async_wait<0>();
-  if (my_chunks > 0) flush(row);
+  if (split == 1) {  // whole rows: no barrier, so a finished warp's CTA slot frees at once
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float s = warp_sum(acc[t]);
+      if (lane == 0 && t < n_tok && row < n_out) y[static_cast<size_t>(t) * n_out + row] = s;
+    }
+    return;
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) part_sum[warp][t] = s;
+  }
+  __syncthreads();  // split is the same for the whole CTA
+  if (part == 0 && row < n_out && lane < n_tok) {
+    float s = part_sum[warp][lane];
+    for (int p = 1; p < split; ++p) s += part_sum[warp + p][lane];
+    y[static_cast<size_t>(lane) * n_out + row] = s;
+  }
 }
 
-// Warps of `kernel` the GPU keeps resident at once (at most kGemvMaxWarps): a launch of exactly
-// that many runs in one wave.
-template <class Kernel>
-int resident_warps(Kernel kernel) {
-  int device = 0, sms = 0, ctas = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, 32 * kWarps, 0), "cudaOccupancy");
-  return std::max(kWarps, std::min(sms * ctas * kWarps, kGemvMaxWarps));
+// Warps the GPU keeps resident (its SM count times 64), read once.
+int resident_warps() {
+  static const int warps = [] {
+    int device = 0, sms = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    return sms * 64;
+  }();
+  return warps;
 }
 
-template <Type T, int NT>
-void launch_nt(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, void* work, cudaStream_t stream) {
-  using D = QDot<T>;
-  static const int resident = resident_warps(gemv_q8_kernel<T, NT>);  // per process: one device model
-  const int rb = static_cast<int>(quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in)));
-  const int64_t n_chunks = (w.n_in / D::elems + D::blocks - 1) / D::blocks;
-  const int n_warps = static_cast<int>(std::min<int64_t>(w.n_out * n_chunks, resident));
-  const dim3 grid(static_cast<unsigned>((n_warps + kWarps - 1) / kWarps));
-  gemv_q8_kernel<T, NT><<<grid, 32 * kWarps, 0, stream>>>(static_cast<const uint8_t*>(w.data), rb, int(w.n_in),
-                                                           int(w.n_out), n_warps, act_view(act, w.n_in, n_tokens),
-                                                           int(n_tokens), y, gemv_work(work));
-  check_launch("gemv_q8");
+// Parts per row. Whole rows (1) unless their warps would leave the GPU's last wave less than 60%
+// full (a decode matmul lasts a few microseconds: rows too few to fill one wave, as in the K and
+// V projections, or a half-empty last wave leave bandwidth unused); then the part count (2 or 4,
+// each warp keeping at least two chunks to pipeline) that fills it best. Measured on the H200
+// (Qwen3-8B-shaped decode): cutting every row in parts where that filled the waves better raised
+// Q8_0 (183 -> 199 tok/s) but lowered Q4_K_M (234 -> 220); this rule measured 188 / 222.
+int split_for(int64_t n_out, int n_chunks) {
+  const int64_t slots = resident_warps();
+  auto fill = [&](int s) {
+    const int64_t tasks = n_out * s;
+    return double(tasks) / double((tasks + slots - 1) / slots * slots);
+  };
+  int best = 1;
+  if (fill(1) >= 0.6) return best;
+  for (int s = 2; s <= kWarps && 2 * s <= n_chunks; s *= 2)
+    if (fill(s) > fill(best) + 1e-9) best = s;
+  return best;
 }
 
 template <Type T>
-void launch(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, void* work, cudaStream_t stream) {
-  if (n_tokens == 1) launch_nt<T, 1>(w, act, n_tokens, y, work, stream);
-  else launch_nt<T, kGemvMaxTokens>(w, act, n_tokens, y, work, stream);
+void launch(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
+  using D = QDot<T>;
+  const int rb = static_cast<int>(quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in)));
+  const int n_chunks = static_cast<int>((w.n_in / D::elems + D::blocks - 1) / D::blocks);
+  const int split = split_for(w.n_out, n_chunks);
+  const int rows_per_cta = kWarps / split;
+  const dim3 grid(static_cast<unsigned>((w.n_out + rows_per_cta - 1) / rows_per_cta));
+  const ActView a = act_view(act, w.n_in, n_tokens);
+  const auto* wp = static_cast<const uint8_t*>(w.data);
+  if (n_tokens == 1)
+    gemv_q8_kernel<T, 1><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a, 1, y);
+  else
+    gemv_q8_kernel<T, kGemvMaxTokens><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a,
+                                                                        int(n_tokens), y);
+  check_launch("gemv_q8");
 }
 
 }  // namespace
@@ -374,19 +355,15 @@ void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, 
   check_launch("quantize_act_q8");
 }
 
-size_t gemv_q8_work_bytes() {
-  return align256(size_t{kGemvMaxWarps} * 2 * kGemvMaxTokens * sizeof(float)) + align256(size_t{kGemvMaxWarps} * 4);
-}
-
-void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, void* work, cudaStream_t stream) {
+void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
   if (n_tokens > kGemvMaxTokens) throw Error("internal: gemv_q8 takes at most 8 tokens");
   if (!gemv_q8_supports(w)) throw Error("internal: gemv_q8 cannot multiply this weight");
   switch (w.type) {
-    case Type::Q4_0: return launch<Type::Q4_0>(w, act, n_tokens, y, work, stream);
-    case Type::Q8_0: return launch<Type::Q8_0>(w, act, n_tokens, y, work, stream);
-    case Type::Q4_K: return launch<Type::Q4_K>(w, act, n_tokens, y, work, stream);
-    case Type::Q5_K: return launch<Type::Q5_K>(w, act, n_tokens, y, work, stream);
-    case Type::Q6_K: return launch<Type::Q6_K>(w, act, n_tokens, y, work, stream);
+    case Type::Q4_0: return launch<Type::Q4_0>(w, act, n_tokens, y, stream);
+    case Type::Q8_0: return launch<Type::Q8_0>(w, act, n_tokens, y, stream);
+    case Type::Q4_K: return launch<Type::Q4_K>(w, act, n_tokens, y, stream);
+    case Type::Q5_K: return launch<Type::Q5_K>(w, act, n_tokens, y, stream);
+    case Type::Q6_K: return launch<Type::Q6_K>(w, act, n_tokens, y, stream);
     default: throw Error("internal: gemv_q8 type");
   }
 }

@@ -6,8 +6,7 @@
 // q8_1): q = round(x / d), d = max |x| / 127, kept with d and d·Σq (the latter for the K-quant
 // min terms and Q4_0's offset). Weights are read straight from their GGUF blocks: each warp
 // streams one row through shared memory with 16-byte asynchronous copies, several chunks in
-// flight, and its lanes take the blocks' quants from there as 32-bit words (the launch's chunks
-// are shared out evenly among the warps the GPU holds; see gemv_q8.cu). Per 32-input group:
+// flight, and its lanes take the blocks' quants from there as 32-bit words. Per 32-input group:
 //
 //   y += d_w · d_x · Σ q_w q_x  (− d_min · m · d_x Σ q_x for Q4_K / Q5_K, − 8 · d_w · d_x Σ q_x for Q4_0)
 //
@@ -39,11 +38,7 @@ void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, 
 // The two parts of act: the quants and the (d, d·Σq) pairs.
 void act_q8_parts(void* act, int64_t n_in, int64_t n_tokens, int8_t*& q, float2*& s);
 
-// Device scratch every gemv_q8 launch needs; zeroed once when allocated, left zeroed by each launch.
-size_t gemv_q8_work_bytes();
-
-// y [n_tokens, n_out] = W · x for the x that `act` holds (n_tokens <= kGemvMaxTokens). Launches
-// on one stream may share `work`; launches that may run at once may not.
-void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, void* work, cudaStream_t stream);
+// y [n_tokens, n_out] = W · x for the x that `act` holds (n_tokens <= kGemvMaxTokens).
+void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream);
 
 }  // namespace keel::cuda
