@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "plan/plan.h"
 #include "runtime/session.h"
+#include "server/api.h"
 #include "server/batching_engine.h"
 #include "server/state_snapshots.h"
 #include "test_paths.h"
@@ -260,6 +261,11 @@ TEST(ServerHybridCache, GreedyTokensEqualAnEngineWithoutTheCacheAndSnapshottedPr
   EXPECT_EQ(s.prompt_tokens_total, p.prompt_tokens_total - (32 + 32 + 64 + 32));  // prefilled: the rest only
   EXPECT_EQ(s.state_snapshots_evicted, 0);
   EXPECT_GT(s.state_snapshots_cached, 0);
+  const std::string metrics = server::metrics_text(s);
+  EXPECT_NE(metrics.find("\nkeel_prefix_cache_enabled 1\n"), std::string::npos);
+  EXPECT_NE(metrics.find("\nkeel_state_snapshots_total 8\n"), std::string::npos);
+  EXPECT_NE(metrics.find("\nkeel_state_snapshots_taken_total " + std::to_string(s.state_snapshots_taken) + "\n"),
+            std::string::npos);
   EXPECT_EQ(s.kv_pages_used, 0);
   cached->clear_prefix_cache();
   EXPECT_TRUE(eventually(*cached, all_pages_back));
