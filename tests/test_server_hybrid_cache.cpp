@@ -140,9 +140,9 @@ TEST(SessionStateSnapshots, ThePlanCountsEverySnapshotByteAndTheSessionAllocates
   EXPECT_EQ(session.layout().state_bytes(), p.bytes(plan::Category::recurrent_state));
   EXPECT_NE(plan::format_plan(p).find("5 prefix-cache snapshots of"), std::string::npos);
 
-  // auto: a chunk of the context each plus two per sequence, when memory allows.
+  // auto: a chunk of the context each plus three per sequence, when memory allows.
   req.state_snapshots = plan::kAutoStateSnapshots;
-  EXPECT_EQ(plan::plan_for_model(*model, req).options.state_snapshots, 512 / 64 + 2 * 2);
+  EXPECT_EQ(plan::plan_for_model(*model, req).options.state_snapshots, 512 / 64 + 3 * 2);
   // A model without recurrent state plans none.
   auto llama = model::Model::load(test::shared("models/stories260K.gguf"));
   EXPECT_EQ(plan::plan_for_model(*llama, req).options.state_snapshots, 0);
@@ -152,12 +152,13 @@ TEST(SessionStateSnapshots, ThePlanCountsEverySnapshotByteAndTheSessionAllocates
 
 namespace {
 
-// A 256-token context in 16-token pages (16 + n_seqs - 1 of them), 32-token chunks.
-std::unique_ptr<server::BatchingEngine> make_engine(int n_seqs, int snapshots, bool memory = true) {
+// By default a 256-token context in 16-token pages (16 + n_seqs - 1 of them), 32-token chunks.
+std::unique_ptr<server::BatchingEngine> make_engine(int n_seqs, int snapshots, bool memory = true, int64_t n_ctx = 256,
+                                                    int64_t chunk = 32) {
   auto model = model::Model::load(test::shared(kHybrid));
   runtime::SessionOptions so;
-  so.n_ctx = 256;
-  so.chunk = 32;
+  so.n_ctx = n_ctx;
+  so.chunk = chunk;
   so.n_seqs = n_seqs;
   so.page_tokens = 16;
   so.n_threads = 1;
@@ -269,6 +270,25 @@ TEST(ServerHybridCache, GreedyTokensEqualAnEngineWithoutTheCacheAndSnapshottedPr
   EXPECT_EQ(s.kv_pages_used, 0);
   cached->clear_prefix_cache();
   EXPECT_TRUE(eventually(*cached, all_pages_back));
+}
+
+TEST(ServerHybridCache, LongChunksAreCutForAFollowUpQuestionAndAContinuedConversation) {
+  // One 512-token chunk holds the whole 300-token prompt, so no chunk end lands inside it; its
+  // prefill is cut at 32 (the last page boundary 256 tokens before its end) and at 288 (its last
+  // full page), and both get snapshots.
+  auto cached = make_engine(1, 8, true, 512, 512);
+  auto plain = make_engine(1, 0, false, 512, 512);
+  const auto p = ids(300, 30);
+  EXPECT_EQ(generate(*cached, p, 4).tokens, generate(*plain, p, 4).tokens);
+  EXPECT_EQ(cached->stats().state_snapshots_taken, 2);
+  // The conversation goes on: everything up to the last full page.
+  const auto longer = concat(first(p, 290), ids(20, 31));
+  EXPECT_EQ(generate(*cached, longer, 4).tokens, generate(*plain, longer, 4).tokens);
+  EXPECT_EQ(cached->stats().prefix_cache_reused_tokens, 288);
+  // Another question after the first 200 tokens: back to the cut at 32.
+  const auto other = concat(first(p, 200), ids(10, 32));
+  EXPECT_EQ(generate(*cached, other, 4).tokens, generate(*plain, other, 4).tokens);
+  EXPECT_EQ(cached->stats().prefix_cache_reused_tokens, 288 + 32);
 }
 
 TEST(ServerHybridCache, SnapshotsEvictedUnderSlotPressureTakeTheirUselessPagesAlong) {

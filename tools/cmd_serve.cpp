@@ -46,7 +46,7 @@ int cmd_serve(const CommandArgs& argv) {
            {{"--prompt-cache-dir"}, "DIR", "also keep finished requests' prefixes as files in DIR (one directory per model), reloaded by later requests and after a restart"},
            {{"--kv-page-tokens"}, "N", "tokens per KV page (default: the planner's, 256 for long contexts); the prefix cache reuses whole pages, so smaller pages reuse more of a shared prefix"},
            {{"--prompt-cache-max-mb"}, "N", "disk space --prompt-cache-dir may use, least recently used files removed first (default 4096)"},
-           {{"--state-snapshots"}, "N|auto", "hybrid models: recurrent-state snapshots planned for the prefix cache, the points a cached prefix resumes from (default auto: one per chunk of the context plus two per sequence, within half the free memory; 0: no prefix sharing in memory)"},
+           {{"--state-snapshots"}, "N|auto", "hybrid models: recurrent-state snapshots planned for the prefix cache, the points a cached prefix resumes from (default auto: one per chunk of the context plus three per sequence, within half the free memory; 0: no prefix sharing in memory)"},
        })
     options.push_back(o);
   Args args("serve", "Serve a GGUF model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).",

@@ -59,15 +59,15 @@ Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
 }
 
 // keel serve's default snapshot count: one per chunk of a full context (a snapshot every chunk of a
-// long shared prompt) plus two per sequence (the last full page of each prompt, and one being
-// replaced), never more than the KV pages that could carry them, and at most half of the memory
-// the rest of the plan leaves free on the device.
+// long shared prompt) plus three per sequence (two cuts near the end of each prompt, and one
+// being replaced), never more than the KV pages that could carry them, and at most half of the
+// memory the rest of the plan leaves free on the device.
 int64_t auto_state_snapshots(const runtime::SessionLayout& layout, int64_t n_ctx, uint64_t other_bytes,
                              uint64_t budget_bytes) {
   const uint64_t per = layout.state_bytes_per_sequence();
   if (per == 0) return 0;
   const model::SessionShape& s = layout.shape;
-  const int64_t useful = std::min<int64_t>((n_ctx + s.chunk - 1) / s.chunk + 2 * s.n_seqs, s.kv.n_pages);
+  const int64_t useful = std::min<int64_t>((n_ctx + s.chunk - 1) / s.chunk + 3 * s.n_seqs, s.kv.n_pages);
   const uint64_t left = budget_bytes > other_bytes ? budget_bytes - other_bytes : 0;
   return std::min<int64_t>(useful, static_cast<int64_t>(left / 2 / per));
 }

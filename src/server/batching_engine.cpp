@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "keel/error.h"
+#include "plan/device.h"
 #include "runtime/sampler.h"
 #include "server/api.h"
 #include "server/step_plan.h"
@@ -103,10 +104,10 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
     prefix_cache_.emplace(session_.pages_total(), page_tokens_);
   if (prefix_cache_ && session_.has_recurrent_state()) {
     snapshots_.emplace(session_.snapshot_slots(), session_.pages_total());
-    const double mib = static_cast<double>(session_.snapshot_bytes()) / double(1 << 20);
-    log_line(std::to_string(session_.snapshot_slots()) + " recurrent-state snapshots of " + std::to_string(mib) +
-             " MiB each (" + std::to_string(mib * session_.snapshot_slots()) +
-             " MiB planned beside the state slots; --state-snapshots)");
+    const uint64_t bytes = session_.snapshot_bytes();
+    log_line(std::to_string(session_.snapshot_slots()) + " recurrent-state snapshots of " + plan::format_bytes(bytes) +
+             " each, " + plan::format_bytes(bytes * static_cast<uint64_t>(session_.snapshot_slots())) +
+             " planned beside the state slots (--state-snapshots)");
   }
   if (!cache.disk_dir.empty()) disk_cache_.emplace(cache.disk_dir, cache.disk_max_bytes);
   hit_pages_.reserve(static_cast<size_t>(session_.pages_total()));
@@ -482,12 +483,9 @@ void BatchingEngine::after_logits(Job& job, const float* logits) {
 void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
   // This step's pieces; a request whose client has not taken its events yet sits it out.
   step_view_.clear();
-  for (const auto& job : running_) {
-    // A hybrid's prompt stops at its last full page, for a snapshot a longer prompt resumes from.
-    const int64_t cut = snapshots_ ? job->n_prompt / page_tokens_ * page_tokens_ : 0;
+  for (const auto& job : running_)
     step_view_.push_back(RunningSeq{job->arrival, job->n_prompt, static_cast<int64_t>(job->tokens.size()), job->fed,
-                                    job->events.size() >= kMaxPendingEvents, cut});
-  }
+                                    job->events.size() >= kMaxPendingEvents, snapshot_cut(job->n_prompt, job->fed)});
   plan_step(step_view_, StepBudget{chunk_, max_step_tokens_}, prefill_turn_, pieces_);
   if (pieces_.empty()) {
     work_.wait(lock);

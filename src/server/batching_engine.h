@@ -28,7 +28,9 @@
 // Hybrid models (recurrent state beside the KV pages): a cached prefix is usable only where a
 // snapshot of the state ends it (state_snapshots.h). A prefilling request's state is snapshotted
 // into the session's planned slots whenever a prefill piece ends on a page boundary (chunk ends,
-// and its prompt's last full page, where its prefill is cut for that); its pages enter the cache
+// and two cuts of its prompt: the last page boundary kFollowUpTokens before its end, where a
+// follow-up question to the same context diverges, and its last full page, where a continued
+// conversation does); its pages enter the cache
 // only up to its latest snapshot. A request then shares the longest cached chain that ends at a
 // snapshot, restores it and prefills the rest (batching_snapshots.cpp).
 #pragma once
@@ -109,6 +111,8 @@ class BatchingEngine : public Engine {
   // enter the cache, the last one carrying the snapshot. False when none could be tied to it.
   bool snapshot_prefix(int32_t seq, std::span<const int32_t> tokens);
   void trim_to_snapshot(std::vector<int32_t>& chain);  // drops the pages after its last snapshot
+  // Where a prefill at `fed` of an n_prompt-token prompt stops for a snapshot (RunningSeq::cut).
+  int64_t snapshot_cut(int64_t n_prompt, int64_t fed) const;
   int32_t snapshot_of(int32_t page);     // its slot (used now), for a chain trim_to_snapshot left
   void forget_page(int32_t page);        // a page the cache evicted: its snapshot and reference go
   void prune_unsnapshotted();            // evicts cached leaves a hybrid cannot resume from

@@ -3,6 +3,22 @@
 #include "server/batching_engine.h"
 
 namespace keel::server {
+namespace {
+
+// A request that asks another question about the same context shares all of the previous prompt
+// but its last question (and the template's turn markers): a snapshot this far before the end of
+// each prompt lets it resume within a page or so of where it diverges, rather than at the last
+// chunk boundary (a whole chunk, up to thousands of tokens, to recompute).
+constexpr int64_t kFollowUpTokens = 256;
+
+}  // namespace
+
+int64_t BatchingEngine::snapshot_cut(int64_t n_prompt, int64_t fed) const {
+  if (!snapshots_) return 0;
+  const int64_t last_page = n_prompt / page_tokens_ * page_tokens_;
+  const int64_t follow_up = (n_prompt - kFollowUpTokens) / page_tokens_ * page_tokens_;
+  return fed < follow_up ? follow_up : last_page;
+}
 
 bool BatchingEngine::snapshot_prefix(int32_t seq, std::span<const int32_t> tokens) {
   const auto n_pages = static_cast<int64_t>(tokens.size()) / page_tokens_;

@@ -8,7 +8,7 @@
 //   - prefill pieces of the requests still in their prompt, round-robin from a rotating start,
 //     each piece as long as it would be in `keel run` (up to the next multiple of the chunk), as
 //     many as fit in the call's token budget (the plan's chunk + n_seqs - 1); a hybrid model's
-//     prompt is also cut at its last full page (RunningSeq::cut), where its state is snapshotted.
+//     prompt is also cut where its state is snapshotted (RunningSeq::cut).
 // Pieces are never cut to fill the budget: a sequence's chunk boundaries, and with them its
 // logits, do not depend on the other requests (batch invariance).
 #pragma once
@@ -24,8 +24,8 @@ struct RunningSeq {
   int64_t n_tokens = 0;    // prompt + sampled tokens
   int64_t fed = 0;         // tokens in the KV cache
   bool paused = false;     // its client lags behind: it sits this step out
-  int64_t cut = 0;         // a prompt position a prefill piece ends at rather than cross (0: none);
-                           // a hybrid's last full page, where its recurrent state is snapshotted
+  int64_t cut = 0;         // a prompt position a prefill piece ends at rather than cross (0: none):
+                           // where a hybrid's recurrent state is snapshotted
 };
 
 struct StepPiece {
