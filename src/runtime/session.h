@@ -1,6 +1,6 @@
 // A session: up to n_seqs sequences of one model, with every buffer it will ever use allocated at
-// start on one backend (KV page pool, recurrent state per sequence slot, activations for one
-// forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
+// start on one backend (KV page pool, recurrent state per sequence slot and its snapshot slots,
+// activations for one forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
 // sequences: decodes of some and a prefill chunk of another. Pages are handed to sequences from
 // one shared pool as they grow and return when a sequence is removed or reset.
 //
