@@ -98,7 +98,7 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
     sampler_scratch_.emplace_back(static_cast<int32_t>(model_->hparams().n_vocab));
   if (cache.memory && session_.has_recurrent_state() && session_.snapshot_slots() == 0)
     log_line("no KV page sharing in memory for this hybrid model: no recurrent-state snapshots are planned "
-             "(--state-snapshots 0)" +
+             "(--state-snapshots 0, or auto found no memory for one)" +
              std::string(cache.disk_dir.empty() ? "" : "; whole prefixes reload from --prompt-cache-dir"));
   else if (cache.memory)
     prefix_cache_.emplace(session_.pages_total(), page_tokens_);
