@@ -385,6 +385,24 @@ TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
     if (s["verified"].get<bool>()) EXPECT_GE(s["chunk"].get<int64_t>(), 256) << s.dump();
 }
 
+// keel serve's recurrent-state snapshots in the plan: one sequence's state each, in the
+// recurrent_state category, listed beside the state buffers.
+TEST(PlanCli, StateSnapshotsAreCountedAndShown) {
+  if (!has_qwen35()) GTEST_SKIP() << "the qwen35 family is not registered in this build";
+  const std::string base = "plan --preset qwen35-27b --type q4_k_m --ctx 32768 --parallel 4 --device apple-m5-max-128g";
+  const auto none = nlohmann::json::parse(run_keel(base + " --json").text);
+  const auto six = nlohmann::json::parse(run_keel(base + " --state-snapshots 6 --json").text);
+  EXPECT_EQ(none["state_snapshots"], 0);
+  EXPECT_EQ(six["state_snapshots"], 6);
+  const auto state = [](const nlohmann::json& j) { return j["bytes"]["recurrent_state"].get<uint64_t>(); };
+  EXPECT_EQ(state(six) - state(none), 6 * (state(none) / 4));  // 4 sequence slots planned without them
+  const auto automatic = nlohmann::json::parse(run_keel(base + " --state-snapshots auto --json").text);
+  EXPECT_EQ(automatic["state_snapshots"], 32768 / automatic["chunk"].get<int64_t>() + 3 * 4);
+  const Output text = run_keel(base + " --state-snapshots 6 2>&1");
+  EXPECT_NE(text.text.find("4 sequence slots and 6 prefix-cache snapshots of"), std::string::npos) << text.text;
+  EXPECT_NE(text.text.find("gdn_state_snapshots.*"), std::string::npos) << text.text;
+}
+
 TEST(PlanCli, Qwen35_27BOnM4MaxJson) {
   if (!has_qwen35()) GTEST_SKIP() << "the qwen35 family is not registered in this build";
   const std::string base = "plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g --json";

@@ -668,7 +668,7 @@ TEST_F(LiveServer, MetricsArePrometheusText) {
     EXPECT_EQ(used, line.size() - space - 1) << line;
     ++samples;
   }
-  EXPECT_EQ(samples, 26u);
+  EXPECT_EQ(samples, 31u);
   for (const char* name : {"keel_requests_total ", "keel_requests_running 0\n", "keel_requests_queued 0\n",
                            "keel_prompt_tokens_total ", "keel_generated_tokens_total ", "keel_prefill_tokens_per_second ",
                            "keel_decode_tokens_per_second ", "keel_kv_pages_used ", "keel_kv_pages_total 19\n",
@@ -678,7 +678,11 @@ TEST_F(LiveServer, MetricsArePrometheusText) {
                            "keel_disk_cache_enabled 0\n", "keel_disk_cache_hits_total 0\n",
                            "keel_disk_cache_reused_tokens_total 0\n", "keel_disk_cache_writes_total 0\n",
                            "keel_disk_cache_errors_total 0\n", "keel_disk_cache_files 0\n", "keel_disk_cache_bytes 0\n",
-                           "keel_sequences 4\n", "keel_queue_capacity 8\n"})
+                           "keel_sequences 4\n", "keel_queue_capacity 8\n",
+                           // (a pure-attention model: no recurrent-state snapshots)
+                           "keel_state_snapshots_total 0\n", "keel_state_snapshots_cached 0\n",
+                           "keel_state_snapshot_bytes 0\n", "keel_state_snapshots_taken_total 0\n",
+                           "keel_state_snapshots_evicted_total 0\n"})
     EXPECT_NE(m->body.find(std::string("\n") + name), std::string::npos) << name;
 }
 

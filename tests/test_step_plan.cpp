@@ -30,6 +30,11 @@ TEST(StepPlan, PrefillPiecesEndAtChunkMultiples) {
   EXPECT_EQ(prefill_piece(96, 100, 32), 4);
   EXPECT_EQ(prefill_piece(20, 100, 32), 12);  // back onto the chunk grid
   EXPECT_EQ(prefill_piece(0, 7, 32), 7);
+  // A cut (a hybrid's last full page) ends the piece that would cross it, and only that one.
+  EXPECT_EQ(prefill_piece(64, 100, 32, 96), 32);
+  EXPECT_EQ(prefill_piece(64, 100, 64, 96), 32);
+  EXPECT_EQ(prefill_piece(96, 100, 64, 96), 4);
+  EXPECT_EQ(prefill_piece(0, 40, 32, 32), 32);
   EXPECT_EQ(pages_for(0, 16), 0);
   EXPECT_EQ(pages_for(1, 16), 1);
   EXPECT_EQ(pages_for(16, 16), 1);

@@ -25,6 +25,7 @@ int cmd_plan(const CommandArgs& argv) {
              {{"-t", "--threads"}, "N", "CPU threads (the per-thread scratch depends on it; default all cores)"},
              {{"--perplexity"}, "", "plan for perplexity: a logits row for every token of a chunk"},
              {{"-np", "--parallel"}, "N", "sequences held at once (a server's slots): N state slots, one call = a chunk + N-1 decodes (default 1)"},
+             {{"--state-snapshots"}, "N|auto", "hybrid models: recurrent-state snapshots for keel serve's prefix cache (default 0; keel serve's default is auto)"},
              {{"--json"}, "", "print one JSON object"}});
   if (!args.parse(argv)) return 0;
   if (!args.positionals().empty()) throw Error("keel plan: unexpected argument '" + args.positionals()[0] + "'", ErrorKind::usage);
@@ -54,6 +55,10 @@ int cmd_plan(const CommandArgs& argv) {
   req.n_threads = static_cast<int>(args.get_int("--threads", 0));
   req.logits_every_token = args.has("--perplexity");
   req.n_seqs = static_cast<int>(args.get_int("--parallel", 1));
+  if (const std::string snaps = args.get_or("--state-snapshots", "0"); snaps == "auto")
+    req.state_snapshots = plan::kAutoStateSnapshots;
+  else if ((req.state_snapshots = args.get_int("--state-snapshots", 0)) < 0)
+    throw Error("keel plan: --state-snapshots must be auto or 0 or more", ErrorKind::usage);
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
 
   const plan::Plan p = plan::make_plan(spec, req);

@@ -19,6 +19,19 @@
 
 namespace keel::cli {
 
+namespace {
+
+int64_t state_snapshots_flag(const Args& args) {
+  if (args.has("--no-prefix-cache")) return 0;
+  const std::string value = args.get_or("--state-snapshots", "auto");
+  if (value == "auto") return plan::kAutoStateSnapshots;
+  const int64_t n = args.get_int("--state-snapshots", 0);
+  if (n < 0 || n > 100000) throw Error("keel serve: --state-snapshots must be auto or 0..100000", ErrorKind::usage);
+  return n;
+}
+
+}  // namespace
+
 int cmd_serve(const CommandArgs& argv) {
   std::vector<Option> options = model_options();
   for (Option o : std::vector<Option>{
@@ -33,6 +46,7 @@ int cmd_serve(const CommandArgs& argv) {
            {{"--prompt-cache-dir"}, "DIR", "also keep finished requests' prefixes as files in DIR (one directory per model), reloaded by later requests and after a restart"},
            {{"--kv-page-tokens"}, "N", "tokens per KV page (default: the planner's, 256 for long contexts); the prefix cache reuses whole pages, so smaller pages reuse more of a shared prefix"},
            {{"--prompt-cache-max-mb"}, "N", "disk space --prompt-cache-dir may use, least recently used files removed first (default 4096)"},
+           {{"--state-snapshots"}, "N|auto", "hybrid models: recurrent-state snapshots planned for the prefix cache, the points a cached prefix resumes from (default auto: one per chunk of the context plus three per sequence, within half the free memory; 0: no prefix sharing in memory)"},
        })
     options.push_back(o);
   Args args("serve", "Serve a GGUF model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).",
@@ -60,7 +74,8 @@ int cmd_serve(const CommandArgs& argv) {
   // -c when given, else 4096 tokens within the model's training context.
   const int64_t train = lm.model->hparams().n_ctx_train > 0 ? lm.model->hparams().n_ctx_train : 4096;
   const int64_t longest_prompt = args.get_int("-c", 0) > 0 ? args.get_int("-c", 0) : std::min<int64_t>(train, 4096);
-  const plan::Plan plan = plan_session(args, *lm.model, longest_prompt, false, static_cast<int>(parallel));
+  const plan::Plan plan =
+      plan_session(args, *lm.model, longest_prompt, false, static_cast<int>(parallel), state_snapshots_flag(args));
   std::string id = args.get_or("-m", "default");
   if (id == "default") id = "stories260K";  // the embedded model
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);

@@ -36,9 +36,10 @@ runtime::KvType kv_type_flag(const Args& args);
 // The memory plan for this command line: context from -c (or by default enough for the prompt
 // plus generation, within the model's limit), chunk (N or auto), KV type, device profile.
 // Refuses (keel::Error refused, with the numbers and the fix) before any weight is read.
-// n_seqs: sequences held at once (keel serve's --parallel).
+// n_seqs: sequences held at once (keel serve's --parallel); state_snapshots: a hybrid model's
+// recurrent-state snapshots (keel serve's --state-snapshots, plan::kAutoStateSnapshots: auto).
 plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens,
-                        bool logits_every_token = false, int n_seqs = 1);
+                        bool logits_every_token = false, int n_seqs = 1, int64_t state_snapshots = 0);
 
 // --memory-report: planned bytes per category against what the session allocated and the
 // process's measured peak resident memory.

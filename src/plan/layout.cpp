@@ -51,7 +51,20 @@ uint64_t SessionLayout::scratch_bytes() const {
 uint64_t SessionLayout::state_bytes() const {
   uint64_t total = 0;
   for (const auto& b : state) total += b.bytes;
+  for (const auto& b : snapshots) total += b.bytes;
   return total;
+}
+
+uint64_t SessionLayout::state_bytes_per_sequence() const {
+  uint64_t total = 0;
+  for (const auto& b : state) total += b.bytes / static_cast<uint64_t>(shape.n_seqs);
+  return total;
+}
+
+std::string snapshot_buffer_name(const std::string& state_name) {
+  const size_t dot = state_name.find_last_of('.');
+  if (dot == std::string::npos) return state_name + "_snapshots";
+  return state_name.substr(0, dot) + "_snapshots" + state_name.substr(dot);
 }
 
 int resolve_threads(int n_threads) {
@@ -102,8 +115,12 @@ SessionLayout layout_session(const model::Hparams& hp, const model::Family& fami
   work.exact = o.exact;
   layout.workspaces = backend::workspace_buffers(o.device, work);
   layout.staging_bytes = s.kv.n_layers > 0 ? s.kv.page_bytes() : 0;
+  if (o.state_snapshots < 0)
+    throw Error("--state-snapshots must be 0 or more, got " + std::to_string(o.state_snapshots), ErrorKind::usage);
   for (model::BufferSpec b : family.state_buffers(hp)) {
     layout.staging_bytes = std::max<uint64_t>(layout.staging_bytes, b.bytes);
+    if (o.state_snapshots > 0)
+      layout.snapshots.push_back({snapshot_buffer_name(b.name), b.bytes * static_cast<uint64_t>(o.state_snapshots)});
     b.bytes *= static_cast<uint64_t>(s.n_seqs);
     layout.state.push_back(std::move(b));
   }

@@ -3,6 +3,7 @@
 // data). The planner prints it before loading; runtime::Session allocates exactly it.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -27,6 +28,8 @@ struct SessionOptions {
   int n_threads = 0;             // 0: all cores
   backend::Device device = backend::Device::host;
   int device_ordinal = 0;        // which GPU, for device cuda (--device cuda:N)
+  int state_snapshots = 0;       // copies of one sequence's recurrent state kept beside the slots
+                                 // (hybrid models; keel serve's prefix cache); 0 for others
 };
 
 // A 2-D weight as the planner sees it: its type and input width decide the matmul scratch.
@@ -42,11 +45,16 @@ struct SessionLayout {
   model::BufferSpec host;                     // per-call metadata, page bookkeeping, state-file staging (host)
   uint64_t staging_bytes = 0;                 // of host: the largest KV page or per-sequence state buffer
   std::vector<model::BufferSpec> state;       // recurrent state, n_seqs slots per buffer (hybrid models)
+  std::vector<model::BufferSpec> snapshots;   // [state] state_snapshots slots per buffer (none: no snapshots)
   backend::WorkloadShape workload;            // what the workspaces were sized for
   uint64_t kv_bytes() const { return shape.kv.total_bytes(); }
   uint64_t scratch_bytes() const;             // scratch + workspaces + host
-  uint64_t state_bytes() const;
+  uint64_t state_bytes() const;               // the slots and the snapshots
+  uint64_t state_bytes_per_sequence() const;  // one slot of every state buffer: a snapshot's cost
 };
+
+// "gdn_state.3" -> "gdn_state_snapshots.3": the snapshot buffer beside a state buffer.
+std::string snapshot_buffer_name(const std::string& state_name);
 
 // Offsets of the session's host arrays in its one host buffer ("batch").
 struct HostArrays {

@@ -58,6 +58,20 @@ Prepared prepare(const ModelSpec& spec, const DeviceProfile& device) {
   return p;
 }
 
+// keel serve's default snapshot count: one per chunk of a full context (a snapshot every chunk of a
+// long shared prompt) plus three per sequence (two cuts near the end of each prompt, and one
+// being replaced), never more than the KV pages that could carry them, and at most half of the
+// memory the rest of the plan leaves free on the device.
+int64_t auto_state_snapshots(const runtime::SessionLayout& layout, int64_t n_ctx, uint64_t other_bytes,
+                             uint64_t budget_bytes) {
+  const uint64_t per = layout.state_bytes_per_sequence();
+  if (per == 0) return 0;
+  const model::SessionShape& s = layout.shape;
+  const int64_t useful = std::min<int64_t>((n_ctx + s.chunk - 1) / s.chunk + 3 * s.n_seqs, s.kv.n_pages);
+  const uint64_t left = budget_bytes > other_bytes ? budget_bytes - other_bytes : 0;
+  return std::min<int64_t>(useful, static_cast<int64_t>(left / 2 / per));
+}
+
 void check_request(const PlanRequest& r) {
   if (r.n_ctx <= 0) throw Error("context size must be positive, got " + std::to_string(r.n_ctx), ErrorKind::usage);
   if (r.chunk && *r.chunk <= 0)
@@ -87,7 +101,14 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   o.exact = req.exact;
   o.device = dev.backend;
   o.device_ordinal = dev.ordinal;
-  const runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
+  runtime::SessionLayout layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
+  if (req.state_snapshots != 0 && layout.state_bytes_per_sequence() > 0) {
+    const uint64_t others = prep.weight_bytes + layout.kv_bytes() + layout.state_bytes() + layout.scratch_bytes();
+    o.state_snapshots = static_cast<int>(req.state_snapshots == kAutoStateSnapshots
+                                             ? auto_state_snapshots(layout, o.n_ctx, others, dev.budget_bytes)
+                                             : req.state_snapshots);
+    layout = runtime::layout_session(hp, *prep.spec.family, prep.matrices, o);
+  }
   plan.kv = layout.shape.kv;
 
   // Weights are accounted here from prep's summary; make_plan attaches their buffers.
@@ -102,6 +123,8 @@ Plan build(const Prepared& prep, const PlanRequest& req, int64_t chunk, uint32_t
   const uint64_t n_pages = uint64_t{plan.kv.n_layers} * plan.kv.n_pages;
   if (n_pages > 0) plan.buffers.push_back({"kv pages", plan.kv.page_bytes(), n_pages, Category::kv, dev.memory});
   for (const model::BufferSpec& b : layout.state)
+    plan.buffers.push_back({b.name, b.bytes, 1, Category::recurrent_state, dev.memory});
+  for (const model::BufferSpec& b : layout.snapshots)
     plan.buffers.push_back({b.name, b.bytes, 1, Category::recurrent_state, dev.memory});
   for (const model::BufferSpec& b : layout.scratch)
     plan.buffers.push_back(

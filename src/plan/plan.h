@@ -94,7 +94,11 @@ struct PlanRequest {
   int n_seqs = 1;                         // sequences held at once (--parallel): state slots, logits rows, call size
   bool exact = false;                     // f32 activations in every matmul (--exact)
   std::optional<DeviceProfile> device;    // nullopt: cpu_profile()
+  // Recurrent-state snapshots of a hybrid model (keel serve's prefix cache, --state-snapshots):
+  // kAutoStateSnapshots: auto_state_snapshots(); ignored for models without recurrent state.
+  int64_t state_snapshots = 0;
 };
+inline constexpr int64_t kAutoStateSnapshots = -1;
 
 // An option set that was re-planned and fits (or, for `hint`s, advice that cannot be verified).
 struct Suggestion {

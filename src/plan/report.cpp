@@ -61,6 +61,13 @@ std::string category_detail(const Plan& p, Category c) {
     case Category::kv:
       return std::to_string(p.kv.n_layers) + " attention layers × " + std::to_string(p.kv.n_pages) + " pages of " +
              format_bytes(p.kv.page_bytes()) + " (" + std::to_string(p.kv.capacity_tokens()) + " tokens)";
+    case Category::recurrent_state:
+      if (p.options.state_snapshots > 0) {
+        const uint64_t per_seq = p.bytes(c) / static_cast<uint64_t>(p.options.n_seqs + p.options.state_snapshots);
+        return std::to_string(n) + " buffers: " + std::to_string(p.options.n_seqs) + " sequence slots and " +
+               std::to_string(p.options.state_snapshots) + " prefix-cache snapshots of " + format_bytes(per_seq) + " each";
+      }
+      return std::to_string(n) + (n == 1 ? " buffer" : " buffers");
     default:
       return std::to_string(n) + (n == 1 ? " buffer" : " buffers");
   }
@@ -218,6 +225,7 @@ std::string to_json(const Plan& p) {
              {"capacity_tokens", p.kv.capacity_tokens()}};
   j["threads"] = runtime::resolve_threads(p.options.n_threads);
   j["max_logit_rows"] = p.options.max_logit_rows;
+  j["state_snapshots"] = p.options.state_snapshots;
   json cats = json::object();
   for (size_t i = 0; i < kCategoryCount; ++i) cats[std::string(category_name(static_cast<Category>(i)))] = p.category_bytes[i];
   j["bytes"] = cats;

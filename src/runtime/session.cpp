@@ -34,6 +34,7 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   backend_->reserve(layout_.workload);
   backend_->create_kv(s.kv);
   for (const auto& b : layout_.state) state_.add(*backend_, b.name, b.bytes);
+  for (const auto& b : layout_.snapshots) snapshots_.add(*backend_, b.name, b.bytes);
 
   const bool device_logits = options_.device != backend::Device::host;
   const plan::HostArrays h =
@@ -71,7 +72,7 @@ Session::~Session() = default;
 uint64_t Session::allocated_bytes() const {
   uint64_t workspaces = 0;  // allocated by the backend in reserve(), exactly as listed
   for (const auto& b : layout_.workspaces) workspaces += b.bytes;
-  return scratch_.total_bytes() + workspaces + layout_.host.bytes + state_.total_bytes() +
+  return scratch_.total_bytes() + workspaces + layout_.host.bytes + state_.total_bytes() + snapshots_.total_bytes() +
          layout_.shape.kv.total_bytes();
 }
 
@@ -152,10 +153,12 @@ void Session::release_page(int32_t page) {
   if (--page_refs_[page] == 0) free_pages_[n_free_pages_++] = page;
 }
 
-void Session::share_pages(int32_t seq, std::span<const int32_t> pages) {
+void Session::share_pages(int32_t seq, std::span<const int32_t> pages, int32_t snapshot) {
   check_seq(seq);
   Sequence& s = seqs_[static_cast<size_t>(seq)];
-  if (has_recurrent_state()) throw Error("internal: shared KV pages cannot restore a recurrent state");
+  if (has_recurrent_state() && snapshot < 0)
+    throw Error("internal: shared KV pages cannot restore a recurrent state without a snapshot");
+  if (snapshot >= 0) check_snapshot(snapshot);
   if (s.n_pages != 0 || s.n_past != 0) throw Error("internal: sharing pages into a sequence that is not empty");
   const int64_t end = static_cast<int64_t>(pages.size()) * layout_.shape.kv.page_tokens;
   check_room(model_->hparams(), options_.n_ctx, end);
@@ -167,6 +170,31 @@ void Session::share_pages(int32_t seq, std::span<const int32_t> pages) {
     row[s.n_pages++] = page;
   }
   s.n_past = end;
+  if (has_recurrent_state()) copy_state(seq, snapshot, /*to_snapshot=*/false);
+}
+
+void Session::check_snapshot(int32_t slot) const {
+  if (slot < 0 || slot >= snapshot_slots())
+    throw Error("internal: no state snapshot slot " + std::to_string(slot) + " (" + std::to_string(snapshot_slots()) +
+                " planned)");
+}
+
+void Session::save_snapshot(int32_t seq, int32_t slot) {
+  check_seq(seq);
+  check_snapshot(slot);
+  copy_state(seq, slot, /*to_snapshot=*/true);
+}
+
+void Session::copy_state(int32_t seq, int32_t slot, bool to_snapshot) {
+  const auto n_seqs = static_cast<uint64_t>(layout_.shape.n_seqs);
+  for (size_t i = 0; i < layout_.state.size(); ++i) {
+    const auto floats = static_cast<int64_t>(layout_.state[i].bytes / n_seqs / sizeof(float));
+    float* live = state_.get_as<float>(layout_.state[i].name) + floats * seq;
+    float* kept = snapshots_.get_as<float>(layout_.snapshots[i].name) + floats * slot;
+    // Rows of 1024 floats when they divide the slot: the CPU backend copies rows in parallel.
+    const int64_t width = floats % 1024 == 0 ? 1024 : floats;
+    backend_->copy_rows(to_snapshot ? live : kept, width, to_snapshot ? kept : live, width, floats / width, width);
+  }
 }
 
 void Session::remove_sequence(int32_t seq) {

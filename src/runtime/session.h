@@ -1,6 +1,6 @@
 // A session: up to n_seqs sequences of one model, with every buffer it will ever use allocated at
-// start on one backend (KV page pool, recurrent state per sequence slot, activations for one
-// forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
+// start on one backend (KV page pool, recurrent state per sequence slot and its snapshot slots,
+// activations for one forward call, logits, the per-call metadata). A forward call (step) may carry tokens of several
 // sequences: decodes of some and a prefill chunk of another. Pages are handed to sequences from
 // one shared pool as they grow and return when a sequence is removed or reset.
 //
@@ -113,8 +113,18 @@ class Session {
   void release_page(int32_t page);
   // Makes the empty sequence `seq` begin with `pages`, full pages of tokens computed before by
   // another sequence (the caller vouches for their contents); n_past becomes pages × page_tokens.
-  // Not for models with recurrent state, whose state pages cannot restore. Throws keel::Error.
-  void share_pages(int32_t seq, std::span<const int32_t> pages);
+  // A model with recurrent state needs `snapshot` too: the snapshot slot holding the state after
+  // exactly those pages' tokens (the caller vouches), restored into the sequence's state, as
+  // pages alone cannot restore it. Throws keel::Error.
+  void share_pages(int32_t seq, std::span<const int32_t> pages, int32_t snapshot = -1);
+
+  // ---- recurrent-state snapshots (hybrid models; the server's prefix cache) ----------------------
+  // SessionOptions::state_snapshots slots planned at start, each holding one sequence's recurrent
+  // state at some length. Copies stay on the backend (Backend::copy_rows: device to device on a
+  // GPU), so taking one costs a memory copy of snapshot_bytes(), no transfer.
+  int32_t snapshot_slots() const { return options_.state_snapshots; }
+  uint64_t snapshot_bytes() const { return layout_.state_bytes_per_sequence(); }
+  void save_snapshot(int32_t seq, int32_t slot);  // sequence `seq`'s state now -> slot
 
   // One forward call over every input (at most shape.max_tokens tokens in all, each sequence at
   // most once). Returns the logits rows [n_vocab] of the inputs that asked, in input order (host
@@ -162,6 +172,9 @@ class Session {
   };
   void check_seq(int32_t seq) const;
   void release_pages(int32_t seq);
+  void check_snapshot(int32_t slot) const;
+  // Copies sequence `seq`'s state to snapshot `slot` (to_snapshot) or back.
+  void copy_state(int32_t seq, int32_t slot, bool to_snapshot);
   // Pages sequence `seq` lacks to hold `end` tokens; grow_pages hands them over from the free
   // stack (throws keel::Error, with nothing changed, when the pool has too few).
   int64_t pages_missing(int32_t seq, int64_t end) const;
@@ -175,6 +188,7 @@ class Session {
   std::unique_ptr<backend::Backend> backend_;
   backend::BufferSet scratch_;   // on the backend
   backend::BufferSet state_;     // on the backend
+  backend::BufferSet snapshots_; // on the backend: layout_.snapshots
   backend::Memory host_;         // the per-call metadata, page bookkeeping and host logits
   std::unique_ptr<model::Forward> forward_;
 

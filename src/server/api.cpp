@@ -332,7 +332,7 @@ std::string metrics_text(const EngineStats& s) {
   metric("keel_kv_pages_cached", "gauge", "KV cache pages kept by the prefix cache (evicted when the pool needs them).",
          count(s.kv_pages_cached));
   metric("keel_prefix_cache_enabled", "gauge",
-         "1 when finished requests' KV pages are shared with later ones (0: off, or a hybrid model).",
+         "1 when finished requests' KV pages are shared with later ones (0: off, or a hybrid model without snapshots).",
          s.prefix_cache_enabled ? 1 : 0);
   metric("keel_prefix_cache_hits_total", "counter", "Admissions that reused KV pages of the in-memory prefix cache.",
          count(s.prefix_cache_hits));
@@ -342,6 +342,17 @@ std::string metrics_text(const EngineStats& s) {
          count(s.prefix_cache_reused_tokens));
   metric("keel_prefix_cache_evicted_pages_total", "counter", "Cached KV pages evicted (least recently used first).",
          count(s.prefix_cache_evicted_pages));
+  metric("keel_state_snapshots_total", "gauge",
+         "Recurrent-state snapshot slots planned for the prefix cache of a hybrid model (--state-snapshots).",
+         count(s.state_snapshots_total));
+  metric("keel_state_snapshots_cached", "gauge", "Snapshot slots holding the state at the end of a cached prefix.",
+         count(s.state_snapshots_cached));
+  metric("keel_state_snapshot_bytes", "gauge", "Bytes of one snapshot (one sequence's recurrent state).",
+         count(s.state_snapshot_bytes));
+  metric("keel_state_snapshots_taken_total", "counter", "Recurrent-state snapshots taken at page boundaries of prompts.",
+         count(s.state_snapshots_taken));
+  metric("keel_state_snapshots_evicted_total", "counter",
+         "Snapshots replaced because every slot was taken (least recently used first).", count(s.state_snapshots_evicted));
   metric("keel_disk_cache_enabled", "gauge", "1 with --prompt-cache-dir.", s.disk_cache_enabled ? 1 : 0);
   metric("keel_disk_cache_hits_total", "counter", "Admissions that reloaded a prefix from --prompt-cache-dir.",
          count(s.disk_cache_hits));

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "keel/error.h"
+#include "plan/device.h"
 #include "runtime/sampler.h"
 #include "server/api.h"
 #include "server/step_plan.h"
@@ -56,6 +57,8 @@ struct BatchingEngine::Job {
   std::vector<int32_t> tokens;     // prompt, then the sampled tokens (the penalties' history too)
   int64_t fed = 0;                 // tokens[0..fed) are in the sequence's KV cache
   int64_t shared_pages = 0;        // pages of its row the prefix cache holds too (counted once, there)
+  int64_t snapshot_end = 0;        // hybrids: tokens[0..snapshot_end) end at a state snapshot, so
+                                   // its pages are worth caching up to there only
   int64_t prompt_reported = 0;     // prompt tokens already reported as progress (not again on a replay)
   std::optional<runtime::Sampler> sampler;
   std::vector<TokenLogprobs> logprobs;  // of tokens whose text is not posted yet
@@ -93,15 +96,26 @@ BatchingEngine::BatchingEngine(std::shared_ptr<const model::Model> model, tokeni
   stats_.sequences = session_.layout().shape.n_seqs;
   for (int i = 0; i < session_.layout().shape.n_seqs; ++i)
     sampler_scratch_.emplace_back(static_cast<int32_t>(model_->hparams().n_vocab));
-  if (cache.memory && session_.has_recurrent_state())
-    log_line("no KV page sharing in memory for this hybrid model (its recurrent state is not in pages)" +
+  if (cache.memory && session_.has_recurrent_state() && session_.snapshot_slots() == 0)
+    log_line("no KV page sharing in memory for this hybrid model: no recurrent-state snapshots are planned "
+             "(--state-snapshots 0, or auto found no memory for one)" +
              std::string(cache.disk_dir.empty() ? "" : "; whole prefixes reload from --prompt-cache-dir"));
   else if (cache.memory)
     prefix_cache_.emplace(session_.pages_total(), page_tokens_);
+  if (prefix_cache_ && session_.has_recurrent_state()) {
+    snapshots_.emplace(session_.snapshot_slots(), session_.pages_total());
+    const uint64_t bytes = session_.snapshot_bytes();
+    log_line(std::to_string(session_.snapshot_slots()) + " recurrent-state snapshots of " + plan::format_bytes(bytes) +
+             " each, " + plan::format_bytes(bytes * static_cast<uint64_t>(session_.snapshot_slots())) +
+             " planned beside the state slots (--state-snapshots)");
+  }
   if (!cache.disk_dir.empty()) disk_cache_.emplace(cache.disk_dir, cache.disk_max_bytes);
   hit_pages_.reserve(static_cast<size_t>(session_.pages_total()));
+  chain_.reserve(static_cast<size_t>(session_.pages_total()));
   stats_.prefix_cache_enabled = prefix_cache_.has_value();
   stats_.disk_cache_enabled = disk_cache_.has_value();
+  stats_.state_snapshots_total = snapshots_ ? snapshots_->capacity() : 0;
+  stats_.state_snapshot_bytes = snapshots_ ? static_cast<int64_t>(session_.snapshot_bytes()) : 0;
   note_pages();
   scheduler_ = std::thread([this] { scheduler_loop(); });
 }
@@ -249,6 +263,7 @@ void BatchingEngine::note_pages() {
   const int64_t cached_unheld = cached - session_.pages_shared();
   pages_used_ = session_.pages_total() - session_.pages_free() - cached_unheld;
   stats_.kv_pages_cached = cached;
+  stats_.state_snapshots_cached = snapshots_ ? snapshots_->size() : 0;
   if (disk_cache_) {
     stats_.disk_cache_files = static_cast<int64_t>(disk_cache_->files());
     stats_.disk_cache_bytes = static_cast<int64_t>(disk_cache_->bytes());
@@ -257,18 +272,27 @@ void BatchingEngine::note_pages() {
 
 bool BatchingEngine::make_free_pages(int64_t n) {
   while (session_.pages_free() < n && prefix_cache_) {
-    const int32_t page = prefix_cache_->evict([this](int32_t p) { return session_.page_refs(p) > 1; });
+    const int32_t page = prefix_cache_->evict([this](int32_t p) { return page_in_use(p); });
     if (page < 0) break;
-    session_.release_page(page);
-    ++stats_.prefix_cache_evicted_pages;
+    forget_page(page);
+    prune_unsnapshotted();  // the pages up to the previous snapshot are worth nothing now
   }
   return session_.pages_free() >= n;
+}
+
+void BatchingEngine::find_cached_prefix(const Job& job) {
+  // At most all but the last known token: its logits are needed, and its KV lands in a page of its own.
+  hit_pages_.clear();
+  if (!prefix_cache_) return;
+  prefix_cache_->lookup(job.tokens, (static_cast<int64_t>(job.tokens.size()) - 1) / page_tokens_, hit_pages_);
+  if (snapshots_) trim_to_snapshot(hit_pages_);
 }
 
 void BatchingEngine::cache_pages(Job& job) {
   if (!prefix_cache_ || job.seq < 0) return;
   const std::span<const int32_t> row = session_.pages_of(job.seq);
-  prefix_cache_->insert(std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed)), row,
+  const int64_t end = snapshots_ ? job.snapshot_end : job.fed;
+  prefix_cache_->insert(std::span<const int32_t>(job.tokens).first(static_cast<size_t>(end)), row,
                         [this](int32_t page) { session_.retain_page(page); });
   job.shared_pages = std::count_if(row.begin(), row.end(), [this](int32_t page) { return prefix_cache_->holds(page); });
 }
@@ -306,19 +330,17 @@ void BatchingEngine::reuse_prefix(Job& job, const DiskPromptCache::Match& file) 
       log_line(std::string("skipped: ") + e.what());
       disk_cache_->forget(file.path, /*delete_file=*/true);
     }
-    if (from_disk == 0 && prefix_cache_) {  // fall back on memory (its pages may have been evicted for the load)
-      hit_pages_.clear();
-      prefix_cache_->lookup(job.tokens, (known - 1) / page_tokens_, hit_pages_);
-    }
+    if (from_disk == 0) find_cached_prefix(job);  // back to memory (its pages may have been evicted for the load)
   }
   if (from_disk > 0) {
     job.fed = from_disk;
     ++stats_.disk_cache_hits;
     stats_.disk_cache_reused_tokens += from_disk;
   } else if (!hit_pages_.empty()) {
-    session_.share_pages(job.seq, hit_pages_);
+    session_.share_pages(job.seq, hit_pages_, snapshots_ ? snapshot_of(hit_pages_.back()) : -1);
     job.shared_pages = static_cast<int64_t>(hit_pages_.size());
     job.fed = job.shared_pages * page_tokens_;
+    job.snapshot_end = job.fed;
     ++stats_.prefix_cache_hits;
     stats_.prefix_cache_reused_tokens += job.fed;
   } else if (prefix_cache_ || disk_cache_) {
@@ -343,11 +365,10 @@ void BatchingEngine::admit_waiting() {
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < stats_.sequences) {
     Job& job = *waiting_.front();
     const int64_t known = static_cast<int64_t>(job.tokens.size());
-    // The prefix it can reuse, leaving at least its last known token to compute (its logits
-    // are needed, and its KV lands in a page of its own): cached full pages, copy-free, or a
-    // file when that restores at least a page more (a file is read whole into pages of its own).
-    hit_pages_.clear();
-    if (prefix_cache_) prefix_cache_->lookup(job.tokens, (known - 1) / page_tokens_, hit_pages_);
+    // The prefix it can reuse, leaving at least its last known token to compute: cached full
+    // pages, copy-free, or a file when that restores at least a page more (a file is read whole
+    // into pages of its own).
+    find_cached_prefix(job);
     DiskPromptCache::Match file;
     if (disk_cache_) {
       file = disk_cache_->best(job.tokens, known - 1);
@@ -362,6 +383,7 @@ void BatchingEngine::admit_waiting() {
     job.seq = session_.add_sequence();
     job.fed = 0;
     job.shared_pages = 0;
+    job.snapshot_end = 0;
     if (job.prompt_reported == 0) job.prefill_start = Clock::now();
     reuse_prefix(job, file);
     if (auto* place = dynamic_cast<Place*>(job.place.get()); place && place->held.exchange(false)) --places_taken_;
@@ -384,9 +406,11 @@ void BatchingEngine::preempt_while_overcommitted() {
     Job& job = **victim;
     cache_pages(job);  // its own return (or another request) may find them still there
     session_.remove_sequence(job.seq);
+    prune_unsnapshotted();
     job.seq = -1;
     job.fed = 0;
     job.shared_pages = 0;
+    job.snapshot_end = 0;
     ++stats_.requests_preempted;
     auto at = std::upper_bound(waiting_.begin(), waiting_.end(), job.arrival,
                                [](uint64_t arrival, const std::shared_ptr<Job>& j) { return arrival < j->arrival; });
@@ -412,6 +436,7 @@ void BatchingEngine::finish(Job& job, FinishReason reason, const float* last_log
     spill(job, last_logits);
     cache_pages(job);
     session_.remove_sequence(job.seq);
+    prune_unsnapshotted();
     note_pages();
     job.seq = -1;
   }
@@ -460,7 +485,7 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
   step_view_.clear();
   for (const auto& job : running_)
     step_view_.push_back(RunningSeq{job->arrival, job->n_prompt, static_cast<int64_t>(job->tokens.size()), job->fed,
-                                    job->events.size() >= kMaxPendingEvents});
+                                    job->events.size() >= kMaxPendingEvents, snapshot_cut(job->n_prompt, job->fed)});
   plan_step(step_view_, StepBudget{chunk_, max_step_tokens_}, prefill_turn_, pieces_);
   if (pieces_.empty()) {
     work_.wait(lock);
@@ -509,6 +534,9 @@ void BatchingEngine::run_step(std::unique_lock<std::mutex>& lock) {
   for (const StepPiece& p : pieces_) {
     Job& job = *running_[p.index];  // running_ does not change until the step is done
     job.fed += p.n;
+    if (p.prefill && snapshots_ && job.fed % page_tokens_ == 0 &&
+        snapshot_prefix(job.seq, std::span<const int32_t>(job.tokens).first(static_cast<size_t>(job.fed))))
+      job.snapshot_end = job.fed;
     if (p.prefill) cache_pages(job);  // its prompt's full pages serve requests admitted from now on
     if (p.prefill && job.fed > job.prompt_reported) {  // first time through this part of the prompt
       stats_.prompt_tokens_total += job.fed - job.prompt_reported;

@@ -23,7 +23,16 @@
 // request holds count as free for admission and are evicted, least recently used first, when a
 // step or a reload needs pages. With --prompt-cache-dir, finished requests are also written to
 // disk (disk_prompt_cache.h) and a request that starts with more of a file than of the memory
-// cache reloads it. Hybrid models share nothing in memory (their recurrent state is not in pages).
+// cache reloads it.
+//
+// Hybrid models (recurrent state beside the KV pages): a cached prefix is usable only where a
+// snapshot of the state ends it (state_snapshots.h). A prefilling request's state is snapshotted
+// into the session's planned slots whenever a prefill piece ends on a page boundary (chunk ends,
+// and two cuts of its prompt: the last page boundary kFollowUpTokens before its end, where a
+// follow-up question to the same context diverges, and its last full page, where a continued
+// conversation does); its pages enter the cache
+// only up to its latest snapshot. A request then shares the longest cached chain that ends at a
+// snapshot, restores it and prefills the rest (batching_snapshots.cpp).
 #pragma once
 #include <array>
 #include <condition_variable>
@@ -31,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,6 +51,7 @@
 #include "server/disk_prompt_cache.h"
 #include "server/engine.h"
 #include "server/prefix_cache.h"
+#include "server/state_snapshots.h"
 #include "server/step_plan.h"
 #include "template/template.h"
 #include "tokenizer/tokenizer.h"
@@ -93,6 +104,19 @@ class BatchingEngine : public Engine {
   // hit_pages_, whichever is longer (file.tokens 0: none).
   void reuse_prefix(Job& job, const DiskPromptCache::Match& file);
   bool make_free_pages(int64_t n);       // evicts cached pages until n are free; false if it cannot
+  // Fills hit_pages_ with the cached chain `job` may reuse (hybrids: up to its last snapshot).
+  void find_cached_prefix(const Job& job);
+  // ---- hybrid models (batching_snapshots.cpp) ----
+  // Snapshots sequence `seq`'s state, which holds exactly `tokens` (whole pages): their pages
+  // enter the cache, the last one carrying the snapshot. False when none could be tied to it.
+  bool snapshot_prefix(int32_t seq, std::span<const int32_t> tokens);
+  void trim_to_snapshot(std::vector<int32_t>& chain);  // drops the pages after its last snapshot
+  // Where a prefill at `fed` of an n_prompt-token prompt stops for a snapshot (RunningSeq::cut).
+  int64_t snapshot_cut(int64_t n_prompt, int64_t fed) const;
+  int32_t snapshot_of(int32_t page);     // its slot (used now), for a chain trim_to_snapshot left
+  void forget_page(int32_t page);        // a page the cache evicted: its snapshot and reference go
+  void prune_unsnapshotted();            // evicts cached leaves a hybrid cannot resume from
+  bool page_in_use(int32_t page) const { return session_.page_refs(page) > 1; }
   void cache_pages(Job& job);            // offers its full pages to the prefix cache; counts job.shared_pages
   void spill(Job& job, const float* last_logits);  // writes it to the disk cache
   void note_pages();                     // the page counts stats() reports
@@ -138,7 +162,9 @@ class BatchingEngine : public Engine {
   int64_t pages_used_ = 0;               // snapshot after each step
   std::optional<PrefixCache> prefix_cache_;      // none: off (option, or a hybrid model)
   std::optional<DiskPromptCache> disk_cache_;    // none: no --prompt-cache-dir
+  std::optional<StateSnapshots> snapshots_;      // a hybrid model's, with the prefix cache
   std::vector<int32_t> hit_pages_;       // admission's scratch: the cached pages a request can reuse
+  std::vector<int32_t> chain_;           // snapshot_prefix's scratch
   bool clear_cache_requested_ = false;
   std::thread scheduler_;                // last: started when everything above exists
 };

@@ -109,11 +109,17 @@ struct EngineStats {
   int64_t sequences = 0;                // --parallel
   // Prefix reuse (server/prefix_cache.h, server/disk_prompt_cache.h). An admission (or a
   // preempted request's return) is a hit of the cache it reuses tokens from, else a miss.
-  bool prefix_cache_enabled = false;    // in memory; off for hybrid models and --no-prefix-cache
+  bool prefix_cache_enabled = false;    // in memory; off with --no-prefix-cache (and a hybrid without snapshots)
   int64_t kv_pages_cached = 0;          // pages the prefix cache holds (those no request holds are free to evict)
   int64_t prefix_cache_hits = 0, prefix_cache_misses = 0;
   int64_t prefix_cache_reused_tokens = 0;   // prompt tokens not prefilled thanks to cached pages
   int64_t prefix_cache_evicted_pages = 0;
+  // Recurrent-state snapshots (hybrid models, server/state_snapshots.h): the points a cached
+  // prefix can resume from.
+  int64_t state_snapshots_total = 0;    // slots planned (--state-snapshots)
+  int64_t state_snapshots_cached = 0;   // slots holding a snapshot
+  int64_t state_snapshot_bytes = 0;     // one snapshot (one sequence's recurrent state)
+  int64_t state_snapshots_taken = 0, state_snapshots_evicted = 0;  // evicted: its slot was needed
   bool disk_cache_enabled = false;      // --prompt-cache-dir
   int64_t disk_cache_hits = 0, disk_cache_reused_tokens = 0;
   int64_t disk_cache_writes = 0, disk_cache_errors = 0;  // errors: files that would not write or load (skipped)

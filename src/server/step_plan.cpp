@@ -4,8 +4,9 @@
 
 namespace keel::server {
 
-int64_t prefill_piece(int64_t fed, int64_t n_prompt, int64_t chunk) {
-  return std::min(chunk - fed % chunk, n_prompt - fed);
+int64_t prefill_piece(int64_t fed, int64_t n_prompt, int64_t chunk, int64_t cut) {
+  const int64_t n = std::min(chunk - fed % chunk, n_prompt - fed);
+  return fed < cut && fed + n > cut ? cut - fed : n;
 }
 
 void plan_step(std::span<const RunningSeq> running, const StepBudget& budget, uint64_t& turn,
@@ -34,7 +35,7 @@ void plan_step(std::span<const RunningSeq> running, const StepBudget& budget, ui
     const size_t i = (start + k) % running.size();
     const RunningSeq& r = running[i];
     if (!prefilling(r)) continue;
-    const int64_t n = prefill_piece(r.fed, r.n_prompt, budget.chunk);
+    const int64_t n = prefill_piece(r.fed, r.n_prompt, budget.chunk, r.cut);
     if (n > left) continue;  // never cut: a smaller piece further on may still fit
     out.push_back(StepPiece{i, r.fed, n, r.fed + n == r.n_tokens, true});
     left -= n;

@@ -7,7 +7,8 @@
 //     token after the request was preempted), and
 //   - prefill pieces of the requests still in their prompt, round-robin from a rotating start,
 //     each piece as long as it would be in `keel run` (up to the next multiple of the chunk), as
-//     many as fit in the call's token budget (the plan's chunk + n_seqs - 1).
+//     many as fit in the call's token budget (the plan's chunk + n_seqs - 1); a hybrid model's
+//     prompt is also cut where its state is snapshotted (RunningSeq::cut).
 // Pieces are never cut to fill the budget: a sequence's chunk boundaries, and with them its
 // logits, do not depend on the other requests (batch invariance).
 #pragma once
@@ -23,6 +24,8 @@ struct RunningSeq {
   int64_t n_tokens = 0;    // prompt + sampled tokens
   int64_t fed = 0;         // tokens in the KV cache
   bool paused = false;     // its client lags behind: it sits this step out
+  int64_t cut = 0;         // a prompt position a prefill piece ends at rather than cross (0: none):
+                           // where a hybrid's recurrent state is snapshotted
 };
 
 struct StepPiece {
@@ -45,8 +48,9 @@ struct StepBudget {
 void plan_step(std::span<const RunningSeq> running, const StepBudget& budget, uint64_t& turn,
                std::vector<StepPiece>& out);
 
-// The prefill piece that starts at `fed`: up to the next multiple of `chunk`, within the prompt.
-int64_t prefill_piece(int64_t fed, int64_t n_prompt, int64_t chunk);
+// The prefill piece that starts at `fed`: up to the next multiple of `chunk`, within the prompt,
+// and not across `cut` (0: none).
+int64_t prefill_piece(int64_t fed, int64_t n_prompt, int64_t chunk, int64_t cut = 0);
 
 // KV pages that `tokens` tokens occupy.
 inline int64_t pages_for(int64_t tokens, int64_t page_tokens) { return (tokens + page_tokens - 1) / page_tokens; }
