@@ -23,6 +23,7 @@
 #include "backend/cuda/memory.h"
 #include "cuda_test_util.h"
 #include "fixture_ref.h"
+#include "keel/error.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
@@ -319,6 +320,29 @@ TEST(CudaModels, DecodeGraphsEqualEagerLaunches) {
     std::printf("[cuda] %s: %zu decode rows, %llu steps replayed as graphs, %d rows differ\n", name, eager.size(),
                 (unsigned long long)replays, differ);
   }
+}
+
+// A decode step that fails on a bad token id while its shape replays (or is being captured as)
+// a graph leaves the session as usable as eager launches do: the next steps give the same logits.
+TEST(CudaModels, BadTokenInAGraphedStepLeavesTheSessionUsable) {
+  KEEL_SKIP_WITHOUT_GPU();
+  auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
+  test::Fixture fx = test::load_fixture("tiny-qwen3-q4_k", true);
+  auto run = [&](bool graphs, int bad_at) {
+    if (!graphs) setenv("KEEL_CUDA_GRAPHS", "0", 1);
+    runtime::Session s(model, cuda_options(256, 64, backend::KvType::f16));
+    unsetenv("KEEL_CUDA_GRAPHS");
+    std::vector<std::vector<float>> rows;
+    const float* logits = s.prefill(std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 10));
+    for (int i = 0; i < 8; ++i) {
+      if (i == bad_at) EXPECT_THROW(s.decode(fx.n_vocab + 5), Error);
+      logits = s.decode(int32_t((i * 31 + 7) % fx.n_vocab));
+      rows.emplace_back(logits, logits + fx.n_vocab);
+    }
+    return rows;
+  };
+  for (int bad_at : {1, 2, 5})  // the shape's first (eager), second (captured) and a replayed step
+    EXPECT_EQ(run(true, bad_at), run(false, bad_at)) << "bad token before step " << bad_at;
 }
 
 TEST(CudaModels, NoDeviceAllocationAfterStart) {

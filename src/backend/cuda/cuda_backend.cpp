@@ -347,10 +347,12 @@ void CudaBackend::begin_batch(const backend::Batch& batch) {
 }
 
 void CudaBackend::embed(const backend::WeightView& table, float* out) {
-    for (int64_t t = 0; t < batch_.n_tokens; ++t)
-    if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out)
+  for (int64_t t = 0; t < batch_.n_tokens; ++t)
+    if (batch_.tokens[t] < 0 || batch_.tokens[t] >= table.n_out) {
+      graphs_.abandon(stream_.get());  // the step's first operation: nothing of it has run
       throw Error("token id " + std::to_string(batch_.tokens[t]) + " is outside the vocabulary (" +
                   std::to_string(table.n_out) + " tokens)");
+    }
   const auto o = op("embed", table.data, out);
   if (o.skip) return;
   dequant_rows_f32(device_weight(table), d_tokens_, batch_.n_tokens, out, stream_.get());

@@ -83,4 +83,14 @@ void StepGraphs::finish(cudaStream_t stream) {
   }
 }
 
+void StepGraphs::abandon(cudaStream_t stream) {
+  if (mode_ == Mode::capture) {
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    if (graph) cudaGraphDestroy(graph);
+  }
+  mode_ = Mode::eager;
+  seen_key_ = 0;
+}
+
 }  // namespace keel::cuda

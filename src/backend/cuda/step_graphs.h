@@ -36,6 +36,8 @@ class StepGraphs {
   bool skip(uint64_t op_hash);
   // Before any host synchronisation: ends a capture (and runs it) or launches the replayed graph.
   void finish(cudaStream_t stream);
+  // The step fails before its first operation (a bad token id): nothing of it runs, nothing is kept.
+  void abandon(cudaStream_t stream);
 
   bool enabled() const { return enabled_; }
   uint64_t replays() const { return replays_; }
