@@ -105,6 +105,8 @@ class Backend {
   // The metadata of the next ops (the caller keeps `batch` and its arrays alive until the next
   // begin_batch).
   virtual void begin_batch(const Batch& batch) = 0;
+  // The call's last op has been queued (a GPU backend may launch the call's work as one graph).
+  virtual void end_batch() {}
 
   // out[t] = row batch.tokens[t] of table, dequantized: [n_tokens, n_embd].
   virtual void embed(const WeightView& table, float* out) = 0;

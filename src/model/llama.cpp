@@ -154,6 +154,7 @@ class LlamaForward final : public Forward {
       be.add(hidden_, proj_out_, n * d);
     }
     be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
+    be.end_batch();
   }
 
  private:

@@ -269,6 +269,7 @@ class Qwen35Forward final : public Forward {
       be.add(hidden_, proj_out_, n * d);
     }
     be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
+    be.end_batch();
   }
 
   void reset_state(int32_t slot) override {

@@ -335,7 +335,9 @@ TEST(CudaModels, BadTokenInAGraphedStepLeavesTheSessionUsable) {
     std::vector<std::vector<float>> rows;
     const float* logits = s.prefill(std::vector<int32_t>(fx.prompt_a.begin(), fx.prompt_a.begin() + 10));
     for (int i = 0; i < 8; ++i) {
-      if (i == bad_at) EXPECT_THROW(s.decode(fx.n_vocab + 5), Error);
+      if (i == bad_at) {
+        EXPECT_THROW(s.decode(fx.n_vocab + 5), Error);
+      }
       logits = s.decode(int32_t((i * 31 + 7) % fx.n_vocab));
       rows.emplace_back(logits, logits + fx.n_vocab);
     }

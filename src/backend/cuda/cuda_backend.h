@@ -46,6 +46,7 @@ class CudaBackend final : public backend::Backend {
   void write_kv_page(uint32_t layer, int32_t page, const void* host_src) override;
 
   void begin_batch(const backend::Batch& batch) override;
+  void end_batch() override { graphs_.finish(stream_.get()); }
   void embed(const backend::WeightView& table, float* out) override;
   void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) override;
   void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) override;

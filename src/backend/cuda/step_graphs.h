@@ -8,8 +8,8 @@
 // updates outside the graph. The first step of a key runs eagerly, the second is captured (and
 // run), later ones replay. While replaying, the operations launch nothing; their arguments are
 // hashed and must equal the captured step's at the end (a difference is an internal error,
-// never a silent wrong result). The graph covers the launches up to the step's first host
-// synchronisation (download, upload) or the next step's start; what follows runs eagerly.
+// never a silent wrong result). The graph covers the step's launches up to end_batch (or an
+// earlier host synchronisation: download, upload); what follows runs eagerly.
 //
 // KEEL_CUDA_GRAPHS=0 turns graphs off; so does KEEL_PROFILE (it times each op with events).
 #pragma once
