@@ -195,6 +195,22 @@ bool eventually(const server::Engine& e, Pred done) {
   return done(e.stats());
 }
 
+// stop() is never lost, whenever it comes: before run() starts, or while run() is starting (the
+// race once seen as a teardown hanging in accept()). A lost stop hangs the test (ctest's timeout).
+TEST(HttpServerStop, StopBeforeOrWhileRunStartsEndsRun) {
+  auto engine = make_engine(1, 1);
+  for (int i = 0; i < 20; ++i) {
+    server::ServerOptions opts;
+    opts.port = 0;
+    server::HttpServer http(*engine, opts);
+    http.bind();
+    if (i == 0) http.stop();  // before run()
+    std::thread serving([&] { http.run(); });
+    if (i > 0) http.stop();  // while run() may still be starting
+    serving.join();
+  }
+}
+
 class LiveServer : public testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
+#include <thread>
 
 #include "keel/error.h"
 #include "server/api.h"
@@ -64,10 +66,21 @@ int HttpServer::bind() {
   return port;
 }
 
-void HttpServer::run() { http_->listen_after_bind(); }
+void HttpServer::run() {
+  run_entered_ = true;
+  if (!stop_requested_) http_->listen_after_bind();
+  run_finished_ = true;
+}
 
+// A stop() that came before httplib's listen loop set its running flag would be lost, and run()
+// would serve forever (seen once as a test's teardown hanging in accept()). Both flags are
+// sequentially consistent: either run() sees the request and never listens, or stop() sees run()
+// entered and waits for the loop to be running (or over) before stopping it.
 void HttpServer::stop() {
-  if (http_) http_->stop();
+  stop_requested_ = true;
+  if (!http_ || !run_entered_) return;
+  while (!http_->is_running() && !run_finished_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  http_->stop();
 }
 
 void HttpServer::install_routes() {

@@ -36,7 +36,7 @@ class HttpServer {
 
   int bind();   // binds host:port and returns the port; throws keel::Error when it cannot
   void run();   // serves until stop(); call after bind()
-  void stop();
+  void stop();  // any time, from any thread: run() returns (at once if it has not begun listening)
 
  private:
   void install_routes();
@@ -45,6 +45,8 @@ class HttpServer {
   std::unique_ptr<httplib::Server> http_;
   std::atomic<uint64_t> next_id_{1};
   int listen_socket_ = -1;  // the listening socket, as httplib created it
+  // httplib's stop() does nothing until its listen loop has begun, so stop() and run() meet here.
+  std::atomic<bool> stop_requested_{false}, run_entered_{false}, run_finished_{false};
 };
 
 }  // namespace keel::server
