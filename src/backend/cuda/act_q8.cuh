@@ -3,19 +3,17 @@
 #pragma once
 #include <cstdint>
 
+#include "backend/cuda/warp.cuh"
+
 namespace keel::cuda {
 
 // Lane `lane` holds input v of the group: q[lane] = round(v / d) with d = max |v| / 127 (IEEE
 // division, round half to even), and lane 0 stores (d, d·Σq) in *s. Whole warps only.
 __device__ __forceinline__ void quantize_group_q8(float v, int lane, int8_t* q, float2* s) {
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float amax = warp_max(fabsf(v));
   const float d = amax / 127.0f;
   const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
-  int sum = qi;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const int sum = warp_sum(qi);
   q[lane] = static_cast<int8_t>(qi);
   if (lane == 0) *s = make_float2(d, d * float(sum));
 }

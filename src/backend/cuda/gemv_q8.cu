@@ -7,6 +7,7 @@
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/warp.cuh"
 #include "keel/error.h"
 
 namespace keel::cuda {
@@ -183,12 +184,6 @@ __device__ __forceinline__ float item_dot(const Item<NW>& it, const int8_t* xq, 
     hi = __dp4a(int(it.q[4]), x1.x, __dp4a(int(it.q[5]), x1.y, __dp4a(int(it.q[6]), x1.z, __dp4a(int(it.q[7]), x1.w, 0))));
   }
   return s.x * (it.a * float(lo) + it.c * float(hi)) - it.b * s.y;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // A CTA of kWarps warps takes kWarps / split rows; each row is cut into `split` parts (split

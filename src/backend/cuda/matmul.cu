@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/matmul.cuh"
+#include "backend/cuda/warp.cuh"
 
 namespace keel::cuda {
 namespace {
@@ -162,12 +163,6 @@ template <Type T> struct LaneBlockFloat {
 template <> struct LaneBlock<Type::F32> : LaneBlockFloat<Type::F32> {};
 template <> struct LaneBlock<Type::F16> : LaneBlockFloat<Type::F16> {};
 template <> struct LaneBlock<Type::BF16> : LaneBlockFloat<Type::BF16> {};
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // One warp per row; up to NT tokens (n_tok <= NT) share every dequantized weight. The raw bytes
 // of `unroll` blocks per lane are fetched before any is decoded (memory parallelism). NT = 1 (one

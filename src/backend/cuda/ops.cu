@@ -11,6 +11,8 @@ namespace {
 
 constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+// Threads of a one-CTA-per-row norm: a multiple of 32 (the fused quantization's warps).
+int norm_threads(int64_t dim) { return dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64; }
 
 // One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
 // multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),
@@ -114,7 +116,7 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
                    float eps, cudaStream_t stream) {
   if (n_rows <= 0) return;
-  const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
+  const int threads = norm_threads(dim);
   rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, w, out, dim, eps, nullptr, nullptr);
   check_launch("rms_norm");
 }
@@ -126,7 +128,7 @@ void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int
   int8_t* q = nullptr;
   float2* s = nullptr;
   act_q8_parts(act, dim, n_rows, q, s);
-  const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
+  const int threads = norm_threads(dim);
   rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, nullptr, w, out, dim, eps, q, s);
   check_launch("rms_norm_q8");
 }
