@@ -1,0 +1,274 @@
+// The x86 integer GEMV of the fast path (matmul_q8.h), written once and compiled twice: by
+// matmul_q8_gemv_avx2.cpp (AVX2) and matmul_q8_gemv_vnni.cpp (AVX-512 VNNI on 256-bit vectors),
+// each with its own instruction-set flags and a Dot policy for the one instruction that differs.
+// Everything here has internal linkage: each file gets its own copy, compiled for its own ISA (an
+// inline function shared between them could be linked from the AVX-512 file into AVX2 code).
+//
+// One row at a time, 1 to 4 tokens: a weight block's quants are unpacked into bytes in registers
+// once and multiplied with each token's activations (u8 weights × s8 activations → int32 lanes
+// of 4 products each). The K-quant sub-block scales multiply in integers (AVX2: vpmaddwd with the
+// scale instead of ones; VNNI: vpmulld), so a 256-input block costs one int→float conversion and
+// one FMA per token. Q4_0 and Q8_0 quants are signed: |w| times x with w's sign. Every token's
+// result comes from the same instructions whatever the number of tokens (batch invariance).
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "backend/cpu/matmul_q8.h"
+#include "quant/blocks.h"
+
+namespace keel::cpu {
+namespace {
+
+using quant::Type;
+
+// AVX2: vpmaddubsw makes 16-bit sums of 2 products (|sum| <= 2·128·127 < 2^15 for every weight
+// type here), vpmaddwd adds pairs of them into int32 while multiplying by ones or a scale.
+struct DotAvx2 {
+  // Σ of the 4 products u8 w × s8 x of each 32-bit lane.
+  static __m256i dot(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+  }
+  // A scale s for the lanes of inputs [0, 16) and t for [16, 32), as dot_scaled takes it.
+  static __m256i scales(int s, int t) { return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(t)), _mm_set1_epi16(static_cast<int16_t>(s))); }
+  // dot(w, x) times the scale of each lane.
+  static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), scale);
+  }
+};
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+// AVX-512 VNNI: vpdpbusd adds the 4 products into int32 directly (no 16-bit step).
+struct DotVnni {
+  static __m256i dot(__m256i w, __m256i x) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x); }
+  static __m256i scales(int s, int t) { return _mm256_set_m128i(_mm_set1_epi32(t), _mm_set1_epi32(s)); }
+  static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) { return _mm256_mullo_epi32(dot(w, x), scale); }
+};
+#endif
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16(quant::f16_bits h) { return _cvtsh_ss(h); }
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// ---- one row against NT tokens: out[t] = Σ_k W[k] · xq_t[k] ----------------------------------
+// a: token t's activation blocks start at a + t * lda.
+
+// Q4_0 and Q8_0: 32 signed quants per block.
+inline __m256i quants_q8_0(const quant::BlockQ8_0& b) { return load32(b.qs); }
+inline __m256i quants_q4_0(const quant::BlockQ4_0& b) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+}
+
+template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(row);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n_in / 32; ++i) {
+    const __m256i w = kQuants(b[i]);
+    const __m256i w_abs = _mm256_abs_epi8(w);  // -128 gives 0x80: 128 as the unsigned operand
+    const float dw = f16(b[i].d);
+    const int64_t blk = i / 8;
+    const int g = static_cast<int>(i % 8);
+    for (int t = 0; t < NT; ++t) {
+      const GemvActQ8& x = a[t * lda + blk];
+      const __m256i c = Dot::dot(w_abs, _mm256_sign_epi8(load32(x.q + 32 * g), w));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[g]), _mm256_cvtepi32_ps(c), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// Q4_K / Q5_K: the 8 6-bit scales and mins of a block as bytes (quants.md 3.3), unpacked with
+// 32-bit operations: bytes 0-3 low 6 bits are sc0-3, bytes 4-7 low 6 bits m0-3; sc4-7 are the
+// low nibbles of bytes 8-11 plus the top 2 bits of bytes 0-3, m4-7 the high nibbles plus the top
+// 2 bits of bytes 4-7.
+struct K4Scales {
+  uint64_t sc;  // byte g: scale of sub-block g
+  uint64_t m;   // byte g: min of sub-block g
+};
+inline K4Scales k4_scales(const uint8_t* packed) {
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, packed, 4);
+  std::memcpy(&u1, packed + 4, 4);
+  std::memcpy(&u2, packed + 8, 4);
+  const uint32_t six = 0x3F3F3F3F, nib = 0x0F0F0F0F, two = 0x03030303;
+  return {(u0 & six) | (uint64_t{(u2 & nib) | (((u0 >> 6) & two) << 4)} << 32),
+          (u1 & six) | (uint64_t{((u2 >> 4) & nib) | (((u1 >> 6) & two) << 4)} << 32)};
+}
+inline int byte_of(uint64_t v, int i) { return static_cast<int>((v >> (8 * i)) & 0xFF); }
+
+// The 64 unsigned quants of sub-blocks 2j and 2j+1 of a Q4_K / Q5_K block.
+struct Q4KQuants {
+  static void get(const quant::BlockQ4_K& b, __m256i, int j, __m256i& lo, __m256i& hi) {
+    const __m256i raw = load32(b.qs + 32 * j), low4 = _mm256_set1_epi8(0x0F);
+    lo = _mm256_and_si256(raw, low4);
+    hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  }
+};
+struct Q5KQuants {
+  // qh: the block's 32 high-bit bytes (bit 2j of byte l: input 64j + l; bit 2j+1: 64j + 32 + l).
+  static void get(const quant::BlockQ5_K& b, __m256i qh, int j, __m256i& lo, __m256i& hi) {
+    const __m256i raw = load32(b.qs + 32 * j), low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+    const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+    lo = _mm256_or_si256(_mm256_and_si256(raw, low4), h0);
+    hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low4), h1);
+  }
+};
+inline __m256i high_bits(const quant::BlockQ4_K&) { return _mm256_setzero_si256(); }
+inline __m256i high_bits(const quant::BlockQ5_K& b) { return load32(b.qh); }
+
+template <class Dot, int NT, class Block, class Quants>
+void row_k4(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(row);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
+    const Block& blk = b[ib];
+    const K4Scales s = k4_scales(blk.scales);
+    const __m256i qh = high_bits(blk);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int j = 0; j < 4; ++j) {
+      __m256i lo, hi;
+      Quants::get(blk, qh, j, lo, hi);
+      const int s_lo = byte_of(s.sc, 2 * j), s_hi = byte_of(s.sc, 2 * j + 1);
+      const __m256i sc_lo = Dot::scales(s_lo, s_lo), sc_hi = Dot::scales(s_hi, s_hi);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* x = a[t * lda + ib].q + 64 * j;
+        isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(lo, load32(x), sc_lo));
+        isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(hi, load32(x + 32), sc_hi));
+      }
+    }
+    const float d = f16(blk.d);
+    const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(blk.dmin)),
+                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(s.m)))));
+    for (int t = 0; t < NT; ++t) {
+      const GemvActQ8& x = a[t * lda + ib];
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(x.dsum), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// Q6_K: the 4 × 32 unsigned 6-bit quants of half n (inputs 128n + 32m + l, m < 4) of a block.
+inline void q6_k_quants(const quant::BlockQ6_K& b, int n, __m256i (&v)[4]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  const __m256i ql0 = load32(b.ql + 64 * n), ql1 = load32(b.ql + 64 * n + 32), qh = load32(b.qh + 32 * n);
+  const auto high = [&](int shift) {
+    return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), three), 4);
+  };
+  v[0] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0));
+  v[1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
+  v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
+  v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
+}
+
+template <class Dot, int NT>
+void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const quant::BlockQ6_K*>(row);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
+    const quant::BlockQ6_K& blk = b[ib];
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      __m256i v[4];
+      q6_k_quants(blk, n, v);
+      for (int m = 0; m < 4; ++m) {
+        const int g = 8 * n + 2 * m;  // the scales of inputs 128n + 32m + [0, 16) and [16, 32)
+        const __m256i sc = Dot::scales(blk.scales[g], blk.scales[g + 1]);
+        for (int t = 0; t < NT; ++t)
+          isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(v[m], load32(a[t * lda + ib].q + 128 * n + 32 * m), sc));
+      }
+    }
+    // The stored quants are 32 above the signed ones: subtract 32 · Σ_g sc_g · qsum_g.
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    const float d = f16(blk.d);
+    for (int t = 0; t < NT; ++t) {
+      const GemvActQ8& x = a[t * lda + ib];
+      const __m256i offset = _mm256_madd_epi16(sc16, load32(x.qsum));
+      isum[t] = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// ---- the row loop shared by every type ---------------------------------------------------------
+
+using RowFn = void (*)(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out);
+
+// Rows are prefetched this many rows ahead (a row is 0.5-2 KiB for the widths of small models:
+// about one DRAM latency of work).
+constexpr int64_t kPrefetchRows = 2;
+
+inline void prefetch_row(const char* row, size_t row_bytes) {
+  for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+}
+
+// Rows one at a time, tokens 4 at a time: each row's blocks are read from memory once per 4 tokens.
+template <RowFn kRow1, RowFn kRow2, RowFn kRow3, RowFn kRow4>
+void gemv_rows(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const GemvActQ8* act,
+               int64_t n_tok, float* y, int64_t ldy) {
+  const int64_t nkb = (n_in + kQ8BlockK - 1) / kQ8BlockK;
+  const char* base = static_cast<const char*>(w);
+  for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+    const int nt = static_cast<int>(std::min<int64_t>(4, n_tok - t0));
+    const RowFn row_fn = nt == 1 ? kRow1 : nt == 2 ? kRow2 : nt == 3 ? kRow3 : kRow4;
+    const GemvActQ8* a = act + t0 * nkb;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const char* row = base + static_cast<size_t>(r) * row_bytes;
+      if (t0 == 0) {  // later token groups find the rows in cache or not, as the hardware decides
+        if (r == 0)
+          for (int64_t p = 1; p < std::min(kPrefetchRows, n_rows); ++p) prefetch_row(row + p * row_bytes, row_bytes);
+        if (r + kPrefetchRows < n_rows) prefetch_row(row + kPrefetchRows * row_bytes, row_bytes);
+      }
+      float out[4];
+      row_fn(row, n_in, a, nkb, out);
+      for (int t = 0; t < nt; ++t) y[(t0 + t) * ldy + r] = out[t];
+    }
+  }
+}
+
+template <class Dot, template <class, int> class Row>
+constexpr Q8GemvFn gemv_of() {
+  return gemv_rows<Row<Dot, 1>::fn, Row<Dot, 2>::fn, Row<Dot, 3>::fn, Row<Dot, 4>::fn>;
+}
+
+// The row kernels as class templates of <Dot, NT> (what gemv_of takes).
+template <class Dot, int NT> struct RowQ8_0 { static constexpr RowFn fn = row_q32<Dot, NT, quant::BlockQ8_0, quants_q8_0>; };
+template <class Dot, int NT> struct RowQ4_0 { static constexpr RowFn fn = row_q32<Dot, NT, quant::BlockQ4_0, quants_q4_0>; };
+template <class Dot, int NT> struct RowQ4_K { static constexpr RowFn fn = row_k4<Dot, NT, quant::BlockQ4_K, Q4KQuants>; };
+template <class Dot, int NT> struct RowQ5_K { static constexpr RowFn fn = row_k4<Dot, NT, quant::BlockQ5_K, Q5KQuants>; };
+template <class Dot, int NT> struct RowQ6_K { static constexpr RowFn fn = row_q6_k<Dot, NT>; };
+
+template <class Dot>
+Q8GemvFn gemv_table(Type type) {
+  switch (type) {
+    case Type::Q4_0: return gemv_of<Dot, RowQ4_0>();
+    case Type::Q8_0: return gemv_of<Dot, RowQ8_0>();
+    case Type::Q4_K: return gemv_of<Dot, RowQ4_K>();
+    case Type::Q5_K: return gemv_of<Dot, RowQ5_K>();
+    case Type::Q6_K: return gemv_of<Dot, RowQ6_K>();
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+}  // namespace keel::cpu
