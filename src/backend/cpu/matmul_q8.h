@@ -20,15 +20,17 @@
 // kernels flip the activations back to signed and need no offset.
 //
 // GEMV (decode is memory bound: each weight byte is read once, straight from its GGUF block, with
-// software prefetch; no panel). The activations are kept signed (GemvActQ8), the weights' quants
-// enter the integer dots as they are stored (unsigned nibbles for Q4_K/Q5_K/Q6_K; Q4_0 and Q8_0
-// signed, through the sign trick |w|·(x·sign w)), and each weight block's quants are loaded once
-// for up to 4 tokens. Per weight block, in the scalar twin's order (the SIMD kernels sum the same
+// software prefetch; no panel). The activations are kept signed (GemvActQ8); on x86 (unsigned ×
+// signed byte products) the weights' quants enter as they are stored (unsigned for Q4_K/Q5_K/
+// Q6_K; Q4_0 and Q8_0 signed, through the sign trick |w|·(x·sign w)). Each weight block's quants
+// are loaded once for up to 4 tokens. Per weight block, in the scalar twin's order (the SIMD kernels sum the same
 // terms in lanes):
 //   Q4_0, Q8_0 (per 32):  y += (d_w · d_x) · Σ wq·xq
 //   Q4_K, Q5_K (per 256): y += (d · d_x) · Σ_g sc_g·Σ_{k∈g} wq·xq − Σ_g (dmin·m_g) · dsum_g
 //   Q6_K (per 256):       y += (d · d_x) · Σ_g sc_g·(Σ_{k∈g} wq·xq − 32·qsum_g)
-// Kernels: a scalar twin, AVX2 and AVX-512 VNNI (one template, matmul_q8_gemv_x86.h).
+// Kernels: a scalar twin, AVX2 and AVX-512 VNNI (one template, matmul_q8_gemv_x86.h), NEON and
+// dotprod (one template, matmul_q8_gemv_arm.h; AArch64 multiplies signed by signed bytes, so
+// there the weights enter as signed quants and need neither the sign trick nor Q6_K's offset).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -122,8 +124,10 @@ using Q8GemvFn = void (*)(const void* w, size_t row_bytes, int64_t n_in, int64_t
 Q8GemvFn q8_gemv_generic(quant::Type type);
 Q8GemvFn q8_gemv_avx2(quant::Type type);  // matmul_q8_gemv_avx2.cpp
 Q8GemvFn q8_gemv_vnni(quant::Type type);  // matmul_q8_gemv_vnni.cpp (AVX-512 VL/BW/VNNI, 256-bit)
-// The GEMV of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2; others (and
-// the AArch64 levels, for now) the scalar twin.
+Q8GemvFn q8_gemv_neon(quant::Type type);     // matmul_q8_gemv_neon.cpp (AArch64: SMULL/SADALP)
+Q8GemvFn q8_gemv_dotprod(quant::Type type);  // matmul_q8_gemv_dotprod.cpp (AArch64 SDOT)
+// The GEMV of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2; i8mm takes
+// dotprod's. Only the kernels of the architecture built for exist; others give the scalar twin.
 Q8GemvFn q8_gemv(Isa isa, quant::Type type);
 
 // Scratch of the fast GEMV (the quantized activations) for n_tokens tokens.

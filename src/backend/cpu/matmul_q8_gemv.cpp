@@ -1,5 +1,6 @@
 // The fast path's GEMV (decode): the scalar twins of the integer kernels, the kernel tables and
-// the driver (see matmul_q8.h). The x86 SIMD kernels are in matmul_q8_gemv_x86.h.
+// the driver (see matmul_q8.h). The SIMD kernels are in matmul_q8_gemv_x86.h (AVX2, AVX-512 VNNI)
+// and matmul_q8_gemv_arm.h (NEON, dotprod).
 #include <algorithm>
 
 #include "backend/cpu/matmul_q8.h"
@@ -158,6 +159,9 @@ Q8GemvFn q8_gemv(Isa isa, Type type) {
 #if defined(__x86_64__)
     case Isa::avx512: return cpu_has_avx512_vnni() ? q8_gemv_vnni(type) : q8_gemv_avx2(type);
     case Isa::avx2: return q8_gemv_avx2(type);
+#elif defined(__aarch64__)
+    case Isa::neon: return q8_gemv_neon(type);
+    case Isa::dotprod: case Isa::i8mm: return q8_gemv_dotprod(type);
 #endif
     default: return q8_gemv_generic(type);
   }

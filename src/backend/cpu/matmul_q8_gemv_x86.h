@@ -4,8 +4,8 @@
 // Everything here has internal linkage: each file gets its own copy, compiled for its own ISA (an
 // inline function shared between them could be linked from the AVX-512 file into AVX2 code).
 //
-// One row at a time, 1 to 4 tokens: a weight block's quants are unpacked into bytes in registers
-// once and multiplied with each token's activations (u8 weights × s8 activations → int32 lanes
+// A weight block's quants are unpacked into bytes in registers once and multiplied with each of
+// up to 4 tokens' activations (the row loop: matmul_q8_gemv_rows.h) (u8 weights × s8 activations → int32 lanes
 // of 4 products each). The K-quant sub-block scales multiply in integers (AVX2: vpmaddwd with the
 // scale instead of ones; VNNI: vpmulld), so a 256-input block costs one int→float conversion and
 // one FMA per token. Q4_0 and Q8_0 quants are signed: |w| times x with w's sign. Every token's
@@ -13,11 +13,11 @@
 #pragma once
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "backend/cpu/matmul_q8.h"
+#include "backend/cpu/matmul_q8_gemv_rows.h"
 #include "quant/blocks.h"
 
 namespace keel::cpu {
@@ -210,62 +210,36 @@ void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, fl
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
 
-// ---- the row loop shared by every type ---------------------------------------------------------
+// ---- the table --------------------------------------------------------------------------------
 
-using RowFn = void (*)(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out);
-
-// Rows are prefetched this many rows ahead (a row is 0.5-2 KiB for the widths of small models:
-// about one DRAM latency of work).
-constexpr int64_t kPrefetchRows = 2;
-
-inline void prefetch_row(const char* row, size_t row_bytes) {
-  for (size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
-}
-
-// Rows one at a time, tokens 4 at a time: each row's blocks are read from memory once per 4 tokens.
-template <RowFn kRow1, RowFn kRow2, RowFn kRow3, RowFn kRow4>
-void gemv_rows(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const GemvActQ8* act,
-               int64_t n_tok, float* y, int64_t ldy) {
-  const int64_t nkb = (n_in + kQ8BlockK - 1) / kQ8BlockK;
-  const char* base = static_cast<const char*>(w);
-  for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-    const int nt = static_cast<int>(std::min<int64_t>(4, n_tok - t0));
-    const RowFn row_fn = nt == 1 ? kRow1 : nt == 2 ? kRow2 : nt == 3 ? kRow3 : kRow4;
-    const GemvActQ8* a = act + t0 * nkb;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const char* row = base + static_cast<size_t>(r) * row_bytes;
-      if (t0 == 0) {  // later token groups find the rows in cache or not, as the hardware decides
-        if (r == 0)
-          for (int64_t p = 1; p < std::min(kPrefetchRows, n_rows); ++p) prefetch_row(row + p * row_bytes, row_bytes);
-        if (r + kPrefetchRows < n_rows) prefetch_row(row + kPrefetchRows * row_bytes, row_bytes);
-      }
-      float out[4];
-      row_fn(row, n_in, a, nkb, out);
-      for (int t = 0; t < nt; ++t) y[(t0 + t) * ldy + r] = out[t];
-    }
+// The row kernels as gemv_rows takes them (Kernel::run<NT>).
+template <class Dot, class Block, __m256i (*kQuants)(const Block&)>
+struct RowQ32 {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_q32<Dot, NT, Block, kQuants>(r, n, a, lda, out);
   }
-}
-
-template <class Dot, template <class, int> class Row>
-constexpr Q8GemvFn gemv_of() {
-  return gemv_rows<Row<Dot, 1>::fn, Row<Dot, 2>::fn, Row<Dot, 3>::fn, Row<Dot, 4>::fn>;
-}
-
-// The row kernels as class templates of <Dot, NT> (what gemv_of takes).
-template <class Dot, int NT> struct RowQ8_0 { static constexpr RowFn fn = row_q32<Dot, NT, quant::BlockQ8_0, quants_q8_0>; };
-template <class Dot, int NT> struct RowQ4_0 { static constexpr RowFn fn = row_q32<Dot, NT, quant::BlockQ4_0, quants_q4_0>; };
-template <class Dot, int NT> struct RowQ4_K { static constexpr RowFn fn = row_k4<Dot, NT, quant::BlockQ4_K, Q4KQuants>; };
-template <class Dot, int NT> struct RowQ5_K { static constexpr RowFn fn = row_k4<Dot, NT, quant::BlockQ5_K, Q5KQuants>; };
-template <class Dot, int NT> struct RowQ6_K { static constexpr RowFn fn = row_q6_k<Dot, NT>; };
+};
+template <class Dot, class Block, class Quants>
+struct RowK4 {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_k4<Dot, NT, Block, Quants>(r, n, a, lda, out);
+  }
+};
+template <class Dot>
+struct RowQ6K {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_q6_k<Dot, NT>(r, n, a, lda, out);
+  }
+};
 
 template <class Dot>
 Q8GemvFn gemv_table(Type type) {
   switch (type) {
-    case Type::Q4_0: return gemv_of<Dot, RowQ4_0>();
-    case Type::Q8_0: return gemv_of<Dot, RowQ8_0>();
-    case Type::Q4_K: return gemv_of<Dot, RowQ4_K>();
-    case Type::Q5_K: return gemv_of<Dot, RowQ5_K>();
-    case Type::Q6_K: return gemv_of<Dot, RowQ6_K>();
+    case Type::Q4_0: return gemv_rows<RowQ32<Dot, quant::BlockQ4_0, quants_q4_0>>;
+    case Type::Q8_0: return gemv_rows<RowQ32<Dot, quant::BlockQ8_0, quants_q8_0>>;
+    case Type::Q4_K: return gemv_rows<RowK4<Dot, quant::BlockQ4_K, Q4KQuants>>;
+    case Type::Q5_K: return gemv_rows<RowK4<Dot, quant::BlockQ5_K, Q5KQuants>>;
+    case Type::Q6_K: return gemv_rows<RowQ6K<Dot>>;
     default: return nullptr;
   }
 }
