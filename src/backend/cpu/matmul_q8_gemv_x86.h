@@ -32,11 +32,26 @@ struct DotAvx2 {
   static __m256i dot(__m256i w, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
   }
-  // A scale s for the lanes of inputs [0, 16) and t for [16, 32), as dot_scaled takes it.
-  static __m256i scales(int s, int t) { return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(t)), _mm_set1_epi16(static_cast<int16_t>(s))); }
-  // dot(w, x) times the scale of each lane.
+  // dot(w, x) times the scale of each lane (a vector made by the two functions below).
   static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), scale);
+  }
+  // A block's 8 unsigned (Q4_K/Q5_K) or 16 signed (Q6_K) byte scales, kept as 16-bit lanes.
+  static __m256i widen_u8(uint64_t sc8) {
+    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))));
+  }
+  static __m256i widen_s8(const int8_t* sc16) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc16)));
+  }
+  // Scale g of widen_u8 in every lane.
+  static __m256i scale(__m256i widened, int g) {
+    return _mm256_shuffle_epi8(widened, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * g)));
+  }
+  // Scale g (even) of widen_s8 in the lanes of inputs [0, 16), g + 1 in those of [16, 32).
+  static __m256i scale_pair(__m256i widened, int g) {
+    const __m256i both = _mm256_permutevar8x32_epi32(widened, _mm256_set1_epi32(g / 2));  // (g, g+1) pairs
+    return _mm256_shuffle_epi8(both, _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                                      2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
   }
 };
 
@@ -44,8 +59,21 @@ struct DotAvx2 {
 // AVX-512 VNNI: vpdpbusd adds the 4 products into int32 directly (no 16-bit step).
 struct DotVnni {
   static __m256i dot(__m256i w, __m256i x) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x); }
-  static __m256i scales(int s, int t) { return _mm256_set_m128i(_mm_set1_epi32(t), _mm_set1_epi32(s)); }
   static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) { return _mm256_mullo_epi32(dot(w, x), scale); }
+  // The scales as 32-bit lanes: 8 of Q4_K/Q5_K; 16 of Q6_K, in two vectors.
+  struct Wide16 {
+    __m256i lo, hi;
+  };
+  static __m256i widen_u8(uint64_t sc8) { return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))); }
+  static Wide16 widen_s8(const int8_t* sc16) {
+    return {_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc16))),
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc16 + 8)))};
+  }
+  static __m256i scale(__m256i widened, int g) { return _mm256_permutevar8x32_epi32(widened, _mm256_set1_epi32(g)); }
+  static __m256i scale_pair(const Wide16& widened, int g) {
+    const int i = g % 8;
+    return _mm256_permutevar8x32_epi32(g < 8 ? widened.lo : widened.hi, _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1));
+  }
 };
 #endif
 
@@ -108,7 +136,6 @@ inline K4Scales k4_scales(const uint8_t* packed) {
   return {(u0 & six) | (uint64_t{(u2 & nib) | (((u0 >> 6) & two) << 4)} << 32),
           (u1 & six) | (uint64_t{((u2 >> 4) & nib) | (((u1 >> 6) & two) << 4)} << 32)};
 }
-inline int byte_of(uint64_t v, int i) { return static_cast<int>((v >> (8 * i)) & 0xFF); }
 
 // The 64 unsigned quants of sub-blocks 2j and 2j+1 of a Q4_K / Q5_K block.
 struct Q4KQuants {
@@ -139,14 +166,14 @@ void row_k4(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, floa
   for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
     const Block& blk = b[ib];
     const K4Scales s = k4_scales(blk.scales);
+    const auto scales = Dot::widen_u8(s.sc);
     const __m256i qh = high_bits(blk);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
       __m256i lo, hi;
       Quants::get(blk, qh, j, lo, hi);
-      const int s_lo = byte_of(s.sc, 2 * j), s_hi = byte_of(s.sc, 2 * j + 1);
-      const __m256i sc_lo = Dot::scales(s_lo, s_lo), sc_hi = Dot::scales(s_hi, s_hi);
+      const __m256i sc_lo = Dot::scale(scales, 2 * j), sc_hi = Dot::scale(scales, 2 * j + 1);
       for (int t = 0; t < NT; ++t) {
         const int8_t* x = a[t * lda + ib].q + 64 * j;
         isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(lo, load32(x), sc_lo));
@@ -185,6 +212,7 @@ void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, fl
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
     const quant::BlockQ6_K& blk = b[ib];
+    const auto scales = Dot::widen_s8(blk.scales);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
     for (int n = 0; n < 2; ++n) {
@@ -192,7 +220,7 @@ void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, fl
       q6_k_quants(blk, n, v);
       for (int m = 0; m < 4; ++m) {
         const int g = 8 * n + 2 * m;  // the scales of inputs 128n + 32m + [0, 16) and [16, 32)
-        const __m256i sc = Dot::scales(blk.scales[g], blk.scales[g + 1]);
+        const __m256i sc = Dot::scale_pair(scales, g);
         for (int t = 0; t < NT; ++t)
           isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(v[m], load32(a[t * lda + ib].q + 128 * n + 32 * m), sc));
       }
