@@ -99,24 +99,36 @@ inline __m256i quants_q4_0(const quant::BlockQ4_0& b) {
   return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
 }
 
+// acc[t] += (d_w · d_x) · Σ_{k < 32} w_k · x_k for the block i of 32 inputs.
+template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+inline void block_q32(const Block& b, int64_t i, const GemvActQ8* a, int64_t lda, __m256 (&acc)[NT]) {
+  const __m256i w = kQuants(b);
+  const __m256i w_abs = _mm256_abs_epi8(w);  // -128 gives 0x80: 128 as the unsigned operand
+  const float dw = f16(b.d);
+  const int64_t blk = i / 8;
+  const int g = static_cast<int>(i % 8);
+  for (int t = 0; t < NT; ++t) {
+    const GemvActQ8& x = a[t * lda + blk];
+    const __m256i c = Dot::dot(w_abs, _mm256_sign_epi8(load32(x.q + 32 * g), w));
+    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[g]), _mm256_cvtepi32_ps(c), acc[t]);
+  }
+}
+
+// Blocks in pairs with an accumulator each: one FMA chain per token would bound a block's time by
+// the FMA latency.
 template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
 void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
   const auto* b = reinterpret_cast<const Block*>(row);
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n_in / 32; ++i) {
-    const __m256i w = kQuants(b[i]);
-    const __m256i w_abs = _mm256_abs_epi8(w);  // -128 gives 0x80: 128 as the unsigned operand
-    const float dw = f16(b[i].d);
-    const int64_t blk = i / 8;
-    const int g = static_cast<int>(i % 8);
-    for (int t = 0; t < NT; ++t) {
-      const GemvActQ8& x = a[t * lda + blk];
-      const __m256i c = Dot::dot(w_abs, _mm256_sign_epi8(load32(x.q + 32 * g), w));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[g]), _mm256_cvtepi32_ps(c), acc[t]);
-    }
+  const int64_t nb = n_in / 32;
+  __m256 even[NT], odd[NT];
+  for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
+    block_q32<Dot, NT, Block, kQuants>(b[i + 1], i + 1, a, lda, odd);
   }
-  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+  if (i < nb) block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
 }
 
 // Q4_K / Q5_K: the 8 6-bit scales and mins of a block as bytes (quants.md 3.3), unpacked with
