@@ -5,10 +5,11 @@
 // inline function shared between them could be linked from the AVX-512 file into AVX2 code).
 //
 // A weight block's quants are unpacked into bytes in registers once and multiplied with each of
-// up to 4 tokens' activations (the row loop: matmul_q8_gemv_rows.h) (u8 weights × s8 activations → int32 lanes
-// of 4 products each). The K-quant sub-block scales multiply in integers (AVX2: vpmaddwd with the
-// scale instead of ones; VNNI: vpmulld), so a 256-input block costs one int→float conversion and
-// one FMA per token. Q4_0 and Q8_0 quants are signed: |w| times x with w's sign. Every token's
+// up to 4 tokens' activations (u8 weights × s8 activations → int32 lanes of 4 products each; the
+// row loop is matmul_q8_gemv_rows.h). The K-quant sub-block scales multiply in integers (AVX2:
+// vpmaddwd with the scale instead of ones; VNNI: vpmulld), each broadcast from one vector of the
+// block's scales by a shuffle, so a 256-input block costs one int→float conversion and one FMA
+// per token. Q4_0 and Q8_0 quants are signed: |w| times x with w's sign. Every token's
 // result comes from the same instructions whatever the number of tokens (batch invariance).
 #pragma once
 #include <immintrin.h>
