@@ -125,19 +125,23 @@ const bool registered = [] {
                   return *std::min_element(v.begin(), v.end());
                 });
           }
-  // The fast path (8-bit activations) on the same prefill shapes: compare with Matmul/... above.
+  // The fast path (8-bit activations; integer GEMV and GEMM) on the same shapes: compare with
+  // Matmul/... above.
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
     for (const auto& shape : shapes)
       for (int64_t n_tok : {1, 64, 512})
-        for (int threads : {1, 2}) {
-          const std::string name = "MatmulFast/" + std::string(quant::type_name(type)) + "/" +
-                                   std::to_string(shape[0]) + "x" + std::to_string(shape[1]) +
-                                   "/tokens:" + std::to_string(n_tok) + "/threads:" + std::to_string(threads);
-          benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, shape[0], shape[1], n_tok, threads,
-                                       n_tok < keel::cpu::kGemmMinTokens, keel::cpu::MatmulMode::fast)
-              ->UseRealTime()
-              ->Unit(benchmark::kMillisecond);
-        }
+        for (int threads : {1, 2})
+          for (bool cold : {true, false}) {
+            if (!cold && n_tok >= keel::cpu::kGemmMinTokens) continue;  // GEMM: weights stay hot
+            const std::string name = "MatmulFast/" + std::string(quant::type_name(type)) + "/" +
+                                     std::to_string(shape[0]) + "x" + std::to_string(shape[1]) +
+                                     "/tokens:" + std::to_string(n_tok) + "/threads:" + std::to_string(threads) +
+                                     (n_tok == 1 ? (cold ? "/cold" : "/hot") : "");
+            benchmark::RegisterBenchmark(name.c_str(), bench_matmul, type, shape[0], shape[1], n_tok, threads,
+                                         cold && n_tok < keel::cpu::kGemmMinTokens, keel::cpu::MatmulMode::fast)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+          }
   // Small batches around the GEMV -> GEMM switch (kGemmMinTokens), weights hot.
   for (Type type : {Type::Q8_0, Type::Q4_K, Type::Q6_K})
     for (int64_t n_tok = 2; n_tok <= 8; ++n_tok) {

@@ -1,6 +1,7 @@
-// The fast (8-bit activation) matmul path: each micro-kernel against the scalar twin, every
-// kernel set (1 and 2 threads) against a double-precision reference that quantizes the
-// activations the same way, and the fast path against the exact one.
+// The fast (8-bit activation) matmul path: each GEMM micro-kernel and each GEMV kernel against its
+// scalar twin, every kernel set (1 and 2 threads, GEMV and GEMM token counts) against a
+// double-precision reference that quantizes the activations the same way, the GEMV's batch
+// invariance and its agreement with the GEMM, and the fast path against the exact one.
 //
 // Tolerances. Against matmul_q8_reference the integer sums are exact, so only float rounding of
 // the per-group terms remains: |y − ref| ≤ 1e-5·Σ_k |w_k·x_k| (as in test_matmul.cpp). Against the
@@ -120,7 +121,7 @@ TEST(MatmulQ8Driver, MatchesReference) {
       for (int64_t n_out : {1, 17, 50}) {
         const auto wb = random_weights(type, n_in, n_out, rng);
         const WeightView w{type, wb.data(), n_in, n_out};
-        for (int64_t n_tok : {1, 2, 4, 5, 6, 9, 33}) {  // GEMV (< 5) and GEMM
+        for (int64_t n_tok : {1, 2, 3, 4, 5, 6, 9, 33}) {  // GEMV (< 5) and GEMM
           const auto x = random_floats(n_tok * n_in, rng);
           const auto scale = abs_products(w, x.data(), n_tok);
           std::vector<float> ref(n_tok * n_out), exact(n_tok * n_out);
@@ -169,26 +170,122 @@ TEST(MatmulQ8Driver, FloatWeightsStayExact) {
   }
 }
 
-// The fast GEMV's rounded activations are the GEMM's quants times their scales.
-TEST(MatmulQ8Driver, RoundedActivationsAreTheQuants) {
+// The GEMV's activations are the GEMM's quants, signed, with the same scales and sums.
+TEST(MatmulQ8Gemv, ActivationsAreTheGemmQuants) {
   std::mt19937 rng(25);
   for (Type type : kQ8Types) {
-    const int64_t n_in = widths(type).back();
+    const int64_t n_in = widths(type).back(), nkb = (n_in + 255) / 256;
     const auto x = random_floats(2 * n_in, rng);
-    std::vector<float> xr(2 * n_in);
-    keel::cpu::round_activations_q8(type, x.data(), n_in, 2, xr.data());
-    const int64_t nkb = (n_in + 255) / 256;
+    std::vector<keel::cpu::GemvActQ8> gemv(2 * nkb);
+    keel::cpu::quantize_activations_gemv_q8(type, x.data(), n_in, 2, gemv.data());
     std::vector<keel::cpu::ActBlockQ8> act(2 * nkb);
     keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data());
     const int group = keel::cpu::q8_group(type);
-    int differs = 0;
-    for (int64_t t = 0; t < 2; ++t)
-      for (int64_t k = 0; k < n_in; ++k) {
-        const auto& a = act[t * nkb + k / 256];
-        ASSERT_EQ(xr[t * n_in + k], a.d[(k % 256) / group] * float(int(a.q[k % 256]) - 128)) << label(type);
-        differs += xr[t * n_in + k] != x[t * n_in + k];
+    for (int64_t i = 0; i < 2 * nkb; ++i) {
+      const int64_t kc = std::min<int64_t>(256, n_in - (i % nkb) * 256);
+      for (int64_t k = 0; k < kc; ++k) ASSERT_EQ(gemv[i].q[k], int(act[i].q[k]) - 128) << label(type);
+      for (int64_t g = 0; g < kc / group; ++g) {
+        ASSERT_EQ(gemv[i].d[g], act[i].d[g]) << label(type);
+        ASSERT_EQ(gemv[i].dsum[g], act[i].dsum[g]) << label(type);
       }
-    EXPECT_GT(differs, n_in) << label(type);
+      for (int64_t s = 0; s < kc / 16; ++s) {
+        int sum = 0;
+        for (int64_t k = 16 * s; k < 16 * s + 16; ++k) sum += gemv[i].q[k];
+        ASSERT_EQ(gemv[i].qsum[s], sum) << label(type);
+      }
+    }
+  }
+}
+
+// Each SIMD GEMV kernel against its scalar twin: odd row counts, widths that are not a multiple
+// of 256 where the type allows, 1..7 tokens (past 4 the kernels take a second group of tokens).
+TEST(MatmulQ8Gemv, SimdMatchesScalar) {
+  std::mt19937 rng(26);
+  int checked = 0;
+  for (Isa isa : kSimdIsas) {
+    if (!keel::cpu::isa_supported(isa)) continue;
+    for (Type type : kQ8Types) {
+      const keel::cpu::Q8GemvFn simd = keel::cpu::q8_gemv(isa, type), scalar = keel::cpu::q8_gemv_generic(type);
+      if (simd == scalar) continue;  // no SIMD GEMV at this level
+      ++checked;
+      for (int64_t n_in : widths(type))
+        for (int64_t n_out : {1, 7, 33}) {
+          const auto wb = random_weights(type, n_in, n_out, rng);
+          const WeightView w{type, wb.data(), n_in, n_out};
+          const size_t rb = quant::row_bytes(type, static_cast<uint64_t>(n_in));
+          for (int64_t n_tok = 1; n_tok <= 7; ++n_tok) {
+            const auto x = random_floats(n_tok * n_in, rng);
+            const auto scale = abs_products(w, x.data(), n_tok);
+            std::vector<keel::cpu::GemvActQ8> act(n_tok * ((n_in + 255) / 256));
+            keel::cpu::quantize_activations_gemv_q8(type, x.data(), n_in, n_tok, act.data());
+            Guarded a(n_tok * n_out), b(n_tok * n_out);
+            scalar(wb.data(), rb, n_in, n_out, act.data(), n_tok, a.data(), n_out);
+            simd(wb.data(), rb, n_in, n_out, act.data(), n_tok, b.data(), n_out);
+            const std::string what = std::string(keel::cpu::isa_name(isa)) + " " + label(type) + " n_in=" +
+                                     std::to_string(n_in) + " n_out=" + std::to_string(n_out) +
+                                     " n_tok=" + std::to_string(n_tok);
+            expect_within(b.data(), a.data(), scale, n_tok * n_out, kRelTol, what);
+            EXPECT_TRUE(a.guards_intact() && b.guards_intact()) << what;
+          }
+        }
+    }
+  }
+#if defined(__x86_64__)
+  if (keel::cpu::isa_supported(Isa::avx2)) {
+    EXPECT_GT(checked, 0) << "no SIMD GEMV was compared";
+  }
+#endif
+}
+
+// Batch invariance below kGemmMinTokens: a token's result is the same bits whatever else shares
+// the call and whatever the thread count.
+TEST(MatmulQ8Gemv, BatchInvariant) {
+  std::mt19937 rng(27);
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  for (Type type : kQ8Types) {
+    const int64_t n_in = widths(type).back(), n_out = 37;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const int64_t n_tok = keel::cpu::kGemmMinTokens - 1;
+    const auto x = random_floats(n_tok * n_in, rng);
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
+      if (!keel::cpu::isa_supported(isa)) continue;
+      std::vector<char> scratch(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, 2, MatmulMode::fast));
+      std::vector<float> all(n_tok * n_out);
+      keel::cpu::matmul_with(isa, w, x.data(), n_tok, all.data(), scratch.data(), pools[1], MatmulMode::fast);
+      for (ThreadPool& pool : pools)
+        for (int64_t t0 = 0; t0 < n_tok; ++t0)
+          for (int64_t len = 1; t0 + len <= n_tok; ++len) {
+            std::vector<float> part(len * n_out);
+            keel::cpu::matmul_with(isa, w, x.data() + t0 * n_in, len, part.data(), scratch.data(), pool, MatmulMode::fast);
+            for (int64_t i = 0; i < len * n_out; ++i)
+              ASSERT_EQ(part[i], all[t0 * n_out + i]) << keel::cpu::isa_name(isa) << " " << label(type) << " tokens ["
+                                                      << t0 << ", " << t0 + len << ") threads=" << pool.size();
+          }
+    }
+  }
+}
+
+// The fast GEMV (decode) and the fast GEMM (prefill) compute the same sums in another order.
+TEST(MatmulQ8Gemv, AgreesWithTheGemm) {
+  std::mt19937 rng(28);
+  ThreadPool pool(2);
+  for (Type type : kQ8Types) {
+    const int64_t n_in = widths(type).back(), n_out = 21, n_tok = 4;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const auto x = random_floats(n_tok * n_in, rng);
+    const auto scale = abs_products(w, x.data(), n_tok);
+    const Isa isa = keel::cpu::best_isa();
+    std::vector<char> s1(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, 2, MatmulMode::fast) + 64);
+    std::vector<char> s2(keel::cpu::matmul_q8_scratch_bytes(n_in, n_tok, 2) + 64);
+    const auto aligned = [](std::vector<char>& v) {
+      return v.data() + (64 - reinterpret_cast<uintptr_t>(v.data()) % 64) % 64;
+    };
+    std::vector<float> gemv(n_tok * n_out), gemm(n_tok * n_out);
+    keel::cpu::matmul_with(isa, w, x.data(), n_tok, gemv.data(), s1.data(), pool, MatmulMode::fast);
+    keel::cpu::matmul_q8_with(isa, w, x.data(), n_tok, gemm.data(), aligned(s2), pool);
+    expect_within(gemv.data(), gemm.data(), scale, n_tok * n_out, kRelTol, label(type) + " gemv vs gemm");
   }
 }
 

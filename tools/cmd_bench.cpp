@@ -63,7 +63,7 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"-t", "--threads"}, "N", "threads (default: all cores)"},
                 {{"--chunk"}, "N|auto", "prefill chunk size (default auto: the largest that fits the plan)"},
                 {{"--kv-type"}, "TYPE", "KV cache type: f16 (default), q8_0, f32"},
-                {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations in prefill)"},
+                {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations for quantized weights)"},
                 {{"--device"}, "NAME", "where to run: auto (default: cuda when there is a GPU, else cpu), cpu, cuda, cuda:N"},
                 {{"--budget"}, "BYTES", "memory budget override"},
                 {{"--max-buffer"}, "BYTES", "largest single buffer override"},

@@ -31,7 +31,7 @@ std::vector<Option> model_options() {
       {{"-t", "--threads"}, "N", "threads (default: all cores)"},
       {{"--chunk"}, "N|auto", "prefill chunk size in tokens (default auto: the largest that fits the plan)"},
       {{"--kv-type"}, "TYPE", "KV cache element type: f16 (default), q8_0, f32"},
-      {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations for quantized weights in prefill)"},
+      {{"--exact"}, "", "f32 activations in every matmul (default: 8-bit activations for quantized weights)"},
       {{"--device"}, "NAME", "where to run: auto (default: cuda when there is a GPU, else cpu), cpu, cuda, cuda:N, or an Apple profile to plan for (see keel plan --help)"},
       {{"--budget"}, "BYTES", "memory budget override, e.g. 24GiB"},
       {{"--max-buffer"}, "BYTES", "largest single buffer override, e.g. 1GiB"},

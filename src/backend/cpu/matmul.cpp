@@ -196,14 +196,12 @@ GemmKernels gemm_kernels(Isa isa) {
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, int n_threads,
                             MatmulMode mode) {
   if (!supported(type)) unsupported(type);
-  // Calls with fewer tokens than max_tokens may take the GEMV path (in fast mode with the rounded
-  // activations in front of the sums).
+  // Calls with fewer tokens than max_tokens may take the GEMV path.
+  const bool fast = mode == MatmulMode::fast && q8_supported(type);
   const int64_t gemv_tokens = std::min(max_tokens, kGemmMinTokens - 1);
-  size_t gemv = gemv_scratch_bytes(n_in, gemv_tokens);
-  if (mode == MatmulMode::fast && q8_supported(type))
-    gemv += align_up(static_cast<size_t>(gemv_tokens * n_in) * sizeof(float));
+  const size_t gemv = fast ? matmul_q8_gemv_scratch_bytes(n_in, gemv_tokens) : gemv_scratch_bytes(n_in, gemv_tokens);
   if (max_tokens < kGemmMinTokens) return kAlign + gemv;
-  const size_t gemm = mode == MatmulMode::fast && q8_supported(type)
+  const size_t gemm = fast
                           ? matmul_q8_scratch_bytes(n_in, max_tokens, n_threads)
                           : static_cast<size_t>(std::max(n_threads, 1)) * gemm_scratch(max_tokens).bytes();
   return kAlign + std::max(gemv, gemm);
@@ -219,18 +217,18 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
   }
   const auto base = reinterpret_cast<uintptr_t>(scratch);
   char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
+  const bool fast = mode == MatmulMode::fast && q8_supported(w.type);
+  if (n_tokens < kGemmMinTokens && fast) {
+    matmul_q8_gemv_with(isa, w, x, n_tokens, y, aligned, pool);
+    return;
+  }
   if (n_tokens < kGemmMinTokens) {
     float* xsum = reinterpret_cast<float*>(aligned);
-    if (mode == MatmulMode::fast && q8_supported(w.type)) {
-      float* xr = reinterpret_cast<float*>(aligned + gemv_scratch_bytes(w.n_in, n_tokens));
-      round_activations_q8(w.type, x, w.n_in, n_tokens, xr);
-      x = xr;
-    }
     sum_activation_blocks(x, w.n_in, n_tokens, xsum);
     run_gemv({&w, x, xsum, n_tokens, y, tk.gemv}, pool);
     return;
   }
-  if (mode == MatmulMode::fast && q8_supported(w.type)) {
+  if (fast) {
     matmul_q8_with(isa, w, x, n_tokens, y, aligned, pool);
     return;
   }

@@ -27,10 +27,11 @@ namespace keel::cpu {
 using WeightView = backend::WeightView;  // a GGUF tensor used in place (mmapped, 32-byte aligned)
 
 // exact: f32 activations on every path (the description above; the fixture tests' oracle).
-// fast: for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights, prefill calls (n_tokens >= kGemmMinTokens)
-// quantize the activations to 8 bits and use integer dot products (matmul_q8.h), as llama.cpp
-// does; results then differ from exact by the activations' rounding (about 0.5% of a row's
-// norm). Other weight types and GEMV calls are exact in both modes.
+// fast: for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights, every call (GEMV and GEMM) quantizes the
+// activations to 8 bits and uses integer dot products (matmul_q8.h: an integer GEMV that reads
+// the GGUF blocks in place for decode, a panel GEMM for prefill), as llama.cpp does; results then
+// differ from exact by the activations' rounding (about 0.5% of a row's norm), and decode from
+// prefill only by float summation order. Other weight types are exact in both modes.
 enum class MatmulMode { exact, fast };
 
 // Bytes of caller-owned scratch `matmul` needs for up to `max_tokens` tokens on a pool of up to

@@ -216,20 +216,23 @@ void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int
   }
 }
 
-void round_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr) {
-  const int group = q8_group(weight_type);
+void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
+                                  GemvActQ8* act) {
+  const int64_t nkb = act_blocks(n_in);
   for (int64_t t = 0; t < n_tokens; ++t)
-    for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK) {
-      const int64_t kc = std::min(kQ8BlockK, n_in - k0);
-      ActBlockQ8 a;
-      // quantize_activations_q8 on a one-token, one-block slice: x row t from k0.
-      const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
-      if (k_quant)
-        quantize_row_act_q8_k(x + t * n_in + k0, kc, group, &a);
-      else
-        quantize_row_act_q8_0(x + t * n_in + k0, kc, &a);
-      for (int64_t k = 0; k < kc; ++k)
-        xr[t * n_in + k0 + k] = a.d[k / group] * static_cast<float>(static_cast<int>(a.q[k]) - 128);
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, n_in - k0);
+      ActBlockQ8 a{};  // quantized as the GEMM does: one token, one block
+      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a);
+      GemvActQ8& g = act[t * nkb + kb];
+      for (int64_t k = 0; k < kc; ++k) g.q[k] = static_cast<int8_t>(static_cast<int>(a.q[k]) - 128);
+      std::copy_n(a.d, kQ8MaxGroups, g.d);
+      std::copy_n(a.dsum, kQ8MaxGroups, g.dsum);
+      for (int64_t s = 0; s < kc / 16; ++s) {
+        int sum = 0;
+        for (int64_t k = 16 * s; k < 16 * s + 16; ++k) sum += g.q[k];
+        g.qsum[s] = static_cast<int16_t>(sum);
+      }
     }
 }
 

@@ -1,9 +1,12 @@
 // The 8-bit activation path of cpu::matmul (MatmulMode::fast) for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K
-// weights, used for prefill chunks (n_tokens >= kGemmMinTokens).
+// weights: a GEMM for prefill chunks (n_tokens >= kGemmMinTokens) and a GEMV for decode.
 //
 // Each activation row is quantized once per call the way ggml does it: Q8_0 (per 32 inputs, f16
 // scale) against Q4_0/Q8_0 weights, Q8_K (per 256, f32 scale) against K-quants, so keel's fast
-// results round like llama.cpp's. Weights are unpacked, 16 rows × 256 inputs at a time, into a
+// results round like llama.cpp's. Both paths quantize with the same functions, so decode and
+// prefill differ only in the order of their float sums.
+//
+// GEMM. Weights are unpacked, 16 rows × 256 inputs at a time, into a
 // panel of int8 quants interleaved for integer dot products (4 inputs of 16 rows per 64 bytes),
 // with one float scale (and min) per group of 32 inputs (16 for Q6_K). A micro-kernel then
 // multiplies the panel with every token of the call:
@@ -15,6 +18,19 @@
 // compiled), AVX2 (vpmaddubsw/vpmaddwd) and AVX-512 VNNI (vpdpbusd) on x86-64, NEON
 // (smull/sadalp), dotprod (sdot) and i8mm (smmla) on AArch64, chosen at run time. The AArch64
 // kernels flip the activations back to signed and need no offset.
+//
+// GEMV (decode is memory bound: each weight byte is read once, straight from its GGUF block, with
+// software prefetch; no panel). The activations are kept signed (GemvActQ8); on x86 (unsigned ×
+// signed byte products) the weights' quants enter as they are stored (unsigned for Q4_K/Q5_K/
+// Q6_K; Q4_0 and Q8_0 signed, through the sign trick |w|·(x·sign w)). Each weight block's quants
+// are loaded once for up to 4 tokens. Per weight block, in the scalar twin's order (the SIMD kernels sum the same
+// terms in lanes):
+//   Q4_0, Q8_0 (per 32):  y += (d_w · d_x) · Σ wq·xq
+//   Q4_K, Q5_K (per 256): y += (d · d_x) · Σ_g sc_g·Σ_{k∈g} wq·xq − Σ_g (dmin·m_g) · dsum_g
+//   Q6_K (per 256):       y += (d · d_x) · Σ_g sc_g·(Σ_{k∈g} wq·xq − 32·qsum_g)
+// Kernels: a scalar twin, AVX2 and AVX-512 VNNI (one template, matmul_q8_gemv_x86.h), NEON and
+// dotprod (one template, matmul_q8_gemv_arm.h; AArch64 multiplies signed by signed bytes, so
+// there the weights enter as signed quants and need neither the sign trick nor Q6_K's offset).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -55,10 +71,6 @@ int q8_group(quant::Type type);
 void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
                              int64_t t_begin, int64_t t_end, ActBlockQ8* act);
 
-// x [n_tokens][n_in] rounded to the 8-bit values the fast path multiplies (d · quant of each
-// group) into xr [n_tokens][n_in]: the fast GEMV (decode) runs the f32 GEMV kernels on them, so
-// decode rounds its activations like llama.cpp's without an integer GEMV kernel of its own.
-void round_activations_q8(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, float* xr);
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel);
@@ -88,6 +100,45 @@ size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
 // scratch: matmul_q8_scratch_bytes(w.n_in, n_tokens, pool.size()) bytes, 64-byte aligned.
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool);
+
+// ---- the GEMV (decode) -----------------------------------------------------------------------
+
+// One token's (up to) 256 inputs for the GEMV: the quants of ActBlockQ8, signed, and their sums.
+struct GemvActQ8 {
+  int8_t q[kQ8BlockK];           // quants in [-127, 127]
+  float d[kQ8MaxGroups];         // [group] scale, as ActBlockQ8 (Q8_K: one value, repeated)
+  float dsum[kQ8MaxGroups];      // [group] d · Σ quants of the group, as ActBlockQ8
+  int16_t qsum[kQ8BlockK / 16];  // [16 inputs] Σ quants (Q6_K's −32 offset, in integers)
+};
+
+// x [n_tokens][n_in] -> act [n_tokens][ceil(n_in/256)], quantized as quantize_activations_q8.
+void quantize_activations_gemv_q8(quant::Type weight_type, const float* x, int64_t n_in,
+                                  int64_t n_tokens, GemvActQ8* act);
+
+// For r < n_rows, t < n_tok: y[t * ldy + r] = Σ_k W_r[k] · xq_t[k], where row r of W (GGUF blocks)
+// starts at (const char*)w + r * row_bytes and token t's activations at act + t * ceil(n_in/256).
+using Q8GemvFn = void (*)(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows,
+                          const GemvActQ8* act, int64_t n_tok, float* y, int64_t ldy);
+
+// nullptr for a type the fast path does not multiply.
+Q8GemvFn q8_gemv_generic(quant::Type type);
+Q8GemvFn q8_gemv_avx2(quant::Type type);  // matmul_q8_gemv_avx2.cpp
+Q8GemvFn q8_gemv_vnni(quant::Type type);  // matmul_q8_gemv_vnni.cpp (AVX-512 VL/BW/VNNI, 256-bit)
+Q8GemvFn q8_gemv_neon(quant::Type type);     // matmul_q8_gemv_neon.cpp (AArch64: SMULL/SADALP)
+Q8GemvFn q8_gemv_dotprod(quant::Type type);  // matmul_q8_gemv_dotprod.cpp (AArch64 SDOT)
+// The GEMV of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2; i8mm takes
+// dotprod's. Only the kernels of the architecture built for exist; others give the scalar twin.
+Q8GemvFn q8_gemv(Isa isa, quant::Type type);
+
+// Scratch of the fast GEMV (the quantized activations) for n_tokens tokens.
+size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens);
+
+// The fast-path GEMV (the driver uses it below kGemmMinTokens). Rows are split over the threads in
+// ranges of 16, so a row's result does not depend on the thread count, and each token's on the
+// others (the kernels compute every token with the same instructions whatever n_tokens).
+// scratch: matmul_q8_gemv_scratch_bytes(w.n_in, n_tokens) bytes, 64-byte aligned.
+void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                         void* scratch, ThreadPool& pool);
 
 // Double-precision reference of the fast path: the activations quantized exactly as above, then
 // dequantized, and dotted in double with the exactly dequantized weights. Allocates; tests only.

@@ -3,9 +3,9 @@
 // tokens) by another (8 inputs of two panel rows) into a 2×2 int32 tile: twice the products of
 // an SDOT per instruction. The panel keeps its 4-input interleave (shared with the other
 // kernels); two quads of 4 rows are zipped into the 2-row operands (ZIP1/ZIP2 of 32-bit lanes),
-// and each zipped operand serves both token pairs. Activations enter signed, no offset.
-#include "backend/cpu/matmul_q8.h"
-#include "backend/cpu/simd_neon.h"
+// and each zipped operand serves both token pairs. Activations enter signed, no offset. The loops
+// around it: matmul_q8_neon_micro.h.
+#include "backend/cpu/matmul_q8_neon_micro.h"
 
 namespace keel::cpu {
 namespace {
@@ -33,14 +33,10 @@ inline int8x16_t pair_high(int8x16_t u, int8x16_t v) {
   return vreinterpretq_s8_s64(vzip2q_s64(vreinterpretq_s64_s8(u), vreinterpretq_s64_s8(v)));
 }
 
-template <int kGroup, bool kMin>
-void half_i8mm(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (&a)[4], int n_tok, float* y,
-               int64_t ldy, int n_rows, bool accumulate) {
-  constexpr int kQuads = kGroup / 4;
-  const int n_groups = static_cast<int>(kc / kGroup);
-  float32x4_t s[4][2];
-  for (auto& st : s) st[0] = st[1] = vdupq_n_f32(0.0f);
-  for (int g = 0; g < n_groups; ++g) {
+struct DotSmmla {
+  template <int kGroup>
+  static void group(const PanelQ8& p, int half, int g, const ActBlockQ8* const (&a)[4], int32x4_t (&rows)[4][2]) {
+    constexpr int kQuads = kGroup / 4;
     const int k = g * kGroup;
     int32x4_t c[2][4];
     for (auto& cp : c)
@@ -53,57 +49,17 @@ void half_i8mm(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (
       mmla_step(wq + 128, pair_high(x0, x1), pair_high(x2, x3), c);
     }
     // Tiles back to rows: token 2·pair gets the low 64 bits of each row pair, 2·pair + 1 the high.
-    int32x4_t rows[4][2];
     for (int pr = 0; pr < 2; ++pr)
       for (int q = 0; q < 2; ++q) {
         const int64x2_t lo = vreinterpretq_s64_s32(c[pr][2 * q]), hi = vreinterpretq_s64_s32(c[pr][2 * q + 1]);
         rows[2 * pr][q] = vreinterpretq_s32_s64(vzip1q_s64(lo, hi));
         rows[2 * pr + 1][q] = vreinterpretq_s32_s64(vzip2q_s64(lo, hi));
       }
-    const float32x4_t sc0 = vld1q_f32(&p.scale[g][8 * half]), sc1 = vld1q_f32(&p.scale[g][8 * half + 4]);
-    for (int t = 0; t < 4; ++t) {
-      s[t][0] = vfmaq_n_f32(s[t][0], vmulq_f32(sc0, vcvtq_f32_s32(rows[t][0])), a[t]->d[g]);
-      s[t][1] = vfmaq_n_f32(s[t][1], vmulq_f32(sc1, vcvtq_f32_s32(rows[t][1])), a[t]->d[g]);
-    }
-    if constexpr (kMin) {
-      const float32x4_t mn0 = vld1q_f32(&p.min[g][8 * half]), mn1 = vld1q_f32(&p.min[g][8 * half + 4]);
-      for (int t = 0; t < 4; ++t) {
-        s[t][0] = vfmsq_f32(s[t][0], mn0, vdupq_n_f32(a[t]->dsum[g]));
-        s[t][1] = vfmsq_f32(s[t][1], mn1, vdupq_n_f32(a[t]->dsum[g]));
-      }
-    }
   }
-  const int n = n_rows - 8 * half;
-  for (int t = 0; t < n_tok; ++t) {
-    float* yt = y + t * ldy + 8 * half;
-    neon::store_partial(yt, s[t][0], n, accumulate);
-    if (n > 4) neon::store_partial(yt + 4, s[t][1], n - 4, accumulate);
-  }
-}
-
-template <int kGroup, bool kMin>
-void micro_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-                int n_rows, bool accumulate) {
-  // Missing tokens of a partial tile read token 0 and are not stored.
-  const ActBlockQ8* const a[4] = {x, n_tok > 1 ? x + ldx : x, n_tok > 2 ? x + 2 * ldx : x,
-                                  n_tok > 3 ? x + 3 * ldx : x};
-  half_i8mm<kGroup, kMin>(p, 0, kc, a, n_tok, y, ldy, n_rows, accumulate);
-  if (n_rows > 8) half_i8mm<kGroup, kMin>(p, 1, kc, a, n_tok, y, ldy, n_rows, accumulate);
-}
-
-void micro_i8mm(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok, float* y, int64_t ldy,
-                int n_rows, bool accumulate) {
-  static_assert(kQ8Rows == 16 && kQ8Tokens == 4, "the kernel is written for 16 rows x 4 tokens");
-  if (p.group == 16)
-    micro_impl<16, false>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
-  else if (p.has_min)
-    micro_impl<32, true>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
-  else
-    micro_impl<32, false>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
-}
+};
 
 }  // namespace
 
-Q8MicroFn q8_micro_i8mm() { return micro_i8mm; }
+Q8MicroFn q8_micro_i8mm() { return micro<DotSmmla>; }
 
 }  // namespace keel::cpu

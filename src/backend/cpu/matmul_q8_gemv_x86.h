@@ -1,0 +1,289 @@
+// The x86 integer GEMV of the fast path (matmul_q8.h), written once and compiled twice: by
+// matmul_q8_gemv_avx2.cpp (AVX2) and matmul_q8_gemv_vnni.cpp (AVX-512 VNNI on 256-bit vectors),
+// each with its own instruction-set flags and a Dot policy for the one instruction that differs.
+// Everything here has internal linkage: each file gets its own copy, compiled for its own ISA (an
+// inline function shared between them could be linked from the AVX-512 file into AVX2 code).
+//
+// A weight block's quants are unpacked into bytes in registers once and multiplied with each of
+// up to 4 tokens' activations (u8 weights × s8 activations → int32 lanes of 4 products each; the
+// row loop is matmul_q8_gemv_rows.h). The K-quant sub-block scales multiply in integers (AVX2:
+// vpmaddwd with the scale instead of ones; VNNI: vpmulld), each broadcast from one vector of the
+// block's scales by a shuffle, so a 256-input block costs one int→float conversion and one FMA
+// per token. Q4_0 and Q8_0 quants are signed: |w| times x with w's sign. Every token's
+// result comes from the same instructions whatever the number of tokens (batch invariance).
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "backend/cpu/matmul_q8.h"
+#include "backend/cpu/matmul_q8_gemv_rows.h"
+#include "quant/blocks.h"
+
+namespace keel::cpu {
+namespace {
+
+using quant::Type;
+
+// AVX2: vpmaddubsw makes 16-bit sums of 2 products (|sum| <= 2·128·127 < 2^15 for every weight
+// type here), vpmaddwd adds pairs of them into int32 while multiplying by ones or a scale.
+struct DotAvx2 {
+  // Σ of the 4 products u8 w × s8 x of each 32-bit lane.
+  static __m256i dot(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+  }
+  // dot(w, x) times the scale of each lane (a vector made by the two functions below).
+  static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), scale);
+  }
+  // A block's 8 unsigned (Q4_K/Q5_K) or 16 signed (Q6_K) byte scales, kept as 16-bit lanes.
+  static __m256i widen_u8(uint64_t sc8) {
+    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))));
+  }
+  static __m256i widen_s8(const int8_t* sc16) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc16)));
+  }
+  // Scale g of widen_u8 in every lane.
+  static __m256i scale(__m256i widened, int g) {
+    return _mm256_shuffle_epi8(widened, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * g)));
+  }
+  // Scale g (even) of widen_s8 in the lanes of inputs [0, 16), g + 1 in those of [16, 32).
+  static __m256i scale_pair(__m256i widened, int g) {
+    const __m256i both = _mm256_permutevar8x32_epi32(widened, _mm256_set1_epi32(g / 2));  // (g, g+1) pairs
+    return _mm256_shuffle_epi8(both, _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                                      2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
+  }
+};
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+// AVX-512 VNNI: vpdpbusd adds the 4 products into int32 directly (no 16-bit step).
+struct DotVnni {
+  static __m256i dot(__m256i w, __m256i x) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x); }
+  static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) { return _mm256_mullo_epi32(dot(w, x), scale); }
+  // The scales as 32-bit lanes: 8 of Q4_K/Q5_K; 16 of Q6_K, in two vectors.
+  struct Wide16 {
+    __m256i lo, hi;
+  };
+  static __m256i widen_u8(uint64_t sc8) { return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))); }
+  static Wide16 widen_s8(const int8_t* sc16) {
+    return {_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc16))),
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc16 + 8)))};
+  }
+  static __m256i scale(__m256i widened, int g) { return _mm256_permutevar8x32_epi32(widened, _mm256_set1_epi32(g)); }
+  static __m256i scale_pair(const Wide16& widened, int g) {
+    const int i = g % 8;
+    return _mm256_permutevar8x32_epi32(g < 8 ? widened.lo : widened.hi, _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1));
+  }
+};
+#endif
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16(quant::f16_bits h) { return _cvtsh_ss(h); }
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// ---- one row against NT tokens: out[t] = Σ_k W[k] · xq_t[k] ----------------------------------
+// a: token t's activation blocks start at a + t * lda.
+
+// Q4_0 and Q8_0: 32 signed quants per block.
+inline __m256i quants_q8_0(const quant::BlockQ8_0& b) { return load32(b.qs); }
+inline __m256i quants_q4_0(const quant::BlockQ4_0& b) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+}
+
+// acc[t] += (d_w · d_x) · Σ_{k < 32} w_k · x_k for the block i of 32 inputs.
+template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+inline void block_q32(const Block& b, int64_t i, const GemvActQ8* a, int64_t lda, __m256 (&acc)[NT]) {
+  const __m256i w = kQuants(b);
+  const __m256i w_abs = _mm256_abs_epi8(w);  // -128 gives 0x80: 128 as the unsigned operand
+  const float dw = f16(b.d);
+  const int64_t blk = i / 8;
+  const int g = static_cast<int>(i % 8);
+  for (int t = 0; t < NT; ++t) {
+    const GemvActQ8& x = a[t * lda + blk];
+    const __m256i c = Dot::dot(w_abs, _mm256_sign_epi8(load32(x.q + 32 * g), w));
+    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[g]), _mm256_cvtepi32_ps(c), acc[t]);
+  }
+}
+
+// Blocks in pairs with an accumulator each: one FMA chain per token would bound a block's time by
+// the FMA latency.
+template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(row);
+  const int64_t nb = n_in / 32;
+  __m256 even[NT], odd[NT];
+  for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
+    block_q32<Dot, NT, Block, kQuants>(b[i + 1], i + 1, a, lda, odd);
+  }
+  if (i < nb) block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
+}
+
+// Q4_K / Q5_K: the 8 6-bit scales and mins of a block as bytes (quants.md 3.3), unpacked with
+// 32-bit operations: bytes 0-3 low 6 bits are sc0-3, bytes 4-7 low 6 bits m0-3; sc4-7 are the
+// low nibbles of bytes 8-11 plus the top 2 bits of bytes 0-3, m4-7 the high nibbles plus the top
+// 2 bits of bytes 4-7.
+struct K4Scales {
+  uint64_t sc;  // byte g: scale of sub-block g
+  uint64_t m;   // byte g: min of sub-block g
+};
+inline K4Scales k4_scales(const uint8_t* packed) {
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, packed, 4);
+  std::memcpy(&u1, packed + 4, 4);
+  std::memcpy(&u2, packed + 8, 4);
+  const uint32_t six = 0x3F3F3F3F, nib = 0x0F0F0F0F, two = 0x03030303;
+  return {(u0 & six) | (uint64_t{(u2 & nib) | (((u0 >> 6) & two) << 4)} << 32),
+          (u1 & six) | (uint64_t{((u2 >> 4) & nib) | (((u1 >> 6) & two) << 4)} << 32)};
+}
+
+// The 64 unsigned quants of sub-blocks 2j and 2j+1 of a Q4_K / Q5_K block.
+struct Q4KQuants {
+  static void get(const quant::BlockQ4_K& b, __m256i, int j, __m256i& lo, __m256i& hi) {
+    const __m256i raw = load32(b.qs + 32 * j), low4 = _mm256_set1_epi8(0x0F);
+    lo = _mm256_and_si256(raw, low4);
+    hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  }
+};
+struct Q5KQuants {
+  // qh: the block's 32 high-bit bytes (bit 2j of byte l: input 64j + l; bit 2j+1: 64j + 32 + l).
+  static void get(const quant::BlockQ5_K& b, __m256i qh, int j, __m256i& lo, __m256i& hi) {
+    const __m256i raw = load32(b.qs + 32 * j), low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+    const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+    lo = _mm256_or_si256(_mm256_and_si256(raw, low4), h0);
+    hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), low4), h1);
+  }
+};
+inline __m256i high_bits(const quant::BlockQ4_K&) { return _mm256_setzero_si256(); }
+inline __m256i high_bits(const quant::BlockQ5_K& b) { return load32(b.qh); }
+
+template <class Dot, int NT, class Block, class Quants>
+void row_k4(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(row);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
+    const Block& blk = b[ib];
+    const K4Scales s = k4_scales(blk.scales);
+    const auto scales = Dot::widen_u8(s.sc);
+    const __m256i qh = high_bits(blk);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int j = 0; j < 4; ++j) {
+      __m256i lo, hi;
+      Quants::get(blk, qh, j, lo, hi);
+      const __m256i sc_lo = Dot::scale(scales, 2 * j), sc_hi = Dot::scale(scales, 2 * j + 1);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* x = a[t * lda + ib].q + 64 * j;
+        isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(lo, load32(x), sc_lo));
+        isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(hi, load32(x + 32), sc_hi));
+      }
+    }
+    const float d = f16(blk.d);
+    const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(blk.dmin)),
+                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(s.m)))));
+    for (int t = 0; t < NT; ++t) {
+      const GemvActQ8& x = a[t * lda + ib];
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(x.dsum), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// Q6_K: the 4 × 32 unsigned 6-bit quants of half n (inputs 128n + 32m + l, m < 4) of a block.
+inline void q6_k_quants(const quant::BlockQ6_K& b, int n, __m256i (&v)[4]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  const __m256i ql0 = load32(b.ql + 64 * n), ql1 = load32(b.ql + 64 * n + 32), qh = load32(b.qh + 32 * n);
+  const auto high = [&](int shift) {
+    return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), three), 4);
+  };
+  v[0] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0));
+  v[1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
+  v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
+  v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
+}
+
+template <class Dot, int NT>
+void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
+  const auto* b = reinterpret_cast<const quant::BlockQ6_K*>(row);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
+    const quant::BlockQ6_K& blk = b[ib];
+    const auto scales = Dot::widen_s8(blk.scales);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      __m256i v[4];
+      q6_k_quants(blk, n, v);
+      for (int m = 0; m < 4; ++m) {
+        const int g = 8 * n + 2 * m;  // the scales of inputs 128n + 32m + [0, 16) and [16, 32)
+        const __m256i sc = Dot::scale_pair(scales, g);
+        for (int t = 0; t < NT; ++t)
+          isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(v[m], load32(a[t * lda + ib].q + 128 * n + 32 * m), sc));
+      }
+    }
+    // The stored quants are 32 above the signed ones: subtract 32 · Σ_g sc_g · qsum_g.
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    const float d = f16(blk.d);
+    for (int t = 0; t < NT; ++t) {
+      const GemvActQ8& x = a[t * lda + ib];
+      const __m256i offset = _mm256_madd_epi16(sc16, load32(x.qsum));
+      isum[t] = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// ---- the table --------------------------------------------------------------------------------
+
+// The row kernels as gemv_rows takes them (Kernel::run<NT>).
+template <class Dot, class Block, __m256i (*kQuants)(const Block&)>
+struct RowQ32 {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_q32<Dot, NT, Block, kQuants>(r, n, a, lda, out);
+  }
+};
+template <class Dot, class Block, class Quants>
+struct RowK4 {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_k4<Dot, NT, Block, Quants>(r, n, a, lda, out);
+  }
+};
+template <class Dot>
+struct RowQ6K {
+  template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
+    row_q6_k<Dot, NT>(r, n, a, lda, out);
+  }
+};
+
+template <class Dot>
+Q8GemvFn gemv_table(Type type) {
+  switch (type) {
+    case Type::Q4_0: return gemv_rows<RowQ32<Dot, quant::BlockQ4_0, quants_q4_0>>;
+    case Type::Q8_0: return gemv_rows<RowQ32<Dot, quant::BlockQ8_0, quants_q8_0>>;
+    case Type::Q4_K: return gemv_rows<RowK4<Dot, quant::BlockQ4_K, Q4KQuants>>;
+    case Type::Q5_K: return gemv_rows<RowK4<Dot, quant::BlockQ5_K, Q5KQuants>>;
+    case Type::Q6_K: return gemv_rows<RowQ6K<Dot>>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+}  // namespace keel::cpu
