@@ -140,13 +140,10 @@ struct GemvJob {
 };
 
 void run_gemv(const GemvJob& job, ThreadPool& pool) {
-  // Rows split in contiguous ranges of a multiple of 16 rows (whole cache lines of y).
   pool.run([&job = job](int ith, int nth) {
     const WeightView& w = *job.w;
-    const int64_t groups = (w.n_out + 15) / 16;
-    const int64_t per = (groups + nth - 1) / nth;
-    const int64_t begin = std::min(w.n_out, per * ith * 16);
-    const int64_t end = std::min(w.n_out, per * (ith + 1) * 16);
+    int64_t begin = 0, end = 0;
+    gemv_row_range(w.n_out, ith, nth, begin, end);
     if (begin >= end) return;
     const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
     job.gemv(static_cast<const char*>(w.data) + static_cast<size_t>(begin) * row_bytes, row_bytes,

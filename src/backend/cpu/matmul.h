@@ -79,6 +79,15 @@ constexpr int kTileRows = 16;          // ... × 16 outputs
 constexpr int64_t kBlockK = 256;       // inputs per packed panel (multiple of every block size)
 constexpr int64_t kBlockTokens = 768;  // tokens per packed activation block (multiple of 6)
 constexpr int64_t kGemvChunk = 256;    // inputs dequantized at once by the scalar GEMV
+
+// The rows [begin, end) thread ith of nth takes in a GEMV: contiguous ranges of a multiple of 16
+// rows (whole cache lines of y); none when begin >= end.
+inline void gemv_row_range(int64_t n_out, int ith, int nth, int64_t& begin, int64_t& end) {
+  const int64_t groups = (n_out + 15) / 16;
+  const int64_t per = (groups + nth - 1) / nth;
+  begin = per * ith * 16 < n_out ? per * ith * 16 : n_out;
+  end = per * (ith + 1) * 16 < n_out ? per * (ith + 1) * 16 : n_out;
+}
 constexpr int64_t kSumBlock = 32;      // activation sums for the GEMV kernels: per 32 inputs
 
 // y[0..n) = dequantized elements of (part of) a row; n is a multiple of the block size.

@@ -15,10 +15,6 @@ namespace {
 
 using quant::Type;
 
-constexpr size_t kAlign = 64;
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-int64_t act_blocks(int64_t n_in) { return (n_in + kQ8BlockK - 1) / kQ8BlockK; }
 
 // ---- activations ------------------------------------------------------------------------------
 
@@ -182,7 +178,7 @@ struct Q8Job {
 
 void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8* panel) {
   const WeightView& w = *job.w;
-  const int64_t nkb = act_blocks(w.n_in);
+  const int64_t nkb = q8_act_blocks(w.n_in);
   for (int64_t p = panel_begin; p < panel_end; ++p) {
     const int64_t r0 = p * kQ8Rows;
     const int n_rows = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - r0));
@@ -207,7 +203,7 @@ int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
                              int64_t t_end, ActBlockQ8* act) {
   const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
-  const int64_t nkb = act_blocks(n_in);
+  const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = t_begin; t < t_end; ++t) {
     if (k_quant)
       quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
@@ -218,7 +214,7 @@ void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int
 
 void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
                                   GemvActQ8* act) {
-  const int64_t nkb = act_blocks(n_in);
+  const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, n_in - k0);
@@ -295,15 +291,15 @@ Q8MicroFn q8_micro(Isa isa) {
 }
 
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
-  const size_t act = static_cast<size_t>(max_tokens * act_blocks(n_in)) * sizeof(ActBlockQ8);
-  return align_up(act) + static_cast<size_t>(std::max(n_threads, 1)) * align_up(sizeof(PanelQ8));
+  const size_t act = static_cast<size_t>(max_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8);
+  return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * q8_align(sizeof(PanelQ8));
 }
 
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool) {
   auto* act = static_cast<ActBlockQ8*>(scratch);
   char* panels = static_cast<char*>(scratch) +
-                 align_up(static_cast<size_t>(n_tokens * act_blocks(w.n_in)) * sizeof(ActBlockQ8));
+                 q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(w.n_in)) * sizeof(ActBlockQ8));
   const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa)};
   pool.run([&job](int ith, int nth) {
     const int64_t per = (job.n_tokens + nth - 1) / nth;
@@ -314,13 +310,13 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
     const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
     const int64_t per = (n_panels + nth - 1) / nth;
     const int64_t begin = std::min(n_panels, per * ith), end = std::min(n_panels, per * (ith + 1));
-    auto* panel = reinterpret_cast<PanelQ8*>(job.panels + align_up(sizeof(PanelQ8)) * ith);
+    auto* panel = reinterpret_cast<PanelQ8*>(job.panels + q8_align(sizeof(PanelQ8)) * ith);
     if (begin < end) q8_thread(job, begin, end, panel);
   });
 }
 
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
-  const int64_t nkb = act_blocks(w.n_in);
+  const int64_t nkb = q8_act_blocks(w.n_in);
   std::vector<ActBlockQ8> act(static_cast<size_t>(n_tokens * nkb));
   quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data());
   // The activations as the kernels see them: quant · d of its group.

@@ -62,6 +62,11 @@ struct alignas(64) PanelQ8 {
   bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
 };
 
+// Activation blocks (of kQ8BlockK inputs) of a row of n_in inputs.
+inline int64_t q8_act_blocks(int64_t n_in) { return (n_in + kQ8BlockK - 1) / kQ8BlockK; }
+// Scratch sizes are rounded up to whole cache lines.
+inline size_t q8_align(size_t n) { return (n + 63) / 64 * 64; }
+
 // Whether the fast path multiplies this weight type.
 bool q8_supported(quant::Type type);
 // The activation quant group of a weight type (32 for Q4_0/Q8_0/Q4_K/Q5_K, 16 for Q6_K).

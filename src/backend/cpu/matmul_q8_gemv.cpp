@@ -11,10 +11,6 @@ namespace {
 
 using quant::Type;
 
-constexpr size_t kAlign = 64;
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-int64_t act_blocks(int64_t n_in) { return (n_in + kQ8BlockK - 1) / kQ8BlockK; }
 
 // Σ_{k < n} w[k] · x[k] in int32 (exact: |w·x| <= 128·127 and n <= 32).
 template <class W>
@@ -127,7 +123,7 @@ using RowFn = float (*)(const char* row, int64_t n_in, const GemvActQ8* a);
 template <RowFn kRow>
 void gemv_generic(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const GemvActQ8* act,
                   int64_t n_tok, float* y, int64_t ldy) {
-  const int64_t nkb = act_blocks(n_in);
+  const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t r = 0; r < n_rows; ++r)
       y[t * ldy + r] = kRow(static_cast<const char*>(w) + static_cast<size_t>(r) * row_bytes, n_in, act + t * nkb);
@@ -168,7 +164,7 @@ Q8GemvFn q8_gemv(Isa isa, Type type) {
 }
 
 size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens) {
-  return align_up(static_cast<size_t>(n_tokens * act_blocks(n_in)) * sizeof(GemvActQ8));
+  return q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(n_in)) * sizeof(GemvActQ8));
 }
 
 void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
@@ -177,13 +173,10 @@ void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n
   // A few KiB per token: quantized on the calling thread (a pool round trip would cost more).
   quantize_activations_gemv_q8(w.type, x, w.n_in, n_tokens, act);
   const GemvJob job{&w, act, n_tokens, y, q8_gemv(isa, w.type)};
-  // Rows split in contiguous ranges of a multiple of 16 rows (whole cache lines of y).
   pool.run([&job](int ith, int nth) {
     const WeightView& w = *job.w;
-    const int64_t groups = (w.n_out + 15) / 16;
-    const int64_t per = (groups + nth - 1) / nth;
-    const int64_t begin = std::min(w.n_out, per * ith * 16);
-    const int64_t end = std::min(w.n_out, per * (ith + 1) * 16);
+    int64_t begin = 0, end = 0;
+    gemv_row_range(w.n_out, ith, nth, begin, end);
     if (begin >= end) return;
     const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
     job.gemv(static_cast<const char*>(w.data) + static_cast<size_t>(begin) * row_bytes, row_bytes, w.n_in,
