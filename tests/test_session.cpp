@@ -84,8 +84,25 @@ TEST(Session, ChunkedPrefillEqualsOneShot) {
   }
 }
 
+// Refused before the call changes anything: no page taken, no position used, and the session
+// then continues exactly as one that never saw the bad ids.
 TEST(Session, TokenOutsideTheVocabularyIsRefused) {
   auto s = make_session(64, 16);
-  std::vector<int32_t> bad = {1, 2, 100000};
-  EXPECT_THROW(s.prefill(bad), Error);
+  auto fresh = make_session(64, 16);
+  const int32_t pages = s.pages_free();
+  for (const std::vector<int32_t>& bad : {std::vector<int32_t>{1, 2, 100000}, std::vector<int32_t>{-1}}) {
+    try {
+      s.prefill(bad);
+      ADD_FAILURE() << "no error for a token id outside the vocabulary";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(s.evaluate(bad, [](int64_t, const float*) {}), Error);
+  }
+  EXPECT_EQ(s.pages_free(), pages);
+  EXPECT_EQ(s.n_past(0), 0);
+  const std::vector<int32_t> good = {1, 2, 3};
+  const float* a = s.prefill(good);
+  const float* b = fresh.prefill(good);
+  EXPECT_EQ(std::vector<float>(a, a + 512), std::vector<float>(b, b + 512));
 }

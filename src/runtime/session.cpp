@@ -11,6 +11,15 @@
 namespace keel::runtime {
 namespace {
 
+// Token ids must index the embedding: checked before a call changes anything (pages, positions,
+// a GPU step's graph), rather than by the backend's embed once the call has begun.
+void check_tokens(const model::Hparams& hp, std::span<const int32_t> tokens) {
+  for (const int32_t id : tokens)
+    if (id < 0 || static_cast<uint32_t>(id) >= hp.n_vocab)
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(hp.n_vocab) +
+                  " tokens)");
+}
+
 void check_room(const model::Hparams& hp, int64_t n_ctx, int64_t needed) {
   if (needed > n_ctx)
     throw Error("the prompt needs " + std::to_string(needed) + " tokens of context but the session holds " +
@@ -240,6 +249,7 @@ std::span<const float* const> Session::step(std::span<const SeqInput> inputs) {
     for (size_t j = 0; j < i; ++j)
       if (inputs[j].seq == in.seq) throw Error("internal: sequence " + std::to_string(in.seq) + " twice in one call");
     if (in.tokens.empty()) throw Error("internal: sequence " + std::to_string(in.seq) + " brings no tokens");
+    check_tokens(model_->hparams(), in.tokens);
     const Sequence& s = seqs_[static_cast<size_t>(in.seq)];
     const int64_t end = s.n_past + static_cast<int64_t>(in.tokens.size());
     check_room(model_->hparams(), options_.n_ctx, end);
@@ -303,6 +313,7 @@ const float* Session::decode(int32_t token) { return prefill(std::span<const int
 
 void Session::evaluate(std::span<const int32_t> tokens, const std::function<void(int64_t, const float*)>& on_logits,
                        const ProgressFn& progress) {
+  check_tokens(model_->hparams(), tokens);
   check_room(model_->hparams(), options_.n_ctx, n_past(0) + static_cast<int64_t>(tokens.size()));
   const auto start = std::chrono::steady_clock::now();
   const int64_t total = static_cast<int64_t>(tokens.size());

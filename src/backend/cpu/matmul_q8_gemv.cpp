@@ -2,6 +2,7 @@
 // the driver (see matmul_q8.h). The SIMD kernels are in matmul_q8_gemv_x86.h (AVX2, AVX-512 VNNI)
 // and matmul_q8_gemv_arm.h (NEON, dotprod).
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cpu/matmul_q8.h"
 #include "quant/blocks.h"
@@ -63,31 +64,23 @@ float k4_block(const uint8_t* q, const uint8_t* packed_scales, float d, float dm
   return d * x.d[0] * static_cast<float>(isum) - min_term;
 }
 
-float row_q4_k(const char* row, int64_t n_in, const GemvActQ8* a) {
-  const auto* b = reinterpret_cast<const quant::BlockQ4_K*>(row);
+// Q4_K / Q5_K (Block is quant::BlockQ4_K or BlockQ5_K): the 4 low bits, and Q5_K's fifth from qh.
+template <class Block>
+float row_k45(const char* row, int64_t n_in, const GemvActQ8* a) {
+  constexpr bool five = std::is_same_v<Block, quant::BlockQ5_K>;
+  const auto* b = reinterpret_cast<const Block*>(row);
   float acc = 0.0f;
   for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
     uint8_t q[quant::QK_K];
     for (int j = 0; j < 4; ++j)
       for (int l = 0; l < 32; ++l) {
-        q[64 * j + l] = b[ib].qs[32 * j + l] & 0x0F;
-        q[64 * j + 32 + l] = b[ib].qs[32 * j + l] >> 4;
-      }
-    acc += k4_block(q, b[ib].scales, quant::f16_to_f32(b[ib].d), quant::f16_to_f32(b[ib].dmin), a[ib]);
-  }
-  return acc;
-}
-
-float row_q5_k(const char* row, int64_t n_in, const GemvActQ8* a) {
-  const auto* b = reinterpret_cast<const quant::BlockQ5_K*>(row);
-  float acc = 0.0f;
-  for (int64_t ib = 0; ib < n_in / quant::QK_K; ++ib) {
-    uint8_t q[quant::QK_K];
-    for (int j = 0; j < 4; ++j)
-      for (int l = 0; l < 32; ++l) {
-        const uint8_t h = b[ib].qh[l];
-        q[64 * j + l] = static_cast<uint8_t>((b[ib].qs[32 * j + l] & 0x0F) | (((h >> (2 * j)) & 1) << 4));
-        q[64 * j + 32 + l] = static_cast<uint8_t>((b[ib].qs[32 * j + l] >> 4) | (((h >> (2 * j + 1)) & 1) << 4));
+        int lo = b[ib].qs[32 * j + l] & 0x0F, hi = b[ib].qs[32 * j + l] >> 4;
+        if constexpr (five) {
+          lo |= ((b[ib].qh[l] >> (2 * j)) & 1) << 4;
+          hi |= ((b[ib].qh[l] >> (2 * j + 1)) & 1) << 4;
+        }
+        q[64 * j + l] = static_cast<uint8_t>(lo);
+        q[64 * j + 32 + l] = static_cast<uint8_t>(hi);
       }
     acc += k4_block(q, b[ib].scales, quant::f16_to_f32(b[ib].d), quant::f16_to_f32(b[ib].dmin), a[ib]);
   }
@@ -143,8 +136,8 @@ Q8GemvFn q8_gemv_generic(Type type) {
   switch (type) {
     case Type::Q4_0: return gemv_generic<row_q4_0>;
     case Type::Q8_0: return gemv_generic<row_q8_0>;
-    case Type::Q4_K: return gemv_generic<row_q4_k>;
-    case Type::Q5_K: return gemv_generic<row_q5_k>;
+    case Type::Q4_K: return gemv_generic<row_k45<quant::BlockQ4_K>>;
+    case Type::Q5_K: return gemv_generic<row_k45<quant::BlockQ5_K>>;
     case Type::Q6_K: return gemv_generic<row_q6_k>;
     default: return nullptr;
   }
