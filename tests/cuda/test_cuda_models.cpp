@@ -322,8 +322,9 @@ TEST(CudaModels, DecodeGraphsEqualEagerLaunches) {
   }
 }
 
-// A decode step that fails on a bad token id while its shape replays (or is being captured as)
-// a graph leaves the session as usable as eager launches do: the next steps give the same logits.
+// A bad token id while decode steps are captured or replayed as graphs leaves the session as
+// usable as eager launches do: the next steps give the same logits. (The Session refuses the id
+// before the step begins; StepGraphs::abandon is the second line, for callers of the backend.)
 TEST(CudaModels, BadTokenInAGraphedStepLeavesTheSessionUsable) {
   KEEL_SKIP_WITHOUT_GPU();
   auto model = model::Model::load(test::shared("fixtures/tiny-qwen3-q4_k.gguf"));
