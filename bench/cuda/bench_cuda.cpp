@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/memory.h"
 #include "backend/cuda/ops.cuh"
+#include "keel/error.h"
 #include "quant/blocks.h"
 #include "quant/types.h"
 
@@ -285,6 +287,59 @@ void bench_forward(const std::string& which) {
   std::printf("weights %.2f GB\n", double(weight_bytes) / 1e9);
 }
 
+// Decode attention alone (one token, f16 KV) at the 8B shape (32 / 8 heads of 128) and the 27B
+// one (24 / 4 heads of 256), for profilers: `keel_cuda_bench attn [DEPTH]`.
+void bench_decode_attention(int depth_arg) {
+  cuda::Stream stream;
+  struct Shape { int n_head, n_kv, hd; };
+  for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
+    const cuda::KvLayout kv{cuda::KvElem::f16, sh.n_kv, sh.hd, 256};
+    const int max_ctx = depth_arg > 0 ? depth_arg + 256 : 32768 + 256;
+    const int n_pages = (max_ctx + kv.page_tokens - 1) / kv.page_tokens;
+    cuda::DeviceBuffer pool(size_t(n_pages) * kv.page_bytes());
+    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
+    cuda::DeviceBuffer q(size_t(sh.n_head) * sh.hd * 4), out(size_t(sh.n_head) * sh.hd * 4);
+    cuda::check(cudaMemset(q.data(), 0, q.bytes()), "memset");
+    cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(kv, sh.n_head, 8));
+    cuda::DeviceBuffer meta_buf(size_t(3 * 8 + 2 + n_pages) * 4 + 1024);
+    auto* mb = meta_buf.as<int32_t>();
+    Meta m{mb, mb + 8, mb + 16, mb + 16 + 4, n_pages};
+    std::vector<int32_t> pages(static_cast<size_t>(n_pages));
+    for (int i = 0; i < n_pages; ++i) pages[i] = i;
+    cuda::check(cudaMemcpy(m.pages, pages.data(), pages.size() * 4, cudaMemcpyHostToDevice), "meta");
+    cuda::AttentionBatch b;
+    b.n_seqs = 1; b.seq = m.seq; b.pos = m.pos; b.q_start = m.q_start; b.pages = m.pages; b.max_pages_per_seq = n_pages;
+    b.n_tokens = 1;
+    for (int depth : {4096, 32768, depth_arg}) {
+      if (depth <= 0 || depth + 1 > max_ctx) continue;
+      set_meta(m, 1, depth);
+      const double ms = time_ms(stream.get(), 50, [&] {
+        cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), sh.n_head, 0.088f, ws.as<float>(), stream.get());
+      });
+      const double bytes = double(depth + 1) * kv.token_bytes() * 2;
+      std::printf("decode attention %d/%d heads of %d at depth %6d: %8.4f ms  %7.1f GB/s of K/V\n", sh.n_head, sh.n_kv,
+                  sh.hd, depth, ms, bytes / ms / 1e6);
+    }
+  }
+}
+
+// One 8-bit GEMV alone (the activations quantized once, outside the timing), for profilers:
+// `keel_cuda_bench gemv q8_0 12288 4096` is the 4096 x 12288 (down projection) matrix.
+void bench_gemv(const std::string& type_name, int64_t n_in, int64_t n_out) {
+  const auto type = quant::type_from_name(type_name);
+  if (!type) throw keel::Error("unknown type " + type_name);
+  cuda::Stream stream;
+  auto w = random_weight(*type, n_in, n_out);
+  const cuda::DeviceWeight dw{*type, w.data(), n_in, n_out};
+  if (!cuda::gemv_q8_supports(dw)) throw keel::Error("gemv_q8 does not take this weight");
+  cuda::DeviceBuffer x(size_t(n_in) * 4), y(size_t(n_out) * 4), act(cuda::act_q8_bytes(n_in, 1));
+  cuda::check(cudaMemset(x.data(), 0, x.bytes()), "memset");
+  cuda::quantize_act_q8(x.as<float>(), 1, n_in, act.data(), stream.get());
+  const double ms = time_ms(stream.get(), 50, [&] { cuda::gemv_q8(dw, act.data(), 1, y.as<float>(), stream.get()); });
+  std::printf("gemv_q8 %-5s %6lld x %6lld  token 1: %8.4f ms  %7.1f GB/s (alone, back to back)\n", type_name.c_str(),
+              (long long)n_out, (long long)n_in, ms, double(w.bytes()) / ms / 1e6);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,7 +350,12 @@ int main(int argc, char** argv) {
     std::printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
     if (mode == "kernels") bench_kernels();
     else if (mode == "forward") bench_forward(argc > 2 ? argv[2] : "q8_0");
-    else { std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k\n"); return 2; }
+    else if (mode == "attn") bench_decode_attention(argc > 2 ? std::atoi(argv[2]) : 0);
+    else if (mode == "gemv" && argc == 5) bench_gemv(argv[2], std::atoll(argv[3]), std::atoll(argv[4]));
+    else {
+      std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k | gemv TYPE N_IN N_OUT | attn [DEPTH]\n");
+      return 2;
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -14,6 +14,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -115,6 +116,12 @@ class Backend {
   // o[r] = rms_norm(o[r]; w) ⊙ silu(z[r]) in place; o, z: [n_rows, dim].
   virtual void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) = 0;
   virtual void add(float* y, const float* x, int64_t n) = 0;                                  // y += x
+  // y += x, then out = rms_norm(y) (a residual add and the next norm): the same bits as the two.
+  virtual void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim,
+                            float eps) {
+    add(y, x, n_rows * dim);
+    rms_norm(y, w, out, n_rows, dim, eps);
+  }
   virtual void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) = 0;        // x[r] += bias
   virtual void silu_mul(float* gate, const float* up, int64_t n) = 0;                         // gate = silu(gate) * up
   // x[r] *= sigmoid(gate[r]) for rows of `dim`; row r of gate at gate + r * gate_stride.
@@ -124,8 +131,29 @@ class Backend {
                          int64_t width) = 0;
   // y[t] = W x[t]: x [n_tokens, n_in], y [n_tokens, n_out] (no aliasing).
   virtual void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // Several weights times one x (Q, K and V; gate and up): y_i = W_i x, each bit for bit what
+  // matmul gives. A backend may launch them together; by default they go one by one.
+  struct Product {
+    const WeightView& w;
+    float* y;
+  };
+  virtual void matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) {
+    for (const Product& p : products) matmul(p.w, x, n_tokens, p.y);
+  }
   // RoPE in place on x: [n_tokens, n_heads, head_dim], token t at batch.pos[t].
   virtual void rope(float* x, int64_t n_heads, int64_t head_dim, const RopeParams& p) = 0;
+  // The attention inputs before the cache, in place: each head's RMSNorm of q and k (weights
+  // q_norm / k_norm, [head_dim]; skipped when q_norm is null), then RoPE of both. q: [n_tokens,
+  // n_q_heads, head_dim], k: [n_tokens, n_kv_heads, head_dim]. The same as those four calls.
+  virtual void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens,
+                            int64_t head_dim, const float* q_norm, const float* k_norm, float eps, const RopeParams& p) {
+    if (q_norm) {
+      rms_norm(q, q_norm, q, n_tokens * n_q_heads, head_dim, eps);
+      rms_norm(k, k_norm, k, n_tokens * n_kv_heads, head_dim, eps);
+    }
+    rope(q, n_q_heads, head_dim, p);
+    rope(k, n_kv_heads, head_dim, p);
+  }
   // Stores K and V of every batch token in its sequence's page: k, v [n_tokens, n_kv_heads * head_dim].
   virtual void kv_write(uint32_t layer, const float* k, const float* v) = 0;
   // Causal GQA flash attention of each token over its sequence's pages of attention layer `layer`.

@@ -124,34 +124,27 @@ class LlamaForward final : public Forward {
     be.embed(embd_, hidden_);
     const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
                                    rope_freqs_};
+    // Each residual add goes with the norm after it (the next layer's, for the FFN's).
+    if (hp_.n_layer > 0) be.rms_norm(hidden_, layers_[0].attn_norm, normed_, n, d, hp_.rms_eps);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
-      be.rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
-      be.matmul(L.wq, normed_, n, q_);
-      be.matmul(L.wk, normed_, n, k_);
-      be.matmul(L.wv, normed_, n, v_);
+      be.matmuls(normed_, n, {{L.wq, q_}, {L.wk, k_}, {L.wv, v_}});
       if (L.bq) {
         be.add_bias(q_, L.bq, n, q_width);
         be.add_bias(k_, L.bk, n, kv_width);
         be.add_bias(v_, L.bv, n, kv_width);
       }
-      if (L.q_norm) {
-        be.rms_norm(q_, L.q_norm, q_, n * hp_.n_head, hd, hp_.rms_eps);
-        be.rms_norm(k_, L.k_norm, k_, n * hp_.n_head_kv, hd, hp_.rms_eps);
-      }
-      be.rope(q_, hp_.n_head, hd, rope);
-      be.rope(k_, hp_.n_head_kv, hd, rope);
+      be.norm_rope_qk(q_, hp_.n_head, k_, hp_.n_head_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
       be.kv_write(il, k_, v_);
       be.attention(il, q_, attn_out_, hp_.n_head, hp_.attention_scale());
       be.matmul(L.wo, attn_out_, n, proj_out_);
-      be.add(hidden_, proj_out_, n * d);
+      be.add_rms_norm(hidden_, proj_out_, L.ffn_norm, normed_, n, d, hp_.rms_eps);
 
-      be.rms_norm(hidden_, L.ffn_norm, normed_, n, d, hp_.rms_eps);
-      be.matmul(L.w_gate, normed_, n, gate_);
-      be.matmul(L.w_up, normed_, n, up_);
+      be.matmuls(normed_, n, {{L.w_gate, gate_}, {L.w_up, up_}});
       be.silu_mul(gate_, up_, n * hp_.n_ff);
       be.matmul(L.w_down, gate_, n, proj_out_);
-      be.add(hidden_, proj_out_, n * d);
+      if (il + 1 < hp_.n_layer) be.add_rms_norm(hidden_, proj_out_, layers_[il + 1].attn_norm, normed_, n, d, hp_.rms_eps);
+      else be.add(hidden_, proj_out_, n * d);
     }
     be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
     be.end_batch();

@@ -254,19 +254,19 @@ class Qwen35Forward final : public Forward {
 
     be.begin_batch(batch);
     be.embed(embd_, hidden_);
+    // Each residual add goes with the norm after it (the next layer's, for the FFN's).
+    if (hp_.n_layer > 0) be.rms_norm(hidden_, layers_[0].attn_norm, normed_, n, d, hp_.rms_eps);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
       const Layer& L = layers_[il];
-      be.rms_norm(hidden_, L.attn_norm, normed_, n, d, hp_.rms_eps);
       if (L.recurrent) gated_delta_net(L, n);
       else gated_attention(L, n);
-      be.add(hidden_, proj_out_, n * d);
+      be.add_rms_norm(hidden_, proj_out_, L.post_norm, normed_, n, d, hp_.rms_eps);
 
-      be.rms_norm(hidden_, L.post_norm, normed_, n, d, hp_.rms_eps);
-      be.matmul(L.w_gate, normed_, n, gate_);
-      be.matmul(L.w_up, normed_, n, up_);
+      be.matmuls(normed_, n, {{L.w_gate, gate_}, {L.w_up, up_}});
       be.silu_mul(gate_, up_, n * hp_.n_ff);
       be.matmul(L.w_down, gate_, n, proj_out_);
-      be.add(hidden_, proj_out_, n * d);
+      if (il + 1 < hp_.n_layer) be.add_rms_norm(hidden_, proj_out_, layers_[il + 1].attn_norm, normed_, n, d, hp_.rms_eps);
+      else be.add(hidden_, proj_out_, n * d);
     }
     be.logits(hidden_, output_norm_, hp_.rms_eps, output_, logit_rows_, logits);
     be.end_batch();
@@ -306,16 +306,11 @@ class Qwen35Forward final : public Forward {
     float* qg = wide_;      // [n, n_head, 2 * hd]: query | gate per head
     float* q = mixed_;      // [n, n_head, hd]
     float* o = heads_out_;  // [n, n_head, hd]
-    be.matmul(L.wq, normed_, n, qg);
-    be.matmul(L.wk, normed_, n, k_);
-    be.matmul(L.wv, normed_, n, v_);
+    be.matmuls(normed_, n, {{L.wq, qg}, {L.wk, k_}, {L.wv, v_}});
     be.copy_rows(qg, 2 * hd, q, hd, n * n_head, hd);  // the query half of each head
-    be.rms_norm(q, L.q_norm, q, n * n_head, hd, hp_.rms_eps);
-    be.rms_norm(k_, L.k_norm, k_, n * n_kv, hd, hp_.rms_eps);
     const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
                                    nullptr};
-    be.rope(q, n_head, hd, rope);
-    be.rope(k_, n_kv, hd, rope);
+    be.norm_rope_qk(q, n_head, k_, n_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
     be.kv_write(L.attention_index, k_, v_);
     be.attention(L.attention_index, q, o, hp_.n_head, hp_.attention_scale());
     be.sigmoid_gate(o, qg + hd, 2 * hd, n * n_head, hd);  // o_h ⊙ σ(g_h)
@@ -331,10 +326,7 @@ class Qwen35Forward final : public Forward {
     float* mix = wide_;      // [n, conv_dim] raw q | k | v
     float* u = mixed_;       // [n, conv_dim] after conv + SiLU
     float* y = heads_out_;   // [n, n_v, d_v]
-    be.matmul(L.w_qkv, normed_, n, mix);
-    be.matmul(L.w_z, normed_, n, z_);
-    be.matmul(L.w_beta, normed_, n, beta_);
-    be.matmul(L.w_alpha, normed_, n, gdn_g_);
+    be.matmuls(normed_, n, {{L.w_qkv, mix}, {L.w_z, z_}, {L.w_beta, beta_}, {L.w_alpha, gdn_g_}});
     be.conv1d_silu(mix, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u);
     constexpr float kL2Eps = 1e-6f;  // HF l2norm
     be.l2_norm_heads(u, n, conv_dim, n_k, d_k, kL2Eps, 1.0f / std::sqrt(static_cast<float>(d_k)));

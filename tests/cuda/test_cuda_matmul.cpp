@@ -238,6 +238,43 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   EXPECT_FALSE(cuda::gemv_q8_supports({Type::F16, nullptr, 4096, 4}));
 }
 
+// Q, K and V (or gate and up) in one call: each output bit for bit what its weight gives alone,
+// with weights of two types (two launches) and of row counts cut in parts differently.
+TEST(CudaMatmul, GemvQ8ManyEqualsEachAlone) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(15);
+  const int64_t n_in = 4096;
+  const std::vector<std::pair<Type, int64_t>> shapes = {{Type::Q4_K, 4096}, {Type::Q6_K, 1024}, {Type::Q4_K, 1024},
+                                                        {Type::Q4_K, 67}};
+  std::vector<cuda::DeviceBuffer> weights;
+  std::vector<cuda::DeviceWeight> dws;
+  for (auto [type, n_out] : shapes) {
+    weights.push_back(upload(random_weights(type, n_in, n_out, rng)));
+    dws.push_back({type, weights.back().data(), n_in, n_out});
+  }
+  for (int64_t n_tok : {1, 5}) {
+    const auto x = cuda_test::random_floats(size_t(n_tok * n_in), rng);
+    auto dx = upload(x);
+    cuda::DeviceBuffer act(cuda::act_q8_bytes(n_in, n_tok));
+    cuda::quantize_act_q8(dx.as<float>(), n_tok, n_in, act.data(), nullptr);
+    std::vector<cuda::DeviceBuffer> alone, together;
+    std::vector<cuda::GemvOut> outs;
+    for (const auto& w : dws) {
+      alone.emplace_back(size_t(n_tok * w.n_out) * 4);
+      together.emplace_back(size_t(n_tok * w.n_out) * 4);
+      cuda::gemv_q8(w, act.data(), n_tok, alone.back().as<float>(), nullptr);
+      outs.push_back({&w, together.back().as<float>()});
+    }
+    cuda::gemv_q8_many(outs.data(), int(outs.size()), act.data(), n_tok, nullptr);
+    cuda_test::sync();
+    for (size_t i = 0; i < dws.size(); ++i) {
+      const size_t n = size_t(n_tok * dws[i].n_out);
+      EXPECT_EQ(download<uint32_t>(alone[i], n), download<uint32_t>(together[i], n))
+          << "weight " << i << ", " << n_tok << " tokens";
+    }
+  }
+}
+
 TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(13);

@@ -28,10 +28,20 @@ double check_rel(const std::vector<float>& got, const std::vector<float>& want, 
   return worst;
 }
 
+// Two 8-bit activation buffers of rows x dim hold the same quants and scales (the bytes between
+// the two parts are padding, never written).
+void expect_same_act(const cuda::DeviceBuffer& act_a, const cuda::DeviceBuffer& act_b, int64_t rows, int64_t dim) {
+  const size_t q_bytes = size_t(rows * dim), s_off = (q_bytes + 255) / 256 * 256, s_bytes = size_t(rows * dim / 32) * 8;
+  const auto a = download<uint8_t>(act_a, cuda::act_q8_bytes(dim, rows));
+  const auto b = download<uint8_t>(act_b, cuda::act_q8_bytes(dim, rows));
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + q_bytes, b.begin())) << "quants, dim " << dim;
+  EXPECT_TRUE(std::equal(a.begin() + s_off, a.begin() + s_off + s_bytes, b.begin() + s_off)) << "scales, dim " << dim;
+}
+
 TEST(CudaOps, RmsNormRowsAndHeads) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(21);
-  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{7, 1001}, {33, 128}, {5, 4096}, {64, 64}}) {
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{7, 1001}, {33, 128}, {5, 4096}, {2, 5120}, {64, 64}}) {
     const auto x = cuda_test::random_floats(size_t(rows * dim), rng, 3.0f);
     const auto w = cuda_test::random_floats(size_t(dim), rng);
     std::vector<float> want(x.size());
@@ -73,7 +83,7 @@ TEST(CudaOps, RmsNormChosenRows) {
 TEST(CudaOps, RmsNormQ8EqualsNormThenQuantize) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(31);
-  for (int64_t dim : {64, 1056, 4096}) {
+  for (int64_t dim : {64, 1056, 4096, 5120}) {
     const int64_t rows = 3;
     const auto x = cuda_test::random_floats(size_t(rows * dim), rng);
     const auto w = cuda_test::random_floats(size_t(dim), rng);
@@ -86,12 +96,48 @@ TEST(CudaOps, RmsNormQ8EqualsNormThenQuantize) {
     cuda::rms_norm_q8(dx.as<float>(), dw.as<float>(), out_b.as<float>(), rows, dim, 1e-6f, act_b.data(), nullptr);
     cuda_test::sync();
     EXPECT_EQ(download<uint32_t>(out_a, x.size()), download<uint32_t>(out_b, x.size())) << "dim " << dim;
-    const size_t act_bytes = cuda::act_q8_bytes(dim, rows);
-    // The bytes between the two parts are padding (never written): compare the parts.
-    const size_t q_bytes = size_t(rows * dim), s_off = (q_bytes + 255) / 256 * 256, s_bytes = size_t(rows * dim / 32) * 8;
-    const auto a = download<uint8_t>(act_a, act_bytes), b = download<uint8_t>(act_b, act_bytes);
-    EXPECT_TRUE(std::equal(a.begin(), a.begin() + q_bytes, b.begin())) << "quants, dim " << dim;
-    EXPECT_TRUE(std::equal(a.begin() + s_off, a.begin() + s_off + s_bytes, b.begin() + s_off)) << "scales, dim " << dim;
+    expect_same_act(act_a, act_b, rows, dim);
+  }
+}
+
+TEST(CudaOps, AddRmsNormEqualsAddThenNorm) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(33);
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 4096}, {3, 1056}, {9, 1001}}) {
+    const auto y = cuda_test::random_floats(size_t(rows * dim), rng, 3.0f);
+    const auto x = cuda_test::random_floats(size_t(rows * dim), rng);
+    const auto w = cuda_test::random_floats(size_t(dim), rng);
+    auto ya = upload(y), yb = upload(y), dx = upload(x), dw = upload(w);
+    const bool q8 = dim % 32 == 0;
+    cuda::DeviceBuffer out_a(y.size() * 4), out_b(y.size() * 4);
+    cuda::DeviceBuffer act_a(cuda::act_q8_bytes(dim, rows)), act_b(cuda::act_q8_bytes(dim, rows));
+    cuda::add_inplace(ya.as<float>(), dx.as<float>(), rows * dim, nullptr);
+    if (q8) cuda::rms_norm_q8(ya.as<float>(), dw.as<float>(), out_a.as<float>(), rows, dim, 1e-6f, act_a.data(), nullptr);
+    else cuda::rms_norm(ya.as<float>(), dw.as<float>(), out_a.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda::add_rms_norm(yb.as<float>(), dx.as<float>(), dw.as<float>(), out_b.as<float>(), rows, dim, 1e-6f,
+                       q8 ? act_b.data() : nullptr, nullptr);
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(ya, y.size()), download<uint32_t>(yb, y.size())) << "sum, dim " << dim;
+    EXPECT_EQ(download<uint32_t>(out_a, y.size()), download<uint32_t>(out_b, y.size())) << "norm, dim " << dim;
+    if (!q8) continue;
+    expect_same_act(act_a, act_b, rows, dim);
+  }
+}
+
+TEST(CudaOps, SiluMulQ8EqualsSiluMulThenQuantize) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(32);
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 12288}, {3, 1056}, {8, 64}}) {
+    const auto g = cuda_test::random_floats(size_t(rows * dim), rng, 4.0f);
+    const auto u = cuda_test::random_floats(size_t(rows * dim), rng, 2.0f);
+    auto ga = upload(g), gb = upload(g), du = upload(u);
+    cuda::DeviceBuffer act_a(cuda::act_q8_bytes(dim, rows)), act_b(cuda::act_q8_bytes(dim, rows));
+    cuda::silu_mul(ga.as<float>(), du.as<float>(), rows * dim, nullptr);
+    cuda::quantize_act_q8(ga.as<float>(), rows, dim, act_a.data(), nullptr);
+    cuda::silu_mul_q8(gb.as<float>(), du.as<float>(), rows, dim, act_b.data(), nullptr);
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(ga, g.size()), download<uint32_t>(gb, g.size())) << "dim " << dim;
+    expect_same_act(act_a, act_b, rows, dim);
   }
 }
 
@@ -136,6 +182,53 @@ TEST(CudaOps, RopeNormNeoxPartialFactors) {
       if (!(err <= 2e-6 * mag) && bad++ < 5) ADD_FAILURE() << "rope element " << i << ": " << got[i] << " vs " << want[i];
     }
     std::printf("rope hd %d n_rot %d: max err / magnitude %.2e\n", c.head_dim, c.n_rot, worst);
+  }
+}
+
+// The fused per-head norm and RoPE of q and k against the CPU's rms_norm then rope.
+TEST(CudaOps, NormRopeQkEqualsNormThenRope) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(24);
+  struct Case { backend::RopeType type; int head_dim, n_rot; bool norm, factors; };
+  const Case cases[] = {{backend::RopeType::neox, 128, 128, true, false},   // Qwen3
+                        {backend::RopeType::neox, 256, 64, true, false},    // Qwen3.5: partial
+                        {backend::RopeType::norm, 64, 64, false, true},     // llama: no norm, factors
+                        {backend::RopeType::norm, 128, 96, true, false}};
+  const std::vector<int32_t> pos = {5, 0, 70000};
+  const int64_t n = int64_t(pos.size()), n_q = 5, n_k = 2;
+  for (const Case& c : cases) {
+    ASSERT_TRUE(cuda::norm_rope_qk_fits(c.head_dim, c.n_rot));
+    const auto q = cuda_test::random_floats(size_t(n * n_q * c.head_dim), rng, 2.0f);
+    const auto k = cuda_test::random_floats(size_t(n * n_k * c.head_dim), rng, 2.0f);
+    const auto qn = cuda_test::random_floats(size_t(c.head_dim), rng), kn = cuda_test::random_floats(size_t(c.head_dim), rng);
+    std::vector<float> factors(size_t(c.n_rot / 2));
+    std::uniform_real_distribution<float> uf(1.0f, 8.0f);
+    for (auto& f : factors) f = uf(rng);
+    std::vector<float> want_q = q, want_k = k;
+    if (c.norm) {
+      cpu::rms_norm(want_q.data(), qn.data(), want_q.data(), n * n_q, c.head_dim, 1e-6f);
+      cpu::rms_norm(want_k.data(), kn.data(), want_k.data(), n * n_k, c.head_dim, 1e-6f);
+    }
+    const cpu::RopeParams p{c.type, c.n_rot, 1000000.0f, 1.0f, c.factors ? factors.data() : nullptr};
+    cpu::rope(want_q.data(), n, n_q, c.head_dim, pos.data(), p);
+    cpu::rope(want_k.data(), n, n_k, c.head_dim, pos.data(), p);
+    auto dq = upload(q), dk = upload(k), dqn = upload(qn), dkn = upload(kn), dpos = upload(pos), dfac = upload(factors);
+    cuda::RopeArgs a;
+    a.mode = c.type == backend::RopeType::norm ? cuda::RopeMode::norm : cuda::RopeMode::neox;
+    a.n_rot = c.n_rot;
+    a.base = 1000000.0f;
+    a.freq_factors = c.factors ? dfac.as<float>() : nullptr;
+    cuda::norm_rope_qk(dq.as<float>(), n_q, dk.as<float>(), n_k, n, c.head_dim, c.norm ? dqn.as<float>() : nullptr,
+                       c.norm ? dkn.as<float>() : nullptr, 1e-6f, dpos.as<int32_t>(), a, nullptr);
+    cuda_test::sync();
+    // The norm's double sum may round the other way in the last place; a rotation's error scales
+    // with its pair's magnitude (about 1 after the norm), not with the output element.
+    for (auto [got, want] : {std::pair{download<float>(dq, q.size()), want_q}, {download<float>(dk, k.size()), want_k}}) {
+      int bad = 0;
+      for (size_t i = 0; i < want.size(); ++i)
+        if (!(std::fabs(double(got[i]) - want[i]) <= 2e-6 * (1.0 + std::fabs(want[i]))) && bad++ < 5)
+          ADD_FAILURE() << "hd " << c.head_dim << " element " << i << ": " << got[i] << " vs " << want[i];
+    }
   }
 }
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cuda_fp16.h>
 
 #include <climits>
@@ -7,6 +8,7 @@
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
 
 namespace keel::cuda {
@@ -21,6 +23,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // f16: one thread per element. blockIdx.y: 0 = K, 1 = V.
 __global__ void kv_write_f16_kernel(KvLayout kv, uint8_t* base, AttentionBatch b, const float* k, const float* v) {
+  pdl_enter();
   const int width = kv.n_kv_heads * kv.head_dim;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= int64_t{b.n_tokens} * width) return;
@@ -37,6 +40,7 @@ __global__ void kv_write_f16_kernel(KvLayout kv, uint8_t* base, AttentionBatch b
 
 // q8_0: one warp per block of 32 elements, lane = element (quant::quantize_row_q8_0's arithmetic).
 __global__ void kv_write_q8_0_kernel(KvLayout kv, uint8_t* base, AttentionBatch b, const float* k, const float* v) {
+  pdl_enter();
   const int width = kv.n_kv_heads * kv.head_dim;
   const int blocks_per_token = width / 32;
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -175,6 +179,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
                                                                    AttentionBatch b, const float* __restrict__ q,
                                                                    float* __restrict__ out, int n_head, float scale,
                                                                    float* __restrict__ ws) {
+  pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Q [kRows][ld], then two buffers of K [KK][ld] and V [KK][ld] (f16 pages: the next
@@ -450,21 +455,33 @@ constexpr size_t decode_smem_bytes() {
   return tiles > merge ? tiles : merge;
 }
 
+// Key ranges of a token with n_tiles tiles of keys: enough that each warp walks at least 4 tiles
+// (its copies pipeline), at most kDecodeSplits and the grid's. A function of the token's own
+// depth only, so a sequence's result does not depend on the others of its call (the merge adds
+// the unused ranges as exact zeros).
+__host__ __device__ inline int decode_splits(int n_tiles, int grid_splits) {
+  const int wanted = n_tiles / (4 * kWarps);
+  const int capped = wanted < 1 ? 1 : wanted > kDecodeSplits ? kDecodeSplits : wanted;
+  return capped < grid_splits ? capped : grid_splits;
+}
+
 // grid: (n_tokens, n_kv_heads, splits); writes out (one split) or the split's partial results.
 template <int D, KvElem E>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                     AttentionBatch b, const float* __restrict__ q,
                                                                     float* __restrict__ out, int n_head, float scale,
                                                                     float* __restrict__ ws) {
+  pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* qs = reinterpret_cast<__half*>(smem_raw);  // [16][ld]
   __half* bufs = qs + 16 * ld;                        // per warp: 2 x (K [16][ld], V [16][ld])
-  const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+  const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
   const int s = b.seq[t];
   if (s < 0) return;  // padding: the merge skips its rows
   const int group = n_head / kv.n_kv_heads;
   const int pos = b.pos[t], kv_end = pos + 1;
+  const int n_splits = decode_splits((kv_end + kDecodeKeys - 1) / kDecodeKeys, gridDim.z);
   const float qscale = scale * kLog2e;
   for (int i = threadIdx.x; i < 16 * (D / 4); i += kThreads) {
     const int r = i / (D / 4), c = 4 * (i % (D / 4));
@@ -607,12 +624,12 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
       }
     }
     const size_t orow = size_t(t) * n_head + g * group + r;
-    if (n_splits == 1) {
+    if (gridDim.z == 1) {
       out[orow * D + d] = l > 0.0f ? acc / l : 0.0f;
     } else {
       ws[(size_t(split) * n_rows + orow) * D + d] = acc;
       if (d == 0) {
-        float* ml = ws + size_t(n_splits) * n_rows * D;
+        float* ml = ws + size_t(gridDim.z) * n_rows * D;
         ml[2 * (size_t(split) * n_rows + orow)] = mx;
         ml[2 * (size_t(split) * n_rows + orow) + 1] = l;
       }
@@ -626,6 +643,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
 constexpr int kMaxMergeSplits = 256;
 __global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, int n_rows, int D, int n_head,
                                     const int32_t* seq, float* __restrict__ out) {
+  pdl_enter();
   __shared__ float weight[kMaxMergeSplits];
   __shared__ float den_s;
   const int row = blockIdx.x;
@@ -662,6 +680,7 @@ __global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, 
 // small models (stories260K's head size 8).
 __global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b,
                                      const float* __restrict__ q, float* __restrict__ out, int n_head, float scale) {
+  pdl_enter();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= b.n_tokens * n_head) return;
   const int t = row / n_head, h = row % n_head, D = kv.head_dim;
@@ -726,12 +745,15 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
   static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (decode attention shared memory)");
-  const dim3 grid(b.n_tokens, kv.n_kv_heads, kDecodeSplits);
-  decode_attention_kernel<D, E><<<grid, kThreads, smem, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out,
-                                                                  n_head, scale, ws);
-  check_launch("decode attention");
-  merge_splits_kernel<<<b.n_tokens * n_head, D, 0, stream>>>(ws, kDecodeSplits, b.n_tokens * n_head, D,
-                                                                              n_head, b.seq, out);
+  // As many ranges as the deepest token the page table's width allows can use: the grid then
+  // stays the same while a decode step's CUDA graph (keyed by that width) replays.
+  const int max_tiles = (b.max_pages_per_seq * kv.page_tokens + kDecodeKeys - 1) / kDecodeKeys;
+  const int splits = decode_splits(max_tiles, kDecodeSplits);
+  const dim3 grid(b.n_tokens, kv.n_kv_heads, splits);
+  launch(decode_attention_kernel<D, E>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
+         n_head, scale, ws);
+  if (splits == 1) return;
+  launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D, n_head, b.seq, out);
   check_launch("attention merge");
 }
 
@@ -747,11 +769,11 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   const dim3 grid(tiles, kv.n_kv_heads, splits);
-  flash_attention_kernel<D, E, KK><<<grid, kThreads, smem, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out, n_head,
+  launch(flash_attention_kernel<D, E, KK>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out, n_head,
                                                                  scale, ws);
   check_launch("flash_attention");
   if (splits > 1) {
-    merge_splits_kernel<<<b.n_tokens * n_head, D, 0, stream>>>(ws, splits, b.n_tokens * n_head, D,
+    launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
                                                                                  n_head, b.seq, out);
     check_launch("attention merge");
   }
@@ -799,11 +821,11 @@ void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const flo
   constexpr int threads = 256;
   if (kv.elem == KvElem::f16) {
     const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
-    kv_write_f16_kernel<<<grid, threads, 0, stream>>>(kv, static_cast<uint8_t*>(base), b, k, v);
+    launch(kv_write_f16_kernel, grid, threads, 0, stream, kv, static_cast<uint8_t*>(base), b, k, v);
   } else {
     if (kv.head_dim % 32 != 0) throw Error("q8_0 KV cache needs a head size that is a multiple of 32");
     const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
-    kv_write_q8_0_kernel<<<grid, threads, 0, stream>>>(kv, static_cast<uint8_t*>(base), b, k, v);
+    launch(kv_write_q8_0_kernel, grid, threads, 0, stream, kv, static_cast<uint8_t*>(base), b, k, v);
   }
   check_launch("kv_write");
 }
@@ -816,7 +838,7 @@ void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
                 std::to_string(n_head) + " heads over " + std::to_string(kv.n_kv_heads) + " KV heads)");
   if (!tensor_core_head_dim(kv.head_dim)) {
     const int rows = b.n_tokens * n_head;
-    attention_any_kernel<<<(rows + 3) / 4, 128, 0, stream>>>(kv, static_cast<const uint8_t*>(base), b, q, out, n_head, scale);
+    launch(attention_any_kernel, (rows + 3) / 4, 128, 0, stream, kv, static_cast<const uint8_t*>(base), b, q, out, n_head, scale);
     check_launch("attention (any head size)");
     return;
   }

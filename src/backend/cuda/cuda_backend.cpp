@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -370,6 +371,15 @@ void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n
   act_cached_ = {out, n_rows, dim, op_serial_};
 }
 
+void CudaBackend::add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim,
+                               float eps) {
+  const auto o = op("add_rms_norm", y, x, w, out, n_rows, dim, eps);
+  if (o.skip) return;
+  const bool q8 = !exact_ && act_q8_ && n_rows <= kGemvMaxTokens && dim % kActGroup == 0 && dim <= act_q8_in_;
+  cuda::add_rms_norm(y, x, w, out, n_rows, dim, eps, q8 ? act_q8_ : nullptr, stream_.get());
+  if (q8) act_cached_ = {out, n_rows, dim, op_serial_};
+}
+
 void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
   const auto op_scope = op("gated_rms_norm", o, z, w, n_rows, dim, eps);
   if (op_scope.skip) return;
@@ -391,6 +401,14 @@ void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t 
 void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
   const auto o = op("silu_mul", gate, up, n);
   if (o.skip) return;
+  // Decode: the product feeds the down projection's GEMV; quantize it for that on the way.
+  const int64_t rows = batch_.n_tokens, dim = rows > 0 ? n / rows : 0;
+  if (!exact_ && act_q8_ && rows > 0 && rows <= kGemvMaxTokens && dim * rows == n && dim % kActGroup == 0 &&
+      dim <= act_q8_in_) {
+    silu_mul_q8(gate, up, rows, dim, act_q8_, stream_.get());
+    act_cached_ = {gate, rows, dim, op_serial_};
+    return;
+  }
   cuda::silu_mul(gate, up, n, stream_.get());
 }
 
@@ -446,25 +464,88 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
 // as long as no other operation ran in between and no matmul wrote over x.
 void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens > kGemvMaxTokens) return cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_);
-  if (exact_ || !act_q8_ || !gemv_q8_supports(w)) return gemv(w, x, n_tokens, y, stream_.get());
-  const bool fresh = act_cached_.x == x && act_cached_.n_tokens == n_tokens && act_cached_.n_in == w.n_in &&
-                     act_cached_.serial + 1 == op_serial_;
-  if (!fresh) quantize_act_q8(x, n_tokens, w.n_in, act_q8_, stream_.get());
+  if (!takes_gemv_q8(w, n_tokens)) return gemv(w, x, n_tokens, y, stream_.get());
+  quantize_once(x, n_tokens, w.n_in);
   gemv_q8(w, act_q8_, n_tokens, y, stream_.get());
   const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
   act_cached_ = {y_over_x ? nullptr : x, n_tokens, w.n_in, op_serial_};
 }
 
-void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
-  const auto o = op("rope", x, n_heads, head_dim, p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type);
-  if (o.skip) return;
+bool CudaBackend::takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const {
+  return n_tokens <= kGemvMaxTokens && !exact_ && act_q8_ && gemv_q8_supports(w) && w.n_in <= act_q8_in_;
+}
+
+// act_q8_ <- x quantized, unless it already holds it (made by the op just before this one).
+void CudaBackend::quantize_once(const float* x, int64_t n_tokens, int64_t n_in) {
+  const bool fresh = act_cached_.x == x && act_cached_.n_tokens == n_tokens && act_cached_.n_in == n_in &&
+                     act_cached_.serial + 1 == op_serial_;
+  if (!fresh) quantize_act_q8(x, n_tokens, n_in, act_q8_, stream_.get());
+}
+
+// Decode-sized calls: the weights the 8-bit GEMV takes go in one launch per type; the rest (and
+// every longer call) one by one, as matmul does them.
+void CudaBackend::matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) {
+  std::array<GemvOut, 4> fused{};
+  std::array<DeviceWeight, 4> weights{};
+  size_t n_fused = 0;
+  if (n_tokens <= kGemvMaxTokens && products.size() <= fused.size())
+    for (const Product& p : products) {
+      const DeviceWeight w = device_weight(p.w);
+      if (!takes_gemv_q8(w, n_tokens)) continue;
+      weights[n_fused] = w;
+      fused[n_fused] = {&weights[n_fused], p.y};
+      ++n_fused;
+    }
+  if (n_fused < 2) {
+    for (const Product& p : products) matmul(p.w, x, n_tokens, p.y);
+    return;
+  }
+  {
+    const auto o = op("matmul (gemv)", x, n_tokens, products.size());
+    for (size_t i = 0; i < n_fused; ++i) graphs_.skip(hash_args("out", weights[i].data, fused[i].y));
+    if (!o.skip) {
+      quantize_once(x, n_tokens, weights[0].n_in);
+      gemv_q8_many(fused.data(), int(n_fused), act_q8_, n_tokens, stream_.get());
+    }
+    act_cached_ = {x, n_tokens, weights[0].n_in, op_serial_};
+    for (size_t i = 0; i < n_fused; ++i) {
+      const float* y = fused[i].y;
+      if (y < x + n_tokens * weights[i].n_in && x < y + n_tokens * weights[i].n_out) act_cached_.x = nullptr;
+    }
+  }
+  for (const Product& p : products)
+    if (std::none_of(fused.begin(), fused.begin() + n_fused, [&](const GemvOut& f) { return f.y == p.y; }))
+      matmul(p.w, x, n_tokens, p.y);
+}
+
+namespace {
+RopeArgs rope_args(const backend::RopeParams& p) {
   RopeArgs a;
   a.mode = p.type == backend::RopeType::norm ? RopeMode::norm : RopeMode::neox;
   a.n_rot = p.n_rot;
   a.base = p.base;
   a.freq_scale = p.freq_scale;
   a.freq_factors = p.freq_factors;
-  cuda::rope(x, batch_.n_tokens, n_heads, head_dim, d_pos_, a, stream_.get());
+  return a;
+}
+}  // namespace
+
+void CudaBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
+  const auto o = op("rope", x, n_heads, head_dim, p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type);
+  if (o.skip) return;
+  cuda::rope(x, batch_.n_tokens, n_heads, head_dim, d_pos_, rope_args(p), stream_.get());
+}
+
+void CudaBackend::norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens,
+                               int64_t head_dim, const float* q_norm, const float* k_norm, float eps,
+                               const backend::RopeParams& p) {
+  if (n_tokens != batch_.n_tokens || !norm_rope_qk_fits(head_dim, p.n_rot))
+    return Backend::norm_rope_qk(q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
+  const auto o = op("norm_rope_qk", q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p.n_rot,
+                    p.base, p.freq_scale, p.freq_factors, p.type);
+  if (o.skip) return;
+  cuda::norm_rope_qk(q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, d_pos_, rope_args(p),
+                     stream_.get());
 }
 
 void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
@@ -474,7 +555,7 @@ void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
 }
 
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
-  const auto o = op("attention", layer, q, out, n_head, scale);
+  const auto o = op(batch_.n_tokens <= kGemvMaxTokens ? "attention (decode)" : "attention", layer, q, out, n_head, scale);
   if (o.skip) return;
   cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
 }

@@ -51,13 +51,18 @@ class CudaBackend final : public backend::Backend {
   void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) override;
   void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) override;
   void add(float* y, const float* x, int64_t n) override;
+  void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim,
+                    float eps) override;
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) override;
   void silu_mul(float* gate, const float* up, int64_t n) override;
   void sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) override;
   void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                  int64_t width) override;
   void matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) override;
   void rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) override;
+  void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim,
+                    const float* q_norm, const float* k_norm, float eps, const backend::RopeParams& p) override;
   void kv_write(uint32_t layer, const float* k, const float* v) override;
   void attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) override;
   void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) override;
@@ -75,6 +80,8 @@ class CudaBackend final : public backend::Backend {
  private:
   void* device_alloc(std::string_view name, size_t bytes);  // raw, owned by owned_
   void multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y);
+  void quantize_once(const float* x, int64_t n_tokens, int64_t n_in);
+  bool takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const;
   // Every operation that may write device memory starts here: it counts (the 8-bit activation
   // cache's validity), is timed under KEEL_PROFILE, and tells the step graphs its arguments;
   // skip: a graph replays this step, so the operation launches nothing.

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/gdn.cuh"
 #include "keel/error.h"
 
@@ -26,6 +27,7 @@ __device__ __forceinline__ float conv_row(const float* x, const float* state, in
 // One thread per (token, channel).
 __global__ void conv1d_silu_kernel(const float* x, int64_t channels, const float* __restrict__ w, int kernel,
                                    const float* state, float* out, SeqBatch b) {
+  pdl_enter();
   const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (idx >= b.n_tokens * channels) return;
   const int64_t t = idx / channels, c = idx % channels;
@@ -43,6 +45,7 @@ __global__ void conv1d_silu_kernel(const float* x, int64_t channels, const float
 // One thread per (sequence, channel): the state becomes the last kernel-1 rows of e. Row m reads
 // e[n + m] >= m, so ascending order never reads a state row it already overwrote.
 __global__ void conv_state_kernel(const float* x, int64_t channels, int kernel, float* state, SeqBatch b) {
+  pdl_enter();
   const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (idx >= b.n_seqs * channels) return;
   const int s = static_cast<int>(idx / channels);
@@ -58,6 +61,7 @@ __global__ void conv_state_kernel(const float* x, int64_t channels, int kernel, 
 // One warp per (row, head).
 __global__ void l2_norm_heads_kernel(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim,
                                      float eps, float scale) {
+  pdl_enter();
   const int64_t warp = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= n_rows * n_heads) return;
@@ -72,6 +76,7 @@ __global__ void l2_norm_heads_kernel(float* x, int64_t n_rows, int64_t row_strid
 
 __global__ void gdn_gates_kernel(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n,
                                  int64_t n_heads) {
+  pdl_enter();
   const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (i >= n) return;
   const int64_t h = i % n_heads;
@@ -83,6 +88,7 @@ __global__ void gdn_gates_kernel(float* beta, float* alpha, const float* ssm_a, 
 
 // One CTA per row; squares summed in double as the CPU twin does.
 __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps) {
+  pdl_enter();
   float* x = o + blockIdx.x * dim;
   const float* zr = z + blockIdx.x * dim;
   double sum = 0.0;
@@ -182,6 +188,7 @@ struct PrepSmem {
 // Grid (n_chunks, n_v_heads); 256 threads as a 16 x 16 tile grid (ty, tx): a thread owns rows
 // ty + 16a and columns tx + 16b of each product.
 __global__ void __launch_bounds__(kThreads, 1) delta_prep_kernel(DeltaArgs a, SeqBatch b, DeltaWork out) {
+  pdl_enter();
   extern __shared__ float sm[];
   float* Ks = sm + PrepSmem::K;
   float* QV = sm + PrepSmem::QV;
@@ -336,6 +343,7 @@ struct ScanSmem {
 // row is 16-byte aligned).
 template <int kVec>
 __global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, SeqBatch b, DeltaWork work) {
+  pdl_enter();
   extern __shared__ float sm[];
   float* S = sm + ScanSmem::S;
   float* Ws = sm + ScanSmem::W;
@@ -471,10 +479,10 @@ __global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, Se
 void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out,
                  const SeqBatch& b, cudaStream_t stream) {
   if (b.n_tokens <= 0 || channels <= 0) return;
-  conv1d_silu_kernel<<<blocks_for(b.n_tokens * channels), kThreads, 0, stream>>>(x, channels, w, kernel, state, out, b);
+  launch(conv1d_silu_kernel, blocks_for(b.n_tokens * channels), kThreads, 0, stream, x, channels, w, kernel, state, out, b);
   check_launch("conv1d_silu");
   if (kernel <= 1) return;
-  conv_state_kernel<<<blocks_for(b.n_seqs * channels), kThreads, 0, stream>>>(x, channels, kernel, state, b);
+  launch(conv_state_kernel, blocks_for(b.n_seqs * channels), kThreads, 0, stream, x, channels, kernel, state, b);
   check_launch("conv1d_silu (state)");
 }
 
@@ -482,7 +490,7 @@ void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads
                    cudaStream_t stream) {
   const int64_t warps = n_rows * n_heads;
   if (warps <= 0) return;
-  l2_norm_heads_kernel<<<blocks_for(warps * 32), kThreads, 0, stream>>>(x, n_rows, row_stride, n_heads, dim, eps, scale);
+  launch(l2_norm_heads_kernel, blocks_for(warps * 32), kThreads, 0, stream, x, n_rows, row_stride, n_heads, dim, eps, scale);
   check_launch("l2_norm_heads");
 }
 
@@ -490,7 +498,7 @@ void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bi
                cudaStream_t stream) {
   const int64_t n = n_tokens * n_heads;
   if (n <= 0) return;
-  gdn_gates_kernel<<<blocks_for(n), kThreads, 0, stream>>>(beta, alpha, ssm_a, dt_bias, n, n_heads);
+  launch(gdn_gates_kernel, blocks_for(n), kThreads, 0, stream, beta, alpha, ssm_a, dt_bias, n, n_heads);
   check_launch("gdn_gates");
 }
 
@@ -498,7 +506,7 @@ void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, in
                     cudaStream_t stream) {
   if (n_rows <= 0) return;
   const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
-  gated_rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(o, z, w, dim, eps);
+  launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps);
   check_launch("gated_rms_norm");
 }
 
@@ -531,6 +539,7 @@ namespace {
 // (the CPU's gated_delta_recurrent, with the sums over rows in another order).
 constexpr int kDecodeCols = 32, kDecodeWarps = 4, kDecodeRows = D / kDecodeWarps;
 __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
+  pdl_enter();
   const int col_blocks = (a.d_v + kDecodeCols - 1) / kDecodeCols;
   const int h = blockIdx.x / col_blocks, j = (blockIdx.x % col_blocks) * kDecodeCols + threadIdx.x % 32;
   const int w = threadIdx.x / 32, s = blockIdx.y;
@@ -598,19 +607,19 @@ void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStr
   (void)configured;
   if (b.n_tokens == b.n_seqs && b.n_chunks == b.n_seqs) {  // every sequence decodes one token
     const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + kDecodeCols - 1) / kDecodeCols)), unsigned(b.n_seqs));
-    delta_decode_kernel<<<grid, 32 * kDecodeWarps, 0, stream>>>(a, b);
+    launch(delta_decode_kernel, grid, 32 * kDecodeWarps, 0, stream, a, b);
     check_launch("gated_delta (decode)");
     return;
   }
   const DeltaWork work = carve(static_cast<float*>(workspace), b.n_tokens, a.n_v_heads, a.d_k, a.d_v);
-  delta_prep_kernel<<<dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream>>>(a, b, work);
+  launch(delta_prep_kernel, dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream, a, b, work);
   check_launch("gated_delta (prep)");
   const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + BV - 1) / BV)), unsigned(b.n_seqs));
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec4 = aligned(a.q) && aligned(a.k) && aligned(work.w) && aligned(work.u) && aligned(work.p) &&
                     a.qk_stride % 4 == 0 && a.d_k % 4 == 0 && a.d_v % 4 == 0;
-  if (vec4) delta_scan_kernel<4><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
-  else delta_scan_kernel<1><<<grid, kThreads, ScanSmem::BYTES, stream>>>(a, b, work);
+  if (vec4) launch(delta_scan_kernel<4>, grid, kThreads, ScanSmem::BYTES, stream, a, b, work);
+  else launch(delta_scan_kernel<1>, grid, kThreads, ScanSmem::BYTES, stream, a, b, work);
   check_launch("gated_delta (scan)");
 }
 

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/warp.cuh"
 #include "keel/error.h"
@@ -24,6 +26,7 @@ size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 // One warp per group of 32 inputs.
 __global__ void quantize_act_kernel(const float* __restrict__ x, int64_t n_groups, int8_t* __restrict__ q,
                                     float2* __restrict__ s) {
+  pdl_enter();
   const int64_t g = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   if (g >= n_groups) return;
   quantize_group_q8(x[g * kActGroup + threadIdx.x % 32], threadIdx.x % 32, q + g * kActGroup, s + g);
@@ -186,23 +189,42 @@ __device__ __forceinline__ float item_dot(const Item<NW>& it, const int8_t* xq, 
   return s.x * (it.a * float(lo) + it.c * float(hi)) - it.b * s.y;
 }
 
+// The weights of one launch (one type and input width, the same activations): CTAs
+// [first_cta, next target's first_cta) take target k's rows.
+constexpr int kMaxTargets = 4;
+struct Target {
+  const uint8_t* w;
+  float* y;
+  int n_out;
+  int split;  // parts per row (split_for)
+  int first_cta;
+};
+struct Targets {
+  Target t[kMaxTargets];
+  int count;
+};
+
 // A CTA of kWarps warps takes kWarps / split rows; each row is cut into `split` parts (split
 // warps) that take interleaved chunks of it. A warp streams its chunks through `stages`
 // shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
 // chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
 // tokens share every unpacked item. The parts' sums are added in part order (deterministic).
 template <Type T, int NT>
-__global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(const uint8_t* __restrict__ w, int row_bytes, int n_in,
-                                                              int n_out, int split, ActView act, int n_tok,
-                                                              float* __restrict__ y) {
+__global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
+                                                              int n_tok) {
   using D = QDot<T>;
+  int k = 0;  // this CTA's weight
+  while (k + 1 < targets.count && int(blockIdx.x) >= targets.t[k + 1].first_cta) ++k;
+  const uint8_t* __restrict__ w = targets.t[k].w;
+  float* __restrict__ y = targets.t[k].y;
+  const int n_out = targets.t[k].n_out, split = targets.t[k].split;
   constexpr int kChunk = D::blocks * D::bytes, kStride = kChunk + 16, kStages = D::stages;
   constexpr int kItemsPerLane = D::blocks * D::lanes / 32;
   static_assert(kChunk % 16 == 0 && D::blocks * D::lanes % 32 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
   __shared__ float part_sum[kWarps][NT];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row = blockIdx.x * (kWarps / split) + warp / split, part = warp % split;
+  const int row = (int(blockIdx.x) - targets.t[k].first_cta) * (kWarps / split) + warp / split, part = warp % split;
   const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + D::blocks - 1) / D::blocks;
   const int my_chunks = row < n_out && part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
   const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
@@ -220,7 +242,9 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(const uint8_t* __r
     cp_async_commit();
   };
 #pragma unroll
-  for (int j = 0; j < kStages - 1; ++j) issue(j);
+  for (int j = 0; j < kStages - 1; ++j) issue(j);  // weights only: they may stream in before ...
+  release_dependents();
+  dependency_wait();                                // ... the kernels that make the activations end
 
   float acc[NT];
 #pragma unroll
@@ -299,21 +323,26 @@ int split_for(int64_t n_out, int n_chunks) {
 }
 
 template <Type T>
-void launch(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
+void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   using D = QDot<T>;
-  const int rb = static_cast<int>(quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in)));
-  const int n_chunks = static_cast<int>((w.n_in / D::elems + D::blocks - 1) / D::blocks);
-  const int split = split_for(w.n_out, n_chunks);
-  const int rows_per_cta = kWarps / split;
-  const dim3 grid(static_cast<unsigned>((w.n_out + rows_per_cta - 1) / rows_per_cta));
-  const ActView a = act_view(act, w.n_in, n_tokens);
-  const auto* wp = static_cast<const uint8_t*>(w.data);
+  const DeviceWeight& w0 = *outs[0].w;
+  const int rb = static_cast<int>(quant::row_bytes(w0.type, static_cast<uint64_t>(w0.n_in)));
+  const int n_chunks = static_cast<int>((w0.n_in / D::elems + D::blocks - 1) / D::blocks);
+  Targets targets{};
+  targets.count = count;
+  int ctas = 0;
+  for (int i = 0; i < count; ++i) {
+    const DeviceWeight& w = *outs[i].w;
+    const int split = split_for(w.n_out, n_chunks), rows_per_cta = kWarps / split;
+    targets.t[i] = {static_cast<const uint8_t*>(w.data), outs[i].y, int(w.n_out), split, ctas};
+    ctas += static_cast<int>((w.n_out + rows_per_cta - 1) / rows_per_cta);
+  }
+  const ActView a = act_view(act, w0.n_in, n_tokens);
   if (n_tokens == 1)
-    gemv_q8_kernel<T, 1><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a, 1, y);
+    launch(gemv_q8_kernel<T, 1>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
   else
-    gemv_q8_kernel<T, kGemvMaxTokens><<<grid, 32 * kWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), split, a,
-                                                                        int(n_tokens), y);
-  check_launch("gemv_q8");
+    launch(gemv_q8_kernel<T, kGemvMaxTokens>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a,
+           int(n_tokens));
 }
 
 }  // namespace
@@ -345,21 +374,40 @@ void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, 
   act_q8_parts(act, n_in, n_tokens, q, s);
   const int64_t groups = n_tokens * n_in / kActGroup;
   constexpr int threads = 256;
-  quantize_act_kernel<<<static_cast<unsigned>((groups * 32 + threads - 1) / threads), threads, 0, stream>>>(
+  launch(quantize_act_kernel, static_cast<unsigned>((groups * 32 + threads - 1) / threads), threads, 0, stream, 
       x, groups, q, s);
   check_launch("quantize_act_q8");
 }
 
 void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {
+  const GemvOut out{&w, y};
+  gemv_q8_many(&out, 1, act, n_tokens, stream);
+}
+
+void gemv_q8_many(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   if (n_tokens > kGemvMaxTokens) throw Error("internal: gemv_q8 takes at most 8 tokens");
-  if (!gemv_q8_supports(w)) throw Error("internal: gemv_q8 cannot multiply this weight");
-  switch (w.type) {
-    case Type::Q4_0: return launch<Type::Q4_0>(w, act, n_tokens, y, stream);
-    case Type::Q8_0: return launch<Type::Q8_0>(w, act, n_tokens, y, stream);
-    case Type::Q4_K: return launch<Type::Q4_K>(w, act, n_tokens, y, stream);
-    case Type::Q5_K: return launch<Type::Q5_K>(w, act, n_tokens, y, stream);
-    case Type::Q6_K: return launch<Type::Q6_K>(w, act, n_tokens, y, stream);
-    default: throw Error("internal: gemv_q8 type");
+  for (int i = 0; i < count; ++i)
+    if (!gemv_q8_supports(*outs[i].w) || outs[i].w->n_in != outs[0].w->n_in)
+      throw Error("internal: gemv_q8 cannot multiply this weight");
+  // One launch per weight type, up to kMaxTargets weights each (the order of the outputs is free).
+  GemvOut same[kMaxTargets];
+  std::vector<bool> done(size_t(count), false);
+  for (int i = 0; i < count; ++i) {
+    if (done[size_t(i)]) continue;
+    int n = 0;
+    for (int j = i; j < count && n < kMaxTargets; ++j)
+      if (!done[size_t(j)] && outs[j].w->type == outs[i].w->type) {
+        same[n++] = outs[j];
+        done[size_t(j)] = true;
+      }
+    switch (outs[i].w->type) {
+      case Type::Q4_0: launch_gemv<Type::Q4_0>(same, n, act, n_tokens, stream); break;
+      case Type::Q8_0: launch_gemv<Type::Q8_0>(same, n, act, n_tokens, stream); break;
+      case Type::Q4_K: launch_gemv<Type::Q4_K>(same, n, act, n_tokens, stream); break;
+      case Type::Q5_K: launch_gemv<Type::Q5_K>(same, n, act, n_tokens, stream); break;
+      case Type::Q6_K: launch_gemv<Type::Q6_K>(same, n, act, n_tokens, stream); break;
+      default: throw Error("internal: gemv_q8 type");
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/warp.cuh"
@@ -172,6 +173,7 @@ template <Type T, int NT>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int n_in,
                                                                int n_out, const float* __restrict__ x, int n_tok,
                                                                float* __restrict__ y) {
+  pdl_enter();
   using B = LaneBlock<T>;
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
@@ -233,6 +235,7 @@ template <Type T>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_float_any_kernel(const uint8_t* __restrict__ w, size_t row_bytes,
                                                                          int n_in, int n_out, const float* __restrict__ x,
                                                                          int n_tok, float* __restrict__ y) {
+  pdl_enter();
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
   if (row >= n_out) return;
@@ -280,6 +283,7 @@ __device__ __forceinline__ void store_run(__half* out, const float* v) {
 template <Type T, class Out>
 __global__ void dequant_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_in, const int32_t* rows,
                                     int64_t n_rows, Out* __restrict__ out) {
+  pdl_enter();
   using B = LaneBlock<T>;
   const int64_t blocks = n_in / B::elems;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -299,6 +303,7 @@ __global__ void dequant_rows_kernel(const uint8_t* __restrict__ w, size_t row_by
 template <Type T, class Out>
 __global__ void convert_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_in, const int32_t* rows,
                                     int64_t n_rows, Out* __restrict__ out) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n_in * n_rows) return;
   const int64_t r = i / n_in, k = i % n_in;
@@ -307,6 +312,7 @@ __global__ void convert_rows_kernel(const uint8_t* __restrict__ w, size_t row_by
 }
 
 __global__ void f32_to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ out) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) out[i] = __float2half_rn(x[i]);
 }
@@ -320,12 +326,12 @@ void launch_gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float*
   const auto* wp = static_cast<const uint8_t*>(w.data);
   constexpr bool is_float = T == Type::F32 || T == Type::F16 || T == Type::BF16;
   if (is_float && w.n_in % 8 != 0)
-    gemv_float_any_kernel<T><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
+    launch(gemv_float_any_kernel<T>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
   else
     if (n_tokens == 1)
-      gemv_kernel<T, 1><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, 1, y);
+      launch(gemv_kernel<T, 1>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, 1, y);
     else
-      gemv_kernel<T, kGemvMaxTokens><<<grid, 32 * kGemvWarps, 0, stream>>>(wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
+      launch(gemv_kernel<T, kGemvMaxTokens>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
   check_launch("gemv");
 }
 
@@ -340,22 +346,22 @@ void launch_dequant(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, 
   const bool vec = w.n_in % 8 == 0;
   switch (w.type) {
     case Type::F32:
-      if (vec) dequant_rows_kernel<Type::F32, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
-      else convert_rows_kernel<Type::F32, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      if (vec) launch(dequant_rows_kernel<Type::F32, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
+      else launch(convert_rows_kernel<Type::F32, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
       break;
     case Type::F16:
-      if (vec) dequant_rows_kernel<Type::F16, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
-      else convert_rows_kernel<Type::F16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      if (vec) launch(dequant_rows_kernel<Type::F16, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
+      else launch(convert_rows_kernel<Type::F16, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
       break;
     case Type::BF16:
-      if (vec) dequant_rows_kernel<Type::BF16, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
-      else convert_rows_kernel<Type::BF16, Out><<<grid_elems, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out);
+      if (vec) launch(dequant_rows_kernel<Type::BF16, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
+      else launch(convert_rows_kernel<Type::BF16, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
       break;
-    case Type::Q4_0: dequant_rows_kernel<Type::Q4_0, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q8_0: dequant_rows_kernel<Type::Q8_0, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q4_K: dequant_rows_kernel<Type::Q4_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q5_K: dequant_rows_kernel<Type::Q5_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q6_K: dequant_rows_kernel<Type::Q6_K, Out><<<grid_vec, threads, 0, stream>>>(wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q4_0: launch(dequant_rows_kernel<Type::Q4_0, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q8_0: launch(dequant_rows_kernel<Type::Q8_0, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q4_K: launch(dequant_rows_kernel<Type::Q4_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q5_K: launch(dequant_rows_kernel<Type::Q5_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::Q6_K: launch(dequant_rows_kernel<Type::Q6_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
     default: throw Error("the CUDA backend cannot read tensor type " + std::string(quant::type_name(w.type)));
   }
   check_launch("dequant_rows");
@@ -499,7 +505,7 @@ void dequant_rows_f16(const DeviceWeight& w, const int32_t* rows, int64_t n_rows
 }
 
 void f32_to_f16(const float* x, int64_t n, void* out, cudaStream_t stream) {
-  f32_to_f16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<__half*>(out));
+  launch(f32_to_f16_kernel, blocks_for(n, 256), 256, 0, stream, x, n, static_cast<__half*>(out));
   check_launch("f32_to_f16");
 }
 

@@ -2,6 +2,7 @@
 
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/gemv_q8.cuh"
 #include "backend/cuda/ops.cuh"
 #include "keel/error.h"
@@ -14,20 +15,12 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 // Threads of a one-CTA-per-row norm: a multiple of 32 (the fused quantization's warps).
 int norm_threads(int64_t dim) { return dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64; }
 
-// One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
-// multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),
-// so the next matmul need not quantize it again.
-__global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
-                                int64_t dim, float eps, int8_t* act_q, float2* act_s) {
-  const int64_t r = blockIdx.x;
-  const float* xr = x + (rows ? rows[r] : r) * dim;
-  float* o = out + r * dim;
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += static_cast<double>(xr[i]) * xr[i];
+// The sum of every thread's v over the CTA (blockDim.x a multiple of 32), in every thread.
+__device__ double block_sum(double v) {
   __shared__ double partial[32];
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
   if (threadIdx.x < 32) {
     double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
@@ -36,7 +29,29 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
     if (threadIdx.x == 0) partial[0] = s;
   }
   __syncthreads();
-  const float scale = static_cast<float>(1.0 / sqrt(partial[0] / static_cast<double>(dim) + eps));
+  return partial[0];
+}
+
+// One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
+// multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),
+// so the next matmul need not quantize it again. With residual (rows null): x += residual
+// first, in place (the residual add before the norm).
+__global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
+                                int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual) {
+  pdl_enter();
+  const int64_t r = blockIdx.x;
+  const float* xr = x + (rows ? rows[r] : r) * dim;
+  float* o = out + r * dim;
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = xr[i];
+    if (residual) {
+      v += residual[r * dim + i];
+      const_cast<float*>(xr)[i] = v;
+    }
+    sum += static_cast<double>(v) * v;
+  }
+  const float scale = static_cast<float>(1.0 / sqrt(block_sum(sum) / static_cast<double>(dim) + eps));
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float v = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
     o[i] = v;
@@ -47,11 +62,70 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
   }
 }
 
+// The same for rows of a multiple of 128 up to 8192 floats (16-byte aligned): each of the
+// CTA's dim / (4 V) threads keeps V float4 of the row in registers, so the row is read once
+// with all its loads in flight together (a decode norm is one CTA: its latency is the op's).
+template <int V>
+__global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
+                                    int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual) {
+  pdl_enter();
+  const int64_t r = blockIdx.x;
+  const int n4 = blockDim.x;
+  auto* xr = reinterpret_cast<float4*>(const_cast<float*>(x + (rows ? rows[r] : r) * dim));
+  float4 v[V];
+  double sum = 0.0;
+#pragma unroll
+  for (int k = 0; k < V; ++k) v[k] = xr[threadIdx.x + k * n4];
+  if (residual) {
+    const auto* res = reinterpret_cast<const float4*>(residual + r * dim);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float4 a = res[threadIdx.x + k * n4];
+      v[k] = make_float4(v[k].x + a.x, v[k].y + a.y, v[k].z + a.z, v[k].w + a.w);
+      xr[threadIdx.x + k * n4] = v[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k)
+    sum += double(v[k].x) * v[k].x + double(v[k].y) * v[k].y + double(v[k].z) * v[k].z + double(v[k].w) * v[k].w;
+  const float scale = static_cast<float>(1.0 / sqrt(block_sum(sum) / static_cast<double>(dim) + eps));
+  const auto* w4 = reinterpret_cast<const float4*>(w);
+  auto* o4 = reinterpret_cast<float4*>(out + r * dim);
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    const int i4 = threadIdx.x + k * n4;
+    const float4 wk = w4[i4];
+    const float4 o = make_float4(__fmul_rn(__fmul_rn(v[k].x, scale), wk.x), __fmul_rn(__fmul_rn(v[k].y, scale), wk.y),
+                                 __fmul_rn(__fmul_rn(v[k].z, scale), wk.z), __fmul_rn(__fmul_rn(v[k].w, scale), wk.w));
+    o4[i4] = o;
+    if (act_q) {  // 8 lanes' 32 consecutive values are one group
+      const int64_t g = (r * dim + 4 * int64_t(i4)) / 32;
+      quantize_group4_q8(o, threadIdx.x % 8, act_q + g * 32, act_s + g);
+    }
+  }
+}
+
+// Picks the kernel: the vector one where the row fits it, else the general one.
+void launch_norm(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim, float eps,
+                 int8_t* q, float2* s, const float* residual, cudaStream_t stream) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const int v = dim <= 4096 ? 1 : 2;
+  if (dim % (128 * v) == 0 && dim <= 8192 && aligned(x) && aligned(w) && aligned(out) && (!residual || aligned(residual))) {
+    const unsigned threads = static_cast<unsigned>(dim / (4 * v));
+    if (v == 1) launch(rms_norm_vec_kernel<1>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s, residual);
+    else launch(rms_norm_vec_kernel<2>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s, residual);
+    return;
+  }
+  launch(rms_norm_kernel, static_cast<unsigned>(n_rows), norm_threads(dim), 0, stream, x, rows, w, out, dim, eps, q, s,
+         residual);
+}
+
 // One thread per (token, pair i) and group of kRopeHeads heads (grid y): the angle in double,
 // then the group's pairs, all loaded before any is stored (the heads' loads in flight at once).
 constexpr int kRopeHeads = 8;
 __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos,
                             RopeArgs a) {
+  pdl_enter();
   const int half = a.n_rot / 2;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= n_tokens * half) return;
@@ -82,24 +156,67 @@ __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t
   }
 }
 
-__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
+// Per-head RMSNorm (when qn is set) then RoPE of q's and k's heads in one launch: CTA (token,
+// head), heads [0, n_q) of q then [0, n_k) of k; thread j holds a rotated pair (j < n_rot / 2) or
+// two of the dims past n_rot. The norm's and rotation's float operations are rms_norm's and
+// rope_kernel's (only the double sum's order differs).
+__global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k, int64_t head_dim,
+                                    const float* __restrict__ qn, const float* __restrict__ kn, float eps,
+                                    const int32_t* pos, RopeArgs a) {
+  pdl_enter();
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  const bool is_q = h < n_q;
+  float* x = is_q ? q + (t * n_q + h) * head_dim : k + (t * n_k + (h - n_q)) * head_dim;
+  const float* w = is_q ? qn : kn;
+  const int half = a.n_rot / 2, j = threadIdx.x;
+  const bool rotated = j < half;
+  const int ia = !rotated ? a.n_rot + 2 * (j - half) : a.mode == RopeMode::norm ? 2 * j : j;
+  const int ib = !rotated ? ia + 1 : a.mode == RopeMode::norm ? 2 * j + 1 : j + half;
+  float x0 = x[ia], x1 = x[ib];
+  if (w) {
+    const float scale = static_cast<float>(
+        1.0 / sqrt(block_sum(double(x0) * x0 + double(x1) * x1) / static_cast<double>(head_dim) + eps));
+    x0 = __fmul_rn(__fmul_rn(x0, scale), w[ia]);
+    x1 = __fmul_rn(__fmul_rn(x1, scale), w[ib]);
+  }
+  if (rotated) {
+    double inv_freq = pow(static_cast<double>(a.base), -2.0 * j / a.n_rot) * a.freq_scale;
+    if (a.freq_factors) inv_freq /= a.freq_factors[j];
+    const double theta = static_cast<double>(pos[t]) * inv_freq;
+    const float c = static_cast<float>(cos(theta)), sn = static_cast<float>(sin(theta));
+    const float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)), r1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+    x0 = r0;
+    x1 = r1;
+  }
+  x[ia] = x0;
+  x[ib] = x1;
+}
+
+// With act_q (n a multiple of 32): gate's 8-bit activations too, a warp's 32 elements a group.
+__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n, int8_t* act_q, float2* act_s) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
-  gate[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+  const float v = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+  gate[i] = v;
+  if (act_q) quantize_group_q8(v, threadIdx.x % 32, act_q + i / 32 * 32, act_s + i / 32);
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) y[i] += x[i];
 }
 
 __global__ void add_bias_kernel(float* x, const float* bias, int64_t n, int64_t dim) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] += bias[i % dim];
 }
 
 __global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int64_t gs, int64_t n_rows, int64_t width) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n_rows * width) return;
   const int64_t r = i / width, k = i % width;
@@ -116,9 +233,7 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
                    float eps, cudaStream_t stream) {
   if (n_rows <= 0) return;
-  const int threads = norm_threads(dim);
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, w, out, dim, eps, nullptr, nullptr);
-  check_launch("rms_norm");
+  launch_norm(x, rows, w, out, n_rows, dim, eps, nullptr, nullptr, nullptr, stream);
 }
 
 void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
@@ -128,9 +243,19 @@ void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int
   int8_t* q = nullptr;
   float2* s = nullptr;
   act_q8_parts(act, dim, n_rows, q, s);
-  const int threads = norm_threads(dim);
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, nullptr, w, out, dim, eps, q, s);
-  check_launch("rms_norm_q8");
+  launch_norm(x, nullptr, w, out, n_rows, dim, eps, q, s, nullptr, stream);
+}
+
+void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
+                  cudaStream_t stream) {
+  if (n_rows <= 0) return;
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  if (act) {
+    if (dim % 32 != 0) throw Error("internal: add_rms_norm with 8-bit activations needs rows of a multiple of 32");
+    act_q8_parts(act, dim, n_rows, q, s);
+  }
+  launch_norm(y, nullptr, w, out, n_rows, dim, eps, q, s, x, stream);
 }
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
@@ -138,32 +263,53 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const i
   const int64_t n = n_tokens * (args.n_rot / 2);
   if (n <= 0) return;
   const dim3 grid(blocks_for(n), static_cast<unsigned>((n_heads + kRopeHeads - 1) / kRopeHeads));
-  rope_kernel<<<grid, kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, pos, args);
+  launch(rope_kernel, grid, kThreads, 0, stream, x, n_tokens, n_heads, head_dim, pos, args);
   check_launch("rope");
+}
+
+bool norm_rope_qk_fits(int64_t head_dim, int n_rot) {
+  return head_dim % 64 == 0 && head_dim <= 2048 && n_rot % 2 == 0 && n_rot <= head_dim;
+}
+
+void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens, int64_t head_dim, const float* q_norm,
+                  const float* k_norm, float eps, const int32_t* pos, const RopeArgs& args, cudaStream_t stream) {
+  if (!norm_rope_qk_fits(head_dim, args.n_rot)) throw Error("internal: norm_rope_qk head size");
+  if (n_tokens <= 0) return;
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_q + n_k));
+  launch(norm_rope_qk_kernel, grid, static_cast<unsigned>(head_dim / 2), 0, stream, q, n_q, k, n_k, head_dim, q_norm,
+         k_norm, eps, pos, args);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  silu_mul_kernel<<<blocks_for(n), kThreads, 0, stream>>>(gate, up, n);
-  check_launch("silu_mul");
+  launch(silu_mul_kernel, blocks_for(n), kThreads, 0, stream, gate, up, n, nullptr, nullptr);
+}
+
+void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void* act, cudaStream_t stream) {
+  if (n_rows * dim <= 0) return;
+  if (dim % 32 != 0) throw Error("internal: silu_mul_q8 needs rows of a multiple of 32");
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  act_q8_parts(act, dim, n_rows, q, s);
+  launch(silu_mul_kernel, blocks_for(n_rows * dim), kThreads, 0, stream, gate, up, n_rows * dim, q, s);
 }
 
 void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, x, n);
+  launch(add_kernel, blocks_for(n), kThreads, 0, stream, y, x, n);
   check_launch("add_inplace");
 }
 
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStream_t stream) {
   if (n_rows * dim <= 0) return;
-  add_bias_kernel<<<blocks_for(n_rows * dim), kThreads, 0, stream>>>(x, bias, n_rows * dim, dim);
+  launch(add_bias_kernel, blocks_for(n_rows * dim), kThreads, 0, stream, x, bias, n_rows * dim, dim);
   check_launch("add_bias");
 }
 
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
                   cudaStream_t stream) {
   if (n_rows * width <= 0) return;
-  sigmoid_gate_kernel<<<blocks_for(n_rows * width), kThreads, 0, stream>>>(x, x_stride, gate, gate_stride, n_rows, width);
+  launch(sigmoid_gate_kernel, blocks_for(n_rows * width), kThreads, 0, stream, x, x_stride, gate, gate_stride, n_rows, width);
   check_launch("sigmoid_gate");
 }
 

@@ -16,6 +16,11 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
                  cudaStream_t stream);
 
+// y += x, then out = rms_norm(y) (the residual add and the next norm in one pass, the same bits as
+// add_inplace then rms_norm); with act non-null, out's 8-bit activations too (as rms_norm_q8).
+void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
+                  cudaStream_t stream);
+
 // The same for chosen rows: out[i] = rms_norm(x[rows[i]])   rows: device int32 [n_rows]; out: [n_rows, dim]
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
                    float eps, cudaStream_t stream);
@@ -32,8 +37,17 @@ struct RopeArgs {
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
           cudaStream_t stream);
 
+// In place on q [n_tokens, n_q, head_dim] and k [n_tokens, n_k, head_dim]: each head's RMSNorm
+// (weights q_norm / k_norm; none when q_norm is null), then RoPE: rms_norm then rope on each.
+// Fits head sizes of a multiple of 64 (norm_rope_qk_fits).
+bool norm_rope_qk_fits(int64_t head_dim, int n_rot);
+void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens, int64_t head_dim, const float* q_norm,
+                  const float* k_norm, float eps, const int32_t* pos, const RopeArgs& args, cudaStream_t stream);
+
 // gate[i] = silu(gate[i]) * up[i]
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// The same over n_rows rows of dim, also writing gate's 8-bit activations into act (as rms_norm_q8).
+void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void* act, cudaStream_t stream);
 // y[i] += x[i]
 void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
 // x[r, :] += bias   x: [n_rows, dim]

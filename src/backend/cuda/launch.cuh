@@ -1,0 +1,53 @@
+// Kernel launches with programmatic dependent launch (PDL, sm_90): a kernel may be scheduled
+// while the one before it in the stream still runs, so its launch and, for the GEMVs, its first
+// weight loads overlap the previous kernel's tail instead of following it. The rule that keeps
+// this safe, for every kernel of this folder:
+//   - it is launched through launch() below;
+//   - it calls dependency_wait() before its first access to memory that an earlier kernel may
+//     write or read (the GEMVs load their immutable weights before it, nothing else does);
+//     pdl_enter() at the top of a kernel is the plain form of that.
+// Without the attribute (KEEL_CUDA_PDL=0, KEEL_PROFILE) launches are ordinary and the
+// instructions below do nothing. cuBLAS's kernels never release early, so what follows them
+// waits for their end as before.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace keel::cuda {
+
+// Waits until every kernel this one depends on has finished and its writes are visible.
+__device__ __forceinline__ void dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+// Lets the next kernel be scheduled once every CTA of this one has run this (or exited).
+__device__ __forceinline__ void release_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+// The top of a kernel: let the next kernel be scheduled (it too waits before touching anything),
+// then wait for this one's inputs. Kernels are thus queued on the GPU ahead of their inputs, so
+// each starts the moment the one before ends; the running kernel is always fully resident
+// (a kernel releases only once all its CTAs run), so the ones waiting cannot starve it.
+__device__ __forceinline__ void pdl_enter() {
+  release_dependents();
+  dependency_wait();
+}
+
+// Whether launches carry the PDL attribute: not under KEEL_CUDA_PDL=0 or KEEL_PROFILE (whose
+// events time each op alone). Read once.
+bool pdl_enabled();
+
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  check(cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...), "kernel launch");
+}
+
+}  // namespace keel::cuda
