@@ -8,8 +8,8 @@
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace keel::cuda {
 namespace {
@@ -753,8 +753,8 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
   launch(decode_attention_kernel<D, E>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
          n_head, scale, ws);
   if (splits == 1) return;
-  launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D, n_head, b.seq, out);
-  check_launch("attention merge");
+  launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D, n_head, b.seq,
+         out);
 }
 
 template <int D, KvElem E, int KK>
@@ -769,13 +769,12 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   const dim3 grid(tiles, kv.n_kv_heads, splits);
-  launch(flash_attention_kernel<D, E, KK>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out, n_head,
-                                                                 scale, ws);
-  check_launch("flash_attention");
+  launch(flash_attention_kernel<D, E, KK>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
+         out, n_head,
+         scale, ws);
   if (splits > 1) {
     launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
-                                                                                 n_head, b.seq, out);
-    check_launch("attention merge");
+           n_head, b.seq, out);
   }
 }
 
@@ -827,7 +826,6 @@ void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const flo
     const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
     launch(kv_write_q8_0_kernel, grid, threads, 0, stream, kv, static_cast<uint8_t*>(base), b, k, v);
   }
-  check_launch("kv_write");
 }
 
 void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,
@@ -838,8 +836,8 @@ void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
                 std::to_string(n_head) + " heads over " + std::to_string(kv.n_kv_heads) + " KV heads)");
   if (!tensor_core_head_dim(kv.head_dim)) {
     const int rows = b.n_tokens * n_head;
-    launch(attention_any_kernel, (rows + 3) / 4, 128, 0, stream, kv, static_cast<const uint8_t*>(base), b, q, out, n_head, scale);
-    check_launch("attention (any head size)");
+    launch(attention_any_kernel, (rows + 3) / 4, 128, 0, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
+           n_head, scale);
     return;
   }
   if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, stream);

@@ -14,7 +14,4 @@ inline void check(cudaError_t status, const char* what) {
     throw Error(std::string("CUDA: ") + what + " failed: " + cudaGetErrorString(status));
 }
 
-// After a kernel launch: reports a bad launch configuration at once (not at the next sync).
-inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
-
 }  // namespace keel::cuda

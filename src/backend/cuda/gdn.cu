@@ -4,8 +4,8 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/launch.cuh"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/launch.cuh"
 #include "keel/error.h"
 
 namespace keel::cuda {
@@ -479,19 +479,18 @@ __global__ void __launch_bounds__(kThreads, 1) delta_scan_kernel(DeltaArgs a, Se
 void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out,
                  const SeqBatch& b, cudaStream_t stream) {
   if (b.n_tokens <= 0 || channels <= 0) return;
-  launch(conv1d_silu_kernel, blocks_for(b.n_tokens * channels), kThreads, 0, stream, x, channels, w, kernel, state, out, b);
-  check_launch("conv1d_silu");
+  launch(conv1d_silu_kernel, blocks_for(b.n_tokens * channels), kThreads, 0, stream, x, channels, w, kernel, state,
+         out, b);
   if (kernel <= 1) return;
   launch(conv_state_kernel, blocks_for(b.n_seqs * channels), kThreads, 0, stream, x, channels, kernel, state, b);
-  check_launch("conv1d_silu (state)");
 }
 
 void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps, float scale,
                    cudaStream_t stream) {
   const int64_t warps = n_rows * n_heads;
   if (warps <= 0) return;
-  launch(l2_norm_heads_kernel, blocks_for(warps * 32), kThreads, 0, stream, x, n_rows, row_stride, n_heads, dim, eps, scale);
-  check_launch("l2_norm_heads");
+  launch(l2_norm_heads_kernel, blocks_for(warps * 32), kThreads, 0, stream, x, n_rows, row_stride, n_heads, dim, eps,
+         scale);
 }
 
 void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_tokens, int64_t n_heads,
@@ -499,7 +498,6 @@ void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bi
   const int64_t n = n_tokens * n_heads;
   if (n <= 0) return;
   launch(gdn_gates_kernel, blocks_for(n), kThreads, 0, stream, beta, alpha, ssm_a, dt_bias, n, n_heads);
-  check_launch("gdn_gates");
 }
 
 void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps,
@@ -507,7 +505,6 @@ void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, in
   if (n_rows <= 0) return;
   const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
   launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps);
-  check_launch("gated_rms_norm");
 }
 
 int fill_gdn_chunks(const int32_t* seq_first, const int32_t* seq_len, int n_seqs, int32_t* chunk_first,
@@ -608,19 +605,17 @@ void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStr
   if (b.n_tokens == b.n_seqs && b.n_chunks == b.n_seqs) {  // every sequence decodes one token
     const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + kDecodeCols - 1) / kDecodeCols)), unsigned(b.n_seqs));
     launch(delta_decode_kernel, grid, 32 * kDecodeWarps, 0, stream, a, b);
-    check_launch("gated_delta (decode)");
     return;
   }
   const DeltaWork work = carve(static_cast<float*>(workspace), b.n_tokens, a.n_v_heads, a.d_k, a.d_v);
-  launch(delta_prep_kernel, dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream, a, b, work);
-  check_launch("gated_delta (prep)");
+  launch(delta_prep_kernel, dim3(unsigned(b.n_chunks), unsigned(a.n_v_heads)), kThreads, PrepSmem::BYTES, stream, a,
+         b, work);
   const dim3 grid(unsigned(a.n_v_heads * ((a.d_v + BV - 1) / BV)), unsigned(b.n_seqs));
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec4 = aligned(a.q) && aligned(a.k) && aligned(work.w) && aligned(work.u) && aligned(work.p) &&
                     a.qk_stride % 4 == 0 && a.d_k % 4 == 0 && a.d_v % 4 == 0;
   if (vec4) launch(delta_scan_kernel<4>, grid, kThreads, ScanSmem::BYTES, stream, a, b, work);
   else launch(delta_scan_kernel<1>, grid, kThreads, ScanSmem::BYTES, stream, a, b, work);
-  check_launch("gated_delta (scan)");
 }
 
 }  // namespace keel::cuda

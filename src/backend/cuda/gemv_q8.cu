@@ -7,8 +7,8 @@
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/warp.cuh"
 #include "keel/error.h"
 
@@ -375,8 +375,7 @@ void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, 
   const int64_t groups = n_tokens * n_in / kActGroup;
   constexpr int threads = 256;
   launch(quantize_act_kernel, static_cast<unsigned>((groups * 32 + threads - 1) / threads), threads, 0, stream, 
-      x, groups, q, s);
-  check_launch("quantize_act_q8");
+         x, groups, q, s);
 }
 
 void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream) {

@@ -3,10 +3,11 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/launch.cuh"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/warp.cuh"
 
@@ -326,13 +327,14 @@ void launch_gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float*
   const auto* wp = static_cast<const uint8_t*>(w.data);
   constexpr bool is_float = T == Type::F32 || T == Type::F16 || T == Type::BF16;
   if (is_float && w.n_in % 8 != 0)
-    launch(gemv_float_any_kernel<T>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
+    launch(gemv_float_any_kernel<T>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x,
+           int(n_tokens), y);
   else
     if (n_tokens == 1)
       launch(gemv_kernel<T, 1>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, 1, y);
     else
-      launch(gemv_kernel<T, kGemvMaxTokens>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x, int(n_tokens), y);
-  check_launch("gemv");
+      launch(gemv_kernel<T, kGemvMaxTokens>, grid, 32 * kGemvWarps, 0, stream, wp, rb, int(w.n_in), int(w.n_out), x,
+             int(n_tokens), y);
 }
 
 template <class Out>
@@ -340,31 +342,30 @@ void launch_dequant(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, 
   const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   const auto* wp = static_cast<const uint8_t*>(w.data);
   constexpr int threads = 256;
-  // Threads of the vector kernel: one per lane share of a block (n_in / 8 for every type).
-  const unsigned grid_vec = blocks_for(w.n_in / 8 * n_rows, threads);
-  const unsigned grid_elems = blocks_for(w.n_in * n_rows, threads);
-  const bool vec = w.n_in % 8 == 0;
+  // The vector kernel: a thread per lane share of a block (n_in / 8 for every type); rows of
+  // floats not a multiple of 8 take one thread per element.
+  auto go = [&](auto type) {
+    constexpr Type T = decltype(type)::value;
+    if (w.n_in % 8 == 0)
+      launch(dequant_rows_kernel<T, Out>, blocks_for(w.n_in / 8 * n_rows, threads), threads, 0, stream, wp, rb, w.n_in,
+             rows, n_rows, out);
+    else if constexpr (T == Type::F32 || T == Type::F16 || T == Type::BF16)
+      launch(convert_rows_kernel<T, Out>, blocks_for(w.n_in * n_rows, threads), threads, 0, stream, wp, rb, w.n_in, rows,
+             n_rows, out);
+    else
+      throw Error("internal: a quantized row of whole blocks is a multiple of 8 inputs");
+  };
   switch (w.type) {
-    case Type::F32:
-      if (vec) launch(dequant_rows_kernel<Type::F32, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      else launch(convert_rows_kernel<Type::F32, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      break;
-    case Type::F16:
-      if (vec) launch(dequant_rows_kernel<Type::F16, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      else launch(convert_rows_kernel<Type::F16, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      break;
-    case Type::BF16:
-      if (vec) launch(dequant_rows_kernel<Type::BF16, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      else launch(convert_rows_kernel<Type::BF16, Out>, grid_elems, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out);
-      break;
-    case Type::Q4_0: launch(dequant_rows_kernel<Type::Q4_0, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q8_0: launch(dequant_rows_kernel<Type::Q8_0, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q4_K: launch(dequant_rows_kernel<Type::Q4_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q5_K: launch(dequant_rows_kernel<Type::Q5_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
-    case Type::Q6_K: launch(dequant_rows_kernel<Type::Q6_K, Out>, grid_vec, threads, 0, stream, wp, rb, w.n_in, rows, n_rows, out); break;
+    case Type::F32: return go(std::integral_constant<Type, Type::F32>{});
+    case Type::F16: return go(std::integral_constant<Type, Type::F16>{});
+    case Type::BF16: return go(std::integral_constant<Type, Type::BF16>{});
+    case Type::Q4_0: return go(std::integral_constant<Type, Type::Q4_0>{});
+    case Type::Q8_0: return go(std::integral_constant<Type, Type::Q8_0>{});
+    case Type::Q4_K: return go(std::integral_constant<Type, Type::Q4_K>{});
+    case Type::Q5_K: return go(std::integral_constant<Type, Type::Q5_K>{});
+    case Type::Q6_K: return go(std::integral_constant<Type, Type::Q6_K>{});
     default: throw Error("the CUDA backend cannot read tensor type " + std::string(quant::type_name(w.type)));
   }
-  check_launch("dequant_rows");
 }
 
 // cuBLAS is opened at run time (dlopen) by the first Blas, not linked: its libraries are large,
@@ -506,7 +507,6 @@ void dequant_rows_f16(const DeviceWeight& w, const int32_t* rows, int64_t n_rows
 
 void f32_to_f16(const float* x, int64_t n, void* out, cudaStream_t stream) {
   launch(f32_to_f16_kernel, blocks_for(n, 256), 256, 0, stream, x, n, static_cast<__half*>(out));
-  check_launch("f32_to_f16");
 }
 
 }  // namespace keel::cuda

@@ -2,8 +2,8 @@
 
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/launch.cuh"
 #include "backend/cuda/gemv_q8.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.cuh"
 #include "keel/error.h"
 
@@ -112,8 +112,10 @@ void launch_norm(const float* x, const int32_t* rows, const float* w, float* out
   const int v = dim <= 4096 ? 1 : 2;
   if (dim % (128 * v) == 0 && dim <= 8192 && aligned(x) && aligned(w) && aligned(out) && (!residual || aligned(residual))) {
     const unsigned threads = static_cast<unsigned>(dim / (4 * v));
-    if (v == 1) launch(rms_norm_vec_kernel<1>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s, residual);
-    else launch(rms_norm_vec_kernel<2>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s, residual);
+    if (v == 1) launch(rms_norm_vec_kernel<1>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s,
+                       residual);
+    else launch(rms_norm_vec_kernel<2>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s,
+                residual);
     return;
   }
   launch(rms_norm_kernel, static_cast<unsigned>(n_rows), norm_threads(dim), 0, stream, x, rows, w, out, dim, eps, q, s,
@@ -264,7 +266,6 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const i
   if (n <= 0) return;
   const dim3 grid(blocks_for(n), static_cast<unsigned>((n_heads + kRopeHeads - 1) / kRopeHeads));
   launch(rope_kernel, grid, kThreads, 0, stream, x, n_tokens, n_heads, head_dim, pos, args);
-  check_launch("rope");
 }
 
 bool norm_rope_qk_fits(int64_t head_dim, int n_rot) {
@@ -297,20 +298,18 @@ void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void
 void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   launch(add_kernel, blocks_for(n), kThreads, 0, stream, y, x, n);
-  check_launch("add_inplace");
 }
 
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStream_t stream) {
   if (n_rows * dim <= 0) return;
   launch(add_bias_kernel, blocks_for(n_rows * dim), kThreads, 0, stream, x, bias, n_rows * dim, dim);
-  check_launch("add_bias");
 }
 
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
                   cudaStream_t stream) {
   if (n_rows * width <= 0) return;
-  launch(sigmoid_gate_kernel, blocks_for(n_rows * width), kThreads, 0, stream, x, x_stride, gate, gate_stride, n_rows, width);
-  check_launch("sigmoid_gate");
+  launch(sigmoid_gate_kernel, blocks_for(n_rows * width), kThreads, 0, stream, x, x_stride, gate, gate_stride, n_rows,
+         width);
 }
 
 }  // namespace keel::cuda
