@@ -279,6 +279,7 @@ TEST(CudaAttention, DecodeSplitKv) {
     run_case({128, 32, 8, 256, kv, {{700, 1}, {3, 1}, {2100, 1}}}, rng);
     run_case({64, 10, 2, 16, kv, {{95, 1}, {0, 1}, {333, 2}}}, rng);   // group 5, tiny pages
     run_case({256, 8, 2, 48, kv, {{130, 1}}}, rng);
+    run_case({256, 24, 4, 256, kv, {{5000, 1}, {20, 1}}}, rng);  // the 27B's heads: two-warp CTAs, many key ranges
   }
 }
 
