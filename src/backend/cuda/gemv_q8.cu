@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <string>
-#include <vector>
 
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/async_copy.cuh"
@@ -385,19 +384,20 @@ void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y,
 
 void gemv_q8_many(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   if (n_tokens > kGemvMaxTokens) throw Error("internal: gemv_q8 takes at most 8 tokens");
+  if (count > kMaxTargets) throw Error("internal: gemv_q8_many takes at most 4 weights");
   for (int i = 0; i < count; ++i)
     if (!gemv_q8_supports(*outs[i].w) || outs[i].w->n_in != outs[0].w->n_in)
       throw Error("internal: gemv_q8 cannot multiply this weight");
-  // One launch per weight type, up to kMaxTargets weights each (the order of the outputs is free).
+  // One launch per weight type (the order of the outputs is free).
   GemvOut same[kMaxTargets];
-  std::vector<bool> done(size_t(count), false);
+  bool done[kMaxTargets] = {};
   for (int i = 0; i < count; ++i) {
-    if (done[size_t(i)]) continue;
+    if (done[i]) continue;
     int n = 0;
-    for (int j = i; j < count && n < kMaxTargets; ++j)
-      if (!done[size_t(j)] && outs[j].w->type == outs[i].w->type) {
+    for (int j = i; j < count; ++j)
+      if (!done[j] && outs[j].w->type == outs[i].w->type) {
         same[n++] = outs[j];
-        done[size_t(j)] = true;
+        done[j] = true;
       }
     switch (outs[i].w->type) {
       case Type::Q4_0: launch_gemv<Type::Q4_0>(same, n, act, n_tokens, stream); break;

@@ -42,7 +42,7 @@ void act_q8_parts(void* act, int64_t n_in, int64_t n_tokens, int8_t*& q, float2*
 void gemv_q8(const DeviceWeight& w, const void* act, int64_t n_tokens, float* y, cudaStream_t stream);
 
 // y_i = W_i · x for several weights of one input width (Q, K and V; gate and up), each y_i
-// bit for bit what gemv_q8 gives alone: one launch per weight type (up to 4 weights), so small
+// bit for bit what gemv_q8 gives alone: one launch per weight type (4 weights at most), so small
 // matrices fill the GPU together and one launch's ramp and tail are paid instead of several.
 struct GemvOut {
   const DeviceWeight* w;
