@@ -83,6 +83,36 @@ void set_meta(const Meta& m, int n_tokens, int pos0) {
   cuda::check(cudaMemcpy(m.q_start, qs, 8, cudaMemcpyHostToDevice), "meta");
 }
 
+// One sequence's KV pool of max_ctx tokens (pages in order), zeroed, with zeroed queries, outputs
+// and split workspace for up to max_tokens query tokens: the attention benches' setup.
+struct AttentionRig {
+  AttentionRig(const cuda::KvLayout& kv, int n_head, int max_ctx, int max_tokens)
+      : n_pages((max_ctx + kv.page_tokens - 1) / kv.page_tokens),
+        pool(size_t(n_pages) * kv.page_bytes()),
+        q(size_t(max_tokens) * n_head * kv.head_dim * 4),
+        out(q.bytes()),
+        ws(cuda::attention_workspace_bytes(kv, n_head, max_tokens)),
+        meta_buf(size_t(3 * max_tokens + 4 + n_pages) * 4) {
+    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
+    cuda::check(cudaMemset(q.data(), 0, q.bytes()), "memset");
+    auto* mb = meta_buf.as<int32_t>();
+    m = Meta{mb, mb + max_tokens, mb + 2 * max_tokens, mb + 2 * max_tokens + 4, n_pages};
+    std::vector<int32_t> pages(static_cast<size_t>(n_pages));
+    for (int i = 0; i < n_pages; ++i) pages[i] = i;
+    cuda::check(cudaMemcpy(m.pages, pages.data(), pages.size() * 4, cudaMemcpyHostToDevice), "meta");
+    b.n_seqs = 1; b.seq = m.seq; b.pos = m.pos; b.q_start = m.q_start; b.pages = m.pages; b.max_pages_per_seq = n_pages;
+  }
+  // The next call: n_tokens tokens from position pos0.
+  void set(int n_tokens, int pos0) {
+    set_meta(m, n_tokens, pos0);
+    b.n_tokens = n_tokens;
+  }
+  int n_pages;
+  cuda::DeviceBuffer pool, q, out, ws, meta_buf;
+  Meta m{};
+  cuda::AttentionBatch b;
+};
+
 void bench_kernels() {
   cuda::Stream stream;
   cuda::DeviceBuffer blas_ws(cuda::kBlasWorkspaceBytes);
@@ -129,34 +159,23 @@ void bench_kernels() {
   std::printf("\n== attention (32 heads / 8 KV heads, head 128, pages of 256) ==\n");
   for (auto elem : {cuda::KvElem::f16, cuda::KvElem::q8_0}) {
     const cuda::KvLayout kv{elem, 8, 128, 256};
-    const int max_ctx = 32768 + 4096, n_head = 32;
-    const int n_pages = max_ctx / kv.page_tokens;
-    cuda::DeviceBuffer pool(size_t(n_pages) * kv.page_bytes());
-    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
-    cuda::DeviceBuffer q(size_t(4096) * n_head * 128 * 4), out(size_t(4096) * n_head * 128 * 4);
-    cuda::check(cudaMemset(q.data(), 0, q.bytes()), "memset");
-    cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(kv, n_head, 4096));
-    cuda::DeviceBuffer meta_buf(size_t(3 * 4096 + 2 + n_pages) * 4 + 1024);
-    auto* mb = meta_buf.as<int32_t>();
-    Meta m{mb, mb + 4096, mb + 8192, mb + 8192 + 4, n_pages};
-    std::vector<int32_t> pages(static_cast<size_t>(n_pages));
-    for (int i = 0; i < n_pages; ++i) pages[i] = i;
-    cuda::check(cudaMemcpy(m.pages, pages.data(), pages.size() * 4, cudaMemcpyHostToDevice), "meta");
-    cuda::AttentionBatch b;
-    b.n_seqs = 1; b.seq = m.seq; b.pos = m.pos; b.q_start = m.q_start; b.pages = m.pages; b.max_pages_per_seq = n_pages;
+    const int n_head = 32;
+    AttentionRig rig(kv, n_head, 32768 + 4096, 4096);
     const char* name = elem == cuda::KvElem::f16 ? "f16" : "q8_0";
+    auto run = [&] {
+      cuda::attention(kv, rig.pool.data(), rig.b, rig.q.as<float>(), rig.out.as<float>(), n_head, 0.088f,
+                      rig.ws.as<float>(), stream.get());
+    };
     for (int depth : {0, 4096, 28672}) {
       const int nt = 4096;
-      set_meta(m, nt, depth);
-      b.n_tokens = nt;
-      const double ms = time_ms(stream.get(), 5, [&] { cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), n_head, 0.088f, ws.as<float>(), stream.get()); });
+      rig.set(nt, depth);
+      const double ms = time_ms(stream.get(), 5, run);
       const double flops = 4.0 * n_head * 128 * (double(nt) * depth + double(nt) * nt / 2);  // causal
       std::printf("attention prefill %-4s 4096 tokens at depth %5d: %8.3f ms  %6.1f TFLOP/s\n", name, depth, ms, flops / ms / 1e9);
     }
     for (int depth : {4096, 32768}) {
-      set_meta(m, 1, depth);
-      b.n_tokens = 1;
-      const double ms = time_ms(stream.get(), 50, [&] { cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), n_head, 0.088f, ws.as<float>(), stream.get()); });
+      rig.set(1, depth);
+      const double ms = time_ms(stream.get(), 50, run);
       const double bytes = double(depth + 1) * kv.token_bytes() * 2;
       std::printf("attention decode  %-4s 1 token at depth %5d: %8.4f ms  %7.1f GB/s of K/V\n", name, depth, ms, bytes / ms / 1e6);
     }
@@ -295,26 +314,13 @@ void bench_decode_attention(int depth_arg) {
   for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
     const cuda::KvLayout kv{cuda::KvElem::f16, sh.n_kv, sh.hd, 256};
     const int max_ctx = depth_arg > 0 ? depth_arg + 256 : 32768 + 256;
-    const int n_pages = (max_ctx + kv.page_tokens - 1) / kv.page_tokens;
-    cuda::DeviceBuffer pool(size_t(n_pages) * kv.page_bytes());
-    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
-    cuda::DeviceBuffer q(size_t(sh.n_head) * sh.hd * 4), out(size_t(sh.n_head) * sh.hd * 4);
-    cuda::check(cudaMemset(q.data(), 0, q.bytes()), "memset");
-    cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(kv, sh.n_head, 8));
-    cuda::DeviceBuffer meta_buf(size_t(3 * 8 + 2 + n_pages) * 4 + 1024);
-    auto* mb = meta_buf.as<int32_t>();
-    Meta m{mb, mb + 8, mb + 16, mb + 16 + 4, n_pages};
-    std::vector<int32_t> pages(static_cast<size_t>(n_pages));
-    for (int i = 0; i < n_pages; ++i) pages[i] = i;
-    cuda::check(cudaMemcpy(m.pages, pages.data(), pages.size() * 4, cudaMemcpyHostToDevice), "meta");
-    cuda::AttentionBatch b;
-    b.n_seqs = 1; b.seq = m.seq; b.pos = m.pos; b.q_start = m.q_start; b.pages = m.pages; b.max_pages_per_seq = n_pages;
-    b.n_tokens = 1;
+    AttentionRig rig(kv, sh.n_head, max_ctx, 1);
     for (int depth : {4096, 32768, depth_arg}) {
       if (depth <= 0 || depth + 1 > max_ctx) continue;
-      set_meta(m, 1, depth);
+      rig.set(1, depth);
       const double ms = time_ms(stream.get(), 50, [&] {
-        cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), sh.n_head, 0.088f, ws.as<float>(), stream.get());
+        cuda::attention(kv, rig.pool.data(), rig.b, rig.q.as<float>(), rig.out.as<float>(), sh.n_head, 0.088f,
+                        rig.ws.as<float>(), stream.get());
       });
       const double bytes = double(depth + 1) * kv.token_bytes() * 2;
       std::printf("decode attention %d/%d heads of %d at depth %6d: %8.4f ms  %7.1f GB/s of K/V\n", sh.n_head, sh.n_kv,
