@@ -256,6 +256,7 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   panel->group = group;
   panel->has_min = w.type == Type::Q4_K || w.type == Type::Q5_K;
   panel->wide = w.type == Type::Q8_0;
+  panel->block_scale = w.type == Type::Q4_K || w.type == Type::Q5_K || w.type == Type::Q6_K;
   // All rows are unpacked before any is interleaved: reading a row's bytes back right after its
   // unpack wrote them stalls on store forwarding.
   RowQ8 rows[kQ8Rows];
