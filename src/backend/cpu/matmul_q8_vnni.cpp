@@ -9,6 +9,11 @@
 // block, with the min terms in a sum of their own:
 //   y = d · Σ_g scale_g · (c_g − offset_g) − Σ_g dsum_g · min_g
 // (Q4_0/Q8_0 weights: y = Σ_g d_g · (scale_g · (c_g − offset_g)), as the scalar twin.)
+//
+// GCC 12 warns inside _mm512_cvtepi32_ps once it is inlined into these loops (the `__Y = __Y` of
+// _mm512_undefined_ps, GCC bug 105593); the warning is noise.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstring>
