@@ -19,6 +19,20 @@ inline int nearest_int(float v) {
   return (i & 0x007FFFFF) - 0x00400000;
 }
 
+// The first of x[0..n) (n a multiple of 16) whose magnitude is amax; 0 if none. Vectorized tests
+// of 16 values at a time, then a scan of the 16 that hold it.
+float first_with_magnitude(const float* x, int n, float amax) {
+  for (int j0 = 0; j0 < n; j0 += 16) {
+    int hit = 0;
+#pragma omp simd reduction(| : hit)
+    for (int j = j0; j < j0 + 16; ++j) hit |= std::fabs(x[j]) == amax;
+    if (hit)
+      for (int j = j0; j < j0 + 16; ++j)
+        if (std::fabs(x[j]) == amax) return x[j];
+  }
+  return 0.0f;
+}
+
 }  // namespace
 
 void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
@@ -29,12 +43,7 @@ void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
     float amax = 0.0f;
 #pragma omp simd reduction(max : amax)
     for (int j = 0; j < QK_K; ++j) amax = std::max(amax, std::fabs(x[j]));
-    float max = 0.0f;
-    for (int j = 0; j < QK_K; ++j)
-      if (std::fabs(x[j]) == amax) {
-        max = x[j];
-        break;
-      }
+    const float max = first_with_magnitude(x, QK_K, amax);
     if (amax == 0.0f) {
       y.d = 0.0f;
       std::fill_n(y.qs, QK_K, int8_t{0});
