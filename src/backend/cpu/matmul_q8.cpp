@@ -3,6 +3,7 @@
 #include "backend/cpu/matmul_q8.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -174,6 +175,7 @@ struct Q8Job {
   ActBlockQ8* act;
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
+  std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
 // Prefetches the weight bytes pack_panel_q8 reads for panel p's input block kb.
@@ -188,7 +190,8 @@ void prefetch_panel(const WeightView& w, int64_t p, int64_t kb) {
   }
 }
 
-void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8* panel) {
+// Panels [panel_begin, panel_end) of the call (of n_panels).
+void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panel) {
   const WeightView& w = *job.w;
   const int64_t nkb = q8_act_blocks(w.n_in);
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -199,7 +202,7 @@ void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8
       pack_panel_q8(w, r0, n_rows, k0, kc, panel);
       // The next panel's weights arrive while the micro-kernel passes over the tokens.
       if (kb + 1 < nkb) prefetch_panel(w, p, kb + 1);
-      else if (p + 1 < panel_end) prefetch_panel(w, p + 1, 0);
+      else if (p + 1 < n_panels) prefetch_panel(w, p + 1, 0);
       for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
         const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
         job.micro(*panel, kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + r0, w.n_out,
@@ -321,18 +324,23 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
   auto* act = static_cast<ActBlockQ8*>(scratch);
   char* panels = static_cast<char*>(scratch) +
                  q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(w.n_in)) * sizeof(ActBlockQ8));
-  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa)};
+  std::atomic<int64_t> next_panel{0};
+  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa), &next_panel};
   pool.run([&job](int ith, int nth) {
     const int64_t per = (job.n_tokens + nth - 1) / nth;
     const int64_t begin = std::min(job.n_tokens, per * ith), end = std::min(job.n_tokens, per * (ith + 1));
     quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
   });
+  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
+  // others up by one chunk at most. Chunks of >= ~256 panel-tokens, and >= 4 per thread.
+  // A panel's results do not depend on the thread that computes it.
   pool.run([&job](int ith, int nth) {
     const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
-    const int64_t per = (n_panels + nth - 1) / nth;
-    const int64_t begin = std::min(n_panels, per * ith), end = std::min(n_panels, per * (ith + 1));
+    const int64_t chunk =
+        std::max<int64_t>(1, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
     auto* panel = reinterpret_cast<PanelQ8*>(job.panels + q8_align(sizeof(PanelQ8)) * ith);
-    if (begin < end) q8_thread(job, begin, end, panel);
+    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
+      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panel);
   });
 }
 
