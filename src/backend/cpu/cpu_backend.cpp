@@ -109,13 +109,19 @@ void CpuBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_
            [&](int64_t b, int64_t e) { cpu::gated_rms_norm(o + b * dim, z + b * dim, w, e - b, dim, eps); });
 }
 
-void CpuBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n); }
+// Element-wise: split as rows of one (ranges of 16K floats: multiples of any SIMD width, so each
+// element takes the same instructions whatever the split).
+void CpuBackend::add(float* y, const float* x, int64_t n) {
+  for_rows(pool_, n, 1, [&](int64_t b, int64_t e) { add_inplace(y + b, x + b, e - b); });
+}
 
 void CpuBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
   cpu::add_bias(x, bias, n_rows, dim);
 }
 
-void CpuBackend::silu_mul(float* gate, const float* up, int64_t n) { cpu::silu_mul(gate, up, n); }
+void CpuBackend::silu_mul(float* gate, const float* up, int64_t n) {
+  for_rows(pool_, n, 1, [&](int64_t b, int64_t e) { cpu::silu_mul(gate + b, up + b, e - b); });
+}
 
 void CpuBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
   for_rows(pool_, n_rows, dim, [&](int64_t b, int64_t e) {
