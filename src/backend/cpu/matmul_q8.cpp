@@ -332,8 +332,9 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
     quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
   });
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
-  // others up by one chunk at most. Chunks of >= ~256 panel-tokens, and >= 4 per thread.
-  // A panel's results do not depend on the thread that computes it.
+  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
+  // panel from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
+  // not depend on the thread that computes it.
   pool.run([&job](int ith, int nth) {
     const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
     const int64_t chunk =
