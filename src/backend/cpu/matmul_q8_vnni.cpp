@@ -3,10 +3,10 @@
 // it with 4 broadcast activation bytes of a token and adds into 16 int32 row sums, so a group of
 // 32 inputs is 8 instructions per token. Four tokens share each weight load.
 //
-// The float work per group and token competes with vpdpbusd for the same execution ports, so it is
-// kept to the minimum: where the token's scale is one per block (Q8_K activations: K-quant
-// weights), the group sums are scaled by the rows' scales only, and by the token's scale once per
-// block, with the min terms in a sum of their own:
+// The other work per group and token competes with vpdpbusd for the same execution ports, so it is
+// kept to the minimum: the integer sums start from −offset (no subtraction), and where the token's
+// scale is one per block (Q8_K activations: K-quant weights), the group sums are scaled by the
+// rows' scales only, and by the token's scale once per block, with the min terms summed apart:
 //   y = d · Σ_g scale_g · (c_g − offset_g) − Σ_g dsum_g · min_g
 // (Q4_0/Q8_0 weights: y = Σ_g d_g · (scale_g · (c_g − offset_g)), as the scalar twin.)
 //
@@ -49,17 +49,21 @@ void micro_vnni_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t 
   for (int g = 0; g < n_groups; ++g) {
     const int8_t* wq = &p.q[g * kQuads][0][0];
     const int k = g * kGroup;
-    __m512i c[kTok], e[kTok];  // even and odd quads: two chains per token
-    for (int t = 0; t < kTok; ++t) c[t] = e[t] = _mm512_setzero_si512();
+    // Even and odd quads: two chains per token, the even ones started from −offset.
+    const __m512i neg_off = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(p.offset[g]));
+    __m512i c[kTok], e[kTok];
+    for (int t = 0; t < kTok; ++t) {
+      c[t] = neg_off;
+      e[t] = _mm512_setzero_si512();
+    }
     for (int i = 0; i < kQuads; i += 2) {
       const __m512i w0 = _mm512_load_si512(wq + 64 * i), w1 = _mm512_load_si512(wq + 64 * (i + 1));
       for (int t = 0; t < kTok; ++t) c[t] = _mm512_dpbusd_epi32(c[t], bcast4(a[t]->q + k + 4 * i), w0);
       for (int t = 0; t < kTok; ++t) e[t] = _mm512_dpbusd_epi32(e[t], bcast4(a[t]->q + k + 4 * i + 4), w1);
     }
-    const __m512i off = _mm512_load_si512(p.offset[g]);
     const __m512 sc = _mm512_load_ps(p.scale[g]);
     for (int t = 0; t < kTok; ++t) {
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(c[t], e[t]), off));
+      const __m512 v = _mm512_cvtepi32_ps(_mm512_add_epi32(c[t], e[t]));
       if constexpr (kBlockScale)
         s[t] = _mm512_fmadd_ps(sc, v, s[t]);
       else
