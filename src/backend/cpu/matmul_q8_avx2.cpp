@@ -44,8 +44,11 @@ void half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (
   for (int g = 0; g < n_groups; ++g) {
     const int8_t* wq = &p.q[g * kQuads][8 * half][0];
     const int k = g * kGroup;
-    __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                    _mm256_setzero_si256()};
+    // The sums start from −offset (wide panels have none), so they come out offset-free.
+    __m256i start = _mm256_setzero_si256();
+    if constexpr (!kWide)
+      start = _mm256_sub_epi32(start, _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.offset[g][8 * half])));
+    __m256i c[4] = {start, start, start, start};
     if constexpr (kWide) {
       for (int i = 0; i < kQuads; ++i) {
         const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 64 * i));
@@ -60,13 +63,11 @@ void half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (
         const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 64 * i));
         const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 64 * (i + 1)));
         for (int t = 0; t < 4; ++t) {
-          const __m256i m = _mm256_add_epi16(_mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * i), w0),
-                                             _mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * i + 4), w1));
-          c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(m, ones));
+          const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * i), w0),
+                                                 _mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * i + 4), w1));
+          c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(pairs, ones));
         }
       }
-      const __m256i off = _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.offset[g][8 * half]));
-      for (int t = 0; t < 4; ++t) c[t] = _mm256_sub_epi32(c[t], off);
     }
     const __m256 sc = _mm256_load_ps(&p.scale[g][8 * half]);
     for (int t = 0; t < 4; ++t) {
