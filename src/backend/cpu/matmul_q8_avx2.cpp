@@ -46,8 +46,10 @@ void half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (
     const int k = g * kGroup;
     // The sums start from −offset (wide panels have none), so they come out offset-free.
     __m256i start = _mm256_setzero_si256();
-    if constexpr (!kWide)
-      start = _mm256_sub_epi32(start, _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.offset[g][8 * half])));
+    if constexpr (!kWide) {
+      const __m256i off = _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.offset[g][8 * half]));
+      start = _mm256_sub_epi32(start, off);
+    }
     __m256i c[4] = {start, start, start, start};
     if constexpr (kWide) {
       for (int i = 0; i < kQuads; ++i) {
