@@ -109,13 +109,19 @@ void CpuBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_
            [&](int64_t b, int64_t e) { cpu::gated_rms_norm(o + b * dim, z + b * dim, w, e - b, dim, eps); });
 }
 
-void CpuBackend::add(float* y, const float* x, int64_t n) { add_inplace(y, x, n); }
+// Element-wise: split as rows of one (ranges of 16K floats: multiples of any SIMD width, so each
+// element takes the same instructions whatever the split).
+void CpuBackend::add(float* y, const float* x, int64_t n) {
+  for_rows(pool_, n, 1, [&](int64_t b, int64_t e) { add_inplace(y + b, x + b, e - b); });
+}
 
 void CpuBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim) {
   cpu::add_bias(x, bias, n_rows, dim);
 }
 
-void CpuBackend::silu_mul(float* gate, const float* up, int64_t n) { cpu::silu_mul(gate, up, n); }
+void CpuBackend::silu_mul(float* gate, const float* up, int64_t n) {
+  for_rows(pool_, n, 1, [&](int64_t b, int64_t e) { cpu::silu_mul(gate + b, up + b, e - b); });
+}
 
 void CpuBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
   for_rows(pool_, n_rows, dim, [&](int64_t b, int64_t e) {
@@ -163,7 +169,10 @@ void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_
 }
 
 void CpuBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {
-  cpu::rope(x, batch_.n_tokens, n_heads, head_dim, batch_.pos, p);
+  const int64_t width = n_heads * head_dim;
+  for_rows(pool_, batch_.n_tokens, width, [&](int64_t b, int64_t e) {
+    cpu::rope(x + b * width, e - b, n_heads, head_dim, batch_.pos + b, p);
+  });
 }
 
 void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
@@ -176,34 +185,37 @@ void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
     if ((seq.pos0 + seq.n_tokens + kv_.page_tokens - 1) / kv_.page_tokens > batch_.max_pages_per_seq)
       throw Error("context full: position " + std::to_string(seq.pos0 + seq.n_tokens) +
                   " exceeds the KV cache capacity of a sequence");
-    for (int64_t i = 0; i < seq.n_tokens; ++i) {
-      const int64_t t = seq.first + i, pos = seq.pos0 + i;
-      uint8_t* kdst = const_cast<uint8_t*>(pages[table[pos / kv_.page_tokens]]) + static_cast<size_t>(pos % kv_.page_tokens) * tb;
-      uint8_t* vdst = kdst + size_t{kv_.page_tokens} * tb;
-      const float* ksrc = k + t * width;
-      const float* vsrc = v + t * width;
-      switch (kv_.type) {
-        case backend::KvType::f32:
-          std::memcpy(kdst, ksrc, sizeof(float) * width);
-          std::memcpy(vdst, vsrc, sizeof(float) * width);
-          break;
-        case backend::KvType::f16: {
-          auto* kh = reinterpret_cast<quant::f16_bits*>(kdst);
-          auto* vh = reinterpret_cast<quant::f16_bits*>(vdst);
-          for (int64_t j = 0; j < width; ++j) {
-            kh[j] = quant::f32_to_f16(ksrc[j]);
-            vh[j] = quant::f32_to_f16(vsrc[j]);
+    for_rows(pool_, seq.n_tokens, 2 * width, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t t = seq.first + i, pos = seq.pos0 + i;
+        uint8_t* kdst = const_cast<uint8_t*>(pages[table[pos / kv_.page_tokens]]) +
+                        static_cast<size_t>(pos % kv_.page_tokens) * tb;
+        uint8_t* vdst = kdst + size_t{kv_.page_tokens} * tb;
+        const float* ksrc = k + t * width;
+        const float* vsrc = v + t * width;
+        switch (kv_.type) {
+          case backend::KvType::f32:
+            std::memcpy(kdst, ksrc, sizeof(float) * width);
+            std::memcpy(vdst, vsrc, sizeof(float) * width);
+            break;
+          case backend::KvType::f16: {
+            auto* kh = reinterpret_cast<quant::f16_bits*>(kdst);
+            auto* vh = reinterpret_cast<quant::f16_bits*>(vdst);
+            for (int64_t j = 0; j < width; ++j) {
+              kh[j] = quant::f32_to_f16(ksrc[j]);
+              vh[j] = quant::f32_to_f16(vsrc[j]);
+            }
+            break;
           }
-          break;
+          case backend::KvType::q8_0:
+            for (uint32_t h = 0; h < kv_.n_kv_heads; ++h) {
+              quant::quantize_row_q8_0(ksrc + h * kv_.head_dim, kdst + h * rb, kv_.head_dim);
+              quant::quantize_row_q8_0(vsrc + h * kv_.head_dim, vdst + h * rb, kv_.head_dim);
+            }
+            break;
         }
-        case backend::KvType::q8_0:
-          for (uint32_t h = 0; h < kv_.n_kv_heads; ++h) {
-            quant::quantize_row_q8_0(ksrc + h * kv_.head_dim, kdst + h * rb, kv_.head_dim);
-            quant::quantize_row_q8_0(vsrc + h * kv_.head_dim, vdst + h * rb, kv_.head_dim);
-          }
-          break;
       }
-    }
+    });
   }
 }
 

@@ -3,6 +3,7 @@
 #include "backend/cpu/matmul_q8.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -174,9 +175,23 @@ struct Q8Job {
   ActBlockQ8* act;
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
+  std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
-void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8* panel) {
+// Prefetches the weight bytes pack_panel_q8 reads for panel p's input block kb.
+void prefetch_panel(const WeightView& w, int64_t p, int64_t kb) {
+  const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
+  const int64_t r0 = p * kQ8Rows, k0 = kb * kQ8BlockK;
+  const size_t begin = quant::row_bytes(w.type, static_cast<uint64_t>(k0));
+  const size_t end = quant::row_bytes(w.type, static_cast<uint64_t>(std::min(w.n_in, k0 + kQ8BlockK)));
+  for (int64_t r = r0; r < std::min(w.n_out, r0 + kQ8Rows); ++r) {
+    const char* row = static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes;
+    for (size_t b = begin; b < end; b += 64) __builtin_prefetch(row + b);
+  }
+}
+
+// Panels [panel_begin, panel_end) of the call (of n_panels).
+void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panel) {
   const WeightView& w = *job.w;
   const int64_t nkb = q8_act_blocks(w.n_in);
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -185,6 +200,9 @@ void q8_thread(const Q8Job& job, int64_t panel_begin, int64_t panel_end, PanelQ8
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
       pack_panel_q8(w, r0, n_rows, k0, kc, panel);
+      // The next panel's weights arrive while the micro-kernel passes over the tokens.
+      if (kb + 1 < nkb) prefetch_panel(w, p, kb + 1);
+      else if (p + 1 < n_panels) prefetch_panel(w, p + 1, 0);
       for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
         const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
         job.micro(*panel, kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + r0, w.n_out,
@@ -241,8 +259,12 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   panel->group = group;
   panel->has_min = w.type == Type::Q4_K || w.type == Type::Q5_K;
   panel->wide = w.type == Type::Q8_0;
-  RowQ8 row;
+  panel->block_scale = w.type == Type::Q4_K || w.type == Type::Q5_K || w.type == Type::Q6_K;
+  // All rows are unpacked before any is interleaved: reading a row's bytes back right after its
+  // unpack wrote them stalls on store forwarding.
+  RowQ8 rows[kQ8Rows];
   for (int r = 0; r < kQ8Rows; ++r) {
+    RowQ8& row = rows[r];
     if (r < n_rows) {
       unpack(static_cast<const char*>(w.data) + static_cast<size_t>(r0 + r) * row_bytes + k_offset, kc, row);
     } else {
@@ -250,15 +272,17 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
       std::fill_n(row.min, kQ8MaxGroups, 0.0f);
     }
-    for (int64_t k = 0; k < kc; k += 4) std::memcpy(panel->q[k / 4][r], row.q + k, 4);
-    for (int g = 0; g < n_groups; ++g) {
-      int32_t sum = 0;
-      for (int k = g * group; k < (g + 1) * group; ++k) sum += row.q[k];
-      panel->offset[g][r] = 128 * sum;
-      panel->scale[g][r] = row.scale[g];
-      panel->min[g][r] = row.min[g];
-    }
   }
+  for (int64_t k = 0; k < kc; k += 4)
+    for (int r = 0; r < kQ8Rows; ++r) std::memcpy(panel->q[k / 4][r], rows[r].q + k, 4);
+  for (int g = 0; g < n_groups; ++g)
+    for (int r = 0; r < kQ8Rows; ++r) {
+      int32_t sum = 0;
+      for (int k = g * group; k < (g + 1) * group; ++k) sum += rows[r].q[k];
+      panel->offset[g][r] = 128 * sum;
+      panel->scale[g][r] = rows[r].scale[g];
+      panel->min[g][r] = rows[r].min[g];
+    }
 }
 
 Q8MicroFn q8_micro_generic() { return micro_generic; }
@@ -300,18 +324,24 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
   auto* act = static_cast<ActBlockQ8*>(scratch);
   char* panels = static_cast<char*>(scratch) +
                  q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(w.n_in)) * sizeof(ActBlockQ8));
-  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa)};
+  std::atomic<int64_t> next_panel{0};
+  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa), &next_panel};
   pool.run([&job](int ith, int nth) {
     const int64_t per = (job.n_tokens + nth - 1) / nth;
     const int64_t begin = std::min(job.n_tokens, per * ith), end = std::min(job.n_tokens, per * (ith + 1));
     quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
   });
+  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
+  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
+  // panel from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
+  // not depend on the thread that computes it.
   pool.run([&job](int ith, int nth) {
     const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
-    const int64_t per = (n_panels + nth - 1) / nth;
-    const int64_t begin = std::min(n_panels, per * ith), end = std::min(n_panels, per * (ith + 1));
+    const int64_t chunk =
+        std::max<int64_t>(1, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
     auto* panel = reinterpret_cast<PanelQ8*>(job.panels + q8_align(sizeof(PanelQ8)) * ith);
-    if (begin < end) q8_thread(job, begin, end, panel);
+    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
+      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panel);
   });
 }
 

@@ -60,6 +60,7 @@ struct alignas(64) PanelQ8 {
   int group;      // inputs per group: 32, or 16 for Q6_K
   bool has_min;   // Q4_K, Q5_K
   bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
+  bool block_scale;  // K-quants: the activations (Q8_K) have one scale per 256 inputs (d[g] = d[0])
 };
 
 // Activation blocks (of kQ8BlockK inputs) of a row of n_in inputs.
