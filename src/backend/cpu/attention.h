@@ -29,10 +29,16 @@ struct AttentionArgs {
   int32_t n_seqs = 0;
   const int32_t* page_table = nullptr;      // row s.slot: page ids of the sequence's positions
   int32_t max_pages_per_seq = 0;
+  // Fast mode (8-bit activations, no --exact): prefill tasks may take the bf16 row-block kernels
+  // (attention_kernels.h) where the CPU has them. Decode rows stay f32.
+  bool fast = false;
 };
 
-// Query tokens handled together by one task (they share each dequantized K/V tile).
+// Query tokens handled together by one task (they share each dequantized K/V tile); the bf16
+// kernels take twice as many, halving their tile loads per query row (exact mode keeps 32: the
+// split decides which tasks take the per-row kernels, so it shapes exact mode's sums).
 constexpr int64_t kAttentionQueryBlock = 32;
+constexpr int64_t kAttentionQueryBlockBf16 = 64;
 
 // A task with at least this many query rows (tokens x heads per KV head) takes the row-block
 // kernels (prefill); fewer take the per-row kernels (decode, where padding a handful of rows to
@@ -46,8 +52,10 @@ size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head,
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
 struct AttentionKernels;
-// The same with a given kernel table (tests compare the AVX2 twins with the scalar reference).
+struct AttentionBf16Kernels;
+// The same with given kernel tables (tests compare the SIMD twins with the scalar references):
+// with bf16 set, row-block tasks take it (args.fast is not consulted).
 void flash_attention_with(const AttentionKernels& kernels, const AttentionArgs& args, float* workspace, ThreadPool& pool,
-                          AttentionPath path = AttentionPath::automatic);
+                          AttentionPath path = AttentionPath::automatic, const AttentionBf16Kernels* bf16 = nullptr);
 
 }  // namespace keel::cpu

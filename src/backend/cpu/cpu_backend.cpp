@@ -9,6 +9,7 @@
 #include "backend/host_memory.h"
 #include "backend/cpu/gated_delta.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/matmul_q8.h"
 #include "backend/cpu/ops.h"
 #include "keel/error.h"
 #include "quant/blocks.h"
@@ -50,6 +51,10 @@ backend::Memory CpuBackend::allocate(std::string_view name, size_t bytes) {
 
 void CpuBackend::reserve(const backend::WorkloadShape& shape) {
   matmul_mode_ = shape.exact ? MatmulMode::exact : MatmulMode::fast;
+  // Attention rounds to bf16 only where the matmuls already round activations to 8 bits: a model
+  // of float weights stays float throughout in either mode (matmul.h).
+  fast_attention_ = !shape.exact && std::any_of(shape.matrices.begin(), shape.matrices.end(),
+                                                [](const auto& m) { return q8_supported(m.type); });
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     backend::Memory m = allocate(b.name, b.bytes);
     if (b.name == "matmul") matmul_ws_ = std::move(m);
@@ -218,6 +223,7 @@ void CpuBackend::attention(uint32_t layer, const float* q, float* out, uint32_t 
   a.n_seqs = batch_.n_seqs;
   a.page_table = batch_.page_table;
   a.max_pages_per_seq = batch_.max_pages_per_seq;
+  a.fast = fast_attention_;
   flash_attention(a, as_floats(attention_ws_), pool_);
 }
 
