@@ -387,8 +387,10 @@ const AttentionKernels& attention_kernels_for(int head_dim) {
 
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
   const int hd = static_cast<int>(a.kv.geo.head_dim);
+  // An f32 cache asks for f32 keys and values: only a rounded one (f16, q8_0) takes bf16 products.
+  const bool bf16 = a.fast && a.kv.geo.type != backend::KvType::f32;
   flash_attention_with(attention_kernels_for(hd), a, workspace, pool, AttentionPath::automatic,
-                       a.fast ? attention_bf16_kernels_for(hd) : nullptr);
+                       bf16 ? attention_bf16_kernels_for(hd) : nullptr);
 }
 
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool,

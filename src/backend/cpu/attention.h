@@ -29,8 +29,8 @@ struct AttentionArgs {
   int32_t n_seqs = 0;
   const int32_t* page_table = nullptr;      // row s.slot: page ids of the sequence's positions
   int32_t max_pages_per_seq = 0;
-  // Fast mode (8-bit activations, no --exact): prefill tasks may take the bf16 row-block kernels
-  // (attention_kernels.h) where the CPU has them. Decode rows stay f32.
+  // Fast mode (8-bit activations, no --exact): with an f16 or q8_0 cache, prefill tasks take the
+  // bf16 row-block kernels (attention_kernels.h) where the CPU has them. Decode rows stay f32.
   bool fast = false;
 };
 
