@@ -2,9 +2,6 @@
 // -mavx512bf16; reached only after the runtime check in attention_bf16_kernels_for(), for head
 // sizes that are a multiple of 16). vdpbf16ps adds a lane's two bf16 products to an f32 sum:
 // twice the products of an f32 FMA per instruction, on half the bytes.
-// GCC 12 warns inside its own unmasked AVX-512 intrinsics (GCC bug 105593); the warning is noise.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstring>
