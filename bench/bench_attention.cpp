@@ -61,7 +61,8 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
 
   std::vector<float> q(static_cast<size_t>(n_tokens) * kHeads * kHeadDim), out(q.size());
   for (float& x : q) x = normal(rng);
-  std::vector<float> ws(cpu::attention_workspace_bytes(geo, kHeads, threads) / sizeof(float));
+  std::vector<float> ws(
+      cpu::attention_workspace_bytes(geo, kHeads, threads, cpu::attention_takes_bf16(geo, fast)) / sizeof(float));
   backend::SeqSlice seq{0, n_tokens, depth, 0};
   cpu::AttentionArgs a;
   a.q = q.data();

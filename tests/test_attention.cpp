@@ -159,7 +159,7 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
 
   const size_t n_out = q.size();
   std::vector<float> out(n_out + 32, 12345.0f);  // 16 sentinels each side
-  std::vector<float> ws(cpu::attention_workspace_bytes(geo, s.n_head, threads) / sizeof(float));
+  std::vector<float> ws(cpu::attention_workspace_bytes(geo, s.n_head, threads, bf16 != nullptr) / sizeof(float));
   cpu::AttentionArgs a;
   a.q = q.data();
   a.out = out.data() + 16;

@@ -29,27 +29,29 @@ struct Workspace {
   uint16_t* pp;    // [page_tokens + 1, padded_rows] probabilities in key pairs
 };
 
+// Query tokens per task: the bf16 kernels' block grows with the page (so does the workspace,
+// which the planner shrinks pages to fit).
+int64_t query_block(const backend::KvGeometry& kv, bool bf16) {
+  return bf16 ? std::clamp<int64_t>(kv.page_tokens / 2, kAttentionQueryBlock, kAttentionQueryBlockBf16)
+              : kAttentionQueryBlock;
+}
+
 // The rows of a full query block, rounded up to the block kernels' lane multiple.
-size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = std::max(kAttentionQueryBlock, kAttentionQueryBlockBf16) * (n_head / kv.n_kv_heads);
+size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = static_cast<size_t>(query_block(kv, bf16)) * (n_head / kv.n_kv_heads);
   return (rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
 }
 
-// The bf16 tiles' halves (uint16_t), in floats.
-size_t bf16_floats(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = padded_rows(kv, n_head);
+size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = padded_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
-  return (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2;
+  // The bf16 tiles (halves of floats); the f32 tiles then only hold a pair of rows.
+  const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2 : 0;
+  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
 }
 
-size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = padded_rows(kv, n_head);
-  const size_t pt = kv.page_tokens, hd = kv.head_dim;
-  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_floats(kv, n_head) + 16;
-}
-
-Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = padded_rows(kv, n_head);
+Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = padded_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
   Workspace w{};
   w.k_tile = base;
@@ -341,8 +343,13 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
 
 }  // namespace
 
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads) {
-  return sizeof(float) * per_thread_floats(kv, n_head) * static_cast<size_t>(n_threads);
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16) {
+  return sizeof(float) * per_thread_floats(kv, n_head, bf16) * static_cast<size_t>(n_threads);
+}
+
+bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
+  // An f32 cache asks for f32 keys and values: only a rounded one (f16, q8_0) takes bf16 products.
+  return fast && kv.type != backend::KvType::f32 && attention_bf16_kernels_for(static_cast<int>(kv.head_dim)) != nullptr;
 }
 
 const AttentionKernels& attention_kernels_generic() {
@@ -387,10 +394,8 @@ const AttentionKernels& attention_kernels_for(int head_dim) {
 
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
   const int hd = static_cast<int>(a.kv.geo.head_dim);
-  // An f32 cache asks for f32 keys and values: only a rounded one (f16, q8_0) takes bf16 products.
-  const bool bf16 = a.fast && a.kv.geo.type != backend::KvType::f32;
   flash_attention_with(attention_kernels_for(hd), a, workspace, pool, AttentionPath::automatic,
-                       bf16 ? attention_bf16_kernels_for(hd) : nullptr);
+                       attention_takes_bf16(a.kv.geo, a.fast) ? attention_bf16_kernels_for(hd) : nullptr);
 }
 
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool,
@@ -399,28 +404,28 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
   // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
   // round-robin from the last block of the last sequence for balance.
   int64_t n_blocks = 0;
-  const int64_t query_block = bf16 ? kAttentionQueryBlockBf16 : kAttentionQueryBlock;
-  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + query_block - 1) / query_block;
+  const int64_t block_tokens = query_block(kv, bf16 != nullptr);
+  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
-  const size_t stride = per_thread_floats(kv, a.n_head);
+  const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   const int64_t group = a.n_head / kv.n_kv_heads;
   pool.run([&](int ith, int nth) {
-    Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head);
+    Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head, bf16 != nullptr);
     int32_t s = a.n_seqs - 1;
     int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
       const int64_t from_end = task / kv.n_kv_heads;  // 0 = the last block of the batch
       const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
-      int64_t seq_blocks = (a.seqs[s].n_tokens + query_block - 1) / query_block;
+      int64_t seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       while (from_end >= blocks_after + seq_blocks) {
         blocks_after += seq_blocks;
         --s;
-        seq_blocks = (a.seqs[s].n_tokens + query_block - 1) / query_block;
+        seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       }
       const backend::SeqSlice& seq = a.seqs[s];
       const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
-      const int64_t t0 = seq.first + block * query_block;
-      const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + query_block);
+      const int64_t t0 = seq.first + block * block_tokens;
+      const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + block_tokens);
       const bool blocks = path == AttentionPath::row_blocks ||
                           (path == AttentionPath::automatic && (t1 - t0) * group >= kAttentionMinBlockRows);
       if (blocks)

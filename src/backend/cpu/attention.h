@@ -35,9 +35,10 @@ struct AttentionArgs {
 };
 
 // Query tokens handled together by one task (they share each dequantized K/V tile). The bf16
-// kernels take 128, a quarter of the tile loads per query row (at Qwen3-0.6B shapes, 15% less
-// time than 64 per 512-token chunk at depth 3584, and 256 measured the same); exact mode keeps
-// 32, as the split decides which tasks take the per-row kernels and so shapes its sums.
+// kernels take up to 128 (half a page, at least 32): fewer tile loads per query row (at
+// Qwen3-0.6B shapes, 15% less time than 64 per 512-token chunk at depth 3584; 256 measured the
+// same). The f32 kernels keep 32: the split decides which tasks take the per-row kernels, so it
+// shapes exact mode's sums.
 constexpr int64_t kAttentionQueryBlock = 32;
 constexpr int64_t kAttentionQueryBlockBf16 = 128;
 
@@ -49,7 +50,10 @@ constexpr int64_t kAttentionMinBlockRows = 8;
 // Which kernel set the tasks take: chosen per task by its row count, or forced (tests).
 enum class AttentionPath { automatic, per_row, row_blocks };
 
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads);
+// Workspace of flash_attention; bf16: for the bf16 kernels (attention_takes_bf16).
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16 = false);
+// Whether flash_attention takes the bf16 kernels for a cache in fast mode (AttentionArgs::fast).
+bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
 struct AttentionKernels;
