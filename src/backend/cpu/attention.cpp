@@ -45,7 +45,7 @@ size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
 size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
   const size_t rows = padded_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
-  // The bf16 tiles (halves of floats); the f32 tiles then only hold a pair of rows.
+  // The bf16 tiles (halves of floats). The f32 tiles stay whole: decode tasks of the same call use them.
   const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2 : 0;
   return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
 }
