@@ -2,7 +2,8 @@
 // pages of 256): one layer's call for a prefill chunk of 512 tokens at a depth (the last chunk of
 // a 4096-token prompt is tokens:512/depth:3584) and for one decode token at a depth. Reports
 // GFLOP/s of the QK and PV products (4 * head_dim flops per visible key and query head).
-// The /per_row variants force the decode kernels on every task (the pre-row-block behaviour).
+// The /per_row variants force the decode kernels on every task (the pre-row-block behaviour); the
+// /bf16 variants take fast mode's bf16 row-block kernels where this CPU has them.
 // Run: build/keel_bench --benchmark_filter=Attention
 #include <benchmark/benchmark.h>
 
@@ -24,7 +25,8 @@ namespace cpu = keel::cpu;
 
 constexpr uint32_t kHeads = 16, kKvHeads = 8, kHeadDim = 128, kPage = 256;
 
-void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, int threads, cpu::AttentionPath path) {
+void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, int threads, cpu::AttentionPath path,
+                     bool fast) {
   backend::KvGeometry geo;
   geo.type = backend::KvType::f16;
   geo.n_layers = 1;
@@ -59,7 +61,8 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
 
   std::vector<float> q(static_cast<size_t>(n_tokens) * kHeads * kHeadDim), out(q.size());
   for (float& x : q) x = normal(rng);
-  std::vector<float> ws(cpu::attention_workspace_bytes(geo, kHeads, threads) / sizeof(float));
+  std::vector<float> ws(
+      cpu::attention_workspace_bytes(geo, kHeads, threads, cpu::attention_takes_bf16(geo, fast)) / sizeof(float));
   backend::SeqSlice seq{0, n_tokens, depth, 0};
   cpu::AttentionArgs a;
   a.q = q.data();
@@ -71,9 +74,12 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
   a.n_seqs = 1;
   a.page_table = table.data();
   a.max_pages_per_seq = n_pages;
-  const cpu::AttentionKernels& kernels = cpu::attention_kernels_for(static_cast<int>(kHeadDim));
+  a.fast = fast;
   for (auto _ : state) {
-    cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path);
+    if (path == cpu::AttentionPath::automatic)
+      cpu::flash_attention(a, ws.data(), be.pool());
+    else
+      cpu::flash_attention_with(cpu::attention_kernels_for(static_cast<int>(kHeadDim)), a, ws.data(), be.pool(), path);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -86,14 +92,21 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
 
 const bool registered = [] {
   const int64_t cases[][2] = {{512, 0}, {512, 3584}, {1, 512}, {1, 4096}};
-  const std::pair<cpu::AttentionPath, const char*> paths[] = {{cpu::AttentionPath::automatic, ""},
-                                                              {cpu::AttentionPath::per_row, "/per_row"}};
+  struct Variant {
+    cpu::AttentionPath path;
+    bool fast;
+    const char* suffix;
+  };
+  const Variant variants[] = {{cpu::AttentionPath::automatic, false, ""},
+                              {cpu::AttentionPath::per_row, false, "/per_row"},
+                              {cpu::AttentionPath::automatic, true, "/bf16"}};
   for (const auto& c : cases)
     for (int threads : {1, 2})
-      for (const auto& [path, suffix] : paths) {
+      for (const Variant& v : variants) {
+        if (v.fast && cpu::attention_bf16_kernels_for(static_cast<int>(kHeadDim)) == nullptr) continue;
         const std::string name = "Attention/tokens:" + std::to_string(c[0]) + "/depth:" + std::to_string(c[1]) +
-                                 "/threads:" + std::to_string(threads) + suffix;
-        benchmark::RegisterBenchmark(name.c_str(), bench_attention, c[0], c[1], threads, path)
+                                 "/threads:" + std::to_string(threads) + v.suffix;
+        benchmark::RegisterBenchmark(name.c_str(), bench_attention, c[0], c[1], threads, v.path, v.fast)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }

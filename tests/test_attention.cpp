@@ -79,8 +79,14 @@ std::vector<float> naive(const AttnCase& s, const cpu::KvLayerView& kv, const ba
 
 // The sequences of one call: a case's own, or it beside two others (a decode deep into its
 // context, a short prefill) so that tasks span sequences and pages interleave in the pool.
+// bf16 kernels round q, K, probabilities and V to 8 significant bits (relative error 2^-9 each):
+// scores of unit-variance q and K move by about 2^-9, outputs by about as much relative to |V|
+// (values up to ~4 here). The worst output of Bf16RowBlocksEqualNaiveWithinBf16Rounding measured
+// 1.5e-2; f32 kernels stay within 2e-5.
+constexpr double kBf16Tolerance = 3e-2;
+
 void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::AttentionKernels& kernels, int threads,
-                cpu::AttentionPath path = cpu::AttentionPath::automatic) {
+                cpu::AttentionPath path = cpu::AttentionPath::automatic, const cpu::AttentionBf16Kernels* bf16 = nullptr) {
   std::mt19937 rng(s.head_dim * 31 + s.n_head * 7 + static_cast<uint32_t>(s.pos0) + static_cast<uint32_t>(seqs.size()));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const auto n_seqs = static_cast<int32_t>(seqs.size());
@@ -153,7 +159,7 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
 
   const size_t n_out = q.size();
   std::vector<float> out(n_out + 32, 12345.0f);  // 16 sentinels each side
-  std::vector<float> ws(cpu::attention_workspace_bytes(geo, s.n_head, threads) / sizeof(float));
+  std::vector<float> ws(cpu::attention_workspace_bytes(geo, s.n_head, threads, bf16 != nullptr) / sizeof(float));
   cpu::AttentionArgs a;
   a.q = q.data();
   a.out = out.data() + 16;
@@ -164,11 +170,11 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
   a.n_seqs = b.n_seqs;
   a.page_table = b.page_table;
   a.max_pages_per_seq = b.max_pages_per_seq;
-  cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path);
+  cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path, bf16);
   auto want = naive(s, a.kv, b, q, a.scale);
   double max_err = 0;
   for (size_t i = 0; i < n_out; ++i) max_err = std::max(max_err, static_cast<double>(std::fabs(out[16 + i] - want[i])));
-  EXPECT_LT(max_err, 2e-5) << "hd " << s.head_dim << " heads " << s.n_head << "/" << s.n_kv << " pos0 " << s.pos0
+  EXPECT_LT(max_err, bf16 ? kBf16Tolerance : 2e-5) << (bf16 ? "bf16 " : "") << "hd " << s.head_dim << " heads " << s.n_head << "/" << s.n_kv << " pos0 " << s.pos0
                            << " n " << s.n_tokens << " seqs " << seqs.size() << " path " << static_cast<int>(path)
                            << " threads " << threads;
   for (int i = 0; i < 16; ++i) {
@@ -178,9 +184,9 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
 }
 
 void check(const AttnCase& s, const cpu::AttentionKernels& kernels, int threads,
-           cpu::AttentionPath path = cpu::AttentionPath::automatic) {
-  check_seqs(s, {{s.pos0, s.n_tokens}}, kernels, threads, path);
-  check_seqs(s, {{45, 1}, {s.pos0, s.n_tokens}, {0, 3}}, kernels, threads, path);
+           cpu::AttentionPath path = cpu::AttentionPath::automatic, const cpu::AttentionBf16Kernels* bf16 = nullptr) {
+  check_seqs(s, {{s.pos0, s.n_tokens}}, kernels, threads, path, bf16);
+  check_seqs(s, {{45, 1}, {s.pos0, s.n_tokens}, {0, 3}}, kernels, threads, path, bf16);
 }
 
 // Every kernel table this CPU runs besides the generic one, with the head sizes it takes.
@@ -323,4 +329,120 @@ TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
           for (const SimdKernels& k : simd_kernels())
             check_block_kernels(*k.kernels, hd, n_rows, n_keys, first_visible, group);
         }
+}
+
+namespace {
+
+// The bf16 tables this CPU runs: the scalar twin always (even head sizes), SIMD where present.
+struct Bf16Kernels {
+  const cpu::AttentionBf16Kernels* kernels;
+  uint32_t head_dim_multiple;
+};
+std::vector<Bf16Kernels> bf16_kernels() {
+  std::vector<Bf16Kernels> out{{&cpu::attention_bf16_kernels_generic(), 2}};
+  if (const cpu::AttentionBf16Kernels* simd = cpu::attention_bf16_kernels_for(16)) out.push_back({simd, 16});
+  return out;
+}
+
+}  // namespace
+
+// Fast mode's bf16 row blocks against the double reference, within bf16's rounding: each table
+// alone (row_blocks) and mixed with the f32 per-row kernels (automatic), odd chunks, chunks on
+// page boundaries, GQA groups 1, 2, 3 and 6, several sequences per call, 1 and 2 threads.
+TEST(Attention, Bf16RowBlocksEqualNaiveWithinBf16Rounding) {
+  const std::pair<int64_t, int64_t> chunks[] = {{0, 1}, {0, 33}, {13, 19}, {16, 16}, {5, 60}, {37, 130}};
+  for (const Bf16Kernels& bf : bf16_kernels())
+    for (auto path : {cpu::AttentionPath::automatic, cpu::AttentionPath::row_blocks})
+      for (auto type : {runtime::KvType::f16, runtime::KvType::q8_0, runtime::KvType::f32})
+        for (uint32_t hd : {64u, 128u, 256u})
+          for (auto [heads, kvh] : {std::pair{4u, 4u}, std::pair{6u, 1u}, std::pair{8u, 2u}, std::pair{6u, 2u}})
+            for (size_t c = 0; c < std::size(chunks); ++c) {
+              const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
+              const int threads = 1 + static_cast<int>(c % 2);
+              check(s, cpu::attention_kernels_for(static_cast<int>(hd)), threads, path, bf.kernels);
+            }
+}
+
+namespace {
+
+// The SIMD bf16 kernels against their scalar twin on one tile (operands packed by each table's
+// own packers from the same floats), outputs between sentinels. Both round to nearest even, so
+// packed operands match bit for bit; sums differ only in order.
+void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_rows, int64_t n_keys) {
+  SCOPED_TRACE("hd " + std::to_string(hd) + " rows " + std::to_string(n_rows) + " keys " + std::to_string(n_keys));
+  const cpu::AttentionBf16Kernels& ref = cpu::attention_bf16_kernels_generic();
+  std::mt19937 rng(static_cast<uint32_t>(hd * 5 + n_rows * 3 + n_keys));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr uint16_t kMark = 0xABCD;
+  const int64_t n_pairs = (n_keys + 1) / 2;
+  std::vector<float> q(static_cast<size_t>(hd * n_rows)), keys(static_cast<size_t>(n_keys * hd)), values(keys.size());
+  for (auto& x : q) x = normal(rng) * 0.1f;
+  for (auto& x : keys) x = normal(rng);
+  for (auto& x : values) x = normal(rng);
+
+  // Packers: keys, values (odd counts completed with zeros), queries through pack_probabilities
+  // (the same pair layout over rows).
+  auto packed = [&](size_t n, auto pack) {
+    std::vector<uint16_t> a(n + 32, kMark), b(n + 32, kMark);
+    pack(ref, a.data() + 16);
+    pack(simd, b.data() + 16);
+    EXPECT_EQ(a, b);
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(b[i], kMark);
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(b[n + 16 + i], kMark);
+    return a;
+  };
+  auto kb = packed(static_cast<size_t>(n_keys * hd),
+                   [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) { k.pack_keys(keys.data(), n_keys, hd, o); });
+  auto vb = packed(static_cast<size_t>(n_pairs * 2 * hd),
+                   [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) { k.pack_values(values.data(), n_keys, hd, o); });
+  auto qp = packed(static_cast<size_t>(hd * n_rows), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+    k.pack_probabilities(q.data(), n_rows, n_rows, hd, o);
+  });
+
+  const int64_t ld = n_rows + 16;  // lanes past n_rows stay untouched
+  constexpr float kSentinel = 12345.0f;
+  const size_t n_st = static_cast<size_t>(n_keys * ld);
+  std::vector<float> st_ref(n_st + 32, kSentinel), st(n_st + 32, kSentinel);
+  ref.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st_ref.data() + 16, ld);
+  simd.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st.data() + 16, ld);
+  for (size_t i = 0; i < st.size(); ++i) {
+    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
+    if (lane) {
+      ASSERT_NEAR(st[i], st_ref[i], 1e-4f) << "score " << i;
+    } else {
+      ASSERT_EQ(st[i], kSentinel) << "score sentinel " << i;
+    }
+  }
+
+  // Probabilities in (0, 1] from the scores; odd key counts completed with zeros.
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int r = 0; r < n_rows; ++r) st_ref[16 + j * ld + r] = std::exp(-std::fabs(st_ref[16 + j * ld + r]));
+  auto pp = packed(static_cast<size_t>(n_pairs * 2 * n_rows), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+    k.pack_probabilities(st_ref.data() + 16, ld, n_rows, n_keys, o);
+  });
+
+  std::vector<float> correction(static_cast<size_t>(n_rows));
+  for (auto& c : correction) c = std::exp(-std::fabs(normal(rng)));
+  std::vector<float> acc_ref(static_cast<size_t>(n_rows * hd) + 32), acc;
+  for (auto& x : acc_ref) x = normal(rng);
+  for (int i = 0; i < 16; ++i) acc_ref[i] = acc_ref[acc_ref.size() - 1 - i] = kSentinel;
+  acc = acc_ref;
+  ref.accumulate_rows(acc_ref.data() + 16, correction.data(), n_rows, pp.data() + 16, vb.data() + 16, n_keys, hd);
+  simd.accumulate_rows(acc.data() + 16, correction.data(), n_rows, pp.data() + 16, vb.data() + 16, n_keys, hd);
+  for (size_t i = 0; i < acc.size(); ++i) ASSERT_NEAR(acc[i], acc_ref[i], 1e-4f * (1.0f + std::fabs(acc_ref[i]))) << i;
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_EQ(acc[i], kSentinel);
+    ASSERT_EQ(acc[acc.size() - 1 - i], kSentinel);
+  }
+}
+
+}  // namespace
+
+TEST(Attention, Bf16KernelsEqualTheirScalarTwins) {
+  const cpu::AttentionBf16Kernels* simd = cpu::attention_bf16_kernels_for(16);
+  if (simd == nullptr) GTEST_SKIP() << "no bf16 SIMD kernels on this CPU";
+  for (int hd : {16, 64, 128, 256})
+    for (int n_rows : {16, 32, 48, 64, 128})
+      for (int64_t n_keys : {int64_t{1}, int64_t{2}, int64_t{5}, int64_t{13}, int64_t{31}, int64_t{256}})
+        check_bf16_kernels(*simd, hd, n_rows, n_keys);
 }

@@ -23,22 +23,35 @@ struct Workspace {
   float* qt;       // [head_dim, padded_rows]        row-block path: queries transposed, scaled
   float* st;       // [page_tokens, padded_rows]     row-block path: scores/probabilities transposed
   float* correction;  // [padded_rows]               row-block path
+  uint16_t* kb;    // [page_tokens, head_dim]        bf16 row-block path: keys
+  uint16_t* vb;    // [page_tokens + 1, head_dim]    values in key pairs
+  uint16_t* qp;    // [head_dim, padded_rows]        queries in pairs, scaled
+  uint16_t* pp;    // [page_tokens + 1, padded_rows] probabilities in key pairs
 };
 
+// Query tokens per task: the bf16 kernels' block grows with the page (so does the workspace,
+// which the planner shrinks pages to fit).
+int64_t query_block(const backend::KvGeometry& kv, bool bf16) {
+  return bf16 ? std::clamp<int64_t>(kv.page_tokens / 2, kAttentionQueryBlock, kAttentionQueryBlockBf16)
+              : kAttentionQueryBlock;
+}
+
 // The rows of a full query block, rounded up to the block kernels' lane multiple.
-size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = kAttentionQueryBlock * (n_head / kv.n_kv_heads);
+size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = static_cast<size_t>(query_block(kv, bf16)) * (n_head / kv.n_kv_heads);
   return (rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
 }
 
-size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = padded_rows(kv, n_head);
+size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = padded_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
-  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + 16;
+  // The bf16 tiles (halves of floats). The f32 tiles stay whole: decode tasks of the same call use them.
+  const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2 : 0;
+  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
 }
 
-Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
-  const size_t rows = padded_rows(kv, n_head);
+Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  const size_t rows = padded_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
   Workspace w{};
   w.k_tile = base;
@@ -50,6 +63,10 @@ Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head) {
   w.m = w.scores + pt;
   w.l = w.m + rows;
   w.correction = w.l + rows;
+  w.kb = reinterpret_cast<uint16_t*>(w.correction + rows);
+  w.vb = w.kb + pt * hd;
+  w.qp = w.vb + (pt + 1) * hd;
+  w.pp = w.qp + hd * rows;
   return w;
 }
 
@@ -120,6 +137,50 @@ void accumulate_rows_generic(float* acc, const float* correction, int n_rows, co
   }
 }
 
+// ---- the bf16 row-block twins (fast mode) ----
+
+float bf16(uint16_t b) { return quant::bf16_to_f32(b); }
+
+void pack_keys_generic(const float* keys, int64_t n, int hd, uint16_t* out) {
+  for (int64_t i = 0; i < n * hd; ++i) out[i] = quant::f32_to_bf16(keys[i]);
+}
+
+// out[(j/2)*2*width + 2*i + j%2] = bf16(x[j*ld + i]) for i < width, j < n rounded up to even
+// (zeros past n): rows j and j + 1 interleaved.
+void pack_pairs(const float* x, int64_t ld, int64_t n, int width, uint16_t* out) {
+  for (int64_t j = 0; j < (n + 1) / 2 * 2; ++j)
+    for (int i = 0; i < width; ++i)
+      out[(j / 2) * 2 * width + 2 * i + j % 2] = j < n ? quant::f32_to_bf16(x[j * ld + i]) : 0;
+}
+
+void pack_values_generic(const float* values, int64_t n, int hd, uint16_t* out) { pack_pairs(values, hd, n, hd, out); }
+
+void scores_rows_bf16_generic(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
+                              int64_t lds) {
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int r = 0; r < n_rows; ++r) {
+      float s = 0.0f;
+      for (int i = 0; i < hd; ++i) s += bf16(keys[j * hd + i]) * bf16(qp[(i / 2) * 2 * n_rows + 2 * r + i % 2]);
+      st[j * lds + r] = s;
+    }
+}
+
+void pack_probabilities_generic(const float* st, int64_t lds, int n_rows, int64_t n_keys, uint16_t* pp) {
+  pack_pairs(st, lds, n_keys, n_rows, pp);
+}
+
+void accumulate_rows_bf16_generic(float* acc, const float* correction, int n_rows, const uint16_t* pp,
+                                  const uint16_t* values, int64_t n_keys, int hd) {
+  for (int r = 0; r < n_rows; ++r) {
+    float* a = acc + int64_t{r} * hd;
+    for (int i = 0; i < hd; ++i) a[i] *= correction[r];
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const float p = bf16(pp[(j / 2) * 2 * n_rows + 2 * r + j % 2]);
+      for (int i = 0; i < hd; ++i) a[i] += p * bf16(values[(j / 2) * 2 * hd + 2 * i + j % 2]);
+    }
+  }
+}
+
 void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, float* dst, int hd) {
   switch (type) {
     case quant::Type::F32: std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(hd)); return;
@@ -131,9 +192,11 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
 // Rows ahead that load_tiles prefetches.
 constexpr int64_t kPrefetchRows = 8;
 
-// The task's K and V rows of one page, head g, positions [start, start + len), as f32 tiles.
-void load_tiles(const AttentionKernels& kern, const AttentionArgs& a, int32_t page, uint32_t g, int64_t len,
-                const Workspace& w) {
+// The task's K and V rows of one page, head g, positions [start, start + len), as f32 tiles; or,
+// with bf16 set, packed into its tiles (w.kb, w.vb) a pair of rows at a time, the f32 tiles'
+// first two rows serving as the pair's scratch.
+void load_tiles(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a, int32_t page,
+                uint32_t g, int64_t len, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const size_t rb = kv.row_bytes();
@@ -151,8 +214,13 @@ void load_tiles(const AttentionKernels& kern, const AttentionArgs& a, int32_t pa
         __builtin_prefetch(kp + off + kPrefetchRows * stride + b);
         __builtin_prefetch(vp + off + kPrefetchRows * stride + b);
       }
-    load_row(kern, et, kp + off, w.k_tile + j * hd, hd);
-    load_row(kern, et, vp + off, w.v_tile + j * hd, hd);
+    const int64_t row = bf16 ? j % 2 : j;
+    load_row(kern, et, kp + off, w.k_tile + row * hd, hd);
+    load_row(kern, et, vp + off, w.v_tile + row * hd, hd);
+    if (bf16 && (row == 1 || j + 1 == len)) {
+      bf16->pack_keys(w.k_tile, row + 1, hd, w.kb + (j - row) * hd);
+      bf16->pack_values(w.v_tile, row + 1, hd, w.vb + (j - row) * hd);
+    }
   }
 }
 
@@ -189,7 +257,7 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    load_tiles(kern, a, pages[page], g, len, w);
+    load_tiles(kern, nullptr, a, pages[page], g, len, w);
     if (page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     for (int64_t t = t0; t < t1; ++t) {
@@ -220,9 +288,10 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
 
 // One task, row-block kernels: the same rows (row (t - t0) * group + hh is token t, head
 // g * group + hh), all of them per K/V tile. Padding rows have zero queries and the last real
-// row's causal limit or more, so their state stays finite; they are never written out.
-void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
-                       int64_t t0, int64_t t1, const Workspace& w) {
+// row's causal limit or more, so their state stays finite; they are never written out. With
+// bf16 set, its kernels take the products (the tiles packed after loading) and kern the softmax.
+void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a,
+                       const backend::SeqSlice& seq, uint32_t g, int64_t t0, int64_t t1, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
@@ -236,6 +305,7 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, con
     for (int i = 0; i < hd; ++i) w.qt[i * padded + row] = q[i] * a.scale;
   }
   for (int i = 0; i < hd; ++i) std::fill(w.qt + i * padded + n_rows, w.qt + (i + 1) * padded, 0.0f);
+  if (bf16) pack_pairs(w.qt, padded, hd, static_cast<int>(padded), w.qp);
   std::fill(w.m, w.m + padded, -std::numeric_limits<float>::infinity());
   std::fill(w.l, w.l + padded, 0.0f);
   std::fill(w.acc, w.acc + padded * hd, 0.0f);
@@ -246,13 +316,22 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, con
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    load_tiles(kern, a, pages[page], g, len, w);
+    load_tiles(kern, bf16, a, pages[page], g, len, w);
     if (page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
-    kern.scores_rows(w.qt, padded, n, w.k_tile, len, hd, w.st, padded);
+    if (bf16) {
+      bf16->scores_rows(w.qp, n, w.kb, len, hd, w.st, padded);
+    } else {
+      kern.scores_rows(w.qt, padded, n, w.k_tile, len, hd, w.st, padded);
+    }
     kern.softmax_rows(w.st, padded, n, len, pos_of_first + t0 - start + 1, static_cast<int>(group), w.m, w.l,
                       w.correction);
-    kern.accumulate_rows(w.acc, w.correction, n, w.st, padded, w.v_tile, len, hd);
+    if (bf16) {
+      bf16->pack_probabilities(w.st, padded, n, len, w.pp);
+      bf16->accumulate_rows(w.acc, w.correction, n, w.pp, w.vb, len, hd);
+    } else {
+      kern.accumulate_rows(w.acc, w.correction, n, w.st, padded, w.v_tile, len, hd);
+    }
   }
   for (int64_t row = 0; row < n_rows; ++row) {
     const int64_t t = t0 + row / group;
@@ -264,14 +343,39 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionArgs& a, con
 
 }  // namespace
 
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads) {
-  return sizeof(float) * per_thread_floats(kv, n_head) * static_cast<size_t>(n_threads);
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16) {
+  return sizeof(float) * per_thread_floats(kv, n_head, bf16) * static_cast<size_t>(n_threads);
+}
+
+bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
+  // An f32 cache asks for f32 keys and values: only a rounded one (f16, q8_0) takes bf16 products.
+  return fast && kv.type != backend::KvType::f32 && attention_bf16_kernels_for(static_cast<int>(kv.head_dim)) != nullptr;
 }
 
 const AttentionKernels& attention_kernels_generic() {
   static const AttentionKernels k{scores_generic,      exp_sum_generic,      accumulate_generic,     f16_to_f32_generic,
                                   scores_rows_generic, softmax_rows_generic, accumulate_rows_generic};
   return k;
+}
+
+const AttentionBf16Kernels& attention_bf16_kernels_generic() {
+  static const AttentionBf16Kernels k{pack_keys_generic, pack_values_generic, scores_rows_bf16_generic,
+                                      pack_probabilities_generic, accumulate_rows_bf16_generic};
+  return k;
+}
+
+const AttentionBf16Kernels* attention_bf16_kernels_for(int head_dim) {
+#if defined(__x86_64__)
+  // attention_avx512bf16.cpp is compiled for AVX-512 F/BW/VL/BF16; KEEL_CPU_ISA=avx2 turns it off.
+  static const bool bf16 = isa_supported(Isa::avx512) && [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  if (bf16 && head_dim % 16 == 0) return &attention_bf16_kernels_avx512bf16();
+#endif
+  (void)head_dim;
+  return nullptr;
 }
 
 const AttentionKernels& attention_kernels_for(int head_dim) {
@@ -289,39 +393,45 @@ const AttentionKernels& attention_kernels_for(int head_dim) {
 }
 
 void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool) {
-  flash_attention_with(attention_kernels_for(static_cast<int>(a.kv.geo.head_dim)), a, workspace, pool);
+  const int hd = static_cast<int>(a.kv.geo.head_dim);
+  flash_attention_with(attention_kernels_for(hd), a, workspace, pool, AttentionPath::automatic,
+                       attention_takes_bf16(a.kv.geo, a.fast) ? attention_bf16_kernels_for(hd) : nullptr);
 }
 
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool,
-                          AttentionPath path) {
+                          AttentionPath path, const AttentionBf16Kernels* bf16) {
   const backend::KvGeometry& kv = a.kv.geo;
   // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
   // round-robin from the last block of the last sequence for balance.
   int64_t n_blocks = 0;
-  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+  const int64_t block_tokens = query_block(kv, bf16 != nullptr);
+  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
   const int64_t n_tasks = n_blocks * kv.n_kv_heads;
-  const size_t stride = per_thread_floats(kv, a.n_head);
+  const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   const int64_t group = a.n_head / kv.n_kv_heads;
   pool.run([&](int ith, int nth) {
-    Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head);
+    Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head, bf16 != nullptr);
     int32_t s = a.n_seqs - 1;
     int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
       const int64_t from_end = task / kv.n_kv_heads;  // 0 = the last block of the batch
       const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
-      int64_t seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+      int64_t seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       while (from_end >= blocks_after + seq_blocks) {
         blocks_after += seq_blocks;
         --s;
-        seq_blocks = (a.seqs[s].n_tokens + kAttentionQueryBlock - 1) / kAttentionQueryBlock;
+        seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       }
       const backend::SeqSlice& seq = a.seqs[s];
       const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
-      const int64_t t0 = seq.first + block * kAttentionQueryBlock;
-      const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + kAttentionQueryBlock);
+      const int64_t t0 = seq.first + block * block_tokens;
+      const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + block_tokens);
       const bool blocks = path == AttentionPath::row_blocks ||
                           (path == AttentionPath::automatic && (t1 - t0) * group >= kAttentionMinBlockRows);
-      (blocks ? attend_row_blocks : attend_per_row)(kern, a, seq, g, t0, t1, w);
+      if (blocks)
+        attend_row_blocks(kern, bf16, a, seq, g, t0, t1, w);
+      else
+        attend_per_row(kern, a, seq, g, t0, t1, w);
     }
   });
 }

@@ -29,10 +29,18 @@ struct AttentionArgs {
   int32_t n_seqs = 0;
   const int32_t* page_table = nullptr;      // row s.slot: page ids of the sequence's positions
   int32_t max_pages_per_seq = 0;
+  // Fast mode (8-bit activations, no --exact): with an f16 or q8_0 cache, prefill tasks take the
+  // bf16 row-block kernels (attention_kernels.h) where the CPU has them. Decode rows stay f32.
+  bool fast = false;
 };
 
-// Query tokens handled together by one task (they share each dequantized K/V tile).
+// Query tokens handled together by one task (they share each dequantized K/V tile). The bf16
+// kernels take up to 128 (half a page, at least 32): fewer tile loads per query row (at
+// Qwen3-0.6B shapes, 15% less time than 64 per 512-token chunk at depth 3584; 256 measured the
+// same). The f32 kernels keep 32: the split decides which tasks take the per-row kernels, so it
+// shapes exact mode's sums.
 constexpr int64_t kAttentionQueryBlock = 32;
+constexpr int64_t kAttentionQueryBlockBf16 = 128;
 
 // A task with at least this many query rows (tokens x heads per KV head) takes the row-block
 // kernels (prefill); fewer take the per-row kernels (decode, where padding a handful of rows to
@@ -42,12 +50,17 @@ constexpr int64_t kAttentionMinBlockRows = 8;
 // Which kernel set the tasks take: chosen per task by its row count, or forced (tests).
 enum class AttentionPath { automatic, per_row, row_blocks };
 
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads);
+// Workspace of flash_attention; bf16: for the bf16 kernels (attention_takes_bf16).
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16 = false);
+// Whether flash_attention takes the bf16 kernels for a cache in fast mode (AttentionArgs::fast).
+bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);
 
 struct AttentionKernels;
-// The same with a given kernel table (tests compare the AVX2 twins with the scalar reference).
+struct AttentionBf16Kernels;
+// The same with given kernel tables (tests compare the SIMD twins with the scalar references):
+// with bf16 set, row-block tasks take it (args.fast is not consulted).
 void flash_attention_with(const AttentionKernels& kernels, const AttentionArgs& args, float* workspace, ThreadPool& pool,
-                          AttentionPath path = AttentionPath::automatic);
+                          AttentionPath path = AttentionPath::automatic, const AttentionBf16Kernels* bf16 = nullptr);
 
 }  // namespace keel::cpu

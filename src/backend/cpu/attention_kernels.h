@@ -42,11 +42,40 @@ struct AttentionKernels {
                           const float* values, int64_t n_keys, int hd);
 };
 
+// Fast mode's row-block kernels (AttentionArgs::fast): queries, keys, probabilities and values
+// rounded to bfloat16 (round to nearest even), products summed in f32; the online softmax stays
+// f32 (softmax_rows of an f32 table). Operands come in pairs along the summed index, the layout
+// of AVX512_BF16's vdpbf16ps: 32-bit lane r of a vector holds the pair (x[2p][r], x[2p + 1][r]).
+struct AttentionBf16Kernels {
+  // out[j*hd + i] = bf16(keys[j*hd + i]) for j < n.
+  void (*pack_keys)(const float* keys, int64_t n, int hd, uint16_t* out);
+  // out[(j/2)*2*hd + 2*i + j%2] = bf16(values[j*hd + i]) for j < n; an odd n's last pair is
+  // completed with zeros.
+  void (*pack_values)(const float* values, int64_t n, int hd, uint16_t* out);
+  // st[j*lds + r] = sum_i keys[j*hd + i] * q[i][r] for j < n_keys, r < n_rows, where
+  // qp[(i/2)*2*n_rows + 2*r + i%2] holds q[i][r] (the block's queries, scaled; hd even).
+  void (*scores_rows)(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
+                      int64_t lds);
+  // pp[(j/2)*2*n_rows + 2*r + j%2] = bf16(st[j*lds + r]) for j < n_keys (an odd n_keys' last pair
+  // completed with zeros), r < n_rows.
+  void (*pack_probabilities)(const float* st, int64_t lds, int n_rows, int64_t n_keys, uint16_t* pp);
+  // acc[r*hd + i] = acc[r*hd + i] * correction[r] + sum_{j < n_keys} p[j][r] * v[j][i], with pp
+  // and values as the packers leave them.
+  void (*accumulate_rows)(float* acc, const float* correction, int n_rows, const uint16_t* pp, const uint16_t* values,
+                          int64_t n_keys, int hd);
+};
+
 const AttentionKernels& attention_kernels_generic();
 const AttentionKernels& attention_kernels_avx2();    // only when the CPU has AVX2 + FMA + F16C
 const AttentionKernels& attention_kernels_avx512();  // only with AVX-512F, head sizes % 16 == 0
 const AttentionKernels& attention_kernels_neon();    // AArch64 only, head sizes % 4 == 0
 // The fastest table for a head size on this CPU.
 const AttentionKernels& attention_kernels_for(int head_dim);
+
+const AttentionBf16Kernels& attention_bf16_kernels_generic();      // even head sizes
+const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16();  // AVX512_BF16 only, head sizes % 16 == 0
+// The bf16 table that beats f32 for a head size on this CPU; nullptr where none does (the
+// scalar twin never does: fast mode then keeps the f32 kernels).
+const AttentionBf16Kernels* attention_bf16_kernels_for(int head_dim);
 
 }  // namespace keel::cpu

@@ -9,6 +9,7 @@
 #include "backend/host_memory.h"
 #include "backend/cpu/gated_delta.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/matmul_q8.h"
 #include "backend/cpu/ops.h"
 #include "keel/error.h"
 #include "quant/blocks.h"
@@ -27,6 +28,12 @@ void for_rows(ThreadPool& pool, int64_t n_rows, int64_t width, F&& fn) {
 
 float* as_floats(const backend::Memory& m) { return reinterpret_cast<float*>(m.get()); }
 
+// Attention may round to bf16 only where the matmuls already round activations to 8 bits: a
+// model of float weights stays float throughout in either mode (matmul.h).
+bool fast_attention(const backend::WorkloadShape& s) {
+  return !s.exact && std::any_of(s.matrices.begin(), s.matrices.end(), [](const auto& m) { return q8_supported(m.type); });
+}
+
 }  // namespace
 
 std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape& s) {
@@ -36,7 +43,9 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
         matmul_bytes, matmul_scratch_bytes(m.type, m.n_in, s.max_tokens, s.n_threads,
                                            s.exact ? MatmulMode::exact : MatmulMode::fast));
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}};
-  if (s.kv.n_layers > 0) out.push_back({"attention", attention_workspace_bytes(s.kv, s.n_head, s.n_threads)});
+  if (s.kv.n_layers > 0)
+    out.push_back({"attention", attention_workspace_bytes(s.kv, s.n_head, s.n_threads,
+                                                          attention_takes_bf16(s.kv, fast_attention(s)))});
   if (s.gdn_d_k > 0) out.push_back({"gdn_work", gated_delta_workspace_bytes(s.gdn_d_k, s.gdn_d_v, s.n_threads)});
   return out;
 }
@@ -50,6 +59,7 @@ backend::Memory CpuBackend::allocate(std::string_view name, size_t bytes) {
 
 void CpuBackend::reserve(const backend::WorkloadShape& shape) {
   matmul_mode_ = shape.exact ? MatmulMode::exact : MatmulMode::fast;
+  fast_attention_ = fast_attention(shape);
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     backend::Memory m = allocate(b.name, b.bytes);
     if (b.name == "matmul") matmul_ws_ = std::move(m);
@@ -230,6 +240,7 @@ void CpuBackend::attention(uint32_t layer, const float* q, float* out, uint32_t 
   a.n_seqs = batch_.n_seqs;
   a.page_table = batch_.page_table;
   a.max_pages_per_seq = batch_.max_pages_per_seq;
+  a.fast = fast_attention_;
   flash_attention(a, as_floats(attention_ws_), pool_);
 }
 

@@ -65,6 +65,7 @@ class CpuBackend final : public backend::Backend {
   ThreadPool pool_;
   bool frozen_ = false;
   MatmulMode matmul_mode_ = MatmulMode::fast;  // from reserve(): --exact keeps f32 activations
+  bool fast_attention_ = false;  // from reserve(): fast mode with 8-bit activations somewhere
   backend::Memory matmul_ws_, attention_ws_, gdn_ws_;
   backend::KvGeometry kv_;
   std::vector<backend::Memory> pages_;   // [n_layers * n_pages]
