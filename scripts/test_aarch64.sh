@@ -47,6 +47,7 @@ generic='CpuIsa.*:MatmulDriver.GenericMatchesReference:MatmulQ8*:GdnTwins.*:Atte
 q8='CpuIsa.*:MatmulQ8*'
 best='CpuIsa.*:Matmul*:Attention.*:Gdn*:*GdnChunkedEqualsRecurrence*:Ops.*:Dequant.*:Quantize*:QuantPack.*'
 best+=':KvAndChunk/LlamaGolden.*/1:KvAndChunk/LlamaGolden.*/5'  # stories260K: f32 KV, chunks of 3 (GEMV); f16 KV, 512 (GEMM)
+best+='-Attention.Bf16*'  # bf16 attention is x86-only (AVX512_BF16); its scalar twin is tested there
 [ "${KEEL_AARCH64_FULL:-0}" = 1 ] && best='*'
 # qemu CPU model, KEEL_CPU_ISA (- for none), the level that must be detected, gtest filter
 runs=("max generic generic $generic"
