@@ -231,16 +231,19 @@ TEST(Attention, OddHeadSizeUsesTheScalarPath) {
 // several sequences per call (a decode, a short prefill and the case), on 1 and 2 threads.
 TEST(Attention, RowBlocksAndPerRowKernelsEachEqualNaive) {
   const std::pair<int64_t, int64_t> chunks[] = {{0, 1}, {0, 7}, {0, 16}, {0, 33}, {13, 19}, {16, 16}, {37, 9}, {5, 60}};
+  // Every head size with every chunk; the GQA shapes rotate over them (each meets every head size
+  // and, across head sizes, every chunk): the whole product ran 108 s under the sanitizers.
+  const std::pair<uint32_t, uint32_t> shapes[] = {{4, 4}, {6, 1}, {8, 2}, {6, 2}};
   for (auto path : {cpu::AttentionPath::per_row, cpu::AttentionPath::row_blocks})
     for (auto type : {runtime::KvType::f16, runtime::KvType::q8_0})
       for (uint32_t hd : {64u, 128u, 256u})
-        for (auto [heads, kvh] : {std::pair{4u, 4u}, std::pair{6u, 1u}, std::pair{8u, 2u}, std::pair{6u, 2u}})
-          for (size_t c = 0; c < std::size(chunks); ++c) {
-            const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
-            const int threads = 1 + static_cast<int>(c % 2);
-            check(s, cpu::attention_kernels_generic(), threads, path);
-            for (const SimdKernels& k : simd_kernels()) check(s, *k.kernels, threads, path);
-          }
+        for (size_t c = 0; c < std::size(chunks); ++c) {
+          const auto [heads, kvh] = shapes[(c + hd / 64) % std::size(shapes)];
+          const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
+          const int threads = 1 + static_cast<int>(c % 2);
+          check(s, cpu::attention_kernels_generic(), threads, path);
+          for (const SimdKernels& k : simd_kernels()) check(s, *k.kernels, threads, path);
+        }
 }
 
 TEST(Attention, RowBlocksOnOddHeadSizesAndF32Cache) {
@@ -351,19 +354,21 @@ std::vector<Bf16Kernels> bf16_kernels() {
 // page boundaries, GQA groups 1, 2, 3 and 6, several sequences per call, 1 and 2 threads.
 TEST(Attention, Bf16RowBlocksEqualNaiveWithinBf16Rounding) {
   const std::pair<int64_t, int64_t> chunks[] = {{0, 1}, {0, 33}, {13, 19}, {16, 16}, {5, 60}, {37, 130}};
-  // Every head size with every chunk; the GQA shapes rotate over them (each meets every head size
-  // and, across head sizes, every chunk): the whole product ran 6 minutes under the sanitizers.
+  // Every head size with every chunk; the GQA shapes and the cache types rotate over them (each
+  // meets every head size and path and, across head sizes, every chunk): the whole product ran 6
+  // minutes under the sanitizers, shapes alone rotating 96 s.
   const std::pair<uint32_t, uint32_t> shapes[] = {{4, 4}, {6, 1}, {8, 2}, {6, 2}};
+  const runtime::KvType types[] = {runtime::KvType::f16, runtime::KvType::q8_0, runtime::KvType::f32};
   for (const Bf16Kernels& bf : bf16_kernels())
     for (auto path : {cpu::AttentionPath::automatic, cpu::AttentionPath::row_blocks})
-      for (auto type : {runtime::KvType::f16, runtime::KvType::q8_0, runtime::KvType::f32})
-        for (uint32_t hd : {64u, 128u, 256u})
-          for (size_t c = 0; c < std::size(chunks); ++c) {
-            const auto [heads, kvh] = shapes[(c + hd / 64) % std::size(shapes)];
-            const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
-            const int threads = 1 + static_cast<int>(c % 2);
-            check(s, cpu::attention_kernels_for(static_cast<int>(hd)), threads, path, bf.kernels);
-          }
+      for (uint32_t hd : {64u, 128u, 256u})
+        for (size_t c = 0; c < std::size(chunks); ++c) {
+          const auto [heads, kvh] = shapes[(c + hd / 64) % std::size(shapes)];
+          const auto type = types[(c + hd / 64 + static_cast<size_t>(path)) % std::size(types)];
+          const AttnCase s{hd, heads, kvh, chunks[c].first, chunks[c].second, type};
+          const int threads = 1 + static_cast<int>(c % 2);
+          check(s, cpu::attention_kernels_for(static_cast<int>(hd)), threads, path, bf.kernels);
+        }
 }
 
 namespace {

@@ -168,10 +168,12 @@ int cmd_bench(const CommandArgs& argv) {
         for (int32_t s : seqs) {
           session.reset_sequence(s);
           const std::vector<int32_t> start = depth ? fill : std::vector<int32_t>{gen[0]};
-          for (size_t done = 0; done < start.size(); done += static_cast<size_t>(session.layout().shape.chunk)) {
-            const runtime::SeqInput in{s, std::span<const int32_t>(start).subspan(
-                                              done, std::min(start.size() - done, static_cast<size_t>(session.layout().shape.chunk))),
-                                       false};
+          // The last chunk asks for logits: reading them waits for the whole fill, so the timer
+          // below starts on an idle device (a GPU runs steps without logits asynchronously).
+          const auto chunk = static_cast<size_t>(session.layout().shape.chunk);
+          for (size_t done = 0; done < start.size(); done += chunk) {
+            const size_t n = std::min(start.size() - done, chunk);
+            const runtime::SeqInput in{s, std::span<const int32_t>(start).subspan(done, n), done + n == start.size()};
             session.step(std::span<const runtime::SeqInput>(&in, 1));
           }
         }
