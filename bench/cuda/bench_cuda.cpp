@@ -85,6 +85,35 @@ void set_meta(const Meta& m, int n_tokens, int pos0) {
 
 // One sequence's KV pool of max_ctx tokens (pages in order), zeroed, with zeroed queries, outputs
 // and split workspace for up to max_tokens query tokens: the attention benches' setup.
+// Random K/V (f16 pages) and q of unit variance: the online softmax's running max then moves as
+// in a real model (zeros would never move it, and would flatter the kernels that skip rescales).
+void fill_random(const cuda::KvLayout& kv, cuda::DeviceBuffer& pool, cuda::DeviceBuffer& q) {
+  uint32_t state = 12345u;
+  auto normal = [&] {  // sum of 4 uniforms, rescaled: close enough to N(0, 1) for timing
+    float acc = 0.0f;
+    for (int i = 0; i < 4; ++i) {
+      state = state * 1664525u + 1013904223u;
+      acc += static_cast<float>(state >> 8) * (1.0f / 16777216.0f);
+    }
+    return (acc - 2.0f) * 1.7320508f;
+  };
+  std::vector<quant::f16_bits> table(65536);
+  for (auto& h : table) h = quant::f32_to_f16(normal());
+  if (kv.elem == cuda::KvElem::f16) {
+    std::vector<quant::f16_bits> host(pool.bytes() / 2);
+    for (auto& h : host) {
+      state = state * 1664525u + 1013904223u;
+      h = table[state >> 16];
+    }
+    cuda::check(cudaMemcpy(pool.data(), host.data(), pool.bytes(), cudaMemcpyHostToDevice), "pool");
+  } else {
+    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
+  }
+  std::vector<float> host_q(q.bytes() / 4);
+  for (auto& x : host_q) x = normal();
+  cuda::check(cudaMemcpy(q.data(), host_q.data(), q.bytes(), cudaMemcpyHostToDevice), "q");
+}
+
 struct AttentionRig {
   AttentionRig(const cuda::KvLayout& kv, int n_head, int max_ctx, int max_tokens)
       : n_pages((max_ctx + kv.page_tokens - 1) / kv.page_tokens),
@@ -93,8 +122,7 @@ struct AttentionRig {
         out(q.bytes()),
         ws(cuda::attention_workspace_bytes(kv, n_head, max_tokens)),
         meta_buf(size_t(3 * max_tokens + 4 + n_pages) * 4) {
-    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
-    cuda::check(cudaMemset(q.data(), 0, q.bytes()), "memset");
+    fill_random(kv, pool, q);
     auto* mb = meta_buf.as<int32_t>();
     m = Meta{mb, mb + max_tokens, mb + 2 * max_tokens, mb + 2 * max_tokens + 4, n_pages};
     std::vector<int32_t> pages(static_cast<size_t>(n_pages));
@@ -329,6 +357,31 @@ void bench_decode_attention(int depth_arg) {
   }
 }
 
+// Prefill attention alone: a 4096-token chunk at depths 0, 28672 and depth_arg, random data,
+// the 8B's and the 27B's head geometry, f16 pages of 256.
+void bench_prefill_attention(int depth_arg) {
+  cuda::Stream stream;
+  struct Shape { int n_head, n_kv, hd; };
+  const int nt = 4096;
+  for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
+    const cuda::KvLayout kv{cuda::KvElem::f16, sh.n_kv, sh.hd, 256};
+    const int max_ctx = std::max(28672, depth_arg) + nt;
+    AttentionRig rig(kv, sh.n_head, max_ctx, nt);
+    std::vector<int> depths = {0, 28672};
+    if (depth_arg > 0 && depth_arg != 28672) depths.push_back(depth_arg);
+    for (int depth : depths) {
+      rig.set(nt, depth);
+      const double ms = time_ms(stream.get(), 5, [&] {
+        cuda::attention(kv, rig.pool.data(), rig.b, rig.q.as<float>(), rig.out.as<float>(), sh.n_head,
+                        1.0f / std::sqrt(float(sh.hd)), rig.ws.as<float>(), stream.get());
+      });
+      const double flops = 4.0 * sh.n_head * sh.hd * (double(nt) * depth + double(nt) * nt / 2);  // causal
+      std::printf("prefill attention %d/%d heads of %d, %d tokens at depth %6d: %8.3f ms  %6.1f TFLOP/s\n", sh.n_head,
+                  sh.n_kv, sh.hd, nt, depth, ms, flops / ms / 1e9);
+    }
+  }
+}
+
 // One 8-bit GEMV alone (the activations quantized once, outside the timing), for profilers:
 // `keel_cuda_bench gemv q8_0 12288 4096` is the 4096 x 12288 (down projection) matrix.
 void bench_gemv(const std::string& type_name, int64_t n_in, int64_t n_out) {
@@ -357,9 +410,10 @@ int main(int argc, char** argv) {
     if (mode == "kernels") bench_kernels();
     else if (mode == "forward") bench_forward(argc > 2 ? argv[2] : "q8_0");
     else if (mode == "attn") bench_decode_attention(argc > 2 ? std::atoi(argv[2]) : 0);
+    else if (mode == "attnp") bench_prefill_attention(argc > 2 ? std::atoi(argv[2]) : 0);
     else if (mode == "gemv" && argc == 5) bench_gemv(argv[2], std::atoll(argv[3]), std::atoll(argv[4]));
     else {
-      std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k | gemv TYPE N_IN N_OUT | attn [DEPTH]\n");
+      std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k | gemv TYPE N_IN N_OUT | attn [DEPTH] | attnp [DEPTH]\n");
       return 2;
     }
   } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 //     GQA groups 1/4/5, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
 //     mixed with decodes (one pass), a padding token whose output must stay untouched.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
+//   - scores that rise along the keys far past the online softmax's slack, and that peak early.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -34,6 +35,7 @@ struct Case {
   int head_dim, n_head, n_kv, page_tokens;
   backend::KvType kv_type;
   std::vector<SeqSpec> seqs;
+  float key_growth = 0.0f;  // keys at position p scaled by 1 + key_growth * p: scores that keep rising
 };
 
 struct Result {
@@ -65,7 +67,7 @@ struct Fixture {
     for (auto& s : c.seqs) {
       const int len = s.history + s.n_new;
       std::vector<float> kk(size_t(len) * width), vv(size_t(len) * width), qq(size_t(len) * c.n_head * c.head_dim);
-      for (auto& f : kk) f = 2.0f * u(rng);
+      for (size_t i = 0; i < kk.size(); ++i) kk[i] = 2.0f * u(rng) * (1.0f + c.key_growth * float(i / size_t(width)));
       for (auto& f : vv) f = u(rng);
       for (auto& f : qq) f = 2.0f * u(rng);
       k.push_back(kk);
@@ -294,6 +296,19 @@ TEST(CudaAttention, PrefillChunksWithDecodes) {
     run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
   }
   run_case({8, 8, 4, 16, backend::KvType::f16, {{0, 19}, {40, 1}}}, rng);  // stories260K's head size
+}
+
+// Scores that keep rising along the keys (the running max passes the kernels' slack many times,
+// so O and l are rescaled between tiles) and scores that peak early (the max stays put).
+TEST(CudaAttention, RunningMaxMovingAlongTheKeys) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(33);
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0})
+    for (float growth : {0.004f, -0.0015f}) {  // scores' spread x3.6 by position 650 (f16 Q, K stay accurate)
+      run_case({128, 32, 8, 256, kv, {{400, 100}, {600, 1}}, growth}, rng);
+      run_case({256, 24, 4, 256, kv, {{300, 90}, {650, 1}}, growth}, rng);
+      run_case({64, 8, 8, 16, kv, {{100, 40}}, growth}, rng);
+    }
 }
 
 }  // namespace

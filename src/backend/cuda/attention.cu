@@ -18,6 +18,10 @@ constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
+// The online softmax keeps its running max until a tile's max passes it by more than this (log2
+// units): probabilities then stay below 2^8 (f16 holds them) and O, l skip the rescale on most
+// tiles, whose multiplies were the largest ALU cost per tile after the tensor-core work.
+constexpr float kMaxSlack = 8.0f;
 
 // ---- kv_write -----------------------------------------------------------------------------
 
@@ -103,20 +107,36 @@ __device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, 
   return false;
 }
 
-// f16 pages: K and V rows of a 64-key tile copied straight into shared memory (cp.async, no
-// registers), keys at or beyond kv_end zero-filled. Completes with the caller's commit / wait.
-template <int D, int KK>
-__device__ void issue_kv_tile_f16(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
-                                  int kv_end, __half* ks, __half* vs) {
+// f16 pages: K and V rows of a KEYS-key tile copied straight into shared memory (cp.async, no
+// registers) by `threads` threads from `first`, keys at or beyond kv_end zero-filled. Completes
+// with the caller's commit / wait. Pages holding whole tiles (the usual case: pages of 256, tiles
+// of 16-64 keys) take one page lookup per tile; other page sizes look one up per key.
+template <int D, int KEYS, int THREADS>
+__device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                               int key0, int kv_end, __half* ks, __half* vs, int first) {
   constexpr int ld = D + 8, chunks = D / 8;
-  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
+  static_assert(KEYS * chunks % THREADS == 0, "whole rounds of copies");
+  const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
+  const uint8_t* head = base + size_t(g) * kv.row_bytes();
+  if (kv.page_tokens % KEYS == 0) {
+    const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
+                          size_t(key0 % kv.page_tokens) * token_bytes;
+#pragma unroll
+    for (int i = first; i < KEYS * chunks; i += THREADS) {
+      const int j = i / chunks, c = i % chunks;
+      const bool valid = key0 + j < kv_end;
+      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + 16 * c;
+      cp_async16(ks + j * ld + 8 * c, src, valid);
+      cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+    }
+    return;
+  }
 #pragma unroll 4
-  for (int i = threadIdx.x; i < KK * chunks; i += kThreads) {
+  for (int i = first; i < KEYS * chunks; i += THREADS) {
     const int j = i / chunks, c = i % chunks, kp = key0 + j;
     const bool valid = kp < kv_end;
     const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
-    const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * kv.token_bytes() +
-                         size_t(g) * kv.row_bytes() + 16 * c;
+    const uint8_t* src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes + 16 * c;
     cp_async16(ks + j * ld + 8 * c, src, valid);
     cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
   }
@@ -169,6 +189,28 @@ __device__ void load_kv_tile(const KvLayout& kv, const uint8_t* base, const int3
         for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
       }
     }
+  }
+}
+
+// A new running max for a thread's two rows (at least the tile's) and the factors that move O
+// and l onto it; a max still at -inf (no key seen) moves them by 0 from nothing.
+__device__ __forceinline__ void update_max(float& m_lo, float& m_hi, float mx_lo, float mx_hi, float& corr_lo,
+                                           float& corr_hi) {
+  const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+  corr_lo = exp2f(m_lo - (mn_lo == -INFINITY ? 0.0f : mn_lo));
+  corr_hi = exp2f(m_hi - (mn_hi == -INFINITY ? 0.0f : mn_hi));
+  m_lo = mn_lo;
+  m_hi = mn_hi;
+}
+
+template <int D>
+__device__ __forceinline__ void rescale(float (&o)[D / 8][4], float corr_lo, float corr_hi) {
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) {
+    o[i][0] *= corr_lo;
+    o[i][1] *= corr_lo;
+    o[i][2] *= corr_hi;
+    o[i][3] *= corr_hi;
   }
 }
 
@@ -243,7 +285,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
   if constexpr (E == KvElem::f16) {
-    if (tile_begin < tile_end) issue_kv_tile_f16<D, KK>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld);
+    if (tile_begin < tile_end) issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld, threadIdx.x);
     cp_async_commit();
   }
   for (int tile = tile_begin; tile < tile_end; ++tile) {
@@ -254,7 +296,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     if constexpr (E == KvElem::f16) {
       if (tile + 1 < tile_end) {
         __half* nk = kv_buf + (buf ^ 1) * 2 * KK * ld;
-        issue_kv_tile_f16<D, KK>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld);
+        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld, threadIdx.x);
       }
       cp_async_commit();
       cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
@@ -322,11 +364,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
       mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
       mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
     }
-    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-    const float base_lo = mn_lo == -INFINITY ? 0.0f : mn_lo, base_hi = mn_hi == -INFINITY ? 0.0f : mn_hi;
-    const float corr_lo = exp2f(m_lo - base_lo), corr_hi = exp2f(m_hi - base_hi);
-    m_lo = mn_lo;
-    m_hi = mn_hi;
+    const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
+    float corr_lo = 1.0f, corr_hi = 1.0f;
+    if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
+    const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
     float sum_lo = 0.0f, sum_hi = 0.0f;
     uint32_t p[KK / 16][4];  // P as A fragments, one per 16 keys
 #pragma unroll
@@ -340,13 +381,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     }
     l_lo = l_lo * corr_lo + sum_lo;
     l_hi = l_hi * corr_hi + sum_hi;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      o[i][0] *= corr_lo;
-      o[i][1] *= corr_lo;
-      o[i][2] *= corr_hi;
-      o[i][3] *= corr_hi;
-    }
+    if (moved) rescale<D>(o, corr_lo, corr_hi);
 
     // O += P V.
 #pragma unroll
@@ -404,21 +439,11 @@ constexpr int kDecodeKeys = 16;
 template <int D, KvElem E>
 __device__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
                                   int kv_end, __half* ks, __half* vs, int lane) {
-  constexpr int ld = D + 8;
-  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
   if constexpr (E == KvElem::f16) {
-    constexpr int chunks = D / 8;
-#pragma unroll 4
-    for (int i = lane; i < kDecodeKeys * chunks; i += 32) {
-      const int j = i / chunks, c = i % chunks, kp = key0 + j;
-      const bool valid = kp < kv_end;
-      const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
-      const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * kv.token_bytes() +
-                           size_t(g) * kv.row_bytes() + 16 * c;
-      cp_async16(ks + j * ld + 8 * c, src, valid);
-      cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
-    }
+    issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, vs, lane);
   } else {
+    constexpr int ld = D + 8;
+    const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
     constexpr int blocks = D / 32;
     for (int i = lane; i < 2 * kDecodeKeys * blocks; i += 32) {
       const int which = i / (kDecodeKeys * blocks), r = i % (kDecodeKeys * blocks);
@@ -548,16 +573,16 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
       mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
       mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
     }
-    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-    const float corr_lo = exp2f(m_lo - mn_lo), corr_hi = exp2f(m_hi - mn_hi);
-    m_lo = mn_lo;
-    m_hi = mn_hi;
+    const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
+    float corr_lo = 1.0f, corr_hi = 1.0f;
+    if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
+    const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
     uint32_t p[4];
     float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-      const float p0 = exp2f(sacc[n][0] - mn_lo), p1 = exp2f(sacc[n][1] - mn_lo);
-      const float p2 = exp2f(sacc[n][2] - mn_hi), p3 = exp2f(sacc[n][3] - mn_hi);
+      const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
+      const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
       sum_lo += p0 + p1;
       sum_hi += p2 + p3;
       p[2 * n] = pack_half2(p0, p1);
@@ -565,18 +590,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
     }
     l_lo = l_lo * corr_lo + sum_lo;
     l_hi = l_hi * corr_hi + sum_hi;
+    if (moved) rescale<D>(o, corr_lo, corr_hi);
 #pragma unroll
     for (int n = 0; n < D / 8; n += 2) {
       uint32_t bv[4];
       ldmatrix_x4_trans(bv, vs + ((lane % 8) + 8 * ((lane / 8) % 2)) * ld + 8 * n + 8 * (lane / 16));
-      o[n][0] *= corr_lo;
-      o[n][1] *= corr_lo;
-      o[n][2] *= corr_hi;
-      o[n][3] *= corr_hi;
-      o[n + 1][0] *= corr_lo;
-      o[n + 1][1] *= corr_lo;
-      o[n + 1][2] *= corr_hi;
-      o[n + 1][3] *= corr_hi;
       mma_f16(o[n], p, bv[0], bv[1]);
       mma_f16(o[n + 1], p, bv[2], bv[3]);
     }
