@@ -107,17 +107,17 @@ __device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, 
   return false;
 }
 
-// f16 pages: K and V rows of a KEYS-key tile copied straight into shared memory (cp.async, no
-// registers) by `threads` threads from `first`, keys at or beyond kv_end zero-filled. Completes
-// with the caller's commit / wait. Pages holding whole tiles (the usual case: pages of 256, tiles
-// of 16-64 keys) take one page lookup per tile; other page sizes look one up per key.
+// f16 pages: the K (or V) rows of a KEYS-key tile copied straight into shared memory (cp.async,
+// no registers) by `threads` threads from `first`, keys at or beyond kv_end zero-filled.
+// Completes with the caller's commit / wait. Pages holding whole tiles (the usual case: pages of
+// 256, tiles of 16-64 keys) take one page lookup per tile; other page sizes look one up per key.
 template <int D, int KEYS, int THREADS>
-__device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
-                                               int key0, int kv_end, __half* ks, __half* vs, int first) {
+__device__ __forceinline__ void issue_f16_rows(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                               int key0, int kv_end, __half* dst, bool values, int first) {
   constexpr int ld = D + 8, chunks = D / 8;
   static_assert(KEYS * chunks % THREADS == 0, "whole rounds of copies");
-  const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
-  const uint8_t* head = base + size_t(g) * kv.row_bytes();
+  const size_t token_bytes = kv.token_bytes();
+  const uint8_t* head = base + size_t(g) * kv.row_bytes() + (values ? size_t(kv.page_tokens) * token_bytes : 0);
   if (kv.page_tokens % KEYS == 0) {
     const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
                           size_t(key0 % kv.page_tokens) * token_bytes;
@@ -125,9 +125,7 @@ __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t
     for (int i = first; i < KEYS * chunks; i += THREADS) {
       const int j = i / chunks, c = i % chunks;
       const bool valid = key0 + j < kv_end;
-      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + 16 * c;
-      cp_async16(ks + j * ld + 8 * c, src, valid);
-      cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+      cp_async16(dst + j * ld + 8 * c, tile + (valid ? size_t(j) * token_bytes : 0) + 16 * c, valid);
     }
     return;
   }
@@ -136,10 +134,16 @@ __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t
     const int j = i / chunks, c = i % chunks, kp = key0 + j;
     const bool valid = kp < kv_end;
     const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
-    const uint8_t* src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes + 16 * c;
-    cp_async16(ks + j * ld + 8 * c, src, valid);
-    cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+    cp_async16(dst + j * ld + 8 * c,
+               head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes + 16 * c, valid);
   }
+}
+
+template <int D, int KEYS, int THREADS>
+__device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                               int key0, int kv_end, __half* ks, __half* vs, int first) {
+  issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, ks, false, first);
+  issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, vs, true, first);
 }
 
 template <int D, KvElem E, int KK>
@@ -224,8 +228,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Q [kRows][ld], then two buffers of K [KK][ld] and V [KK][ld] (f16 pages: the next
-  // tile's copy is in flight while this one is used; q8_0 pages: one buffer, loaded in place).
+  // Q [kRows][ld], then K [KK][ld] and V [KK][ld].
   __half* qs = reinterpret_cast<__half*>(smem_raw);
   __half* kv_buf = qs + kRows * ld;
   __shared__ int row_pos[kRows];
@@ -284,36 +287,12 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
-  if constexpr (E == KvElem::f16) {
-    if (tile_begin < tile_end) issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld, threadIdx.x);
-    cp_async_commit();
-  }
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const int key0 = tile * KK;
-    const int buf = E == KvElem::f16 ? (tile - tile_begin) & 1 : 0;
-    __half* ks = kv_buf + buf * 2 * KK * ld;
-    __half* vs = ks + KK * ld;
-    if constexpr (E == KvElem::f16) {
-      if (tile + 1 < tile_end) {
-        __half* nk = kv_buf + (buf ^ 1) * 2 * KK * ld;
-        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld, threadIdx.x);
-      }
-      cp_async_commit();
-      cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
-    } else {
-      load_kv_tile<D, E, KK>(kv, base, page_row, g, key0, kv_end, ks, vs);
-    }
-    __syncthreads();
-    if (key0 > warp_last) {
-      __syncthreads();
-      continue;
-    }
-
-    // S = Q K^T for this warp's 16 rows x KK keys. With few key tiles (KK 32) each accumulator
-    // would be a chain of D/16 dependent mma; even and odd kk go to two accumulators (chains half
-    // as long, summed at the end).
-    constexpr int kChains = KK / 8 >= 8 ? 1 : 2;
-    float sacc[KK / 8][4], sacc2[KK / 8][4];
+  // S = Q K^T for this warp's 16 rows x KK keys. With few key tiles (KK 32) each accumulator
+  // would be a chain of D/16 dependent mma; even and odd kk go to two accumulators (chains half
+  // as long, summed at the end).
+  constexpr int kChains = KK / 8 >= 8 ? 1 : 2;
+  auto scores = [&](const __half* ks, float (&sacc)[KK / 8][4]) {
+    float sacc2[KK / 8][4];
 #pragma unroll
     for (int n = 0; n < KK / 8; ++n)
 #pragma unroll
@@ -337,8 +316,11 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
 #pragma unroll
         for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
     }
+  };
 
-    // Causal mask (tiles crossing the diagonal only), online softmax (log2 units).
+  // Causal mask (tiles crossing the diagonal only), online softmax (log2 units): P as A
+  // fragments (one per 16 keys), m, l and O moved onto a new max when the tile passes the slack.
+  auto softmax = [&](int key0, float (&sacc)[KK / 8][4], uint32_t (&p)[KK / 16][4]) {
     if (key0 + KK - 1 > warp_first) {
 #pragma unroll
       for (int n = 0; n < KK / 8; ++n) {
@@ -369,7 +351,6 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
     const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
     float sum_lo = 0.0f, sum_hi = 0.0f;
-    uint32_t p[KK / 16][4];  // P as A fragments, one per 16 keys
 #pragma unroll
     for (int n = 0; n < KK / 8; ++n) {
       const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
@@ -382,8 +363,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     l_lo = l_lo * corr_lo + sum_lo;
     l_hi = l_hi * corr_hi + sum_hi;
     if (moved) rescale<D>(o, corr_lo, corr_hi);
+  };
 
-    // O += P V.
+  // O += P V.
+  auto accumulate = [&](const __half* vs, const uint32_t (&p)[KK / 16][4]) {
 #pragma unroll
     for (int kk = 0; kk < KK / 16; ++kk) {
 #pragma unroll
@@ -394,7 +377,51 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
         mma_f16(o[n + 1], p[kk], bv[2], bv[3]);
       }
     }
-    __syncthreads();  // this buffer is overwritten next
+  };
+
+  if constexpr (E == KvElem::f16) {
+    // K and V in buffers of their own: V(t)'s copy is in flight while S = Q K(t)^T runs, K(t+1)'s
+    // while the softmax and P V(t) run. Warps past their last key only load and wait.
+    __half* ks = kv_buf;
+    __half* vs = ks + KK * ld;
+    if (tile_begin < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, ks, false, threadIdx.x);
+    cp_async_commit();
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const int key0 = tile * KK;
+      const bool active = key0 <= warp_last;
+      issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, vs, true, threadIdx.x);
+      cp_async_commit();
+      cp_async_wait<1>();  // K(t) has landed
+      __syncthreads();
+      float sacc[KK / 8][4];
+      uint32_t p[KK / 16][4];
+      if (active) scores(ks, sacc);
+      __syncthreads();  // every warp is done with K(t)
+      if (tile + 1 < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, ks, false, threadIdx.x);
+      cp_async_commit();
+      if (active) softmax(key0, sacc, p);
+      cp_async_wait<1>();  // V(t) has landed
+      __syncthreads();
+      if (active) accumulate(vs, p);
+      __syncthreads();  // every warp is done with V(t)
+    }
+  } else {
+    // q8_0: one buffer, loaded and dequantized in place.
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const int key0 = tile * KK;
+      __half* ks = kv_buf;
+      __half* vs = ks + KK * ld;
+      load_kv_tile<D, E, KK>(kv, base, page_row, g, key0, kv_end, ks, vs);
+      __syncthreads();
+      if (key0 <= warp_last) {
+        float sacc[KK / 8][4];
+        uint32_t p[KK / 16][4];
+        scores(ks, sacc);
+        softmax(key0, sacc, p);
+        accumulate(vs, p);
+      }
+      __syncthreads();  // this buffer is overwritten next
+    }
   }
 
 #pragma unroll
@@ -777,33 +804,34 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
 
 template <int D, KvElem E, int KK>
 void launch_attention_keys(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                      int n_head, float scale, float* ws, cudaStream_t stream) {
+                           int n_head, float scale, float* ws, cudaStream_t stream) {
   const int group = n_head / kv.n_kv_heads;
   const int tokens_per_tile = kRows / group;
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
   const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
-  const size_t smem = size_t(kRows + (E == KvElem::f16 ? 4 : 2) * KK) * (D + 8) * sizeof(__half);
+  const size_t smem = size_t(kRows + 2 * KK) * (D + 8) * sizeof(__half);
   static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E, KK>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   const dim3 grid(tiles, kv.n_kv_heads, splits);
   launch(flash_attention_kernel<D, E, KK>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
-         out, n_head,
-         scale, ws);
+         out, n_head, scale, ws);
   if (splits > 1) {
     launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
            n_head, b.seq, out);
   }
 }
 
-// Keys per tile: 32 at head size 256 (two CTAs fit an SM; 122 vs 86 TFLOP/s measured on the H200
-// for a 4096-token chunk at depth 28672, 24 heads over 4 KV heads), 64 below.
+// Keys per tile: 64 with f16 pages (K and V in buffers of their own: two CTAs of 4 warps per SM at
+// head size 256, three at 128; against double-buffered whole tiles of 32 keys at 256, measured on
+// the H200 for a 4096-token chunk at depth 28672: 216 vs 182 TFLOP/s at 256 (24 heads over 4),
+// 219 vs 209 at 128 (32 over 8)). q8_0 pages: 32 keys at head size 256 (two CTAs fit), 64 below.
 template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                       int n_head, float scale, float* ws, cudaStream_t stream) {
   if (b.n_tokens <= kSplitMaxTokens && n_head / kv.n_kv_heads <= 16)
     return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, stream);
-  launch_attention_keys<D, E, (D >= 256 ? 32 : 64)>(kv, base, b, q, out, n_head, scale, ws, stream);
+  launch_attention_keys<D, E, (E == KvElem::f16 || D < 256 ? 64 : 32)>(kv, base, b, q, out, n_head, scale, ws, stream);
 }
 
 template <KvElem E>
