@@ -139,9 +139,27 @@ __device__ __forceinline__ void issue_f16_rows(const KvLayout& kv, const uint8_t
   }
 }
 
+// Both halves of a tile: K and V rows in one pass (one address per 16-byte piece for the two).
 template <int D, int KEYS, int THREADS>
 __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                int key0, int kv_end, __half* ks, __half* vs, int first) {
+  constexpr int ld = D + 8, chunks = D / 8;
+  static_assert(KEYS * chunks % THREADS == 0, "whole rounds of copies");
+  const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
+  const uint8_t* head = base + size_t(g) * kv.row_bytes();
+  if (kv.page_tokens % KEYS == 0) {
+    const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
+                          size_t(key0 % kv.page_tokens) * token_bytes;
+#pragma unroll
+    for (int i = first; i < KEYS * chunks; i += THREADS) {
+      const int j = i / chunks, c = i % chunks;
+      const bool valid = key0 + j < kv_end;
+      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + 16 * c;
+      cp_async16(ks + j * ld + 8 * c, src, valid);
+      cp_async16(vs + j * ld + 8 * c, src + v_off, valid);
+    }
+    return;
+  }
   issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, ks, false, first);
   issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, vs, true, first);
 }
@@ -220,7 +238,7 @@ __device__ __forceinline__ void rescale(float (&o)[D / 8][4], float corr_lo, flo
 
 // grid: (query tiles, n_kv_heads, splits). With splits == 1 writes out; else partial results
 // (unnormalised O, running max m in log2 units, sum l) to the workspace for the merge kernel.
-template <int D, KvElem E, int KK>
+template <int D, KvElem E, int KK, bool SPLIT_KV>
 __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                    AttentionBatch b, const float* __restrict__ q,
                                                                    float* __restrict__ out, int n_head, float scale,
@@ -228,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Q [kRows][ld], then K [KK][ld] and V [KK][ld].
+  // Q [kRows][ld], then K [KK][ld] and V [KK][ld]: one of each, or two (f16 double-buffered).
   __half* qs = reinterpret_cast<__half*>(smem_raw);
   __half* kv_buf = qs + kRows * ld;
   __shared__ int row_pos[kRows];
@@ -287,141 +305,147 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
-  // S = Q K^T for this warp's 16 rows x KK keys. With few key tiles (KK 32) each accumulator
-  // would be a chain of D/16 dependent mma; even and odd kk go to two accumulators (chains half
-  // as long, summed at the end).
-  constexpr int kChains = KK / 8 >= 8 ? 1 : 2;
-  auto scores = [&](const __half* ks, float (&sacc)[KK / 8][4]) {
-    float sacc2[KK / 8][4];
-#pragma unroll
-    for (int n = 0; n < KK / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sacc[n][e] = sacc2[n][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, qs + (16 * warp + (lane % 16)) * ld + 16 * kk + 8 * (lane / 16));
-      float(*acc)[4] = kChains == 2 && kk % 2 ? sacc2 : sacc;
-#pragma unroll
-      for (int n = 0; n < KK / 8; n += 2) {
-        uint32_t bk[4];  // b0,b1 of key tile n, then of n+1
-        ldmatrix_x4(bk, ks + (8 * n + (lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
-        mma_f16(acc[n], a, bk[0], bk[1]);
-        mma_f16(acc[n + 1], a, bk[2], bk[3]);
-      }
+  // Three pipelines. f16, SPLIT_KV: K and V in buffers of their own; V(t)'s copy is in flight
+  // while S = Q K(t)^T runs, K(t+1)'s while the softmax and P V(t) run. f16 otherwise: whole tiles
+  // double-buffered (the next tile's copy in flight while this one is used). q8_0: one buffer,
+  // loaded and dequantized in place. Warps past their last key only load and wait.
+  constexpr bool split_kv = E == KvElem::f16 && SPLIT_KV;
+  if constexpr (E == KvElem::f16) {
+    if (tile_begin < tile_end) {
+      if constexpr (split_kv)
+        issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, false, threadIdx.x);
+      else
+        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld, threadIdx.x);
     }
-    if constexpr (kChains == 2) {
+    cp_async_commit();
+  }
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int key0 = tile * KK;
+    const int buf = E == KvElem::f16 && !split_kv ? (tile - tile_begin) & 1 : 0;
+    __half* ks = kv_buf + buf * 2 * KK * ld;
+    __half* vs = ks + KK * ld;
+    if constexpr (split_kv) {
+      issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, vs, true, threadIdx.x);
+      cp_async_commit();
+      cp_async_wait<1>();  // K(t) has landed
+    } else if constexpr (E == KvElem::f16) {
+      if (tile + 1 < tile_end) {
+        __half* nk = kv_buf + (buf ^ 1) * 2 * KK * ld;
+        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld, threadIdx.x);
+      }
+      cp_async_commit();
+      cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
+    } else {
+      load_kv_tile<D, E, KK>(kv, base, page_row, g, key0, kv_end, ks, vs);
+    }
+    __syncthreads();
+    const bool active = key0 <= warp_last;
+    if (!active && !split_kv) {
+      __syncthreads();
+      continue;
+    }
+
+    // S = Q K^T for this warp's 16 rows x KK keys. With few key tiles (KK 32) each accumulator
+    // would be a chain of D/16 dependent mma; even and odd kk go to two accumulators (chains half
+    // as long, summed at the end).
+    constexpr int kChains = KK / 8 >= 8 ? 1 : 2;
+    float sacc[KK / 8][4], sacc2[KK / 8][4];
+    if (active) {
 #pragma unroll
       for (int n = 0; n < KK / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
+        for (int e = 0; e < 4; ++e) sacc[n][e] = sacc2[n][e] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4(a, qs + (16 * warp + (lane % 16)) * ld + 16 * kk + 8 * (lane / 16));
+        float(*acc)[4] = kChains == 2 && kk % 2 ? sacc2 : sacc;
+#pragma unroll
+        for (int n = 0; n < KK / 8; n += 2) {
+          uint32_t bk[4];  // b0,b1 of key tile n, then of n+1
+          ldmatrix_x4(bk, ks + (8 * n + (lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
+          mma_f16(acc[n], a, bk[0], bk[1]);
+          mma_f16(acc[n + 1], a, bk[2], bk[3]);
+        }
+      }
+      if constexpr (kChains == 2) {
+#pragma unroll
+        for (int n = 0; n < KK / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
+      }
     }
-  };
+    if constexpr (split_kv) {
+      __syncthreads();  // every warp is done with K(t)
+      if (tile + 1 < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, ks, false, threadIdx.x);
+      cp_async_commit();
+    }
 
-  // Causal mask (tiles crossing the diagonal only), online softmax (log2 units): P as A
-  // fragments (one per 16 keys), m, l and O moved onto a new max when the tile passes the slack.
-  auto softmax = [&](int key0, float (&sacc)[KK / 8][4], uint32_t (&p)[KK / 16][4]) {
-    if (key0 + KK - 1 > warp_first) {
+    // Causal mask (tiles crossing the diagonal only), online softmax (log2 units).
+    uint32_t p[KK / 16][4];  // P as A fragments, one per 16 keys
+    if (active) {
+      if (key0 + KK - 1 > warp_first) {
+#pragma unroll
+        for (int n = 0; n < KK / 8; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int kp = key0 + 8 * n + 2 * cq + e;
+            if (kp > pos_lo) sacc[n][e] = -INFINITY;
+            if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
+          }
+        }
+      }
+      float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
       for (int n = 0; n < KK / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int kp = key0 + 8 * n + 2 * cq + e;
-          if (kp > pos_lo) sacc[n][e] = -INFINITY;
-          if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
+          mx_lo = fmaxf(mx_lo, sacc[n][e]);
+          mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
+        }
+      }
+#pragma unroll
+      for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
+      }
+      const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
+      float corr_lo = 1.0f, corr_hi = 1.0f;
+      if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
+      const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
+      float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+      for (int n = 0; n < KK / 8; ++n) {
+        const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
+        const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
+        sum_lo += p0 + p1;
+        sum_hi += p2 + p3;
+        p[n / 2][(n % 2) * 2 + 0] = pack_half2(p0, p1);
+        p[n / 2][(n % 2) * 2 + 1] = pack_half2(p2, p3);
+      }
+      l_lo = l_lo * corr_lo + sum_lo;
+      l_hi = l_hi * corr_hi + sum_hi;
+      if (moved) rescale<D>(o, corr_lo, corr_hi);
+    }
+    if constexpr (split_kv) {
+      cp_async_wait<1>();  // V(t) has landed
+      __syncthreads();
+    }
+
+    // O += P V.
+    if (active) {
+#pragma unroll
+      for (int kk = 0; kk < KK / 16; ++kk) {
+#pragma unroll
+        for (int n = 0; n < D / 8; n += 2) {
+          uint32_t bv[4];  // b0,b1 of d tile n, then of n+1
+          ldmatrix_x4_trans(bv, vs + (16 * kk + (lane % 8) + 8 * ((lane / 8) % 2)) * ld + 8 * n + 8 * (lane / 16));
+          mma_f16(o[n], p[kk], bv[0], bv[1]);
+          mma_f16(o[n + 1], p[kk], bv[2], bv[3]);
         }
       }
     }
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < KK / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        mx_lo = fmaxf(mx_lo, sacc[n][e]);
-        mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
-      }
-    }
-#pragma unroll
-    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
-    }
-    const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
-    float corr_lo = 1.0f, corr_hi = 1.0f;
-    if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
-    const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
-    float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-    for (int n = 0; n < KK / 8; ++n) {
-      const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
-      const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
-      sum_lo += p0 + p1;
-      sum_hi += p2 + p3;
-      p[n / 2][(n % 2) * 2 + 0] = pack_half2(p0, p1);
-      p[n / 2][(n % 2) * 2 + 1] = pack_half2(p2, p3);
-    }
-    l_lo = l_lo * corr_lo + sum_lo;
-    l_hi = l_hi * corr_hi + sum_hi;
-    if (moved) rescale<D>(o, corr_lo, corr_hi);
-  };
-
-  // O += P V.
-  auto accumulate = [&](const __half* vs, const uint32_t (&p)[KK / 16][4]) {
-#pragma unroll
-    for (int kk = 0; kk < KK / 16; ++kk) {
-#pragma unroll
-      for (int n = 0; n < D / 8; n += 2) {
-        uint32_t bv[4];  // b0,b1 of d tile n, then of n+1
-        ldmatrix_x4_trans(bv, vs + (16 * kk + (lane % 8) + 8 * ((lane / 8) % 2)) * ld + 8 * n + 8 * (lane / 16));
-        mma_f16(o[n], p[kk], bv[0], bv[1]);
-        mma_f16(o[n + 1], p[kk], bv[2], bv[3]);
-      }
-    }
-  };
-
-  if constexpr (E == KvElem::f16) {
-    // K and V in buffers of their own: V(t)'s copy is in flight while S = Q K(t)^T runs, K(t+1)'s
-    // while the softmax and P V(t) run. Warps past their last key only load and wait.
-    __half* ks = kv_buf;
-    __half* vs = ks + KK * ld;
-    if (tile_begin < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, ks, false, threadIdx.x);
-    cp_async_commit();
-    for (int tile = tile_begin; tile < tile_end; ++tile) {
-      const int key0 = tile * KK;
-      const bool active = key0 <= warp_last;
-      issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, vs, true, threadIdx.x);
-      cp_async_commit();
-      cp_async_wait<1>();  // K(t) has landed
-      __syncthreads();
-      float sacc[KK / 8][4];
-      uint32_t p[KK / 16][4];
-      if (active) scores(ks, sacc);
-      __syncthreads();  // every warp is done with K(t)
-      if (tile + 1 < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, ks, false, threadIdx.x);
-      cp_async_commit();
-      if (active) softmax(key0, sacc, p);
-      cp_async_wait<1>();  // V(t) has landed
-      __syncthreads();
-      if (active) accumulate(vs, p);
-      __syncthreads();  // every warp is done with V(t)
-    }
-  } else {
-    // q8_0: one buffer, loaded and dequantized in place.
-    for (int tile = tile_begin; tile < tile_end; ++tile) {
-      const int key0 = tile * KK;
-      __half* ks = kv_buf;
-      __half* vs = ks + KK * ld;
-      load_kv_tile<D, E, KK>(kv, base, page_row, g, key0, kv_end, ks, vs);
-      __syncthreads();
-      if (key0 <= warp_last) {
-        float sacc[KK / 8][4];
-        uint32_t p[KK / 16][4];
-        scores(ks, sacc);
-        softmax(key0, sacc, p);
-        accumulate(vs, p);
-      }
-      __syncthreads();  // this buffer is overwritten next
-    }
+    __syncthreads();  // this buffer (split K/V: V(t)) is overwritten next
   }
 
 #pragma unroll
@@ -802,19 +826,20 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
          out);
 }
 
-template <int D, KvElem E, int KK>
+template <int D, KvElem E, int KK, bool SPLIT_KV>
 void launch_attention_keys(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                            int n_head, float scale, float* ws, cudaStream_t stream) {
   const int group = n_head / kv.n_kv_heads;
   const int tokens_per_tile = kRows / group;
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
   const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
-  const size_t smem = size_t(kRows + 2 * KK) * (D + 8) * sizeof(__half);
-  static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E, KK>,
+  const int kv_tiles = E == KvElem::f16 && !SPLIT_KV ? 4 : 2;  // double-buffered K and V, or one of each
+  const size_t smem = size_t(kRows + kv_tiles * KK) * (D + 8) * sizeof(__half);
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E, KK, SPLIT_KV>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   const dim3 grid(tiles, kv.n_kv_heads, splits);
-  launch(flash_attention_kernel<D, E, KK>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
+  launch(flash_attention_kernel<D, E, KK, SPLIT_KV>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
          out, n_head, scale, ws);
   if (splits > 1) {
     launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
@@ -822,16 +847,19 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
   }
 }
 
-// Keys per tile: 64 with f16 pages (K and V in buffers of their own: two CTAs of 4 warps per SM at
-// head size 256, three at 128; against double-buffered whole tiles of 32 keys at 256, measured on
-// the H200 for a 4096-token chunk at depth 28672: 216 vs 182 TFLOP/s at 256 (24 heads over 4),
-// 219 vs 209 at 128 (32 over 8)). q8_0 pages: 32 keys at head size 256 (two CTAs fit), 64 below.
+// Tiles of 64 keys, except q8_0 pages at head size 256 (32: two CTAs fit an SM). f16 pages: whole
+// tiles double-buffered up to head size 128; at 256, K and V in buffers of one tile each (two CTAs
+// of 64-key tiles fit). Measured on the H200 in one run, a 4096-token chunk at depth 28672, 32
+// heads over 8 of 128 and 24 over 4 of 256: double-buffered 245 and 202 TFLOP/s (32-key tiles at
+// 256), split K/V 218 and 216.
 template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                       int n_head, float scale, float* ws, cudaStream_t stream) {
   if (b.n_tokens <= kSplitMaxTokens && n_head / kv.n_kv_heads <= 16)
     return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, stream);
-  launch_attention_keys<D, E, (E == KvElem::f16 || D < 256 ? 64 : 32)>(kv, base, b, q, out, n_head, scale, ws, stream);
+  constexpr bool split_kv = E == KvElem::f16 && D >= 256;
+  constexpr int keys = E == KvElem::q8_0 && D >= 256 ? 32 : 64;
+  launch_attention_keys<D, E, keys, split_kv>(kv, base, b, q, out, n_head, scale, ws, stream);
 }
 
 template <KvElem E>
