@@ -164,52 +164,37 @@ __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t
   issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, vs, true, first);
 }
 
-template <int D, KvElem E, int KK>
-__device__ void load_kv_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
-                             int kv_end, __half* ks, __half* vs) {
-  constexpr int ld = D + 8;
+// q8_0 pages: the K and V rows of a KEYS-key tile loaded and dequantized to f16 in shared memory
+// by `threads` threads from `first` (one 32-element block per step), keys at or beyond kv_end
+// zeroed. Completes with the caller's barrier.
+template <int D, int KEYS, int THREADS>
+__device__ void load_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
+                               int kv_end, __half* ks, __half* vs, int first) {
+  constexpr int ld = D + 8, blocks = D / 32;
   const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
-  if constexpr (E == KvElem::f16) {
-    constexpr int chunks = D / 8;  // 16-byte pieces per row
-    for (int i = threadIdx.x; i < KK * chunks; i += kThreads) {
-      const int j = i / chunks, c = i % chunks, kp = key0 + j;
-      uint4 kval = make_uint4(0, 0, 0, 0), vval = make_uint4(0, 0, 0, 0);
-      if (kp < kv_end) {
-        const int page = page_row[kp / kv.page_tokens];
-        const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
-                             size_t(g) * kv.row_bytes() + 16 * c;
-        kval = *reinterpret_cast<const uint4*>(src);
-        vval = *reinterpret_cast<const uint4*>(src + v_off);
-      }
-      *reinterpret_cast<uint4*>(ks + j * ld + 8 * c) = kval;
-      *reinterpret_cast<uint4*>(vs + j * ld + 8 * c) = vval;
-    }
-  } else {
-    constexpr int blocks = D / 32;
-    for (int i = threadIdx.x; i < 2 * KK * blocks; i += kThreads) {
-      const int which = i / (KK * blocks), r = i % (KK * blocks);
-      const int j = r / blocks, c = r % blocks, kp = key0 + j;
-      __half* dst = (which ? vs : ks) + j * ld + 32 * c;
-      if (kp < kv_end) {
-        const int page = page_row[kp / kv.page_tokens];
-        const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
-                             (which ? v_off : 0) + size_t(g) * kv.row_bytes() + 34 * c;
-        const float d = f16_bits_to_f32(load_u16(src));
+  for (int i = first; i < 2 * KEYS * blocks; i += THREADS) {
+    const int which = i / (KEYS * blocks), r = i % (KEYS * blocks);
+    const int j = r / blocks, c = r % blocks, kp = key0 + j;
+    __half* dst = (which ? vs : ks) + j * ld + 32 * c;
+    if (kp < kv_end) {
+      const int page = page_row[kp / kv.page_tokens];
+      const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
+                           (which ? v_off : 0) + size_t(g) * kv.row_bytes() + 34 * c;
+      const float d = f16_bits_to_f32(load_u16(src));
 #pragma unroll
-        for (int q = 0; q < 32; q += 8) {
-          uint32_t packed[4];
+      for (int q = 0; q < 32; q += 8) {
+        uint32_t packed[4];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const uint16_t two = load_u16(src + 2 + q + 2 * e);
-            packed[e] = pack_half2(d * static_cast<float>(static_cast<int8_t>(two & 0xFF)),
-                                   d * static_cast<float>(static_cast<int8_t>(two >> 8)));
-          }
-          *reinterpret_cast<uint4*>(dst + q) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        for (int e = 0; e < 4; ++e) {
+          const uint16_t two = load_u16(src + 2 + q + 2 * e);
+          packed[e] = pack_half2(d * static_cast<float>(static_cast<int8_t>(two & 0xFF)),
+                                 d * static_cast<float>(static_cast<int8_t>(two >> 8)));
         }
-      } else {
-#pragma unroll
-        for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(dst + q) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
       }
+    } else {
+#pragma unroll
+      for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -336,7 +321,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
       cp_async_commit();
       cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
     } else {
-      load_kv_tile<D, E, KK>(kv, base, page_row, g, key0, kv_end, ks, vs);
+      load_q8_0_tile<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, ks, vs, threadIdx.x);
     }
     __syncthreads();
     const bool active = key0 <= warp_last;
@@ -493,34 +478,7 @@ __device__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const
   if constexpr (E == KvElem::f16) {
     issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, vs, lane);
   } else {
-    constexpr int ld = D + 8;
-    const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
-    constexpr int blocks = D / 32;
-    for (int i = lane; i < 2 * kDecodeKeys * blocks; i += 32) {
-      const int which = i / (kDecodeKeys * blocks), r = i % (kDecodeKeys * blocks);
-      const int j = r / blocks, c = r % blocks, kp = key0 + j;
-      __half* dst = (which ? vs : ks) + j * ld + 32 * c;
-      if (kp < kv_end) {
-        const int page = page_row[kp / kv.page_tokens];
-        const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
-                             (which ? v_off : 0) + size_t(g) * kv.row_bytes() + 34 * c;
-        const float d = f16_bits_to_f32(load_u16(src));
-#pragma unroll
-        for (int q = 0; q < 32; q += 8) {
-          uint32_t packed[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const uint16_t two = load_u16(src + 2 + q + 2 * e);
-            packed[e] = pack_half2(d * static_cast<float>(static_cast<int8_t>(two & 0xFF)),
-                                   d * static_cast<float>(static_cast<int8_t>(two >> 8)));
-          }
-          *reinterpret_cast<uint4*>(dst + q) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-        }
-      } else {
-#pragma unroll
-        for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    load_q8_0_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, vs, lane);
   }
 }
 
