@@ -1,6 +1,8 @@
 // `keel bench`: prefill and decode throughput in the manner of llama-bench. For each prompt size
 // p and depth d: prefill d tokens (untimed), then time a prefill of p tokens; for n > 0, time n
-// single-token decode steps after depth d. Random token ids (fixed seed), repeated -r times.
+// single-token decode steps after depth d. Random token ids (fixed seed), repeated -r times, after
+// one untimed run of each test as llama-bench's warm-up (a prefill of p; one decode step), which
+// --no-warmup skips: first-use costs (kernel loading, library heuristics) stay out of the mean.
 // --parallel N: the decode test runs N sequences (each at depth d) decoding together, one token
 // of each per forward call; it reports the aggregate and the per-sequence rate.
 #include <chrono>
@@ -69,6 +71,7 @@ int cmd_bench(const CommandArgs& argv) {
                 {{"--max-buffer"}, "BYTES", "largest single buffer override"},
                 {{"-np", "--parallel"}, "N", "sequences decoding together in the decode test (default 1)"},
                 {{"-r", "--repetitions"}, "N", "repetitions of each test, the mean is reported (default 3)"},
+                {{"--no-warmup"}, "", "skip the untimed run before each test"},
                 {{"--json"}, "", "print a JSON array of measurements"},
             });
   if (!args.parse(argv)) return 0;
@@ -77,6 +80,7 @@ int cmd_bench(const CommandArgs& argv) {
   const auto depths = parse_list(args.get_or("-d", "0"), "-d");
   const int64_t n_gen = args.get_int("-n", 64);
   const int64_t reps = std::max<int64_t>(1, args.get_int("-r", 3));
+  const int64_t warmups = args.has("--no-warmup") ? 0 : 1;
   const int64_t n_par = args.get_int("--parallel", 1);
   if (n_par < 1) throw Error("keel bench: --parallel must be at least 1", ErrorKind::usage);
   const int32_t n_vocab = static_cast<int32_t>(model->hparams().n_vocab);
@@ -147,12 +151,12 @@ int cmd_bench(const CommandArgs& argv) {
       if (p == 0) continue;
       const auto prompt = random_tokens(p, n_vocab, 11);
       std::vector<double> rates;
-      for (int64_t r = 0; r < reps; ++r) {
+      for (int64_t r = -warmups; r < reps; ++r) {
         session.reset();
         if (depth) session.prefill(fill);
         auto t = std::chrono::steady_clock::now();
         session.prefill(prompt);
-        rates.push_back(static_cast<double>(p) / seconds_since(t));
+        if (r >= 0) rates.push_back(static_cast<double>(p) / seconds_since(t));
       }
       double mean, sd;
       stats(rates, &mean, &sd);
@@ -164,7 +168,7 @@ int cmd_bench(const CommandArgs& argv) {
       for (int64_t s = 1; s < n_par; ++s) seqs.push_back(session.add_sequence());
       std::vector<runtime::SeqInput> inputs(seqs.size());
       std::vector<double> rates;
-      for (int64_t r = 0; r < reps; ++r) {
+      for (int64_t r = -warmups; r < reps; ++r) {
         for (int32_t s : seqs) {
           session.reset_sequence(s);
           const std::vector<int32_t> start = depth ? fill : std::vector<int32_t>{gen[0]};
@@ -178,12 +182,13 @@ int cmd_bench(const CommandArgs& argv) {
           }
         }
         auto t = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < n_gen; ++i) {
+        const int64_t steps = r < 0 ? 1 : n_gen;
+        for (int64_t i = 0; i < steps; ++i) {
           for (size_t s = 0; s < seqs.size(); ++s)
             inputs[s] = {seqs[s], std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1), true};
           session.step(inputs);
         }
-        rates.push_back(static_cast<double>(n_gen * n_par) / seconds_since(t));
+        if (r >= 0) rates.push_back(static_cast<double>(n_gen * n_par) / seconds_since(t));
       }
       for (size_t s = 1; s < seqs.size(); ++s) session.remove_sequence(seqs[s]);
       double mean, sd;
