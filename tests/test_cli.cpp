@@ -124,6 +124,13 @@ TEST(Cli, ErrorsHaveExitCodesAndMessages) {
   Output too_long = keel_cli("run -c 4 -p 'Once upon a time there was a dog'", true);
   EXPECT_EQ(too_long.code, 1);
   EXPECT_NE(too_long.out.find("context"), std::string::npos) << too_long.out;
+  // A GPU this machine does not have (none has 8 here): refused before loading, with the way out.
+  for (const std::string cmd : {"run -n 1 -p hi", "bench -p 8 -n 1", "serve --port 0"}) {
+    Output no_gpu = keel_cli(cmd + " --device cuda:7 --budget 1GB", true);
+    EXPECT_EQ(no_gpu.code, 1) << cmd;
+    EXPECT_NE(no_gpu.out.find("--device cuda:7: "), std::string::npos) << no_gpu.out;
+    EXPECT_NE(no_gpu.out.find("--device cpu runs on the CPU"), std::string::npos) << no_gpu.out;
+  }
   Output bad_kv = keel_cli("run --kv-type q3 -p hi", true);
   EXPECT_EQ(bad_kv.code, 2);
   EXPECT_EQ(keel_cli("run --help").code, 0);

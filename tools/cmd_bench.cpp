@@ -110,6 +110,7 @@ int cmd_bench(const CommandArgs& argv) {
   req.kv_type = kv_type_flag(args);
   req.exact = args.has("--exact");
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
+  plan::require_present(*req.device);
   const plan::Plan plan = plan::plan_for_model(*model, req);
   plan::check_fits(plan);
   runtime::Session session(model, plan.options);

@@ -125,6 +125,7 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
   req.exact = args.has("--exact");
   req.logits_every_token = logits_every_token;
   req.device = plan::device_from_flags(args.get("--device"), args.get("--budget"), args.get("--max-buffer"));
+  plan::require_present(*req.device);
   plan::Plan p = plan::plan_for_model(model, req);
   // auto never needs a chunk much longer than the prompt: take the smallest rung that holds it.
   if (!req.chunk && p.fits && !logits_every_token) {

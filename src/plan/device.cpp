@@ -93,11 +93,22 @@ DeviceProfile cuda_profile(int ordinal) {
     return p;
   }
   p.budget_source = "no CUDA device " + std::to_string(ordinal) + " on this machine: give --budget";
+  const int count = cuda::device_count();
+  p.absent = "no CUDA device " + std::to_string(ordinal) + " on this machine (it has " +
+             (count == 0 ? std::string("no NVIDIA GPU the driver can see") : std::to_string(count) + " GPU" + (count > 1 ? "s" : "")) + ")";
 #else
   p.budget_source = "keel was built without CUDA: give --budget";
+  p.absent = "this keel was built without CUDA (no nvcc at build time; -DKEEL_CUDA=ON requires it)";
 #endif
   p.max_buffer_bytes = UINT64_MAX;  // no cap of its own; --budget bounds it
   return p;
+}
+
+void require_present(const DeviceProfile& device) {
+  if (device.absent.empty()) return;
+  const std::string name = device.name.substr(0, device.name.find(' '));  // without " (overridden)"
+  throw Error("--device " + name + ": " + device.absent + "; --device cpu runs on the CPU (keel plan --device " +
+              name + " --budget 80GB plans for a GPU that is not here)");
 }
 
 std::optional<DeviceProfile> find_device(std::string_view name) {

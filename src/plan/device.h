@@ -21,12 +21,17 @@ struct DeviceProfile {
   std::string budget_source;      // why the budget is what it is ("MemAvailable", "recommendedMaxWorkingSetSize", "--budget")
   backend::Device backend = backend::Device::host;  // the backend a session on this device runs
   int ordinal = 0;                // which GPU (cuda:N)
+  std::string absent;             // why a session cannot run here ("": it can): no such GPU, no CUDA
 };
 
 // GPU `ordinal` ("cuda:N"): budget = the free memory cudaMemGetInfo reports minus the CUDA
 // context reserve; without such a GPU (or without CUDA in this build) the budget is 0 and the
 // plan refuses unless --budget gives one (so `keel plan --device cuda --budget 80GB` works anywhere).
 DeviceProfile cuda_profile(int ordinal);
+
+// Throws keel::Error when a session cannot run on `device` (a GPU this machine or this build
+// does not have), with the way out; planning for it (keel plan --budget) needs no check.
+void require_present(const DeviceProfile& device);
 
 // The machine this runs on: budget = MemAvailable from /proc/meminfo (total RAM when absent),
 // cap = the budget (host memory has no per-buffer limit of its own).
