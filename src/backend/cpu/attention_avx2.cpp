@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/attention_tiles.h"
 #include "backend/cpu/simd_avx2.h"
 
 namespace keel::cpu {
@@ -104,38 +105,10 @@ void f16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
 
 // ---- row blocks (prefill): query rows along the lanes ----
 
-// kKeys keys x 8*kVecs rows of scores (12 accumulators of the 16 registers at 6 x 2).
-template <int kKeys, int kVecs>
-inline void scores_tile(const float* qt, int64_t ldq, const float* keys, int hd, float* st, int64_t lds) {
-  __m256 acc[kKeys][kVecs];
-#pragma GCC unroll 8
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm256_setzero_ps();
-  for (int i = 0; i < hd; ++i) {
-    __m256 q[kVecs];
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) q[v] = _mm256_loadu_ps(qt + i * ldq + 8 * v);
-#pragma GCC unroll 8
-    for (int k = 0; k < kKeys; ++k) {
-      const __m256 kb = _mm256_broadcast_ss(keys + k * hd + i);
-#pragma GCC unroll 2
-      for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm256_fmadd_ps(kb, q[v], acc[k][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) _mm256_storeu_ps(st + k * lds + 8 * v, acc[k][v]);
-}
-
+// Strips of 16 rows, tiles of 6 keys: 12 accumulators of the 16 registers.
 void scores_rows_avx2(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
                       int64_t lds) {
-  for (int r = 0; r < n_rows; r += 16) {
-    int64_t j = 0;
-    for (; j + 6 <= n_keys; j += 6) scores_tile<6, 2>(qt + r, ldq, keys + j * hd, hd, st + j * lds + r, lds);
-    for (; j < n_keys; ++j) scores_tile<1, 2>(qt + r, ldq, keys + j * hd, hd, st + j * lds + r, lds);
-  }
+  for (int r = 0; r < n_rows; r += 16) scores_strip<F32x8, 6, 2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
 }
 
 void softmax_rows_avx2(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group, float* m,
@@ -169,49 +142,11 @@ void softmax_rows_avx2(float* st, int64_t lds, int n_rows, int64_t n_keys, int64
   }
 }
 
-// kRows rows x 8*kVecs outputs: each value vector loaded feeds kRows FMAs.
-template <int kRows, int kVecs>
-inline void accumulate_tile(float* acc, int hd, const float* correction, const float* pt, int64_t ldp,
-                            const float* values, int64_t n_keys) {
-  __m256 a[kRows][kVecs];
-#pragma GCC unroll 4
-  for (int r = 0; r < kRows; ++r) {
-    const __m256 c = _mm256_set1_ps(correction[r]);
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) a[r][v] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * hd + 8 * v), c);
-  }
-  for (int64_t j = 0; j < n_keys; ++j) {
-    __m256 x[kVecs];
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) x[v] = _mm256_loadu_ps(values + j * hd + 8 * v);
-#pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 p = _mm256_broadcast_ss(pt + j * ldp + r);
-#pragma GCC unroll 2
-      for (int v = 0; v < kVecs; ++v) a[r][v] = _mm256_fmadd_ps(p, x[v], a[r][v]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 2
-    for (int v = 0; v < kVecs; ++v) _mm256_storeu_ps(acc + r * hd + 8 * v, a[r][v]);
-}
-
-void accumulate_rows_avx2(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
-                          const float* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_rows; r += 4) {
-    float* a = acc + int64_t{r} * hd;
-    int i = 0;
-    for (; i + 16 <= hd; i += 16) accumulate_tile<4, 2>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-    for (; i < hd; i += 8) accumulate_tile<4, 1>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-  }
-}
-
 }  // namespace
 
 const AttentionKernels& attention_kernels_avx2() {
   static const AttentionKernels k{scores_avx2,      exp_sum_avx2,      accumulate_avx2,     f16_to_f32_avx2,
-                                  scores_rows_avx2, softmax_rows_avx2, accumulate_rows_avx2};
+                                  scores_rows_avx2, softmax_rows_avx2, accumulate_row_tiles<F32x8, 4, 2>};
   return k;
 }
 

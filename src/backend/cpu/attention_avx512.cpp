@@ -10,6 +10,8 @@
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/attention_tiles.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
@@ -119,45 +121,12 @@ void f16_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
 
 // ---- row blocks (prefill): query rows along the lanes ----
 
-// kKeys keys x 16*kVecs rows of scores: each query vector loaded feeds kKeys FMAs, each key
-// element one broadcast (folded into the FMA) feeding kVecs.
-template <int kKeys, int kVecs>
-inline void scores_tile(const float* qt, int64_t ldq, const float* keys, int hd, float* st, int64_t lds) {
-  __m512 acc[kKeys][kVecs];
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_setzero_ps();
-  for (int i = 0; i < hd; ++i) {
-    __m512 q[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) q[v] = _mm512_loadu_ps(qt + i * ldq + 16 * v);
-#pragma GCC unroll 16
-    for (int k = 0; k < kKeys; ++k) {
-      const __m512 kb = _mm512_set1_ps(keys[k * hd + i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_fmadd_ps(kb, q[v], acc[k][v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(st + k * lds + 16 * v, acc[k][v]);
-}
-
-template <int kVecs>
-void scores_strip(const float* qt, int64_t ldq, const float* keys, int64_t n_keys, int hd, float* st, int64_t lds) {
-  int64_t j = 0;
-  for (; j + 12 <= n_keys; j += 12) scores_tile<12, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-  for (; j + 4 <= n_keys; j += 4) scores_tile<4, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-  for (; j < n_keys; ++j) scores_tile<1, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-}
-
+// Strips of 32 and 16 rows, tiles of 12 keys: 24 accumulators or fewer of the 32 registers.
 void scores_rows_avx512(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd,
                         float* st, int64_t lds) {
   int r = 0;
-  for (; r + 32 <= n_rows; r += 32) scores_strip<2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
-  for (; r < n_rows; r += 16) scores_strip<1>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+  for (; r + 32 <= n_rows; r += 32) scores_strip<F32x16, 12, 2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+  for (; r < n_rows; r += 16) scores_strip<F32x16, 12, 1>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
 }
 
 void softmax_rows_avx512(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
@@ -189,49 +158,11 @@ void softmax_rows_avx512(float* st, int64_t lds, int n_rows, int64_t n_keys, int
   }
 }
 
-// kRows rows x 16*kVecs outputs: each value vector loaded feeds kRows FMAs.
-template <int kRows, int kVecs>
-inline void accumulate_tile(float* acc, int hd, const float* correction, const float* pt, int64_t ldp,
-                            const float* values, int64_t n_keys) {
-  __m512 a[kRows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    const __m512 c = _mm512_set1_ps(correction[r]);
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + 16 * v), c);
-  }
-  for (int64_t j = 0; j < n_keys; ++j) {
-    __m512 x[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) x[v] = _mm512_loadu_ps(values + j * hd + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const __m512 p = _mm512_set1_ps(pt[j * ldp + r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_fmadd_ps(p, x[v], a[r][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(acc + r * hd + 16 * v, a[r][v]);
-}
-
-void accumulate_rows_avx512(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
-                            const float* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_rows; r += 8) {
-    float* a = acc + int64_t{r} * hd;
-    int i = 0;
-    for (; i + 32 <= hd; i += 32) accumulate_tile<8, 2>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-    for (; i < hd; i += 16) accumulate_tile<8, 1>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-  }
-}
-
 }  // namespace
 
 const AttentionKernels& attention_kernels_avx512() {
   static const AttentionKernels k{scores_avx512,      exp_sum_avx512,      accumulate_avx512,     f16_to_f32_avx512,
-                                  scores_rows_avx512, softmax_rows_avx512, accumulate_rows_avx512};
+                                  scores_rows_avx512, softmax_rows_avx512, accumulate_row_tiles<F32x16, 8, 2>};
   return k;
 }
 

@@ -32,4 +32,22 @@ inline __m256 exp_avx2(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+// f32 vectors of 8 lanes for the tile templates (attention_tiles.h): an FMA sums one product per
+// lane.
+struct F32x8 {
+  using Vec = __m256;
+  using Element = float;
+  using Operands = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kPack = 1;
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec splat(float x) { return _mm256_set1_ps(x); }
+  static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static Operands load_operands(const float* p) { return _mm256_loadu_ps(p); }
+  static Operands broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static Vec dot(Vec acc, Operands a, Operands b) { return _mm256_fmadd_ps(a, b, acc); }
+};
+
 }  // namespace keel::cpu
