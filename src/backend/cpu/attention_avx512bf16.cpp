@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "backend/cpu/attention_kernels.h"
-#include "backend/cpu/attention_tiles.h"
+#include "backend/cpu/attention_simd.h"
 #include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
@@ -30,7 +30,7 @@ inline __m512i interleave_bf16(__m512 a, __m512 b) {
   return _mm512_permutexvar_epi16(idx, ab);
 }
 
-// bf16 pairs for the tile templates (attention_tiles.h): f32 vectors of 16 lanes as F32x16, and
+// bf16 pairs for the tile templates (attention_simd.h): f32 vectors of 16 lanes as F32x16, and
 // operand vectors of 32 bf16 whose lanes vdpbf16ps sums a pair of products into.
 struct Bf16x32 : F32x16 {
   using Element = uint16_t;
