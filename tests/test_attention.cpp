@@ -257,6 +257,47 @@ TEST(Attention, RowBlocksOnOddHeadSizesAndF32Cache) {
 
 namespace {
 
+// The single-tile kernel checks below keep their outputs between 16 sentinels each side.
+constexpr float kSentinel = 12345.0f;
+
+// Scores or probabilities, n_keys rows of ld floats (kernel lanes r < n_rows), between sentinels.
+std::vector<float> guarded_tile(int64_t n_keys, int64_t ld) {
+  return std::vector<float>(static_cast<size_t>(n_keys * ld) + 32, kSentinel);
+}
+
+// A guarded_tile a kernel wrote against its reference: lanes within tol, every other float (lanes
+// past n_rows, the sentinels) untouched. Stops at the first difference (ASSERT_NO_FATAL_FAILURE).
+void expect_tile_near(const std::vector<float>& got, const std::vector<float>& want, int64_t ld, int n_rows, float tol,
+                      const char* what) {
+  const size_t n = got.size() - 32;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool lane = i >= 16 && i < 16 + n && static_cast<int64_t>((i - 16) % ld) < n_rows;
+    if (lane) {
+      ASSERT_NEAR(got[i], want[i], tol) << what << " " << i;
+    } else {
+      ASSERT_EQ(got[i], kSentinel) << what << " sentinel " << i;
+    }
+  }
+}
+
+// n random accumulators between sentinels.
+std::vector<float> guarded_accumulators(size_t n, std::mt19937& rng, std::normal_distribution<float>& normal) {
+  std::vector<float> acc(n + 32);
+  for (auto& x : acc) x = normal(rng);
+  for (int i = 0; i < 16; ++i) acc[i] = acc[acc.size() - 1 - i] = kSentinel;
+  return acc;
+}
+
+// guarded_accumulators a kernel updated against its reference: within 1e-4 relative, sentinels
+// untouched. Stops at the first difference (ASSERT_NO_FATAL_FAILURE).
+void expect_accumulators_near(const std::vector<float>& got, const std::vector<float>& want) {
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << i;
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_EQ(got[i], kSentinel);
+    ASSERT_EQ(got[got.size() - 1 - i], kSentinel);
+  }
+}
+
 // The SIMD row-block kernels against their scalar twins on one tile, outputs between sentinels.
 void check_block_kernels(const cpu::AttentionKernels& simd, int hd, int n_rows, int64_t n_keys, int64_t first_visible,
                          int group) {
@@ -266,23 +307,14 @@ void check_block_kernels(const cpu::AttentionKernels& simd, int hd, int n_rows, 
   std::mt19937 rng(static_cast<uint32_t>(hd * 7 + n_rows * 3 + n_keys));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t ld = n_rows + 16;  // a stride wider than the rows: lanes past n_rows stay untouched
-  constexpr float kSentinel = 12345.0f;
   std::vector<float> qt(static_cast<size_t>(hd * ld)), keys(static_cast<size_t>(n_keys * hd)), values(keys.size());
   for (auto& x : qt) x = normal(rng) * 0.2f;
   for (auto& x : keys) x = normal(rng);
   for (auto& x : values) x = normal(rng);
-  const size_t n_st = static_cast<size_t>(n_keys * ld);
-  std::vector<float> st_ref(n_st + 32, kSentinel), st(n_st + 32, kSentinel);
+  std::vector<float> st_ref = guarded_tile(n_keys, ld), st = st_ref;
   ref.scores_rows(qt.data(), ld, n_rows, keys.data(), n_keys, hd, st_ref.data() + 16, ld);
   simd.scores_rows(qt.data(), ld, n_rows, keys.data(), n_keys, hd, st.data() + 16, ld);
-  for (size_t i = 0; i < st.size(); ++i) {
-    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
-    if (lane) {
-      ASSERT_NEAR(st[i], st_ref[i], 1e-4f) << "score " << i;
-    } else {
-      ASSERT_EQ(st[i], kSentinel) << "score sentinel " << i;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_tile_near(st, st_ref, ld, n_rows, 1e-4f, "score"));
 
   // Softmax from a running state (m, l) as a second tile would see it, on the same scores.
   st = st_ref;
@@ -299,26 +331,12 @@ void check_block_kernels(const cpu::AttentionKernels& simd, int hd, int n_rows, 
     ASSERT_NEAR(c[r], c_ref[r], 1e-6f * c_ref[r] + 1e-30f) << "row " << r;
     ASSERT_NEAR(l[r], l_ref[r], 1e-5f * l_ref[r]) << "row " << r;
   }
-  for (size_t i = 0; i < st.size(); ++i) {
-    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
-    if (lane) {
-      ASSERT_NEAR(st[i], st_ref[i], 2e-6f) << "probability " << i;
-    } else {
-      ASSERT_EQ(st[i], kSentinel) << "probability sentinel " << i;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_tile_near(st, st_ref, ld, n_rows, 2e-6f, "probability"));
 
-  std::vector<float> acc_ref(static_cast<size_t>(n_rows * hd) + 32), acc;
-  for (auto& x : acc_ref) x = normal(rng);
-  for (int i = 0; i < 16; ++i) acc_ref[i] = acc_ref[acc_ref.size() - 1 - i] = kSentinel;
-  acc = acc_ref;
+  std::vector<float> acc_ref = guarded_accumulators(static_cast<size_t>(n_rows * hd), rng, normal), acc = acc_ref;
   ref.accumulate_rows(acc_ref.data() + 16, c_ref.data(), n_rows, st_ref.data() + 16, ld, values.data(), n_keys, hd);
   simd.accumulate_rows(acc.data() + 16, c_ref.data(), n_rows, st_ref.data() + 16, ld, values.data(), n_keys, hd);
-  for (size_t i = 0; i < acc.size(); ++i) ASSERT_NEAR(acc[i], acc_ref[i], 1e-4f * (1.0f + std::fabs(acc_ref[i]))) << i;
-  for (int i = 0; i < 16; ++i) {
-    ASSERT_EQ(acc[i], kSentinel);
-    ASSERT_EQ(acc[acc.size() - 1 - i], kSentinel);
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_accumulators_near(acc, acc_ref));
 }
 
 }  // namespace
@@ -408,19 +426,10 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
   });
 
   const int64_t ld = n_rows + 16;  // lanes past n_rows stay untouched
-  constexpr float kSentinel = 12345.0f;
-  const size_t n_st = static_cast<size_t>(n_keys * ld);
-  std::vector<float> st_ref(n_st + 32, kSentinel), st(n_st + 32, kSentinel);
+  std::vector<float> st_ref = guarded_tile(n_keys, ld), st = st_ref;
   ref.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st_ref.data() + 16, ld);
   simd.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st.data() + 16, ld);
-  for (size_t i = 0; i < st.size(); ++i) {
-    const bool lane = i >= 16 && i < 16 + n_st && static_cast<int64_t>((i - 16) % ld) < n_rows;
-    if (lane) {
-      ASSERT_NEAR(st[i], st_ref[i], 1e-4f) << "score " << i;
-    } else {
-      ASSERT_EQ(st[i], kSentinel) << "score sentinel " << i;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_tile_near(st, st_ref, ld, n_rows, 1e-4f, "score"));
 
   // Probabilities in (0, 1] from the scores; odd key counts completed with zeros.
   for (int64_t j = 0; j < n_keys; ++j)
@@ -431,17 +440,10 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
 
   std::vector<float> correction(static_cast<size_t>(n_rows));
   for (auto& c : correction) c = std::exp(-std::fabs(normal(rng)));
-  std::vector<float> acc_ref(static_cast<size_t>(n_rows * hd) + 32), acc;
-  for (auto& x : acc_ref) x = normal(rng);
-  for (int i = 0; i < 16; ++i) acc_ref[i] = acc_ref[acc_ref.size() - 1 - i] = kSentinel;
-  acc = acc_ref;
+  std::vector<float> acc_ref = guarded_accumulators(static_cast<size_t>(n_rows * hd), rng, normal), acc = acc_ref;
   ref.accumulate_rows(acc_ref.data() + 16, correction.data(), n_rows, pp.data() + 16, vb.data() + 16, n_keys, hd);
   simd.accumulate_rows(acc.data() + 16, correction.data(), n_rows, pp.data() + 16, vb.data() + 16, n_keys, hd);
-  for (size_t i = 0; i < acc.size(); ++i) ASSERT_NEAR(acc[i], acc_ref[i], 1e-4f * (1.0f + std::fabs(acc_ref[i]))) << i;
-  for (int i = 0; i < 16; ++i) {
-    ASSERT_EQ(acc[i], kSentinel);
-    ASSERT_EQ(acc[acc.size() - 1 - i], kSentinel);
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_accumulators_near(acc, acc_ref));
 }
 
 }  // namespace

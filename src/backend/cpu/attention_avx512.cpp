@@ -6,109 +6,12 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
-
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/attention_simd.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
-
-// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
-inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
-
-// exp(x) for x <= 0 (score - max): x = n ln2 + r, degree-6 polynomial for e^r, 2^n in the exponent.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
-}
-
-float scores_avx512(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
-  float mx = -INFINITY;
-  int64_t j = 0;
-  for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
-    const float* k0 = keys + j * hd;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int i = 0; i < hd; i += 16) {
-      const __m512 qv = _mm512_loadu_ps(q + i);
-      a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + i), a0);
-      a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + hd + i), a1);
-      a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * hd + i), a2);
-      a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * hd + i), a3);
-    }
-    out[j] = _mm512_reduce_add_ps(a0) * scale;
-    out[j + 1] = _mm512_reduce_add_ps(a1) * scale;
-    out[j + 2] = _mm512_reduce_add_ps(a2) * scale;
-    out[j + 3] = _mm512_reduce_add_ps(a3) * scale;
-    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
-  }
-  for (; j < n_keys; ++j) {
-    const float* k = keys + j * hd;
-    __m512 a = _mm512_setzero_ps();
-    for (int i = 0; i < hd; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), a);
-    out[j] = _mm512_reduce_add_ps(a) * scale;
-    mx = std::max(mx, out[j]);
-  }
-  return mx;
-}
-
-float exp_sum_avx512(float* s, int64_t n, float max) {
-  const __m512 m = _mm512_set1_ps(max);
-  __m512 sum = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
-    _mm512_storeu_ps(s + j, e);
-    sum = _mm512_add_ps(sum, e);
-  }
-  float total = _mm512_reduce_add_ps(sum);
-  for (; j < n; ++j) {
-    s[j] = std::exp(s[j] - max);
-    total += s[j];
-  }
-  return total;
-}
-
-void accumulate_avx512(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
-  const __m512 c = _mm512_set1_ps(correction);
-  int i = 0;
-  for (; i + 64 <= hd; i += 64) {  // 4 accumulators of 16 stay in registers over all keys
-    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(acc + i), c);
-    __m512 a1 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 16), c);
-    __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 32), c);
-    __m512 a3 = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 48), c);
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const __m512 pj = _mm512_set1_ps(p[j]);
-      const float* v = values + j * hd + i;
-      a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v), a0);
-      a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16), a1);
-      a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 32), a2);
-      a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 48), a3);
-    }
-    _mm512_storeu_ps(acc + i, a0);
-    _mm512_storeu_ps(acc + i + 16, a1);
-    _mm512_storeu_ps(acc + i + 32, a2);
-    _mm512_storeu_ps(acc + i + 48, a3);
-  }
-  for (; i < hd; i += 16) {
-    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(acc + i), c);
-    for (int64_t j = 0; j < n_keys; ++j)
-      a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(values + j * hd + i), a);
-    _mm512_storeu_ps(acc + i, a);
-  }
-}
 
 void f16_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
@@ -117,121 +20,21 @@ void f16_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
-// ---- row blocks (prefill): query rows along the lanes ----
-
-// kKeys keys x 16*kVecs rows of scores: each query vector loaded feeds kKeys FMAs, each key
-// element one broadcast (folded into the FMA) feeding kVecs.
-template <int kKeys, int kVecs>
-inline void scores_tile(const float* qt, int64_t ldq, const float* keys, int hd, float* st, int64_t lds) {
-  __m512 acc[kKeys][kVecs];
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_setzero_ps();
-  for (int i = 0; i < hd; ++i) {
-    __m512 q[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) q[v] = _mm512_loadu_ps(qt + i * ldq + 16 * v);
-#pragma GCC unroll 16
-    for (int k = 0; k < kKeys; ++k) {
-      const __m512 kb = _mm512_set1_ps(keys[k * hd + i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_fmadd_ps(kb, q[v], acc[k][v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(st + k * lds + 16 * v, acc[k][v]);
-}
-
-template <int kVecs>
-void scores_strip(const float* qt, int64_t ldq, const float* keys, int64_t n_keys, int hd, float* st, int64_t lds) {
-  int64_t j = 0;
-  for (; j + 12 <= n_keys; j += 12) scores_tile<12, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-  for (; j + 4 <= n_keys; j += 4) scores_tile<4, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-  for (; j < n_keys; ++j) scores_tile<1, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
-}
-
+// Strips of 32 and 16 rows, tiles of 12 keys: 24 accumulators or fewer of the 32 registers.
 void scores_rows_avx512(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd,
                         float* st, int64_t lds) {
   int r = 0;
-  for (; r + 32 <= n_rows; r += 32) scores_strip<2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
-  for (; r < n_rows; r += 16) scores_strip<1>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
-}
-
-void softmax_rows_avx512(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
-                         float* m, float* l, float* correction) {
-  for (int r0 = 0; r0 < n_rows; r0 += 16) {
-    alignas(64) int32_t visible[16];  // keys j < visible[lane] are seen by row r0 + lane
-    for (int i = 0; i < 16; ++i)
-      visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
-    const __m512i vis = _mm512_load_si512(visible);
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const __mmask16 seen = _mm512_cmpgt_epi32_mask(vis, _mm512_set1_epi32(static_cast<int32_t>(j)));
-      mx = _mm512_mask_max_ps(mx, seen, mx, _mm512_loadu_ps(st + j * lds + r0));
-    }
-    const __m512 m_old = _mm512_loadu_ps(m + r0);
-    const __m512 m_new = _mm512_max_ps(m_old, mx);
-    const __m512 c = exp_nonpositive(_mm512_sub_ps(m_old, m_new));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const __mmask16 seen = _mm512_cmpgt_epi32_mask(vis, _mm512_set1_epi32(static_cast<int32_t>(j)));
-      float* s = st + j * lds + r0;
-      const __m512 p = _mm512_maskz_mov_ps(seen, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s), m_new)));
-      _mm512_storeu_ps(s, p);
-      sum = _mm512_add_ps(sum, p);
-    }
-    _mm512_storeu_ps(l + r0, _mm512_fmadd_ps(_mm512_loadu_ps(l + r0), c, sum));
-    _mm512_storeu_ps(m + r0, m_new);
-    _mm512_storeu_ps(correction + r0, c);
-  }
-}
-
-// kRows rows x 16*kVecs outputs: each value vector loaded feeds kRows FMAs.
-template <int kRows, int kVecs>
-inline void accumulate_tile(float* acc, int hd, const float* correction, const float* pt, int64_t ldp,
-                            const float* values, int64_t n_keys) {
-  __m512 a[kRows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    const __m512 c = _mm512_set1_ps(correction[r]);
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + 16 * v), c);
-  }
-  for (int64_t j = 0; j < n_keys; ++j) {
-    __m512 x[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) x[v] = _mm512_loadu_ps(values + j * hd + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const __m512 p = _mm512_set1_ps(pt[j * ldp + r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_fmadd_ps(p, x[v], a[r][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(acc + r * hd + 16 * v, a[r][v]);
-}
-
-void accumulate_rows_avx512(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
-                            const float* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_rows; r += 8) {
-    float* a = acc + int64_t{r} * hd;
-    int i = 0;
-    for (; i + 32 <= hd; i += 32) accumulate_tile<8, 2>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-    for (; i < hd; i += 16) accumulate_tile<8, 1>(a + i, hd, correction + r, pt + r, ldp, values + i, n_keys);
-  }
+  for (; r + 32 <= n_rows; r += 32) scores_strip<F32x16, 12, 2>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+  for (; r < n_rows; r += 16) scores_strip<F32x16, 12, 1>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
 }
 
 }  // namespace
 
 const AttentionKernels& attention_kernels_avx512() {
-  static const AttentionKernels k{scores_avx512,      exp_sum_avx512,      accumulate_avx512,     f16_to_f32_avx512,
-                                  scores_rows_avx512, softmax_rows_avx512, accumulate_rows_avx512};
+  // Per row, then row blocks (accumulator tiles of 8 rows x 2 vectors: 16 of the 32 registers).
+  using V = F32x16;
+  static const AttentionKernels k{scores_simd<V>, exp_sum_simd<V>, accumulate_simd<V>, f16_to_f32_avx512,
+                                  scores_rows_avx512, softmax_rows_simd<V>, accumulate_row_tiles<V, 8, 2>};
   return k;
 }
 

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/attention_simd.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
@@ -27,6 +29,17 @@ inline __m512i interleave_bf16(__m512 a, __m512 b) {
   const __m512i ab = reinterpret_cast<const __m512i&>(static_cast<const __m512bh&>(_mm512_cvtne2ps_pbh(b, a)));
   return _mm512_permutexvar_epi16(idx, ab);
 }
+
+// bf16 pairs for the tile templates (attention_simd.h): f32 vectors of 16 lanes as F32x16, and
+// operand vectors of 32 bf16 whose lanes vdpbf16ps sums a pair of products into.
+struct Bf16x32 : F32x16 {
+  using Element = uint16_t;
+  using Operands = __m512bh;
+  static constexpr int kPack = 2;
+  static Operands load_operands(const uint16_t* p) { return as_bh(_mm512_loadu_si512(p)); }
+  static Operands broadcast(const uint16_t* p) { return broadcast_pair(p); }
+  static Vec dot(Vec acc, Operands a, Operands b) { return _mm512_dpbf16_ps(acc, a, b); }
+};
 
 void pack_keys_avx512bf16(const float* keys, int64_t n, int hd, uint16_t* out) {
   for (int64_t i = 0; i < n * hd; i += 16) {
@@ -51,90 +64,18 @@ void pack_probabilities_avx512bf16(const float* st, int64_t lds, int n_rows, int
   pack_pairs(st, lds, n_keys, n_rows, pp);
 }
 
-// kKeys keys x 16*kVecs rows of scores: each query vector (16 rows x a pair of dimensions) feeds
-// kKeys dot products, each key pair one broadcast feeding kVecs.
-template <int kKeys, int kVecs>
-inline void scores_tile(const uint16_t* qp, int n_rows, const uint16_t* keys, int hd, float* st, int64_t lds) {
-  __m512 acc[kKeys][kVecs];
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_setzero_ps();
-  for (int i = 0; i < hd; i += 2) {
-    __m512bh q[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) q[v] = as_bh(_mm512_loadu_si512(qp + int64_t{i} * n_rows + 32 * v));
-#pragma GCC unroll 16
-    for (int k = 0; k < kKeys; ++k) {
-      const __m512bh kb = broadcast_pair(keys + k * hd + i);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_dpbf16_ps(acc[k][v], kb, q[v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int k = 0; k < kKeys; ++k)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(st + k * lds + 16 * v, acc[k][v]);
-}
-
-// kKeys x kVecs accumulators of 24 or fewer (of the 32 registers).
-template <int kKeys, int kVecs>
-void scores_strip(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
-                  int64_t lds) {
-  int64_t j = 0;
-  for (; j + kKeys <= n_keys; j += kKeys) scores_tile<kKeys, kVecs>(qp, n_rows, keys + j * hd, hd, st + j * lds, lds);
-  for (; j + 4 <= n_keys; j += 4) scores_tile<4, kVecs>(qp, n_rows, keys + j * hd, hd, st + j * lds, lds);
-  for (; j < n_keys; ++j) scores_tile<1, kVecs>(qp, n_rows, keys + j * hd, hd, st + j * lds, lds);
-}
-
+// Strips of 64, 32 and 16 rows: 24 accumulators or fewer of the 32 registers.
 void scores_rows_avx512bf16(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
                             int64_t lds) {
   int r = 0;
-  for (; r + 64 <= n_rows; r += 64) scores_strip<6, 4>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
-  for (; r + 32 <= n_rows; r += 32) scores_strip<12, 2>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
-  for (; r < n_rows; r += 16) scores_strip<12, 1>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
-}
-
-// kRows rows x 16*kVecs outputs: each value vector (16 outputs x a pair of keys) feeds kRows
-// dot products.
-template <int kRows, int kVecs>
-inline void accumulate_tile(float* acc, int hd, const float* correction, const uint16_t* pp, int n_rows,
-                            const uint16_t* values, int64_t n_pairs) {
-  __m512 a[kRows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    const __m512 c = _mm512_set1_ps(correction[r]);
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_mul_ps(_mm512_loadu_ps(acc + r * hd + 16 * v), c);
-  }
-  for (int64_t j = 0; j < n_pairs; ++j) {
-    __m512bh x[kVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) x[v] = as_bh(_mm512_loadu_si512(values + j * 2 * hd + 32 * v));
-#pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const __m512bh p = broadcast_pair(pp + j * 2 * n_rows + 2 * r);
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) a[r][v] = _mm512_dpbf16_ps(a[r][v], p, x[v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(acc + r * hd + 16 * v, a[r][v]);
+  for (; r + 64 <= n_rows; r += 64) scores_strip<Bf16x32, 6, 4>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
+  for (; r + 32 <= n_rows; r += 32) scores_strip<Bf16x32, 12, 2>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
+  for (; r < n_rows; r += 16) scores_strip<Bf16x32, 12, 1>(qp + 2 * r, n_rows, keys, n_keys, hd, st + r, lds);
 }
 
 void accumulate_rows_avx512bf16(float* acc, const float* correction, int n_rows, const uint16_t* pp,
                                 const uint16_t* values, int64_t n_keys, int hd) {
-  const int64_t n_pairs = (n_keys + 1) / 2;
-  for (int r = 0; r < n_rows; r += 4) {
-    float* a = acc + int64_t{r} * hd;
-    int i = 0;
-    for (; i + 64 <= hd; i += 64)
-      accumulate_tile<4, 4>(a + i, hd, correction + r, pp + 2 * r, n_rows, values + 2 * i, n_pairs);
-    for (; i < hd; i += 16)
-      accumulate_tile<4, 1>(a + i, hd, correction + r, pp + 2 * r, n_rows, values + 2 * i, n_pairs);
-  }
+  accumulate_row_tiles<Bf16x32, 4, 4>(acc, correction, n_rows, pp, n_rows, values, n_keys, hd);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The inner kernels of CPU flash attention, as a table so the SIMD twins (attention_avx2.cpp,
-// attention_avx512.cpp, attention_neon.cpp) and the scalar references (attention.cpp) share one
-// driver and can be compared in tests.
+// attention_avx512.cpp, attention_neon.cpp; the x86 ones written once in attention_simd.h) and the
+// scalar references (attention.cpp) share one driver and can be compared in tests.
 //
 // Two kernel sets share the table. The per-row set serves decode: one query row at a time over
 // a K/V tile (a handful of rows per task, nothing to amortise a re-layout over). The block set

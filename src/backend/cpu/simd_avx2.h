@@ -5,6 +5,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace keel::cpu {
 
 // The sum of the 8 lanes.
@@ -31,5 +33,34 @@ inline __m256 exp_avx2(__m256 x) {
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
+
+// f32 vectors of 8 lanes for the kernel templates of attention_simd.h: an FMA sums one product per
+// lane.
+struct F32x8 {
+  using Vec = __m256;
+  using Element = float;
+  using Operands = __m256;
+  using Ints = __m256i;
+  using Mask = __m256;  // all ones or all zeros per lane
+  static constexpr int kLanes = 8;
+  static constexpr int kPack = 1;
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec splat(float x) { return _mm256_set1_ps(x); }
+  static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static Operands load_operands(const float* p) { return _mm256_loadu_ps(p); }
+  static Operands broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static Vec dot(Vec acc, Operands a, Operands b) { return _mm256_fmadd_ps(a, b, acc); }
+  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+  static Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+  static float reduce_add(Vec v) { return hsum_avx2(v); }
+  static Vec exp_nonpositive(Vec x) { return exp_avx2(x); }
+  static Ints load_ints(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static Mask greater(Ints a, int32_t b) { return _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, _mm256_set1_epi32(b))); }
+  static Vec max_where(Mask m, Vec a, Vec b) { return _mm256_blendv_ps(a, _mm256_max_ps(a, b), m); }
+  static Vec zero_unless(Mask m, Vec a) { return _mm256_and_ps(m, a); }
+};
 
 }  // namespace keel::cpu

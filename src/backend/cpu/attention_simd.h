@@ -1,0 +1,206 @@
+// The x86 attention kernels (attention_kernels.h) of attention_avx2.cpp, attention_avx512.cpp and
+// attention_avx512bf16.cpp, written once over a vector-traits type V (F32x8 in simd_avx2.h, F32x16
+// in simd_avx512.h, Bf16x32 in attention_avx512bf16.cpp). Include it only in those files: its code
+// takes each file's ISA flags, and the anonymous namespace keeps each file's copies its own.
+//
+// V gives f32 vectors of V::kLanes sums (Vec: zero, load, store, splat, mul) and operand vectors
+// (Operands, stored as Element) whose lanes hold V::kPack consecutive operands along the summed
+// index: dot(acc, a, b) adds a lane's kPack products to acc (an f32 FMA: kPack 1; vdpbf16ps: 2).
+// Operand matrices x[j][c] (j the summed index) are packed to match, with a leading dimension ld:
+// x[j][c] at x[(j - j % kPack) * ld + kPack * c + j % kPack]. kPack 1 is plain row-major; kPack 2
+// the pairs of attention_kernels.h.
+//
+// The f32 kernels (kPack 1, Operands = Vec) also take add, sub, max, reduce_add (the sum of the
+// lanes), exp_nonpositive (exp(x) for x <= 0) and lane masks: Ints (load_ints, aligned), Mask
+// (greater(ints, b): lanes where ints > b), max_where (max(a, b) in the mask's lanes, a elsewhere)
+// and zero_unless (a in the mask's lanes, 0 elsewhere).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace keel::cpu {
+namespace {
+
+// ---- row blocks (prefill): query rows along the lanes ----
+
+// kKeys keys x kLanes*kVecs rows of scores: st[k*lds + r] = sum_i keys[k*hd + i] * q[i][r], with q
+// packed in qt (leading dimension ldq). Each query vector loaded feeds kKeys dot steps, each key
+// broadcast kVecs.
+template <class V, int kKeys, int kVecs>
+inline void scores_tile(const typename V::Element* qt, int64_t ldq, const typename V::Element* keys, int hd, float* st,
+                        int64_t lds) {
+  typename V::Vec acc[kKeys][kVecs];
+#pragma GCC unroll 16
+  for (int k = 0; k < kKeys; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) acc[k][v] = V::zero();
+  for (int i = 0; i < hd; i += V::kPack) {
+    typename V::Operands q[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) q[v] = V::load_operands(qt + i * ldq + V::kPack * V::kLanes * v);
+#pragma GCC unroll 16
+    for (int k = 0; k < kKeys; ++k) {
+      const typename V::Operands kb = V::broadcast(keys + (k * hd + i));
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[k][v] = V::dot(acc[k][v], kb, q[v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int k = 0; k < kKeys; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) V::store(st + k * lds + V::kLanes * v, acc[k][v]);
+}
+
+// kLanes*kVecs rows against every key: kKeys keys a tile (its accumulators fill the registers),
+// then 4, then 1.
+template <class V, int kKeys, int kVecs>
+void scores_strip(const typename V::Element* qt, int64_t ldq, const typename V::Element* keys, int64_t n_keys, int hd,
+                  float* st, int64_t lds) {
+  int64_t j = 0;
+  for (; j + kKeys <= n_keys; j += kKeys) scores_tile<V, kKeys, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+  for (; j + 4 <= n_keys; j += 4) scores_tile<V, 4, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+  for (; j < n_keys; ++j) scores_tile<V, 1, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
+}
+
+// softmax_rows of attention_kernels.h, kLanes rows at a time (kPack 1).
+template <class V>
+void softmax_rows_simd(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group, float* m,
+                       float* l, float* correction) {
+  for (int r0 = 0; r0 < n_rows; r0 += V::kLanes) {
+    alignas(64) int32_t visible[V::kLanes];  // keys j < visible[lane] are seen by row r0 + lane
+    for (int i = 0; i < V::kLanes; ++i)
+      visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
+    const typename V::Ints vis = V::load_ints(visible);
+    typename V::Vec mx = V::splat(-INFINITY);
+    for (int64_t j = 0; j < n_keys; ++j)
+      mx = V::max_where(V::greater(vis, static_cast<int32_t>(j)), mx, V::load(st + j * lds + r0));
+    const typename V::Vec m_old = V::load(m + r0);
+    const typename V::Vec m_new = V::max(m_old, mx);
+    const typename V::Vec c = V::exp_nonpositive(V::sub(m_old, m_new));
+    typename V::Vec sum = V::zero();
+    for (int64_t j = 0; j < n_keys; ++j) {
+      float* s = st + j * lds + r0;
+      const typename V::Vec p =
+          V::zero_unless(V::greater(vis, static_cast<int32_t>(j)), V::exp_nonpositive(V::sub(V::load(s), m_new)));
+      V::store(s, p);
+      sum = V::add(sum, p);
+    }
+    V::store(l + r0, V::dot(sum, V::load(l + r0), c));
+    V::store(m + r0, m_new);
+    V::store(correction + r0, c);
+  }
+}
+
+// kRows rows x kLanes*kVecs outputs: acc[r*hd + i] = acc[r*hd + i] * correction[r] +
+// sum_j p[j][r] * v[j][i] over n_steps steps of kPack keys, with p packed in pt (leading dimension
+// ldp) and v in values (leading dimension hd). Each value vector loaded feeds kRows dot steps.
+template <class V, int kRows, int kVecs>
+inline void accumulate_tile(float* acc, int hd, const float* correction, const typename V::Element* pt, int64_t ldp,
+                            const typename V::Element* values, int64_t n_steps) {
+  typename V::Vec a[kRows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    const typename V::Vec c = V::splat(correction[r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) a[r][v] = V::mul(V::load(acc + r * hd + V::kLanes * v), c);
+  }
+  for (int64_t j = 0; j < n_steps; ++j) {
+    typename V::Operands x[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) x[v] = V::load_operands(values + j * V::kPack * hd + V::kPack * V::kLanes * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const typename V::Operands p = V::broadcast(pt + (j * V::kPack * ldp + V::kPack * r));
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) a[r][v] = V::dot(a[r][v], p, x[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) V::store(acc + r * hd + V::kLanes * v, a[r][v]);
+}
+
+// accumulate_rows of attention_kernels.h with operands packed (p in pt, leading dimension ldp; v in
+// values, leading dimension hd), for n_rows a multiple of kRows: kRows rows x kVecs vectors a
+// tile, then a vector at a time.
+template <class V, int kRows, int kVecs>
+void accumulate_row_tiles(float* acc, const float* correction, int n_rows, const typename V::Element* pt, int64_t ldp,
+                          const typename V::Element* values, int64_t n_keys, int hd) {
+  const int64_t n_steps = (n_keys + V::kPack - 1) / V::kPack;
+  for (int r = 0; r < n_rows; r += kRows) {
+    float* a = acc + int64_t{r} * hd;
+    const typename V::Element* p = pt + V::kPack * r;
+    int i = 0;
+    for (; i + V::kLanes * kVecs <= hd; i += V::kLanes * kVecs)
+      accumulate_tile<V, kRows, kVecs>(a + i, hd, correction + r, p, ldp, values + V::kPack * i, n_steps);
+    for (; i < hd; i += V::kLanes)
+      accumulate_tile<V, kRows, 1>(a + i, hd, correction + r, p, ldp, values + V::kPack * i, n_steps);
+  }
+}
+
+// ---- per row (decode): the head dimension along the lanes ----
+
+// Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
+inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
+
+// scores of attention_kernels.h (hd a multiple of kLanes, kPack 1).
+template <class V>
+float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  float mx = -INFINITY;
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
+    const float* k0 = keys + j * hd;
+    typename V::Vec a0 = V::zero(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < hd; i += V::kLanes) {
+      const typename V::Vec qv = V::load(q + i);
+      a0 = V::dot(a0, qv, V::load(k0 + i));
+      a1 = V::dot(a1, qv, V::load(k0 + hd + i));
+      a2 = V::dot(a2, qv, V::load(k0 + 2 * hd + i));
+      a3 = V::dot(a3, qv, V::load(k0 + 3 * hd + i));
+    }
+    out[j] = V::reduce_add(a0) * scale;
+    out[j + 1] = V::reduce_add(a1) * scale;
+    out[j + 2] = V::reduce_add(a2) * scale;
+    out[j + 3] = V::reduce_add(a3) * scale;
+    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
+  }
+  for (; j < n_keys; ++j) {
+    const float* k = keys + j * hd;
+    typename V::Vec a = V::zero();
+    for (int i = 0; i < hd; i += V::kLanes) a = V::dot(a, V::load(q + i), V::load(k + i));
+    out[j] = V::reduce_add(a) * scale;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
+}
+
+// exp_sum of attention_kernels.h.
+template <class V>
+float exp_sum_simd(float* s, int64_t n, float max) {
+  const typename V::Vec m = V::splat(max);
+  typename V::Vec sum = V::zero();
+  int64_t j = 0;
+  for (; j + V::kLanes <= n; j += V::kLanes) {
+    const typename V::Vec e = V::exp_nonpositive(V::sub(V::load(s + j), m));
+    V::store(s + j, e);
+    sum = V::add(sum, e);
+  }
+  float total = V::reduce_add(sum);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    total += s[j];
+  }
+  return total;
+}
+
+// accumulate of attention_kernels.h: one row of accumulate_row_tiles, 4 vectors a tile (they stay
+// in registers over all keys).
+template <class V>
+void accumulate_simd(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
+  accumulate_row_tiles<V, 1, 4>(acc, &correction, 1, p, 1, values, n_keys, hd);
+}
+
+}  // namespace
+}  // namespace keel::cpu
