@@ -19,6 +19,11 @@ using quant::Type;
 
 // ---- activations ------------------------------------------------------------------------------
 
+// K-quant weights take Q8_K activations (one scale per 256 inputs), the others Q8_0 (per 32).
+bool takes_q8_k(Type weight_type) {
+  return weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
+}
+
 // One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
 void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
   quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
@@ -169,7 +174,6 @@ void micro_generic(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ld
 
 struct Q8Job {
   const WeightView* w;
-  const float* x;
   int64_t n_tokens;
   float* y;
   ActBlockQ8* act;
@@ -218,12 +222,13 @@ bool q8_supported(Type type) { return unpack_fn(type) != nullptr; }
 
 int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 
+bool q8_same_activations(Type a, Type b) { return takes_q8_k(a) == takes_q8_k(b) && q8_group(a) == q8_group(b); }
+
 void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
                              int64_t t_end, ActBlockQ8* act) {
-  const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
   const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = t_begin; t < t_end; ++t) {
-    if (k_quant)
+    if (takes_q8_k(weight_type))
       quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
     else
       quantize_row_act_q8_0(x + t * n_in, n_in, act + t * nkb);
@@ -319,18 +324,29 @@ size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) 
   return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * q8_align(sizeof(PanelQ8));
 }
 
-void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                    void* scratch, ThreadPool& pool) {
-  auto* act = static_cast<ActBlockQ8*>(scratch);
-  char* panels = static_cast<char*>(scratch) +
-                 q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(w.n_in)) * sizeof(ActBlockQ8));
-  std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa), &next_panel};
-  pool.run([&job](int ith, int nth) {
-    const int64_t per = (job.n_tokens + nth - 1) / nth;
-    const int64_t begin = std::min(job.n_tokens, per * ith), end = std::min(job.n_tokens, per * (ith + 1));
-    quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
+namespace {
+
+ActBlockQ8* act_of(void* scratch) { return static_cast<ActBlockQ8*>(scratch); }
+
+char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
+  return static_cast<char*>(scratch) + q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8));
+}
+
+}  // namespace
+
+void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
+                        ThreadPool& pool) {
+  ActBlockQ8* act = act_of(scratch);
+  pool.run([&](int ith, int nth) {
+    const int64_t per = (n_tokens + nth - 1) / nth;
+    const int64_t begin = std::min(n_tokens, per * ith), end = std::min(n_tokens, per * (ith + 1));
+    quantize_activations_q8(weight_type, x, n_in, begin, end, act);
   });
+}
+
+void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
+  std::atomic<int64_t> next_panel{0};
+  const Q8Job job{&w, n_tokens, y, act_of(scratch), panels_of(scratch, w.n_in, n_tokens), q8_micro(isa), &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
   // panel from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
@@ -343,6 +359,12 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
     for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
       q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panel);
   });
+}
+
+void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                    void* scratch, ThreadPool& pool) {
+  matmul_q8_quantize(w.type, x, w.n_in, n_tokens, scratch, pool);
+  matmul_q8_quantized(isa, w, n_tokens, y, scratch, pool);
 }
 
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {

@@ -107,6 +107,18 @@ size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool);
 
+// matmul_q8_with in two steps, so that weights sharing an x share its quantization (matmuls):
+// the activations of x [n_tokens][n_in] as weights of weight_type take them, into the scratch;
+// then the GEMM of w (w.n_in = n_in, a type with the same activations: q8_same_activations) on
+// them. scratch as for matmul_q8_with.
+void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
+                        ThreadPool& pool);
+void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
+
+// Whether weights of types a and b take the same quantized activations (Q8_0 blocks for Q4_0 and
+// Q8_0; Q8_K blocks summed per q8_group for the K-quants).
+bool q8_same_activations(quant::Type a, quant::Type b);
+
 // ---- the GEMV (decode) -----------------------------------------------------------------------
 
 // One token's (up to) 256 inputs for the GEMV: the quants of ActBlockQ8, signed, and their sums.
@@ -145,6 +157,10 @@ size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens);
 // scratch: matmul_q8_gemv_scratch_bytes(w.n_in, n_tokens) bytes, 64-byte aligned.
 void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                          void* scratch, ThreadPool& pool);
+// The same in two steps, as matmul_q8_quantize / matmul_q8_quantized.
+void matmul_q8_gemv_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch);
+void matmul_q8_gemv_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch,
+                              ThreadPool& pool);
 
 // Double-precision reference of the fast path: the activations quantized exactly as above, then
 // dequantized, and dotted in double with the exactly dequantized weights. Allocates; tests only.
