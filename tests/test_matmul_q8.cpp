@@ -90,6 +90,7 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
           keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, panel.get());
+          if (const auto prepare = keel::cpu::q8_prepare(isa)) prepare(*panel, kc);
           for (int n_tok = 1; n_tok <= 4; ++n_tok) {
             Guarded a(4 * 16), b(4 * 16);
             keel::cpu::q8_micro_generic()(*panel, kc, act.data() + kb, nkb, n_tok, a.data(), 16, n_rows, false);

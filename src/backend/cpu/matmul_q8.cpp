@@ -35,6 +35,7 @@ void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
       int sum = 0;
       for (int j = 0; j < quant::QK8_0; ++j) {
         act->q[32 * b + j] = static_cast<uint8_t>(blocks[b].qs[j] + 128);
+        act->q16[32 * b + j] = blocks[b].qs[j];
         sum += blocks[b].qs[j];
       }
       act->d[b] = d;
@@ -48,7 +49,10 @@ void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, ActBlockQ8* 
   quant::BlockQ8_K block;
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     quant::quantize_row_q8_k(x + k0, &block, kQ8BlockK);
-    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+    for (int j = 0; j < quant::QK_K; ++j) {
+      act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+      act->q16[j] = block.qs[j];
+    }
     const int per = group / 16;  // bsums per group
     for (int g = 0; g < quant::QK_K / group; ++g) {
       int sum = 0;
@@ -179,6 +183,7 @@ struct Q8Job {
   ActBlockQ8* act;
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
+  Q8PrepareFn prepare;
   std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
@@ -194,23 +199,32 @@ void prefetch_panel(const WeightView& w, int64_t p, int64_t kb) {
   }
 }
 
-// Panels [panel_begin, panel_end) of the call (of n_panels).
-void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panel) {
+// Panels [panel_begin, panel_end) of the call (of n_panels), kQ8SweepPanels at a time: they are
+// packed together and swept over the tokens together, so that each token tile's activations are
+// fetched once for all their rows (the activations of a long prompt outgrow the L2 cache).
+void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panels) {
   const WeightView& w = *job.w;
   const int64_t nkb = q8_act_blocks(w.n_in);
-  for (int64_t p = panel_begin; p < panel_end; ++p) {
-    const int64_t r0 = p * kQ8Rows;
-    const int n_rows = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - r0));
+  for (int64_t p0 = panel_begin; p0 < panel_end; p0 += kQ8SweepPanels) {
+    const int n_sweep = static_cast<int>(std::min<int64_t>(kQ8SweepPanels, panel_end - p0));
+    int n_rows[kQ8SweepPanels];
+    for (int j = 0; j < n_sweep; ++j) n_rows[j] = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - (p0 + j) * kQ8Rows));
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
-      pack_panel_q8(w, r0, n_rows, k0, kc, panel);
-      // The next panel's weights arrive while the micro-kernel passes over the tokens.
-      if (kb + 1 < nkb) prefetch_panel(w, p, kb + 1);
-      else if (p + 1 < n_panels) prefetch_panel(w, p + 1, 0);
+      for (int j = 0; j < n_sweep; ++j) {
+        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j]);
+        if (job.prepare) job.prepare(panels[j], kc);
+      }
+      // The next panels' weights arrive while the micro-kernel passes over the tokens.
+      for (int j = 0; j < n_sweep; ++j) {
+        if (kb + 1 < nkb) prefetch_panel(w, p0 + j, kb + 1);
+        else if (p0 + n_sweep + j < n_panels) prefetch_panel(w, p0 + n_sweep + j, 0);
+      }
       for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
         const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
-        job.micro(*panel, kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + r0, w.n_out,
-                  n_rows, kb > 0);
+        for (int j = 0; j < n_sweep; ++j)
+          job.micro(panels[j], kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + (p0 + j) * kQ8Rows,
+                    w.n_out, n_rows[j], kb > 0);
       }
     }
   }
@@ -319,9 +333,16 @@ Q8MicroFn q8_micro(Isa isa) {
   }
 }
 
+Q8PrepareFn q8_prepare(Isa isa) {
+#if defined(__x86_64__)
+  if (q8_micro(isa) == q8_micro_avx2()) return q8_prepare_avx2();
+#endif
+  return nullptr;
+}
+
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
   const size_t act = static_cast<size_t>(max_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8);
-  return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * q8_align(sizeof(PanelQ8));
+  return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * kQ8SweepPanels * q8_align(sizeof(PanelQ8));
 }
 
 namespace {
@@ -346,18 +367,18 @@ void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, i
 
 void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
   std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, n_tokens, y, act_of(scratch), panels_of(scratch, w.n_in, n_tokens), q8_micro(isa), &next_panel};
+  const Q8Job job{&w, n_tokens, y, act_of(scratch), panels_of(scratch, w.n_in, n_tokens), q8_micro(isa), q8_prepare(isa), &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
-  // panel from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
+  // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
   // not depend on the thread that computes it.
   pool.run([&job](int ith, int nth) {
     const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
-    const int64_t chunk =
-        std::max<int64_t>(1, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
-    auto* panel = reinterpret_cast<PanelQ8*>(job.panels + q8_align(sizeof(PanelQ8)) * ith);
+    const int64_t chunk = std::max<int64_t>(
+        kQ8SweepPanels, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
+    auto* panels = reinterpret_cast<PanelQ8*>(job.panels + kQ8SweepPanels * q8_align(sizeof(PanelQ8)) * ith);
     for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
-      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panel);
+      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panels);
   });
 }
 
