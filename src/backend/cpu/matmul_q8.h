@@ -45,7 +45,7 @@ constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call
 constexpr int kQ8SweepPanels = 2;   // panels swept over the tokens together (matmul_q8.cpp)
 constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
 
-// One token's (up to) 256 inputs, quantized. [256] u8, [16] f32, [16] f32.
+// One token's (up to) 256 inputs, quantized. [256] u8, [256] i16, [16] f32, [16] f32.
 struct ActBlockQ8 {
   uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127])
   int16_t q16[kQ8BlockK];    // quant, widened (for the AVX2 kernel's 16-bit products)
