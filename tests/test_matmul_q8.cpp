@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/matmul_q8.h"
 #include "matmul_test_util.h"
@@ -89,6 +90,7 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
           keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, panel.get());
+          if (const auto prepare = keel::cpu::q8_prepare(isa)) prepare(*panel, kc);
           for (int n_tok = 1; n_tok <= 4; ++n_tok) {
             Guarded a(4 * 16), b(4 * 16);
             keel::cpu::q8_micro_generic()(*panel, kc, act.data() + kb, nkb, n_tok, a.data(), 16, n_rows, false);
@@ -263,6 +265,87 @@ TEST(MatmulQ8Gemv, BatchInvariant) {
                                                       << t0 << ", " << t0 + len << ") threads=" << pool.size();
           }
     }
+  }
+}
+
+// matmuls quantizes x once per activation format and multiplies every weight of that format with
+// it; each result must be bit for bit what matmul gives for the weight alone (GEMV and GEMM token
+// counts; only Q8_0, only K-quants, and a mix with a float weight between the quantized ones).
+TEST(MatmulQ8Driver, MatmulsMatchMatmulPerWeight) {
+  std::mt19937 rng(29);
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  const int64_t n_in = 512;
+  const std::vector<std::vector<Type>> calls = {
+      {Type::Q8_0, Type::Q8_0, Type::Q8_0},
+      {Type::Q4_K, Type::Q5_K, Type::Q6_K, Type::Q4_K},
+      {Type::Q6_K, Type::Q8_0, Type::F32, Type::Q4_K, Type::Q4_0, Type::Q6_K, Type::Q5_K}};
+  for (const auto& types : calls) {
+    std::vector<std::vector<uint8_t>> data;
+    std::vector<WeightView> weights;
+    for (size_t i = 0; i < types.size(); ++i) data.push_back(random_weights(types[i], n_in, 16 + 7 * i, rng));
+    for (size_t i = 0; i < types.size(); ++i) weights.push_back({types[i], data[i].data(), n_in, int64_t(16 + 7 * i)});
+    for (int64_t n_tok : {3, 9, 33}) {
+      const auto x = random_floats(n_tok * n_in, rng);
+      for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
+        if (!keel::cpu::isa_supported(isa)) continue;
+        for (ThreadPool& pool : pools) {
+          size_t bytes = 0;
+          for (const WeightView& w : weights)
+            bytes = std::max(bytes, keel::cpu::matmul_scratch_bytes(w.type, n_in, n_tok, pool.size(), MatmulMode::fast));
+          std::vector<char> scratch(bytes);
+          std::vector<std::vector<float>> alone, shared;
+          std::vector<keel::cpu::MatmulProduct> products;
+          for (const WeightView& w : weights) {
+            alone.emplace_back(n_tok * w.n_out);
+            keel::cpu::matmul_with(isa, w, x.data(), n_tok, alone.back().data(), scratch.data(), pool, MatmulMode::fast);
+            shared.emplace_back(n_tok * w.n_out, kSentinel);
+          }
+          for (size_t i = 0; i < weights.size(); ++i) products.push_back({&weights[i], shared[i].data()});
+          keel::cpu::matmuls_with(isa, x.data(), n_tok, products, scratch.data(), pool, MatmulMode::fast);
+          for (size_t i = 0; i < weights.size(); ++i)
+            ASSERT_EQ(shared[i], alone[i]) << keel::cpu::isa_name(isa) << " weight " << i << " ("
+                                           << label(types[i]) << ") n_tok=" << n_tok << " threads=" << pool.size();
+        }
+      }
+    }
+  }
+}
+
+// The CPU backend's matmuls (one quantization of x per activation format) against its matmul per
+// weight, bit for bit, on a batch it splits per sequence (a prefill chunk, single-token decodes).
+TEST(MatmulQ8Driver, BackendMatmulsMatchMatmul) {
+  std::mt19937 rng(30);
+  const int64_t n_in = 256;
+  const Type types[] = {Type::Q4_K, Type::Q8_0, Type::Q6_K, Type::Q4_K};
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<WeightView> weights;
+  for (int i = 0; i < 4; ++i) data.push_back(random_weights(types[i], n_in, 20 + i, rng));
+  for (int i = 0; i < 4; ++i) weights.push_back({types[i], data[i].data(), n_in, 20 + i});
+  const std::vector<keel::backend::SeqSlice> seqs = {{0, 9, 0, 0}, {9, 1, 5, 1}, {10, 1, 7, 2}, {11, 6, 0, 3}};
+  const int64_t n_tok = 17;
+  keel::backend::WorkloadShape shape;
+  shape.max_tokens = n_tok;
+  shape.n_seqs = 4;
+  shape.n_threads = 2;
+  for (const WeightView& w : weights) shape.matrices.push_back({w.type, w.n_in});
+  keel::cpu::CpuBackend be(2);
+  be.reserve(shape);
+  const auto x = random_floats(n_tok * n_in, rng);
+  for (int32_t n_seqs : {1, 4}) {  // one prefill chunk; the mixed batch
+    keel::backend::Batch batch;
+    batch.n_tokens = n_tok;
+    batch.n_seqs = n_seqs;
+    batch.seqs = seqs.data();
+    be.begin_batch(batch);
+    std::vector<std::vector<float>> alone(4), shared(4);
+    for (int i = 0; i < 4; ++i) {
+      alone[i].resize(n_tok * weights[i].n_out);
+      shared[i].assign(n_tok * weights[i].n_out, kSentinel);
+      be.matmul(weights[i], x.data(), n_tok, alone[i].data());
+    }
+    be.matmuls(x.data(), n_tok, {{weights[0], shared[0].data()}, {weights[1], shared[1].data()},
+                                 {weights[2], shared[2].data()}, {weights[3], shared[3].data()}});
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(shared[i], alone[i]) << "weight " << i << " n_seqs=" << n_seqs;
   }
 }
 

@@ -155,14 +155,16 @@ void CpuBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int
 // single-token decodes in groups small enough for the GEMV path, whose per-token arithmetic does
 // not depend on the token count (matmul.h). Decodes batched together thus give exactly the logits
 // each gives alone; the weights are streamed once per group of kGemmMinTokens - 1 decodes.
-void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
+// multiply(first, count) multiplies tokens [first, first + count) of the call.
+template <class Multiply>
+void CpuBackend::for_each_token_run(int64_t n_tokens, Multiply&& multiply) const {
   if (n_tokens < kGemmMinTokens || n_tokens != batch_.n_tokens || batch_.n_seqs <= 1) {
-    cpu::matmul(w, x, n_tokens, y, matmul_ws_.get(), pool_, matmul_mode_);
+    multiply(int64_t{0}, n_tokens);
     return;
   }
   int64_t run_first = 0, run_len = 0;  // pending single-token sequences, consecutive in the batch
   auto flush = [&] {
-    if (run_len > 0) cpu::matmul(w, x + run_first * w.n_in, run_len, y + run_first * w.n_out, matmul_ws_.get(), pool_, matmul_mode_);
+    if (run_len > 0) multiply(run_first, run_len);
     run_len = 0;
   };
   for (int32_t s = 0; s < batch_.n_seqs; ++s) {
@@ -173,9 +175,30 @@ void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_
       continue;
     }
     flush();
-    cpu::matmul(w, x + seq.first * w.n_in, seq.n_tokens, y + seq.first * w.n_out, matmul_ws_.get(), pool_, matmul_mode_);
+    multiply(seq.first, seq.n_tokens);
   }
   flush();
+}
+
+void CpuBackend::matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  for_each_token_run(n_tokens, [&](int64_t first, int64_t count) {
+    cpu::matmul(w, x + first * w.n_in, count, y + first * w.n_out, matmul_ws_.get(), pool_, matmul_mode_);
+  });
+}
+
+// The weights share each quantization of x (cpu::matmuls), in runs of up to kMaxShared weights.
+void CpuBackend::matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) {
+  constexpr size_t kMaxShared = 8;
+  for (auto next = products.begin(); next != products.end();) {
+    const auto end = products.end() - next > static_cast<std::ptrdiff_t>(kMaxShared) ? next + kMaxShared : products.end();
+    for_each_token_run(n_tokens, [&](int64_t first, int64_t count) {
+      cpu::MatmulProduct run[kMaxShared];
+      size_t n = 0;
+      for (auto p = next; p != end; ++p) run[n++] = {&p->w, p->y + first * p->w.n_out};
+      cpu::matmuls(x + first * next->w.n_in, count, {run, n}, matmul_ws_.get(), pool_, matmul_mode_);
+    });
+    next = end;
+  }
 }
 
 void CpuBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) {

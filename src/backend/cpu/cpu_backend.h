@@ -46,6 +46,7 @@ class CpuBackend final : public backend::Backend {
   void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                  int64_t width) override;
   void matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) override;
   void rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) override;
   void kv_write(uint32_t layer, const float* k, const float* v) override;
   void attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) override;
@@ -62,6 +63,10 @@ class CpuBackend final : public backend::Backend {
   const backend::KvGeometry& kv_geometry() const { return kv_; }
 
  private:
+  // Calls multiply(first, count) for the runs of tokens matmul multiplies apart (batch invariance).
+  template <class Multiply>
+  void for_each_token_run(int64_t n_tokens, Multiply&& multiply) const;
+
   ThreadPool pool_;
   bool frozen_ = false;
   MatmulMode matmul_mode_ = MatmulMode::fast;  // from reserve(): --exact keeps f32 activations

@@ -204,6 +204,31 @@ size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, 
   return kAlign + std::max(gemv, gemm);
 }
 
+namespace {
+
+char* align_scratch(void* scratch) {
+  const auto base = reinterpret_cast<uintptr_t>(scratch);
+  return static_cast<char*>(scratch) + (align_up(base) - base);
+}
+
+// The fast path in its two steps: x quantized as w's type takes it (for the GEMV below
+// kGemmMinTokens tokens, else for the GEMM), then w times the quantized x.
+void quantize_fast(const WeightView& w, const float* x, int64_t n_tokens, char* aligned, ThreadPool& pool) {
+  if (n_tokens < kGemmMinTokens)
+    matmul_q8_gemv_quantize(w.type, x, w.n_in, n_tokens, aligned);
+  else
+    matmul_q8_quantize(w.type, x, w.n_in, n_tokens, aligned, pool);
+}
+
+void multiply_fast(Isa isa, const WeightView& w, int64_t n_tokens, float* y, char* aligned, ThreadPool& pool) {
+  if (n_tokens < kGemmMinTokens)
+    matmul_q8_gemv_quantized(isa, w, n_tokens, y, aligned, pool);
+  else
+    matmul_q8_quantized(isa, w, n_tokens, y, aligned, pool);
+}
+
+}  // namespace
+
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                  void* scratch, ThreadPool& pool, MatmulMode mode) {
   if (n_tokens <= 0 || w.n_out <= 0) return;
@@ -212,21 +237,16 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
     std::fill_n(y, n_tokens * w.n_out, 0.0f);
     return;
   }
-  const auto base = reinterpret_cast<uintptr_t>(scratch);
-  char* aligned = static_cast<char*>(scratch) + (align_up(base) - base);
-  const bool fast = mode == MatmulMode::fast && q8_supported(w.type);
-  if (n_tokens < kGemmMinTokens && fast) {
-    matmul_q8_gemv_with(isa, w, x, n_tokens, y, aligned, pool);
+  char* aligned = align_scratch(scratch);
+  if (mode == MatmulMode::fast && q8_supported(w.type)) {
+    quantize_fast(w, x, n_tokens, aligned, pool);
+    multiply_fast(isa, w, n_tokens, y, aligned, pool);
     return;
   }
   if (n_tokens < kGemmMinTokens) {
     float* xsum = reinterpret_cast<float*>(aligned);
     sum_activation_blocks(x, w.n_in, n_tokens, xsum);
     run_gemv({&w, x, xsum, n_tokens, y, tk.gemv}, pool);
-    return;
-  }
-  if (fast) {
-    matmul_q8_with(isa, w, x, n_tokens, y, aligned, pool);
     return;
   }
   const GemmScratch layout = gemm_scratch(n_tokens);
@@ -236,6 +256,40 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
             ThreadPool& pool, MatmulMode mode) {
   matmul_with(best_isa(), w, x, n_tokens, y, scratch, pool, mode);
+}
+
+void matmuls_with(Isa isa, const float* x, int64_t n_tokens, std::span<const MatmulProduct> products,
+                  void* scratch, ThreadPool& pool, MatmulMode mode) {
+  for (const MatmulProduct& p : products)
+    if (p.w->n_in != products[0].w->n_in)
+      throw Error("matmuls: the weights of one x differ in their number of inputs");
+  const auto shares = [&](const WeightView& w) {
+    return mode == MatmulMode::fast && q8_supported(w.type) && n_tokens > 0 && w.n_in > 0 && w.n_out > 0;
+  };
+  const auto same_activations = [&](size_t i, size_t j) {
+    return shares(*products[j].w) && q8_same_activations(products[i].w->type, products[j].w->type);
+  };
+  // The first weight of each activation format quantizes x; it and the later weights of that
+  // format multiply it, before the next format's quantization reuses the scratch.
+  for (size_t i = 0; i < products.size(); ++i) {
+    const WeightView& w = *products[i].w;
+    if (!shares(w)) {
+      matmul_with(isa, w, x, n_tokens, products[i].y, scratch, pool, mode);
+      continue;
+    }
+    bool done = false;
+    for (size_t j = 0; j < i; ++j) done = done || same_activations(i, j);
+    if (done) continue;
+    char* aligned = align_scratch(scratch);
+    quantize_fast(w, x, n_tokens, aligned, pool);
+    for (size_t j = i; j < products.size(); ++j)
+      if (same_activations(i, j)) multiply_fast(isa, *products[j].w, n_tokens, products[j].y, aligned, pool);
+  }
+}
+
+void matmuls(const float* x, int64_t n_tokens, std::span<const MatmulProduct> products, void* scratch,
+             ThreadPool& pool, MatmulMode mode) {
+  matmuls_with(best_isa(), x, n_tokens, products, scratch, pool, mode);
 }
 
 void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {

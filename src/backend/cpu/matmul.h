@@ -17,6 +17,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "backend/cpu/thread_pool.h"
 #include "backend/types.h"
@@ -48,6 +49,17 @@ size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t max_tokens, 
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, void* scratch,
             ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
 
+// Several weights (of the same n_in) times one x: products[i].y = products[i].w · x, each bit for
+// bit what matmul gives (it is the same arithmetic). In fast mode x is quantized once per
+// activation format (matmul_q8.h: Q8_0 for Q4_0/Q8_0 weights, Q8_K for the K-quants) instead of
+// once per weight. scratch: the largest matmul_scratch_bytes of the weights.
+struct MatmulProduct {
+  const WeightView* w;
+  float* y;  // [n_tokens, w->n_out]
+};
+void matmuls(const float* x, int64_t n_tokens, std::span<const MatmulProduct> products, void* scratch,
+             ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
+
 // The always-compiled scalar reference with the same contract (dequantizes each row with
 // quant::dequantize_row and accumulates in double). Allocates; for tests and tools only.
 void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y);
@@ -72,6 +84,8 @@ const char* isa_name(Isa isa);
 // matmul with the kernels of a given instruction set (isa must be supported by the CPU).
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                  void* scratch, ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
+void matmuls_with(Isa isa, const float* x, int64_t n_tokens, std::span<const MatmulProduct> products,
+                  void* scratch, ThreadPool& pool, MatmulMode mode = MatmulMode::exact);
 
 constexpr int64_t kGemmMinTokens = 5;  // below: GEMV path (measured crossover, bench MatmulSmall)
 constexpr int kTileTokens = 6;         // micro-kernel tile: 6 tokens ...

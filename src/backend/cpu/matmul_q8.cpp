@@ -19,6 +19,11 @@ using quant::Type;
 
 // ---- activations ------------------------------------------------------------------------------
 
+// K-quant weights take Q8_K activations (one scale per 256 inputs), the others Q8_0 (per 32).
+bool takes_q8_k(Type weight_type) {
+  return weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
+}
+
 // One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
 void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
   quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
@@ -30,6 +35,7 @@ void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
       int sum = 0;
       for (int j = 0; j < quant::QK8_0; ++j) {
         act->q[32 * b + j] = static_cast<uint8_t>(blocks[b].qs[j] + 128);
+        act->q16[32 * b + j] = blocks[b].qs[j];
         sum += blocks[b].qs[j];
       }
       act->d[b] = d;
@@ -43,7 +49,10 @@ void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, ActBlockQ8* 
   quant::BlockQ8_K block;
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     quant::quantize_row_q8_k(x + k0, &block, kQ8BlockK);
-    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+    for (int j = 0; j < quant::QK_K; ++j) {
+      act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+      act->q16[j] = block.qs[j];
+    }
     const int per = group / 16;  // bsums per group
     for (int g = 0; g < quant::QK_K / group; ++g) {
       int sum = 0;
@@ -169,12 +178,12 @@ void micro_generic(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ld
 
 struct Q8Job {
   const WeightView* w;
-  const float* x;
   int64_t n_tokens;
   float* y;
   ActBlockQ8* act;
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
+  Q8PrepareFn prepare;
   std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
@@ -190,23 +199,32 @@ void prefetch_panel(const WeightView& w, int64_t p, int64_t kb) {
   }
 }
 
-// Panels [panel_begin, panel_end) of the call (of n_panels).
-void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panel) {
+// Panels [panel_begin, panel_end) of the call (of n_panels), kQ8SweepPanels at a time: they are
+// packed together and swept over the tokens together, so that each token tile's activations are
+// fetched once for all their rows (the activations of a long prompt outgrow the L2 cache).
+void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panels) {
   const WeightView& w = *job.w;
   const int64_t nkb = q8_act_blocks(w.n_in);
-  for (int64_t p = panel_begin; p < panel_end; ++p) {
-    const int64_t r0 = p * kQ8Rows;
-    const int n_rows = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - r0));
+  for (int64_t p0 = panel_begin; p0 < panel_end; p0 += kQ8SweepPanels) {
+    const int n_sweep = static_cast<int>(std::min<int64_t>(kQ8SweepPanels, panel_end - p0));
+    int n_rows[kQ8SweepPanels];
+    for (int j = 0; j < n_sweep; ++j) n_rows[j] = static_cast<int>(std::min<int64_t>(kQ8Rows, w.n_out - (p0 + j) * kQ8Rows));
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
-      pack_panel_q8(w, r0, n_rows, k0, kc, panel);
-      // The next panel's weights arrive while the micro-kernel passes over the tokens.
-      if (kb + 1 < nkb) prefetch_panel(w, p, kb + 1);
-      else if (p + 1 < n_panels) prefetch_panel(w, p + 1, 0);
+      for (int j = 0; j < n_sweep; ++j) {
+        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j]);
+        if (job.prepare) job.prepare(panels[j], kc);
+      }
+      // The next panels' weights arrive while the micro-kernel passes over the tokens.
+      for (int j = 0; j < n_sweep; ++j) {
+        if (kb + 1 < nkb) prefetch_panel(w, p0 + j, kb + 1);
+        else if (p0 + n_sweep + j < n_panels) prefetch_panel(w, p0 + n_sweep + j, 0);
+      }
       for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
         const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
-        job.micro(*panel, kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + r0, w.n_out,
-                  n_rows, kb > 0);
+        for (int j = 0; j < n_sweep; ++j)
+          job.micro(panels[j], kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + (p0 + j) * kQ8Rows,
+                    w.n_out, n_rows[j], kb > 0);
       }
     }
   }
@@ -218,12 +236,13 @@ bool q8_supported(Type type) { return unpack_fn(type) != nullptr; }
 
 int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 
+bool q8_same_activations(Type a, Type b) { return takes_q8_k(a) == takes_q8_k(b) && q8_group(a) == q8_group(b); }
+
 void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
                              int64_t t_end, ActBlockQ8* act) {
-  const bool k_quant = weight_type == Type::Q4_K || weight_type == Type::Q5_K || weight_type == Type::Q6_K;
   const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = t_begin; t < t_end; ++t) {
-    if (k_quant)
+    if (takes_q8_k(weight_type))
       quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
     else
       quantize_row_act_q8_0(x + t * n_in, n_in, act + t * nkb);
@@ -314,35 +333,59 @@ Q8MicroFn q8_micro(Isa isa) {
   }
 }
 
+Q8PrepareFn q8_prepare(Isa isa) {
+#if defined(__x86_64__)
+  if (q8_micro(isa) == q8_micro_avx2()) return q8_prepare_avx2();
+#endif
+  return nullptr;
+}
+
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
   const size_t act = static_cast<size_t>(max_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8);
-  return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * q8_align(sizeof(PanelQ8));
+  return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * kQ8SweepPanels * q8_align(sizeof(PanelQ8));
+}
+
+namespace {
+
+ActBlockQ8* act_of(void* scratch) { return static_cast<ActBlockQ8*>(scratch); }
+
+char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
+  return static_cast<char*>(scratch) + q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8));
+}
+
+}  // namespace
+
+void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
+                        ThreadPool& pool) {
+  ActBlockQ8* act = act_of(scratch);
+  pool.run([&](int ith, int nth) {
+    const int64_t per = (n_tokens + nth - 1) / nth;
+    const int64_t begin = std::min(n_tokens, per * ith), end = std::min(n_tokens, per * (ith + 1));
+    quantize_activations_q8(weight_type, x, n_in, begin, end, act);
+  });
+}
+
+void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
+  std::atomic<int64_t> next_panel{0};
+  const Q8Job job{&w, n_tokens, y, act_of(scratch), panels_of(scratch, w.n_in, n_tokens), q8_micro(isa), q8_prepare(isa), &next_panel};
+  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
+  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
+  // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
+  // not depend on the thread that computes it.
+  pool.run([&job](int ith, int nth) {
+    const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
+    const int64_t chunk = std::max<int64_t>(
+        kQ8SweepPanels, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
+    auto* panels = reinterpret_cast<PanelQ8*>(job.panels + kQ8SweepPanels * q8_align(sizeof(PanelQ8)) * ith);
+    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
+      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panels);
+  });
 }
 
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool) {
-  auto* act = static_cast<ActBlockQ8*>(scratch);
-  char* panels = static_cast<char*>(scratch) +
-                 q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(w.n_in)) * sizeof(ActBlockQ8));
-  std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, x, n_tokens, y, act, panels, q8_micro(isa), &next_panel};
-  pool.run([&job](int ith, int nth) {
-    const int64_t per = (job.n_tokens + nth - 1) / nth;
-    const int64_t begin = std::min(job.n_tokens, per * ith), end = std::min(job.n_tokens, per * (ith + 1));
-    quantize_activations_q8(job.w->type, job.x, job.w->n_in, begin, end, job.act);
-  });
-  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
-  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
-  // panel from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
-  // not depend on the thread that computes it.
-  pool.run([&job](int ith, int nth) {
-    const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
-    const int64_t chunk =
-        std::max<int64_t>(1, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
-    auto* panel = reinterpret_cast<PanelQ8*>(job.panels + q8_align(sizeof(PanelQ8)) * ith);
-    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
-      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panel);
-  });
+  matmul_q8_quantize(w.type, x, w.n_in, n_tokens, scratch, pool);
+  matmul_q8_quantized(isa, w, n_tokens, y, scratch, pool);
 }
 
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {

@@ -42,11 +42,13 @@ namespace keel::cpu {
 constexpr int kQ8Rows = 16;         // weight rows per panel
 constexpr int64_t kQ8BlockK = 256;  // inputs per panel and per activation block
 constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call
+constexpr int kQ8SweepPanels = 2;   // panels swept over the tokens together (matmul_q8.cpp)
 constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
 
-// One token's (up to) 256 inputs, quantized. [256] u8, [16] f32, [16] f32.
+// One token's (up to) 256 inputs, quantized. [256] u8, [256] i16, [16] f32, [16] f32.
 struct ActBlockQ8 {
   uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127])
+  int16_t q16[kQ8BlockK];    // quant, widened (for the AVX2 kernel's 16-bit products)
   float d[kQ8MaxGroups];     // [group] scale of the group's quants
   float dsum[kQ8MaxGroups];  // [group] d · Σ quants of the group (for the min terms)
 };
@@ -54,6 +56,8 @@ struct ActBlockQ8 {
 // 16 weight rows × (up to) 256 inputs of one weight type, unpacked for the kernels.
 struct alignas(64) PanelQ8 {
   int8_t q[kQ8BlockK / 4][kQ8Rows][4];      // [input / 4][row][input % 4]; rows past the end are 0
+  int16_t q16[kQ8BlockK / 2][kQ8Rows][2];   // [input / 2][row][input % 2]: q widened, where a
+                                            // kernel's q8_prepare fills it (else unset)
   int32_t offset[kQ8MaxGroups][kQ8Rows];    // [group][row] 128 · Σ_{k∈group} q
   float scale[kQ8MaxGroups][kQ8Rows];       // [group][row]
   float min[kQ8MaxGroups][kQ8Rows];         // [group][row] (all 0 unless has_min)
@@ -86,6 +90,10 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
 using Q8MicroFn = void (*)(const PanelQ8& panel, int64_t kc, const ActBlockQ8* x, int64_t ldx,
                            int n_tok, float* y, int64_t ldy, int n_rows, bool accumulate);
 
+// What a micro-kernel needs of a panel beyond pack_panel_q8's layout, made once per panel (the
+// panel is then multiplied with every token of the call); nullptr where nothing.
+using Q8PrepareFn = void (*)(PanelQ8& panel, int64_t kc);
+
 Q8MicroFn q8_micro_generic();
 Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
 Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
@@ -98,6 +106,8 @@ bool cpu_has_avx512_vnni();
 // The micro-kernel of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2.
 // Only the kernels of the architecture built for exist; others give the scalar twin.
 Q8MicroFn q8_micro(Isa isa);
+Q8PrepareFn q8_prepare(Isa isa);  // for q8_micro(isa)
+Q8PrepareFn q8_prepare_avx2();    // matmul_q8_avx2.cpp: Q8_0's q16
 
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
@@ -106,6 +116,18 @@ size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
 // scratch: matmul_q8_scratch_bytes(w.n_in, n_tokens, pool.size()) bytes, 64-byte aligned.
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool);
+
+// matmul_q8_with in two steps, so that weights sharing an x share its quantization (matmuls):
+// the activations of x [n_tokens][n_in] as weights of weight_type take them, into the scratch;
+// then the GEMM of w (w.n_in = n_in, a type with the same activations: q8_same_activations) on
+// them. scratch as for matmul_q8_with.
+void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
+                        ThreadPool& pool);
+void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
+
+// Whether weights of types a and b take the same quantized activations (Q8_0 blocks for Q4_0 and
+// Q8_0; Q8_K blocks summed per q8_group for the K-quants).
+bool q8_same_activations(quant::Type a, quant::Type b);
 
 // ---- the GEMV (decode) -----------------------------------------------------------------------
 
@@ -145,6 +167,10 @@ size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens);
 // scratch: matmul_q8_gemv_scratch_bytes(w.n_in, n_tokens) bytes, 64-byte aligned.
 void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                          void* scratch, ThreadPool& pool);
+// The same in two steps, as matmul_q8_quantize / matmul_q8_quantized.
+void matmul_q8_gemv_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch);
+void matmul_q8_gemv_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch,
+                              ThreadPool& pool);
 
 // Double-precision reference of the fast path: the activations quantized exactly as above, then
 // dequantized, and dotted in double with the exactly dequantized weights. Allocates; tests only.

@@ -160,12 +160,14 @@ size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens) {
   return q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(n_in)) * sizeof(GemvActQ8));
 }
 
-void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                         void* scratch, ThreadPool& pool) {
-  auto* act = static_cast<GemvActQ8*>(scratch);
+void matmul_q8_gemv_quantize(Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch) {
   // A few KiB per token: quantized on the calling thread (a pool round trip would cost more).
-  quantize_activations_gemv_q8(w.type, x, w.n_in, n_tokens, act);
-  const GemvJob job{&w, act, n_tokens, y, q8_gemv(isa, w.type)};
+  quantize_activations_gemv_q8(weight_type, x, n_in, n_tokens, static_cast<GemvActQ8*>(scratch));
+}
+
+void matmul_q8_gemv_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch,
+                              ThreadPool& pool) {
+  const GemvJob job{&w, static_cast<const GemvActQ8*>(scratch), n_tokens, y, q8_gemv(isa, w.type)};
   pool.run([&job](int ith, int nth) {
     const WeightView& w = *job.w;
     int64_t begin = 0, end = 0;
@@ -175,6 +177,12 @@ void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n
     job.gemv(static_cast<const char*>(w.data) + static_cast<size_t>(begin) * row_bytes, row_bytes, w.n_in,
              end - begin, job.act, job.n_tokens, job.y + begin, w.n_out);
   });
+}
+
+void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
+                         void* scratch, ThreadPool& pool) {
+  matmul_q8_gemv_quantize(w.type, x, w.n_in, n_tokens, scratch);
+  matmul_q8_gemv_quantized(isa, w, n_tokens, y, scratch, pool);
 }
 
 }  // namespace keel::cpu
