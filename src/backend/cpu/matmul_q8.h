@@ -164,10 +164,8 @@ size_t matmul_q8_gemv_scratch_bytes(int64_t n_in, int64_t n_tokens);
 // The fast-path GEMV (the driver uses it below kGemmMinTokens). Rows are split over the threads in
 // ranges of 16, so a row's result does not depend on the thread count, and each token's on the
 // others (the kernels compute every token with the same instructions whatever n_tokens).
-// scratch: matmul_q8_gemv_scratch_bytes(w.n_in, n_tokens) bytes, 64-byte aligned.
-void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                         void* scratch, ThreadPool& pool);
-// The same in two steps, as matmul_q8_quantize / matmul_q8_quantized.
+// scratch: matmul_q8_gemv_scratch_bytes(w.n_in, n_tokens) bytes, 64-byte aligned. Two steps, as
+// matmul_q8_quantize / matmul_q8_quantized: x quantized, then w times it.
 void matmul_q8_gemv_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch);
 void matmul_q8_gemv_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch,
                               ThreadPool& pool);

@@ -179,10 +179,4 @@ void matmul_q8_gemv_quantized(Isa isa, const WeightView& w, int64_t n_tokens, fl
   });
 }
 
-void matmul_q8_gemv_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
-                         void* scratch, ThreadPool& pool) {
-  matmul_q8_gemv_quantize(w.type, x, w.n_in, n_tokens, scratch);
-  matmul_q8_gemv_quantized(isa, w, n_tokens, y, scratch, pool);
-}
-
 }  // namespace keel::cpu
