@@ -156,6 +156,13 @@ class Backend {
   }
   // Stores K and V of every batch token in its sequence's page: k, v [n_tokens, n_kv_heads * head_dim].
   virtual void kv_write(uint32_t layer, const float* k, const float* v) = 0;
+  // norm_rope_qk, then kv_write(layer, k, v): a backend may do both in one pass.
+  virtual void norm_rope_kv_write(uint32_t layer, float* q, int64_t n_q_heads, float* k, const float* v,
+                                  int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim, const float* q_norm,
+                                  const float* k_norm, float eps, const RopeParams& p) {
+    norm_rope_qk(q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
+    kv_write(layer, k, v);
+  }
   // Causal GQA flash attention of each token over its sequence's pages of attention layer `layer`.
   // q, out: [n_tokens, n_head, head_dim].
   virtual void attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) = 0;

@@ -310,8 +310,7 @@ class Qwen35Forward final : public Forward {
     be.copy_rows(qg, 2 * hd, q, hd, n * n_head, hd);  // the query half of each head
     const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
                                    nullptr};
-    be.norm_rope_qk(q, n_head, k_, n_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
-    be.kv_write(L.attention_index, k_, v_);
+    be.norm_rope_kv_write(L.attention_index, q, n_head, k_, v_, n_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
     be.attention(L.attention_index, q, o, hp_.n_head, hp_.attention_scale());
     be.sigmoid_gate(o, qg + hd, 2 * hd, n * n_head, hd);  // o_h ⊙ σ(g_h)
     be.matmul(L.wo, o, n, proj_out_);

@@ -15,6 +15,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/gemv_q8.cuh"
 #include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
 
@@ -146,7 +147,25 @@ struct Fixture {
     b.pages = dpages.as<int32_t>();
     b.max_pages_per_seq = max_pages;
     cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(layout, c.n_head, n_tokens) + 256);
-    cuda::attention(layout, pool.data(), b, dq.as<float>(), dout.as<float>(), c.n_head, scale, ws.as<float>(), nullptr);
+    // With 8-bit activations asked for: a decode-sized call on the tensor cores writes them, the
+    // bits quantize_act_q8 gives for its output (the padding token's row is not written).
+    const int64_t width = int64_t(c.n_head) * c.head_dim;
+    cuda::DeviceBuffer act(cuda::act_q8_bytes(width, n_tokens)), act_ref(cuda::act_q8_bytes(width, n_tokens));
+    cuda::ActOut act_out;
+    cuda::act_q8_parts(act.data(), width, n_tokens, act_out.q, act_out.s);
+    const bool quantized = cuda::attention(layout, pool.data(), b, dq.as<float>(), dout.as<float>(), c.n_head, scale,
+                                           ws.as<float>(), nullptr, act_out);
+    const bool decode_path = n_tokens <= cuda::kSplitMaxTokens && (c.head_dim == 64 || c.head_dim == 128 || c.head_dim == 256);
+    EXPECT_EQ(quantized, decode_path) << "8-bit output of a call of " << n_tokens << " tokens, head size " << c.head_dim;
+    if (quantized) {
+      cuda::quantize_act_q8(dout.as<float>(), n_tokens, width, act_ref.data(), nullptr);
+      const size_t rows = size_t(n_tokens - 1), q_bytes = rows * size_t(width);
+      const size_t s_off = (size_t(n_tokens) * size_t(width) + 255) / 256 * 256, s_bytes = rows * size_t(width) / 32 * 8;
+      const auto got = download<uint8_t>(act, act.bytes()), want = download<uint8_t>(act_ref, act_ref.bytes());
+      EXPECT_TRUE(std::equal(got.begin(), got.begin() + q_bytes, want.begin())) << "attention's 8-bit quants";
+      EXPECT_TRUE(std::equal(got.begin() + s_off, got.begin() + s_off + s_bytes, want.begin() + s_off))
+          << "attention's 8-bit scales";
+    }
     cuda_test::sync();
     return download<float>(dout, qq.size());
   }

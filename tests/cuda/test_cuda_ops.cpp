@@ -232,6 +232,63 @@ TEST(CudaOps, NormRopeQkEqualsNormThenRope) {
   }
 }
 
+// The fused norm, RoPE and cache store against norm_rope_qk then kv_write: the same q, k and
+// page bytes, f16 and q8_0 caches, two sequences, a padding token (no store), partial RoPE.
+TEST(CudaOps, NormRopeKvWriteEqualsNormRopeThenKvWrite) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(25);
+  struct Case { cuda::KvElem elem; cuda::RopeMode mode; int head_dim, n_rot; bool norm; };
+  const Case cases[] = {{cuda::KvElem::f16, cuda::RopeMode::neox, 128, 128, true},
+                        {cuda::KvElem::q8_0, cuda::RopeMode::neox, 128, 128, true},
+                        {cuda::KvElem::q8_0, cuda::RopeMode::neox, 256, 64, true},
+                        {cuda::KvElem::f16, cuda::RopeMode::norm, 64, 64, false},
+                        {cuda::KvElem::q8_0, cuda::RopeMode::norm, 64, 64, false}};
+  // Tokens: sequence 0 at 5, 6; padding; sequence 1 at 300 (its second page).
+  const std::vector<int32_t> seq = {0, 0, -1, 1}, pos = {5, 6, 0, 300}, q_start = {0, 2, 4};
+  const int page_tokens = 256, max_pages = 2;
+  const std::vector<int32_t> pages = {3, 0, 1, 2};  // sequence 0: page 3; sequence 1: pages 1, 2
+  const int64_t n = int64_t(seq.size()), n_q = 6, n_k = 3;
+  for (const Case& c : cases) {
+    const cuda::KvLayout kv{c.elem, int(n_k), c.head_dim, page_tokens};
+    const auto q = cuda_test::random_floats(size_t(n * n_q * c.head_dim), rng, 2.0f);
+    const auto k = cuda_test::random_floats(size_t(n * n_k * c.head_dim), rng, 2.0f);
+    const auto v = cuda_test::random_floats(size_t(n * n_k * c.head_dim), rng, 2.0f);
+    const auto qn = cuda_test::random_floats(size_t(c.head_dim), rng), kn = cuda_test::random_floats(size_t(c.head_dim), rng);
+    auto dseq = upload(seq), dpos = upload(pos), dqs = upload(q_start), dpages = upload(pages), dqn = upload(qn),
+         dkn = upload(kn), dv = upload(v);
+    cuda::AttentionBatch b;
+    b.n_tokens = int(n);
+    b.n_seqs = 2;
+    b.seq = dseq.as<int32_t>();
+    b.pos = dpos.as<int32_t>();
+    b.q_start = dqs.as<int32_t>();
+    b.pages = dpages.as<int32_t>();
+    b.max_pages_per_seq = max_pages;
+    cuda::RopeArgs a;
+    a.mode = c.mode;
+    a.n_rot = c.n_rot;
+    a.base = 1000000.0f;
+    const float* wq = c.norm ? dqn.as<float>() : nullptr;
+    const float* wk = c.norm ? dkn.as<float>() : nullptr;
+    const size_t pool_bytes = 4 * kv.page_bytes();
+    auto dq1 = upload(q), dk1 = upload(k), dq2 = upload(q), dk2 = upload(k);
+    cuda::DeviceBuffer pool1(pool_bytes), pool2(pool_bytes);
+    cuda::check(cudaMemset(pool1.data(), 0x5A, pool_bytes), "memset");
+    cuda::check(cudaMemset(pool2.data(), 0x5A, pool_bytes), "memset");
+    cuda::norm_rope_qk(dq1.as<float>(), n_q, dk1.as<float>(), n_k, n, c.head_dim, wq, wk, 1e-6f, b.pos, a, nullptr);
+    cuda::kv_write(kv, pool1.data(), b, dk1.as<float>(), dv.as<float>(), nullptr);
+    cuda::norm_rope_kv_write(dq2.as<float>(), n_q, dk2.as<float>(), dv.as<float>(), n_k, c.head_dim, wq, wk, 1e-6f, a, kv,
+                             pool2.data(), b, nullptr);
+    cuda_test::sync();
+    const std::string name = std::string(c.elem == cuda::KvElem::f16 ? "f16" : "q8_0") + " hd " + std::to_string(c.head_dim);
+    EXPECT_EQ(download<float>(dq1, q.size()), download<float>(dq2, q.size())) << name << ": q";
+    EXPECT_EQ(download<float>(dk1, k.size()), download<float>(dk2, k.size())) << name << ": k";
+    const auto p1 = download<uint8_t>(pool1, pool_bytes), p2 = download<uint8_t>(pool2, pool_bytes);
+    EXPECT_TRUE(p1 == p2) << name << ": pages";
+    EXPECT_FALSE(std::all_of(p2.begin(), p2.end(), [](uint8_t x) { return x == 0x5A; })) << name << ": nothing stored";
+  }
+}
+
 TEST(CudaOps, ElementWise) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(24);

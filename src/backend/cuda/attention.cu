@@ -5,10 +5,12 @@
 #include <cmath>
 #include <string>
 
+#include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/async_copy.cuh"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/launch.cuh"
 
 namespace keel::cuda {
@@ -32,17 +34,12 @@ __global__ void kv_write_f16_kernel(KvLayout kv, uint8_t* base, AttentionBatch b
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= int64_t{b.n_tokens} * width) return;
   const int t = static_cast<int>(i / width), e = static_cast<int>(i % width);
-  const int s = b.seq[t];
-  if (s < 0) return;
-  const int p = b.pos[t];
-  const int page = b.pages[int64_t{s} * b.max_pages_per_seq + p / kv.page_tokens];
-  uint8_t* dst = base + size_t(page) * kv.page_bytes() + size_t(p % kv.page_tokens) * kv.token_bytes() +
-                 (blockIdx.y ? size_t(kv.page_tokens) * kv.token_bytes() : 0);
-  const float x = (blockIdx.y ? v : k)[i];
-  reinterpret_cast<__half*>(dst)[e] = __float2half_rn(x);
+  if (b.seq[t] < 0) return;
+  uint8_t* row = kv_row(kv, base, b, t, e / kv.head_dim, blockIdx.y != 0);
+  reinterpret_cast<__half*>(row)[e % kv.head_dim] = __float2half_rn((blockIdx.y ? v : k)[i]);
 }
 
-// q8_0: one warp per block of 32 elements, lane = element (quant::quantize_row_q8_0's arithmetic).
+// q8_0: one warp per block of 32 elements, lane = element.
 __global__ void kv_write_q8_0_kernel(KvLayout kv, uint8_t* base, AttentionBatch b, const float* k, const float* v) {
   pdl_enter();
   const int width = kv.n_kv_heads * kv.head_dim;
@@ -51,22 +48,10 @@ __global__ void kv_write_q8_0_kernel(KvLayout kv, uint8_t* base, AttentionBatch 
   const int lane = threadIdx.x % 32;
   if (w >= int64_t{b.n_tokens} * blocks_per_token) return;
   const int t = static_cast<int>(w / blocks_per_token), blk = static_cast<int>(w % blocks_per_token);
-  const int s = b.seq[t];
-  if (s < 0) return;
-  const int p = b.pos[t];
-  const int page = b.pages[int64_t{s} * b.max_pages_per_seq + p / kv.page_tokens];
+  if (b.seq[t] < 0) return;
   const int head = blk / (kv.head_dim / 32), hb = blk % (kv.head_dim / 32);
-  uint8_t* dst = base + size_t(page) * kv.page_bytes() + size_t(p % kv.page_tokens) * kv.token_bytes() +
-                 (blockIdx.y ? size_t(kv.page_tokens) * kv.token_bytes() : 0) + size_t(head) * kv.row_bytes() +
-                 size_t(hb) * 34;
-  const float x = (blockIdx.y ? v : k)[int64_t{t} * width + 32 * blk + lane];
-  float amax = fabsf(x);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float d = __fdiv_rn(amax, 127.0f);
-  const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
-  dst[2 + lane] = static_cast<uint8_t>(static_cast<int8_t>(lroundf(__fmul_rn(x, id))));
-  if (lane == 0) *reinterpret_cast<__half*>(dst) = __float2half_rn(d);
+  uint8_t* row = kv_row(kv, base, b, t, head, blockIdx.y != 0);
+  store_q8_0_block((blockIdx.y ? v : k)[int64_t{t} * width + 32 * blk + lane], lane, row + size_t(hb) * 34);
 }
 
 // ---- flash attention ----------------------------------------------------------------------
@@ -471,6 +456,9 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
 // flight per warp), keeps its own online softmax, and the four are merged through shared memory.
 // The prefill kernel's warps split rows instead, which leaves three of four idle in a decode.
 constexpr int kDecodeKeys = 16;
+// Tiles each warp of a key range walks at least (fewer ranges below that). Measured on the H200
+// (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1.
+constexpr int kDecodeTilesPerWarp = 2;
 
 template <int D, KvElem E>
 __device__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
@@ -489,12 +477,12 @@ constexpr size_t decode_smem_bytes() {
   return tiles > merge ? tiles : merge;
 }
 
-// Key ranges of a token with n_tiles tiles of keys: enough that each warp walks at least 4 tiles
-// (its copies pipeline), at most kDecodeSplits and the grid's. A function of the token's own
+// Key ranges of a token with n_tiles tiles of keys: enough that each warp walks at least
+// kDecodeTilesPerWarp tiles (its copies pipeline), at most kDecodeSplits and the grid's. A function of the token's own
 // depth only, so a sequence's result does not depend on the others of its call (the merge adds
 // the unused ranges as exact zeros).
 __host__ __device__ inline int decode_splits(int n_tiles, int grid_splits) {
-  const int wanted = n_tiles / (4 * kWarps);
+  const int wanted = n_tiles / (kDecodeTilesPerWarp * kWarps);
   const int capped = wanted < 1 ? 1 : wanted > kDecodeSplits ? kDecodeSplits : wanted;
   return capped < grid_splits ? capped : grid_splits;
 }
@@ -504,7 +492,7 @@ template <int D, KvElem E>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                     AttentionBatch b, const float* __restrict__ q,
                                                                     float* __restrict__ out, int n_head, float scale,
-                                                                    float* __restrict__ ws) {
+                                                                    float* __restrict__ ws, ActOut act) {
   pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -652,7 +640,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
     }
     const size_t orow = size_t(t) * n_head + g * group + r;
     if (gridDim.z == 1) {
-      out[orow * D + d] = l > 0.0f ? acc / l : 0.0f;
+      const float y = l > 0.0f ? acc / l : 0.0f;
+      out[orow * D + d] = y;
+      if (act.q) quantize_group_q8(y, lane, act.q + (orow * D + d) / 32 * 32, act.s + (orow * D + d) / 32);
     } else {
       ws[(size_t(split) * n_rows + orow) * D + d] = acc;
       if (d == 0) {
@@ -669,7 +659,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
 // loads. Rows whose token is padding (seq < 0) or that no split touched (m = -inf, l = 0) -> 0.
 constexpr int kMaxMergeSplits = 256;
 __global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, int n_rows, int D, int n_head,
-                                    const int32_t* seq, float* __restrict__ out) {
+                                    const int32_t* seq, float* __restrict__ out, ActOut act) {
   pdl_enter();
   __shared__ float weight[kMaxMergeSplits];
   __shared__ float den_s;
@@ -698,7 +688,9 @@ __global__ void merge_splits_kernel(const float* __restrict__ ws, int n_splits, 
     float num = 0.0f;
 #pragma unroll 16
     for (int sp = 0; sp < n_splits; ++sp) num += weight[sp] * ws[(size_t(sp) * n_rows + row) * D + d];
-    out[size_t(row) * D + d] = den > 0.0f ? num / den : 0.0f;
+    const float y = den > 0.0f ? num / den : 0.0f;
+    out[size_t(row) * D + d] = y;
+    if (act.q) quantize_group_q8(y, d % 32, act.q + (size_t(row) * D + d) / 32 * 32, act.s + (size_t(row) * D + d) / 32);
   }
 }
 
@@ -765,9 +757,28 @@ __global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ ba
   }
 }
 
+// The most key ranges of one token: as many as fill the GPU's resident CTAs once over the KV
+// heads (at most kDecodeSplits). A second, mostly empty wave cost more than longer ranges:
+// measured on the H200 (one token, f16 pages), 32 heads over 8 of 128 (3 CTAs an SM: 49 a head)
+// at depth 32768 / 173000, 51.3 / 200.7 us with 64 ranges, 44.4 / 180.7 with 48; 24 heads over
+// 4 of 256 (1 CTA an SM: 33), 52.1 / 185.1 with 64, 44.4 / 179.1 with 32. A function of the
+// model and the device only, so a token's ranges do not depend on the rest of its call.
+template <int D, KvElem E>
+int decode_split_cap(int n_kv_heads, size_t smem) {
+  static const int resident = [smem] {
+    int device = 0, sms = 0, per_sm = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<D, E>, kThreads, smem),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return sms * std::max(per_sm, 1);
+  }();
+  return std::clamp(resident / std::max(n_kv_heads, 1), 1, kDecodeSplits);
+}
+
 template <int D, KvElem E>
 void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                             int n_head, float scale, float* ws, cudaStream_t stream) {
+                             int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
   constexpr size_t smem = decode_smem_bytes<D>();
   static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -775,13 +786,13 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
   // As many ranges as the deepest token the page table's width allows can use: the grid then
   // stays the same while a decode step's CUDA graph (keyed by that width) replays.
   const int max_tiles = (b.max_pages_per_seq * kv.page_tokens + kDecodeKeys - 1) / kDecodeKeys;
-  const int splits = decode_splits(max_tiles, kDecodeSplits);
+  const int splits = decode_splits(max_tiles, decode_split_cap<D, E>(kv.n_kv_heads, smem));
   const dim3 grid(b.n_tokens, kv.n_kv_heads, splits);
   launch(decode_attention_kernel<D, E>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
-         n_head, scale, ws);
+         n_head, scale, ws, splits == 1 ? act : ActOut{});
   if (splits == 1) return;
   launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D, n_head, b.seq,
-         out);
+         out, act);
 }
 
 template <int D, KvElem E, int KK, bool SPLIT_KV>
@@ -801,7 +812,7 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
          out, n_head, scale, ws);
   if (splits > 1) {
     launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
-           n_head, b.seq, out);
+           n_head, b.seq, out, ActOut{});
   }
 }
 
@@ -810,11 +821,18 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
 // of 64-key tiles fit). Measured on the H200 in one run, a 4096-token chunk at depth 28672, 32
 // heads over 8 of 128 and 24 over 4 of 256: double-buffered 245 and 202 TFLOP/s (32-key tiles at
 // 256), split K/V 218 and 216.
+bool tensor_core_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
+
+// Few tokens, few heads per KV head: the split-KV decode kernel (and its merge).
+bool takes_decode_path(const KvLayout& kv, const AttentionBatch& b, int n_head) {
+  return tensor_core_head_dim(kv.head_dim) && b.n_tokens <= kSplitMaxTokens && n_head / kv.n_kv_heads <= 16;
+}
+
 template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                      int n_head, float scale, float* ws, cudaStream_t stream) {
-  if (b.n_tokens <= kSplitMaxTokens && n_head / kv.n_kv_heads <= 16)
-    return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, stream);
+                      int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+  if (takes_decode_path(kv, b, n_head))
+    return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
   constexpr bool split_kv = E == KvElem::f16 && D >= 256;
   constexpr int keys = E == KvElem::q8_0 && D >= 256 ? 32 : 64;
   launch_attention_keys<D, E, keys, split_kv>(kv, base, b, q, out, n_head, scale, ws, stream);
@@ -822,11 +840,11 @@ void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch
 
 template <KvElem E>
 void dispatch_head_dim(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                       int n_head, float scale, float* ws, cudaStream_t stream) {
+                       int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
   switch (kv.head_dim) {
-    case 64: return launch_attention<64, E>(kv, base, b, q, out, n_head, scale, ws, stream);
-    case 128: return launch_attention<128, E>(kv, base, b, q, out, n_head, scale, ws, stream);
-    case 256: return launch_attention<256, E>(kv, base, b, q, out, n_head, scale, ws, stream);
+    case 64: return launch_attention<64, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    case 128: return launch_attention<128, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    case 256: return launch_attention<256, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
     default: throw Error("CUDA attention: head size " + std::to_string(kv.head_dim) + " is not 64, 128 or 256");
   }
 }
@@ -838,7 +856,6 @@ bool attention_supports(const KvLayout& kv) {
          (kv.elem == KvElem::f16 ? kv.head_dim % 8 == 0 : kv.head_dim % 32 == 0);
 }
 
-static bool tensor_core_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 
 size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens) {
   const size_t rows = size_t(std::min(max_tokens, kSplitMaxTokens)) * n_head;
@@ -860,9 +877,9 @@ void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const flo
   }
 }
 
-void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,
-               float scale, float* workspace, cudaStream_t stream) {
-  if (b.n_tokens <= 0) return;
+bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,
+               float scale, float* workspace, cudaStream_t stream, ActOut act) {
+  if (b.n_tokens <= 0) return false;
   if (!attention_supports(kv) || n_head % kv.n_kv_heads != 0 || n_head / kv.n_kv_heads > kRows)
     throw Error("CUDA attention: unsupported geometry (head size " + std::to_string(kv.head_dim) + ", " +
                 std::to_string(n_head) + " heads over " + std::to_string(kv.n_kv_heads) + " KV heads)");
@@ -870,10 +887,12 @@ void attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
     const int rows = b.n_tokens * n_head;
     launch(attention_any_kernel, (rows + 3) / 4, 128, 0, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
            n_head, scale);
-    return;
+    return false;
   }
-  if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, stream);
-  else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, stream);
+  if (!takes_decode_path(kv, b, n_head)) act = {};
+  if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
+  else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
+  return act.q != nullptr;
 }
 
 }  // namespace keel::cuda

@@ -554,10 +554,30 @@ void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
   cuda::kv_write(kv_layout_, kv_pools_.at(layer), attn_batch_, k, v, stream_.get());
 }
 
+void CudaBackend::norm_rope_kv_write(uint32_t layer, float* q, int64_t n_q_heads, float* k, const float* v,
+                                     int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim, const float* q_norm,
+                                     const float* k_norm, float eps, const backend::RopeParams& p) {
+  if (n_tokens != batch_.n_tokens || !norm_rope_qk_fits(head_dim, p.n_rot) || kv_layout_.head_dim != head_dim ||
+      kv_layout_.n_kv_heads != n_kv_heads)
+    return Backend::norm_rope_kv_write(layer, q, n_q_heads, k, v, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
+  const auto o = op("norm_rope_kv_write", layer, q, n_q_heads, k, v, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps,
+                    p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type);
+  if (o.skip) return;
+  cuda::norm_rope_kv_write(q, n_q_heads, k, v, n_kv_heads, head_dim, q_norm, k_norm, eps, rope_args(p), kv_layout_,
+                           kv_pools_.at(layer), attn_batch_, stream_.get());
+}
+
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {
   const auto o = op(batch_.n_tokens <= kGemvMaxTokens ? "attention (decode)" : "attention", layer, q, out, n_head, scale);
+  const int64_t rows = batch_.n_tokens, width = int64_t{n_head} * kv_layout_.head_dim;
+  // Decode: the output feeds the output projection's GEMV; quantize it for that on the way.
+  ActOut act;
+  if (!exact_ && act_q8_ && rows <= kGemvMaxTokens && width % kActGroup == 0 && width <= act_q8_in_)
+    act_q8_parts(act_q8_, width, rows, act.q, act.s);
   if (o.skip) return;
-  cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_, stream_.get());
+  if (cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_,
+                      stream_.get(), act))
+    act_cached_ = {out, rows, width, op_serial_};
 }
 
 void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {

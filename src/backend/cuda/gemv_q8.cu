@@ -49,9 +49,11 @@ ActView act_view(const void* act, int64_t n_in, int64_t n_tokens) {
 // as Q8_0's): N + 1 aligned loads and a funnel shift each. Buffers are padded by a word.
 template <int N>
 __device__ __forceinline__ void words_unaligned(const uint8_t* p, uint32_t* w) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  const uint32_t* base = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
-  const unsigned shift = 8 * unsigned(a & 3);
+  // The aligned word below p, by pointer arithmetic on p (a cast through an integer would lose
+  // the shared address space: generic loads instead of LDS).
+  const unsigned mis = unsigned(reinterpret_cast<uintptr_t>(p)) & 3u;
+  const uint32_t* base = reinterpret_cast<const uint32_t*>(p - mis);
+  const unsigned shift = 8 * mis;
   uint32_t prev = base[0];
 #pragma unroll
   for (int i = 0; i < N; ++i) {
@@ -83,6 +85,7 @@ template <Type T> struct QDot;
 
 template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
   static constexpr int bytes = 34, elems = 32, blocks = 16, lanes = 2, nw = 4, stages = 4;
+  static constexpr int wide_blocks = 32, wide_stages = 3;  // tall matrices: see wide_for
   __device__ static int group(int) { return 0; }
   __device__ static int x_off(int sub) { return 16 * sub; }
   __device__ static Item<nw> unpack(const uint8_t* p, int sub) {
@@ -96,6 +99,7 @@ template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
 
 template <> struct QDot<Type::Q4_0> {  // item = the whole block: low nibbles 0..15, high 16..31
   static constexpr int bytes = 18, elems = 32, blocks = 32, lanes = 1, nw = 8, stages = 4;
+  static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int) { return 0; }
   __device__ static int x_off(int) { return 0; }
   __device__ static Item<nw> unpack(const uint8_t* p, int) {
@@ -115,9 +119,13 @@ template <> struct QDot<Type::Q4_0> {  // item = the whole block: low nibbles 0.
 
 // Q4_K / Q5_K: item = sub-block j (32 inputs): the low (j even) or high (j odd) nibbles of qs
 // bytes [32 (j/2), +32), Q5_K's fifth bit from bit j of qh[0..32).
+// Chunks measured on the H200 (one token, keel_cuda_bench gemv): Q4_K 4 blocks and 4 stages ->
+// 8 and 3, 4096 x 4096 6.9 -> 5.4 us, 24576 x 4096 24.1 -> 22.5 (Qwen3-8B Q4_K_M decode 341 ->
+// 358 tok/s with Q6_K's below); Q5_K kept 4 and 4 (17408-wide rows 23.1 -> 27.8 us with 8).
 template <Type T> struct QDotK45 {
   static constexpr bool five = T == Type::Q5_K;
-  static constexpr int bytes = five ? 176 : 144, elems = 256, blocks = 4, lanes = 8, nw = 8, stages = 4;
+  static constexpr int bytes = five ? 176 : 144, elems = 256, blocks = five ? 4 : 8, lanes = 8, nw = 8, stages = five ? 4 : 3;
+  static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int sub) { return sub; }
   __device__ static int x_off(int) { return 0; }
   __device__ static Item<nw> unpack(const uint8_t* p, int j) {  // blocks are 16-byte aligned here
@@ -148,8 +156,10 @@ template <> struct QDot<Type::Q5_K> : QDotK45<Type::Q5_K> {};
 // Q6_K: item s = (half n = s / 4, quarter qq = s % 4): inputs 128 n + 32 qq + [0, 32), low bits
 // from ql[64 n + 32 (qq % 2) + l] (high nibble when qq >= 2), high bits 2 qq of qh[32 n + l],
 // minus 32 (signed bytes); scales sc[8 n + 2 qq] for l < 16 and sc[8 n + 2 qq + 1] above.
+// Q6_K: 3 stages (2 before: 4096 x 12288 20.1 -> 18.9 us, the 151936-row output 200 -> 187).
 template <> struct QDot<Type::Q6_K> {
-  static constexpr int bytes = 210, elems = 256, blocks = 8, lanes = 8, nw = 8, stages = 2;
+  static constexpr int bytes = 210, elems = 256, blocks = 8, lanes = 8, nw = 8, stages = 3;
+  static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int sub) { return sub; }
   __device__ static int x_off(int) { return 0; }
   __device__ static Item<nw> unpack(const uint8_t* p, int s) {
@@ -208,7 +218,7 @@ struct Targets {
 // shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
 // chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
 // tokens share every unpacked item. The parts' sums are added in part order (deterministic).
-template <Type T, int NT>
+template <Type T, int NT, int BLOCKS, int STAGES>
 __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
                                                               int n_tok) {
   using D = QDot<T>;
@@ -217,14 +227,14 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   const uint8_t* __restrict__ w = targets.t[k].w;
   float* __restrict__ y = targets.t[k].y;
   const int n_out = targets.t[k].n_out, split = targets.t[k].split;
-  constexpr int kChunk = D::blocks * D::bytes, kStride = kChunk + 16, kStages = D::stages;
-  constexpr int kItemsPerLane = D::blocks * D::lanes / 32;
-  static_assert(kChunk % 16 == 0 && D::blocks * D::lanes % 32 == 0, "chunks of whole copies and items");
+  constexpr int kChunk = BLOCKS * D::bytes, kStride = kChunk + 16, kStages = STAGES;
+  constexpr int kItemsPerLane = BLOCKS * D::lanes / 32;
+  static_assert(kChunk % 16 == 0 && BLOCKS * D::lanes % 32 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
   __shared__ float part_sum[kWarps][NT];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = (int(blockIdx.x) - targets.t[k].first_cta) * (kWarps / split) + warp / split, part = warp % split;
-  const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + D::blocks - 1) / D::blocks;
+  const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + BLOCKS - 1) / BLOCKS;
   const int my_chunks = row < n_out && part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
   const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
   const int groups_per_row = n_in / int(kActGroup);
@@ -257,7 +267,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
 #pragma unroll
     for (int k = 0; k < kItemsPerLane; ++k) {
       const int item = lane + 32 * k, b = item / D::lanes, sub = item % D::lanes;
-      const int block = c * D::blocks + b;
+      const int block = c * BLOCKS + b;
       if (block >= n_blocks) continue;
       const auto it = D::unpack(buf + b * D::bytes, sub);
       const int g = block * (D::elems / int(kActGroup)) + D::group(sub);
@@ -289,6 +299,15 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
     for (int p = 1; p < split; ++p) s += part_sum[warp + p][lane];
     y[static_cast<size_t>(lane) * n_out + row] = s;
   }
+}
+
+// Whether a launch takes its type's wide chunks (Q8_0 only: 32 blocks, 3 stages). Measured on
+// the H200, one token, weights in turn from memory (keel_cuda_bench gemv), 16 -> 32 blocks:
+// 4096 x 4096 7.8 -> 9.1 us, 6144 x 4096 11.5 -> 10.7, 24576 x 4096 32.9 -> 30.8, the 151936-row
+// output 188 -> 164, but 4096 x 12288 17.4 -> 21.5: wide for tall matrices of short rows.
+template <Type T>
+bool wide_for(int64_t rows, int64_t n_in) {
+  return T == Type::Q8_0 && rows >= 6144 && n_in <= 8192;
 }
 
 // Warps the GPU keeps resident (its SM count times 64), read once.
@@ -326,7 +345,11 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
   using D = QDot<T>;
   const DeviceWeight& w0 = *outs[0].w;
   const int rb = static_cast<int>(quant::row_bytes(w0.type, static_cast<uint64_t>(w0.n_in)));
-  const int n_chunks = static_cast<int>((w0.n_in / D::elems + D::blocks - 1) / D::blocks);
+  int64_t rows = 0;
+  for (int i = 0; i < count; ++i) rows += outs[i].w->n_out;
+  const bool wide = wide_for<T>(rows, w0.n_in);
+  const int blocks = wide ? D::wide_blocks : D::blocks;
+  const int n_chunks = static_cast<int>((w0.n_in / D::elems + blocks - 1) / blocks);
   Targets targets{};
   targets.count = count;
   int ctas = 0;
@@ -337,11 +360,20 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
     ctas += static_cast<int>((w.n_out + rows_per_cta - 1) / rows_per_cta);
   }
   const ActView a = act_view(act, w0.n_in, n_tokens);
+  if (wide) {
+    if (n_tokens == 1)
+      launch(gemv_q8_kernel<T, 1, D::wide_blocks, D::wide_stages>, ctas, 32 * kWarps, 0, stream, targets, rb,
+             int(w0.n_in), a, 1);
+    else
+      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::wide_blocks, D::wide_stages>, ctas, 32 * kWarps, 0, stream, targets,
+             rb, int(w0.n_in), a, int(n_tokens));
+    return;
+  }
   if (n_tokens == 1)
-    launch(gemv_q8_kernel<T, 1>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
+    launch(gemv_q8_kernel<T, 1, D::blocks, D::stages>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
   else
-    launch(gemv_q8_kernel<T, kGemvMaxTokens>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a,
-           int(n_tokens));
+    launch(gemv_q8_kernel<T, kGemvMaxTokens, D::blocks, D::stages>, ctas, 32 * kWarps, 0, stream, targets, rb,
+           int(w0.n_in), a, int(n_tokens));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_q8.cuh"
+#include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.cuh"
 #include "keel/error.h"
@@ -162,15 +163,34 @@ __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t
 // head), heads [0, n_q) of q then [0, n_k) of k; thread j holds a rotated pair (j < n_rot / 2) or
 // two of the dims past n_rot. The norm's and rotation's float operations are rms_norm's and
 // rope_kernel's (only the double sum's order differs).
+// One CTA of head_dim / 2 threads per (token, head): grid y covers the q heads, then the k heads,
+// then (when `store` has a pool) the v heads, which go to the cache as they are. Normed and
+// rotated k heads go back to k and, from there, to the cache (the bytes kv_write would store).
+struct KvStore {
+  KvLayout kv;
+  uint8_t* base = nullptr;  // null: no cache writes
+  AttentionBatch b;
+  const float* v = nullptr;
+};
+
 __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k, int64_t head_dim,
                                     const float* __restrict__ qn, const float* __restrict__ kn, float eps,
-                                    const int32_t* pos, RopeArgs a) {
+                                    const int32_t* pos, RopeArgs a, KvStore store) {
   pdl_enter();
   const int64_t t = blockIdx.x, h = blockIdx.y;
+  const int half_dim = static_cast<int>(head_dim / 2), j = threadIdx.x;
+  if (h >= n_q + n_k) {
+    const int64_t hv = h - n_q - n_k;
+    const float* x = store.v + (t * n_k + hv) * head_dim;
+    if (store.b.seq[t] >= 0)
+      store_kv_head(store.kv, kv_row(store.kv, store.base, store.b, int(t), int(hv), true), x[j], x[j + half_dim], j,
+                    half_dim);
+    return;
+  }
   const bool is_q = h < n_q;
   float* x = is_q ? q + (t * n_q + h) * head_dim : k + (t * n_k + (h - n_q)) * head_dim;
   const float* w = is_q ? qn : kn;
-  const int half = a.n_rot / 2, j = threadIdx.x;
+  const int half = a.n_rot / 2;
   const bool rotated = j < half;
   const int ia = !rotated ? a.n_rot + 2 * (j - half) : a.mode == RopeMode::norm ? 2 * j : j;
   const int ib = !rotated ? ia + 1 : a.mode == RopeMode::norm ? 2 * j + 1 : j + half;
@@ -192,6 +212,11 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
   }
   x[ia] = x0;
   x[ib] = x1;
+  if (is_q || !store.base) return;
+  __syncthreads();  // the head's row is in k: read it back in the store's element order
+  if (store.b.seq[t] >= 0)
+    store_kv_head(store.kv, kv_row(store.kv, store.base, store.b, int(t), int(h - n_q), false), x[j], x[j + half_dim],
+                  j, half_dim);
 }
 
 // With act_q (n a multiple of 32): gate's 8-bit activations too, a warp's 32 elements a group.
@@ -278,7 +303,18 @@ void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens
   if (n_tokens <= 0) return;
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_q + n_k));
   launch(norm_rope_qk_kernel, grid, static_cast<unsigned>(head_dim / 2), 0, stream, q, n_q, k, n_k, head_dim, q_norm,
-         k_norm, eps, pos, args);
+         k_norm, eps, pos, args, KvStore{});
+}
+
+void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t n_k, int64_t head_dim,
+                        const float* q_norm, const float* k_norm, float eps, const RopeArgs& args, const KvLayout& kv,
+                        void* base, const AttentionBatch& batch, cudaStream_t stream) {
+  if (!norm_rope_qk_fits(head_dim, args.n_rot) || kv.head_dim != head_dim || kv.n_kv_heads != n_k)
+    throw Error("internal: norm_rope_kv_write geometry");
+  if (batch.n_tokens <= 0) return;
+  const dim3 grid(static_cast<unsigned>(batch.n_tokens), static_cast<unsigned>(n_q + 2 * n_k));
+  launch(norm_rope_qk_kernel, grid, static_cast<unsigned>(head_dim / 2), 0, stream, q, n_q, k, n_k, head_dim, q_norm,
+         k_norm, eps, batch.pos, args, KvStore{kv, static_cast<uint8_t*>(base), batch, v});
 }
 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {

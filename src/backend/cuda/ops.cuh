@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/attention.cuh"
+
 namespace keel::cuda {
 
 // out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps)   x, out: [n_rows, dim] (out may alias x); w: [dim]
@@ -43,6 +45,11 @@ void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const i
 bool norm_rope_qk_fits(int64_t head_dim, int n_rot);
 void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens, int64_t head_dim, const float* q_norm,
                   const float* k_norm, float eps, const int32_t* pos, const RopeArgs& args, cudaStream_t stream);
+// The same for the batch's tokens (positions batch.pos), then kv_write of the results and of v
+// [n_tokens, n_k, head_dim] into the pool at `base`, in one kernel: the same bytes as the two.
+void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t n_k, int64_t head_dim,
+                        const float* q_norm, const float* k_norm, float eps, const RopeArgs& args, const KvLayout& kv,
+                        void* base, const AttentionBatch& batch, cudaStream_t stream);
 
 // gate[i] = silu(gate[i]) * up[i]
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
