@@ -218,7 +218,7 @@ struct Targets {
 // shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
 // chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
 // tokens share every unpacked item. The parts' sums are added in part order (deterministic).
-template <Type T, int NT, int BLOCKS, int STAGES>
+template <Type T, int NT, int BLOCKS, int STAGES, bool TMA>
 __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
                                                               int n_tok) {
   using D = QDot<T>;
@@ -232,6 +232,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   static_assert(kChunk % 16 == 0 && BLOCKS * D::lanes % 32 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
   __shared__ float part_sum[kWarps][NT];
+  __shared__ __align__(8) uint64_t landed[kWarps][kStages];  // TMA: a stage's copy has landed
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = (int(blockIdx.x) - targets.t[k].first_cta) * (kWarps / split) + warp / split, part = warp % split;
   const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + BLOCKS - 1) / BLOCKS;
@@ -239,7 +240,20 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
   const int groups_per_row = n_in / int(kActGroup);
 
+  if constexpr (TMA) {
+    if (lane == 0)
+      for (int st = 0; st < kStages; ++st) mbarrier_init(&landed[warp][st]);
+    mbarrier_init_fence();
+    __syncwarp();
+  }
   auto issue = [&](int j) {  // this warp's j-th chunk; always commits, so group counts stay uniform
+    if constexpr (TMA) {
+      if (j < my_chunks && lane == 0) {
+        const int base = (part + j * split) * kChunk;
+        bulk_copy(smem[warp][j % kStages], wr + base, uint32_t(min(kChunk, row_bytes - base)), &landed[warp][j % kStages]);
+      }
+      return;
+    }
     if (j < my_chunks) {
       uint8_t* dst = smem[warp][j % kStages];
       const int base = (part + j * split) * kChunk;
@@ -260,8 +274,12 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
   for (int j = 0; j < my_chunks; ++j) {
     issue(j + kStages - 1);
-    cp_async_wait<kStages - 1>();  // chunk j has landed (for this lane's copies) ...
-    __syncwarp();                  // ... and for every lane's
+    if constexpr (TMA) {
+      mbarrier_wait(&landed[warp][j % kStages], uint32_t(j / kStages) & 1u);
+    } else {
+      cp_async_wait<kStages - 1>();  // chunk j has landed (for this lane's copies) ...
+      __syncwarp();                  // ... and for every lane's
+    }
     const uint8_t* buf = smem[warp][j % kStages];
     const int c = part + j * split;
 #pragma unroll
@@ -279,7 +297,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
-  cp_async_wait<0>();
+  if constexpr (!TMA) cp_async_wait<0>();
   if (split == 1) {  // whole rows: no barrier, so a finished warp's CTA slot frees at once
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
@@ -340,7 +358,7 @@ int split_for(int64_t n_out, int n_chunks) {
   return best;
 }
 
-template <Type T>
+template <Type T, bool TMA>
 void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   using D = QDot<T>;
   const DeviceWeight& w0 = *outs[0].w;
@@ -362,18 +380,31 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
   const ActView a = act_view(act, w0.n_in, n_tokens);
   if (wide) {
     if (n_tokens == 1)
-      launch(gemv_q8_kernel<T, 1, D::wide_blocks, D::wide_stages>, ctas, 32 * kWarps, 0, stream, targets, rb,
+      launch(gemv_q8_kernel<T, 1, D::wide_blocks, D::wide_stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb,
              int(w0.n_in), a, 1);
     else
-      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::wide_blocks, D::wide_stages>, ctas, 32 * kWarps, 0, stream, targets,
+      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::wide_blocks, D::wide_stages, TMA>, ctas, 32 * kWarps, 0, stream, targets,
              rb, int(w0.n_in), a, int(n_tokens));
     return;
   }
   if (n_tokens == 1)
-    launch(gemv_q8_kernel<T, 1, D::blocks, D::stages>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
+    launch(gemv_q8_kernel<T, 1, D::blocks, D::stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
   else
-    launch(gemv_q8_kernel<T, kGemvMaxTokens, D::blocks, D::stages>, ctas, 32 * kWarps, 0, stream, targets, rb,
+    launch(gemv_q8_kernel<T, kGemvMaxTokens, D::blocks, D::stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb,
            int(w0.n_in), a, int(n_tokens));
+}
+
+// How the weights stream in: one bulk copy (TMA) per chunk, or cp.async by every lane. Measured
+// on the H200 (one token, keel_cuda_bench gemv; cp.async -> TMA): Q6_K 4096 x 12288 18.9 -> 17.6
+// us, the 151936-row output 187 -> 171; Q8_0 16-block chunks 4096 x 4096 7.8 -> 7.4, 4096 x
+// 12288 17.4 -> 16.8, but its wide chunks 24576 x 4096 30.8 -> 45.7; Q4_K even; Q5_K slower.
+template <Type T>
+void launch_gemv_with(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
+  int64_t rows = 0;
+  for (int i = 0; i < count; ++i) rows += outs[i].w->n_out;
+  const bool tma = T == Type::Q6_K || (T == Type::Q8_0 && !wide_for<T>(rows, outs[0].w->n_in));
+  if (tma) launch_gemv<T, true>(outs, count, act, n_tokens, stream);
+  else launch_gemv<T, false>(outs, count, act, n_tokens, stream);
 }
 
 }  // namespace
@@ -432,11 +463,11 @@ void gemv_q8_many(const GemvOut* outs, int count, const void* act, int64_t n_tok
         done[j] = true;
       }
     switch (outs[i].w->type) {
-      case Type::Q4_0: launch_gemv<Type::Q4_0>(same, n, act, n_tokens, stream); break;
-      case Type::Q8_0: launch_gemv<Type::Q8_0>(same, n, act, n_tokens, stream); break;
-      case Type::Q4_K: launch_gemv<Type::Q4_K>(same, n, act, n_tokens, stream); break;
-      case Type::Q5_K: launch_gemv<Type::Q5_K>(same, n, act, n_tokens, stream); break;
-      case Type::Q6_K: launch_gemv<Type::Q6_K>(same, n, act, n_tokens, stream); break;
+      case Type::Q4_0: launch_gemv_with<Type::Q4_0>(same, n, act, n_tokens, stream); break;
+      case Type::Q8_0: launch_gemv_with<Type::Q8_0>(same, n, act, n_tokens, stream); break;
+      case Type::Q4_K: launch_gemv_with<Type::Q4_K>(same, n, act, n_tokens, stream); break;
+      case Type::Q5_K: launch_gemv_with<Type::Q5_K>(same, n, act, n_tokens, stream); break;
+      case Type::Q6_K: launch_gemv_with<Type::Q6_K>(same, n, act, n_tokens, stream); break;
       default: throw Error("internal: gemv_q8 type");
     }
   }
