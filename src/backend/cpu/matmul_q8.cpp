@@ -69,6 +69,8 @@ struct RowQ8 {
   int8_t q[kQ8BlockK];
   float scale[kQ8MaxGroups];
   float min[kQ8MaxGroups];
+  int16_t group_scale[kQ8MaxGroups];  // K-quants: scale = d · group_scale
+  float d = 0.0f;                     // K-quants: the super-block's scale
 };
 
 void unpack_q4_0(const char* src, int64_t kc, RowQ8& r) {
@@ -99,7 +101,9 @@ void k4_scales(const uint8_t* packed, float d, float dmin, RowQ8& r) {
     quant::get_scale_min_k4(s, packed, &sc, &m);
     r.scale[s] = d * sc;
     r.min[s] = dmin * m;
+    r.group_scale[s] = sc;
   }
+  r.d = d;
 }
 
 void unpack_q4_k(const char* src, int64_t, RowQ8& r) {
@@ -140,7 +144,9 @@ void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
   for (int s = 0; s < 16; ++s) {
     r.scale[s] = d * b.scales[s];
     r.min[s] = 0.0f;
+    r.group_scale[s] = b.scales[s];
   }
+  r.d = d;
 }
 
 using UnpackFn = void (*)(const char* src, int64_t kc, RowQ8& r);
@@ -278,6 +284,7 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   panel->group = group;
   panel->has_min = w.type == Type::Q4_K || w.type == Type::Q5_K;
   panel->wide = w.type == Type::Q8_0;
+  panel->nibbles = w.type == Type::Q4_K;
   panel->block_scale = w.type == Type::Q4_K || w.type == Type::Q5_K || w.type == Type::Q6_K;
   // All rows are unpacked before any is interleaved: reading a row's bytes back right after its
   // unpack wrote them stalls on store forwarding.
@@ -290,6 +297,8 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       std::memset(row.q, 0, sizeof row.q);
       std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
       std::fill_n(row.min, kQ8MaxGroups, 0.0f);
+      std::fill_n(row.group_scale, kQ8MaxGroups, int16_t{0});
+      row.d = 0.0f;
     }
   }
   for (int64_t k = 0; k < kc; k += 4)
@@ -301,7 +310,14 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       panel->offset[g][r] = 128 * sum;
       panel->scale[g][r] = rows[r].scale[g];
       panel->min[g][r] = rows[r].min[g];
+      panel->group_scale[g][r] = panel->block_scale ? rows[r].group_scale[g] : int16_t{0};
     }
+  for (int r = 0; r < kQ8Rows; ++r) {
+    int32_t offset = 0;
+    for (int g = 0; g < n_groups; ++g) offset += panel->group_scale[g][r] * panel->offset[g][r];
+    panel->block_offset[r] = offset;
+    panel->block_d[r] = panel->block_scale ? rows[r].d : 0.0f;
+  }
 }
 
 Q8MicroFn q8_micro_generic() { return micro_generic; }

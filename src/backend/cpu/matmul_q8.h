@@ -61,9 +61,15 @@ struct alignas(64) PanelQ8 {
   int32_t offset[kQ8MaxGroups][kQ8Rows];    // [group][row] 128 · Σ_{k∈group} q
   float scale[kQ8MaxGroups][kQ8Rows];       // [group][row]
   float min[kQ8MaxGroups][kQ8Rows];         // [group][row] (all 0 unless has_min)
+  // K-quants (block_scale; else 0): scale = block_d · group_scale exactly, the integer scales as
+  // stored in the GGUF block, for kernels that apply them in integers (AVX2).
+  int16_t group_scale[kQ8MaxGroups][kQ8Rows];  // [group][row]
+  int32_t block_offset[kQ8Rows];               // [row] Σ_g group_scale · offset
+  float block_d[kQ8Rows];                      // [row] the super-block's scale d
   int group;      // inputs per group: 32, or 16 for Q6_K
   bool has_min;   // Q4_K, Q5_K
   bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
+  bool nibbles;   // quants in [0, 15] (Q4_K): four vpmaddubsw pair sums fit in 16 bits
   bool block_scale;  // K-quants: the activations (Q8_K) have one scale per 256 inputs (d[g] = d[0])
 };
 
