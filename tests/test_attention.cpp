@@ -352,6 +352,36 @@ TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
         }
 }
 
+// f32 -> f16 (the K/V cache's writes): each SIMD table bit for bit as the scalar conversion on
+// finite values (normal, subnormal and overflowing in f16, exact ties), every length up to 40
+// (vector bodies and scalar tails), nothing written past the end.
+TEST(Attention, F32ToF16EqualsTheScalarConversion) {
+  std::mt19937 rng(29);
+  std::uniform_real_distribution<float> exponent(-30.0f, 18.0f);
+  std::vector<float> x;
+  for (int i = 0; i < 40; ++i) {
+    const float magnitude = std::exp2(exponent(rng));
+    x.push_back(i % 2 ? -magnitude : magnitude);
+  }
+  x[3] = 1.0f + 1.0f / 2048;   // a tie between two f16 values: rounds to even (1.0)
+  x[4] = 1.0f + 3.0f / 2048;   // the other tie: rounds up (to even)
+  x[5] = 0.0f;
+  x[6] = -0.0f;
+  x[7] = 65520.0f;             // the first value that rounds to infinity
+  x[8] = 3.0f * std::ldexp(1.0f, -26);  // a subnormal tie
+  for (const SimdKernels& k : simd_kernels())
+    for (int64_t n = 0; n <= static_cast<int64_t>(x.size()); ++n) {
+      std::vector<uint16_t> got(x.size() + 1, 0xABCD);
+      k.kernels->f32_to_f16(x.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], quant::f32_to_f16(x[i])) << "n=" << n << " i=" << i << " x=" << x[i];
+      for (size_t i = n; i < got.size(); ++i) ASSERT_EQ(got[i], 0xABCD) << "wrote past n=" << n;
+    }
+  const cpu::AttentionKernels& generic = cpu::attention_kernels_generic();
+  std::vector<uint16_t> got(x.size());
+  generic.f32_to_f16(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], quant::f32_to_f16(x[i])) << "generic, i=" << i;
+}
+
 namespace {
 
 // The bf16 tables this CPU runs: the scalar twin always (even head sizes), SIMD where present.

@@ -75,7 +75,7 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
       const auto x = random_floats(4 * n_in, rng);
       const int64_t nkb = (n_in + 255) / 256;
       std::vector<keel::cpu::ActBlockQ8> act(4 * nkb);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 4, act.data());
+      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 4, act.data(), keel::cpu::q8_reads_q16(isa, type));
       auto panel = std::make_unique<keel::cpu::PanelQ8>();
       // Σ_k |w_rk · x_tk| over each 256-input block: the scale of the rounding error.
       std::vector<float> rows(n_out * n_in);
@@ -181,7 +181,7 @@ TEST(MatmulQ8Gemv, ActivationsAreTheGemmQuants) {
     std::vector<keel::cpu::GemvActQ8> gemv(2 * nkb);
     keel::cpu::quantize_activations_gemv_q8(type, x.data(), n_in, 2, gemv.data());
     std::vector<keel::cpu::ActBlockQ8> act(2 * nkb);
-    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data());
+    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data(), false);
     const int group = keel::cpu::q8_group(type);
     for (int64_t i = 0; i < 2 * nkb; ++i) {
       const int64_t kc = std::min<int64_t>(256, n_in - (i % nkb) * 256);

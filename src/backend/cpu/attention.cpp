@@ -98,6 +98,10 @@ void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = quant::f16_to_f32(src[i]);
 }
 
+void f32_to_f16_generic(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = quant::f32_to_f16(src[i]);
+}
+
 void scores_rows_generic(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
                          int64_t lds) {
   for (int64_t j = 0; j < n_keys; ++j)
@@ -353,8 +357,9 @@ bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
 }
 
 const AttentionKernels& attention_kernels_generic() {
-  static const AttentionKernels k{scores_generic,      exp_sum_generic,      accumulate_generic,     f16_to_f32_generic,
-                                  scores_rows_generic, softmax_rows_generic, accumulate_rows_generic};
+  static const AttentionKernels k{scores_generic,      exp_sum_generic,      accumulate_generic,
+                                  f16_to_f32_generic,  f32_to_f16_generic,   scores_rows_generic,
+                                  softmax_rows_generic, accumulate_rows_generic};
   return k;
 }
 

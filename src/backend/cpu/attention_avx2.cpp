@@ -16,6 +16,13 @@ void f16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+void f32_to_f16_avx2(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 // Strips of 16 rows, tiles of 6 keys: 12 accumulators of the 16 registers.
 void scores_rows_avx2(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
                       int64_t lds) {
@@ -27,8 +34,9 @@ void scores_rows_avx2(const float* qt, int64_t ldq, int n_rows, const float* key
 const AttentionKernels& attention_kernels_avx2() {
   // Per row, then row blocks (accumulator tiles of 4 rows x 2 vectors: 8 of the 16 registers).
   using V = F32x8;
-  static const AttentionKernels k{scores_simd<V>, exp_sum_simd<V>, accumulate_simd<V>, f16_to_f32_avx2,
-                                  scores_rows_avx2, softmax_rows_simd<V>, accumulate_row_tiles<V, 4, 2>};
+  static const AttentionKernels k{scores_simd<V>,   exp_sum_simd<V>,      accumulate_simd<V>,
+                                  f16_to_f32_avx2,  f32_to_f16_avx2,      scores_rows_avx2,
+                                  softmax_rows_simd<V>, accumulate_row_tiles<V, 4, 2>};
   return k;
 }
 

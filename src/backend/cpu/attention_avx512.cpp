@@ -20,6 +20,14 @@ void f16_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+void f32_to_f16_avx512(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 // Strips of 32 and 16 rows, tiles of 12 keys: 24 accumulators or fewer of the 32 registers.
 void scores_rows_avx512(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd,
                         float* st, int64_t lds) {
@@ -33,8 +41,9 @@ void scores_rows_avx512(const float* qt, int64_t ldq, int n_rows, const float* k
 const AttentionKernels& attention_kernels_avx512() {
   // Per row, then row blocks (accumulator tiles of 8 rows x 2 vectors: 16 of the 32 registers).
   using V = F32x16;
-  static const AttentionKernels k{scores_simd<V>, exp_sum_simd<V>, accumulate_simd<V>, f16_to_f32_avx512,
-                                  scores_rows_avx512, softmax_rows_simd<V>, accumulate_row_tiles<V, 8, 2>};
+  static const AttentionKernels k{scores_simd<V>,    exp_sum_simd<V>,      accumulate_simd<V>,
+                                  f16_to_f32_avx512, f32_to_f16_avx512,    scores_rows_avx512,
+                                  softmax_rows_simd<V>, accumulate_row_tiles<V, 8, 2>};
   return k;
 }
 

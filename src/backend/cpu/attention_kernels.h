@@ -24,6 +24,9 @@ struct AttentionKernels {
   void (*accumulate)(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd);
   // f16 rows -> f32 (K/V tiles of an f16 cache)
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // f32 -> f16, round to nearest even (K/V rows into an f16 cache); finite inputs give the bits of
+  // quant::f32_to_f16 (a NaN stays a NaN, its payload may differ)
+  void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
 
   // ---- row blocks (prefill); n_rows is a multiple of kAttentionRowPad ----
   // st[j*lds + r] = sum_i keys[j*hd + i] * qt[i*ldq + r] for j < n_keys, r < n_rows: the scores

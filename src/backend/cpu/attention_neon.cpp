@@ -97,11 +97,11 @@ void f16_to_f32_neon(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& attention_kernels_neon() {
-  // The row-block (prefill) kernels have no NEON version yet: the scalar ones, which the
-  // compiler vectorises for the baseline NEON.
+  // The row-block (prefill) kernels and f32 -> f16 have no NEON version yet: the scalar ones
+  // (the row blocks the compiler vectorises for the baseline NEON).
   const AttentionKernels& g = attention_kernels_generic();
   static const AttentionKernels k{scores_neon,   exp_sum_neon,   accumulate_neon,   f16_to_f32_neon,
-                                  g.scores_rows, g.softmax_rows, g.accumulate_rows};
+                                  g.f32_to_f16,  g.scores_rows,  g.softmax_rows,    g.accumulate_rows};
   return k;
 }
 

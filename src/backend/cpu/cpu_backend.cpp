@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/attention_kernels.h"
 #include "backend/host_memory.h"
 #include "backend/cpu/gated_delta.h"
 #include "backend/cpu/matmul.h"
@@ -232,12 +233,9 @@ void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
             std::memcpy(vdst, vsrc, sizeof(float) * width);
             break;
           case backend::KvType::f16: {
-            auto* kh = reinterpret_cast<quant::f16_bits*>(kdst);
-            auto* vh = reinterpret_cast<quant::f16_bits*>(vdst);
-            for (int64_t j = 0; j < width; ++j) {
-              kh[j] = quant::f32_to_f16(ksrc[j]);
-              vh[j] = quant::f32_to_f16(vsrc[j]);
-            }
+            const auto f32_to_f16 = cpu::attention_kernels_for(static_cast<int>(kv_.head_dim)).f32_to_f16;
+            f32_to_f16(ksrc, reinterpret_cast<quant::f16_bits*>(kdst), width);
+            f32_to_f16(vsrc, reinterpret_cast<quant::f16_bits*>(vdst), width);
             break;
           }
           case backend::KvType::q8_0:

@@ -213,11 +213,11 @@ char* align_scratch(void* scratch) {
 
 // The fast path in its two steps: x quantized as w's type takes it (for the GEMV below
 // kGemmMinTokens tokens, else for the GEMM), then w times the quantized x.
-void quantize_fast(const WeightView& w, const float* x, int64_t n_tokens, char* aligned, ThreadPool& pool) {
+void quantize_fast(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, char* aligned, ThreadPool& pool) {
   if (n_tokens < kGemmMinTokens)
     matmul_q8_gemv_quantize(w.type, x, w.n_in, n_tokens, aligned);
   else
-    matmul_q8_quantize(w.type, x, w.n_in, n_tokens, aligned, pool);
+    matmul_q8_quantize(isa, w.type, x, w.n_in, n_tokens, aligned, pool);
 }
 
 void multiply_fast(Isa isa, const WeightView& w, int64_t n_tokens, float* y, char* aligned, ThreadPool& pool) {
@@ -239,7 +239,7 @@ void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens,
   }
   char* aligned = align_scratch(scratch);
   if (mode == MatmulMode::fast && q8_supported(w.type)) {
-    quantize_fast(w, x, n_tokens, aligned, pool);
+    quantize_fast(isa, w, x, n_tokens, aligned, pool);
     multiply_fast(isa, w, n_tokens, y, aligned, pool);
     return;
   }
@@ -281,7 +281,7 @@ void matmuls_with(Isa isa, const float* x, int64_t n_tokens, std::span<const Mat
     for (size_t j = 0; j < i; ++j) done = done || same_activations(i, j);
     if (done) continue;
     char* aligned = align_scratch(scratch);
-    quantize_fast(w, x, n_tokens, aligned, pool);
+    quantize_fast(isa, w, x, n_tokens, aligned, pool);
     for (size_t j = i; j < products.size(); ++j)
       if (same_activations(i, j)) multiply_fast(isa, *products[j].w, n_tokens, products[j].y, aligned, pool);
   }

@@ -25,7 +25,7 @@ bool takes_q8_k(Type weight_type) {
 }
 
 // One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
-void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
+void quantize_row_act_q8_0(const float* x, int64_t n_in, bool with_q16, ActBlockQ8* act) {
   quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     const int64_t kc = std::min(kQ8BlockK, n_in - k0);
@@ -35,9 +35,9 @@ void quantize_row_act_q8_0(const float* x, int64_t n_in, ActBlockQ8* act) {
       int sum = 0;
       for (int j = 0; j < quant::QK8_0; ++j) {
         act->q[32 * b + j] = static_cast<uint8_t>(blocks[b].qs[j] + 128);
-        act->q16[32 * b + j] = blocks[b].qs[j];
         sum += blocks[b].qs[j];
       }
+      if (with_q16) std::copy_n(blocks[b].qs, quant::QK8_0, act->q16 + 32 * b);
       act->d[b] = d;
       act->dsum[b] = d * static_cast<float>(sum);
     }
@@ -49,10 +49,7 @@ void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, ActBlockQ8* 
   quant::BlockQ8_K block;
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     quant::quantize_row_q8_k(x + k0, &block, kQ8BlockK);
-    for (int j = 0; j < quant::QK_K; ++j) {
-      act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
-      act->q16[j] = block.qs[j];
-    }
+    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
     const int per = group / 16;  // bsums per group
     for (int g = 0; g < quant::QK_K / group; ++g) {
       int sum = 0;
@@ -69,6 +66,8 @@ struct RowQ8 {
   int8_t q[kQ8BlockK];
   float scale[kQ8MaxGroups];
   float min[kQ8MaxGroups];
+  int16_t group_scale[kQ8MaxGroups];  // K-quants: scale = d · group_scale
+  float d = 0.0f;                     // K-quants: the super-block's scale
 };
 
 void unpack_q4_0(const char* src, int64_t kc, RowQ8& r) {
@@ -99,7 +98,9 @@ void k4_scales(const uint8_t* packed, float d, float dmin, RowQ8& r) {
     quant::get_scale_min_k4(s, packed, &sc, &m);
     r.scale[s] = d * sc;
     r.min[s] = dmin * m;
+    r.group_scale[s] = sc;
   }
+  r.d = d;
 }
 
 void unpack_q4_k(const char* src, int64_t, RowQ8& r) {
@@ -140,7 +141,9 @@ void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
   for (int s = 0; s < 16; ++s) {
     r.scale[s] = d * b.scales[s];
     r.min[s] = 0.0f;
+    r.group_scale[s] = b.scales[s];
   }
+  r.d = d;
 }
 
 using UnpackFn = void (*)(const char* src, int64_t kc, RowQ8& r);
@@ -239,13 +242,13 @@ int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 bool q8_same_activations(Type a, Type b) { return takes_q8_k(a) == takes_q8_k(b) && q8_group(a) == q8_group(b); }
 
 void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
-                             int64_t t_end, ActBlockQ8* act) {
+                             int64_t t_end, ActBlockQ8* act, bool with_q16) {
   const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = t_begin; t < t_end; ++t) {
     if (takes_q8_k(weight_type))
       quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
     else
-      quantize_row_act_q8_0(x + t * n_in, n_in, act + t * nkb);
+      quantize_row_act_q8_0(x + t * n_in, n_in, with_q16, act + t * nkb);
   }
 }
 
@@ -256,7 +259,7 @@ void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, n_in - k0);
       ActBlockQ8 a{};  // quantized as the GEMM does: one token, one block
-      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a);
+      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a, false);
       GemvActQ8& g = act[t * nkb + kb];
       for (int64_t k = 0; k < kc; ++k) g.q[k] = static_cast<int8_t>(static_cast<int>(a.q[k]) - 128);
       std::copy_n(a.d, kQ8MaxGroups, g.d);
@@ -278,6 +281,7 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   panel->group = group;
   panel->has_min = w.type == Type::Q4_K || w.type == Type::Q5_K;
   panel->wide = w.type == Type::Q8_0;
+  panel->nibbles = w.type == Type::Q4_K;
   panel->block_scale = w.type == Type::Q4_K || w.type == Type::Q5_K || w.type == Type::Q6_K;
   // All rows are unpacked before any is interleaved: reading a row's bytes back right after its
   // unpack wrote them stalls on store forwarding.
@@ -290,6 +294,8 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       std::memset(row.q, 0, sizeof row.q);
       std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
       std::fill_n(row.min, kQ8MaxGroups, 0.0f);
+      std::fill_n(row.group_scale, kQ8MaxGroups, int16_t{0});
+      row.d = 0.0f;
     }
   }
   for (int64_t k = 0; k < kc; k += 4)
@@ -301,7 +307,14 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       panel->offset[g][r] = 128 * sum;
       panel->scale[g][r] = rows[r].scale[g];
       panel->min[g][r] = rows[r].min[g];
+      panel->group_scale[g][r] = panel->block_scale ? rows[r].group_scale[g] : int16_t{0};
     }
+  for (int r = 0; r < kQ8Rows; ++r) {
+    int32_t offset = 0;
+    for (int g = 0; g < n_groups; ++g) offset += panel->group_scale[g][r] * panel->offset[g][r];
+    panel->block_offset[r] = offset;
+    panel->block_d[r] = panel->block_scale ? rows[r].d : 0.0f;
+  }
 }
 
 Q8MicroFn q8_micro_generic() { return micro_generic; }
@@ -340,6 +353,16 @@ Q8PrepareFn q8_prepare(Isa isa) {
   return nullptr;
 }
 
+bool q8_reads_q16(Isa isa, Type weight_type) {
+#if defined(__x86_64__)
+  return q8_micro(isa) == q8_micro_avx2() && !takes_q8_k(weight_type);
+#else
+  (void)isa;
+  (void)weight_type;
+  return false;
+#endif
+}
+
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
   const size_t act = static_cast<size_t>(max_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8);
   return q8_align(act) + static_cast<size_t>(std::max(n_threads, 1)) * kQ8SweepPanels * q8_align(sizeof(PanelQ8));
@@ -355,13 +378,14 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
 
 }  // namespace
 
-void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
-                        ThreadPool& pool) {
+void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
+                        void* scratch, ThreadPool& pool) {
   ActBlockQ8* act = act_of(scratch);
+  const bool with_q16 = q8_reads_q16(isa, weight_type);
   pool.run([&](int ith, int nth) {
     const int64_t per = (n_tokens + nth - 1) / nth;
     const int64_t begin = std::min(n_tokens, per * ith), end = std::min(n_tokens, per * (ith + 1));
-    quantize_activations_q8(weight_type, x, n_in, begin, end, act);
+    quantize_activations_q8(weight_type, x, n_in, begin, end, act, with_q16);
   });
 }
 
@@ -384,14 +408,14 @@ void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* 
 
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool) {
-  matmul_q8_quantize(w.type, x, w.n_in, n_tokens, scratch, pool);
+  matmul_q8_quantize(isa, w.type, x, w.n_in, n_tokens, scratch, pool);
   matmul_q8_quantized(isa, w, n_tokens, y, scratch, pool);
 }
 
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t nkb = q8_act_blocks(w.n_in);
   std::vector<ActBlockQ8> act(static_cast<size_t>(n_tokens * nkb));
-  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data());
+  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data(), false);
   // The activations as the kernels see them: quant · d of its group.
   const int group = q8_group(w.type);
   std::vector<double> xq(static_cast<size_t>(n_tokens * w.n_in));

@@ -48,7 +48,8 @@ constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K;
 // One token's (up to) 256 inputs, quantized. [256] u8, [256] i16, [16] f32, [16] f32.
 struct ActBlockQ8 {
   uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127])
-  int16_t q16[kQ8BlockK];    // quant, widened (for the AVX2 kernel's 16-bit products)
+  int16_t q16[kQ8BlockK];    // quant, widened, for the AVX2 kernel's 16-bit products (Q8_0
+                             // weights); written only where asked (q8_reads_q16), else unset
   float d[kQ8MaxGroups];     // [group] scale of the group's quants
   float dsum[kQ8MaxGroups];  // [group] d · Σ quants of the group (for the min terms)
 };
@@ -61,9 +62,15 @@ struct alignas(64) PanelQ8 {
   int32_t offset[kQ8MaxGroups][kQ8Rows];    // [group][row] 128 · Σ_{k∈group} q
   float scale[kQ8MaxGroups][kQ8Rows];       // [group][row]
   float min[kQ8MaxGroups][kQ8Rows];         // [group][row] (all 0 unless has_min)
+  // K-quants (block_scale; else 0): scale = block_d · group_scale exactly, the integer scales as
+  // stored in the GGUF block, for kernels that apply them in integers (AVX2).
+  int16_t group_scale[kQ8MaxGroups][kQ8Rows];  // [group][row]
+  int32_t block_offset[kQ8Rows];               // [row] Σ_g group_scale · offset
+  float block_d[kQ8Rows];                      // [row] the super-block's scale d
   int group;      // inputs per group: 32, or 16 for Q6_K
   bool has_min;   // Q4_K, Q5_K
   bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
+  bool nibbles;   // quants in [0, 15] (Q4_K): four vpmaddubsw pair sums fit in 16 bits
   bool block_scale;  // K-quants: the activations (Q8_K) have one scale per 256 inputs (d[g] = d[0])
 };
 
@@ -77,9 +84,10 @@ bool q8_supported(quant::Type type);
 // The activation quant group of a weight type (32 for Q4_0/Q8_0/Q4_K/Q5_K, 16 for Q6_K).
 int q8_group(quant::Type type);
 
-// Quantizes tokens [t_begin, t_end) of x [n_tokens][n_in] into act [n_tokens][ceil(n_in/256)].
+// Quantizes tokens [t_begin, t_end) of x [n_tokens][n_in] into act [n_tokens][ceil(n_in/256)],
+// with ActBlockQ8::q16 where with_q16 (Q8_0 activations only; q8_reads_q16 says when).
 void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
-                             int64_t t_begin, int64_t t_end, ActBlockQ8* act);
+                             int64_t t_begin, int64_t t_end, ActBlockQ8* act, bool with_q16);
 
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
@@ -107,6 +115,9 @@ bool cpu_has_avx512_vnni();
 // Only the kernels of the architecture built for exist; others give the scalar twin.
 Q8MicroFn q8_micro(Isa isa);
 Q8PrepareFn q8_prepare(Isa isa);  // for q8_micro(isa)
+// Whether q8_micro(isa) reads ActBlockQ8::q16 of the activations that weights of weight_type
+// take (the AVX2 kernel, for Q8_0 activations: those of Q4_0 and Q8_0 weights).
+bool q8_reads_q16(Isa isa, quant::Type weight_type);
 Q8PrepareFn q8_prepare_avx2();    // matmul_q8_avx2.cpp: Q8_0's q16
 
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.
@@ -118,11 +129,11 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
                     void* scratch, ThreadPool& pool);
 
 // matmul_q8_with in two steps, so that weights sharing an x share its quantization (matmuls):
-// the activations of x [n_tokens][n_in] as weights of weight_type take them, into the scratch;
-// then the GEMM of w (w.n_in = n_in, a type with the same activations: q8_same_activations) on
+// the activations of x [n_tokens][n_in] as weights of weight_type take them (as the kernel of
+// isa reads them), into the scratch; then the GEMM of w (w.n_in = n_in, a type with the same activations: q8_same_activations) on
 // them. scratch as for matmul_q8_with.
-void matmul_q8_quantize(quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens, void* scratch,
-                        ThreadPool& pool);
+void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
+                        void* scratch, ThreadPool& pool);
 void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
 
 // Whether weights of types a and b take the same quantized activations (Q8_0 blocks for Q4_0 and

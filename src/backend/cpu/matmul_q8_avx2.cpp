@@ -8,7 +8,12 @@
 // activations (the signed quants, no offset). That is as many multiplies per input as the sign
 // trick (|w| × (x with w's sign) through vpmaddubsw, then vpmaddwd), without the vpsignb; on the
 // Zen 4 this was measured on, vpmaddwd runs at twice the rate of vpmaddubsw and of vpsignb.
-// K-quant panels apply the token's scale once per block (see matmul_q8_vnni.cpp).
+// K-quant panels apply their rows' integer group scales in the vpmaddwd that widens the pair
+// sums (it multiplies by the scale where Q4_0 multiplies by 1), so a block of 256 inputs sums
+// exactly in int32 and the float work (scales, conversion) is done once per block, not per group.
+// (Q8_0's 16-bit path was tried for K-quant panels and ran ~20% slower on the same Zen 4: their
+// narrow quants let two or four vpmaddubsw share one vpmaddwd, 2.25-2.5 instructions per 32
+// products where 16-bit products take 4.)
 #include <immintrin.h>
 
 #include <cstring>
@@ -41,17 +46,14 @@ inline void store_half(float* y, __m256 v, int n, bool accumulate) {
   for (int j = 0; j < n; ++j) y[j] = (accumulate ? y[j] : 0.0f) + tmp[j];
 }
 
-// Rows [8·half, 8·half + 8) of a panel of quants below 2^5 in magnitude (all but Q8_0) against 4
-// tokens, through vpmaddubsw.
-template <int kGroup, bool kMin, bool kBlockScale>
+// Rows [8·half, 8·half + 8) of a Q4_0 panel against 4 tokens, through vpmaddubsw.
 void half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (&a)[4], int n_tok,
                float* y, int64_t ldy, int n_rows, bool accumulate) {
-  constexpr int kQuads = kGroup / 4;
-  static_assert(kBlockScale || !kMin, "min terms come with Q8_K activations");
+  constexpr int kGroup = 32, kQuads = kGroup / 4;
   const int n_groups = static_cast<int>(kc / kGroup);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 s[4], m[4];
-  for (int t = 0; t < 4; ++t) s[t] = m[t] = _mm256_setzero_ps();
+  __m256 s[4];
+  for (int t = 0; t < 4; ++t) s[t] = _mm256_setzero_ps();
   for (int g = 0; g < n_groups; ++g) {
     const int8_t* wq = &p.q[g * kQuads][8 * half][0];
     const int k = g * kGroup;
@@ -70,21 +72,56 @@ void half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (
       }
     }
     const __m256 sc = _mm256_load_ps(&p.scale[g][8 * half]);
-    for (int t = 0; t < 4; ++t) {
-      if constexpr (kBlockScale)
-        s[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(c[t]), s[t]);
-      else
-        s[t] = _mm256_fmadd_ps(_mm256_set1_ps(a[t]->d[g]), _mm256_mul_ps(sc, _mm256_cvtepi32_ps(c[t])), s[t]);
+    for (int t = 0; t < 4; ++t)
+      s[t] = _mm256_fmadd_ps(_mm256_set1_ps(a[t]->d[g]), _mm256_mul_ps(sc, _mm256_cvtepi32_ps(c[t])), s[t]);
+  }
+  const int n = n_rows - 8 * half;
+  for (int t = 0; t < n_tok; ++t) store_half(y + t * ldy + 8 * half, s[t], n, accumulate);
+}
+
+// Rows [8·half, 8·half + 8) of a K-quant panel (quants below 2^5 in magnitude) against 4 tokens:
+// vpmaddwd multiplies the pair sums by the rows' group scales, into one int32 sum per row and
+// token over the block (|Σ| <= 16 · 16 · 255 · 32 · 128 < 2^31 for Q6_K, less for Q4_K/Q5_K),
+// started from −block_offset; then y = d_x · (d_w · Σ) − Σ_g dsum_g · min_g. kQuadsPer16 quads'
+// vpmaddubsw pair sums are added in 16 bits before each vpmaddwd: 2 (|sum| <= 2·2·255·32 < 2^15),
+// or 4 for quants in [0, 15] (4·2·255·15 < 2^15).
+template <int kGroup, bool kMin, int kQuadsPer16>
+void scaled_half_avx2(const PanelQ8& p, int half, int64_t kc, const ActBlockQ8* const (&a)[4], int n_tok,
+                      float* y, int64_t ldy, int n_rows, bool accumulate) {
+  constexpr int kQuads = kGroup / 4;
+  const int n_groups = static_cast<int>(kc / kGroup);
+  const __m256i start = _mm256_sub_epi32(
+      _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&p.block_offset[8 * half])));
+  __m256i c[4] = {start, start, start, start};
+  __m256 m[4];
+  for (int t = 0; t < 4; ++t) m[t] = _mm256_setzero_ps();
+  for (int g = 0; g < n_groups; ++g) {
+    const int8_t* wq = &p.q[g * kQuads][8 * half][0];
+    const int k = g * kGroup;
+    // Each row's scale in both 16-bit halves of its 32-bit lane (the row's two pair sums).
+    const __m256i sc16 = _mm256_cvtepu16_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(&p.group_scale[g][8 * half])));
+    const __m256i sc = _mm256_or_si256(sc16, _mm256_slli_epi32(sc16, 16));
+    for (int i = 0; i < kQuads; i += kQuadsPer16) {
+      __m256i w[kQuadsPer16];
+      for (int j = 0; j < kQuadsPer16; ++j) w[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 64 * (i + j)));
+      for (int t = 0; t < 4; ++t) {
+        __m256i pairs = _mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * i), w[0]);
+        for (int j = 1; j < kQuadsPer16; ++j)
+          pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(bcast4(a[t]->q + k + 4 * (i + j)), w[j]));
+        c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(pairs, sc));
+        keep_chain(c[t]);
+      }
     }
     if constexpr (kMin) {
       const __m256 mn = _mm256_load_ps(&p.min[g][8 * half]);
       for (int t = 0; t < 4; ++t) m[t] = _mm256_fmadd_ps(_mm256_set1_ps(a[t]->dsum[g]), mn, m[t]);
     }
   }
+  const __m256 dw = _mm256_loadu_ps(&p.block_d[8 * half]);
   const int n = n_rows - 8 * half;
   for (int t = 0; t < n_tok; ++t) {
-    __m256 v = s[t];
-    if constexpr (kBlockScale) v = _mm256_fmsub_ps(_mm256_set1_ps(a[t]->d[0]), v, m[t]);
+    const __m256 v = _mm256_fmsub_ps(_mm256_set1_ps(a[t]->d[0]), _mm256_mul_ps(dw, _mm256_cvtepi32_ps(c[t])), m[t]);
     store_half(y + t * ldy + 8 * half, v, n, accumulate);
   }
 }
@@ -139,11 +176,13 @@ void micro_avx2(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, 
   if (p.wide)  // Q8_0
     wide_avx2(p, kc, a, n_tok, y, ldy, n_rows, accumulate);
   else if (!p.block_scale)  // Q4_0
-    halves([&](int h) { half_avx2<32, false, false>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
+    halves([&](int h) { half_avx2(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
   else if (p.group == 16)  // Q6_K
-    halves([&](int h) { half_avx2<16, false, true>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
-  else  // Q4_K, Q5_K
-    halves([&](int h) { half_avx2<32, true, true>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
+    halves([&](int h) { scaled_half_avx2<16, false, 2>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
+  else if (p.nibbles)  // Q4_K
+    halves([&](int h) { scaled_half_avx2<32, true, 4>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
+  else  // Q5_K
+    halves([&](int h) { scaled_half_avx2<32, true, 2>(p, h, kc, a, n_tok, y, ldy, n_rows, accumulate); });
 }
 
 // q [input / 4][row][4] -> q16 [input / 2][row][2] for Q8_0 panels (the others do not use it).
