@@ -214,9 +214,10 @@ struct Targets {
 };
 
 // A CTA of kWarps warps takes kWarps / split rows; each row is cut into `split` parts (split
-// warps) that take interleaved chunks of it. A warp streams its chunks through `stages`
-// shared-memory buffers of D::blocks blocks (cp.async, 16 bytes per lane per copy, the next
-// chunks in flight while one is used); each lane then takes its items of the chunk. Up to NT
+// warps) that take interleaved chunks of it. A warp streams its chunks through STAGES
+// shared-memory buffers of BLOCKS blocks (cp.async, 16 bytes per lane per copy; or with TMA one
+// bulk copy per chunk from lane 0, landing on the stage's mbarrier; the next chunks in flight
+// while one is used); each lane then takes its items of the chunk. Up to NT
 // tokens share every unpacked item. The parts' sums are added in part order (deterministic).
 template <Type T, int NT, int BLOCKS, int STAGES, bool TMA>
 __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
@@ -246,7 +247,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
     mbarrier_init_fence();
     __syncwarp();
   }
-  auto issue = [&](int j) {  // this warp's j-th chunk; always commits, so group counts stay uniform
+  auto issue = [&](int j) {  // this warp's j-th chunk; cp.async always commits (uniform group counts)
     if constexpr (TMA) {
       if (j < my_chunks && lane == 0) {
         const int base = (part + j * split) * kChunk;
