@@ -104,7 +104,9 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
               }
             for (int t = 0; t < 4; ++t)
               for (int r = 0; r < 16; ++r)
-                if (t >= n_tok || r >= n_rows) ASSERT_EQ(b.data()[t * 16 + r], kSentinel) << "wrote outside the tile";
+                if (t >= n_tok || r >= n_rows) {
+                  ASSERT_EQ(b.data()[t * 16 + r], kSentinel) << "wrote outside the tile";
+                }
             EXPECT_TRUE(a.guards_intact() && b.guards_intact());
           }
         }

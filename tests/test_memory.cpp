@@ -56,7 +56,7 @@ constinit std::atomic<uint64_t> g_largest{0};   // largest single request while 
 
 constinit std::atomic<bool> g_trap{false};     // KEEL_TRAP_ALLOC=1: SIGTRAP at a counted allocation (run under gdb)
 
-inline void note_alloc(std::atomic<uint64_t>& counter, size_t bytes) {
+[[maybe_unused]] inline void note_alloc(std::atomic<uint64_t>& counter, size_t bytes) {
   if (!g_counting.load(std::memory_order_relaxed)) return;
   if (g_trap.load(std::memory_order_relaxed)) trap_here();
   counter.fetch_add(1, std::memory_order_relaxed);
@@ -64,7 +64,7 @@ inline void note_alloc(std::atomic<uint64_t>& counter, size_t bytes) {
   while (bytes > seen && !g_largest.compare_exchange_weak(seen, bytes, std::memory_order_relaxed)) {
   }
 }
-inline void note_free(void* p) {
+[[maybe_unused]] inline void note_free(void* p) {
   if (p && g_counting.load(std::memory_order_relaxed)) g_frees.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -172,7 +172,9 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
           EXPECT_EQ(cats, p.total_bytes);
           EXPECT_EQ(largest, p.largest_buffer_bytes);
           EXPECT_LE(p.options.chunk, ctx);
-          if (!p.fits) EXPECT_EQ(p.options.chunk, plan::smallest_auto_chunk(ctx));  // the table's chunk
+          if (!p.fits) {
+            EXPECT_EQ(p.options.chunk, plan::smallest_auto_chunk(ctx));  // the table's chunk
+          }
           if (p.fits) {
             ++n_fits;
             EXPECT_LE(p.total_bytes, device.budget_bytes);
@@ -382,7 +384,9 @@ TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
   EXPECT_EQ(j["min_useful_chunk"], 256);
   EXPECT_EQ(j["chunk"], 256);
   for (const auto& s : j["suggestions"])
-    if (s["verified"].get<bool>()) EXPECT_GE(s["chunk"].get<int64_t>(), 256) << s.dump();
+    if (s["verified"].get<bool>()) {
+      EXPECT_GE(s["chunk"].get<int64_t>(), 256) << s.dump();
+    }
 }
 
 // keel serve's recurrent-state snapshots in the plan: one sequence's state each, in the

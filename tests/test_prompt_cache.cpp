@@ -63,7 +63,7 @@ TEST_P(PromptCache, SaveLoadContinueEqualsUninterrupted) {
   TempDir dir;
   const auto prompt = tokens(70);
   for (size_t saved : {16u, 23u, 32u, 45u}) {  // page 16, chunk 32: on and off both
-    const std::string path = (dir.path / ("s" + std::to_string(saved))).string();
+    const std::string path = (dir.path / std::string("s").append(std::to_string(saved))).string();
     const std::span<const int32_t> prefix = std::span<const int32_t>(prompt).first(saved);
     const std::span<const int32_t> rest = std::span<const int32_t>(prompt).subspan(saved);
     // Uninterrupted: the prefix, then the rest and two decodes.

@@ -98,12 +98,15 @@ TEST(Quantize, EdgeRows) {
         // Never further off than the row's largest magnitude (a loose sanity bound).
         ASSERT_LE(std::fabs(y[j] - rows[i][j]), amax * 0.6 + 1e-30) << type_name(t) << " row " << i << " j " << j;
       }
-      if (i == 0)
+      if (i == 0) {
         for (float v : y) ASSERT_EQ(v, 0.0f) << type_name(t);
-      if (i == 1 || i == 2)  // a constant row is exact up to the f16 scales
+      }
+      if (i == 1 || i == 2) {  // a constant row is exact up to the f16 scales
         EXPECT_LT(rel_rmse(rows[i], y), 2e-3) << type_name(t) << " row " << i;
-      if (i >= 3)
+      }
+      if (i >= 3) {
         EXPECT_LT(rel_rmse(rows[i], y), t == Type::Q4_0 ? 0.2 : 0.12) << type_name(t) << " row " << i;
+      }
     }
   }
 }

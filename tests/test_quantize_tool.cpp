@@ -103,7 +103,9 @@ TEST(QuantizeTool, RequantizesAQuantizedFile) {
 
   tools::RequantizePlan same = tools::plan_requantize(in, model::FileType::q4_k);
   for (const auto& job : same.jobs)
-    if (job.record.name == "blk.0.ffn_up.weight") EXPECT_NE(job.raw, nullptr);
+    if (job.record.name == "blk.0.ffn_up.weight") {
+      EXPECT_NE(job.raw, nullptr);
+    }
 }
 
 TEST(QuantizeTool, RefusesUnknownTypesAndArchitectures) {

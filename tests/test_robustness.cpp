@@ -243,7 +243,9 @@ TEST(Robustness, RoundTripKeepsEveryByteTheVocabularyCanSpell) {
       for (unsigned char c : s) all_spelled = all_spelled && spells(c);
       const bool kept = tok.decode(tok.encode(s, false, false)) == s;
       lossy += !kept;
-      if (all_spelled) EXPECT_TRUE(kept) << name << " U+" << std::hex << cp;
+      if (all_spelled) {
+        EXPECT_TRUE(kept) << name << " U+" << std::hex << cp;
+      }
     }
     RecordProperty(std::string("unspellable_code_points_") + name, lossy);
   }

@@ -167,7 +167,7 @@ TEST(TemplateRobustness, WrongTypesAndHugeNumbersAreTemplateErrors) {
 TEST(TemplateRobustness, LargeObjectsAreLinear) {
   json big = json::object();  // appended past ordered_map's own search, itself quadratic
   auto& members = static_cast<json::object_t::Container&>(big.get_ref<json::object_t&>());
-  for (int i = 0; i < 100000; ++i) members.emplace_back("k" + std::to_string(i), i);
+  for (int i = 0; i < 100000; ++i) members.emplace_back(std::string("k").append(std::to_string(i)), i);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(render("{{ d|length }} {{ d.k99999 }} {{ namespace(d).k5 }} {{ dict(d)|length }}", json{{"d", big}}),
             "100000 99999 5 100000");

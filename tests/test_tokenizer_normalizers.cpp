@@ -46,7 +46,9 @@ void expect_like_hf(const std::string& name) {
     EXPECT_EQ(tok.decode(ids), row["decoded"].get<std::string>()) << name << ": " << text;
   }
   // Each hand-written normalizer changes some of the texts (else this test could not fail).
-  if (name != "llama3") EXPECT_GT(changed, 0) << name;
+  if (name != "llama3") {
+    EXPECT_GT(changed, 0) << name;
+  }
 }
 
 }  // namespace

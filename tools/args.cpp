@@ -36,7 +36,7 @@ bool Args::parse(const std::vector<std::string>& argv) {
       if (!opt) throw Error("keel " + command_ + ": unknown option '" + arg + "' (see --help)", ErrorKind::usage);
       if (opt->value_name.empty()) {
         if (inline_value) throw Error("keel " + command_ + ": option '" + arg + "' takes no value", ErrorKind::usage);
-        values_[key_of(*opt)] = "1";
+        values_[key_of(*opt)] = std::string("1");  // not = "1": GCC 12's false -Wrestrict (bug 105329)
       } else if (inline_value) {
         values_[key_of(*opt)] = *inline_value;
       } else {

@@ -90,7 +90,7 @@ int cmd_bench(const CommandArgs& argv) {
     std::string t;
     for (const auto& ti : model->file().tensors())
       if (ti.n_dims >= 2 && t.find(quant::type_name(ti.type)) == std::string::npos)
-        t += (t.empty() ? "" : "+") + std::string(quant::type_name(ti.type));
+        t.append(t.empty() ? "" : "+").append(quant::type_name(ti.type));
     return t;
   }();
 

@@ -20,7 +20,8 @@ constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kGiB = 1ull << 30;
 
 DeviceProfile apple(std::string name, uint64_t working_set, uint64_t max_buffer) {
-  return DeviceProfile{std::move(name), "unified", working_set, max_buffer, "recommendedMaxWorkingSetSize"};
+  return DeviceProfile{.name = std::move(name), .memory = "unified", .budget_bytes = working_set, .max_buffer_bytes = max_buffer,
+                       .budget_source = "recommendedMaxWorkingSetSize"};
 }
 
 // "MemAvailable:   12345678 kB" -> bytes; 0 when the key is absent.

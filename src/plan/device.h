@@ -21,7 +21,7 @@ struct DeviceProfile {
   std::string budget_source;      // why the budget is what it is ("MemAvailable", "recommendedMaxWorkingSetSize", "--budget")
   backend::Device backend = backend::Device::host;  // the backend a session on this device runs
   int ordinal = 0;                // which GPU (cuda:N)
-  std::string absent;             // why a session cannot run here ("": it can): no such GPU, no CUDA
+  std::string absent{};           // why a session cannot run here ("": it can): no such GPU, no CUDA
 };
 
 // GPU `ordinal` ("cuda:N"): budget = the free memory cudaMemGetInfo reports minus the CUDA

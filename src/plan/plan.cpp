@@ -234,7 +234,7 @@ void add_advice(const Prepared& prep, Plan& plan) {
     const std::string flag = "--kv-type " + std::string(runtime::kv_type_name(t));
     Plan p = useful_plan(prep, alt);
     if (p.fits) {
-      suggest(flag + (ctx_limit != req.n_ctx ? " " + ctx_flag(ctx_limit) : ""), p);
+      suggest(ctx_limit != req.n_ctx ? flag + " " + ctx_flag(ctx_limit) : flag, p);
       break;
     }
     if (t == runtime::KvType::q8_0) {

@@ -45,10 +45,10 @@ void collect(const json& spec, std::vector<Decoder::Step>& steps, std::vector<st
   if (type == "Sequence") {
     for (const json& d : spec.at("decoders")) collect(d, steps, unsupported);
   } else if (type == "ByteLevel" || type == "Fuse") {
-    steps.push_back({Kind::fuse});
+    steps.push_back({.kind = Kind::fuse});
   } else if (type == "Replace") {
     const json& pattern = spec.at("pattern");
-    Decoder::Step s{pattern.contains("Regex") ? Kind::replace_regex : Kind::replace_string};
+    Decoder::Step s{.kind = pattern.contains("Regex") ? Kind::replace_regex : Kind::replace_string};
     if (s.kind == Kind::replace_regex)
       s.regex.emplace(pattern.at("Regex").get<std::string>());
     else
@@ -56,7 +56,7 @@ void collect(const json& spec, std::vector<Decoder::Step>& steps, std::vector<st
     s.content = spec.at("content").get<std::string>();
     steps.push_back(std::move(s));
   } else if (type == "Strip") {
-    Decoder::Step s{Kind::strip};
+    Decoder::Step s{.kind = Kind::strip};
     s.pattern = spec.at("content").get<std::string>();
     s.start = spec.value("start", size_t{0});
     s.stop = spec.value("stop", size_t{0});

@@ -28,9 +28,9 @@ class Decoder {
   enum class Kind { fuse, replace_string, replace_regex, strip };
   struct Step {
     Kind kind;
-    std::string pattern;  // replace_string: the literal; strip: the character (UTF-8)
-    std::string content;  // replace_*: the replacement
-    std::optional<Regex> regex;
+    std::string pattern{};  // replace_string: the literal; strip: the character (UTF-8)
+    std::string content{};  // replace_*: the replacement
+    std::optional<Regex> regex{};
     size_t start = 0, stop = 0;  // strip: how many times at most at each end
   };
 

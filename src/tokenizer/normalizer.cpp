@@ -150,7 +150,7 @@ void collect(const json& spec, std::vector<Normalizer::Step>& steps, std::vector
   using Kind = Normalizer::Kind;
   if (spec.is_null()) return;
   const std::string type = spec.value("type", "");
-  const auto add = [&](Kind kind) -> Normalizer::Step& { return steps.emplace_back(Normalizer::Step{kind}); };
+  const auto add = [&](Kind kind) -> Normalizer::Step& { return steps.emplace_back(Normalizer::Step{.kind = kind}); };
   if (type == "Sequence") {
     for (const json& s : spec.at("normalizers")) collect(s, steps, unsupported);
   } else if (type == "NFC") {

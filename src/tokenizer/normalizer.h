@@ -29,9 +29,9 @@ class Normalizer {
   enum class Kind { nfc, nfd, nfkc, nfkd, lowercase, replace_string, replace_regex, prepend, strip, strip_accents };
   struct Step {
     Kind kind;
-    std::string pattern;      // replace_string: the literal to find
-    std::string content;      // replace_*: the replacement; prepend: the prefix
-    std::optional<Regex> regex;  // replace_regex: the compiled pattern
+    std::string pattern{};         // replace_string: the literal to find
+    std::string content{};         // replace_*: the replacement; prepend: the prefix
+    std::optional<Regex> regex{};  // replace_regex: the compiled pattern
     bool strip_left = false, strip_right = false;
   };
 

@@ -127,7 +127,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     std::string_view piece_text = text.substr(f.offset, f.length);
     if (!d.normalizer.empty()) piece_text = rewritten.emplace_back(d.normalizer.apply(piece_text));
     if (piece_text.empty()) continue;
-    if (d.prefix_space && piece_text.front() != ' ') piece_text = rewritten.emplace_back(" " + std::string(piece_text));
+    if (d.prefix_space && piece_text.front() != ' ') piece_text = rewritten.emplace_back(std::string(" ").append(piece_text));
     for (const Span& s : d.pre.split(piece_text)) {
       const std::string_view piece = piece_text.substr(s.offset, s.length);
       auto [it, fresh] = cache.try_emplace(piece, store.size(), 0);

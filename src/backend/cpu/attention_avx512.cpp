@@ -2,8 +2,10 @@
 // runtime check in attention_kernels_for(), for head sizes that are a multiple of 16).
 // GCC 12 warns inside its own unmasked AVX-512 intrinsics (the `__Y = __Y` pass-through of
 // _mm512_undefined_ps, GCC bug 105593) once they are inlined into loops; the warning is noise.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include "backend/cpu/attention_kernels.h"

@@ -17,6 +17,12 @@
 
 #include "backend/cpu/gated_delta.h"
 
+// The `omp simd` hints below are for GCC; clang reports each loop it does not vectorize as a
+// warning (-Wpass-failed), which says nothing about the code's correctness.
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 namespace keel::cpu {
 namespace {
 

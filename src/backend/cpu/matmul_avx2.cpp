@@ -20,8 +20,6 @@ using quant::Type;
 
 inline float f16(quant::f16_bits h) { return _cvtsh_ss(h); }
 
-inline float hsum(__m256 v) { return hsum_avx2(v); }
-
 // 8 bytes -> 8 floats (unsigned or signed).
 inline __m256 u8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
 inline __m256 i8_to_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }

@@ -92,18 +92,23 @@ inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<con
 // ---- one row against NT tokens: out[t] = Σ_k W[k] · xq_t[k] ----------------------------------
 // a: token t's activation blocks start at a + t * lda.
 
-// Q4_0 and Q8_0: 32 signed quants per block.
-inline __m256i quants_q8_0(const quant::BlockQ8_0& b) { return load32(b.qs); }
-inline __m256i quants_q4_0(const quant::BlockQ4_0& b) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
-  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
-}
+// Q4_0 and Q8_0: 32 signed quants per block (types, not function pointers: a pointer to a
+// function returning __m256i as a template argument drops the vector type's attributes).
+struct Q8_0Quants {
+  static __m256i get(const quant::BlockQ8_0& b) { return load32(b.qs); }
+};
+struct Q4_0Quants {
+  static __m256i get(const quant::BlockQ4_0& b) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+    return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+  }
+};
 
 // acc[t] += (d_w · d_x) · Σ_{k < 32} w_k · x_k for the block i of 32 inputs.
-template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+template <class Dot, int NT, class Block, class Quants>
 inline void block_q32(const Block& b, int64_t i, const GemvActQ8* a, int64_t lda, __m256 (&acc)[NT]) {
-  const __m256i w = kQuants(b);
+  const __m256i w = Quants::get(b);
   const __m256i w_abs = _mm256_abs_epi8(w);  // -128 gives 0x80: 128 as the unsigned operand
   const float dw = f16(b.d);
   const int64_t blk = i / 8;
@@ -117,7 +122,7 @@ inline void block_q32(const Block& b, int64_t i, const GemvActQ8* a, int64_t lda
 
 // Blocks in pairs with an accumulator each: one FMA chain per token would bound a block's time by
 // the FMA latency.
-template <class Dot, int NT, class Block, __m256i (*kQuants)(const Block&)>
+template <class Dot, int NT, class Block, class Quants>
 void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
   const auto* b = reinterpret_cast<const Block*>(row);
   const int64_t nb = n_in / 32;
@@ -125,10 +130,10 @@ void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, flo
   for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
-    block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
-    block_q32<Dot, NT, Block, kQuants>(b[i + 1], i + 1, a, lda, odd);
+    block_q32<Dot, NT, Block, Quants>(b[i], i, a, lda, even);
+    block_q32<Dot, NT, Block, Quants>(b[i + 1], i + 1, a, lda, odd);
   }
-  if (i < nb) block_q32<Dot, NT, Block, kQuants>(b[i], i, a, lda, even);
+  if (i < nb) block_q32<Dot, NT, Block, Quants>(b[i], i, a, lda, even);
   for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
 }
 
@@ -254,10 +259,10 @@ void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, fl
 // ---- the table --------------------------------------------------------------------------------
 
 // The row kernels as gemv_rows takes them (Kernel::run<NT>).
-template <class Dot, class Block, __m256i (*kQuants)(const Block&)>
+template <class Dot, class Block, class Quants>
 struct RowQ32 {
   template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
-    row_q32<Dot, NT, Block, kQuants>(r, n, a, lda, out);
+    row_q32<Dot, NT, Block, Quants>(r, n, a, lda, out);
   }
 };
 template <class Dot, class Block, class Quants>
@@ -276,8 +281,8 @@ struct RowQ6K {
 template <class Dot>
 Q8GemvFn gemv_table(Type type) {
   switch (type) {
-    case Type::Q4_0: return gemv_rows<RowQ32<Dot, quant::BlockQ4_0, quants_q4_0>>;
-    case Type::Q8_0: return gemv_rows<RowQ32<Dot, quant::BlockQ8_0, quants_q8_0>>;
+    case Type::Q4_0: return gemv_rows<RowQ32<Dot, quant::BlockQ4_0, Q4_0Quants>>;
+    case Type::Q8_0: return gemv_rows<RowQ32<Dot, quant::BlockQ8_0, Q8_0Quants>>;
     case Type::Q4_K: return gemv_rows<RowK4<Dot, quant::BlockQ4_K, Q4KQuants>>;
     case Type::Q5_K: return gemv_rows<RowK4<Dot, quant::BlockQ5_K, Q5KQuants>>;
     case Type::Q6_K: return gemv_rows<RowQ6K<Dot>>;

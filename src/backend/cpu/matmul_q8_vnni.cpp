@@ -12,8 +12,10 @@
 //
 // GCC 12 warns inside _mm512_cvtepi32_ps once it is inlined into these loops (the `__Y = __Y` of
 // _mm512_undefined_ps, GCC bug 105593); the warning is noise.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstring>
