@@ -6,6 +6,12 @@
 
 #include "quant/blocks.h"
 
+// The `omp simd` hints below are for GCC; clang reports each loop it does not vectorize as a
+// warning (-Wpass-failed), which says nothing about the code's correctness.
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 namespace keel::quant {
 namespace {
 
