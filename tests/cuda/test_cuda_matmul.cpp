@@ -188,11 +188,13 @@ void quantize_host(const std::vector<float>& x, std::vector<int8_t>& q, std::vec
 TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(14);
-  // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk (Q6_K: whole
-  // chunks, its rows are 16-byte multiples only every 8 blocks); few rows (cut in 2 or 4 parts,
-  // one warp each) and more rows than the GPU holds warps (whole rows, several waves).
+  // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk; few rows (cut
+  // in 2 or 4 parts, one warp each) and more rows than the GPU holds warps (whole rows, several
+  // waves); rows that start off 16-byte boundaries (Q6_K at 1280 and 5120 inputs, Qwen3.5-27B's
+  // width: rows of 1050 and 4200 bytes; Q8_0 and Q4_0 at 1312 and 96).
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
-  for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{type == Type::Q6_K ? 4096 : 1280, 67}, {8192, 67}, {8192, 4099}}) {
+  for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{1280, 67}, {8192, 67}, {8192, 4099},
+                             {type == Type::Q6_K ? 5120 : 1312, 4099}, {type == Type::Q6_K ? 5120 : 96, 67}}) {
     ASSERT_TRUE(cuda::gemv_q8_supports({type, nullptr, n_in, n_out})) << quant::type_name(type);
     const auto w = random_weights(type, n_in, n_out, rng);
     const auto W = dequant_all(type, w, n_in, n_out);
@@ -233,8 +235,7 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
                   std::string(quant::type_name(type)).c_str(), (long long)n_out, (long long)n_in, (long long)n_tok, worst);
     }
   }
-  // Rows that are not whole 16-byte units are left to the f32 GEMV.
-  EXPECT_FALSE(cuda::gemv_q8_supports({Type::Q6_K, nullptr, 1280, 4}));
+  EXPECT_TRUE(cuda::gemv_q8_supports({Type::Q6_K, nullptr, 1280, 4}));
   EXPECT_FALSE(cuda::gemv_q8_supports({Type::F16, nullptr, 4096, 4}));
 }
 

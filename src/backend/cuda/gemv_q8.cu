@@ -228,7 +228,13 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   const uint8_t* __restrict__ w = targets.t[k].w;
   float* __restrict__ y = targets.t[k].y;
   const int n_out = targets.t[k].n_out, split = targets.t[k].split;
-  constexpr int kChunk = BLOCKS * D::bytes, kStride = kChunk + 16, kStages = STAGES;
+  // Rows of the types read with words_unaligned (Q8_0, Q4_0, Q6_K) may start at any even byte
+  // (row bytes not a multiple of 16: Q6_K rows of 5120 or 17408 inputs, Qwen3.5-27B's): the copies
+  // then take the 16-byte aligned window around the chunk (one more piece) and the items read at
+  // the row's offset `mis` in it. Buffers: the chunk, that piece, and the word words_unaligned
+  // may read past the end.
+  constexpr bool kAnyAlign = T == Type::Q8_0 || T == Type::Q4_0 || T == Type::Q6_K;
+  constexpr int kChunk = BLOCKS * D::bytes, kStride = kChunk + (kAnyAlign ? 32 : 16), kStages = STAGES;
   constexpr int kItemsPerLane = BLOCKS * D::lanes / 32;
   static_assert(kChunk % 16 == 0 && BLOCKS * D::lanes % 32 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
@@ -239,6 +245,9 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   const int n_blocks = n_in / D::elems, n_chunks = (n_blocks + BLOCKS - 1) / BLOCKS;
   const int my_chunks = row < n_out && part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
   const uint8_t* wr = w + static_cast<size_t>(row < n_out ? row : 0) * row_bytes;
+  const int mis = kAnyAlign ? int(reinterpret_cast<uintptr_t>(wr) & 15) : 0;
+  const uint8_t* wa = wr - mis;                                  // 16-byte aligned
+  const int span = row_bytes + mis, pieces = kChunk / 16 + (mis != 0);  // the row's bytes from wa; pieces a chunk
   const int groups_per_row = n_in / int(kActGroup);
 
   if constexpr (TMA) {
@@ -251,16 +260,17 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
     if constexpr (TMA) {
       if (j < my_chunks && lane == 0) {
         const int base = (part + j * split) * kChunk;
-        bulk_copy(smem[warp][j % kStages], wr + base, uint32_t(min(kChunk, row_bytes - base)), &landed[warp][j % kStages]);
+        const int bytes = min(16 * pieces, (span - base + 15) / 16 * 16);  // ends within the allocation (256-byte rounded)
+        bulk_copy(smem[warp][j % kStages], wa + base, uint32_t(bytes), &landed[warp][j % kStages]);
       }
       return;
     }
     if (j < my_chunks) {
       uint8_t* dst = smem[warp][j % kStages];
       const int base = (part + j * split) * kChunk;
-      for (int i = lane; i < kChunk / 16; i += 32) {
-        const bool valid = base + 16 * i < row_bytes;
-        cp_async16(dst + 16 * i, wr + (valid ? base + 16 * i : 0), valid);
+      for (int i = lane; i < pieces; i += 32) {
+        const bool valid = base + 16 * i < span;
+        cp_async16(dst + 16 * i, wa + (valid ? base + 16 * i : 0), valid);
       }
     }
     cp_async_commit();
@@ -288,7 +298,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
       const int item = lane + 32 * k, b = item / D::lanes, sub = item % D::lanes;
       const int block = c * BLOCKS + b;
       if (block >= n_blocks) continue;
-      const auto it = D::unpack(buf + b * D::bytes, sub);
+      const auto it = D::unpack(buf + mis + b * D::bytes, sub);
       const int g = block * (D::elems / int(kActGroup)) + D::group(sub);
 #pragma unroll
       for (int t = 0; t < NT; ++t)
@@ -427,7 +437,10 @@ bool gemv_q8_supports(const DeviceWeight& w) {
     default: return false;
   }
   const uint64_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
-  return rb % 16 == 0 && rb < (uint64_t{1} << 31) && w.n_in % kActGroup == 0;
+  // Q4_K and Q5_K items read their blocks 16-byte aligned (their rows always are); the others
+  // take rows that start at any even byte (gemv_q8_kernel's window).
+  const bool aligned = w.type != Type::Q4_K && w.type != Type::Q5_K ? rb % 2 == 0 : rb % 16 == 0;
+  return aligned && rb < (uint64_t{1} << 31) && w.n_in % kActGroup == 0;
 }
 
 void quantize_act_q8(const float* x, int64_t n_tokens, int64_t n_in, void* act, cudaStream_t stream) {

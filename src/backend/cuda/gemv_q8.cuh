@@ -27,8 +27,8 @@ constexpr int64_t kActGroup = 32;  // inputs per activation scale
 // Device bytes of quantized activations for n_tokens rows of n_in inputs (n_in % 32 == 0).
 size_t act_q8_bytes(int64_t n_in, int64_t n_tokens);
 
-// True when gemv_q8 multiplies this weight: a type above, and rows of whole 16-byte units (the
-// copies' size; every row of 256 inputs or a multiple is).
+// True when gemv_q8 multiplies this weight: a type above and inputs a multiple of 32 (Q4_K and
+// Q5_K rows are whole 16-byte units; rows of the other types may start at any even byte).
 bool gemv_q8_supports(const DeviceWeight& w);
 
 // act <- x [n_tokens, n_in] quantized: int8 q [n_tokens][n_in], then, 256 bytes aligned after
