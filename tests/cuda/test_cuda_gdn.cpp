@@ -10,6 +10,7 @@
 
 #include "backend/cpu/gated_delta.h"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gemv_q8.cuh"
 #include "cuda_test_util.h"
 
 namespace {
@@ -135,6 +136,7 @@ TEST(CudaGdn, L2NormGatesGatedRmsNorm) {
   {
     const int64_t rows = 97, dim = 128;
     auto o = cuda_test::random_floats(size_t(rows * dim), rng, 3.0f);
+    const auto o0 = o;
     const auto z = cuda_test::random_floats(size_t(rows * dim), rng, 2.0f);
     const auto w = cuda_test::random_floats(size_t(dim), rng);
     auto dox = upload(o);
@@ -145,6 +147,20 @@ TEST(CudaGdn, L2NormGatesGatedRmsNorm) {
     const auto got = download<float>(dox, o.size());
     cpu::gated_rms_norm(o.data(), z.data(), w.data(), rows, dim, 1e-6f);
     EXPECT_LT(rel_err(got.data(), o.data(), o.size()), 1e-6);
+    // With 8-bit activations asked for (decode: 97 heads of one token's row): the same output, and
+    // the bits quantize_act_q8 gives for it.
+    const int64_t width = rows * dim;
+    cuda::DeviceBuffer act(cuda::act_q8_bytes(width, 1)), act_ref(cuda::act_q8_bytes(width, 1));
+    int8_t* q = nullptr;
+    float2* s = nullptr;
+    cuda::act_q8_parts(act.data(), width, 1, q, s);
+    auto dox2 = upload(o0);
+    cuda::gated_rms_norm(dox2.as<float>(), dz.as<float>(), dw.as<float>(), rows, dim, 1e-6f, nullptr, q, s);
+    cuda::quantize_act_q8(dox2.as<float>(), 1, width, act_ref.data(), nullptr);
+    cuda_test::sync();
+    EXPECT_EQ(download<float>(dox2, o.size()), got);
+    EXPECT_TRUE(download<uint8_t>(act, act.bytes()) == download<uint8_t>(act_ref, act_ref.bytes()))
+        << "gated_rms_norm's 8-bit activations";
   }
 }
 

@@ -383,6 +383,17 @@ void CudaBackend::add_rms_norm(float* y, const float* x, const float* w, float* 
 void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
   const auto op_scope = op("gated_rms_norm", o, z, w, n_rows, dim, eps);
   if (op_scope.skip) return;
+  // Decode: the output feeds the output projection's GEMV; quantize it for that on the way.
+  const int64_t tokens = batch_.n_tokens, width = tokens > 0 ? n_rows * dim / tokens : 0;
+  if (!exact_ && act_q8_ && tokens > 0 && tokens <= kGemvMaxTokens && width * tokens == n_rows * dim &&
+      dim % kActGroup == 0 && width <= act_q8_in_) {
+    int8_t* q = nullptr;
+    float2* s = nullptr;
+    act_q8_parts(act_q8_, width, tokens, q, s);
+    cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get(), q, s);
+    act_cached_ = {o, tokens, width, op_serial_};
+    return;
+  }
   cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
 }
 

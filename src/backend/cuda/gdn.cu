@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/launch.cuh"
@@ -86,8 +87,10 @@ __global__ void gdn_gates_kernel(float* beta, float* alpha, const float* ssm_a, 
   alpha[i] = __fmul_rn(ssm_a[h], softplus);
 }
 
-// One CTA per row; squares summed in double as the CPU twin does.
-__global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps) {
+// One CTA per row; squares summed in double as the CPU twin does. With act_q (dim and the CTA a
+// multiple of 32): the rows' 8-bit activations too, a warp's 32 consecutive elements a group.
+__global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps,
+                                      int8_t* act_q, float2* act_s) {
   pdl_enter();
   float* x = o + blockIdx.x * dim;
   const float* zr = z + blockIdx.x * dim;
@@ -106,8 +109,14 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
   }
   __syncthreads();
   const float scale = static_cast<float>(1.0 / sqrt(partial[0] / double(dim) + eps));
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-    x[i] = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float y = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
+    x[i] = y;
+    if (act_q) {
+      const int64_t g = (blockIdx.x * dim + i) / 32;
+      quantize_group_q8(y, threadIdx.x % 32, act_q + g * 32, act_s + g);
+    }
+  }
 }
 
 // ---- the gated delta rule, chunked ------------------------------------------------------------------
@@ -501,10 +510,11 @@ void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bi
 }
 
 void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, int8_t* act_q, float2* act_s) {
   if (n_rows <= 0) return;
+  if (act_q && dim % 32 != 0) throw Error("internal: gated_rms_norm with 8-bit activations needs rows of a multiple of 32");
   const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
-  launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps);
+  launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps, act_q, act_s);
 }
 
 int fill_gdn_chunks(const int32_t* seq_first, const int32_t* seq_len, int n_seqs, int32_t* chunk_first,
