@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/memory.h"
 
@@ -41,6 +42,22 @@ std::vector<T> download(const cuda::DeviceBuffer& b, size_t n) {
 }
 
 inline void sync() { cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+// An attention batch over device int32 arrays: n_tokens tokens in n_seqs sequences, page table
+// rows of max_pages (q_start null: kv_write reads no token ranges).
+inline cuda::AttentionBatch attention_batch(int n_tokens, int n_seqs, const cuda::DeviceBuffer& seq,
+                                            const cuda::DeviceBuffer& pos, const cuda::DeviceBuffer* q_start,
+                                            const cuda::DeviceBuffer& pages, int max_pages) {
+  cuda::AttentionBatch b;
+  b.n_tokens = n_tokens;
+  b.n_seqs = n_seqs;
+  b.seq = seq.as<int32_t>();
+  b.pos = pos.as<int32_t>();
+  b.q_start = q_start ? q_start->as<int32_t>() : nullptr;
+  b.pages = pages.as<int32_t>();
+  b.max_pages_per_seq = max_pages;
+  return b;
+}
 
 inline std::vector<float> random_floats(size_t n, std::mt19937& rng, float sigma = 1.0f) {
   std::normal_distribution<float> normal(0.0f, sigma);

@@ -101,13 +101,7 @@ struct Fixture {
     auto dpos = upload(pos);
     auto dk = upload(kk);
     auto dv = upload(vv);
-    cuda::AttentionBatch b;
-    b.n_tokens = int(seq.size());
-    b.n_seqs = int(c.seqs.size());
-    b.seq = dseq.as<int32_t>();
-    b.pos = dpos.as<int32_t>();
-    b.pages = dpages.as<int32_t>();
-    b.max_pages_per_seq = max_pages;
+    const auto b = cuda_test::attention_batch(int(seq.size()), int(c.seqs.size()), dseq, dpos, nullptr, dpages, max_pages);
     cuda::kv_write(layout, pool.data(), b, dk.as<float>(), dv.as<float>(), nullptr);
     cuda_test::sync();
   }
@@ -138,14 +132,7 @@ struct Fixture {
     auto dq = upload(qq);
     std::vector<float> init(qq.size(), kSentinel);
     auto dout = upload(init);
-    cuda::AttentionBatch b;
-    b.n_tokens = n_tokens;
-    b.n_seqs = int(c.seqs.size());
-    b.seq = dseq.as<int32_t>();
-    b.pos = dpos.as<int32_t>();
-    b.q_start = dqs.as<int32_t>();
-    b.pages = dpages.as<int32_t>();
-    b.max_pages_per_seq = max_pages;
+    const auto b = cuda_test::attention_batch(n_tokens, int(c.seqs.size()), dseq, dpos, &dqs, dpages, max_pages);
     cuda::DeviceBuffer ws(cuda::attention_workspace_bytes(layout, c.n_head, n_tokens) + 256);
     // With 8-bit activations asked for: a decode-sized call on the tensor cores writes them, the
     // bits quantize_act_q8 gives for its output (the padding token's row is not written).
@@ -356,14 +343,7 @@ TEST(CudaAttention, DISABLED_TimeAt27bShape) {
     std::mt19937 rng(4);
     auto q = upload(cuda_test::random_floats(size_t(n) * n_head * hd, rng));
     cuda::DeviceBuffer out(size_t(n) * n_head * hd * 4), ws(cuda::attention_workspace_bytes(kv, n_head, n));
-    cuda::AttentionBatch b;
-    b.n_tokens = n;
-    b.n_seqs = 1;
-    b.seq = dseq.as<int32_t>();
-    b.pos = dpos.as<int32_t>();
-    b.q_start = dqs.as<int32_t>();
-    b.pages = dpages.as<int32_t>();
-    b.max_pages_per_seq = n_pages;
+    const auto b = cuda_test::attention_batch(n, 1, dseq, dpos, &dqs, dpages, n_pages);
     const float scale = 1.0f / 16.0f;
     cuda::attention(kv, pool.data(), b, q.as<float>(), out.as<float>(), n_head, scale, ws.as<float>(), nullptr);
     cudaEvent_t e0, e1;

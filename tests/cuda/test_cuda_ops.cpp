@@ -256,14 +256,7 @@ TEST(CudaOps, NormRopeKvWriteEqualsNormRopeThenKvWrite) {
     const auto qn = cuda_test::random_floats(size_t(c.head_dim), rng), kn = cuda_test::random_floats(size_t(c.head_dim), rng);
     auto dseq = upload(seq), dpos = upload(pos), dqs = upload(q_start), dpages = upload(pages), dqn = upload(qn),
          dkn = upload(kn), dv = upload(v);
-    cuda::AttentionBatch b;
-    b.n_tokens = int(n);
-    b.n_seqs = 2;
-    b.seq = dseq.as<int32_t>();
-    b.pos = dpos.as<int32_t>();
-    b.q_start = dqs.as<int32_t>();
-    b.pages = dpages.as<int32_t>();
-    b.max_pages_per_seq = max_pages;
+    const auto b = cuda_test::attention_batch(int(n), 2, dseq, dpos, &dqs, dpages, max_pages);
     cuda::RopeArgs a;
     a.mode = c.mode;
     a.n_rot = c.n_rot;

@@ -362,7 +362,7 @@ void CudaBackend::embed(const backend::WeightView& table, float* out) {
 void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
   const auto o = op("rms_norm", x, w, out, n_rows, dim, eps);
   if (o.skip) return;
-  if (exact_ || !act_q8_ || n_rows > kGemvMaxTokens || dim % kActGroup != 0 || dim > act_q8_in_) {
+  if (!writes_act_q8(n_rows, dim)) {
     cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
     return;
   }
@@ -375,7 +375,7 @@ void CudaBackend::add_rms_norm(float* y, const float* x, const float* w, float* 
                                float eps) {
   const auto o = op("add_rms_norm", y, x, w, out, n_rows, dim, eps);
   if (o.skip) return;
-  const bool q8 = !exact_ && act_q8_ && n_rows <= kGemvMaxTokens && dim % kActGroup == 0 && dim <= act_q8_in_;
+  const bool q8 = writes_act_q8(n_rows, dim);
   cuda::add_rms_norm(y, x, w, out, n_rows, dim, eps, q8 ? act_q8_ : nullptr, stream_.get());
   if (q8) act_cached_ = {out, n_rows, dim, op_serial_};
 }
@@ -385,8 +385,7 @@ void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64
   if (op_scope.skip) return;
   // Decode: the output feeds the output projection's GEMV; quantize it for that on the way.
   const int64_t tokens = batch_.n_tokens, width = tokens > 0 ? n_rows * dim / tokens : 0;
-  if (!exact_ && act_q8_ && tokens > 0 && tokens <= kGemvMaxTokens && width * tokens == n_rows * dim &&
-      dim % kActGroup == 0 && width <= act_q8_in_) {
+  if (tokens > 0 && width * tokens == n_rows * dim && dim % kActGroup == 0 && writes_act_q8(tokens, width)) {
     int8_t* q = nullptr;
     float2* s = nullptr;
     act_q8_parts(act_q8_, width, tokens, q, s);
@@ -414,8 +413,7 @@ void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
   if (o.skip) return;
   // Decode: the product feeds the down projection's GEMV; quantize it for that on the way.
   const int64_t rows = batch_.n_tokens, dim = rows > 0 ? n / rows : 0;
-  if (!exact_ && act_q8_ && rows > 0 && rows <= kGemvMaxTokens && dim * rows == n && dim % kActGroup == 0 &&
-      dim <= act_q8_in_) {
+  if (rows > 0 && dim * rows == n && writes_act_q8(rows, dim)) {
     silu_mul_q8(gate, up, rows, dim, act_q8_, stream_.get());
     act_cached_ = {gate, rows, dim, op_serial_};
     return;
@@ -480,6 +478,12 @@ void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_toke
   gemv_q8(w, act_q8_, n_tokens, y, stream_.get());
   const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
   act_cached_ = {y_over_x ? nullptr : x, n_tokens, w.n_in, op_serial_};
+}
+
+// Whether an op whose output ([rows, width]) feeds the decode GEMVs writes its 8-bit activations
+// too, so the GEMV need not quantize it again.
+bool CudaBackend::writes_act_q8(int64_t rows, int64_t width) const {
+  return !exact_ && act_q8_ && rows <= kGemvMaxTokens && width % kActGroup == 0 && width <= act_q8_in_;
 }
 
 bool CudaBackend::takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const {
@@ -583,8 +587,7 @@ void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t
   const int64_t rows = batch_.n_tokens, width = int64_t{n_head} * kv_layout_.head_dim;
   // Decode: the output feeds the output projection's GEMV; quantize it for that on the way.
   ActOut act;
-  if (!exact_ && act_q8_ && rows <= kGemvMaxTokens && width % kActGroup == 0 && width <= act_q8_in_)
-    act_q8_parts(act_q8_, width, rows, act.q, act.s);
+  if (writes_act_q8(rows, width)) act_q8_parts(act_q8_, width, rows, act.q, act.s);
   if (o.skip) return;
   if (cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_,
                       stream_.get(), act))

@@ -85,6 +85,7 @@ class CudaBackend final : public backend::Backend {
   void multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y);
   void quantize_once(const float* x, int64_t n_tokens, int64_t n_in);
   bool takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const;
+  bool writes_act_q8(int64_t rows, int64_t width) const;
   // Every operation that may write device memory starts here: it counts (the 8-bit activation
   // cache's validity), is timed under KEEL_PROFILE, and tells the step graphs its arguments;
   // skip: a graph replays this step, so the operation launches nothing.
