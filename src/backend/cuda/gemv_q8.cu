@@ -45,14 +45,14 @@ ActView act_view(const void* act, int64_t n_in, int64_t n_tokens) {
 
 // ---- weights ----------------------------------------------------------------------------------
 
-// N little-endian 32-bit words starting at any byte of shared memory (2-byte aligned blocks such
-// as Q8_0's): N + 1 aligned loads and a funnel shift each. Buffers are padded by a word.
+// N little-endian 32-bit words starting at byte `off` of a 16-byte aligned shared buffer (blocks
+// at even bytes, such as Q8_0's): N + 1 aligned loads and a funnel shift each. Buffers are padded
+// by a word. The alignment comes from the offset, not the pointer (a pointer's would need its
+// generic address), so a lane whose offsets repeat from chunk to chunk computes it once.
 template <int N>
-__device__ __forceinline__ void words_unaligned(const uint8_t* p, uint32_t* w) {
-  // The aligned word below p, by pointer arithmetic on p (a cast through an integer would lose
-  // the shared address space: generic loads instead of LDS).
-  const unsigned mis = unsigned(reinterpret_cast<uintptr_t>(p)) & 3u;
-  const uint32_t* base = reinterpret_cast<const uint32_t*>(p - mis);
+__device__ __forceinline__ void words_unaligned(const uint8_t* buf, int off, uint32_t* w) {
+  const int mis = off & 3;
+  const uint32_t* base = reinterpret_cast<const uint32_t*>(buf + (off - mis));
   const unsigned shift = 8 * mis;
   uint32_t prev = base[0];
 #pragma unroll
@@ -68,6 +68,17 @@ __device__ __forceinline__ void words8_aligned(const uint8_t* p, uint32_t* w) {
   w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
 }
 __device__ __forceinline__ float f16_at(const uint8_t* p) { return f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(p)); }
+
+// get_scale_min_k4 for sub-block j of the 12 scale bytes q, without branches: every shift, mask
+// and choice depends on j alone, so a lane that keeps its j from block to block computes them
+// once (with a branch on j, lanes of different j would take both sides).
+__device__ __forceinline__ void scale_min_k4_branchless(int j, const uint32_t* q, int& sc, int& m) {
+  const bool lo = j < 4;
+  const unsigned sh = 8 * (j & 3), low_mask = lo ? 63u : 15u, high_mask = lo ? 0u : 0x30u;
+  const unsigned b0 = q[0] >> sh, b1 = q[1] >> sh, b2 = q[2] >> sh;
+  sc = int(((lo ? b0 : b2) & low_mask) | ((b0 >> 2) & high_mask));
+  m = int(((lo ? b1 : b2 >> 4) & low_mask) | ((b1 >> 2) & high_mask));
+}
 
 // One lane's share ("item") of a weight block: its quants as int8 words, in input order, and the
 // factors that turn integer sums with the activations into its part of the dot product:
@@ -88,10 +99,11 @@ template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
   static constexpr int wide_blocks = 32, wide_stages = 3;  // tall matrices: see wide_for
   __device__ static int group(int) { return 0; }
   __device__ static int x_off(int sub) { return 16 * sub; }
-  __device__ static Item<nw> unpack(const uint8_t* p, int sub) {
+  static constexpr bool has_min = false;
+  __device__ static Item<nw> unpack(const uint8_t* buf, int off, int sub) {
     Item<nw> it;
-    words_unaligned<4>(p + 2 + 16 * sub, it.q);
-    it.a = it.c = f16_at(p);
+    words_unaligned<4>(buf, off + 2 + 16 * sub, it.q);
+    it.a = it.c = f16_at(buf + off);
     it.b = 0.0f;
     return it;
   }
@@ -102,16 +114,17 @@ template <> struct QDot<Type::Q4_0> {  // item = the whole block: low nibbles 0.
   static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int) { return 0; }
   __device__ static int x_off(int) { return 0; }
-  __device__ static Item<nw> unpack(const uint8_t* p, int) {
+  static constexpr bool has_min = true;
+  __device__ static Item<nw> unpack(const uint8_t* buf, int off, int) {
     Item<nw> it;
     uint32_t raw[4];
-    words_unaligned<4>(p + 2, raw);
+    words_unaligned<4>(buf, off + 2, raw);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       it.q[i] = raw[i] & 0x0F0F0F0Fu;
       it.q[4 + i] = (raw[i] >> 4) & 0x0F0F0F0Fu;
     }
-    it.a = it.c = f16_at(p);
+    it.a = it.c = f16_at(buf + off);
     it.b = 8.0f * it.a;  // quants are stored + 8
     return it;
   }
@@ -128,7 +141,10 @@ template <Type T> struct QDotK45 {
   static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int sub) { return sub; }
   __device__ static int x_off(int) { return 0; }
-  __device__ static Item<nw> unpack(const uint8_t* p, int j) {  // blocks are 16-byte aligned here
+  static constexpr bool has_min = true;
+  // Sub-block j's shifts and masks depend on j alone (a lane keeps its j from chunk to chunk).
+  __device__ static Item<nw> unpack(const uint8_t* buf, int off, int j) {  // blocks are 16-byte aligned here
+    const uint8_t* p = buf + off;
     Item<nw> it;
     const uint32_t* w32 = reinterpret_cast<const uint32_t*>(p);
     const uint32_t dm = w32[0], sc[3] = {w32[1], w32[2], w32[3]};
@@ -138,13 +154,16 @@ template <Type T> struct QDotK45 {
 #pragma unroll
     for (int i = 0; i < 8; ++i) it.q[i] = (qs[i] >> shift) & 0x0F0F0F0Fu;
     if constexpr (five) {
+      // Bit j of each qh byte to bit 4: a rotation by 4 - j (bits that wrap land outside bit 4
+      // of any byte for j in 0..7), then one mask.
       uint32_t qh[8];
       words8_aligned(p + 16, qh);
+      const unsigned rot = unsigned(4 - j) & 31u;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) it.q[i] |= ((qh[i] >> j) & 0x01010101u) << 4;
+      for (int i = 0; i < 8; ++i) it.q[i] |= __funnelshift_l(qh[i], qh[i], rot) & 0x10101010u;
     }
     int s, m;
-    scale_min_k4_regs(j, sc, s, m);
+    scale_min_k4_branchless(j, sc, s, m);
     it.a = it.c = f16_bits_to_f32(uint16_t(dm)) * float(s);
     it.b = f16_bits_to_f32(uint16_t(dm >> 16)) * float(m);
     return it;
@@ -162,12 +181,14 @@ template <> struct QDot<Type::Q6_K> {
   static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int sub) { return sub; }
   __device__ static int x_off(int) { return 0; }
-  __device__ static Item<nw> unpack(const uint8_t* p, int s) {
+  static constexpr bool has_min = false;
+  __device__ static Item<nw> unpack(const uint8_t* buf, int off, int s) {
+    const uint8_t* p = buf + off;
     const int n = s / 4, qq = s % 4;
     Item<nw> it;
     uint32_t ql[8], qh[8];
-    words_unaligned<8>(p + 64 * n + 32 * (qq % 2), ql);
-    words_unaligned<8>(p + 128 + 32 * n, qh);
+    words_unaligned<8>(buf, off + 64 * n + 32 * (qq % 2), ql);
+    words_unaligned<8>(buf, off + 128 + 32 * n, qh);
     const unsigned lshift = 4 * (qq / 2), hshift = 2 * qq;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -181,21 +202,38 @@ template <> struct QDot<Type::Q6_K> {
   }
 };
 
-// The item's part of one token's dot product, xq: its NW·4 activation quants (16-byte aligned).
+// One token's activations for an item: its NW·4 quants and its group's (d, d·Σq).
 template <int NW>
-__device__ __forceinline__ float item_dot(const Item<NW>& it, const int8_t* xq, float2 s) {
-  const int4* xv = reinterpret_cast<const int4*>(xq);
+struct ItemAct {
+  int4 x[NW / 4];
+  float2 s;
+};
+// xq: 16-byte aligned. The activations are read-only while a GEMV runs (the non-coherent path).
+template <int NW>
+__device__ __forceinline__ ItemAct<NW> load_item_act(const int8_t* xq, const float2* s) {
+  ItemAct<NW> a;
+#pragma unroll
+  for (int v = 0; v < NW / 4; ++v) a.x[v] = __ldg(reinterpret_cast<const int4*>(xq) + v);
+  a.s = __ldg(s);
+  return a;
+}
+
+// The item's part of one token's dot product. kMin: the type has an offset term (b); without
+// one it is not computed.
+template <bool kMin, int NW>
+__device__ __forceinline__ float item_dot(const Item<NW>& it, const ItemAct<NW>& a) {
   int lo = 0, hi = 0;
   if constexpr (NW == 4) {
-    const int4 x = __ldg(xv);
-    lo = __dp4a(int(it.q[0]), x.x, __dp4a(int(it.q[1]), x.y, 0));
-    hi = __dp4a(int(it.q[2]), x.z, __dp4a(int(it.q[3]), x.w, 0));
+    lo = __dp4a(int(it.q[0]), a.x[0].x, __dp4a(int(it.q[1]), a.x[0].y, 0));
+    hi = __dp4a(int(it.q[2]), a.x[0].z, __dp4a(int(it.q[3]), a.x[0].w, 0));
   } else {
-    const int4 x0 = __ldg(xv), x1 = __ldg(xv + 1);
+    const int4 x0 = a.x[0], x1 = a.x[1];
     lo = __dp4a(int(it.q[0]), x0.x, __dp4a(int(it.q[1]), x0.y, __dp4a(int(it.q[2]), x0.z, __dp4a(int(it.q[3]), x0.w, 0))));
     hi = __dp4a(int(it.q[4]), x1.x, __dp4a(int(it.q[5]), x1.y, __dp4a(int(it.q[6]), x1.z, __dp4a(int(it.q[7]), x1.w, 0))));
   }
-  return s.x * (it.a * float(lo) + it.c * float(hi)) - it.b * s.y;
+  const float dot = a.s.x * (it.a * float(lo) + it.c * float(hi));
+  if constexpr (kMin) return dot - it.b * a.s.y;
+  else return dot;
 }
 
 // The weights of one launch (one type and input width, the same activations): CTAs
@@ -219,10 +257,28 @@ struct Targets {
 // bulk copy per chunk from lane 0, landing on the stage's mbarrier; the next chunks in flight
 // while one is used); each lane then takes its items of the chunk. Up to NT
 // tokens share every unpacked item. The parts' sums are added in part order (deterministic).
+// A lane's items sit at the same place in every chunk (same block, sub-item and offsets), so
+// their geometry, and the shifts and masks that depend on it, are computed once per row: with
+// that and fewer copy instructions, the instructions a Q4_K item costs fell by 13%, Q8_0's by
+// 20% (ncu), and Qwen3-8B decode rose (depth 0 / 4096, tok/s): Q4_K_M 343 / 304 -> 377 / 338,
+// Q8_0 292 / 266 -> 310 / 283 (with the prefetch below).
+//
+// Q8_0 with one token loads a chunk's activations before awaiting its weights, so their
+// latency hides behind the wait, and keeps 16 CTAs an SM (at most 32 registers: without the
+// bound the held activations cost occupancy). Measured on the H200 (keel_cuda_bench gemv, one
+// token; before -> prefetch): 4096 x 4096 8.8 -> 7.1 us, 4096 x 12288 19.0 -> 16.6. The other
+// types measured slower with it (Q4_K 4096 x 24576 20.3 -> 22.6, Q6_K 17408 x 5120 25.9 ->
+// 32.5): their items hold more registers, and the bound spills them.
+template <Type T, int NT>
+constexpr bool prefetch_act() {
+  return T == Type::Q8_0 && NT == 1;
+}
+
 template <Type T, int NT, int BLOCKS, int STAGES, bool TMA>
-__global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
+__global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
                                                               int n_tok) {
   using D = QDot<T>;
+  constexpr bool kPrefetch = prefetch_act<T, NT>();
   int k = 0;  // this CTA's weight
   while (k + 1 < targets.count && int(blockIdx.x) >= targets.t[k + 1].first_cta) ++k;
   const uint8_t* __restrict__ w = targets.t[k].w;
@@ -235,8 +291,9 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   // may read past the end.
   constexpr bool kAnyAlign = T == Type::Q8_0 || T == Type::Q4_0 || T == Type::Q6_K;
   constexpr int kChunk = BLOCKS * D::bytes, kStride = kChunk + (kAnyAlign ? 32 : 16), kStages = STAGES;
-  constexpr int kItemsPerLane = BLOCKS * D::lanes / 32;
-  static_assert(kChunk % 16 == 0 && BLOCKS * D::lanes % 32 == 0, "chunks of whole copies and items");
+  constexpr int kItemsPerLane = BLOCKS * D::lanes / 32, kGroups = D::elems / int(kActGroup);
+  constexpr int kCopies = (kChunk / 16 + (kAnyAlign ? 1 : 0) + 31) / 32;  // cp.async copies a lane makes per chunk, at most
+  static_assert(kChunk % 16 == 0 && BLOCKS * D::lanes % 32 == 0 && kStride % 16 == 0, "chunks of whole copies and items");
   __shared__ __align__(16) uint8_t smem[kWarps][kStages][kStride];
   __shared__ float part_sum[kWarps][NT];
   __shared__ __align__(8) uint64_t landed[kWarps][kStages];  // TMA: a stage's copy has landed
@@ -249,6 +306,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   const uint8_t* wa = wr - mis;                                  // 16-byte aligned
   const int span = row_bytes + mis, pieces = kChunk / 16 + (mis != 0);  // the row's bytes from wa; pieces a chunk
   const int groups_per_row = n_in / int(kActGroup);
+  uint8_t* const stages = smem[warp][0];
 
   if constexpr (TMA) {
     if (lane == 0)
@@ -257,21 +315,26 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
     __syncwarp();
   }
   auto issue = [&](int j) {  // this warp's j-th chunk; cp.async always commits (uniform group counts)
+    const int base = (part + j * split) * kChunk;
     if constexpr (TMA) {
       if (j < my_chunks && lane == 0) {
-        const int base = (part + j * split) * kChunk;
         const int bytes = min(16 * pieces, (span - base + 15) / 16 * 16);  // ends within the allocation (256-byte rounded)
-        bulk_copy(smem[warp][j % kStages], wa + base, uint32_t(bytes), &landed[warp][j % kStages]);
+        bulk_copy(stages + (j % kStages) * kStride, wa + base, uint32_t(bytes), &landed[warp][j % kStages]);
       }
       return;
     }
     if (j < my_chunks) {
-      uint8_t* dst = smem[warp][j % kStages];
-      const int base = (part + j * split) * kChunk;
-      for (int i = lane; i < pieces; i += 32) {
-        const bool valid = base + 16 * i < span;
-        cp_async16(dst + 16 * i, wa + (valid ? base + 16 * i : 0), valid);
-      }
+      // Lane copies pieces lane + 32 m; pieces from the row's end on are zero-filled (only in
+      // its last chunk: `whole` spares the others the test).
+      uint8_t* dst = stages + (j % kStages) * kStride + 16 * lane;
+      const int first = base + 16 * lane;
+      const bool whole = base + 16 * pieces <= span;
+#pragma unroll
+      for (int m = 0; m < kCopies; ++m)
+        if (lane + 32 * m < pieces) {
+          const bool valid = whole || first + 512 * m < span;
+          cp_async16(dst + 512 * m, wa + (valid ? first + 512 * m : 0), valid);
+        }
     }
     cp_async_commit();
   };
@@ -280,31 +343,53 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
   release_dependents();
   dependency_wait();                                // ... the kernels that make the activations end
 
+  // This lane's items in every chunk: item lane + 32 i is sub-item sub[i] of block blk[i]; its
+  // bytes start at off[i] of the stage, its activations at act_off[i] (quants) and group
+  // act_group[i] from the chunk's first. All fixed from chunk to chunk.
+  int blk[kItemsPerLane], sub[kItemsPerLane], off[kItemsPerLane], act_group[kItemsPerLane], act_off[kItemsPerLane];
+#pragma unroll
+  for (int i = 0; i < kItemsPerLane; ++i) {
+    const int item = lane + 32 * i;
+    blk[i] = item / D::lanes;
+    sub[i] = item % D::lanes;
+    off[i] = mis + blk[i] * D::bytes;
+    act_group[i] = blk[i] * kGroups + D::group(sub[i]);
+    act_off[i] = act_group[i] * int(kActGroup) + D::x_off(sub[i]);
+  }
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
   for (int j = 0; j < my_chunks; ++j) {
     issue(j + kStages - 1);
+    const int block0 = (part + j * split) * BLOCKS;
+    const int8_t* xq = act.q + block0 * D::elems;
+    const float2* xs = act.s + block0 * kGroups;
+    ItemAct<D::nw> xa[kPrefetch ? kItemsPerLane : 1];  // see prefetch_act
+    if constexpr (kPrefetch) {
+#pragma unroll
+      for (int i = 0; i < kItemsPerLane; ++i)
+        if (block0 + blk[i] < n_blocks) xa[i] = load_item_act<D::nw>(xq + act_off[i], xs + act_group[i]);
+    }
     if constexpr (TMA) {
       mbarrier_wait(&landed[warp][j % kStages], uint32_t(j / kStages) & 1u);
     } else {
       cp_async_wait<kStages - 1>();  // chunk j has landed (for this lane's copies) ...
       __syncwarp();                  // ... and for every lane's
     }
-    const uint8_t* buf = smem[warp][j % kStages];
-    const int c = part + j * split;
+    const uint8_t* buf = stages + (j % kStages) * kStride;
 #pragma unroll
-    for (int k = 0; k < kItemsPerLane; ++k) {
-      const int item = lane + 32 * k, b = item / D::lanes, sub = item % D::lanes;
-      const int block = c * BLOCKS + b;
-      if (block >= n_blocks) continue;
-      const auto it = D::unpack(buf + mis + b * D::bytes, sub);
-      const int g = block * (D::elems / int(kActGroup)) + D::group(sub);
+    for (int i = 0; i < kItemsPerLane; ++i) {
+      if (block0 + blk[i] >= n_blocks) continue;  // past the row's end (its last chunk)
+      const auto it = D::unpack(buf, off[i], sub[i]);
+      if constexpr (kPrefetch) {
+        acc[0] += item_dot<D::has_min>(it, xa[i]);
+      } else {
 #pragma unroll
-      for (int t = 0; t < NT; ++t)
-        if (t < n_tok)
-          acc[t] += item_dot(it, act.q + static_cast<size_t>(t) * n_in + g * kActGroup + D::x_off(sub),
-                             act.s[t * groups_per_row + g]);
+        for (int t = 0; t < NT; ++t)
+          if (NT == 1 || t < n_tok)
+            acc[t] += item_dot<D::has_min>(
+                it, load_item_act<D::nw>(xq + t * n_in + act_off[i], xs + t * groups_per_row + act_group[i]));
+      }
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
@@ -313,7 +398,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_q8_kernel(Targets targets, i
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       const float s = warp_sum(acc[t]);
-      if (lane == 0 && t < n_tok && row < n_out) y[static_cast<size_t>(t) * n_out + row] = s;
+      if (lane == 0 && (NT == 1 || t < n_tok) && row < n_out) y[static_cast<size_t>(t) * n_out + row] = s;
     }
     return;
   }
