@@ -260,8 +260,9 @@ struct Targets {
 // A lane's items sit at the same place in every chunk (same block, sub-item and offsets), so
 // their geometry, and the shifts and masks that depend on it, are computed once per row: with
 // that and fewer copy instructions, the instructions a Q4_K item costs fell by 13%, Q8_0's by
-// 20% (ncu), and Qwen3-8B decode rose (depth 0 / 4096, tok/s): Q4_K_M 343 / 304 -> 377 / 338,
-// Q8_0 292 / 266 -> 310 / 283 (with the prefetch below).
+// 20% (ncu), and decode rose (H200, tok/s at depth 0 / 4096 / 32768, one run, old and new in
+// turn): Qwen3-8B Q4_K_M 347 / 308 / 234 -> 375 / 338 / 249, Q8_0 (with the prefetch below)
+// 293 / 269 / 213 -> 311 / 284 / 218; Qwen3.5-27B Q5_K_M at depth 0 111 -> 120.
 //
 // Q8_0 with one token loads a chunk's activations before awaiting its weights, so their
 // latency hides behind the wait, and keeps 16 CTAs an SM (at most 32 registers: without the
