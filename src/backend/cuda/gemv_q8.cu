@@ -268,16 +268,16 @@ struct Targets {
 // latency hides behind the wait, and keeps 16 CTAs an SM (at most 32 registers: without the
 // bound the held activations cost occupancy). Measured on the H200 (keel_cuda_bench gemv, one
 // token; before -> prefetch): 4096 x 4096 8.8 -> 7.1 us, 4096 x 12288 19.0 -> 16.6. The other
-// types measured slower with it (Q4_K 4096 x 24576 20.3 -> 22.6, Q6_K 17408 x 5120 25.9 ->
-// 32.5): their items hold more registers, and the bound spills them.
+// types measured slower with it (rows x inputs: Q4_K 24576 x 4096 20.3 -> 22.6, Q6_K 5120 x
+// 17408 25.9 -> 32.5): their items hold more registers, and the bound spills them.
 template <Type T, int NT>
 constexpr bool prefetch_act() {
   return T == Type::Q8_0 && NT == 1;
 }
 
 template <Type T, int NT, int BLOCKS, int STAGES, bool TMA>
-__global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1) gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act,
-                                                              int n_tok) {
+__global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1)
+    gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act, int n_tok) {
   using D = QDot<T>;
   constexpr bool kPrefetch = prefetch_act<T, NT>();
   int k = 0;  // this CTA's weight
