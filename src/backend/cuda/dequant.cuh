@@ -47,6 +47,19 @@ __device__ __forceinline__ void scale_min_k4_regs(int s, const uint32_t* q, int&
   }
 }
 
+// scale_min_k4_regs without branches: every shift, mask and choice depends on s alone, so a
+// lane that keeps its s from block to block (the decode GEMV's) computes them once, where with a
+// branch on s the lanes of a warp that differ in s take both sides. The same results for every s
+// (GemvQ8EveryTypeMatchesReference reads all eight through it). The dequantization kernels keep
+// the branching form: their speed was not measured with this one.
+__device__ __forceinline__ void scale_min_k4_branchless(int s, const uint32_t* q, int& sc, int& m) {
+  const bool lo = s < 4;
+  const unsigned sh = 8 * (s & 3), low_mask = lo ? 63u : 15u, high_mask = lo ? 0u : 0x30u;
+  const unsigned b0 = q[0] >> sh, b1 = q[1] >> sh, b2 = q[2] >> sh;
+  sc = int(((lo ? b0 : b2) & low_mask) | ((b0 >> 2) & high_mask));
+  m = int(((lo ? b1 : b2 >> 4) & low_mask) | ((b1 >> 2) & high_mask));
+}
+
 // One element of a float-typed row (F32, F16, BF16).
 template <quant::Type T>
 __device__ __forceinline__ float load_float_elem(const uint8_t* row, int64_t i) {

@@ -69,17 +69,6 @@ __device__ __forceinline__ void words8_aligned(const uint8_t* p, uint32_t* w) {
 }
 __device__ __forceinline__ float f16_at(const uint8_t* p) { return f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(p)); }
 
-// get_scale_min_k4 for sub-block j of the 12 scale bytes q, without branches: every shift, mask
-// and choice depends on j alone, so a lane that keeps its j from block to block computes them
-// once (with a branch on j, lanes of different j would take both sides).
-__device__ __forceinline__ void scale_min_k4_branchless(int j, const uint32_t* q, int& sc, int& m) {
-  const bool lo = j < 4;
-  const unsigned sh = 8 * (j & 3), low_mask = lo ? 63u : 15u, high_mask = lo ? 0u : 0x30u;
-  const unsigned b0 = q[0] >> sh, b1 = q[1] >> sh, b2 = q[2] >> sh;
-  sc = int(((lo ? b0 : b2) & low_mask) | ((b0 >> 2) & high_mask));
-  m = int(((lo ? b1 : b2 >> 4) & low_mask) | ((b1 >> 2) & high_mask));
-}
-
 // One lane's share ("item") of a weight block: its quants as int8 words, in input order, and the
 // factors that turn integer sums with the activations into its part of the dot product:
 //   a · d_x · Σ_lo + c · d_x · Σ_hi − b · d_x Σ q_x
