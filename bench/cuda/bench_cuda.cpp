@@ -85,7 +85,7 @@ void set_meta(const Meta& m, int n_tokens, int pos0) {
 
 // One sequence's KV pool of max_ctx tokens (pages in order), zeroed, with zeroed queries, outputs
 // and split workspace for up to max_tokens query tokens: the attention benches' setup.
-// Random K/V (f16 pages) and q of unit variance: the online softmax's running max then moves as
+// Random K/V (f16 or q8_0 pages) and q of unit variance: the online softmax's running max then moves as
 // in a real model (zeros would never move it, and would flatter the kernels that skip rescales).
 void fill_random(const cuda::KvLayout& kv, cuda::DeviceBuffer& pool, cuda::DeviceBuffer& q) {
   uint32_t state = 12345u;
@@ -106,8 +106,19 @@ void fill_random(const cuda::KvLayout& kv, cuda::DeviceBuffer& pool, cuda::Devic
       h = table[state >> 16];
     }
     cuda::check(cudaMemcpy(pool.data(), host.data(), pool.bytes(), cudaMemcpyHostToDevice), "pool");
-  } else {
-    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "memset");
+  } else {  // q8_0 blocks of the same N(0, 1) values: scale 1/48, quants clamped to +-127
+    std::vector<int8_t> quants(65536);
+    for (auto& x : quants) x = static_cast<int8_t>(std::clamp(std::lround(normal() * 48.0f), -127L, 127L));
+    const quant::f16_bits d = quant::f32_to_f16(1.0f / 48.0f);
+    std::vector<uint8_t> host(pool.bytes());
+    for (size_t at = 0; at + 34 <= host.size(); at += 34) {
+      std::memcpy(&host[at], &d, 2);
+      for (int i = 0; i < 32; ++i) {
+        state = state * 1664525u + 1013904223u;
+        host[at + 2 + i] = static_cast<uint8_t>(quants[state >> 16]);
+      }
+    }
+    cuda::check(cudaMemcpy(pool.data(), host.data(), pool.bytes(), cudaMemcpyHostToDevice), "pool");
   }
   std::vector<float> host_q(q.bytes() / 4);
   for (auto& x : host_q) x = normal();
@@ -334,13 +345,15 @@ void bench_forward(const std::string& which) {
   std::printf("weights %.2f GB\n", double(weight_bytes) / 1e9);
 }
 
-// Decode attention alone (one token, f16 KV) at the 8B shape (32 / 8 heads of 128) and the 27B
+// Decode attention alone (one token, f16 and q8_0 KV) at the 8B shape (32 / 8 heads of 128) and the 27B
 // one (24 / 4 heads of 256), for profilers: `keel_cuda_bench attn [DEPTH]`.
 void bench_decode_attention(int depth_arg) {
   cuda::Stream stream;
   struct Shape { int n_head, n_kv, hd; };
+  for (const auto elem : {cuda::KvElem::f16, cuda::KvElem::q8_0})
   for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
-    const cuda::KvLayout kv{cuda::KvElem::f16, sh.n_kv, sh.hd, 256};
+    const cuda::KvLayout kv{elem, sh.n_kv, sh.hd, 256};
+    const char* name = elem == cuda::KvElem::f16 ? "f16" : "q8_0";
     const int max_ctx = depth_arg > 0 ? depth_arg + 256 : 32768 + 256;
     AttentionRig rig(kv, sh.n_head, max_ctx, 1);
     for (int depth : {4096, 32768, depth_arg}) {
@@ -351,20 +364,22 @@ void bench_decode_attention(int depth_arg) {
                         rig.ws.as<float>(), stream.get());
       });
       const double bytes = double(depth + 1) * kv.token_bytes() * 2;
-      std::printf("decode attention %d/%d heads of %d at depth %6d: %8.4f ms  %7.1f GB/s of K/V\n", sh.n_head, sh.n_kv,
-                  sh.hd, depth, ms, bytes / ms / 1e6);
+      std::printf("decode attention %-4s %d/%d heads of %d at depth %6d: %8.4f ms  %7.1f GB/s of K/V\n", name, sh.n_head,
+                  sh.n_kv, sh.hd, depth, ms, bytes / ms / 1e6);
     }
   }
 }
 
 // Prefill attention alone: a 4096-token chunk at depths 0, 28672 and depth_arg, random data,
-// the 8B's and the 27B's head geometry, f16 pages of 256.
+// the 8B's and the 27B's head geometry, f16 and q8_0 pages of 256.
 void bench_prefill_attention(int depth_arg) {
   cuda::Stream stream;
   struct Shape { int n_head, n_kv, hd; };
   const int nt = 4096;
+  for (const auto elem : {cuda::KvElem::f16, cuda::KvElem::q8_0})
   for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
-    const cuda::KvLayout kv{cuda::KvElem::f16, sh.n_kv, sh.hd, 256};
+    const cuda::KvLayout kv{elem, sh.n_kv, sh.hd, 256};
+    const char* name = elem == cuda::KvElem::f16 ? "f16" : "q8_0";
     const int max_ctx = std::max(28672, depth_arg) + nt;
     AttentionRig rig(kv, sh.n_head, max_ctx, nt);
     std::vector<int> depths = {0, 28672};
@@ -376,8 +391,8 @@ void bench_prefill_attention(int depth_arg) {
                         1.0f / std::sqrt(float(sh.hd)), rig.ws.as<float>(), stream.get());
       });
       const double flops = 4.0 * sh.n_head * sh.hd * (double(nt) * depth + double(nt) * nt / 2);  // causal
-      std::printf("prefill attention %d/%d heads of %d, %d tokens at depth %6d: %8.3f ms  %6.1f TFLOP/s\n", sh.n_head,
-                  sh.n_kv, sh.hd, nt, depth, ms, flops / ms / 1e9);
+      std::printf("prefill attention %-4s %d/%d heads of %d, %d tokens at depth %6d: %8.3f ms  %6.1f TFLOP/s\n", name,
+                  sh.n_head, sh.n_kv, sh.hd, nt, depth, ms, flops / ms / 1e9);
     }
   }
 }

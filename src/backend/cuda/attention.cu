@@ -16,7 +16,7 @@
 namespace keel::cuda {
 namespace {
 
-constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16
+constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16 (q8_0 prefill: at least)
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -149,38 +149,89 @@ __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t
   issue_f16_rows<D, KEYS, THREADS>(kv, base, page_row, g, key0, kv_end, vs, true, first);
 }
 
-// q8_0 pages: the K and V rows of a KEYS-key tile loaded and dequantized to f16 in shared memory
-// by `threads` threads from `first` (one 32-element block per step), keys at or beyond kv_end
-// zeroed. Completes with the caller's barrier.
+// q8_0 pages go through shared memory twice: their raw rows are copied in (cp.async, the next
+// tile's while this one is used, as f16 pages are), then dequantized to f16 beside them for the
+// tensor cores. A row is 17 pieces of q8_0_piece<D> bytes (272 / 136 / 68 bytes at head size
+// 256 / 128 / 64: 16-, 8- and 4-byte aligned in the pages and in the staging rows).
+template <int D>
+constexpr int q8_0_row_bytes() { return D / 32 * 34; }
+template <int D>
+constexpr int q8_0_piece() { return q8_0_row_bytes<D>() / 17; }
+// Staging bytes of one KEYS-key tile: K rows, then V rows.
+template <int D, int KEYS>
+constexpr int q8_0_stage_bytes() { return 2 * KEYS * q8_0_row_bytes<D>(); }
+
+template <int BYTES>
+__device__ __forceinline__ void cp_async_piece(void* smem, const void* gmem, bool valid) {
+  if constexpr (BYTES == 16) {
+    cp_async16(smem, gmem, valid);
+  } else {
+    static_assert(BYTES == 8 || BYTES == 4, "cp.async copies 4, 8 or 16 bytes");
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(smem_addr(smem)), "l"(gmem), "n"(BYTES),
+                 "r"(valid ? BYTES : 0));
+  }
+}
+
+// The raw K and V rows of a KEYS-key tile into `stage` by `THREADS` threads from `first`, keys at
+// or beyond kv_end zero-filled (a zero scale: they dequantize to 0). Completes with the caller's
+// commit / wait. Page lookups as issue_f16_rows.
 template <int D, int KEYS, int THREADS>
-__device__ void load_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
-                               int kv_end, __half* ks, __half* vs, int first) {
-  constexpr int ld = D + 8, blocks = D / 32;
-  const size_t v_off = size_t(kv.page_tokens) * kv.token_bytes();
-  for (int i = first; i < 2 * KEYS * blocks; i += THREADS) {
-    const int which = i / (KEYS * blocks), r = i % (KEYS * blocks);
-    const int j = r / blocks, c = r % blocks, kp = key0 + j;
-    __half* dst = (which ? vs : ks) + j * ld + 32 * c;
-    if (kp < kv_end) {
-      const int page = page_row[kp / kv.page_tokens];
-      const uint8_t* src = base + size_t(page) * kv.page_bytes() + size_t(kp % kv.page_tokens) * kv.token_bytes() +
-                           (which ? v_off : 0) + size_t(g) * kv.row_bytes() + 34 * c;
-      const float d = f16_bits_to_f32(load_u16(src));
-#pragma unroll
-      for (int q = 0; q < 32; q += 8) {
-        uint32_t packed[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const uint16_t two = load_u16(src + 2 + q + 2 * e);
-          packed[e] = pack_half2(d * static_cast<float>(static_cast<int8_t>(two & 0xFF)),
-                                 d * static_cast<float>(static_cast<int8_t>(two >> 8)));
-        }
-        *reinterpret_cast<uint4*>(dst + q) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      }
+__device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                                int key0, int kv_end, uint8_t* stage, int first) {
+  constexpr int rb = q8_0_row_bytes<D>(), piece = q8_0_piece<D>(), pieces = 2 * KEYS * 17;
+  const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
+  const uint8_t* head = base + size_t(g) * kv.row_bytes();
+  const bool whole_page = kv.page_tokens % KEYS == 0;
+  const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
+                        size_t(key0 % kv.page_tokens) * token_bytes;
+#pragma unroll 4
+  for (int i = first; i < pieces; i += THREADS) {
+    const int row = i / 17, c = i % 17;  // row: K rows 0..KEYS-1, then V rows
+    const int j = row % KEYS, kp = key0 + j;
+    const bool valid = kp < kv_end;
+    const uint8_t* src;
+    if (whole_page) {
+      src = tile + (valid ? size_t(j) * token_bytes : 0);
     } else {
-#pragma unroll
-      for (int q = 0; q < 32; q += 8) *reinterpret_cast<uint4*>(dst + q) = make_uint4(0, 0, 0, 0);
+      const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
+      src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes;
     }
+    cp_async_piece<piece>(stage + row * rb + piece * c, src + (row >= KEYS ? v_off : 0) + piece * c, valid);
+  }
+}
+
+// Four int8 (one word) to two f16 pairs times the block's scale, exactly as d * q rounded to f16:
+// each byte, offset by 128, becomes the low byte of the f16 1024 + u (0x64 high byte), minus 1152
+// gives q exactly, and one f16 multiply rounds d * q once.
+__device__ __forceinline__ void q8x4_to_half(uint32_t w, __half2 d, uint32_t& lo, uint32_t& hi) {
+  const uint32_t u = w ^ 0x80808080u;
+  const __half2 bias = __half2half2(__ushort_as_half(0x6480));  // 1152
+  const uint32_t a = __byte_perm(u, 0x64646464u, 0x4140), b = __byte_perm(u, 0x64646464u, 0x4342);
+  const __half2 x = __hmul2(__hsub2(*reinterpret_cast<const __half2*>(&a), bias), d);
+  const __half2 y = __hmul2(__hsub2(*reinterpret_cast<const __half2*>(&b), bias), d);
+  lo = *reinterpret_cast<const uint32_t*>(&x);
+  hi = *reinterpret_cast<const uint32_t*>(&y);
+}
+
+// ROWS staged rows to f16 rows (dst: [ROWS][D + 8]) by THREADS threads from `first`, 8 elements
+// (one 16-byte store) a step: four consecutive threads take a block, eight a row's 128 bytes, so
+// neither the reads nor the stores conflict in the banks. The quants start 2 bytes past a word
+// in even blocks: two aligned words, or three, and a byte permute realign them.
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void dequant_q8_0_rows(const uint8_t* stage, __half* dst, int first) {
+  constexpr int ld = D + 8, rb = q8_0_row_bytes<D>(), blocks = D / 32;
+#pragma unroll 4
+  for (int i = first; i < ROWS * blocks * 4; i += THREADS) {
+    const int row = i / (4 * blocks), c = (i / 4) % blocks, part = i % 4;
+    const int at = row * rb + 34 * c, from = at + 2 + 8 * part, mis = from & 2;
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(stage + (from - mis));
+    const uint32_t x0 = w[0], x1 = w[1], x2 = mis ? w[2] : 0u;  // no read past the staging
+    const uint32_t sel = mis ? 0x5432 : 0x3210;
+    const __half2 d = __half2half2(*reinterpret_cast<const __half*>(stage + at));
+    uint32_t h[4];
+    q8x4_to_half(__byte_perm(x0, x1, sel), d, h[0], h[1]);
+    q8x4_to_half(__byte_perm(x1, x2, sel), d, h[2], h[3]);
+    *reinterpret_cast<uint4*>(dst + row * ld + 32 * c + 8 * part) = make_uint4(h[0], h[1], h[2], h[3]);
   }
 }
 
@@ -206,31 +257,32 @@ __device__ __forceinline__ void rescale(float (&o)[D / 8][4], float corr_lo, flo
   }
 }
 
-// grid: (query tiles, n_kv_heads, splits). With splits == 1 writes out; else partial results
-// (unnormalised O, running max m in log2 units, sum l) to the workspace for the merge kernel.
-template <int D, KvElem E, int KK, bool SPLIT_KV>
-__global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
+// grid: (query tiles, n_kv_heads, splits), WARPS warps of 16 (token, head) rows each. With
+// splits == 1 writes out; else partial results (unnormalised O, running max m in log2 units,
+// sum l) to the workspace for the merge kernel.
+template <int D, KvElem E, int KK, bool SPLIT_KV, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                    AttentionBatch b, const float* __restrict__ q,
                                                                    float* __restrict__ out, int n_head, float scale,
                                                                    float* __restrict__ ws) {
   pdl_enter();
-  constexpr int ld = D + 8;
+  constexpr int ld = D + 8, kCtaRows = 16 * WARPS, kCtaThreads = 32 * WARPS;  // (token, head) rows, threads
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Q [kRows][ld], then K [KK][ld] and V [KK][ld]: one of each, or two (f16 double-buffered).
+  // Q [kCtaRows][ld], then K [KK][ld] and V [KK][ld]: one of each, or two (f16 double-buffered).
   __half* qs = reinterpret_cast<__half*>(smem_raw);
-  __half* kv_buf = qs + kRows * ld;
-  __shared__ int row_pos[kRows];
+  __half* kv_buf = qs + kCtaRows * ld;
+  __shared__ int row_pos[kCtaRows];
   __shared__ int tile_kv_end;
 
   const int group = n_head / kv.n_kv_heads;
-  const int tokens_per_tile = kRows / group;
+  const int tokens_per_tile = kCtaRows / group;
   int s, t0, t1;
   if (!find_tile(b, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
   const int g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
 
   // Q rows (pre-scaled by scale * log2 e, rounded to f16) and each row's position.
   const float qscale = scale * kLog2e;
-  for (int i = threadIdx.x; i < kRows * (D / 4); i += kThreads) {
+  for (int i = threadIdx.x; i < kCtaRows * (D / 4); i += kCtaThreads) {
     const int r = i / (D / 4), c = 4 * (i % (D / 4));
     const int t = t0 + r / group, h = g * group + r % group;
     float4 x = make_float4(0, 0, 0, 0);
@@ -238,7 +290,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     *reinterpret_cast<uint2*>(qs + r * ld + c) = make_uint2(pack_half2(x.x * qscale, x.y * qscale),
                                                           pack_half2(x.z * qscale, x.w * qscale));
   }
-  if (threadIdx.x < kRows) {
+  if (threadIdx.x < kCtaRows) {
     const int r = threadIdx.x, t = t0 + r / group;
     row_pos[r] = (r < tokens_per_tile * group && t < t1 && b.seq[t] >= 0) ? b.pos[t] : -1;
   }
@@ -277,36 +329,45 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
 
   // Three pipelines. f16, SPLIT_KV: K and V in buffers of their own; V(t)'s copy is in flight
   // while S = Q K(t)^T runs, K(t+1)'s while the softmax and P V(t) run. f16 otherwise: whole tiles
-  // double-buffered (the next tile's copy in flight while this one is used). q8_0: one buffer,
-  // loaded and dequantized in place. Warps past their last key only load and wait.
+  // double-buffered (the next tile's copy in flight while this one is used). q8_0: the raw rows
+  // double-buffered the same way after one f16 tile, which each tile is dequantized into. Warps
+  // past their last key only load and wait.
   constexpr bool split_kv = E == KvElem::f16 && SPLIT_KV;
-  if constexpr (E == KvElem::f16) {
-    if (tile_begin < tile_end) {
-      if constexpr (split_kv)
-        issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, false, threadIdx.x);
-      else
-        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld, threadIdx.x);
-    }
-    cp_async_commit();
+  uint8_t* stage = reinterpret_cast<uint8_t*>(kv_buf + 2 * KK * ld);  // q8_0: [2][q8_0_stage_bytes]
+  if (tile_begin < tile_end) {
+    if constexpr (split_kv)
+      issue_f16_rows<D, KK, kCtaThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, false, threadIdx.x);
+    else if constexpr (E == KvElem::f16)
+      issue_f16_tile<D, KK, kCtaThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, kv_buf, kv_buf + KK * ld, threadIdx.x);
+    else
+      issue_q8_0_tile<D, KK, kCtaThreads>(kv, base, page_row, g, tile_begin * KK, kv_end, stage, threadIdx.x);
   }
+  cp_async_commit();
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int key0 = tile * KK;
     const int buf = E == KvElem::f16 && !split_kv ? (tile - tile_begin) & 1 : 0;
     __half* ks = kv_buf + buf * 2 * KK * ld;
     __half* vs = ks + KK * ld;
     if constexpr (split_kv) {
-      issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, vs, true, threadIdx.x);
+      issue_f16_rows<D, KK, kCtaThreads>(kv, base, page_row, g, key0, kv_end, vs, true, threadIdx.x);
       cp_async_commit();
       cp_async_wait<1>();  // K(t) has landed
     } else if constexpr (E == KvElem::f16) {
       if (tile + 1 < tile_end) {
         __half* nk = kv_buf + (buf ^ 1) * 2 * KK * ld;
-        issue_f16_tile<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld, threadIdx.x);
+        issue_f16_tile<D, KK, kCtaThreads>(kv, base, page_row, g, key0 + KK, kv_end, nk, nk + KK * ld, threadIdx.x);
       }
       cp_async_commit();
       cp_async_wait<1>();  // this tile's copy has landed (the next one may still be in flight)
     } else {
-      load_q8_0_tile<D, KK, kThreads>(kv, base, page_row, g, key0, kv_end, ks, vs, threadIdx.x);
+      constexpr int stage_bytes = q8_0_stage_bytes<D, KK>();
+      const int sb = (tile - tile_begin) & 1;
+      if (tile + 1 < tile_end)
+        issue_q8_0_tile<D, KK, kCtaThreads>(kv, base, page_row, g, key0 + KK, kv_end, stage + (sb ^ 1) * stage_bytes, threadIdx.x);
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();  // every thread's pieces of this tile have landed
+      dequant_q8_0_rows<D, 2 * KK, kCtaThreads>(stage + sb * stage_bytes, ks, threadIdx.x);  // vs follows ks
     }
     __syncthreads();
     const bool active = key0 <= warp_last;
@@ -347,7 +408,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_kernel(KvLayout kv, 
     }
     if constexpr (split_kv) {
       __syncthreads();  // every warp is done with K(t)
-      if (tile + 1 < tile_end) issue_f16_rows<D, KK, kThreads>(kv, base, page_row, g, key0 + KK, kv_end, ks, false, threadIdx.x);
+      if (tile + 1 < tile_end) issue_f16_rows<D, KK, kCtaThreads>(kv, base, page_row, g, key0 + KK, kv_end, ks, false, threadIdx.x);
       cp_async_commit();
     }
 
@@ -460,19 +521,34 @@ constexpr int kDecodeKeys = 16;
 // (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1.
 constexpr int kDecodeTilesPerWarp = 2;
 
+// A warp's shared memory: f16, two K/V tile pairs (double-buffered copies); q8_0, one f16 tile
+// that K and then V are dequantized into, then two stagings of raw rows (double-buffered copies).
+// q8_0 thus fits two CTAs an SM at head size 256 (decode is latency-bound: the second CTA's
+// warps overlap each one's chain of copy, dequantize, mma).
 template <int D, KvElem E>
-__device__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g, int key0,
-                                  int kv_end, __half* ks, __half* vs, int lane) {
+constexpr size_t decode_warp_bytes() {
+  const size_t tile = size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
+  return E == KvElem::f16 ? 4 * tile : tile + 2 * size_t(q8_0_stage_bytes<D, kDecodeKeys>());
+}
+
+// Starts the copy of the tile at key0 into buffer `buf` (0 or 1) of the warp's memory `mine`.
+template <int D, KvElem E>
+__device__ __forceinline__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                                  int key0, int kv_end, uint8_t* mine, int buf, int lane) {
+  constexpr int ld = D + 8;
+  auto* tiles = reinterpret_cast<__half*>(mine);
   if constexpr (E == KvElem::f16) {
-    issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, vs, lane);
+    __half* ks = tiles + buf * 2 * kDecodeKeys * ld;
+    issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, ks + kDecodeKeys * ld, lane);
   } else {
-    load_q8_0_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, vs, lane);
+    uint8_t* stage = mine + kDecodeKeys * ld * sizeof(__half) + buf * q8_0_stage_bytes<D, kDecodeKeys>();
+    issue_q8_0_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, stage, lane);
   }
 }
 
-template <int D>
+template <int D, KvElem E>
 constexpr size_t decode_smem_bytes() {
-  const size_t tiles = size_t(16 + kWarps * 4 * kDecodeKeys) * (D + 8) * sizeof(__half);
+  const size_t tiles = size_t(16) * (D + 8) * sizeof(__half) + kWarps * decode_warp_bytes<D, E>();
   const size_t merge = size_t(kWarps) * 16 * (D + 2) * sizeof(float) + 16 * (D + 8) * sizeof(__half);
   return tiles > merge ? tiles : merge;
 }
@@ -497,7 +573,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* qs = reinterpret_cast<__half*>(smem_raw);  // [16][ld]
-  __half* bufs = qs + 16 * ld;                        // per warp: 2 x (K [16][ld], V [16][ld])
+  __half* bufs = qs + 16 * ld;                        // per warp: decode_warp_bytes
   const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
   const int s = b.seq[t];
   if (s < 0) return;  // padding: the merge skips its rows
@@ -518,7 +594,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
   const int per_split = (n_tiles + n_splits - 1) / n_splits;
   const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, cq = lane % 4;
-  __half* mine = bufs + warp * 4 * kDecodeKeys * ld;
+  uint8_t* mine = reinterpret_cast<uint8_t*>(bufs) + warp * decode_warp_bytes<D, E>();
   const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
 
   float o[D / 8][4];
@@ -527,19 +603,22 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
   int tile = tile_begin + warp;
-  if (tile < tile_end)
-    issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, mine + kDecodeKeys * ld, lane);
+  if (tile < tile_end) issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
   cp_async_commit();
   for (int it = 0; tile < tile_end; ++it, tile += kWarps) {
-    __half* ks = mine + (it & 1) * 2 * kDecodeKeys * ld;
-    __half* vs = ks + kDecodeKeys * ld;
-    if (tile + kWarps < tile_end) {
-      __half* nk = mine + ((it + 1) & 1) * 2 * kDecodeKeys * ld;
-      issue_decode_tile<D, E>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, nk, nk + kDecodeKeys * ld, lane);
-    }
+    // q8_0: K, then V, dequantized into the one tile
+    __half* ks = reinterpret_cast<__half*>(mine) + (E == KvElem::f16 ? (it & 1) * 2 * kDecodeKeys * ld : 0);
+    __half* vs = E == KvElem::f16 ? ks + kDecodeKeys * ld : ks;
+    const uint8_t* stage = mine + kDecodeKeys * ld * sizeof(__half) + (it & 1) * q8_0_stage_bytes<D, kDecodeKeys>();
+    if (tile + kWarps < tile_end)
+      issue_decode_tile<D, E>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, (it + 1) & 1, lane);
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
+    if constexpr (E == KvElem::q8_0) {
+      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage, ks, lane);
+      __syncwarp();
+    }
 
     float sacc[2][4] = {}, sacc2[2][4] = {};  // even and odd kk: dependent chains half as long
 #pragma unroll
@@ -588,6 +667,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
     l_lo = l_lo * corr_lo + sum_lo;
     l_hi = l_hi * corr_hi + sum_hi;
     if (moved) rescale<D>(o, corr_lo, corr_hi);
+    if constexpr (E == KvElem::q8_0) {
+      __syncwarp();  // every lane is done with K
+      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage + kDecodeKeys * q8_0_row_bytes<D>(), vs, lane);
+      __syncwarp();
+    }
 #pragma unroll
     for (int n = 0; n < D / 8; n += 2) {
       uint32_t bv[4];
@@ -779,7 +863,7 @@ int decode_split_cap(int n_kv_heads, size_t smem) {
 template <int D, KvElem E>
 void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                              int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
-  constexpr size_t smem = decode_smem_bytes<D>();
+  constexpr size_t smem = decode_smem_bytes<D, E>();
   static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (decode attention shared memory)");
@@ -795,20 +879,21 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
          out, act);
 }
 
-template <int D, KvElem E, int KK, bool SPLIT_KV>
+template <int D, KvElem E, int KK, bool SPLIT_KV, int WARPS>
 void launch_attention_keys(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                            int n_head, float scale, float* ws, cudaStream_t stream) {
   const int group = n_head / kv.n_kv_heads;
-  const int tokens_per_tile = kRows / group;
+  const int tokens_per_tile = 16 * WARPS / group;
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
   const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
   const int kv_tiles = E == KvElem::f16 && !SPLIT_KV ? 4 : 2;  // double-buffered K and V, or one of each
-  const size_t smem = size_t(kRows + kv_tiles * KK) * (D + 8) * sizeof(__half);
-  static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E, KK, SPLIT_KV>,
+  const size_t staging = E == KvElem::q8_0 ? 2 * size_t(q8_0_stage_bytes<D, KK>()) : 0;
+  const size_t smem = size_t(16 * WARPS + kv_tiles * KK) * (D + 8) * sizeof(__half) + staging;
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_attention_kernel<D, E, KK, SPLIT_KV, WARPS>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   const dim3 grid(tiles, kv.n_kv_heads, splits);
-  launch(flash_attention_kernel<D, E, KK, SPLIT_KV>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
+  launch(flash_attention_kernel<D, E, KK, SPLIT_KV, WARPS>, grid, 32 * WARPS, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
          out, n_head, scale, ws);
   if (splits > 1) {
     launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D,
@@ -821,6 +906,9 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
 // of 64-key tiles fit). Measured on the H200 in one run, a 4096-token chunk at depth 28672, 32
 // heads over 8 of 128 and 24 over 4 of 256: double-buffered 245 and 202 TFLOP/s (32-key tiles at
 // 256), split K/V 218 and 216.
+// q8_0 pages take CTAs of 8 warps (128 rows) from head size 128: each tile is dequantized once
+// for twice the rows. Same chunk, same run: 4 warps 121 / 127 TFLOP/s, 8 warps 145 / 169 (f16
+// pages with 8 warps measured 219 / 219: no gain, so they keep 4).
 bool tensor_core_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 
 // Few tokens, few heads per KV head: the split-KV decode kernel (and its merge).
@@ -835,7 +923,8 @@ void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch
     return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
   constexpr bool split_kv = E == KvElem::f16 && D >= 256;
   constexpr int keys = E == KvElem::q8_0 && D >= 256 ? 32 : 64;
-  launch_attention_keys<D, E, keys, split_kv>(kv, base, b, q, out, n_head, scale, ws, stream);
+  constexpr int warps = E == KvElem::q8_0 && D >= 128 ? 8 : kWarps;
+  launch_attention_keys<D, E, keys, split_kv, warps>(kv, base, b, q, out, n_head, scale, ws, stream);
 }
 
 template <KvElem E>
