@@ -174,29 +174,35 @@ __device__ __forceinline__ void cp_async_piece(void* smem, const void* gmem, boo
 
 // The raw K and V rows of a KEYS-key tile into `stage` by `THREADS` threads from `first`, keys at
 // or beyond kv_end zero-filled (a zero scale: they dequantize to 0). Completes with the caller's
-// commit / wait. Page lookups as issue_f16_rows.
+// commit / wait. Piece i of the tile lands at stage + i * piece (rows of 17 pieces, K then V).
+// Page lookups as issue_f16_rows.
 template <int D, int KEYS, int THREADS>
 __device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                 int key0, int kv_end, uint8_t* stage, int first) {
-  constexpr int rb = q8_0_row_bytes<D>(), piece = q8_0_piece<D>(), pieces = 2 * KEYS * 17;
+  constexpr int piece = q8_0_piece<D>(), pieces = 2 * KEYS * 17, rounds = (pieces + THREADS - 1) / THREADS;
   const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
   const uint8_t* head = base + size_t(g) * kv.row_bytes();
-  const bool whole_page = kv.page_tokens % KEYS == 0;
-  const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
-                        size_t(key0 % kv.page_tokens) * token_bytes;
+  if (kv.page_tokens % KEYS == 0) {
+    const uint8_t* tile = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
+                          size_t(key0 % kv.page_tokens) * token_bytes;
+#pragma unroll
+    for (int k = 0; k < rounds; ++k) {
+      const int i = first + k * THREADS;
+      if (pieces % THREADS != 0 && i >= pieces) break;
+      const int row = i / 17, c = i - 17 * row, j = row % KEYS;
+      const bool valid = key0 + j < kv_end;
+      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + (row >= KEYS ? v_off : 0) + piece * c;
+      cp_async_piece<piece>(stage + i * piece, src, valid);
+    }
+    return;
+  }
 #pragma unroll 4
   for (int i = first; i < pieces; i += THREADS) {
-    const int row = i / 17, c = i % 17;  // row: K rows 0..KEYS-1, then V rows
-    const int j = row % KEYS, kp = key0 + j;
+    const int row = i / 17, c = i - 17 * row, j = row % KEYS, kp = key0 + j;
     const bool valid = kp < kv_end;
-    const uint8_t* src;
-    if (whole_page) {
-      src = tile + (valid ? size_t(j) * token_bytes : 0);
-    } else {
-      const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
-      src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes;
-    }
-    cp_async_piece<piece>(stage + row * rb + piece * c, src + (row >= KEYS ? v_off : 0) + piece * c, valid);
+    const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
+    const uint8_t* src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes;
+    cp_async_piece<piece>(stage + i * piece, src + (row >= KEYS ? v_off : 0) + piece * c, valid);
   }
 }
 
@@ -215,23 +221,30 @@ __device__ __forceinline__ void q8x4_to_half(uint32_t w, __half2 d, uint32_t& lo
 
 // ROWS staged rows to f16 rows (dst: [ROWS][D + 8]) by THREADS threads from `first`, 8 elements
 // (one 16-byte store) a step: four consecutive threads take a block, eight a row's 128 bytes, so
-// neither the reads nor the stores conflict in the banks. The quants start 2 bytes past a word
-// in even blocks: two aligned words, or three, and a byte permute realign them.
+// neither the reads nor the stores conflict in the banks. A thread's 8 elements sit at the same
+// place in every row it takes, so its addresses and its realignment are worked out once. The
+// quants start 2 bytes past a word in even blocks: two aligned words, or three, and a byte
+// permute realign them.
 template <int D, int ROWS, int THREADS>
 __device__ __forceinline__ void dequant_q8_0_rows(const uint8_t* stage, __half* dst, int first) {
-  constexpr int ld = D + 8, rb = q8_0_row_bytes<D>(), blocks = D / 32;
-#pragma unroll 4
-  for (int i = first; i < ROWS * blocks * 4; i += THREADS) {
-    const int row = i / (4 * blocks), c = (i / 4) % blocks, part = i % 4;
-    const int at = row * rb + 34 * c, from = at + 2 + 8 * part, mis = from & 2;
-    const uint32_t* w = reinterpret_cast<const uint32_t*>(stage + (from - mis));
+  constexpr int ld = D + 8, rb = q8_0_row_bytes<D>(), per_row = 4 * (D / 32), step = THREADS / per_row;
+  static_assert(THREADS % per_row == 0 && ROWS % step == 0, "whole rows a round, whole rounds");
+  static_assert(rb % 4 == 0, "rows keep the words' alignment");
+  const int row0 = first / per_row, c = (first % per_row) / 4, part = first % 4;
+  const int from = 34 * c + 2 + 8 * part, mis = from & 2;
+  const uint32_t sel = mis ? 0x5432 : 0x3210;
+  const uint8_t* src = stage + row0 * rb;
+  __half* out = dst + row0 * ld + 32 * c + 8 * part;
+#pragma unroll
+  for (int r = 0; r < ROWS / step; ++r) {
+    const uint8_t* row = src + r * step * rb;
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(row + (from - mis));
     const uint32_t x0 = w[0], x1 = w[1], x2 = mis ? w[2] : 0u;  // no read past the staging
-    const uint32_t sel = mis ? 0x5432 : 0x3210;
-    const __half2 d = __half2half2(*reinterpret_cast<const __half*>(stage + at));
+    const __half2 d = __half2half2(*reinterpret_cast<const __half*>(row + 34 * c));
     uint32_t h[4];
     q8x4_to_half(__byte_perm(x0, x1, sel), d, h[0], h[1]);
     q8x4_to_half(__byte_perm(x1, x2, sel), d, h[2], h[3]);
-    *reinterpret_cast<uint4*>(dst + row * ld + 32 * c + 8 * part) = make_uint4(h[0], h[1], h[2], h[3]);
+    *reinterpret_cast<uint4*>(out + r * step * ld) = make_uint4(h[0], h[1], h[2], h[3]);
   }
 }
 
