@@ -8,6 +8,7 @@
 //     mixed with decodes (one pass), a padding token whose output must stay untouched.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
 //   - scores that rise along the keys far past the online softmax's slack, and that peak early.
+//   - q8_0 pages give bit for bit what f16 pages holding their dequantized values give.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "backend/cuda/gemv_q8.cuh"
 #include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
+#include "quant/blocks.h"
 
 namespace {
 
@@ -314,6 +316,58 @@ TEST(CudaAttention, RunningMaxMovingAlongTheKeys) {
       run_case({128, 32, 8, 256, kv, {{400, 100}, {600, 1}}, growth}, rng);
       run_case({256, 24, 4, 256, kv, {{300, 90}, {650, 1}}, growth}, rng);
       run_case({64, 8, 8, 16, kv, {{100, 40}}, growth}, rng);
+    }
+}
+
+// q8_0 pages dequantize in the kernels to exactly the f16 values of d * q (rounded once): a token
+// decoded over a short history (one key range, so both kernels add in the same order) gives, bit
+// for bit, what the same call gives over f16 pages that hold those values. Head sizes 64/128/256
+// (staging pieces of 4, 8, 16 bytes), pages of 16 and of 40 tokens (tiles that cross pages),
+// scales from subnormal to large, quants over the whole int8 range.
+TEST(CudaAttention, Q8PagesDequantizeToTheirF16ValuesExactly) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(34);
+  std::uniform_int_distribution<int> quant(-128, 127), exponent(-26, 2);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int hd : {64, 128, 256})
+    for (int page : {16, 40}) {
+      const int n_kv = 2, n_head = 8, pos = 100;  // 101 keys: 7 tiles of 16, one key range
+      const cuda::KvLayout q8{cuda::KvElem::q8_0, n_kv, hd, page}, f16{cuda::KvElem::f16, n_kv, hd, page};
+      const int n_pages = (pos + page) / page;
+      // Both pools hold (page, K|V, token, head) rows in the same order: q8_0 block i is f16
+      // elements 32 i .. 32 i + 31.
+      std::vector<uint8_t> q8_pool(size_t(n_pages) * q8.page_bytes());
+      std::vector<uint16_t> f16_pool(size_t(n_pages) * f16.page_bytes() / 2);
+      for (size_t blk = 0; blk < q8_pool.size() / 34; ++blk) {
+        const quant::f16_bits d = quant::f32_to_f16(std::ldexp(1.0f + 0.5f * u(rng), exponent(rng)));
+        std::memcpy(&q8_pool[34 * blk], &d, 2);
+        for (int i = 0; i < 32; ++i) {
+          const int q = quant(rng);
+          q8_pool[34 * blk + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(q));
+          f16_pool[32 * blk + i] = quant::f32_to_f16(quant::f16_to_f32(d) * float(q));
+        }
+      }
+      std::vector<int32_t> pages(n_pages);
+      for (int i = 0; i < n_pages; ++i) pages[i] = n_pages - 1 - i;  // not in order
+      std::vector<float> q(size_t(n_head) * hd);
+      for (auto& x : q) x = u(rng);
+      auto dq8 = upload(q8_pool), df16 = upload(f16_pool), dpages = upload(pages), dq = upload(q);
+      auto dseq = upload(std::vector<int32_t>{0}), dpos = upload(std::vector<int32_t>{pos});
+      auto dqs = upload(std::vector<int32_t>{0, 1});
+      const auto b = cuda_test::attention_batch(1, 1, dseq, dpos, &dqs, dpages, n_pages);
+      std::vector<float> out[2];
+      for (int e = 0; e < 2; ++e) {
+        const cuda::KvLayout& kv = e ? f16 : q8;
+        cuda::DeviceBuffer dout(q.size() * 4), ws(cuda::attention_workspace_bytes(kv, n_head, 1) + 256);
+        cuda::attention(kv, (e ? df16 : dq8).data(), b, dq.as<float>(), dout.as<float>(), n_head,
+                        1.0f / std::sqrt(float(hd)), ws.as<float>(), nullptr);
+        cuda_test::sync();
+        out[e] = download<float>(dout, q.size());
+      }
+      int differ = 0;
+      for (size_t i = 0; i < q.size(); ++i) differ += std::memcmp(&out[0][i], &out[1][i], 4) != 0;
+      EXPECT_EQ(differ, 0) << "head size " << hd << ", pages of " << page << ": q8_0 vs f16 pages";
+      EXPECT_GT(std::fabs(out[0][0]) + std::fabs(out[0][hd]), 0.0f) << "an output that is all zeros proves nothing";
     }
 }
 
