@@ -16,7 +16,7 @@
 namespace keel::cuda {
 namespace {
 
-constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16 (q8_0 prefill: at least)
+constexpr int kRows = 64;     // (token, head) rows per CTA of 4 warps x 16 (q8_0 prefill CTAs have 8 warps: 128)
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
