@@ -154,7 +154,7 @@ __device__ __forceinline__ void issue_f16_tile(const KvLayout& kv, const uint8_t
 // tensor cores. A row is 17 pieces of q8_0_piece<D> bytes (272 / 136 / 68 bytes at head size
 // 256 / 128 / 64: 16-, 8- and 4-byte aligned in the pages and in the staging rows).
 template <int D>
-constexpr int q8_0_row_bytes() { return D / 32 * 34; }
+constexpr int q8_0_row_bytes() { return int(kv_row_bytes(KvElem::q8_0, D)); }
 template <int D>
 constexpr int q8_0_piece() { return q8_0_row_bytes<D>() / 17; }
 // Staging bytes of one KEYS-key tile: K rows, then V rows.

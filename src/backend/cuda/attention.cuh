@@ -30,13 +30,18 @@ namespace keel::cuda {
 
 enum class KvElem { f16, q8_0 };
 
+// Bytes of one head's K (or V) row: f16 elements, or q8_0 blocks of 32 (an f16 scale, 32 int8).
+KEEL_HOST_DEVICE constexpr size_t kv_row_bytes(KvElem elem, int head_dim) {
+  return elem == KvElem::f16 ? size_t(head_dim) * 2 : size_t(head_dim) / 32 * 34;
+}
+
 struct KvLayout {
   KvElem elem = KvElem::f16;
   int n_kv_heads = 0;
   int head_dim = 0;     // 64, 128, 256 on the tensor cores; any multiple of 8 up to 256 on a slow path
   int page_tokens = 0;  // tokens per page (any positive number)
 
-  KEEL_HOST_DEVICE size_t row_bytes() const { return elem == KvElem::f16 ? size_t(head_dim) * 2 : size_t(head_dim) / 32 * 34; }
+  KEEL_HOST_DEVICE size_t row_bytes() const { return kv_row_bytes(elem, head_dim); }
   KEEL_HOST_DEVICE size_t token_bytes() const { return size_t(n_kv_heads) * row_bytes(); }  // K (or V) of one token
   KEEL_HOST_DEVICE size_t page_bytes() const { return 2 * size_t(page_tokens) * token_bytes(); }
 };

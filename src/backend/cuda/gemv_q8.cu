@@ -73,6 +73,7 @@ __device__ __forceinline__ float f16_at(const uint8_t* p) { return f16_bits_to_f
 // factors that turn integer sums with the activations into its part of the dot product:
 //   a · d_x · Σ_lo + c · d_x · Σ_hi − b · d_x Σ q_x
 // (lo / hi: the first / second half of the words; c = a unless the halves have their own scales).
+// b is set and used only by types with has_min (an offset term); item_dot skips it otherwise.
 template <int NW>
 struct Item {
   uint32_t q[NW];
@@ -93,7 +94,6 @@ template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
     Item<nw> it;
     words_unaligned<4>(buf, off + 2 + 16 * sub, it.q);
     it.a = it.c = f16_at(buf + off);
-    it.b = 0.0f;
     return it;
   }
 };
@@ -186,7 +186,6 @@ template <> struct QDot<Type::Q6_K> {
     const auto* sc = reinterpret_cast<const int8_t*>(p + 192 + 8 * n + 2 * qq);
     it.a = d * float(sc[0]);
     it.c = d * float(sc[1]);
-    it.b = 0.0f;
     return it;
   }
 };
