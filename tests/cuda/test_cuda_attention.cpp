@@ -5,7 +5,8 @@
 //   - attention: |out - ref| <= 1e-2 * max|V| (f16 tensor-core inputs: Q and P rounded to f16,
 //     q8_0 K/V dequantized to f16; f32 accumulation and softmax). Cases: head sizes 64/128/256,
 //     GQA groups 1/4/5, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
-//     mixed with decodes (one pass), a padding token whose output must stay untouched.
+//     mixed with decodes (one pass), a padding token whose output must stay untouched. On Hopper
+//     prefill takes the wgmma kernels; scripts/test_cuda.sh runs these tests again without them.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
 //   - scores that rise along the keys far past the online softmax's slack, and that peak early.
 //   - q8_0 pages give bit for bit what f16 pages holding their dequantized values give.
@@ -301,6 +302,8 @@ TEST(CudaAttention, PrefillChunksWithDecodes) {
     run_case({128, 16, 16, 16, kv, {{77, 45}, {5, 1}}}, rng);             // a later chunk, MHA
     run_case({64, 10, 2, 48, kv, {{0, 37}, {200, 29}}}, rng);             // group 5 (12 tokens a tile)
     run_case({256, 8, 2, 256, kv, {{250, 70}}}, rng);                     // crosses a page
+    run_case({256, 24, 4, 16, kv, {{0, 150}, {900, 60}}}, rng);           // the 27B's heads (21 tokens a CTA of 128 rows), small pages
+    run_case({128, 32, 8, 48, kv, {{100, 200}, {0, 17}}}, rng);           // pages that tiles of 64 keys cross
     run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
   }
   run_case({8, 8, 4, 16, backend::KvType::f16, {{0, 19}, {40, 1}}}, rng);  // stories260K's head size

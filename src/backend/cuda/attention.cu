@@ -12,6 +12,7 @@
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/launch.cuh"
+#include "backend/cuda/wgmma.cuh"
 
 namespace keel::cuda {
 namespace {
@@ -225,6 +226,18 @@ __device__ __forceinline__ void q8x4_to_half(uint32_t w, __half2 d, uint32_t& lo
 // place in every row it takes, so its addresses and its realignment are worked out once. The
 // quants start 2 bytes past a word in even blocks: two aligned words, or three, and a byte
 // permute realign them.
+// Elements 8 part .. 8 part + 7 of block c of a staged row as f16 (one 16-byte store): from is
+// their first quant's byte in the row, mis its offset past a word, sel the realigning permute.
+__device__ __forceinline__ uint4 q8_0_eight(const uint8_t* row, int c, int from, int mis, uint32_t sel) {
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(row + (from - mis));
+  const uint32_t x0 = w[0], x1 = w[1], x2 = mis ? w[2] : 0u;  // no read past the staging
+  const __half2 d = __half2half2(*reinterpret_cast<const __half*>(row + 34 * c));
+  uint32_t h[4];
+  q8x4_to_half(__byte_perm(x0, x1, sel), d, h[0], h[1]);
+  q8x4_to_half(__byte_perm(x1, x2, sel), d, h[2], h[3]);
+  return make_uint4(h[0], h[1], h[2], h[3]);
+}
+
 template <int D, int ROWS, int THREADS>
 __device__ __forceinline__ void dequant_q8_0_rows(const uint8_t* stage, __half* dst, int first) {
   constexpr int ld = D + 8, rb = q8_0_row_bytes<D>(), per_row = 4 * (D / 32), step = THREADS / per_row;
@@ -236,15 +249,25 @@ __device__ __forceinline__ void dequant_q8_0_rows(const uint8_t* stage, __half* 
   const uint8_t* src = stage + row0 * rb;
   __half* out = dst + row0 * ld + 32 * c + 8 * part;
 #pragma unroll
-  for (int r = 0; r < ROWS / step; ++r) {
-    const uint8_t* row = src + r * step * rb;
-    const uint32_t* w = reinterpret_cast<const uint32_t*>(row + (from - mis));
-    const uint32_t x0 = w[0], x1 = w[1], x2 = mis ? w[2] : 0u;  // no read past the staging
-    const __half2 d = __half2half2(*reinterpret_cast<const __half*>(row + 34 * c));
-    uint32_t h[4];
-    q8x4_to_half(__byte_perm(x0, x1, sel), d, h[0], h[1]);
-    q8x4_to_half(__byte_perm(x1, x2, sel), d, h[2], h[3]);
-    *reinterpret_cast<uint4*>(out + r * step * ld) = make_uint4(h[0], h[1], h[2], h[3]);
+  for (int r = 0; r < ROWS / step; ++r)
+    *reinterpret_cast<uint4*>(out + r * step * ld) = q8_0_eight(src + r * step * rb, c, from, mis, sel);
+}
+
+// The same for the wgmma kernel: staged rows 0 .. KEYS - 1 (K) into the swizzled tile ks, rows
+// KEYS .. 2 KEYS - 1 (V) into the one after it (sw128_offset; whole 16-byte units, so the swizzle
+// keeps the stores free of bank conflicts).
+template <int D, int KEYS, int THREADS>
+__device__ __forceinline__ void dequant_q8_0_rows_sw128(const uint8_t* stage, uint8_t* ks, int first) {
+  constexpr int rb = q8_0_row_bytes<D>(), per_row = 4 * (D / 32), step = THREADS / per_row, tile = KEYS * D * 2;
+  static_assert(THREADS % per_row == 0 && KEYS % step == 0, "whole rows a round, whole rounds");
+  const int row0 = first / per_row, c = (first % per_row) / 4, part = first % 4;
+  const int from = 34 * c + 2 + 8 * part, mis = from & 2;
+  const uint32_t sel = mis ? 0x5432 : 0x3210;
+#pragma unroll
+  for (int r = 0; r < 2 * KEYS / step; ++r) {
+    const int row = row0 + r * step;
+    *reinterpret_cast<uint4*>(ks + (row / KEYS) * tile + sw128_offset<KEYS>(row % KEYS, 32 * c + 8 * part)) =
+        q8_0_eight(stage + row * rb, c, from, mis, sel);
   }
 }
 
@@ -268,6 +291,60 @@ __device__ __forceinline__ void rescale(float (&o)[D / 8][4], float corr_lo, flo
     o[i][2] *= corr_hi;
     o[i][3] *= corr_hi;
   }
+}
+
+// One tile's online softmax for a warp's 16 rows, S in mma.sync's C fragments (wgmma's too, per
+// warp): the causal mask where the tile reaches past a row's position (only tiles past
+// warp_first, the first position every valid row reaches), the running max (moved only when a
+// row's tile max passes it by kMaxSlack), P rounded to f16 as A fragments of 16 keys, l moved
+// onto a new max. Returns whether the max moved; O then needs rescale(o, corr_lo, corr_hi).
+// Log2 units (Q is pre-scaled by log2 e).
+template <int KK>
+__device__ __forceinline__ bool softmax_tile(float (&sacc)[KK / 8][4], uint32_t (&p)[KK / 16][4], int key0, int cq,
+                                             int pos_lo, int pos_hi, int warp_first, float& m_lo, float& m_hi,
+                                             float& l_lo, float& l_hi, float& corr_lo, float& corr_hi) {
+  if (key0 + KK - 1 > warp_first) {
+#pragma unroll
+    for (int n = 0; n < KK / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int kp = key0 + 8 * n + 2 * cq + e;
+        if (kp > pos_lo) sacc[n][e] = -INFINITY;
+        if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
+      }
+    }
+  }
+  float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < KK / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      mx_lo = fmaxf(mx_lo, sacc[n][e]);
+      mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
+    }
+  }
+#pragma unroll
+  for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
+  }
+  const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
+  corr_lo = corr_hi = 1.0f;
+  if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
+  const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
+  float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+  for (int n = 0; n < KK / 8; ++n) {
+    const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
+    const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
+    sum_lo += p0 + p1;
+    sum_hi += p2 + p3;
+    p[n / 2][(n % 2) * 2 + 0] = pack_half2(p0, p1);
+    p[n / 2][(n % 2) * 2 + 1] = pack_half2(p2, p3);
+  }
+  l_lo = l_lo * corr_lo + sum_lo;
+  l_hi = l_hi * corr_hi + sum_hi;
+  return moved;
 }
 
 // grid: (query tiles, n_kv_heads, splits), WARPS warps of 16 (token, head) rows each. With
@@ -440,48 +517,9 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
     // Causal mask (tiles crossing the diagonal only), online softmax (log2 units).
     uint32_t p[KK / 16][4];  // P as A fragments, one per 16 keys
     if (active) {
-      if (key0 + KK - 1 > warp_first) {
-#pragma unroll
-        for (int n = 0; n < KK / 8; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int kp = key0 + 8 * n + 2 * cq + e;
-            if (kp > pos_lo) sacc[n][e] = -INFINITY;
-            if (kp > pos_hi) sacc[n][2 + e] = -INFINITY;
-          }
-        }
-      }
-      float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < KK / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          mx_lo = fmaxf(mx_lo, sacc[n][e]);
-          mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
-        }
-      }
-#pragma unroll
-      for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
-      }
-      const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
-      float corr_lo = 1.0f, corr_hi = 1.0f;
-      if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
-      const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
-      float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-      for (int n = 0; n < KK / 8; ++n) {
-        const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
-        const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
-        sum_lo += p0 + p1;
-        sum_hi += p2 + p3;
-        p[n / 2][(n % 2) * 2 + 0] = pack_half2(p0, p1);
-        p[n / 2][(n % 2) * 2 + 1] = pack_half2(p2, p3);
-      }
-      l_lo = l_lo * corr_lo + sum_lo;
-      l_hi = l_hi * corr_hi + sum_hi;
-      if (moved) rescale<D>(o, corr_lo, corr_hi);
+      float corr_lo, corr_hi;
+      if (softmax_tile<KK>(sacc, p, key0, cq, pos_lo, pos_hi, warp_first, m_lo, m_hi, l_lo, l_hi, corr_lo, corr_hi))
+        rescale<D>(o, corr_lo, corr_hi);
     }
     if constexpr (split_kv) {
       cp_async_wait<1>();  // V(t) has landed
@@ -534,6 +572,240 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
       }
     }
   }
+}
+
+// ---- prefill on Hopper: warpgroup multiplies (wgmma) -----------------------------------------
+// Head sizes 128 and 256, calls past the split-KV size. A CTA of two warpgroups takes 128
+// (token, head) rows of one sequence that share one KV head (64 a warpgroup) and walks its keys
+// in tiles of 64. Per tile and warpgroup: S = Q K^T with both operands in shared memory, the
+// online softmax on S's accumulators (softmax_tile, per warp), O += P V with P from registers.
+// The tensor cores read a K or V tile once per 64 rows, where the mma.sync kernel's warps each
+// read it for their 16 rows through ldmatrix; that traffic capped it near 220 TFLOP/s.
+// Q, K and V sit in shared memory in wgmma's 128-byte swizzled layout (sw128_offset): Q and K as
+// K-major operands (the head dimension contiguous), V as the N-major B operand of P V.
+//
+// The next tile's copy flies while one is used (f16: K/V tile pairs double-buffered; q8_0: raw
+// rows double-buffered, dequantized into one tile pair). The warpgroups wait for their own
+// multiplies; the other warpgroup's softmax fills the tensor cores' gaps. Issuing the next copy
+// only after the barrier that says this tile landed (one barrier a tile: the buffer it takes is
+// free by then) measured slower for f16, the copy's head start mattering more than the barrier
+// (8.15 -> 8.46 ms and 5.64 -> 5.77 at the sizes below; q8_0 within 1.5%). Measured on the H200,
+// FlashAttention-3's overlap within a warpgroup (S of tile j issued with P V of tile j-1, K and V
+// in buffers of their own, one barrier a tile) was slower: 4096 tokens at depth 28672, 24 heads
+// over 4 of 256, 8.46 -> 10.24 ms; 32 over 8 of 128, 7.62 -> 9.27.
+constexpr int kWgKeys = 64, kWgRows = 64, kWgGroups = 2, kWgThreads = 128 * kWgGroups;
+
+// Dynamic shared memory: Q of both warpgroups, K/V tiles (f16: two of each; q8_0: one of each,
+// then two stagings of raw rows), 1024 bytes to align them.
+template <int D, KvElem E>
+constexpr size_t wgmma_smem_bytes() {
+  return 1024 + size_t(kWgGroups * kWgRows + (E == KvElem::f16 ? 4 : 2) * kWgKeys) * D * sizeof(__half) +
+         (E == KvElem::q8_0 ? 2 * size_t(q8_0_stage_bytes<D, kWgKeys>()) : 0);
+}
+
+// The K and V rows of a tile into swizzled tiles ks and vs (keys at or beyond kv_end zero-filled),
+// by all kWgThreads threads; completes with the caller's commit / wait. Page lookups as
+// issue_f16_rows.
+template <int D>
+__device__ __forceinline__ void issue_f16_tile_sw128(const KvLayout& kv, const uint8_t* base, const int32_t* page_row,
+                                                     int g, int key0, int kv_end, uint8_t* ks, uint8_t* vs) {
+  constexpr int pieces = D / 8;  // 16 bytes each
+  static_assert(kWgKeys * pieces % kWgThreads == 0, "whole rounds of copies");
+  const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
+  const uint8_t* head = base + size_t(g) * kv.row_bytes();
+  const bool whole = kv.page_tokens % kWgKeys == 0;  // one page holds the whole tile
+  const uint8_t* tile =
+      head + size_t(page_row[whole ? key0 / kv.page_tokens : 0]) * kv.page_bytes() + size_t(key0 % kv.page_tokens) * token_bytes;
+#pragma unroll
+  for (int i = threadIdx.x; i < kWgKeys * pieces; i += kWgThreads) {
+    const int j = i / pieces, c = i % pieces, kp = key0 + j;
+    const bool valid = kp < kv_end;
+    const uint8_t* row = tile + size_t(j) * token_bytes;
+    if (!whole) row = head + size_t(page_row[valid ? kp / kv.page_tokens : 0]) * kv.page_bytes() +
+                      size_t(kp % kv.page_tokens) * token_bytes;
+    const uint8_t* src = (valid ? row : head) + 16 * c;
+    const int dst = sw128_offset<kWgKeys>(j, 8 * c);
+    cp_async16(ks + dst, src, valid);
+    cp_async16(vs + dst, src + v_off, valid);
+  }
+}
+
+#if KEEL_WGMMA
+// S = Q K^T for a warpgroup's 64 rows and a tile's 64 keys: D / 16 steps of 16 along the head
+// dimension (32 bytes into each 128-byte row; chunks of 64 rows x 128 bytes for Q and K alike).
+// Issued and committed, not awaited.
+template <int D>
+__device__ __forceinline__ void issue_qk(float (&sacc)[kWgKeys / 8][4], const uint8_t* q, const uint8_t* k) {
+#pragma unroll
+  for (int n = 0; n < kWgKeys / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int off = (kk / 4) * (64 * 128) + (kk % 4) * 32;
+    wgmma_ss<kWgKeys>(&sacc[0][0], wgmma_desc(q + off, 16, 1024), wgmma_desc(k + off, 16, 1024), kk > 0);
+  }
+  wgmma_commit();
+}
+
+// O += P V: kWgKeys / 16 steps of 16 keys (2048 bytes of V's rows); V is the N-major B operand,
+// its 64-column chunks kWgKeys x 128 bytes apart, its groups of 8 keys 1024 bytes apart. Issued
+// and committed, not awaited.
+template <int D>
+__device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const uint32_t (&p)[kWgKeys / 16][4], const uint8_t* v) {
+#pragma unroll
+  for (int kk = 0; kk < kWgKeys / 16; ++kk) wgmma_rs_mn<D>(&o[0][0], p[kk], wgmma_desc(v + kk * 2048, kWgKeys * 128, 1024), 1);
+  wgmma_commit();
+}
+
+// fence_operand on every accumulator of a fragment array.
+template <int N, int M>
+__device__ __forceinline__ void fence_operands(float (&x)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < M; ++e) fence_operand(x[i][e]);
+}
+
+#endif  // KEEL_WGMMA
+
+// CTAs an SM the registers are bounded for: two at head size 128 with f16 pages (128 registers,
+// their shared memory fits twice). Measured on the H200, 4096 tokens at depth 28672, 32 heads
+// over 8: one CTA 7.62 ms (271 TFLOP/s), two 5.62 (367). q8_0 pages would spill at 128. Head
+// size 256 keeps one: a warpgroup a CTA with tiles of 32 keys (two CTAs fit) measured 13.3 ms
+// against 8.2 for 24 heads over 4.
+template <int D, KvElem E>
+constexpr int wgmma_ctas_per_sm() {
+  return D == 128 && E == KvElem::f16 ? 2 : 1;
+}
+
+// grid: (query tiles, n_kv_heads). Writes out.
+template <int D, KvElem E, int MIN_CTAS>
+__global__ void __launch_bounds__(kWgThreads, MIN_CTAS)
+    flash_wgmma_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
+                       float* __restrict__ out, int n_head, float scale) {
+#if KEEL_WGMMA
+  pdl_enter();
+  constexpr int kCtaRows = kWgGroups * kWgRows, kQBytes = kWgRows * D * 2, kTileBytes = kWgKeys * D * 2;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* qs = smem;                            // [warpgroup] 64 x D
+  uint8_t* kv_buf = smem + kWgGroups * kQBytes;  // f16: K [2], then V [2]; q8_0: K, V, the stagings
+  __shared__ int row_pos[kCtaRows];
+  __shared__ int tile_kv_end;
+
+  const int group = n_head / kv.n_kv_heads;
+  const int tokens_per_tile = kCtaRows / group;
+  int s, t0, t1;
+  if (!find_tile(b, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
+  const int g = blockIdx.y;
+
+  // Q rows (pre-scaled by scale * log2 e, rounded to f16) and each row's position.
+  const float qscale = scale * kLog2e;
+  for (int i = threadIdx.x; i < kCtaRows * (D / 4); i += kWgThreads) {
+    const int r = i / (D / 4), c = 4 * (i % (D / 4));
+    const int t = t0 + r / group, h = g * group + r % group;
+    float4 x = make_float4(0, 0, 0, 0);
+    if (r < tokens_per_tile * group && t < t1) x = *reinterpret_cast<const float4*>(q + (size_t(t) * n_head + h) * D + c);
+    *reinterpret_cast<uint2*>(qs + (r / kWgRows) * kQBytes + sw128_offset<kWgRows>(r % kWgRows, c)) =
+        make_uint2(pack_half2(x.x * qscale, x.y * qscale), pack_half2(x.z * qscale, x.w * qscale));
+  }
+  if (threadIdx.x < kCtaRows) {
+    const int r = threadIdx.x, t = t0 + r / group;
+    row_pos[r] = (r < tokens_per_tile * group && t < t1 && b.seq[t] >= 0) ? b.pos[t] : -1;
+  }
+  if (threadIdx.x == 0) {
+    int mx = -1;
+    for (int t = t0; t < t1; ++t) mx = max(mx, b.pos[t]);
+    tile_kv_end = mx + 1;
+  }
+  fence_proxy_async();  // Q's stores, for wgmma's reads
+  __syncthreads();
+  const int kv_end = tile_kv_end;
+  const int n_tiles = (kv_end + kWgKeys - 1) / kWgKeys;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
+  const int cq = lane % 4;
+  const int r_lo = 16 * warp + lane / 4, r_hi = r_lo + 8;  // warp w of warpgroup wg: rows 64 wg + 16 (w % 4) ..
+  const int pos_lo = row_pos[r_lo], pos_hi = row_pos[r_hi];
+  int warp_first = min(pos_lo < 0 ? INT_MAX : pos_lo, pos_hi < 0 ? INT_MAX : pos_hi);
+#pragma unroll
+  for (int o2 = 16; o2 > 0; o2 >>= 1) warp_first = min(warp_first, __shfl_xor_sync(0xffffffffu, warp_first, o2));
+  // The tiles up to the last position any row of the warpgroup attends to: its multiplies are
+  // collective, so it skips (only loads) the tiles past them as a whole.
+  int wg_last = -1;
+  for (int r = 0; r < kWgRows; ++r) wg_last = max(wg_last, row_pos[kWgRows * wg + r]);
+  const int wg_tiles = min(n_tiles, (wg_last + kWgKeys) / kWgKeys);
+  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
+  const uint8_t* my_q = qs + wg * kQBytes;
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+  float sacc[kWgKeys / 8][4];
+  uint32_t p[kWgKeys / 16][4];  // P as A fragments, one per 16 keys
+
+  // Tile j's copy goes to buffer j % 2: f16, the K/V tile pair itself; q8_0, its raw rows, which
+  // are dequantized into the one tile pair.
+  constexpr int kStageBytes = q8_0_stage_bytes<D, kWgKeys>();
+  uint8_t* stage = kv_buf + 2 * kTileBytes;  // q8_0
+  auto issue = [&](int j) {
+    if constexpr (E == KvElem::f16) {
+      uint8_t* k = kv_buf + (j & 1) * 2 * kTileBytes;
+      issue_f16_tile_sw128<D>(kv, base, page_row, g, j * kWgKeys, kv_end, k, k + kTileBytes);
+    } else {
+      issue_q8_0_tile<D, kWgKeys, kWgThreads>(kv, base, page_row, g, j * kWgKeys, kv_end, stage + (j & 1) * kStageBytes,
+                                              threadIdx.x);
+    }
+  };
+  if (n_tiles > 0) issue(0);
+  cp_async_commit();
+  for (int j = 0; j < n_tiles; ++j) {
+    uint8_t* ks = kv_buf + (E == KvElem::f16 ? (j & 1) * 2 * kTileBytes : 0);
+    uint8_t* vs = ks + kTileBytes;
+    if (j + 1 < n_tiles) issue(j + 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // tile j's copies have landed ...
+    if constexpr (E == KvElem::q8_0) {
+      __syncthreads();  // ... every thread's: dequantize them
+      dequant_q8_0_rows_sw128<D, kWgKeys, kWgThreads>(stage + (j & 1) * kStageBytes, ks, threadIdx.x);
+    }
+    fence_proxy_async();  // ... visible to wgmma ...
+    __syncthreads();      // ... for every thread's
+    if (j < wg_tiles) {
+      wgmma_fence();
+      issue_qk<D>(sacc, my_q, ks);
+      wgmma_wait<0>();
+      fence_operands(sacc);
+      float corr_lo, corr_hi;
+      if (softmax_tile<kWgKeys>(sacc, p, j * kWgKeys, cq, pos_lo, pos_hi, warp_first, m_lo, m_hi, l_lo, l_hi, corr_lo,
+                                corr_hi))
+        rescale<D>(o, corr_lo, corr_hi);
+      fence_operands(o);
+      wgmma_fence();
+      issue_pv<D>(o, p, vs);
+      wgmma_wait<0>();
+      fence_operands(o);
+    }
+    __syncthreads();  // every warpgroup is done with this tile pair before it is refilled
+  }
+
+#pragma unroll
+  for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, o2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, o2);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r_hi : r_lo;
+    if (row_pos[r] < 0) continue;
+    const int t = t0 + r / group, h = g * group + r % group;
+    const float l = half ? l_hi : l_lo, inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float* dst = out + (size_t(t) * n_head + h) * D;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<float2*>(dst + 8 * n + 2 * cq) = make_float2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+  }
+#endif  // KEEL_WGMMA
 }
 
 // ---- decode: split-KV with the warps on different keys ---------------------------------------------
@@ -942,10 +1214,27 @@ bool takes_decode_path(const KvLayout& kv, const AttentionBatch& b, int n_head) 
 }
 
 template <int D, KvElem E>
+void launch_wgmma_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
+                            int n_head, float scale, cudaStream_t stream) {
+  const int tokens_per_tile = kWgGroups * kWgRows / (n_head / kv.n_kv_heads);
+  const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
+  constexpr auto kernel = flash_wgmma_kernel<D, E, wgmma_ctas_per_sm<D, E>()>;
+  constexpr size_t smem = wgmma_smem_bytes<D, E>();
+  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  check(attr, "cudaFuncSetAttribute (attention shared memory)");
+  launch(kernel, dim3(tiles, kv.n_kv_heads), kWgThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
+         n_head, scale);
+}
+
+template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                       int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
   if (takes_decode_path(kv, b, n_head))
     return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+  if constexpr (D >= 128) {
+    if (b.n_tokens > kSplitMaxTokens && wgmma_available())
+      return launch_wgmma_attention<D, E>(kv, base, b, q, out, n_head, scale, stream);
+  }
   constexpr bool split_kv = E == KvElem::f16 && D >= 256;
   constexpr int keys = E == KvElem::q8_0 && D >= 256 ? 32 : 64;
   constexpr int warps = E == KvElem::q8_0 && D >= 128 ? 8 : kWarps;

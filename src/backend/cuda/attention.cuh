@@ -8,9 +8,10 @@
 // per sequence its token range in the call and a row of the page table. Token t of sequence s
 // attends to positions 0..pos[t] of s (causal; its own K/V already written by kv_write).
 //
-// Attention runs on the tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation) with an
-// online softmax in f32: a CTA takes up to 64 (query token, head) rows of one sequence that share
-// one KV head (GQA heads packed together), and walks that sequence's pages in tiles of 64 keys.
+// Attention runs on the tensor cores (mma.sync m16n8k16; on Hopper, prefill at head sizes 128 and
+// 256 with wgmma; f16 inputs, f32 accumulation) with an online softmax in f32: a CTA takes up to
+// 64 (mma.sync) or 128 (wgmma) (query token, head) rows of one sequence that share one KV head
+// (GQA heads packed together), and walks that sequence's pages in tiles of 32 or 64 keys.
 // Q and the probabilities are rounded to f16 (q8_0 keys and values are dequantized to f16): the
 // error against the f32 CPU twin is about 2^-11 relative per operand. Small calls (decode) split
 // the keys in kDecodeSplits ranges run in parallel and merged by a second kernel (split-KV).

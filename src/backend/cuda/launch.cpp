@@ -14,4 +14,17 @@ bool pdl_enabled() {
   return enabled;
 }
 
+bool wgmma_available() {
+  static const bool available = [] {
+    const char* env = std::getenv("KEEL_CUDA_WGMMA");
+    if (env && std::strcmp(env, "0") == 0) return false;
+    int device = 0, major = 0, minor = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
+           minor == 0;
+  }();
+  return available;
+}
+
 }  // namespace keel::cuda

@@ -35,6 +35,10 @@ __device__ __forceinline__ void pdl_enter() {
 // events time each op alone). Read once.
 bool pdl_enabled();
 
+// Whether this process's GPU runs the sm_90a kernels (wgmma.cuh): compute capability 9.0, unless
+// turned off with KEEL_CUDA_WGMMA=0 (to compare with the kernels they replace). Read once.
+bool wgmma_available();
+
 template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
   cudaLaunchAttribute attr{};
