@@ -4,7 +4,7 @@
 //   - kv_write: the device pages equal the CPU cache's bytes (f16 and q8_0: bit-exact).
 //   - attention: |out - ref| <= 1e-2 * max|V| (f16 tensor-core inputs: Q and P rounded to f16,
 //     q8_0 K/V dequantized to f16; f32 accumulation and softmax). Cases: head sizes 64/128/256,
-//     GQA groups 1/4/5, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
+//     GQA groups 1/4/5/6, page sizes 16/48/256, head sizes 8 and 32 (the SIMT fallback), decode-only calls (split-KV) and prefill chunks
 //     mixed with decodes (one pass), a padding token whose output must stay untouched. On Hopper
 //     prefill takes the wgmma kernels; scripts/test_cuda.sh runs these tests again without them.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
