@@ -64,7 +64,7 @@ TEST(Cli, RunGreedyEqualsLlamaCppGolden) {
 TEST(Cli, RunFromIdsFileWithSmallChunks) {
   auto golden = test::read_json(test::shared("golden/stories260K.greedy.json"));
   const auto& item = golden[1];
-  std::string path = testing::TempDir() + "keel_ids.txt";
+  std::string path = keel::test::temp_dir() + "keel_ids.txt";
   std::string ids;
   for (int32_t id : item["prompt_ids"].get<std::vector<int32_t>>()) ids += std::to_string(id) + " ";
   std::ofstream(path) << ids;
@@ -83,7 +83,7 @@ TEST(Cli, PerplexityMatchesReferenceNll) {
   for (size_t i = 0; i + 1 < fx.prompt_a.size(); ++i)
     nll -= test::log_softmax(ref[i].data(), fx.n_vocab)[static_cast<size_t>(fx.prompt_a[i + 1])];
   nll /= static_cast<double>(fx.prompt_a.size() - 1);
-  std::string path = testing::TempDir() + "keel_ppl_ids.txt";
+  std::string path = keel::test::temp_dir() + "keel_ppl_ids.txt";
   std::string ids;
   for (int32_t id : fx.prompt_a) ids += std::to_string(id) + "\n";
   std::ofstream(path) << ids;
@@ -151,7 +151,7 @@ TEST(Cli, LlamaTinyRandomF16Generates) {
 namespace {
 
 std::string write_ids(const std::string& name, const std::vector<int32_t>& ids) {
-  const std::string path = testing::TempDir() + name;
+  const std::string path = keel::test::temp_dir() + name;
   std::ofstream out(path);
   for (int32_t id : ids) out << id << " ";
   return path;
@@ -173,7 +173,7 @@ TEST(Cli, PerplexityDumpsLogitsAtPositions) {
   test::Fixture fx = test::load_fixture("tiny-qwen35");
   auto ref = test::read_rows("tiny-qwen35.logits.f32", fx.n_vocab);  // rows 48.. are prompt B's positions
   const std::string ids = write_ids("keel_dump_ids.txt", fx.prompt_b);
-  const std::string out = testing::TempDir() + "keel_dump.f32";
+  const std::string out = keel::test::temp_dir() + "keel_dump.f32";
   std::vector<size_t> order;  // indices into positions_b, last first
   std::string list;
   for (size_t k = fx.positions_b.size(); k-- > 0;) {
@@ -198,7 +198,7 @@ TEST(Cli, PerplexityDumpsLogitsAtPositions) {
 
 TEST(Cli, PerplexityDumpLogitsUsageErrors) {
   const std::string ids = write_ids("keel_dump_err_ids.txt", {1, 200, 300, 400});
-  const std::string out = testing::TempDir() + "keel_dump_err.f32";
+  const std::string out = keel::test::temp_dir() + "keel_dump_err.f32";
   const std::string base = "perplexity --ids-file " + ids + " ";
   Output alone = keel_cli(base + "--dump-logits " + out, true);
   EXPECT_EQ(alone.code, 2);

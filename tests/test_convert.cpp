@@ -24,7 +24,7 @@ using namespace keel;
 
 namespace {
 
-std::string temp_path(const std::string& tag) { return testing::TempDir() + "keel_convert_" + tag; }
+std::string temp_path(const std::string& tag) { return keel::test::temp_dir() + "keel_convert_" + tag; }
 
 tools::WriteOptions quiet() {
   tools::WriteOptions o;

@@ -48,7 +48,7 @@ std::vector<float> read_floats(const std::string& path) {
 
 // The perplexity; the logits at three positions go to `logits`.
 double perplexity(const std::string& model, const std::string& text_file, bool exact, std::vector<float>& logits) {
-  const std::string dump = testing::TempDir() + "keel_fast_ppl_logits.f32";
+  const std::string dump = keel::test::temp_dir() + "keel_fast_ppl_logits.f32";
   const std::string out = run("perplexity -m " + model + " -f " + text_file + " --kv-type f32 --chunk 64 -t 2" +
                               " --dump-logits " + dump + " --logits-at 1,70,150" + (exact ? " --exact" : ""));
   logits = read_floats(dump);
@@ -61,7 +61,7 @@ double perplexity(const std::string& model, const std::string& text_file, bool e
 }
 
 TEST(FastPerplexity, Stories260kQ8_0AndQ4_0WithinOnePercentOfExact) {
-  const std::string dir = testing::TempDir();
+  const std::string dir = keel::test::temp_dir();
   const std::string text = dir + "keel_fast_ppl.txt";
   std::ofstream(text) << kText;
   for (const std::string type : {"q8_0", "q4_0"}) {

@@ -21,7 +21,7 @@ std::vector<char> read_all(const std::string& path) {
 }
 
 std::string write_temp(const std::vector<char>& bytes, const std::string& tag) {
-  std::string path = testing::TempDir() + "keel_gguf_" + tag + ".gguf";
+  std::string path = keel::test::temp_dir() + "keel_gguf_" + tag + ".gguf";
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   return path;
 }

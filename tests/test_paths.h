@@ -1,6 +1,11 @@
 // Where tests find ../shared (fixtures, golden files, vocab vectors) and the keel binary.
 #pragma once
+#include <unistd.h>
+
+#include <filesystem>
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace keel::test {
 
@@ -8,5 +13,23 @@ inline std::string shared(const std::string& rel) { return std::string(KEEL_SHAR
 inline std::string keel_binary() { return KEEL_BINARY; }
 // keel's own test data (tests/data), e.g. ids computed by Hugging Face tokenizers.
 inline std::string data(const std::string& rel) { return std::string(KEEL_TEST_DATA_DIR) + "/" + rel; }
+
+// A scratch folder of this test process's own, ending in '/'. ctest runs each test in its own
+// process, several at once, so two tests writing "keel_case_x.json" into one shared TempDir
+// would read each other's half-written files. Removed when the process that made it exits
+// (not when a forked child does).
+inline const std::string& temp_dir() {
+  struct Owned {
+    pid_t owner = getpid();
+    std::string path = testing::TempDir() + "keel." + std::to_string(getpid()) + "/";
+    Owned() { std::filesystem::create_directories(path); }
+    ~Owned() {
+      std::error_code ignored;
+      if (getpid() == owner) std::filesystem::remove_all(path, ignored);
+    }
+  };
+  static const Owned dir;
+  return dir.path;
+}
 
 }  // namespace keel::test

@@ -21,7 +21,7 @@ using namespace keel;
 
 namespace {
 
-std::string out_path(const std::string& tag) { return testing::TempDir() + "keel_quantize_" + tag + ".gguf"; }
+std::string out_path(const std::string& tag) { return keel::test::temp_dir() + "keel_quantize_" + tag + ".gguf"; }
 
 bool temp_files_left(const std::string& path) {
   const std::filesystem::path p(path);

@@ -20,7 +20,7 @@ namespace {
 
 // tiny-qwen35 with its metadata edited (tensors copied byte for byte); returns the path.
 std::string edited_copy(const std::string& tag, const std::function<void(gguf::Metadata&)>& edit) {
-  const std::string path = testing::TempDir() + "keel_qwen35_hp_" + tag + ".gguf";
+  const std::string path = keel::test::temp_dir() + "keel_qwen35_hp_" + tag + ".gguf";
   gguf::File in = gguf::File::open(test::shared("fixtures/tiny-qwen35.gguf"));
   tools::RequantizePlan plan = tools::plan_requantize(in, model::FileType::f32);
   edit(plan.metadata);

@@ -19,7 +19,7 @@ using namespace keel;
 
 namespace {
 
-std::string temp_gguf(const std::string& tag) { return testing::TempDir() + "keel_qwen35_" + tag + ".gguf"; }
+std::string temp_gguf(const std::string& tag) { return keel::test::temp_dir() + "keel_qwen35_" + tag + ".gguf"; }
 
 void requantize(const std::string& in_path, const std::string& out_path, model::FileType type) {
   gguf::File in = gguf::File::open(in_path);

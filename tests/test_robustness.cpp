@@ -48,7 +48,7 @@ std::string error_of(const std::function<void()>& fn) {
 // A GGUF of the given metadata whose tensors are all zero F32.
 std::string write_gguf(const std::string& name, const gguf::Metadata& md,
                        const std::vector<gguf::TensorRecord>& tensors) {
-  const std::string path = testing::TempDir() + "keel_robust_" + name + ".gguf";
+  const std::string path = keel::test::temp_dir() + "keel_robust_" + name + ".gguf";
   gguf::Writer w(path, md, tensors);
   for (const auto& t : tensors) {
     const std::vector<uint8_t> zeros(t.n_bytes());
@@ -69,7 +69,7 @@ gguf::Metadata tiny_llama_metadata(const std::string& arch, uint32_t block_count
 }
 
 std::string write_text(const std::string& name, const std::string& text) {
-  const std::string dir = testing::TempDir() + "keel_robust_" + name;
+  const std::string dir = keel::test::temp_dir() + "keel_robust_" + name;
   std::filesystem::create_directories(dir);
   const std::string path = dir + "/tokenizer.json";
   std::ofstream(path, std::ios::binary) << text;
@@ -326,7 +326,7 @@ struct ChildOptions {
 int run_keel(const std::vector<std::string>& args, const ChildOptions& opt, std::string* err_text) {
   // One file per test process: ctest runs the tests of this file in parallel, and a shared
   // path let one child's freopen truncate another test's error text before it was read.
-  const std::string err_path = testing::TempDir() + "keel_robust_stderr." + std::to_string(getpid()) + ".txt";
+  const std::string err_path = keel::test::temp_dir() + "keel_robust_stderr." + std::to_string(getpid()) + ".txt";
   std::vector<std::string> all = {test::keel_binary()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -382,7 +382,7 @@ std::vector<std::pair<std::string, std::vector<std::string>>> writing_commands(c
 // A file-size limit stands in for a full disk (ENOSPC and EFBIG take the same path): each
 // command reports the failed write and exit code 1, and leaves neither output nor temp file.
 TEST(Robustness, FullDiskLeavesNoPartialFile) {
-  const std::string out = testing::TempDir() + "keel_robust_full.gguf";
+  const std::string out = keel::test::temp_dir() + "keel_robust_full.gguf";
   for (const auto& [name, args] : writing_commands(out)) {
     std::filesystem::remove(out);
     ChildOptions opt;
@@ -397,7 +397,7 @@ TEST(Robustness, FullDiskLeavesNoPartialFile) {
 
 // SIGINT ends with 130 and SIGTERM with 143 (128 + the signal number), with no file left.
 TEST(Robustness, SignalsDuringWritesLeaveNoPartialFile) {
-  const std::string out = testing::TempDir() + "keel_robust_signal.gguf";
+  const std::string out = keel::test::temp_dir() + "keel_robust_signal.gguf";
   for (const auto& [name, args] : writing_commands(out))
     for (const auto& [sig, code] : {std::pair{SIGINT, 130}, std::pair{SIGTERM, 143}}) {
       std::filesystem::remove(out);
@@ -454,7 +454,7 @@ int run_keel_signalled(const std::vector<std::string>& args, int sig) {
 }  // namespace
 
 TEST(Robustness, SignalsDuringRunAndPerplexityEndWithTheirExitCodes) {
-  const std::string text_path = testing::TempDir() + "keel_robust_text.txt";
+  const std::string text_path = keel::test::temp_dir() + "keel_robust_text.txt";
   {
     std::ofstream text(text_path);
     for (int i = 0; i < 60; ++i) text << "Once upon a time there was a little girl who liked to play. ";

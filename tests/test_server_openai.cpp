@@ -45,7 +45,7 @@ TEST(ServerOpenAINode, OfficialClientAgainstKeelServe) {
     GTEST_SKIP() << "the openai npm package is not installed in tests/node (scripts/setup.sh, or npm install --prefix tests/node)";
 
   // stories260K has no chat template of its own.
-  const std::string tmpl = testing::TempDir() + "keel_openai_template.jinja";
+  const std::string tmpl = keel::test::temp_dir() + "keel_openai_template.jinja";
   std::ofstream(tmpl) << "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
                          "{% if add_generation_prompt %}[assistant]{% endif %}";
   test::ServeProcess server({"-c", "256", "-np", "2", "--chunk", "32", "-t", "1", "--chat-template", tmpl});

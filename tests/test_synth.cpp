@@ -30,7 +30,7 @@ using namespace keel;
 
 namespace {
 
-std::string temp_path(const std::string& tag) { return testing::TempDir() + "keel_synth_" + tag + ".gguf"; }
+std::string temp_path(const std::string& tag) { return keel::test::temp_dir() + "keel_synth_" + tag + ".gguf"; }
 
 bool temp_files_left(const std::string& path) {
   const std::filesystem::path p(path);
@@ -69,7 +69,7 @@ const char* kTinyHybrid = "n_embd=256,n_ff=512,n_head=2,n_head_kv=1,head_dim=128
 int run_keel(const std::vector<std::string>& args, std::string* stderr_text = nullptr,
              const std::string& interrupt_output = "") {
   // One file per test process (ctest runs these tests in parallel).
-  const std::string err_path = testing::TempDir() + "keel_synth_stderr." + std::to_string(getpid()) + ".txt";
+  const std::string err_path = keel::test::temp_dir() + "keel_synth_stderr." + std::to_string(getpid()) + ".txt";
   std::vector<std::string> all = {test::keel_binary()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;

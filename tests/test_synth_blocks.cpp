@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "quant/dequant.h"
 #include "runtime/session.h"
+#include "test_paths.h"
 #include "tools_lib/synth.h"
 #include "tools_lib/synth_random.h"
 
@@ -123,7 +124,7 @@ TEST(SynthBlocks, RowsDependOnSeedTensorAndRowOnly) {
 TEST(SynthBlocks, SameFileForAnyThreadCount) {
   for (const char* type : {"q5_k_m", "f16"}) {
     const tools::SynthPlan plan = tools::plan_synth(tiny("qwen35-0.8b", type));
-    const std::string a = testing::TempDir() + "keel_synth_t1.gguf", b = testing::TempDir() + "keel_synth_t4.gguf";
+    const std::string a = keel::test::temp_dir() + "keel_synth_t1.gguf", b = keel::test::temp_dir() + "keel_synth_t4.gguf";
     tools::write_model(a, plan.metadata, plan.jobs, threads(1));
     tools::write_model(b, plan.metadata, plan.jobs, threads(4));
     const std::string bytes_a = read_file(a);
@@ -142,7 +143,7 @@ TEST(SynthBlocks, SmallModelsLoadAndRun) {
     for (const char* type : {"q8_0", "q4_k_m", "q5_k_m"}) {
       const std::string what = std::string(preset) + " " + type;
       const tools::SynthPlan plan = tools::plan_synth(tiny(preset, type));
-      const std::string path = testing::TempDir() + "keel_synth_run.gguf";
+      const std::string path = keel::test::temp_dir() + "keel_synth_run.gguf";
       tools::write_model(path, plan.metadata, plan.jobs, threads(2));
       {
         const gguf::File f = gguf::File::open(path);

@@ -37,7 +37,7 @@ const char* kQwen2Regex =
 }  // namespace
 
 TEST(SynthTokenizer, ImportsTokenizerJson) {
-  const std::string dir = testing::TempDir() + "keel_tok_json";
+  const std::string dir = keel::test::temp_dir() + "keel_tok_json";
   const std::string path = write_tokenizer(dir, kQwen2Regex);
   gguf::Metadata md;
   tools::import_tokenizer(path, "", md);
@@ -66,7 +66,7 @@ TEST(SynthTokenizer, ImportsTokenizerJson) {
 }
 
 TEST(SynthTokenizer, UnknownPreTokenizerNeedsAName) {
-  const std::string dir = testing::TempDir() + "keel_tok_json_unknown";
+  const std::string dir = keel::test::temp_dir() + "keel_tok_json_unknown";
   const std::string path = write_tokenizer(dir, R"("\\s+")");
   gguf::Metadata md;
   try {

@@ -46,7 +46,7 @@ std::string case_file(const std::string& name) {
   auto cases = nlohmann::ordered_json::parse(slurp(test::shared("chat-templates/cases.json")))["cases"];
   for (const auto& c : cases)
     if (c["name"] == name) {
-      std::string path = testing::TempDir() + "keel_case_" + name + ".json";
+      std::string path = keel::test::temp_dir() + "keel_case_" + name + ".json";
       std::ofstream(path) << c.dump();
       return path;
     }
@@ -89,13 +89,13 @@ TEST(TemplateCli, TemplateErrorGoesToStderrWithExit1) {
 }
 
 TEST(TemplateCli, BadInputIsAClearError) {
-  const std::string bad_json = testing::TempDir() + "keel_bad_case.json";
+  const std::string bad_json = keel::test::temp_dir() + "keel_bad_case.json";
   std::ofstream(bad_json) << "{\"messages\": [";
   Output o = run_keel("template --chat-template " + corpus("google-gemma-2-2b-it.jinja") + " --case " + bad_json, " 2>&1");
   EXPECT_EQ(o.code, 1);
   EXPECT_NE(o.out.find("not valid JSON"), std::string::npos) << o.out;
 
-  const std::string bad_template = testing::TempDir() + "keel_bad.jinja";
+  const std::string bad_template = keel::test::temp_dir() + "keel_bad.jinja";
   std::ofstream(bad_template) << "{% for m in messages %}{{ m.content ";
   o = run_keel("template --chat-template " + bad_template + " --case " + case_file("single_user"), " 2>&1");
   EXPECT_EQ(o.code, 1);
@@ -118,7 +118,7 @@ TEST(TemplateCli, ModelWithoutChatTemplateSuggestsTheFlag) {
 }
 
 TEST(TemplateCli, RunChatAppliesTheTemplate) {
-  const std::string path = testing::TempDir() + "keel_chat.jinja";
+  const std::string path = keel::test::temp_dir() + "keel_chat.jinja";
   std::ofstream(path) << "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
                          "{% if add_generation_prompt %}[assistant]{% endif %}";
   Output chat = run_keel("run --chat --chat-template " + path + " --temp 0 -n 4 --json -p 'Once upon a time'");
@@ -133,7 +133,7 @@ TEST(TemplateCli, RunChatAppliesTheTemplate) {
 
 TEST(TemplateCli, ModelTemplateAndSpecialTokensComeFromTheGguf) {
   // A vocab-only GGUF carrying Qwen3's template; EOS is "<|im_end|>", no BOS (as Qwen sets it).
-  const std::string path = testing::TempDir() + "keel_template_model.gguf";
+  const std::string path = keel::test::temp_dir() + "keel_template_model.gguf";
   gguf::Metadata md;
   md.set("general.architecture", gguf::value_string("qwen3"));
   md.set("tokenizer.ggml.model", gguf::value_string("gpt2"));

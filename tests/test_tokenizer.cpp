@@ -257,7 +257,7 @@ TEST(TokenizerErrors, UnknownPreInAFileIsNamed) {
   const size_t value = bytes.find("gpt-2", at + key.size());
   ASSERT_NE(value, std::string::npos);
   bytes.replace(value, 5, "gpt-9");
-  const std::string path = testing::TempDir() + "keel_vocab_unknown_pre.gguf";
+  const std::string path = keel::test::temp_dir() + "keel_vocab_unknown_pre.gguf";
   std::ofstream(path, std::ios::binary) << bytes;
   const std::string message = error_of([&] { Tokenizer::from_gguf(keel::gguf::File::open(path)); });
   EXPECT_NE(message.find("'gpt-9'"), std::string::npos) << message;
@@ -312,7 +312,7 @@ std::string write_tiny_tokenizer_json() {
                                       {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}}},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", {"Ġ", "b"}}}}},
   };
-  const std::string path = testing::TempDir() + "keel_tiny_tokenizer.json";
+  const std::string path = keel::test::temp_dir() + "keel_tiny_tokenizer.json";
   std::ofstream(path) << j.dump();
   return path;
 }
@@ -330,7 +330,7 @@ TEST(TokenizerCli, PrintsIdsAndPieces) {
   EXPECT_EQ(run_cli("tokenize --tokenizer " + json + " -p 'ab <|go|>'").out, "256 258 32 60 124 103 111 124 62\n");
   EXPECT_EQ(run_cli("tokenize --tokenizer " + json + " -p 'ab <|go|>' --parse-special").out, "256 258 32 259\n");
   std::remove(json.c_str());
-  const std::string file = testing::TempDir() + "keel_tokenize_input.txt";
+  const std::string file = keel::test::temp_dir() + "keel_tokenize_input.txt";
   std::ofstream(file) << "Hello world";
   EXPECT_EQ(run_cli("tokenize -m " + spm + " -f " + file).out, "1 15043 3186\n");
   std::remove(file.c_str());

@@ -11,13 +11,14 @@
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
 #include "keel/error.h"
+#include "test_paths.h"
 
 using namespace keel::gguf;
 using keel::quant::Type;
 
 namespace {
 
-std::string temp_path(const std::string& tag) { return testing::TempDir() + "keel_writer_" + tag + ".gguf"; }
+std::string temp_path(const std::string& tag) { return keel::test::temp_dir() + "keel_writer_" + tag + ".gguf"; }
 
 bool temp_files_left(const std::string& path) {
   const std::filesystem::path p(path);
