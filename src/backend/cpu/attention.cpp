@@ -29,11 +29,11 @@ struct Workspace {
   uint16_t* pp;    // [page_tokens + 1, padded_rows] probabilities in key pairs
 };
 
-// Query tokens per task: the bf16 kernels' block grows with the page (so does the workspace,
-// which the planner shrinks pages to fit).
+// Query tokens per task: the block grows with the page (so does the workspace, which the planner
+// shrinks pages to fit).
 int64_t query_block(const backend::KvGeometry& kv, bool bf16) {
   return bf16 ? std::clamp<int64_t>(kv.page_tokens / 2, kAttentionQueryBlock, kAttentionQueryBlockBf16)
-              : kAttentionQueryBlock;
+              : std::clamp<int64_t>(kv.page_tokens / 4, kAttentionQueryBlock, kAttentionQueryBlockF32);
 }
 
 // The rows of a full query block, rounded up to the block kernels' lane multiple.

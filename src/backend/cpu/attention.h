@@ -34,12 +34,17 @@ struct AttentionArgs {
   bool fast = false;
 };
 
-// Query tokens handled together by one task (they share each dequantized K/V tile). The bf16
-// kernels take up to 128 (half a page, at least 32): fewer tile loads per query row (at
-// Qwen3-0.6B shapes, 15% less time than 64 per 512-token chunk at depth 3584; 256 measured the
-// same). The f32 kernels keep 32: the split decides which tasks take the per-row kernels, so it
-// shapes exact mode's sums.
+// Query tokens handled together by one task (they share each dequantized K/V tile): at least
+// kAttentionQueryBlock, more with larger pages (the workspace grows with both, and the planner
+// shrinks pages to fit it). The bf16 kernels take up to 128 (half a page): fewer tile loads per
+// query row (at Qwen3-0.6B shapes, 15% less time than 64 per 512-token chunk at depth 3584; 256
+// measured the same). The f32 kernels take up to 64 (a quarter page): half the K/V tile
+// conversions of 32 (2.5% -> 1.3% of an AVX2 4096-token prefill's samples), 4% less time there at
+// 2 threads on AVX2, the same on 1 thread and on AVX-512. A row's sums do not depend on the
+// block, only on whether its task takes the row-block kernels, which the block can decide for a
+// chunk's last few tokens.
 constexpr int64_t kAttentionQueryBlock = 32;
+constexpr int64_t kAttentionQueryBlockF32 = 64;
 constexpr int64_t kAttentionQueryBlockBf16 = 128;
 
 // A task with at least this many query rows (tokens x heads per KV head) takes the row-block

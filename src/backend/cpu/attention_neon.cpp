@@ -1,14 +1,19 @@
 // AArch64 Advanced SIMD twins of the attention kernels (every AArch64 CPU has them; chosen by
 // attention_kernels_for() for head sizes that are a multiple of 4): QK scores and the PV
-// accumulation with FMA, the softmax exponentials (exp_neon), and the f16 cache rows through FCVTL.
+// accumulation with FMA, the softmax exponentials (exp_neon), and the f16 cache rows through FCVT.
+// The row-block (prefill) kernels are attention_simd.h's templates over F32x4 (simd_neon.h).
 #include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/attention_simd.h"
 #include "backend/cpu/simd_neon.h"
+#include "quant/blocks.h"
 
 namespace keel::cpu {
 namespace {
+
+using neon::F32x4;
 
 float scores_neon(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
   float mx = -INFINITY;
@@ -82,6 +87,19 @@ void accumulate_neon(float* acc, float correction, const float* p, const float* 
   }
 }
 
+// Round to nearest even (the FPCR's default mode, which Linux leaves set), subnormal halves kept.
+void f32_to_f16_neon(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  for (; i < n; ++i) dst[i] = quant::f32_to_f16(src[i]);
+}
+
+// Strips of 16 rows, tiles of 6 keys: 24 accumulators of the 32 registers.
+void scores_rows_neon(const float* qt, int64_t ldq, int n_rows, const float* keys, int64_t n_keys, int hd, float* st,
+                      int64_t lds) {
+  for (int r = 0; r < n_rows; r += 16) scores_strip<F32x4, 6, 4>(qt + r, ldq, keys, n_keys, hd, st + r, lds);
+}
+
 void f16_to_f32_neon(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
@@ -97,11 +115,11 @@ void f16_to_f32_neon(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& attention_kernels_neon() {
-  // The row-block (prefill) kernels and f32 -> f16 have no NEON version yet: the scalar ones
-  // (the row blocks the compiler vectorises for the baseline NEON).
-  const AttentionKernels& g = attention_kernels_generic();
-  static const AttentionKernels k{scores_neon,   exp_sum_neon,   accumulate_neon,   f16_to_f32_neon,
-                                  g.f32_to_f16,  g.scores_rows,  g.softmax_rows,    g.accumulate_rows};
+  // Per row, then row blocks (accumulator tiles of 4 rows x 4 vectors: 16 of the 32 registers).
+  using V = F32x4;
+  static const AttentionKernels k{scores_neon,     exp_sum_neon,         accumulate_neon,
+                                  f16_to_f32_neon, f32_to_f16_neon,      scores_rows_neon,
+                                  softmax_rows_simd<V>, accumulate_row_tiles<V, 4, 4>};
   return k;
 }
 

@@ -1,7 +1,8 @@
-// The x86 attention kernels (attention_kernels.h) of attention_avx2.cpp, attention_avx512.cpp and
-// attention_avx512bf16.cpp, written once over a vector-traits type V (F32x8 in simd_avx2.h, F32x16
-// in simd_avx512.h, Bf16x32 in attention_avx512bf16.cpp). Include it only in those files: its code
-// takes each file's ISA flags, and the anonymous namespace keeps each file's copies its own.
+// The SIMD attention kernels (attention_kernels.h) of attention_avx2.cpp, attention_avx512.cpp,
+// attention_avx512bf16.cpp and (the row blocks) attention_neon.cpp, written once over a
+// vector-traits type V (F32x8 in simd_avx2.h, F32x16 in simd_avx512.h, Bf16x32 in
+// attention_avx512bf16.cpp, F32x4 in simd_neon.h). Include it only in those files: its code takes
+// each file's ISA flags, and the anonymous namespace keeps each file's copies its own.
 //
 // V gives f32 vectors of V::kLanes sums (Vec: zero, load, store, splat, mul) and operand vectors
 // (Operands, stored as Element) whose lanes hold V::kPack consecutive operands along the summed

@@ -41,6 +41,35 @@ inline float32x4_t exp_neon(float32x4_t x) {
   return vmulq_f32(p, vreinterpretq_f32_s32(bits));
 }
 
+// f32 vectors of 4 lanes for the kernel templates of attention_simd.h (as F32x8 of simd_avx2.h):
+// an FMA sums one product per lane.
+struct F32x4 {
+  using Vec = float32x4_t;
+  using Element = float;
+  using Operands = float32x4_t;
+  using Ints = int32x4_t;
+  using Mask = uint32x4_t;  // all ones or all zeros per lane
+  static constexpr int kLanes = 4;
+  static constexpr int kPack = 1;
+  static Vec zero() { return vdupq_n_f32(0.0f); }
+  static Vec load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, Vec v) { vst1q_f32(p, v); }
+  static Vec splat(float x) { return vdupq_n_f32(x); }
+  static Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
+  static Operands load_operands(const float* p) { return vld1q_f32(p); }
+  static Operands broadcast(const float* p) { return vld1q_dup_f32(p); }
+  static Vec dot(Vec acc, Operands a, Operands b) { return vfmaq_f32(acc, a, b); }
+  static Vec add(Vec a, Vec b) { return vaddq_f32(a, b); }
+  static Vec sub(Vec a, Vec b) { return vsubq_f32(a, b); }
+  static Vec max(Vec a, Vec b) { return vmaxq_f32(a, b); }
+  static float reduce_add(Vec v) { return vaddvq_f32(v); }
+  static Vec exp_nonpositive(Vec x) { return exp_neon(x); }
+  static Ints load_ints(const int32_t* p) { return vld1q_s32(p); }
+  static Mask greater(Ints a, int32_t b) { return vcgtq_s32(a, vdupq_n_s32(b)); }
+  static Vec max_where(Mask m, Vec a, Vec b) { return vbslq_f32(m, vmaxq_f32(a, b), a); }
+  static Vec zero_unless(Mask m, Vec a) { return vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(a))); }
+};
+
 // 16 activation bytes (quant + 128, ActBlockQ8::q) back to the signed quants.
 inline int8x16_t signed_quants(const uint8_t* q) {
   return vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q), vdupq_n_u8(0x80)));
