@@ -30,6 +30,19 @@ __device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, uint32_t
                "l"(gmem), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
 }
+// A barrier expecting `count` arrivals a phase (producer / consumer pipelines).
+__device__ __forceinline__ void mbarrier_init_count(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
+}
+// One arrival of this thread.
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// One arrival of this thread once its cp.async copies issued so far have landed (the barrier's
+// count includes this thread: noinc).
+__device__ __forceinline__ void cp_async_mbarrier_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
 // Waits until phase `parity` of bar has completed (its copy has landed).
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
   asm volatile(
