@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -171,7 +172,7 @@ void micro_generic(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ld
       for (int g = 0; g < n_groups; ++g) {
         int32_t acc = 0;
         for (int k = g * p.group; k < (g + 1) * p.group; ++k) acc += a.q[k] * p.q[k / 4][r][k % 4];
-        sum += a.d[g] * (p.scale[g][r] * static_cast<float>(acc - p.offset[g][r]));
+        sum = std::fma(a.d[g], p.scale[g][r] * static_cast<float>(acc - p.offset[g][r]), sum);
         sum -= a.dsum[g] * p.min[g][r];
       }
       y[t * ldy + r] = (accumulate ? y[t * ldy + r] : 0.0f) + sum;
