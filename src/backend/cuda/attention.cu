@@ -604,7 +604,8 @@ constexpr size_t wgmma_smem_bytes() {
 }
 
 // The K and V rows of a tile into swizzled tiles ks and vs (keys at or beyond kv_end zero-filled),
-// by all kWgThreads threads; completes with the caller's commit / wait. Page lookups as
+// by THREADS threads numbered from `first` (the producer warpgroup: 128 from 0); completes with
+// the caller's commit / wait, or the producer's mbarrier arrive. Page lookups as
 // issue_f16_rows.
 template <int D, int THREADS = kWgThreads>
 __device__ __forceinline__ void issue_f16_tile_sw128(const KvLayout& kv, const uint8_t* base, const int32_t* page_row,

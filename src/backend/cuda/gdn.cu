@@ -378,6 +378,8 @@ struct ScanSmem {
 // the more warps a scheduler can switch between, the better (8 warps measured 1.57 ms per 27B
 // layer of 4096 tokens under ncu, most of it waiting on those dependencies).
 constexpr int kScanThreads = 512;
+static_assert(kScanThreads == 16 * 32,
+              "the scan's warp tiles (4 x 4 of the chunk products, 8 x 2 of the state) assume 16 warps");
 template <int kVec>
 __global__ void __launch_bounds__(kScanThreads, 1) delta_scan_kernel(DeltaArgs a, SeqBatch b, DeltaWork work) {
   pdl_enter();
