@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <iterator>
 #include <random>
 #include <string>
@@ -350,6 +351,49 @@ TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
           for (const SimdKernels& k : simd_kernels())
             check_block_kernels(*k.kernels, hd, n_rows, n_keys, first_visible, group);
         }
+}
+
+// Decode over an f16 cache reads its rows in place (scores_f16, accumulate_f16): each table's
+// results bit for bit as its own f32 kernels on the converted rows, for head sizes it takes, key
+// counts across its 4-key and vector steps, and rows a cache's stride apart.
+TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
+  std::vector<SimdKernels> tables = simd_kernels();
+  tables.push_back({&cpu::attention_kernels_generic(), 1});
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int checked = 0;
+  for (const SimdKernels& t : tables) {
+    const cpu::AttentionKernels& k = *t.kernels;
+    if (!k.scores_f16 || !k.accumulate_f16) continue;
+    for (int hd : {16, 64, 128, 256, 40, 24}) {
+      if (hd % static_cast<int>(t.head_dim_multiple) != 0) continue;
+      for (int64_t n_keys : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{37}, int64_t{256}}) {
+        const int64_t stride = 3 * hd + 8;  // another head's rows between two of this one's
+        std::vector<uint16_t> rows(static_cast<size_t>(n_keys * stride + hd));
+        for (auto& x : rows) x = quant::f32_to_f16(normal(rng));
+        std::vector<float> tile(static_cast<size_t>(n_keys * hd));
+        for (int64_t j = 0; j < n_keys; ++j)
+          for (int i = 0; i < hd; ++i) tile[j * hd + i] = quant::f16_to_f32(rows[j * stride + i]);
+        std::vector<float> q(hd), p(n_keys), acc0(hd);
+        for (auto& x : q) x = normal(rng);
+        for (auto& x : p) x = std::abs(normal(rng));
+        for (auto& x : acc0) x = normal(rng);
+
+        std::vector<float> want(n_keys), got(n_keys);
+        const float want_max = k.scores(q.data(), tile.data(), n_keys, hd, 0.125f, want.data());
+        const float got_max = k.scores_f16(q.data(), rows.data(), stride, n_keys, hd, 0.125f, got.data());
+        ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0) << "scores, hd " << hd << ", " << n_keys << " keys";
+        ASSERT_EQ(want_max, got_max);
+        std::vector<float> acc_want = acc0, acc_got = acc0;
+        k.accumulate(acc_want.data(), 0.75f, p.data(), tile.data(), n_keys, hd);
+        k.accumulate_f16(acc_got.data(), 0.75f, p.data(), rows.data(), stride, n_keys, hd);
+        ASSERT_EQ(std::memcmp(acc_want.data(), acc_got.data(), acc_want.size() * sizeof(float)), 0)
+            << "accumulate, hd " << hd << ", " << n_keys << " keys";
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
 }
 
 // f32 -> f16 (the K/V cache's writes): each SIMD table bit for bit as the scalar conversion on

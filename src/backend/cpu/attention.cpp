@@ -94,6 +94,27 @@ void accumulate_generic(float* acc, float correction, const float* p, const floa
     for (int i = 0; i < hd; ++i) acc[i] += p[j] * values[j * hd + i];
 }
 
+// scores_generic and accumulate_generic over f16 rows in place.
+float scores_f16_generic(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
+                         float* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const uint16_t* k = keys + j * stride;
+    float s = 0.0f;
+    for (int i = 0; i < hd; ++i) s += q[i] * quant::f16_to_f32(k[i]);
+    out[j] = s * scale;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
+}
+
+void accumulate_f16_generic(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
+                            int64_t n_keys, int hd) {
+  for (int i = 0; i < hd; ++i) acc[i] *= correction;
+  for (int64_t j = 0; j < n_keys; ++j)
+    for (int i = 0; i < hd; ++i) acc[i] += p[j] * quant::f16_to_f32(values[j * stride + i]);
+}
+
 void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = quant::f16_to_f32(src[i]);
 }
@@ -256,12 +277,18 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
   std::fill(w.l, w.l + n_rows, 0.0f);
   std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
 
+  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
+  // its GQA group's rows: converting a tile first cost more than the products).
+  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
+  const int64_t f16_stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
   const int64_t last_pos = pos_of_first + t1 - 1;
   const int64_t n_pages = last_pos / kv.page_tokens + 1;
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    load_tiles(kern, nullptr, a, pages[page], g, len, w);
+    const auto* k16 = reinterpret_cast<const uint16_t*>(a.kv.k_page(pages[page]) + g * kv.row_bytes());
+    const auto* v16 = reinterpret_cast<const uint16_t*>(a.kv.v_page(pages[page]) + g * kv.row_bytes());
+    if (!in_place) load_tiles(kern, nullptr, a, pages[page], g, len, w);
     if (page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     for (int64_t t = t0; t < t1; ++t) {
@@ -271,11 +298,15 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
         const uint32_t h = g * group + hh;
         const int64_t row = (t - t0) * group + hh;
         const float* q = a.q + (t * a.n_head + h) * hd;
-        const float mx = kern.scores(q, w.k_tile, limit, hd, a.scale, w.scores);
+        const float mx = in_place ? kern.scores_f16(q, k16, f16_stride, limit, hd, a.scale, w.scores)
+                                  : kern.scores(q, w.k_tile, limit, hd, a.scale, w.scores);
         const float m_new = std::max(w.m[row], mx);
         const float correction = std::exp(w.m[row] - m_new);
         const float sum = kern.exp_sum(w.scores, limit, m_new);
-        kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
+        if (in_place)
+          kern.accumulate_f16(w.acc + row * hd, correction, w.scores, v16, f16_stride, limit, hd);
+        else
+          kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
         w.l[row] = w.l[row] * correction + sum;
         w.m[row] = m_new;
       }
@@ -357,9 +388,10 @@ bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
 }
 
 const AttentionKernels& attention_kernels_generic() {
-  static const AttentionKernels k{scores_generic,      exp_sum_generic,      accumulate_generic,
-                                  f16_to_f32_generic,  f32_to_f16_generic,   scores_rows_generic,
-                                  softmax_rows_generic, accumulate_rows_generic};
+  static const AttentionKernels k{scores_generic,        exp_sum_generic,        accumulate_generic,
+                                  f16_to_f32_generic,    scores_f16_generic,     accumulate_f16_generic,
+                                  f32_to_f16_generic,    scores_rows_generic,    softmax_rows_generic,
+                                  accumulate_rows_generic};
   return k;
 }
 

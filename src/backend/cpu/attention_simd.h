@@ -146,20 +146,43 @@ void accumulate_row_tiles(float* acc, const float* correction, int n_rows, const
 // Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
 inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
 
-// scores of attention_kernels.h (hd a multiple of kLanes, kPack 1).
+// The rows the per-row kernels read: an f32 tile (row j at p + j*ld), or an f16 cache's rows in
+// place (V::load_f16 converts as it loads). The cache's rows are a few KiB apart, so each crosses
+// a 4 KiB page every row or two, where the hardware prefetchers stop: those rows are prefetched
+// kAheadRows ahead.
 template <class V>
-float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+struct F32Rows {
+  const float* p;
+  int64_t ld;
+  typename V::Vec load(int64_t j, int i) const { return V::load(p + j * ld + i); }
+  void prefetch(int64_t, int) const {}
+};
+template <class V>
+struct F16Rows {
+  static constexpr int64_t kAheadRows = 8;
+  const uint16_t* p;
+  int64_t ld;
+  typename V::Vec load(int64_t j, int i) const { return V::load_f16(p + j * ld + i); }
+  void prefetch(int64_t j, int hd) const {
+    const char* row = reinterpret_cast<const char*>(p + (j + kAheadRows) * ld);
+    for (int b = 0; b < 2 * hd; b += 64) __builtin_prefetch(row + b);
+  }
+};
+
+// scores of attention_kernels.h over rows (hd a multiple of kLanes, kPack 1).
+template <class V, class Rows>
+float row_scores(const float* q, const Rows& keys, int64_t n_keys, int hd, float scale, float* out) {
   float mx = -INFINITY;
   int64_t j = 0;
   for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
-    const float* k0 = keys + j * hd;
+    for (int u = 0; u < 4; ++u) keys.prefetch(j + u, hd);
     typename V::Vec a0 = V::zero(), a1 = a0, a2 = a0, a3 = a0;
     for (int i = 0; i < hd; i += V::kLanes) {
       const typename V::Vec qv = V::load(q + i);
-      a0 = V::dot(a0, qv, V::load(k0 + i));
-      a1 = V::dot(a1, qv, V::load(k0 + hd + i));
-      a2 = V::dot(a2, qv, V::load(k0 + 2 * hd + i));
-      a3 = V::dot(a3, qv, V::load(k0 + 3 * hd + i));
+      a0 = V::dot(a0, qv, keys.load(j, i));
+      a1 = V::dot(a1, qv, keys.load(j + 1, i));
+      a2 = V::dot(a2, qv, keys.load(j + 2, i));
+      a3 = V::dot(a3, qv, keys.load(j + 3, i));
     }
     out[j] = V::reduce_add(a0) * scale;
     out[j + 1] = V::reduce_add(a1) * scale;
@@ -168,13 +191,23 @@ float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, flo
     mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
   }
   for (; j < n_keys; ++j) {
-    const float* k = keys + j * hd;
     typename V::Vec a = V::zero();
-    for (int i = 0; i < hd; i += V::kLanes) a = V::dot(a, V::load(q + i), V::load(k + i));
+    for (int i = 0; i < hd; i += V::kLanes) a = V::dot(a, V::load(q + i), keys.load(j, i));
     out[j] = V::reduce_add(a) * scale;
     mx = std::max(mx, out[j]);
   }
   return mx;
+}
+
+template <class V>
+float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
+  return row_scores<V>(q, F32Rows<V>{keys, hd}, n_keys, hd, scale, out);
+}
+
+template <class V>
+float scores_f16_simd(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
+                      float* out) {
+  return row_scores<V>(q, F16Rows<V>{keys, stride}, n_keys, hd, scale, out);
 }
 
 // exp_sum of attention_kernels.h.
@@ -196,11 +229,42 @@ float exp_sum_simd(float* s, int64_t n, float max) {
   return total;
 }
 
-// accumulate of attention_kernels.h: one row of accumulate_row_tiles, 4 vectors a tile (they stay
-// in registers over all keys).
+// accumulate of attention_kernels.h over rows: kVecs vectors of the row at i0 stay in registers
+// over all keys (the order of accumulate_row_tiles<V, 1, 4>: tiles of 4 vectors, then 1).
+template <class V, int kVecs, class Rows>
+inline void row_accumulate_tile(float* acc, float correction, const float* p, const Rows& values, int i0,
+                                int64_t n_keys, int hd) {
+  typename V::Vec a[kVecs];
+  const typename V::Vec c = V::splat(correction);
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecs; ++v) a[v] = V::mul(V::load(acc + V::kLanes * v), c);
+  for (int64_t j = 0; j < n_keys; ++j) {
+    if (i0 == 0) values.prefetch(j, hd);
+    const typename V::Vec pj = V::splat(p[j]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) a[v] = V::dot(a[v], pj, values.load(j, i0 + V::kLanes * v));
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecs; ++v) V::store(acc + V::kLanes * v, a[v]);
+}
+
+template <class V, class Rows>
+void row_accumulate(float* acc, float correction, const float* p, const Rows& values, int64_t n_keys, int hd) {
+  int i = 0;
+  for (; i + 4 * V::kLanes <= hd; i += 4 * V::kLanes)
+    row_accumulate_tile<V, 4>(acc + i, correction, p, values, i, n_keys, hd);
+  for (; i < hd; i += V::kLanes) row_accumulate_tile<V, 1>(acc + i, correction, p, values, i, n_keys, hd);
+}
+
 template <class V>
 void accumulate_simd(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
-  accumulate_row_tiles<V, 1, 4>(acc, &correction, 1, p, 1, values, n_keys, hd);
+  row_accumulate<V>(acc, correction, p, F32Rows<V>{values, hd}, n_keys, hd);
+}
+
+template <class V>
+void accumulate_f16_simd(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
+                         int64_t n_keys, int hd) {
+  row_accumulate<V>(acc, correction, p, F16Rows<V>{values, stride}, n_keys, hd);
 }
 
 }  // namespace

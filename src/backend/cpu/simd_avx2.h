@@ -46,6 +46,7 @@ struct F32x8 {
   static constexpr int kPack = 1;
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static Vec load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static Vec splat(float x) { return _mm256_set1_ps(x); }
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }

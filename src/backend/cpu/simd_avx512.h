@@ -39,6 +39,7 @@ struct F32x16 {
   static constexpr int kPack = 1;
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static Vec load_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static Vec splat(float x) { return _mm512_set1_ps(x); }
   static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
