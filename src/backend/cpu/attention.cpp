@@ -94,25 +94,29 @@ void accumulate_generic(float* acc, float correction, const float* p, const floa
     for (int i = 0; i < hd; ++i) acc[i] += p[j] * values[j * hd + i];
 }
 
-// scores_generic and accumulate_generic over f16 rows in place.
+// scores_generic and accumulate_generic over f16 rows: each row is converted, then goes through
+// the f32 twin itself, so the two give the same bits whatever the compiler contracts or unrolls.
+constexpr int kMaxGenericRow = 1024;  // the largest head size a model may have (hparams.cpp)
+
 float scores_f16_generic(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
                          float* out) {
+  float row[kMaxGenericRow];
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_keys; ++j) {
-    const uint16_t* k = keys + j * stride;
-    float s = 0.0f;
-    for (int i = 0; i < hd; ++i) s += q[i] * quant::f16_to_f32(k[i]);
-    out[j] = s * scale;
-    mx = std::max(mx, out[j]);
+    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(keys[j * stride + i]);
+    mx = std::max(mx, scores_generic(q, row, 1, hd, scale, out + j));
   }
   return mx;
 }
 
 void accumulate_f16_generic(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
                             int64_t n_keys, int hd) {
+  float row[kMaxGenericRow];
   for (int i = 0; i < hd; ++i) acc[i] *= correction;
-  for (int64_t j = 0; j < n_keys; ++j)
-    for (int i = 0; i < hd; ++i) acc[i] += p[j] * quant::f16_to_f32(values[j * stride + i]);
+  for (int64_t j = 0; j < n_keys; ++j) {
+    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(values[j * stride + i]);
+    accumulate_generic(acc, 1.0f, p + j, row, 1, hd);  // acc * 1 is exact: the f32 twin's sums, in its order
+  }
 }
 
 void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
