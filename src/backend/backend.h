@@ -177,6 +177,34 @@ class Backend {
   // beta <- sigmoid(beta); alpha <- ssm_a[h] * softplus(alpha + dt_bias[h]), both [n_tokens, n_heads].
   virtual void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) = 0;
   virtual void gated_delta(const GatedDeltaArgs& args) = 0;
+  // The delta rule's inputs from the projected mix, as the family would make them with the four
+  // calls above: conv1d_silu(mix -> u); the L2 norms of u's first n_k_heads heads of d_k (the
+  // queries, times q_scale) and of the next n_k_heads (the keys); gdn_gates(beta, alpha). A
+  // backend may do them in one pass; by default it makes those calls.
+  struct GdnInputArgs {
+    const float* mix = nullptr;  // [n_tokens, channels]
+    int64_t n_tokens = 0;
+    int64_t channels = 0;
+    const float* conv_w = nullptr;  // [channels, kernel]
+    int kernel = 0;
+    float* conv_state = nullptr;  // [slots][kernel - 1, channels]
+    float* u = nullptr;           // [n_tokens, channels]: q heads | k heads | v
+    int64_t n_k_heads = 0;
+    int64_t d_k = 0;
+    float l2_eps = 0.0f;
+    float q_scale = 1.0f;
+    float* beta = nullptr;   // [n_tokens, n_v_heads]
+    float* alpha = nullptr;  // [n_tokens, n_v_heads]
+    const float* ssm_a = nullptr;
+    const float* dt_bias = nullptr;
+    int64_t n_v_heads = 0;
+  };
+  virtual void gdn_inputs(const GdnInputArgs& a) {
+    conv1d_silu(a.mix, a.channels, a.conv_w, a.kernel, a.conv_state, a.u);
+    l2_norm_heads(a.u, a.n_tokens, a.channels, a.n_k_heads, a.d_k, a.l2_eps, a.q_scale);
+    l2_norm_heads(a.u + a.n_k_heads * a.d_k, a.n_tokens, a.channels, a.n_k_heads, a.d_k, a.l2_eps, 1.0f);
+    gdn_gates(a.beta, a.alpha, a.ssm_a, a.dt_bias, a.n_v_heads);
+  }
 
   // logits[r] = W_out · rms_norm(hidden[batch.logit_rows[r]]; norm_w) for r < batch.n_logit_rows.
   // hidden: [n_tokens, n_embd]; rows: [n_logit_rows, n_embd] scratch; logits: [n_logit_rows, n_out].

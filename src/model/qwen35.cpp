@@ -326,11 +326,24 @@ class Qwen35Forward final : public Forward {
     float* u = mixed_;       // [n, conv_dim] after conv + SiLU
     float* y = heads_out_;   // [n, n_v, d_v]
     be.matmuls(normed_, n, {{L.w_qkv, mix}, {L.w_z, z_}, {L.w_beta, beta_}, {L.w_alpha, gdn_g_}});
-    be.conv1d_silu(mix, conv_dim, L.conv_w, static_cast<int>(g_.kernel), L.conv_state, u);
-    constexpr float kL2Eps = 1e-6f;  // HF l2norm
-    be.l2_norm_heads(u, n, conv_dim, n_k, d_k, kL2Eps, 1.0f / std::sqrt(static_cast<float>(d_k)));
-    be.l2_norm_heads(u + key_dim, n, conv_dim, n_k, d_k, kL2Eps, 1.0f);
-    be.gdn_gates(beta_, gdn_g_, L.ssm_a, L.dt_bias, n_v);
+    backend::Backend::GdnInputArgs in;
+    in.mix = mix;
+    in.n_tokens = n;
+    in.channels = conv_dim;
+    in.conv_w = L.conv_w;
+    in.kernel = static_cast<int>(g_.kernel);
+    in.conv_state = L.conv_state;
+    in.u = u;
+    in.n_k_heads = n_k;
+    in.d_k = d_k;
+    in.l2_eps = 1e-6f;  // HF l2norm
+    in.q_scale = 1.0f / std::sqrt(static_cast<float>(d_k));
+    in.beta = beta_;
+    in.alpha = gdn_g_;
+    in.ssm_a = L.ssm_a;
+    in.dt_bias = L.dt_bias;
+    in.n_v_heads = n_v;
+    be.gdn_inputs(in);
 
     backend::GatedDeltaArgs a;
     a.q = u;

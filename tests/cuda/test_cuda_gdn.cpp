@@ -164,6 +164,78 @@ TEST(CudaGdn, L2NormGatesGatedRmsNorm) {
   }
 }
 
+// The one-launch decode inputs against conv1d_silu, the two l2_norm_heads and gdn_gates
+// launched one by one: the same bits in the output, the conv states and the gates. Sequences of
+// one token in permuted slots; head sizes 32 and 128 (Qwen3.5's), the value channels not a
+// multiple of the kernel's block; conv kernels 4 (Qwen3.5's), 2 and 1.
+TEST(CudaGdn, DecodeInputsInOneLaunchEqualTheOpsOneByOne) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(33);
+  struct Case {
+    int n_k, d_k, value_dim, n_v, kernel;
+  };
+  for (const Case c : {Case{16, 128, 48 * 128, 48, 4}, Case{3, 32, 777, 5, 2}, Case{2, 64, 64 * 4, 4, 1}}) {
+    const std::vector<int> lengths = {1, 1, 1, 1, 1};
+    const std::vector<int32_t> slots = {3, 0, 4, 1, 2};
+    DeviceSeqs seqs(lengths, slots);
+    const int64_t n = seqs.batch.n_tokens, key_dim = int64_t{c.n_k} * c.d_k;
+    const int64_t channels = 2 * key_dim + c.value_dim, n_state = c.kernel - 1;
+    const auto x = cuda_test::random_floats(size_t(n * channels), rng);
+    const auto w = cuda_test::random_floats(size_t(channels * c.kernel), rng, 0.5f);
+    const auto state = cuda_test::random_floats(size_t(5 * n_state * channels + 1), rng);
+    const auto beta = cuda_test::random_floats(size_t(n * c.n_v), rng, 4.0f);
+    const auto alpha = cuda_test::random_floats(size_t(n * c.n_v), rng, 12.0f);
+    auto a = cuda_test::random_floats(size_t(c.n_v), rng);
+    for (auto& v : a) v = -std::exp(v);
+    const auto dt = cuda_test::random_floats(size_t(c.n_v), rng);
+    auto dx = upload(x), dw = upload(w), da = upload(a), ddt = upload(dt);
+    const float q_scale = 1.0f / std::sqrt(float(c.d_k));
+
+    auto one_by_one_state = upload(state), one_by_one_beta = upload(beta), one_by_one_alpha = upload(alpha);
+    cuda::DeviceBuffer one_by_one_out(x.size() * 4);
+    float* out = one_by_one_out.as<float>();
+    cuda::conv1d_silu(dx.as<float>(), channels, dw.as<float>(), c.kernel, one_by_one_state.as<float>(), out,
+                      seqs.batch, nullptr);
+    cuda::l2_norm_heads(out, n, channels, c.n_k, c.d_k, 1e-6f, q_scale, nullptr);
+    cuda::l2_norm_heads(out + key_dim, n, channels, c.n_k, c.d_k, 1e-6f, 1.0f, nullptr);
+    cuda::gdn_gates(one_by_one_beta.as<float>(), one_by_one_alpha.as<float>(), da.as<float>(), ddt.as<float>(), n,
+                    c.n_v, nullptr);
+
+    auto fused_state = upload(state), fused_beta = upload(beta), fused_alpha = upload(alpha);
+    cuda::DeviceBuffer fused_out(x.size() * 4);
+    cuda::GdnInputs in;
+    in.x = dx.as<float>();
+    in.channels = channels;
+    in.conv_w = dw.as<float>();
+    in.kernel = c.kernel;
+    in.state = fused_state.as<float>();
+    in.out = fused_out.as<float>();
+    in.n_k_heads = c.n_k;
+    in.d_k = c.d_k;
+    in.eps = 1e-6f;
+    in.q_scale = q_scale;
+    in.beta = fused_beta.as<float>();
+    in.alpha = fused_alpha.as<float>();
+    in.ssm_a = da.as<float>();
+    in.dt_bias = ddt.as<float>();
+    in.n_v_heads = c.n_v;
+    ASSERT_TRUE(cuda::gdn_decode_inputs_fit(c.d_k, c.kernel));
+    cuda::gdn_decode_inputs(in, seqs.batch, nullptr);
+    cuda_test::sync();
+    const std::string what = "d_k " + std::to_string(c.d_k) + ", kernel " + std::to_string(c.kernel);
+    EXPECT_EQ(download<float>(fused_out, x.size()), download<float>(one_by_one_out, x.size())) << what << ": output";
+    EXPECT_EQ(download<float>(fused_state, state.size()), download<float>(one_by_one_state, state.size()))
+        << what << ": conv state";
+    EXPECT_EQ(download<float>(fused_beta, beta.size()), download<float>(one_by_one_beta, beta.size())) << what;
+    EXPECT_EQ(download<float>(fused_alpha, alpha.size()), download<float>(one_by_one_alpha, alpha.size())) << what;
+    // And the state moved: the test would not notice a kernel that leaves everything alone.
+    if (c.kernel > 1) {
+      EXPECT_NE(download<float>(fused_state, state.size()), state) << what;
+    }
+    EXPECT_NE(download<float>(fused_beta, beta.size()), beta) << what;
+  }
+}
+
 struct DeltaCase {
   int n_k, n_v, d_k, d_v;
   std::vector<int> lengths;

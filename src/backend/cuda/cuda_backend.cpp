@@ -616,6 +616,34 @@ void CudaBackend::gdn_gates(float* beta, float* alpha, const float* ssm_a, const
   cuda::gdn_gates(beta, alpha, ssm_a, dt_bias, batch_.n_tokens, n_heads, stream_.get());
 }
 
+// A decode call (one token per sequence) makes the four ops in one launch; any other, one by one.
+void CudaBackend::gdn_inputs(const GdnInputArgs& a) {
+  const bool decode = a.n_tokens == batch_.n_tokens && a.n_tokens == batch_.n_seqs &&
+                      std::all_of(seq_len_.begin(), seq_len_.end(), [](int32_t n) { return n == 1; });
+  if (!decode || !gdn_decode_inputs_fit(a.d_k, a.kernel) || 2 * a.n_k_heads * a.d_k > a.channels)
+    return Backend::gdn_inputs(a);
+  const auto o = op("gdn_inputs", a.mix, a.n_tokens, a.channels, a.conv_w, a.kernel, a.conv_state, a.u, a.n_k_heads,
+                    a.d_k, a.l2_eps, a.q_scale, a.beta, a.alpha, a.ssm_a, a.dt_bias, a.n_v_heads);
+  if (o.skip) return;
+  GdnInputs in;
+  in.x = a.mix;
+  in.channels = a.channels;
+  in.conv_w = a.conv_w;
+  in.kernel = a.kernel;
+  in.state = a.conv_state;
+  in.out = a.u;
+  in.n_k_heads = int(a.n_k_heads);
+  in.d_k = int(a.d_k);
+  in.eps = a.l2_eps;
+  in.q_scale = a.q_scale;
+  in.beta = a.beta;
+  in.alpha = a.alpha;
+  in.ssm_a = a.ssm_a;
+  in.dt_bias = a.dt_bias;
+  in.n_v_heads = int(a.n_v_heads);
+  gdn_decode_inputs(in, seq_batch_, stream_.get());
+}
+
 void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
   const auto o = op("gated_delta", g.q, g.k, g.v, g.g, g.beta, g.state, g.out, g.qk_stride, g.v_stride, g.n_k_heads, g.n_v_heads, g.d_k, g.d_v);
   if (o.skip) return;

@@ -73,6 +73,7 @@ class CudaBackend final : public backend::Backend {
                      float scale) override;
   void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) override;
   void gated_delta(const backend::GatedDeltaArgs& args) override;
+  void gdn_inputs(const GdnInputArgs& a) override;
   void logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out, float* rows,
               float* logits) override;
 

@@ -87,6 +87,94 @@ __global__ void gdn_gates_kernel(float* beta, float* alpha, const float* ssm_a, 
   alpha[i] = __fmul_rn(ssm_a[h], softplus);
 }
 
+// A decode call's delta-rule inputs (one token per sequence, blockIdx.y the sequence): each warp
+// takes one unit of its token, a q or k head (conv, SiLU, then the head's L2 norm, each lane
+// holding channels lane + 32 i), a block of 32 * kVPerLane value channels (conv, SiLU), or, the
+// last unit, the gates. Every value comes from the float operations of conv1d_silu_kernel,
+// conv_state_kernel, l2_norm_heads_kernel and gdn_gates_kernel, in their order, so the bits are
+// theirs. A thread reads its channel's state rows before it shifts them (one token: no other
+// thread reads them), which the separate launches did with two kernels.
+constexpr int kVPerLane = 4;
+// N channels of one lane (c0 + lane + 32 i): every load first (the state rows, x, the conv
+// weights: all in flight together), then the conv and SiLU into v, then the shifted state rows.
+template <int N>
+__device__ __forceinline__ void conv_channels(const GdnInputs& a, const float* x, float* st, int64_t c0, int lane,
+                                              float (&v)[N]) {
+  constexpr int K = kGdnInputsMaxKernel;
+  const int n_state = a.kernel - 1;
+  float e[N][K], w[N][K];
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int64_t c = c0 + lane + 32 * i;
+    if (c >= a.channels) continue;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      if (j < n_state) e[i][j] = st[j * a.channels + c];
+      else if (j == n_state) e[i][j] = x[c];
+      if (j < a.kernel) w[i][j] = a.conv_w[c * a.kernel + j];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int64_t c = c0 + lane + 32 * i;
+    if (c >= a.channels) continue;
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < K; ++j)
+      if (j < a.kernel) acc = __fadd_rn(acc, __fmul_rn(w[i][j], e[i][j]));
+    v[i] = silu(acc);
+#pragma unroll
+    for (int m = 0; m + 1 < K; ++m)
+      if (m < n_state) st[m * a.channels + c] = e[i][m + 1];
+  }
+}
+
+template <int NPL>  // channels per lane of a q / k head (d_k / 32)
+__global__ void gdn_decode_inputs_kernel(GdnInputs a, SeqBatch b) {
+  pdl_enter();
+  const int s = blockIdx.y, lane = threadIdx.x % 32;
+  const int unit = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int64_t t = b.q_start[s];
+  const int qk_units = 2 * a.n_k_heads;
+  const int64_t key_dim = int64_t{a.n_k_heads} * a.d_k, value_dim = a.channels - 2 * key_dim;
+  const int v_units = int((value_dim + 32 * kVPerLane - 1) / (32 * kVPerLane));
+  if (unit > qk_units + v_units) return;
+  if (unit == qk_units + v_units) {  // the gates
+    for (int h = lane; h < a.n_v_heads; h += 32) {
+      const int64_t i = t * a.n_v_heads + h;
+      a.beta[i] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-a.beta[i])));
+      const float x = __fadd_rn(a.alpha[i], a.dt_bias[h]);
+      const float softplus = x > 20.0f ? x : log1pf(expf(x));
+      a.alpha[i] = __fmul_rn(a.ssm_a[h], softplus);
+    }
+    return;
+  }
+  float* st = a.state + int64_t{b.slot[s]} * (a.kernel - 1) * a.channels;
+  const float* x = a.x + t * a.channels;
+  float* out = a.out + t * a.channels;
+  if (unit >= qk_units) {
+    const int64_t c0 = 2 * key_dim + int64_t{unit - qk_units} * 32 * kVPerLane;
+    float v[kVPerLane];
+    conv_channels<kVPerLane>(a, x, st, c0, lane, v);
+#pragma unroll
+    for (int i = 0; i < kVPerLane; ++i)
+      if (c0 + lane + 32 * i < a.channels) out[c0 + lane + 32 * i] = v[i];
+    return;
+  }
+  const int64_t c0 = int64_t{unit} * a.d_k;
+  float v[NPL];
+  conv_channels<NPL>(a, x, st, c0, lane, v);
+  double sum = 0.0;
+#pragma unroll
+  for (int i = 0; i < NPL; ++i) sum += double(v[i]) * v[i];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float scale = unit < a.n_k_heads ? a.q_scale : 1.0f;
+  const float f = static_cast<float>(scale / sqrt(sum + a.eps));
+#pragma unroll
+  for (int i = 0; i < NPL; ++i) out[c0 + lane + 32 * i] = __fmul_rn(v[i], f);
+}
+
 // One CTA per row; squares summed in double as the CPU twin does. With act_q (dim and the CTA a
 // multiple of 32): the rows' 8-bit activations too, a warp's 32 consecutive elements a group.
 __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps,
@@ -500,6 +588,31 @@ void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads
   if (warps <= 0) return;
   launch(l2_norm_heads_kernel, blocks_for(warps * 32), kThreads, 0, stream, x, n_rows, row_stride, n_heads, dim, eps,
          scale);
+}
+
+bool gdn_decode_inputs_fit(int64_t d_k, int kernel) {
+  return d_k > 0 && d_k % 32 == 0 && d_k <= kGdnInputsMaxHeadDim && kernel >= 1 && kernel <= kGdnInputsMaxKernel;
+}
+
+void gdn_decode_inputs(const GdnInputs& a, const SeqBatch& b, cudaStream_t stream) {
+  if (!gdn_decode_inputs_fit(a.d_k, a.kernel) || b.n_tokens != b.n_seqs)
+    throw Error("internal: gdn_decode_inputs takes one token per sequence, head sizes of 32 .. 256 in steps of 32 "
+                "and conv kernels of 1 .. 4");
+  if (b.n_seqs <= 0) return;
+  const int64_t value_dim = a.channels - 2 * int64_t{a.n_k_heads} * a.d_k;
+  const int64_t units = 2 * a.n_k_heads + (value_dim + 32 * kVPerLane - 1) / (32 * kVPerLane) + 1;
+  constexpr int warps = kThreads / 32;
+  const dim3 grid(static_cast<unsigned>((units + warps - 1) / warps), static_cast<unsigned>(b.n_seqs));
+  switch (a.d_k / 32) {
+    case 1: launch(gdn_decode_inputs_kernel<1>, grid, kThreads, 0, stream, a, b); break;
+    case 2: launch(gdn_decode_inputs_kernel<2>, grid, kThreads, 0, stream, a, b); break;
+    case 3: launch(gdn_decode_inputs_kernel<3>, grid, kThreads, 0, stream, a, b); break;
+    case 4: launch(gdn_decode_inputs_kernel<4>, grid, kThreads, 0, stream, a, b); break;
+    case 5: launch(gdn_decode_inputs_kernel<5>, grid, kThreads, 0, stream, a, b); break;
+    case 6: launch(gdn_decode_inputs_kernel<6>, grid, kThreads, 0, stream, a, b); break;
+    case 7: launch(gdn_decode_inputs_kernel<7>, grid, kThreads, 0, stream, a, b); break;
+    default: launch(gdn_decode_inputs_kernel<8>, grid, kThreads, 0, stream, a, b); break;
+  }
 }
 
 void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_tokens, int64_t n_heads,

@@ -59,6 +59,30 @@ void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads
 void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_tokens, int64_t n_heads,
                cudaStream_t stream);
 
+// A decode call's delta-rule inputs in one launch (every sequence brings one token): conv1d_silu
+// of x into out, the L2 norms of out's first n_k_heads heads of d_k (times q_scale) and of the
+// next n_k_heads, and gdn_gates; the same bits as those launchers. Fits: d_k a multiple of 32 up
+// to kGdnInputsMaxHeadDim, kernel 1..kGdnInputsMaxKernel.
+struct GdnInputs {
+  const float* x = nullptr;
+  int64_t channels = 0;
+  const float* conv_w = nullptr;
+  int kernel = 0;
+  float* state = nullptr;
+  float* out = nullptr;
+  int n_k_heads = 0, d_k = 0;
+  float eps = 0.0f, q_scale = 1.0f;
+  float* beta = nullptr;
+  float* alpha = nullptr;
+  const float* ssm_a = nullptr;
+  const float* dt_bias = nullptr;
+  int n_v_heads = 0;
+};
+constexpr int kGdnInputsMaxHeadDim = 256;
+constexpr int kGdnInputsMaxKernel = 4;
+bool gdn_decode_inputs_fit(int64_t d_k, int kernel);
+void gdn_decode_inputs(const GdnInputs& a, const SeqBatch& b, cudaStream_t stream);
+
 // o[r] = rms_norm(o[r]; w) * silu(z[r]) in place; o, z: [n_rows, dim]. With act_q, act_s (dim a
 // multiple of 32): also o's 8-bit activations, the bits quantize_act_q8 gives for o read as any
 // [tokens, n_in] with tokens * n_in = n_rows * dim (act_q8_parts' pointers for that shape).
