@@ -155,6 +155,31 @@ TEST(MatmulQ8Driver, MatchesReference) {
       }
 }
 
+// A call longer than kQ8TokenBlock runs block by block: every token's row equals the same tokens
+// multiplied in calls of their own (the first block, then the rest), bit for bit.
+TEST(MatmulQ8Driver, LongCallsEqualTheirBlocksAlone) {
+  std::mt19937 rng(31);
+  ThreadPool pool(2);
+  const Isa isa = keel::cpu::best_isa();
+  for (Type type : {Type::Q8_0, Type::Q4_K}) {
+    const int64_t n_in = 512, n_out = 33, n_tok = keel::cpu::kQ8TokenBlock + 37;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const auto x = random_floats(n_tok * n_in, rng);
+    std::vector<char> scratch(keel::cpu::matmul_q8_scratch_bytes(n_in, n_tok, 2) + 64);
+    char* s = scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
+    std::vector<float> whole(n_tok * n_out, kSentinel), parts(n_tok * n_out, kSentinel);
+    keel::cpu::matmul_q8_with(isa, w, x.data(), n_tok, whole.data(), s, pool);
+    const int64_t first = keel::cpu::kQ8TokenBlock;
+    keel::cpu::matmul_q8_with(isa, w, x.data(), first, parts.data(), s, pool);
+    keel::cpu::matmul_q8_with(isa, w, x.data() + first * n_in, n_tok - first, parts.data() + first * n_out, s, pool);
+    ASSERT_EQ(whole, parts) << label(type);
+    std::vector<float> ref(n_tok * n_out);
+    keel::cpu::matmul_q8_reference(w, x.data(), n_tok, ref.data());
+    expect_within(whole.data(), ref.data(), abs_products(w, x.data(), n_tok), n_tok * n_out, kRelTol, label(type));
+  }
+}
+
 // Float weights are exact in both modes (GEMV and GEMM).
 TEST(MatmulQ8Driver, FloatWeightsStayExact) {
   std::mt19937 rng(23);

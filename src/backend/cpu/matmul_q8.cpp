@@ -377,6 +377,25 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
   return static_cast<char*>(scratch) + q8_align(static_cast<size_t>(n_tokens * q8_act_blocks(n_in)) * sizeof(ActBlockQ8));
 }
 
+// Tokens [0, n_tokens) of act (at most kQ8TokenBlock) times w into y.
+void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8* act, float* y, char* panels,
+                     ThreadPool& pool) {
+  std::atomic<int64_t> next_panel{0};
+  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), &next_panel};
+  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
+  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
+  // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
+  // not depend on the thread that computes it.
+  pool.run([&job](int ith, int nth) {
+    const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
+    const int64_t chunk = std::max<int64_t>(
+        kQ8SweepPanels, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
+    auto* panels = reinterpret_cast<PanelQ8*>(job.panels + kQ8SweepPanels * q8_align(sizeof(PanelQ8)) * ith);
+    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
+      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panels);
+  });
+}
+
 }  // namespace
 
 void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
@@ -391,20 +410,11 @@ void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_
 }
 
 void matmul_q8_quantized(Isa isa, const WeightView& w, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
-  std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, n_tokens, y, act_of(scratch), panels_of(scratch, w.n_in, n_tokens), q8_micro(isa), q8_prepare(isa), &next_panel};
-  // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
-  // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
-  // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
-  // not depend on the thread that computes it.
-  pool.run([&job](int ith, int nth) {
-    const int64_t n_panels = (job.w->n_out + kQ8Rows - 1) / kQ8Rows;
-    const int64_t chunk = std::max<int64_t>(
-        kQ8SweepPanels, std::min((256 + job.n_tokens - 1) / job.n_tokens, n_panels / (4 * nth)));
-    auto* panels = reinterpret_cast<PanelQ8*>(job.panels + kQ8SweepPanels * q8_align(sizeof(PanelQ8)) * ith);
-    for (int64_t begin; (begin = job.next_panel->fetch_add(chunk)) < n_panels;)
-      q8_panels(job, begin, std::min(n_panels, begin + chunk), n_panels, panels);
-  });
+  const int64_t nkb = q8_act_blocks(w.n_in);
+  char* panels = panels_of(scratch, w.n_in, n_tokens);
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kQ8TokenBlock)
+    matmul_q8_block(isa, w, std::min(kQ8TokenBlock, n_tokens - t0), act_of(scratch) + t0 * nkb, y + t0 * w.n_out,
+                    panels, pool);
 }
 
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
