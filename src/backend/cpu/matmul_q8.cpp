@@ -203,9 +203,9 @@ void prefetch_panel(const WeightView& w, int64_t p, int64_t kb) {
   }
 }
 
-// Panels [panel_begin, panel_end) of the call (of n_panels), kQ8SweepPanels at a time: they are
-// packed together and swept over the tokens together, so that each token tile's activations are
-// fetched once for all their rows (the activations of a long prompt outgrow the L2 cache).
+// Panels [panel_begin, panel_end) of the job (of n_panels), kQ8SweepPanels at a time: they are
+// packed together and swept over the job's tokens (at most kQ8TokenBlock) together, so that each
+// token tile's activations are fetched once for all their rows.
 void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t n_panels, PanelQ8* panels) {
   const WeightView& w = *job.w;
   const int64_t nkb = q8_act_blocks(w.n_in);

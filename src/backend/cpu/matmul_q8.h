@@ -128,7 +128,8 @@ Q8PrepareFn q8_prepare_avx2();    // matmul_q8_avx2.cpp: Q8_0's q16
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);
 
-// The fast-path GEMM (n_tokens >= 1 works; the driver uses it from kGemmMinTokens on).
+// The fast-path GEMM (n_tokens >= 1 works; the driver uses it from kGemmMinTokens on). A call
+// longer than kQ8TokenBlock runs block by block, with the same results as the blocks alone.
 // scratch: matmul_q8_scratch_bytes(w.n_in, n_tokens, pool.size()) bytes, 64-byte aligned.
 void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,
                     void* scratch, ThreadPool& pool);
