@@ -505,6 +505,82 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
   simd.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st.data() + 16, ld);
   ASSERT_NO_FATAL_FAILURE(expect_tile_near(st, st_ref, ld, n_rows, 1e-4f, "score"));
 
+  // pack_f16 on an f16 cache's rows (stride apart): what the packers make of the rows converted.
+  {
+    const int64_t stride = hd + 24;
+    std::vector<uint16_t> k16(static_cast<size_t>(n_keys * stride)), v16(k16.size());
+    std::vector<float> k32(keys.size()), v32(values.size());
+    for (int64_t j = 0; j < n_keys; ++j)
+      for (int i = 0; i < hd; ++i) {
+        k16[j * stride + i] = quant::f32_to_f16(keys[j * hd + i]);
+        v16[j * stride + i] = quant::f32_to_f16(values[j * hd + i]);
+        k32[j * hd + i] = quant::f16_to_f32(k16[j * stride + i]);
+        v32[j * hd + i] = quant::f16_to_f32(v16[j * stride + i]);
+      }
+    const auto want_k = packed(k32.size(), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_keys(k32.data(), n_keys, hd, o);
+    });
+    const auto want_v = packed(static_cast<size_t>(n_pairs * 2 * hd), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_values(v32.data(), n_keys, hd, o);
+    });
+    for (const cpu::AttentionBf16Kernels* table : {&ref, &simd}) {
+      std::vector<uint16_t> kb16(want_k.size(), kMark), vb16(want_v.size(), kMark);
+      table->pack_f16(k16.data(), v16.data(), stride, n_keys, hd, kb16.data() + 16, vb16.data() + 16);
+      EXPECT_EQ(kb16, want_k) << (table == &ref ? "generic" : "simd");
+      EXPECT_EQ(vb16, want_v) << (table == &ref ? "generic" : "simd");
+    }
+  }
+
+  // softmax_pack: bit for bit softmax_rows of the f32 table beside it, then pack_probabilities
+  // (every row seeing all keys; rows a key apart in pairs; the first rows seeing a few); the
+  // scalar and SIMD tables within rounding of each other (exp differs in its last bits).
+  for (const auto& [first_visible, group] : {std::pair<int64_t, int>{n_keys, 1}, {1, 2}, {(n_keys + 1) / 2, 3}}) {
+    SCOPED_TRACE("first_visible " + std::to_string(first_visible) + " group " + std::to_string(group));
+    struct State {
+      std::vector<float> m, l, c;
+      std::vector<uint16_t> pp;
+    };
+    State start{std::vector<float>(static_cast<size_t>(n_rows)), std::vector<float>(static_cast<size_t>(n_rows)),
+                std::vector<float>(static_cast<size_t>(n_rows)),
+                std::vector<uint16_t>(static_cast<size_t>(n_pairs * 2 * n_rows) + 32, kMark)};
+    for (int r = 0; r < n_rows; ++r) {
+      start.m[r] = normal(rng);
+      start.l[r] = 1.0f + std::fabs(normal(rng));
+    }
+    auto fused = [&](const cpu::AttentionBf16Kernels& k) {
+      State o = start;
+      k.softmax_pack(st_ref.data() + 16, ld, n_rows, n_keys, first_visible, group, o.m.data(), o.l.data(), o.c.data(),
+                     o.pp.data() + 16);
+      return o;
+    };
+    auto unfused = [&](const cpu::AttentionKernels& f32, const cpu::AttentionBf16Kernels& k) {
+      State o = start;
+      std::vector<float> probabilities = st_ref;
+      f32.softmax_rows(probabilities.data() + 16, ld, n_rows, n_keys, first_visible, group, o.m.data(), o.l.data(),
+                       o.c.data());
+      k.pack_probabilities(probabilities.data() + 16, ld, n_rows, n_keys, o.pp.data() + 16);
+      return o;
+    };
+    const State a = fused(ref), b = fused(simd);
+    for (const auto& [got, want, what] :
+         {std::tuple{&a, unfused(cpu::attention_kernels_generic(), ref), "generic"},
+          std::tuple{&b, unfused(cpu::attention_kernels_for(hd), simd), "simd"}}) {
+      EXPECT_EQ(got->m, want.m) << what;
+      EXPECT_EQ(got->l, want.l) << what;
+      EXPECT_EQ(got->c, want.c) << what;
+      EXPECT_EQ(got->pp, want.pp) << what;
+    }
+    for (int r = 0; r < n_rows; ++r) {
+      ASSERT_EQ(b.m[r], a.m[r]) << "row " << r;
+      ASSERT_NEAR(b.c[r], a.c[r], 1e-6f * a.c[r] + 1e-30f) << "row " << r;
+      ASSERT_NEAR(b.l[r], a.l[r], 1e-5f * a.l[r]) << "row " << r;
+    }
+    for (size_t i = 0; i < a.pp.size(); ++i) {
+      const float x = quant::bf16_to_f32(a.pp[i]), y = quant::bf16_to_f32(b.pp[i]);
+      ASSERT_NEAR(y, x, std::fabs(x) / 128) << "probability " << i;  // a bf16 step either way
+    }
+  }
+
   // Probabilities in (0, 1] from the scores; odd key counts completed with zeros.
   for (int64_t j = 0; j < n_keys; ++j)
     for (int r = 0; r < n_rows; ++r) st_ref[16 + j * ld + r] = std::exp(-std::fabs(st_ref[16 + j * ld + r]));

@@ -2,8 +2,16 @@
 // -mavx512bf16; reached only after the runtime check in attention_bf16_kernels_for(), for head
 // sizes that are a multiple of 16). vdpbf16ps adds a lane's two bf16 products to an f32 sum:
 // twice the products of an f32 FMA per instruction, on half the bytes.
+// GCC 12 warns inside its own unmasked AVX-512 intrinsics (_mm512_cvtph_ps's `__Y = __Y`, GCC
+// bug 105593) once they are inlined into loops; the warning is noise.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/attention_kernels.h"
@@ -41,11 +49,15 @@ struct Bf16x32 : F32x16 {
   static Vec dot(Vec acc, Operands a, Operands b) { return _mm512_dpbf16_ps(acc, a, b); }
 };
 
+// 16 floats as 16 bf16.
+inline __m256i to_bf16(__m512 x) {
+  const __m256bh h = _mm512_cvtneps_pbh(x);
+  return reinterpret_cast<const __m256i&>(h);
+}
+
 void pack_keys_avx512bf16(const float* keys, int64_t n, int hd, uint16_t* out) {
-  for (int64_t i = 0; i < n * hd; i += 16) {
-    const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(keys + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reinterpret_cast<const __m256i&>(h));
-  }
+  for (int64_t i = 0; i < n * hd; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), to_bf16(_mm512_loadu_ps(keys + i)));
 }
 
 // Rows j and j + 1 of x (ld apart, width a multiple of 16) interleaved; a missing row j + 1 is zero.
@@ -62,6 +74,69 @@ void pack_values_avx512bf16(const float* values, int64_t n, int hd, uint16_t* ou
 
 void pack_probabilities_avx512bf16(const float* st, int64_t lds, int n_rows, int64_t n_keys, uint16_t* pp) {
   pack_pairs(st, lds, n_keys, n_rows, pp);
+}
+
+// Rows ahead that pack_f16 prefetches: an f16 cache's rows of one head are n_kv_heads rows apart
+// (2 KiB at Qwen3-0.6B), past the hardware prefetchers at every 4 KiB page.
+constexpr int64_t kAheadRows = 8;
+
+void pack_f16_avx512bf16(const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
+                         uint16_t* vb) {
+  auto f32 = [](const uint16_t* p) { return F32x16::load_f16(p); };
+  for (int64_t j = 0; j < n; j += 2, kb += 2 * hd, vb += 2 * hd) {
+    for (int64_t a = j + kAheadRows; a < std::min(j + kAheadRows + 2, n); ++a)
+      for (int b = 0; b < hd; b += 32) {
+        __builtin_prefetch(k + a * stride + b);
+        __builtin_prefetch(v + a * stride + b);
+      }
+    const bool pair = j + 1 < n;
+    const uint16_t* k0 = k + j * stride;
+    const uint16_t* v0 = v + j * stride;
+    for (int i = 0; i < hd; i += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + i), to_bf16(f32(k0 + i)));
+      if (pair) _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + hd + i), to_bf16(f32(k0 + stride + i)));
+      const __m512 second = pair ? f32(v0 + stride + i) : _mm512_setzero_ps();
+      _mm512_storeu_si512(vb + 2 * i, interleave_bf16(f32(v0 + i), second));
+    }
+  }
+}
+
+// softmax_rows_simd's arithmetic (attention_simd.h), in its order, for 16 rows at a time; the
+// probabilities of keys j and j + 1 go out as one vector of pairs.
+void softmax_pack_avx512bf16(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                             float* m, float* l, float* correction, uint16_t* pp) {
+  using V = F32x16;
+  for (int r0 = 0; r0 < n_rows; r0 += V::kLanes) {
+    alignas(64) int32_t visible[V::kLanes];  // keys j < visible[lane] are seen by row r0 + lane
+    for (int i = 0; i < V::kLanes; ++i)
+      visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
+    const V::Ints vis = V::load_ints(visible);
+    V::Vec mx = V::splat(-INFINITY);
+    for (int64_t j = 0; j < n_keys; ++j)
+      mx = V::max_where(V::greater(vis, static_cast<int32_t>(j)), mx, V::load(st + j * lds + r0));
+    const V::Vec m_old = V::load(m + r0);
+    const V::Vec m_new = V::max(m_old, mx);
+    const V::Vec c = V::exp_nonpositive(V::sub(m_old, m_new));
+    auto probability = [&](int64_t j) {
+      return V::zero_unless(V::greater(vis, static_cast<int32_t>(j)),
+                            V::exp_nonpositive(V::sub(V::load(st + j * lds + r0), m_new)));
+    };
+    V::Vec sum = V::zero();
+    uint16_t* out = pp + 2 * r0;
+    for (int64_t j = 0; j < n_keys; j += 2, out += 2 * n_rows) {
+      const V::Vec p0 = probability(j);
+      sum = V::add(sum, p0);
+      V::Vec p1 = V::zero();
+      if (j + 1 < n_keys) {
+        p1 = probability(j + 1);
+        sum = V::add(sum, p1);
+      }
+      _mm512_storeu_si512(out, interleave_bf16(p0, p1));
+    }
+    V::store(l + r0, V::dot(sum, V::load(l + r0), c));
+    V::store(m + r0, m_new);
+    V::store(correction + r0, c);
+  }
 }
 
 // Strips of 64, 32 and 16 rows: 24 accumulators or fewer of the 32 registers.
@@ -81,8 +156,10 @@ void accumulate_rows_avx512bf16(float* acc, const float* correction, int n_rows,
 }  // namespace
 
 const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16() {
-  static const AttentionBf16Kernels k{pack_keys_avx512bf16, pack_values_avx512bf16, scores_rows_avx512bf16,
-                                      pack_probabilities_avx512bf16, accumulate_rows_avx512bf16};
+  static const AttentionBf16Kernels k{pack_keys_avx512bf16,          pack_values_avx512bf16,
+                                      scores_rows_avx512bf16,        pack_probabilities_avx512bf16,
+                                      pack_f16_avx512bf16,           softmax_pack_avx512bf16,
+                                      accumulate_rows_avx512bf16};
   return k;
 }
 

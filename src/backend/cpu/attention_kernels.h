@@ -55,7 +55,7 @@ struct AttentionKernels {
 
 // Fast mode's row-block kernels (AttentionArgs::fast): queries, keys, probabilities and values
 // rounded to bfloat16 (round to nearest even), products summed in f32; the online softmax stays
-// f32 (softmax_rows of an f32 table). Operands come in pairs along the summed index, the layout
+// f32 (softmax_pack, softmax_rows' twin). Operands come in pairs along the summed index, the layout
 // of AVX512_BF16's vdpbf16ps: 32-bit lane r of a vector holds the pair (x[2p][r], x[2p + 1][r]).
 struct AttentionBf16Kernels {
   // out[j*hd + i] = bf16(keys[j*hd + i]) for j < n.
@@ -70,6 +70,15 @@ struct AttentionBf16Kernels {
   // pp[(j/2)*2*n_rows + 2*r + j%2] = bf16(st[j*lds + r]) for j < n_keys (an odd n_keys' last pair
   // completed with zeros), r < n_rows.
   void (*pack_probabilities)(const float* st, int64_t lds, int n_rows, int64_t n_keys, uint16_t* pp);
+  // pack_keys and pack_values of an f16 cache's rows in place (row j at k + j*stride and
+  // v + j*stride, j < n): kb and vb bit for bit as those leave them from the rows converted to f32
+  // (exact), without the f32 tiles in between.
+  void (*pack_f16)(const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
+                   uint16_t* vb);
+  // softmax_rows of the f32 tables (same arguments, same m, l and correction), its probabilities
+  // written packed as pack_probabilities packs them (pp) rather than into st, in one pass.
+  void (*softmax_pack)(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                       float* m, float* l, float* correction, uint16_t* pp);
   // acc[r*hd + i] = acc[r*hd + i] * correction[r] + sum_{j < n_keys} p[j][r] * v[j][i], with pp
   // and values as the packers leave them.
   void (*accumulate_rows)(float* acc, const float* correction, int n_rows, const uint16_t* pp, const uint16_t* values,
