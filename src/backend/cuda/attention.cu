@@ -866,10 +866,16 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
 }
 
 // ---- decode: split-KV with the warps on different keys ---------------------------------------------
-// One CTA per (token, KV head, key range): its rows are the token's GQA heads (at most 16, one
-// mma row block); each warp walks its own 16-key tiles of the range (double-buffered copies in
-// flight per warp), keeps its own online softmax, and the four are merged through shared memory.
-// The prefill kernel's warps split rows instead, which leaves three of four idle in a decode.
+// One CTA per (token, KV head, key range): each warp walks its own 16-key tiles of the range
+// (double-buffered copies in flight per warp), keeps its own online softmax, and the four are
+// merged through shared memory. The prefill kernel's warps split rows instead, which leaves three
+// of four idle in a decode.
+// A tile is multiplied transposed: its 16 keys are the mma's rows and the token's GQA heads its
+// columns (NB blocks of 8; 2 for groups of 9 to 16), S^T = K Q^T, then O^T = V^T P^T. With the
+// heads as the rows, a group of 4 left 12 of the 16 rows as padding, and with them three quarters
+// of the products, exponentials and O registers; as columns a group of 4 to 8 fills half of them
+// or all. Q^T's B fragments stay in registers for the whole range, and P^T reaches the second
+// product through movmatrix (an 8 x 8 C fragment transposed is the B fragment).
 constexpr int kDecodeKeys = 16;
 // Tiles each warp of a key range walks at least (fewer ranges below that). Measured on the H200
 // (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1.
@@ -900,10 +906,11 @@ __device__ __forceinline__ void issue_decode_tile(const KvLayout& kv, const uint
   }
 }
 
+// The tiles, then (reusing them) the warps' results for the merge: [kWarps][16 heads][D + 2].
 template <int D, KvElem E>
 constexpr size_t decode_smem_bytes() {
-  const size_t tiles = size_t(16) * (D + 8) * sizeof(__half) + kWarps * decode_warp_bytes<D, E>();
-  const size_t merge = size_t(kWarps) * 16 * (D + 2) * sizeof(float) + 16 * (D + 8) * sizeof(__half);
+  const size_t tiles = kWarps * decode_warp_bytes<D, E>();
+  const size_t merge = size_t(kWarps) * 16 * (D + 2) * sizeof(float);
   return tiles > merge ? tiles : merge;
 }
 
@@ -917,8 +924,19 @@ __host__ __device__ inline int decode_splits(int n_tiles, int grid_splits) {
   return capped < grid_splits ? capped : grid_splits;
 }
 
+// An 8 x 8 matrix of 16-bit elements in an mma fragment's layout (lane l: row l / 4, columns
+// 2 (l % 4) and 2 (l % 4) + 1), transposed in the same layout.
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // grid: (n_tokens, n_kv_heads, splits); writes out (one split) or the split's partial results.
-template <int D, KvElem E>
+// Lane (gq, cq) = (lane / 4, lane % 4) holds S^T and P^T for keys gq and gq + 8 of a tile, O^T for
+// dims 16 mb + gq and + 8; all of them for heads 8 nb + 2 cq and + 1 of the group, whose running
+// max and sum it keeps (l: of its own keys until the end).
+template <int D, KvElem E, int NB>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                     AttentionBatch b, const float* __restrict__ q,
                                                                     float* __restrict__ out, int n_head, float scale,
@@ -926,35 +944,45 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
   pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __half* qs = reinterpret_cast<__half*>(smem_raw);  // [16][ld]
-  __half* bufs = qs + 16 * ld;                        // per warp: decode_warp_bytes
   const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
   const int s = b.seq[t];
   if (s < 0) return;  // padding: the merge skips its rows
   const int group = n_head / kv.n_kv_heads;
   const int pos = b.pos[t], kv_end = pos + 1;
   const int n_splits = decode_splits((kv_end + kDecodeKeys - 1) / kDecodeKeys, gridDim.z);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, cq = lane % 4;
+
+  // Q^T's B fragments: head 8 nb + gq, dims 16 kk + 2 cq (+ 1) and 8 more; scaled into log2
+  // units and rounded to f16; zero past the group.
+  uint32_t qf[D / 16][NB][2];
   const float qscale = scale * kLog2e;
-  for (int i = threadIdx.x; i < 16 * (D / 4); i += kThreads) {
-    const int r = i / (D / 4), c = 4 * (i % (D / 4));
-    float4 x = make_float4(0, 0, 0, 0);
-    if (r < group) x = *reinterpret_cast<const float4*>(q + (size_t(t) * n_head + g * group + r) * D + c);
-    *reinterpret_cast<uint2*>(qs + r * ld + c) = make_uint2(pack_half2(x.x * qscale, x.y * qscale),
-                                                          pack_half2(x.z * qscale, x.w * qscale));
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    const int r = 8 * nb + gq;
+    const float* qr = q + (size_t(t) * n_head + g * group + min(r, group - 1)) * D + 2 * cq;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float2 x = r < group ? *reinterpret_cast<const float2*>(qr + 16 * kk + 8 * h) : make_float2(0.0f, 0.0f);
+        qf[kk][nb][h] = pack_half2(x.x * qscale, x.y * qscale);
+      }
   }
-  __syncthreads();
 
   const int n_tiles = (kv_end + kDecodeKeys - 1) / kDecodeKeys;
   const int per_split = (n_tiles + n_splits - 1) / n_splits;
   const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, cq = lane % 4;
-  uint8_t* mine = reinterpret_cast<uint8_t*>(bufs) + warp * decode_warp_bytes<D, E>();
+  uint8_t* mine = smem_raw + warp * decode_warp_bytes<D, E>();
   const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
 
-  float o[D / 8][4];
+  float o[D / 16][NB][4];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+  for (int mb = 0; mb < D / 16; ++mb)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) o[mb][nb][0] = o[mb][nb][1] = o[mb][nb][2] = o[mb][nb][3] = 0.0f;
+  float m[NB][2], l[NB][2];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) m[nb][0] = m[nb][1] = -INFINITY, l[nb][0] = l[nb][1] = 0.0f;
 
   int tile = tile_begin + warp;
   if (tile < tile_end) issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
@@ -974,89 +1002,103 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
       __syncwarp();
     }
 
-    float sacc[2][4] = {}, sacc2[2][4] = {};  // even and odd kk: dependent chains half as long
+    // S^T = K Q^T; even and odd kk in separate sums (dependent chains half as long)
+    float sacc[NB][4] = {}, sacc2[NB][4] = {};
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4], bk[4];
-      ldmatrix_x4(a, qs + (lane % 16) * ld + 16 * kk + 8 * (lane / 16));
-      ldmatrix_x4(bk, ks + ((lane % 8) + 8 * (lane / 16)) * ld + 16 * kk + 8 * ((lane / 8) % 2));
-      float(*acc)[4] = kk % 2 ? sacc2 : sacc;
-      mma_f16(acc[0], a, bk[0], bk[1]);
-      mma_f16(acc[1], a, bk[2], bk[3]);
+      uint32_t a[4];
+      ldmatrix_x4(a, ks + (lane % 16) * ld + 16 * kk + 8 * (lane / 16));
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) mma_f16(kk % 2 ? sacc2[nb] : sacc[nb], a, qf[kk][nb][0], qf[kk][nb][1]);
     }
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sacc[n][e] += sacc2[n][e];
     const int key0 = tile * kDecodeKeys;
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+    const bool lo_out = key0 + gq > pos, hi_out = key0 + gq + 8 > pos;  // keys past the token's position
+    float mx[NB][2];
+    bool passed = false;
 #pragma unroll
-    for (int n = 0; n < 2; ++n)
+    for (int nb = 0; nb < NB; ++nb)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        if (key0 + kDecodeKeys - 1 > pos && key0 + 8 * n + 2 * cq + e > pos) sacc[n][e] = sacc[n][2 + e] = -INFINITY;
-        mx_lo = fmaxf(mx_lo, sacc[n][e]);
-        mx_hi = fmaxf(mx_hi, sacc[n][2 + e]);
+        sacc[nb][e] = lo_out ? -INFINITY : sacc[nb][e] + sacc2[nb][e];
+        sacc[nb][2 + e] = hi_out ? -INFINITY : sacc[nb][2 + e] + sacc2[nb][2 + e];
+        // the tile's max for the head: this lane's two keys, then the column's eight lanes
+        mx[nb][e] = fmaxf(sacc[nb][e], sacc[nb][2 + e]);
+#pragma unroll
+        for (int o2 = 4; o2 <= 16; o2 <<= 1) mx[nb][e] = fmaxf(mx[nb][e], __shfl_xor_sync(0xffffffffu, mx[nb][e], o2));
+        passed |= mx[nb][e] > m[nb][e] + kMaxSlack;
       }
+    const bool moved = __any_sync(0xffffffffu, passed);
+    float corr[NB][2];
+    uint32_t pb[NB][2];  // P^T's B fragments: keys 2 cq (+ 1), then 8 more, head 8 nb + gq
 #pragma unroll
-    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
+    for (int nb = 0; nb < NB; ++nb) {
+      corr[nb][0] = corr[nb][1] = 1.0f;
+      if (moved) update_max(m[nb][0], m[nb][1], mx[nb][0], mx[nb][1], corr[nb][0], corr[nb][1]);
+      const float base0 = m[nb][0] == -INFINITY ? 0.0f : m[nb][0], base1 = m[nb][1] == -INFINITY ? 0.0f : m[nb][1];
+      const float p0 = exp2f(sacc[nb][0] - base0), p1 = exp2f(sacc[nb][1] - base1);  // key gq
+      const float p2 = exp2f(sacc[nb][2] - base0), p3 = exp2f(sacc[nb][3] - base1);  // key gq + 8
+      l[nb][0] = l[nb][0] * corr[nb][0] + (p0 + p2);
+      l[nb][1] = l[nb][1] * corr[nb][1] + (p1 + p3);
+      pb[nb][0] = movmatrix_trans(pack_half2(p0, p1));
+      pb[nb][1] = movmatrix_trans(pack_half2(p2, p3));
     }
-    const bool moved = __any_sync(0xffffffffu, mx_lo > m_lo + kMaxSlack || mx_hi > m_hi + kMaxSlack);
-    float corr_lo = 1.0f, corr_hi = 1.0f;
-    if (moved) update_max(m_lo, m_hi, mx_lo, mx_hi, corr_lo, corr_hi);
-    const float base_lo = m_lo == -INFINITY ? 0.0f : m_lo, base_hi = m_hi == -INFINITY ? 0.0f : m_hi;
-    uint32_t p[4];
-    float sum_lo = 0.0f, sum_hi = 0.0f;
+    if (moved) {
 #pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      const float p0 = exp2f(sacc[n][0] - base_lo), p1 = exp2f(sacc[n][1] - base_lo);
-      const float p2 = exp2f(sacc[n][2] - base_hi), p3 = exp2f(sacc[n][3] - base_hi);
-      sum_lo += p0 + p1;
-      sum_hi += p2 + p3;
-      p[2 * n] = pack_half2(p0, p1);
-      p[2 * n + 1] = pack_half2(p2, p3);
+      for (int mb = 0; mb < D / 16; ++mb)
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+          o[mb][nb][0] *= corr[nb][0];
+          o[mb][nb][1] *= corr[nb][1];
+          o[mb][nb][2] *= corr[nb][0];
+          o[mb][nb][3] *= corr[nb][1];
+        }
     }
-    l_lo = l_lo * corr_lo + sum_lo;
-    l_hi = l_hi * corr_hi + sum_hi;
-    if (moved) rescale<D>(o, corr_lo, corr_hi);
     if constexpr (E == KvElem::q8_0) {
       __syncwarp();  // every lane is done with K
       dequant_q8_0_rows<D, kDecodeKeys, 32>(stage + kDecodeKeys * q8_0_row_bytes<D>(), vs, lane);
       __syncwarp();
     }
+    // O^T += V^T P^T: V's rows transposed by ldmatrix into A fragments of 16 dims x 16 keys
 #pragma unroll
-    for (int n = 0; n < D / 8; n += 2) {
-      uint32_t bv[4];
-      ldmatrix_x4_trans(bv, vs + ((lane % 8) + 8 * ((lane / 8) % 2)) * ld + 8 * n + 8 * (lane / 16));
-      mma_f16(o[n], p, bv[0], bv[1]);
-      mma_f16(o[n + 1], p, bv[2], bv[3]);
+    for (int mb = 0; mb < D / 16; ++mb) {
+      uint32_t a[4];
+      ldmatrix_x4_trans(a, vs + ((lane % 8) + 8 * (lane / 16)) * ld + 16 * mb + 8 * ((lane / 8) % 2));
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) mma_f16(o[mb][nb], a, pb[nb][0], pb[nb][1]);
     }
     __syncwarp();  // this buffer is refilled two tiles on
   }
 #pragma unroll
-  for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, o2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, o2);
-  }
+  for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+#pragma unroll
+      for (int o2 = 4; o2 <= 16; o2 <<= 1) l[nb][e] += __shfl_xor_sync(0xffffffffu, l[nb][e], o2);
 
-  // Merge the warps: O, m, l of each through shared memory (the tile buffers are free now).
+  // Merge the warps: O, m, l of each head through shared memory (the tile buffers are free now).
   cp_async_wait<0>();
   __syncthreads();
-  float* red = reinterpret_cast<float*>(bufs);  // [kWarps][16][D + 2]: O row, then m, l
+  float* red = reinterpret_cast<float*>(smem_raw);  // [kWarps][16][D + 2]: a head's O row, then m, l
   {
     float* mine_o = red + size_t(warp) * 16 * (D + 2);
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      *reinterpret_cast<float2*>(mine_o + gq * (D + 2) + 8 * n + 2 * cq) = make_float2(o[n][0], o[n][1]);
-      *reinterpret_cast<float2*>(mine_o + (gq + 8) * (D + 2) + 8 * n + 2 * cq) = make_float2(o[n][2], o[n][3]);
-    }
-    if (cq == 0) {
-      mine_o[gq * (D + 2) + D] = m_lo;
-      mine_o[gq * (D + 2) + D + 1] = l_lo;
-      mine_o[(gq + 8) * (D + 2) + D] = m_hi;
-      mine_o[(gq + 8) * (D + 2) + D + 1] = l_hi;
+    for (int nb = 0; nb < NB; ++nb) {
+      float* h0 = mine_o + (8 * nb + 2 * cq) * (D + 2);  // heads 8 nb + 2 cq and the next
+      float* h1 = h0 + (D + 2);
+#pragma unroll
+      for (int mb = 0; mb < D / 16; ++mb) {
+        const int d = 16 * mb + gq;
+        h0[d] = o[mb][nb][0];
+        h1[d] = o[mb][nb][1];
+        h0[d + 8] = o[mb][nb][2];
+        h1[d + 8] = o[mb][nb][3];
+      }
+      if (gq == 0) {
+        h0[D] = m[nb][0];
+        h0[D + 1] = l[nb][0];
+        h1[D] = m[nb][1];
+        h1[D + 1] = l[nb][1];
+      }
     }
   }
   __syncthreads();
@@ -1201,36 +1243,46 @@ __global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ ba
 // at depth 32768 / 173000, 51.3 / 200.7 us with 64 ranges, 44.4 / 180.7 with 48; 24 heads over
 // 4 of 256 (1 CTA an SM: 33), 52.1 / 185.1 with 64, 44.4 / 179.1 with 32. A function of the
 // model and the device only, so a token's ranges do not depend on the rest of its call.
-template <int D, KvElem E>
+template <int D, KvElem E, int NB>
 int decode_split_cap(int n_kv_heads, size_t smem) {
   static const int resident = [smem] {
     int device = 0, sms = 0, per_sm = 0;
     check(cudaGetDevice(&device), "cudaGetDevice");
     check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<D, E>, kThreads, smem),
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<D, E, NB>, kThreads, smem),
           "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     return sms * std::max(per_sm, 1);
   }();
   return std::clamp(resident / std::max(n_kv_heads, 1), 1, kDecodeSplits);
 }
 
-template <int D, KvElem E>
+template <int D, KvElem E, int NB>
 void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                              int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
   constexpr size_t smem = decode_smem_bytes<D, E>();
-  static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E>,
+  static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E, NB>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (decode attention shared memory)");
   // As many ranges as the deepest token the page table's width allows can use: the grid then
   // stays the same while a decode step's CUDA graph (keyed by that width) replays.
   const int max_tiles = (b.max_pages_per_seq * kv.page_tokens + kDecodeKeys - 1) / kDecodeKeys;
-  const int splits = decode_splits(max_tiles, decode_split_cap<D, E>(kv.n_kv_heads, smem));
+  const int splits = decode_splits(max_tiles, decode_split_cap<D, E, NB>(kv.n_kv_heads, smem));
   const dim3 grid(b.n_tokens, kv.n_kv_heads, splits);
-  launch(decode_attention_kernel<D, E>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q, out,
-         n_head, scale, ws, splits == 1 ? act : ActOut{});
+  launch(decode_attention_kernel<D, E, NB>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
+         out, n_head, scale, ws, splits == 1 ? act : ActOut{});
   if (splits == 1) return;
   launch(merge_splits_kernel, b.n_tokens * n_head, D, 0, stream, ws, splits, b.n_tokens * n_head, D, n_head, b.seq,
          out, act);
+}
+
+// A group of up to 8 heads fills one block of mma columns, up to 16 two.
+template <int D, KvElem E>
+void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
+                             int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+  if (n_head / kv.n_kv_heads <= 8)
+    launch_decode_attention<D, E, 1>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+  else
+    launch_decode_attention<D, E, 2>(kv, base, b, q, out, n_head, scale, ws, act, stream);
 }
 
 template <int D, KvElem E, int KK, bool SPLIT_KV, int WARPS>
