@@ -251,8 +251,9 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
 constexpr int64_t kPrefetchRows = 8;
 
 // The task's K and V rows of one page, head g, positions [start, start + len), as f32 tiles; or,
-// with bf16 set, packed into its tiles (w.kb, w.vb) a pair of rows at a time, the f32 tiles'
-// first two rows serving as the pair's scratch.
+// with bf16 set, packed into its tiles (w.kb, w.vb): an f16 cache's rows straight from the cache
+// (pack_f16), other caches' a pair of rows at a time, the f32 tiles' first two rows serving as the
+// pair's scratch.
 void load_tiles(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a, int32_t page,
                 uint32_t g, int64_t len, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
@@ -393,7 +394,7 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
       }
   }
   for (int i = 0; i < hd; ++i) std::fill(w.qt + i * padded + n_rows, w.qt + (i + 1) * padded, 0.0f);
-  if (bf16) bf16->pack_probabilities(w.qt, padded, static_cast<int>(padded), hd, w.qp);
+  if (bf16) bf16->pack_probabilities(w.qt, padded, static_cast<int>(padded), hd, w.qp);  // the same pairs, over dims
   std::fill(w.m, w.m + padded, -std::numeric_limits<float>::infinity());
   std::fill(w.l, w.l + padded, 0.0f);
   std::fill(w.acc, w.acc + padded * hd, 0.0f);

@@ -11,7 +11,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/attention_kernels.h"
@@ -101,42 +100,13 @@ void pack_f16_avx512bf16(const uint16_t* k, const uint16_t* v, int64_t stride, i
   }
 }
 
-// softmax_rows_simd's arithmetic (attention_simd.h), in its order, for 16 rows at a time; the
-// probabilities of keys j and j + 1 go out as one vector of pairs.
+// softmax_rows_simd (attention_simd.h), each pair of keys' probabilities out as one vector of pairs.
 void softmax_pack_avx512bf16(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
                              float* m, float* l, float* correction, uint16_t* pp) {
-  using V = F32x16;
-  for (int r0 = 0; r0 < n_rows; r0 += V::kLanes) {
-    alignas(64) int32_t visible[V::kLanes];  // keys j < visible[lane] are seen by row r0 + lane
-    for (int i = 0; i < V::kLanes; ++i)
-      visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
-    const V::Ints vis = V::load_ints(visible);
-    V::Vec mx = V::splat(-INFINITY);
-    for (int64_t j = 0; j < n_keys; ++j)
-      mx = V::max_where(V::greater(vis, static_cast<int32_t>(j)), mx, V::load(st + j * lds + r0));
-    const V::Vec m_old = V::load(m + r0);
-    const V::Vec m_new = V::max(m_old, mx);
-    const V::Vec c = V::exp_nonpositive(V::sub(m_old, m_new));
-    auto probability = [&](int64_t j) {
-      return V::zero_unless(V::greater(vis, static_cast<int32_t>(j)),
-                            V::exp_nonpositive(V::sub(V::load(st + j * lds + r0), m_new)));
-    };
-    V::Vec sum = V::zero();
-    uint16_t* out = pp + 2 * r0;
-    for (int64_t j = 0; j < n_keys; j += 2, out += 2 * n_rows) {
-      const V::Vec p0 = probability(j);
-      sum = V::add(sum, p0);
-      V::Vec p1 = V::zero();
-      if (j + 1 < n_keys) {
-        p1 = probability(j + 1);
-        sum = V::add(sum, p1);
-      }
-      _mm512_storeu_si512(out, interleave_bf16(p0, p1));
-    }
-    V::store(l + r0, V::dot(sum, V::load(l + r0), c));
-    V::store(m + r0, m_new);
-    V::store(correction + r0, c);
-  }
+  softmax_rows_with<F32x16>(st, lds, n_rows, n_keys, first_visible, group, m, l, correction,
+                            [&](int r0, int64_t j, __m512 p0, __m512 p1) {
+                              _mm512_storeu_si512(pp + j * n_rows + 2 * r0, interleave_bf16(p0, p1));
+                            });
 }
 
 // Strips of 64, 32 and 16 rows: 24 accumulators or fewer of the 32 registers.

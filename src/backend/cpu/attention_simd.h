@@ -64,10 +64,11 @@ void scores_strip(const typename V::Element* qt, int64_t ldq, const typename V::
   for (; j < n_keys; ++j) scores_tile<V, 1, kVecs>(qt, ldq, keys + j * hd, hd, st + j * lds, lds);
 }
 
-// softmax_rows of attention_kernels.h, kLanes rows at a time (kPack 1).
-template <class V>
-void softmax_rows_simd(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group, float* m,
-                       float* l, float* correction) {
+// softmax_rows of attention_kernels.h, kLanes rows at a time (kPack 1), the probabilities handed
+// on in pairs of keys: put(r0, j, p_j, p_j+1) for even j (p_j+1 zero past n_keys).
+template <class V, class Put>
+void softmax_rows_with(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                       float* m, float* l, float* correction, Put put) {
   for (int r0 = 0; r0 < n_rows; r0 += V::kLanes) {
     alignas(64) int32_t visible[V::kLanes];  // keys j < visible[lane] are seen by row r0 + lane
     for (int i = 0; i < V::kLanes; ++i)
@@ -79,18 +80,36 @@ void softmax_rows_simd(float* st, int64_t lds, int n_rows, int64_t n_keys, int64
     const typename V::Vec m_old = V::load(m + r0);
     const typename V::Vec m_new = V::max(m_old, mx);
     const typename V::Vec c = V::exp_nonpositive(V::sub(m_old, m_new));
+    auto probability = [&](int64_t j) {
+      return V::zero_unless(V::greater(vis, static_cast<int32_t>(j)),
+                            V::exp_nonpositive(V::sub(V::load(st + j * lds + r0), m_new)));
+    };
     typename V::Vec sum = V::zero();
-    for (int64_t j = 0; j < n_keys; ++j) {
-      float* s = st + j * lds + r0;
-      const typename V::Vec p =
-          V::zero_unless(V::greater(vis, static_cast<int32_t>(j)), V::exp_nonpositive(V::sub(V::load(s), m_new)));
-      V::store(s, p);
-      sum = V::add(sum, p);
+    for (int64_t j = 0; j < n_keys; j += 2) {
+      const typename V::Vec p0 = probability(j);
+      sum = V::add(sum, p0);
+      typename V::Vec p1 = V::zero();
+      if (j + 1 < n_keys) {
+        p1 = probability(j + 1);
+        sum = V::add(sum, p1);
+      }
+      put(r0, j, p0, p1);
     }
     V::store(l + r0, V::dot(sum, V::load(l + r0), c));
     V::store(m + r0, m_new);
     V::store(correction + r0, c);
   }
+}
+
+// softmax_rows itself: the probabilities in place.
+template <class V>
+void softmax_rows_simd(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group, float* m,
+                       float* l, float* correction) {
+  softmax_rows_with<V>(st, lds, n_rows, n_keys, first_visible, group, m, l, correction,
+                       [&](int r0, int64_t j, typename V::Vec p0, typename V::Vec p1) {
+                         V::store(st + j * lds + r0, p0);
+                         if (j + 1 < n_keys) V::store(st + (j + 1) * lds + r0, p1);
+                       });
 }
 
 // kRows rows x kLanes*kVecs outputs: acc[r*hd + i] = acc[r*hd + i] * correction[r] +
