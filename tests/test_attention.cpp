@@ -534,7 +534,9 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
   // softmax_pack: bit for bit softmax_rows of the f32 table beside it, then pack_probabilities
   // (every row seeing all keys; rows a key apart in pairs; the first rows seeing a few); the
   // scalar and SIMD tables within rounding of each other (exp differs in its last bits).
-  for (const auto& [first_visible, group] : {std::pair<int64_t, int>{n_keys, 1}, {1, 2}, {(n_keys + 1) / 2, 3}}) {
+  for (const auto& visibility : {std::pair<int64_t, int>{n_keys, 1}, {1, 2}, {(n_keys + 1) / 2, 3}}) {
+    const int64_t first_visible = visibility.first;  // named copies: lambdas below capture them
+    const int group = visibility.second;
     SCOPED_TRACE("first_visible " + std::to_string(first_visible) + " group " + std::to_string(group));
     struct State {
       std::vector<float> m, l, c;
