@@ -137,8 +137,11 @@ void scores_rows_generic(const float* qt, int64_t ldq, int n_rows, const float* 
     }
 }
 
-void softmax_rows_generic(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
-                          float* m, float* l, float* correction) {
+// softmax_rows of attention_kernels.h, a row at a time; each probability p of key j < n_keys goes
+// to put(r, j, p) (softmax_rows_generic stores it in place, softmax_pack_generic packs it).
+template <class Put>
+void softmax_rows_generic_with(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible,
+                               int group, float* m, float* l, float* correction, Put put) {
   for (int r = 0; r < n_rows; ++r) {
     const int64_t visible = std::clamp<int64_t>(first_visible + r / group, 0, n_keys);
     float mx = -std::numeric_limits<float>::infinity();
@@ -147,13 +150,19 @@ void softmax_rows_generic(float* st, int64_t lds, int n_rows, int64_t n_keys, in
     correction[r] = std::exp(m[r] - m_new);
     float sum = 0.0f;
     for (int64_t j = 0; j < n_keys; ++j) {
-      float& p = st[j * lds + r];
-      p = j < visible ? std::exp(p - m_new) : 0.0f;
+      const float p = j < visible ? std::exp(st[j * lds + r] - m_new) : 0.0f;
       sum += p;
+      put(r, j, p);
     }
     l[r] = l[r] * correction[r] + sum;
     m[r] = m_new;
   }
+}
+
+void softmax_rows_generic(float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
+                          float* m, float* l, float* correction) {
+  softmax_rows_generic_with(st, lds, n_rows, n_keys, first_visible, group, m, l, correction,
+                            [&](int r, int64_t j, float p) { st[j * lds + r] = p; });
 }
 
 void accumulate_rows_generic(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
@@ -207,24 +216,15 @@ void pack_f16_generic(const uint16_t* k, const uint16_t* v, int64_t stride, int6
     }
 }
 
-// softmax_rows_generic's arithmetic, in its order; each probability goes to pp (pack_pairs' layout).
+// softmax_rows_generic, each probability packed into pp (pack_pairs' layout; an odd n_keys' last
+// pair completed with zeros).
 void softmax_pack_generic(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
                           float* m, float* l, float* correction, uint16_t* pp) {
-  for (int r = 0; r < n_rows; ++r) {
-    const int64_t visible = std::clamp<int64_t>(first_visible + r / group, 0, n_keys);
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, st[j * lds + r]);
-    const float m_new = std::max(m[r], mx);
-    correction[r] = std::exp(m[r] - m_new);
-    float sum = 0.0f;
-    for (int64_t j = 0; j < (n_keys + 1) / 2 * 2; ++j) {
-      const float p = j < visible ? std::exp(st[j * lds + r] - m_new) : 0.0f;
-      if (j < n_keys) sum += p;
-      pp[(j / 2) * 2 * n_rows + 2 * r + j % 2] = quant::f32_to_bf16(p);
-    }
-    l[r] = l[r] * correction[r] + sum;
-    m[r] = m_new;
-  }
+  auto at = [&](int r, int64_t j) -> uint16_t& { return pp[(j / 2) * 2 * n_rows + 2 * r + j % 2]; };
+  softmax_rows_generic_with(st, lds, n_rows, n_keys, first_visible, group, m, l, correction,
+                            [&](int r, int64_t j, float p) { at(r, j) = quant::f32_to_bf16(p); });
+  if (n_keys % 2 != 0)
+    for (int r = 0; r < n_rows; ++r) at(r, n_keys) = 0;
 }
 
 void accumulate_rows_bf16_generic(float* acc, const float* correction, int n_rows, const uint16_t* pp,
