@@ -149,6 +149,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   std::vector<plan::DeviceProfile> devices = plan::apple_profiles();
   devices.push_back(plan::with_overrides(plan::cpu_profile(), 24ull << 20, 1ull << 20));
   devices.push_back(plan::with_overrides(plan::cpu_profile(), 3ull << 30, 16ull << 20));
+  devices.push_back(plan::with_overrides(plan::cuda_profile(0), 40ull << 30, std::nullopt));  // any machine
   int n_fits = 0, n_refused = 0;
   for (const auto& [name, type] : presets) {
     const plan::ModelSpec spec = plan::describe_preset(name, type);
@@ -181,10 +182,12 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
             for (const plan::Buffer& b : p.buffers) EXPECT_LE(b.bytes, device.max_buffer_bytes) << b.name;
             EXPECT_LE(p.kv.page_bytes(), device.max_buffer_bytes);
             EXPECT_TRUE(p.reasons.empty());
-            // Auto chose the largest rung that fits: the next larger rung (within the context) does not.
+            // Auto chose the largest rung that fits: the next larger rung (within the context and
+            // the device's top rung) does not.
             const auto rung = std::find(plan::kChunkLadder.begin(), plan::kChunkLadder.end(), p.options.chunk);
             ASSERT_NE(rung, plan::kChunkLadder.end());
-            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx) {
+            EXPECT_LE(p.options.chunk, plan::largest_auto_chunk(device, 1));
+            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx && *(rung - 1) <= plan::largest_auto_chunk(device, 1)) {
               EXPECT_FALSE(plan::make_plan(spec, request(ctx, kv, device, *(rung - 1))).fits);
             }
           } else {
@@ -212,6 +215,26 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   }
   EXPECT_GT(n_fits, 50);
   EXPECT_GT(n_refused, 20);
+}
+
+// Auto's largest chunk: 16384 for one sequence on a CUDA device, 4096 on a CPU and for several
+// sequences; a budget too small for the top rung steps down the ladder.
+TEST(PlanInvariants, AutoChunkTopsOutPerDevice) {
+  const plan::ModelSpec spec = plan::describe_preset("qwen3-8b", model::FileType::q4_k_m);
+  const plan::DeviceProfile gpu = plan::with_overrides(plan::cuda_profile(0), 80ull << 30, std::nullopt);
+  const plan::DeviceProfile cpu = plan::with_overrides(plan::cpu_profile(), 80ull << 30, std::nullopt);
+  EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu)).options.chunk, 16384);
+  EXPECT_EQ(plan::make_plan(spec, request(12000, runtime::KvType::f16, gpu)).options.chunk, 8192);  // within the context
+  EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, cpu)).options.chunk, 4096);
+  plan::PlanRequest two = request(32768, runtime::KvType::f16, gpu);
+  two.n_seqs = 2;
+  EXPECT_EQ(plan::make_plan(spec, two).options.chunk, 4096);
+  // A budget between the 8192 and 16384 plans takes 8192.
+  const uint64_t at_8192 = plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu, 8192)).total_bytes;
+  const uint64_t at_16384 = plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu, 16384)).total_bytes;
+  ASSERT_LT(at_8192, at_16384);
+  const plan::DeviceProfile tight = plan::with_overrides(gpu, (at_8192 + at_16384) / 2, std::nullopt);
+  EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, tight)).options.chunk, 8192);
 }
 
 TEST(PlanInvariants, PagesShrinkToFitTheCap) {

@@ -175,8 +175,9 @@ Plan plan_core(const Prepared& prep, const PlanRequest& req, Rungs rungs = Rungs
   const int64_t floor = rungs == Rungs::useful ? smallest_auto_chunk(req.n_ctx) : 1;
   std::vector<int64_t> chunks;
   if (req.chunk) chunks.push_back(*req.chunk);
+  const int64_t top = largest_auto_chunk(prep.device, req.n_seqs);
   for (int64_t rung : kChunkLadder)
-    if (!req.chunk && rung <= req.n_ctx && rung >= floor) chunks.push_back(rung);
+    if (!req.chunk && rung <= req.n_ctx && rung <= top && rung >= floor) chunks.push_back(rung);
   // Pages below 16 tokens only when a page's own bytes force it (attention loops per page).
   std::vector<uint32_t> pages;
   if (req.page_tokens) {
@@ -338,6 +339,10 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
     spec.weights.push_back({specs[i].name, types[i], specs[i].shape, bytes});
   }
   return spec;
+}
+
+int64_t largest_auto_chunk(const DeviceProfile& device, int n_seqs) {
+  return device.backend == backend::Device::cuda && n_seqs <= 1 ? 16384 : 4096;
 }
 
 int64_t smallest_auto_chunk(int64_t n_ctx) {

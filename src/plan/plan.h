@@ -73,9 +73,18 @@ ModelSpec describe_file(const std::string& path);     // opens the GGUF, reads i
 // llama-quantize's recipe gives each tensor. Throws keel::Error naming presets / the family.
 ModelSpec describe_preset(std::string_view preset, model::FileType type);
 
-// The KV page ladder and prefill chunk ladder `auto` chooses from (largest first).
+// The KV page ladder and prefill chunk ladder `auto` chooses from (largest first; its top rungs
+// only where largest_auto_chunk allows them).
 inline constexpr uint32_t kDefaultPageTokens = 256;
-inline constexpr std::array<int64_t, 13> kChunkLadder = {4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1};
+inline constexpr std::array<int64_t, 15> kChunkLadder = {16384, 8192, 4096, 2048, 1024, 512, 256, 128,
+                                                         64,    32,   16,   8,    4,    2,   1};
+// The largest chunk `auto` takes: 16384 for one sequence on a CUDA device, where longer calls
+// keep the tensor cores busier (H200, prefill tok/s with chunks of 4096 / 8192 / 16384:
+// Qwen3.5-27B Q5_K_M pp16384 7,278 / 7,521 / 7,681; Qwen3-8B Q4_K_M pp32768 16,124 / 16,565 /
+// 16,882). 4096 elsewhere: a CPU's GEMM already runs in blocks of 1024 tokens and only the
+// buffers would grow, and several sequences (keel serve's slots) share each call, where a longer
+// prefill piece would hold up the others' decode steps.
+int64_t largest_auto_chunk(const DeviceProfile& device, int n_seqs);
 // The smallest prefill chunk worth proposing: every chunk reads all the weights once, so a
 // 146K-token prompt in chunks of 2 is 73K passes over the weights, no plan at all. A refusal's
 // suggestions (and its largest context) only use auto chunks of at least this size; `auto`

@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/launch.cuh"
+#include "backend/cuda/warp.cuh"
 #include "keel/error.h"
 
 namespace keel::cuda {
@@ -184,19 +185,7 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
   const float* zr = z + blockIdx.x * dim;
   double sum = 0.0;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += double(x[i]) * x[i];
-  __shared__ double partial[32];
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (threadIdx.x == 0) partial[0] = s;
-  }
-  __syncthreads();
-  const float scale = static_cast<float>(1.0 / sqrt(partial[0] / double(dim) + eps));
+  const float scale = static_cast<float>(1.0 / sqrt(block_sum(sum) / double(dim) + eps));
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float y = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
     x[i] = y;

@@ -6,6 +6,7 @@
 #include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.cuh"
+#include "backend/cuda/warp.cuh"
 #include "keel/error.h"
 
 namespace keel::cuda {
@@ -15,23 +16,6 @@ constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 // Threads of a one-CTA-per-row norm: a multiple of 32 (the fused quantization's warps).
 int norm_threads(int64_t dim) { return dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64; }
-
-// The sum of every thread's v over the CTA (blockDim.x a multiple of 32), in every thread.
-__device__ double block_sum(double v) {
-  __shared__ double partial[32];
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (threadIdx.x == 0) partial[0] = s;
-  }
-  __syncthreads();
-  return partial[0];
-}
 
 // One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
 // multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),

@@ -1,4 +1,5 @@
-// Reductions across the 32 lanes of a warp (butterfly: every lane ends with the result).
+// Reductions across the 32 lanes of a warp (butterfly: every lane ends with the result), and
+// across a CTA.
 #pragma once
 
 namespace keel::cuda {
@@ -19,6 +20,25 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// The sum of every thread's v over the CTA (blockDim.x a multiple of 32), in every thread. At
+// most once per kernel: a second call would overwrite the shared sums while slower threads may
+// still be reading the first call's.
+__device__ inline double block_sum(double v) {
+  __shared__ double partial[32];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (threadIdx.x == 0) partial[0] = s;
+  }
+  __syncthreads();
+  return partial[0];
 }
 
 }  // namespace keel::cuda
