@@ -186,8 +186,9 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
             // the device's top rung) does not.
             const auto rung = std::find(plan::kChunkLadder.begin(), plan::kChunkLadder.end(), p.options.chunk);
             ASSERT_NE(rung, plan::kChunkLadder.end());
-            EXPECT_LE(p.options.chunk, plan::largest_auto_chunk(device, 1));
-            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx && *(rung - 1) <= plan::largest_auto_chunk(device, 1)) {
+            const int64_t top = plan::largest_auto_chunk(device, request(ctx, kv, device));
+            EXPECT_LE(p.options.chunk, top);
+            if (rung != plan::kChunkLadder.begin() && *(rung - 1) <= ctx && *(rung - 1) <= top) {
               EXPECT_FALSE(plan::make_plan(spec, request(ctx, kv, device, *(rung - 1))).fits);
             }
           } else {
@@ -217,8 +218,9 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   EXPECT_GT(n_refused, 20);
 }
 
-// Auto's largest chunk: 16384 for one sequence on a CUDA device, 4096 on a CPU and for several
-// sequences; a budget too small for the top rung steps down the ladder.
+// Auto's largest chunk: 16384 for one sequence on a CUDA device, 4096 on a CPU, for several
+// sequences, for perplexity and under an explicit cap; a budget too small for the top rung
+// steps down the ladder.
 TEST(PlanInvariants, AutoChunkTopsOutPerDevice) {
   const plan::ModelSpec spec = plan::describe_preset("qwen3-8b", model::FileType::q4_k_m);
   const plan::DeviceProfile gpu = plan::with_overrides(plan::cuda_profile(0), 80ull << 30, std::nullopt);
@@ -229,6 +231,12 @@ TEST(PlanInvariants, AutoChunkTopsOutPerDevice) {
   plan::PlanRequest two = request(32768, runtime::KvType::f16, gpu);
   two.n_seqs = 2;
   EXPECT_EQ(plan::make_plan(spec, two).options.chunk, 4096);
+  plan::PlanRequest scored = request(32768, runtime::KvType::f16, gpu);
+  scored.logits_every_token = true;
+  EXPECT_EQ(plan::make_plan(spec, scored).options.chunk, 4096);
+  plan::PlanRequest capped = request(32768, runtime::KvType::f16, gpu);
+  capped.max_auto_chunk = 8192;
+  EXPECT_EQ(plan::make_plan(spec, capped).options.chunk, 8192);
   // A budget between the 8192 and 16384 plans takes 8192.
   const uint64_t at_8192 = plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu, 8192)).total_bytes;
   const uint64_t at_16384 = plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu, 16384)).total_bytes;

@@ -74,8 +74,10 @@ int cmd_serve(const CommandArgs& argv) {
   // -c when given, else 4096 tokens within the model's training context.
   const int64_t train = lm.model->hparams().n_ctx_train > 0 ? lm.model->hparams().n_ctx_train : 4096;
   const int64_t longest_prompt = args.get_int("-c", 0) > 0 ? args.get_int("-c", 0) : std::min<int64_t>(train, 4096);
-  const plan::Plan plan =
-      plan_session(args, *lm.model, longest_prompt, false, static_cast<int>(parallel), state_snapshots_flag(args));
+  // Auto chunks stay at 4096 tokens whatever the device: a hybrid model's prefix cache resumes
+  // from chunk boundaries, and a longer prefill piece would hold up other requests longer.
+  const plan::Plan plan = plan_session(args, *lm.model, longest_prompt, false, static_cast<int>(parallel),
+                                       state_snapshots_flag(args), /*max_auto_chunk=*/4096);
   std::string id = args.get_or("-m", "default");
   if (id == "default") id = "stories260K";  // the embedded model
   if (size_t slash = id.find_last_of('/'); slash != std::string::npos) id = id.substr(slash + 1);

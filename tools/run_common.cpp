@@ -95,8 +95,9 @@ runtime::KvType kv_type_flag(const Args& args) {
 }
 
 plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens, bool logits_every_token,
-                        int n_seqs, int64_t state_snapshots) {
+                        int n_seqs, int64_t state_snapshots, int64_t max_auto_chunk) {
   plan::PlanRequest req;
+  req.max_auto_chunk = max_auto_chunk;
   req.n_seqs = n_seqs;
   req.state_snapshots = state_snapshots;
   const int64_t train = model.hparams().n_ctx_train > 0 ? model.hparams().n_ctx_train : 4096;

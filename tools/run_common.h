@@ -37,9 +37,11 @@ runtime::KvType kv_type_flag(const Args& args);
 // plus generation, within the model's limit), chunk (N or auto), KV type, device profile.
 // Refuses (keel::Error refused, with the numbers and the fix) before any weight is read.
 // n_seqs: sequences held at once (keel serve's --parallel); state_snapshots: a hybrid model's
-// recurrent-state snapshots (keel serve's --state-snapshots, plan::kAutoStateSnapshots: auto).
+// recurrent-state snapshots (keel serve's --state-snapshots, plan::kAutoStateSnapshots: auto);
+// max_auto_chunk: the largest chunk auto may take (0: the planner's rule).
 plan::Plan plan_session(const Args& args, const model::Model& model, int64_t prompt_tokens,
-                        bool logits_every_token = false, int n_seqs = 1, int64_t state_snapshots = 0);
+                        bool logits_every_token = false, int n_seqs = 1, int64_t state_snapshots = 0,
+                        int64_t max_auto_chunk = 0);
 
 // --memory-report: planned bytes per category against what the session allocated and the
 // process's measured peak resident memory.

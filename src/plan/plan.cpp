@@ -175,7 +175,7 @@ Plan plan_core(const Prepared& prep, const PlanRequest& req, Rungs rungs = Rungs
   const int64_t floor = rungs == Rungs::useful ? smallest_auto_chunk(req.n_ctx) : 1;
   std::vector<int64_t> chunks;
   if (req.chunk) chunks.push_back(*req.chunk);
-  const int64_t top = largest_auto_chunk(prep.device, req.n_seqs);
+  const int64_t top = largest_auto_chunk(prep.device, req);
   for (int64_t rung : kChunkLadder)
     if (!req.chunk && rung <= req.n_ctx && rung <= top && rung >= floor) chunks.push_back(rung);
   // Pages below 16 tokens only when a page's own bytes force it (attention loops per page).
@@ -341,8 +341,10 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
   return spec;
 }
 
-int64_t largest_auto_chunk(const DeviceProfile& device, int n_seqs) {
-  return device.backend == backend::Device::cuda && n_seqs <= 1 ? 16384 : 4096;
+int64_t largest_auto_chunk(const DeviceProfile& device, const PlanRequest& request) {
+  if (request.max_auto_chunk > 0) return request.max_auto_chunk;
+  const bool long_calls = device.backend == backend::Device::cuda && request.n_seqs <= 1 && !request.logits_every_token;
+  return long_calls ? 16384 : 4096;
 }
 
 int64_t smallest_auto_chunk(int64_t n_ctx) {

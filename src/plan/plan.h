@@ -78,13 +78,6 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type);
 inline constexpr uint32_t kDefaultPageTokens = 256;
 inline constexpr std::array<int64_t, 15> kChunkLadder = {16384, 8192, 4096, 2048, 1024, 512, 256, 128,
                                                          64,    32,   16,   8,    4,    2,   1};
-// The largest chunk `auto` takes: 16384 for one sequence on a CUDA device, where longer calls
-// keep the tensor cores busier (H200, prefill tok/s with chunks of 4096 / 8192 / 16384:
-// Qwen3.5-27B Q5_K_M pp16384 7,278 / 7,521 / 7,681; Qwen3-8B Q4_K_M pp32768 16,124 / 16,565 /
-// 16,882). 4096 elsewhere: a CPU's GEMM already runs in blocks of 1024 tokens and only the
-// buffers would grow, and several sequences (keel serve's slots) share each call, where a longer
-// prefill piece would hold up the others' decode steps.
-int64_t largest_auto_chunk(const DeviceProfile& device, int n_seqs);
 // The smallest prefill chunk worth proposing: every chunk reads all the weights once, so a
 // 146K-token prompt in chunks of 2 is 73K passes over the weights, no plan at all. A refusal's
 // suggestions (and its largest context) only use auto chunks of at least this size; `auto`
@@ -96,6 +89,7 @@ int64_t smallest_auto_chunk(int64_t n_ctx);
 struct PlanRequest {
   int64_t n_ctx = 4096;                   // tokens the session must hold
   std::optional<int64_t> chunk;           // nullopt: auto, the largest ladder rung that fits
+  int64_t max_auto_chunk = 0;             // the largest rung auto may take; 0: largest_auto_chunk's rule
   runtime::KvType kv_type = runtime::KvType::f16;
   std::optional<uint32_t> page_tokens;    // nullopt: 256 (or less for a short context), halved until a page fits the cap
   int n_threads = 0;                      // 0: all cores (the CPU scratch is per thread)
@@ -108,6 +102,15 @@ struct PlanRequest {
   int64_t state_snapshots = 0;
 };
 inline constexpr int64_t kAutoStateSnapshots = -1;
+
+// The largest chunk `auto` takes: the request's max_auto_chunk when set, else 16384 for one
+// sequence on a CUDA device, where longer calls keep the tensor cores busier (H200, prefill
+// tok/s with chunks of 4096 / 8192 / 16384: Qwen3.5-27B Q5_K_M pp16384 7,278 / 7,521 / 7,681;
+// Qwen3-8B Q4_K_M pp32768 16,124 / 16,565 / 16,882), else 4096: a CPU's GEMM already runs in
+// blocks of 1024 tokens, so only the buffers would grow; several sequences share each call,
+// where a longer prefill piece would hold up the others' decode steps; and perplexity's logits
+// rows grow with the chunk.
+int64_t largest_auto_chunk(const DeviceProfile& device, const PlanRequest& request);
 
 // An option set that was re-planned and fits (or, for `hint`s, advice that cannot be verified).
 struct Suggestion {

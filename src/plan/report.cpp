@@ -22,7 +22,7 @@ std::string chunk_text(const Plan& p) {
   // useful one, the chunk the advice is about.
   int64_t largest_tried = 1;
   for (int64_t rung : kChunkLadder)
-    if (rung <= p.options.n_ctx && rung <= largest_auto_chunk(p.device, p.request.n_seqs))
+    if (rung <= p.options.n_ctx && rung <= largest_auto_chunk(p.device, p.request))
       largest_tried = std::max(largest_tried, rung);
   return std::to_string(p.options.chunk) + " (auto: tried " + std::to_string(largest_tried) + " down to " +
          std::to_string(kChunkLadder.back()) + ", none fits)";
