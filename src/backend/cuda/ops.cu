@@ -214,6 +214,18 @@ __global__ void silu_mul_kernel(float* gate, const float* up, int64_t n, int8_t*
   if (act_q) quantize_group_q8(v, threadIdx.x % 32, act_q + i / 32 * 32, act_s + i / 32);
 }
 
+// The same four elements a thread (16-byte loads and stores; n a multiple of 4, both arrays
+// 16-byte aligned), the same bits. H200, the 173K-token Qwen3.5-27B job (FFN of 17408, chunks
+// of 16384 tokens), mean per call: 1.34 -> 0.75 ms.
+__global__ void silu_mul4_kernel(float4* gate, const float4* up, int64_t n4) {
+  pdl_enter();
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n4) return;
+  const float4 g = gate[i], u = up[i];
+  auto f = [](float g, float u) { return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u); };
+  gate[i] = make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w));
+}
+
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
   pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -303,6 +315,11 @@ void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t
 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 && reinterpret_cast<uintptr_t>(up) % 16 == 0) {
+    launch(silu_mul4_kernel, blocks_for(n / 4), kThreads, 0, stream, reinterpret_cast<float4*>(gate),
+           reinterpret_cast<const float4*>(up), n / 4);
+    return;
+  }
   launch(silu_mul_kernel, blocks_for(n), kThreads, 0, stream, gate, up, n, nullptr, nullptr);
 }
 
