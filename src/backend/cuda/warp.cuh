@@ -33,14 +33,11 @@ __device__ __forceinline__ float warp_max(float v) {
 // still be reading the first call's.
 __device__ inline double block_sum(double v) {
   __shared__ double partial[32];
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  v = warp_sum(v);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
   if (threadIdx.x < 32) {
-    double s = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    const double s = warp_sum(threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0);
     if (threadIdx.x == 0) partial[0] = s;
   }
   __syncthreads();
