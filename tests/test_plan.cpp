@@ -48,6 +48,15 @@ bool has_qwen35() {
   }
 }
 
+// A CUDA device for the planner alone, so the test runs in a build without CUDA too (where
+// cuda_profile refuses): the CUDA backend, this budget, no buffer cap below it.
+plan::DeviceProfile planned_cuda(uint64_t budget) {
+  plan::DeviceProfile d = plan::with_overrides(plan::cpu_profile(), budget, budget);
+  d.name = "cuda (planned)";
+  d.backend = backend::Device::cuda;
+  return d;
+}
+
 plan::PlanRequest request(int64_t n_ctx, runtime::KvType kv, const plan::DeviceProfile& device,
                           std::optional<int64_t> chunk = std::nullopt) {
   plan::PlanRequest r;
@@ -149,7 +158,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   std::vector<plan::DeviceProfile> devices = plan::apple_profiles();
   devices.push_back(plan::with_overrides(plan::cpu_profile(), 24ull << 20, 1ull << 20));
   devices.push_back(plan::with_overrides(plan::cpu_profile(), 3ull << 30, 16ull << 20));
-  devices.push_back(plan::with_overrides(plan::cuda_profile(0), 40ull << 30, std::nullopt));  // any machine
+  devices.push_back(planned_cuda(40ull << 30));
   int n_fits = 0, n_refused = 0;
   for (const auto& [name, type] : presets) {
     const plan::ModelSpec spec = plan::describe_preset(name, type);
@@ -223,7 +232,7 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
 // steps down the ladder.
 TEST(PlanInvariants, AutoChunkTopsOutPerDevice) {
   const plan::ModelSpec spec = plan::describe_preset("qwen3-8b", model::FileType::q4_k_m);
-  const plan::DeviceProfile gpu = plan::with_overrides(plan::cuda_profile(0), 80ull << 30, std::nullopt);
+  const plan::DeviceProfile gpu = planned_cuda(80ull << 30);
   const plan::DeviceProfile cpu = plan::with_overrides(plan::cpu_profile(), 80ull << 30, std::nullopt);
   EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, gpu)).options.chunk, 16384);
   EXPECT_EQ(plan::make_plan(spec, request(12000, runtime::KvType::f16, gpu)).options.chunk, 8192);  // within the context
