@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the CUDA tests (ctest label `cuda`) of a build with the CUDA backend. On a machine without
-# a GPU every one of them reports itself SKIPPED. KEEL_CUDA_DATA names the shared data folder
-# (models, golden, fixtures) when ../shared is not beside the checkout.
+# a GPU every one of them reports itself SKIPPED. KEEL_SHARED names the shared data folder
+# (models, golden, fixtures) when ../shared is not beside the checkout. A GPU machine without
+# keel's Debian packages can run a build packed by scripts/gpu_bundle.sh instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${KEEL_BUILD_DIR:-build}

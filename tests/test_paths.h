@@ -2,6 +2,7 @@
 #pragma once
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -9,7 +10,13 @@
 
 namespace keel::test {
 
-inline std::string shared(const std::string& rel) { return std::string(KEEL_SHARED_DIR) + "/" + rel; }
+// ../shared beside the checkout, or $KEEL_SHARED where the data lies elsewhere (a GPU machine that
+// got a build and the data from scripts/gpu_bundle.sh).
+inline std::string shared_dir() {
+  const char* env = std::getenv("KEEL_SHARED");
+  return env && *env ? env : KEEL_SHARED_DIR;
+}
+inline std::string shared(const std::string& rel) { return shared_dir() + "/" + rel; }
 inline std::string keel_binary() { return KEEL_BINARY; }
 // keel's own test data (tests/data), e.g. ids computed by Hugging Face tokenizers.
 inline std::string data(const std::string& rel) { return std::string(KEEL_TEST_DATA_DIR) + "/" + rel; }

@@ -4,7 +4,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,12 +19,6 @@ namespace keel::cuda_test {
   do {                                                                              \
     if (keel::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device here";     \
   } while (0)
-
-// The folder of shared test data (models, golden, fixtures): $KEEL_CUDA_DATA, else ../shared.
-inline std::string data_dir() {
-  const char* env = std::getenv("KEEL_CUDA_DATA");
-  return env ? env : std::string(KEEL_SHARED_DIR);
-}
 
 template <class T>
 cuda::DeviceBuffer upload(const std::vector<T>& v) {
