@@ -592,7 +592,9 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
 // (8.15 -> 8.46 ms and 5.64 -> 5.77 at the sizes below; q8_0 within 1.5%). Measured on the H200,
 // FlashAttention-3's overlap within a warpgroup (S of tile j issued with P V of tile j-1, K and V
 // in buffers of their own, one barrier a tile) was slower: 4096 tokens at depth 28672, 24 heads
-// over 4 of 256, 8.46 -> 10.24 ms; 32 over 8 of 128, 7.62 -> 9.27.
+// over 4 of 256, 8.46 -> 10.24 ms; 32 over 8 of 128, 7.62 -> 9.27. It was slower in the
+// warp-specialized kernel below too (S of tile j + 1 issued behind P V of tile j): 532 -> 465
+// TFLOP/s at the same size.
 constexpr int kWgKeys = 64, kWgRows = 64, kWgGroups = 2, kWgThreads = 128 * kWgGroups;
 
 // Dynamic shared memory: Q of both warpgroups, K/V tiles (f16: two of each; q8_0: one of each,
@@ -604,14 +606,12 @@ constexpr size_t wgmma_smem_bytes() {
 }
 
 // The K and V rows of a tile into swizzled tiles ks and vs (keys at or beyond kv_end zero-filled),
-// by THREADS threads numbered from `first` (the producer warpgroup: 128 from 0); completes with
-// the caller's commit / wait, or the producer's mbarrier arrive. Page lookups as
+// by the CTA's two warpgroups; completes with the caller's commit / wait. Page lookups as
 // issue_f16_rows.
-template <int D, int THREADS = kWgThreads>
+template <int D>
 __device__ __forceinline__ void issue_f16_tile_sw128(const KvLayout& kv, const uint8_t* base, const int32_t* page_row,
-                                                     int g, int key0, int kv_end, uint8_t* ks, uint8_t* vs,
-                                                     int first = threadIdx.x) {
-  constexpr int pieces = D / 8;  // 16 bytes each
+                                                     int g, int key0, int kv_end, uint8_t* ks, uint8_t* vs) {
+  constexpr int pieces = D / 8, THREADS = kWgThreads;  // 16 bytes each
   static_assert(kWgKeys * pieces % THREADS == 0, "whole rounds of copies");
   const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
   const uint8_t* head = base + size_t(g) * kv.row_bytes();
@@ -619,7 +619,7 @@ __device__ __forceinline__ void issue_f16_tile_sw128(const KvLayout& kv, const u
   const uint8_t* tile =
       head + size_t(page_row[whole ? key0 / kv.page_tokens : 0]) * kv.page_bytes() + size_t(key0 % kv.page_tokens) * token_bytes;
 #pragma unroll
-  for (int i = first; i < kWgKeys * pieces; i += THREADS) {
+  for (int i = threadIdx.x; i < kWgKeys * pieces; i += THREADS) {
     const int j = i / pieces, c = i % pieces, kp = key0 + j;
     const bool valid = kp < kv_end;
     const uint8_t* row = tile + size_t(j) * token_bytes;
@@ -632,18 +632,57 @@ __device__ __forceinline__ void issue_f16_tile_sw128(const KvLayout& kv, const u
   }
 }
 
+// The K (or V, `value`) rows of a tile into the swizzled tile dst by the producer warpgroup's
+// 128 threads (t from 0), keys at or beyond kv_end zero-filled; completes with the producer's
+// mbarrier arrive. Thread t always copies 16-byte piece t % (D / 8) of its rows, so its source
+// and destination move by constants from row to row: issue_f16_tile_sw128 worked each copy's
+// addresses out from its index, and the producer ran twice the instructions of a consumer warp
+// per tile (ncu, head size 256), competing with the consumers for issue slots.
+template <int D>
+__device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                                  int key0, int kv_end, uint8_t* dst, bool value, int t) {
+  constexpr int pieces = D / 8, rows_per_round = 128 / pieces;
+  static_assert(128 % pieces == 0 && kWgKeys % rows_per_round == 0, "whole rounds of copies");
+  const size_t token_bytes = kv.token_bytes();
+  const int c = t % pieces, j0 = t / pieces;
+  const uint8_t* head =
+      base + size_t(g) * kv.row_bytes() + (value ? size_t(kv.page_tokens) * token_bytes : 0) + 16 * c;
+  uint8_t* d = dst + (c / 8) * (kWgKeys * 128);
+  if (kv.page_tokens % kWgKeys == 0) {  // one page holds the whole tile
+    const uint8_t* row = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
+                         size_t(key0 % kv.page_tokens + j0) * token_bytes;
+    const size_t step = rows_per_round * token_bytes;
+#pragma unroll 2
+    for (int r = 0; r < kWgKeys / rows_per_round; ++r, row += step) {
+      const int j = j0 + rows_per_round * r;
+      cp_async16(d + j * 128 + (((c % 8) ^ (j % 8)) << 4), key0 + j < kv_end ? row : head, key0 + j < kv_end);
+    }
+  } else {
+#pragma unroll 2
+    for (int r = 0; r < kWgKeys / rows_per_round; ++r) {
+      const int j = j0 + rows_per_round * r, kp = key0 + j;
+      const bool valid = kp < kv_end;
+      const uint8_t* row =
+          head + size_t(page_row[valid ? kp / kv.page_tokens : 0]) * kv.page_bytes() + size_t(kp % kv.page_tokens) * token_bytes;
+      cp_async16(d + j * 128 + (((c % 8) ^ (j % 8)) << 4), valid ? row : head, valid);
+    }
+  }
+}
+
 #if KEEL_WGMMA
 // S = Q K^T for a warpgroup's 64 rows and a tile's 64 keys: D / 16 steps of 16 along the head
 // dimension (32 bytes into each 128-byte row; chunks of 64 rows x 128 bytes for Q and K alike).
 // Issued and committed, not awaited.
+// The descriptors are made once and moved by each step's offset (desc_add), which the compiler
+// folds into constants: made per step, their address arithmetic came between the multiplies and
+// was the largest part of the consumer's instructions (ncu, head size 256).
 template <int D>
 __device__ __forceinline__ void issue_qk(float (&sacc)[kWgKeys / 8][4], const uint8_t* q, const uint8_t* k) {
-#pragma unroll
-  for (int n = 0; n < kWgKeys / 8; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+  const uint64_t qd = wgmma_desc(q, 16, 1024), kd = wgmma_desc(k, 16, 1024);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const int off = (kk / 4) * (64 * 128) + (kk % 4) * 32;
-    wgmma_ss<kWgKeys>(&sacc[0][0], wgmma_desc(q + off, 16, 1024), wgmma_desc(k + off, 16, 1024), kk > 0);
+    const uint32_t off = (kk / 4) * (64 * 128) + (kk % 4) * 32;
+    wgmma_ss<kWgKeys>(&sacc[0][0], desc_add(qd, off), desc_add(kd, off), kk > 0);
   }
   wgmma_commit();
 }
@@ -653,8 +692,9 @@ __device__ __forceinline__ void issue_qk(float (&sacc)[kWgKeys / 8][4], const ui
 // and committed, not awaited.
 template <int D>
 __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const uint32_t (&p)[kWgKeys / 16][4], const uint8_t* v) {
+  const uint64_t vd = wgmma_desc(v, kWgKeys * 128, 1024);
 #pragma unroll
-  for (int kk = 0; kk < kWgKeys / 16; ++kk) wgmma_rs_mn<D>(&o[0][0], p[kk], wgmma_desc(v + kk * 2048, kWgKeys * 128, 1024), 1);
+  for (int kk = 0; kk < kWgKeys / 16; ++kk) wgmma_rs_mn<D>(&o[0][0], p[kk], desc_add(vd, kk * 2048), 1);
   wgmma_commit();
 }
 
@@ -679,17 +719,20 @@ constexpr int wgmma_ctas_per_sm() {
   return D == 128 && E == KvElem::f16 ? 2 : 1;
 }
 
-// Warp-specialized variant (WS, f16 pages): a third warpgroup, the producer, copies the K/V
-// tiles into two stages and signals each landing on a "full" mbarrier (cp.async.mbarrier.arrive);
-// the two consumer warpgroups wait on it and release the stage on an "empty" mbarrier when their
-// multiplies are done. No CTA barrier in the loop: each warpgroup runs at its own pace, so one's
-// softmax overlaps the other's multiplies (FlashAttention-3's producer / consumer split, without
-// TMA). Registers are allocated per warpgroup of the block, so the producer gives most of its
-// share to the consumers (setmaxnreg: 40 + 2 x 232 of 3 x 168 per thread).
+// Warp-specialized variant (WS, f16 pages): a third warpgroup, the producer, copies the K and V
+// rows of each tile into two stages and signals each landing on a "full" mbarrier
+// (cp.async.mbarrier.arrive); the two consumer warpgroups wait on it and release K and V each on
+// an "empty" mbarrier as soon as their multiply with it is done. No CTA barrier in the loop: each
+// warpgroup runs at its own pace, so one's softmax overlaps the other's multiplies
+// (FlashAttention-3's producer / consumer split, without TMA). Registers are allocated per
+// warpgroup of the block, so the producer gives most of its share to the consumers (setmaxnreg:
+// 40 + 2 x 232 of 3 x 168 per thread).
 // Taken where it measured faster on the H200 (4096 tokens at depth 28672 / 0): head size 256,
 // 24 heads over 4, 8.19 -> 7.66 ms and 0.780 -> 0.706 ms. At 128 (32 over 8) it lost, 5.66 ->
 // 6.53 ms: that kernel runs two CTAs an SM, which already overlap one's softmax with the other's
-// multiplies.
+// multiplies. K and V released apart, with the producer's cheaper copies (issue_f16_rows_ws) and
+// the multiplies' descriptors made once a tile (issue_qk), took head size 256 from 403 to 525-532
+// TFLOP/s at depth 28672, 405 to 480-484 at 172000 and 291 to 365 at 0 (same sizes).
 template <int D, KvElem E>
 constexpr bool wgmma_warp_specialized() {
   return D == 256 && E == KvElem::f16;
@@ -713,7 +756,8 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   uint8_t* kv_buf = smem + kWgGroups * kQBytes;  // f16: K [2], then V [2]; q8_0: K, V, the stagings
   __shared__ int row_pos[kCtaRows];
   __shared__ int tile_kv_end;
-  __shared__ __align__(8) uint64_t full[2], empty[2];  // WS: stage landed / stage free
+  // WS, per stage: its K / V rows landed (full), every consumer done with them (empty)
+  __shared__ __align__(8) uint64_t full_k[2], full_v[2], empty_k[2], empty_v[2];
   static_assert(!WS || E == KvElem::f16, "the producer copies f16 pages");
   constexpr int kThreadsAll = wgmma_threads<WS>();
 
@@ -724,8 +768,10 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   const int g = blockIdx.y;
   if (WS && threadIdx.x == 0) {
     for (int st = 0; st < 2; ++st) {
-      mbarrier_init_count(&full[st], 128);          // the producer's threads, once their copies land
-      mbarrier_init_count(&empty[st], kWgThreads);  // every consumer thread, once done with the stage
+      mbarrier_init_count(&full_k[st], 128);  // the producer's threads, once their copies land
+      mbarrier_init_count(&full_v[st], 128);
+      mbarrier_init_count(&empty_k[st], kWgThreads);  // every consumer thread, once done with them
+      mbarrier_init_count(&empty_v[st], kWgThreads);
     }
   }
 
@@ -756,14 +802,21 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
   if constexpr (WS) {
-    if (wg == kWgGroups) {  // the producer: tile j into stage j % 2, once tile j - 2 is done
+    // The producer: tile j's K rows into stage j % 2 once the consumers have multiplied tile j -
+    // 2's K (before its softmax), its V rows once they are done with tile j - 2's V. A stage freed
+    // only as a whole, after P V, left consumers waiting for K: 22% of their stall samples (ncu).
+    if (wg == kWgGroups) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+      const int t = threadIdx.x - kWgThreads;
       for (int j = 0; j < n_tiles; ++j) {
         uint8_t* k = kv_buf + (j & 1) * 2 * kTileBytes;
-        if (j >= 2) mbarrier_wait(&empty[j & 1], uint32_t((j >> 1) - 1) & 1u);
-        issue_f16_tile_sw128<D, 128>(kv, base, page_row, g, j * kWgKeys, kv_end, k, k + kTileBytes,
-                                     threadIdx.x - kWgThreads);
-        cp_async_mbarrier_arrive(&full[j & 1]);
+        const uint32_t parity = uint32_t((j >> 1) - 1) & 1u;
+        if (j >= 2) mbarrier_wait(&empty_k[j & 1], parity);
+        issue_f16_rows_ws<D>(kv, base, page_row, g, j * kWgKeys, kv_end, k, false, t);
+        cp_async_mbarrier_arrive(&full_k[j & 1]);
+        if (j >= 2) mbarrier_wait(&empty_v[j & 1], parity);
+        issue_f16_rows_ws<D>(kv, base, page_row, g, j * kWgKeys, kv_end, k + kTileBytes, true, t);
+        cp_async_mbarrier_arrive(&full_v[j & 1]);
       }
       cp_async_wait<0>();
       return;
@@ -804,28 +857,44 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
     }
   };
   // S = Q Kᵀ, the online softmax, O += P V: one tile, by the warpgroup as a whole.
-  auto attend = [&](int j, const uint8_t* ks, const uint8_t* vs) {
+  auto multiply_qk = [&](const uint8_t* ks) {  // S = Q Kᵀ, awaited
     wgmma_fence();
     issue_qk<D>(sacc, my_q, ks);
     wgmma_wait<0>();
     fence_operands(sacc);
+  };
+  auto softmax = [&](int j) {  // P from S; O rescaled where the max moved
     float corr_lo, corr_hi;
     if (softmax_tile<kWgKeys>(sacc, p, j * kWgKeys, cq, pos_lo, pos_hi, warp_first, m_lo, m_hi, l_lo, l_hi, corr_lo,
                               corr_hi))
       rescale<D>(o, corr_lo, corr_hi);
+  };
+  auto multiply_pv = [&](const uint8_t* vs) {  // O += P V, awaited
     fence_operands(o);
     wgmma_fence();
     issue_pv<D>(o, p, vs);
     wgmma_wait<0>();
     fence_operands(o);
   };
+  auto attend = [&](int j, const uint8_t* ks, const uint8_t* vs) {
+    multiply_qk(ks);
+    softmax(j);
+    multiply_pv(vs);
+  };
   if constexpr (WS) {
     for (int j = 0; j < n_tiles; ++j) {
       const uint8_t* ks = kv_buf + (j & 1) * 2 * kTileBytes;
-      mbarrier_wait(&full[j & 1], uint32_t(j >> 1) & 1u);  // tile j has landed ...
-      fence_proxy_async();                                 // ... and is visible to wgmma
-      if (j < wg_tiles) attend(j, ks, ks + kTileBytes);
-      mbarrier_arrive(&empty[j & 1]);  // this thread is done with the stage
+      const uint32_t parity = uint32_t(j >> 1) & 1u;
+      const bool mine = j < wg_tiles;
+      mbarrier_wait(&full_k[j & 1], parity);  // tile j's K has landed ...
+      fence_proxy_async();                    // ... and is visible to wgmma
+      if (mine) multiply_qk(ks);
+      mbarrier_arrive(&empty_k[j & 1]);  // this thread is done with the stage's K
+      if (mine) softmax(j);
+      mbarrier_wait(&full_v[j & 1], parity);
+      fence_proxy_async();
+      if (mine) multiply_pv(ks + kTileBytes);
+      mbarrier_arrive(&empty_v[j & 1]);
     }
   } else {
     if (n_tiles > 0) issue(0);

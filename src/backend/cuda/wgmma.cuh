@@ -37,6 +37,10 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void* smem, uint32_t leadin
          uint64_t((stride >> 4) & 0x3FFFu) << 32 | uint64_t(1) << 62;
 }
 
+// The descriptor of the tile `bytes` (a multiple of 16) further on: the start address is the
+// low 14 bits in 16-byte units, which do not carry over below 256 KB of shared memory.
+__device__ __forceinline__ uint64_t desc_add(uint64_t desc, uint32_t bytes) { return desc + (bytes >> 4); }
+
 #if KEEL_WGMMA
 // Orders register accesses around the asynchronous multiplies: before a batch (wgmma_fence) the
 // accumulators' earlier writes are done; after wgmma_wait the compiler may not move reads of them
