@@ -53,9 +53,15 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
 template <int V>
 __global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
                                     int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual) {
+  // The weights are read before the wait for the kernel before (no kernel writes them), so
+  // their load is not in the chain after the row's sum.
+  const int n4 = blockDim.x;
+  const auto* w4 = reinterpret_cast<const float4*>(w);
+  float4 wv[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) wv[k] = w4[threadIdx.x + k * n4];
   pdl_enter();
   const int64_t r = blockIdx.x;
-  const int n4 = blockDim.x;
   auto* xr = reinterpret_cast<float4*>(const_cast<float*>(x + (rows ? rows[r] : r) * dim));
   float4 v[V];
   double sum = 0.0;
@@ -74,12 +80,11 @@ __global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const f
   for (int k = 0; k < V; ++k)
     sum += double(v[k].x) * v[k].x + double(v[k].y) * v[k].y + double(v[k].z) * v[k].z + double(v[k].w) * v[k].w;
   const float scale = static_cast<float>(1.0 / sqrt(block_sum(sum) / static_cast<double>(dim) + eps));
-  const auto* w4 = reinterpret_cast<const float4*>(w);
   auto* o4 = reinterpret_cast<float4*>(out + r * dim);
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     const int i4 = threadIdx.x + k * n4;
-    const float4 wk = w4[i4];
+    const float4 wk = wv[k];
     const float4 o = make_float4(__fmul_rn(__fmul_rn(v[k].x, scale), wk.x), __fmul_rn(__fmul_rn(v[k].y, scale), wk.y),
                                  __fmul_rn(__fmul_rn(v[k].z, scale), wk.z), __fmul_rn(__fmul_rn(v[k].w, scale), wk.w));
     o4[i4] = o;
