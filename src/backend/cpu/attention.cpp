@@ -19,7 +19,7 @@ struct Workspace {
   float* scores;   // [page_tokens]                  per-row path
   float* m;        // [padded_rows]  running max
   float* l;        // [padded_rows]  running sum
-  float* acc;      // [padded_rows, head_dim]
+  float* acc;      // [padded_rows, head_dim]        per-row path; row-block path: [head_dim, padded_rows]
   float* qt;       // [head_dim, padded_rows]        row-block path: queries transposed, scaled
   float* st;       // [page_tokens, padded_rows]     row-block path: scores/probabilities transposed
   float* correction;  // [padded_rows]               row-block path
@@ -167,11 +167,11 @@ void softmax_rows_generic(float* st, int64_t lds, int n_rows, int64_t n_keys, in
 
 void accumulate_rows_generic(float* acc, const float* correction, int n_rows, const float* pt, int64_t ldp,
                              const float* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_rows; ++r) {
-    float* a = acc + int64_t{r} * hd;
-    for (int i = 0; i < hd; ++i) a[i] *= correction[r];
+  for (int i = 0; i < hd; ++i) {
+    float* a = acc + int64_t{i} * n_rows;
+    for (int r = 0; r < n_rows; ++r) a[r] *= correction[r];
     for (int64_t j = 0; j < n_keys; ++j)
-      for (int i = 0; i < hd; ++i) a[i] += pt[j * ldp + r] * values[j * hd + i];
+      for (int r = 0; r < n_rows; ++r) a[r] += pt[j * ldp + r] * values[j * hd + i];
   }
 }
 
@@ -229,12 +229,12 @@ void softmax_pack_generic(const float* st, int64_t lds, int n_rows, int64_t n_ke
 
 void accumulate_rows_bf16_generic(float* acc, const float* correction, int n_rows, const uint16_t* pp,
                                   const uint16_t* values, int64_t n_keys, int hd) {
-  for (int r = 0; r < n_rows; ++r) {
-    float* a = acc + int64_t{r} * hd;
-    for (int i = 0; i < hd; ++i) a[i] *= correction[r];
+  for (int i = 0; i < hd; ++i) {
+    float* a = acc + int64_t{i} * n_rows;
+    for (int r = 0; r < n_rows; ++r) a[r] *= correction[r];
     for (int64_t j = 0; j < n_keys; ++j) {
-      const float p = bf16(pp[(j / 2) * 2 * n_rows + 2 * r + j % 2]);
-      for (int i = 0; i < hd; ++i) a[i] += p * bf16(values[(j / 2) * 2 * hd + 2 * i + j % 2]);
+      const float v = bf16(values[(j / 2) * 2 * hd + 2 * i + j % 2]);
+      for (int r = 0; r < n_rows; ++r) a[r] += bf16(pp[(j / 2) * 2 * n_rows + 2 * r + j % 2]) * v;
     }
   }
 }
@@ -419,11 +419,11 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
       kern.accumulate_rows(w.acc, w.correction, n, w.st, padded, w.v_tile, len, hd);
     }
   }
-  for (int64_t row = 0; row < n_rows; ++row) {
+  for (int64_t row = 0; row < n_rows; ++row) w.correction[row] = 1.0f / w.l[row];  // done with the corrections
+  for (int64_t row = 0; row < n_rows; ++row) {  // the sums come transposed: [hd][padded]
     const int64_t t = t0 + row / group;
-    const float inv = 1.0f / w.l[row];
     float* out = a.out + (t * a.n_head + g * group + row % group) * hd;
-    for (int i = 0; i < hd; ++i) out[i] = w.acc[row * hd + i] * inv;
+    for (int i = 0; i < hd; ++i) out[i] = w.acc[i * padded + row] * w.correction[row];
   }
 }
 

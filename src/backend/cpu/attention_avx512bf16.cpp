@@ -120,7 +120,7 @@ void scores_rows_avx512bf16(const uint16_t* qp, int n_rows, const uint16_t* keys
 
 void accumulate_rows_avx512bf16(float* acc, const float* correction, int n_rows, const uint16_t* pp,
                                 const uint16_t* values, int64_t n_keys, int hd) {
-  accumulate_row_tiles<Bf16x32, 4, 4>(acc, correction, n_rows, pp, n_rows, values, n_keys, hd);
+  accumulate_row_tiles<Bf16x32, 6, 4>(acc, correction, n_rows, pp, n_rows, values, n_keys, hd);
 }
 
 }  // namespace

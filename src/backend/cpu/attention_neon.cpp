@@ -115,13 +115,13 @@ void f16_to_f32_neon(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& attention_kernels_neon() {
-  // Per row, then row blocks (accumulator tiles of 4 rows x 4 vectors: 16 of the 32 registers).
+  // Per row, then row blocks (accumulator tiles of 6 dims x 4 vectors: 24 of the 32 registers).
   using V = F32x4;
   // (No in-place f16 kernels: the per-row ones here are NEON's own, not attention_simd.h's.)
   static const AttentionKernels k{scores_neon,     exp_sum_neon,    accumulate_neon,
                                   f16_to_f32_neon, nullptr,         nullptr,
                                   f32_to_f16_neon, scores_rows_neon, softmax_rows_simd<V>,
-                                  accumulate_row_tiles<V, 4, 4>};
+                                  accumulate_row_tiles<V, 6, 4>};
   return k;
 }
 

@@ -112,52 +112,73 @@ void softmax_rows_simd(float* st, int64_t lds, int n_rows, int64_t n_keys, int64
                        });
 }
 
-// kRows rows x kLanes*kVecs outputs: acc[r*hd + i] = acc[r*hd + i] * correction[r] +
-// sum_j p[j][r] * v[j][i] over n_steps steps of kPack keys, with p packed in pt (leading dimension
-// ldp) and v in values (leading dimension hd). Each value vector loaded feeds kRows dot steps.
-template <class V, int kRows, int kVecs>
-inline void accumulate_tile(float* acc, int hd, const float* correction, const typename V::Element* pt, int64_t ldp,
-                            const typename V::Element* values, int64_t n_steps) {
-  typename V::Vec a[kRows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    const typename V::Vec c = V::splat(correction[r]);
+// kDims dims x kLanes*kVecs rows of the sums, kept transposed (rows along the lanes, as the
+// probabilities come): acc[k*lda + r] = acc[k*lda + r] * correction[r] + sum_j p[j][r] * v[j][k]
+// over n_steps steps of kPack keys, with p packed in pt (leading dimension ldp) and v in values
+// (leading dimension hd). scores_tile's shape: each probability vector loaded feeds kDims dot
+// steps, each value broadcast kVecs. (With rows along the broadcasts instead, each value vector
+// fed 4 rows: this tile took 33% more time than scores_tile on the same products; see
+// accumulate_rows in attention_kernels.h.)
+template <class V, int kDims, int kVecs>
+inline void accumulate_tile(float* acc, int64_t lda, const float* correction, const typename V::Element* pt,
+                            int64_t ldp, const typename V::Element* values, int hd, int64_t n_steps) {
+  typename V::Vec a[kDims][kVecs];
+  typename V::Vec c[kVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) a[r][v] = V::mul(V::load(acc + r * hd + V::kLanes * v), c);
-  }
+  for (int v = 0; v < kVecs; ++v) c[v] = V::load(correction + V::kLanes * v);
+#pragma GCC unroll 16
+  for (int k = 0; k < kDims; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) a[k][v] = V::mul(V::load(acc + k * lda + V::kLanes * v), c[v]);
   for (int64_t j = 0; j < n_steps; ++j) {
-    typename V::Operands x[kVecs];
+    typename V::Operands p[kVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) x[v] = V::load_operands(values + j * V::kPack * hd + V::kPack * V::kLanes * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const typename V::Operands p = V::broadcast(pt + (j * V::kPack * ldp + V::kPack * r));
+    for (int v = 0; v < kVecs; ++v) p[v] = V::load_operands(pt + j * V::kPack * ldp + V::kPack * V::kLanes * v);
+#pragma GCC unroll 16
+    for (int k = 0; k < kDims; ++k) {
+      const typename V::Operands x = V::broadcast(values + (j * V::kPack * hd + V::kPack * k));
 #pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) a[r][v] = V::dot(a[r][v], p, x[v]);
+      for (int v = 0; v < kVecs; ++v) a[k][v] = V::dot(a[k][v], x, p[v]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 16
+  for (int k = 0; k < kDims; ++k)
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) V::store(acc + r * hd + V::kLanes * v, a[r][v]);
+    for (int v = 0; v < kVecs; ++v) V::store(acc + k * lda + V::kLanes * v, a[k][v]);
+}
+
+// kLanes*kVecs rows of accumulate_rows: kDims dims a tile, then 4, 2, 1 (hd is a multiple of 4).
+template <class V, int kDims, int kVecs>
+void accumulate_strip(float* acc, int64_t lda, const float* correction, const typename V::Element* pt, int64_t ldp,
+                      const typename V::Element* values, int64_t n_steps, int hd) {
+  int i = 0;
+  for (; i + kDims <= hd; i += kDims)
+    accumulate_tile<V, kDims, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
+  for (; i + 4 <= hd; i += 4)
+    accumulate_tile<V, 4, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
+  for (; i + 2 <= hd; i += 2)
+    accumulate_tile<V, 2, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
+  for (; i < hd; ++i)
+    accumulate_tile<V, 1, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
 }
 
 // accumulate_rows of attention_kernels.h with operands packed (p in pt, leading dimension ldp; v in
-// values, leading dimension hd), for n_rows a multiple of kRows: kRows rows x kVecs vectors a
-// tile, then a vector at a time.
-template <class V, int kRows, int kVecs>
+// values, leading dimension hd; the sums transposed, leading dimension n_rows): strips of
+// kLanes*kVecs rows, then of kLanes*kVecs/2 and kLanes (n_rows is a multiple of kAttentionRowPad,
+// itself a multiple of kLanes).
+template <class V, int kDims, int kVecs>
 void accumulate_row_tiles(float* acc, const float* correction, int n_rows, const typename V::Element* pt, int64_t ldp,
                           const typename V::Element* values, int64_t n_keys, int hd) {
   const int64_t n_steps = (n_keys + V::kPack - 1) / V::kPack;
-  for (int r = 0; r < n_rows; r += kRows) {
-    float* a = acc + int64_t{r} * hd;
-    const typename V::Element* p = pt + V::kPack * r;
-    int i = 0;
-    for (; i + V::kLanes * kVecs <= hd; i += V::kLanes * kVecs)
-      accumulate_tile<V, kRows, kVecs>(a + i, hd, correction + r, p, ldp, values + V::kPack * i, n_steps);
-    for (; i < hd; i += V::kLanes)
-      accumulate_tile<V, kRows, 1>(a + i, hd, correction + r, p, ldp, values + V::kPack * i, n_steps);
-  }
+  auto strip = [&](auto tile, int r) {  // tile: accumulate_strip<V, ...> for the rows from r
+    tile(acc + r, n_rows, correction + r, pt + V::kPack * r, ldp, values, n_steps, hd);
+  };
+  int r = 0;
+  for (; r + V::kLanes * kVecs <= n_rows; r += V::kLanes * kVecs) strip(accumulate_strip<V, kDims, kVecs>, r);
+  if constexpr (kVecs >= 2)
+    for (; r + V::kLanes * (kVecs / 2) <= n_rows; r += V::kLanes * (kVecs / 2))
+      strip(accumulate_strip<V, kDims * 2 <= 16 ? kDims * 2 : kDims, kVecs / 2>, r);
+  for (; r < n_rows; r += V::kLanes) strip(accumulate_strip<V, 12, 1>, r);
 }
 
 // ---- per row (decode): the head dimension along the lanes ----
@@ -249,7 +270,7 @@ float exp_sum_simd(float* s, int64_t n, float max) {
 }
 
 // accumulate of attention_kernels.h over rows: kVecs vectors of the row at i0 stay in registers
-// over all keys (the order of accumulate_row_tiles<V, 1, 4>: tiles of 4 vectors, then 1).
+// over all keys (each sum in the order of accumulate_row_tiles: key by key).
 template <class V, int kVecs, class Rows>
 inline void row_accumulate_tile(float* acc, float correction, const float* p, const Rows& values, int i0,
                                 int64_t n_keys, int hd) {
