@@ -867,7 +867,7 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
                                               threadIdx.x);
     }
   };
-  // S = Q Kᵀ, the online softmax, O += P V: one tile, by the warpgroup as a whole.
+  // One tile's steps, each by the warpgroup as a whole.
   auto multiply_qk = [&](const uint8_t* ks) {  // S = Q Kᵀ, awaited
     wgmma_fence();
     issue_qk<D>(sacc, my_q, ks);
@@ -887,7 +887,7 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
     wgmma_wait<0>();
     fence_operands(o);
   };
-  auto attend = [&](int j, const uint8_t* ks, const uint8_t* vs) {
+  auto attend = [&](int j, const uint8_t* ks, const uint8_t* vs) {  // S = Q Kᵀ, the online softmax, O += P V
     multiply_qk(ks);
     softmax(j);
     multiply_pv(vs);
@@ -901,9 +901,9 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
       fence_proxy_async();                    // ... and is visible to wgmma
       if (mine) multiply_qk(ks);
       mbarrier_arrive(&empty_k[j & 1]);  // this thread is done with the stage's K
-      if (mine) softmax(j);
-      mbarrier_wait(&full_v[j & 1], parity);
-      fence_proxy_async();
+      if (mine) softmax(j);              // while tile j + 2's K streams in
+      mbarrier_wait(&full_v[j & 1], parity);  // tile j's V has landed ...
+      fence_proxy_async();                    // ... and is visible to wgmma
       if (mine) multiply_pv(ks + kTileBytes);
       mbarrier_arrive(&empty_v[j & 1]);
     }
