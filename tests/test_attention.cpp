@@ -4,6 +4,8 @@
 // pool; outputs outside the written range stay untouched (sentinels).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <iterator>
@@ -351,6 +353,91 @@ TEST(Attention, RowBlockKernelsEqualTheirScalarTwins) {
           for (const SimdKernels& k : simd_kernels())
             check_block_kernels(*k.kernels, hd, n_rows, n_keys, first_visible, group);
         }
+}
+
+// softmax_rows skips the masks on keys every lane of a vector sees and the exponentials of keys
+// none sees: a row's step must come out bit for bit the same whichever path its keys took. Each
+// row of a block whose rows see different key counts (masks on the keys between) against the same
+// row alone (every row of the block a copy of it, seeing what it sees: no key masked), from
+// random running states, for key counts odd and even and visibility below, across and past a tile.
+TEST(Attention, SoftmaxRowsOfARowDoNotDependOnTheRowsBesideIt) {
+  std::vector<SimdKernels> tables = simd_kernels();
+  tables.push_back({&cpu::attention_kernels_generic(), 1});
+  std::mt19937 rng(57);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto bits = [](float x) { return std::bit_cast<uint32_t>(x); };
+  constexpr int n_rows = 48;
+  int masked_rows = 0;  // rows that shared a vector with rows seeing another key count
+  for (const SimdKernels& t : tables)
+    for (int64_t n_keys : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{33}, int64_t{256}})
+      for (auto [first_visible, group] : {std::pair{int64_t{1}, 1}, std::pair{int64_t{-3}, 3}, std::pair{int64_t{4}, 2},
+                                          std::pair{n_keys - 20, 1}, std::pair{n_keys - 1, 5}, std::pair{int64_t{1000}, 2}}) {
+        SCOPED_TRACE("keys " + std::to_string(n_keys) + " first_visible " + std::to_string(first_visible) + " group " +
+                     std::to_string(group));
+        std::vector<float> block(static_cast<size_t>(n_keys * n_rows)), m(n_rows), l(n_rows), c(n_rows);
+        for (auto& x : block) x = 3.0f * normal(rng);
+        for (int r = 0; r < n_rows; ++r) {
+          m[r] = 2.0f * normal(rng);
+          l[r] = 1.0f + std::fabs(normal(rng));
+        }
+        const std::vector<float> scores = block, m0 = m, l0 = l;
+        t.kernels->softmax_rows(block.data(), n_rows, n_rows, n_keys, first_visible, group, m.data(), l.data(), c.data());
+        for (int r = 0; r < n_rows; ++r) {
+          const int64_t visible = std::clamp<int64_t>(first_visible + r / group, 0, n_keys);
+          masked_rows += visible != std::clamp<int64_t>(first_visible + (r - r % 8) / group, 0, n_keys) ||
+                         visible != std::clamp<int64_t>(first_visible + (r - r % 8 + 7) / group, 0, n_keys);
+          std::vector<float> alone(block.size()), am(n_rows, m0[r]), al(n_rows, l0[r]), ac(n_rows);
+          for (int64_t j = 0; j < n_keys; ++j) std::fill_n(alone.begin() + j * n_rows, n_rows, scores[j * n_rows + r]);
+          // group n_rows: every row of the block sees first_visible keys.
+          t.kernels->softmax_rows(alone.data(), n_rows, n_rows, n_keys, visible, n_rows, am.data(), al.data(), ac.data());
+          ASSERT_EQ(bits(am[0]), bits(m[r])) << "row " << r;
+          ASSERT_EQ(bits(al[0]), bits(l[r])) << "row " << r;
+          ASSERT_EQ(bits(ac[0]), bits(c[r])) << "row " << r;
+          for (int64_t j = 0; j < n_keys; ++j)
+            ASSERT_EQ(bits(alone[j * n_rows]), bits(block[j * n_rows + r])) << "row " << r << " key " << j;
+        }
+      }
+  EXPECT_GT(masked_rows, 0);
+}
+
+namespace {
+
+// The SIMD exponentials' scalar model (exp_avx2, exp_neon, exp_nonpositive of simd_avx512.h) for
+// x <= 0: x = n ln2 + r (n rounded to nearest even, ln2 in two parts), a degree-6 polynomial for
+// e^r by FMAs, times 2^n.
+float exp_model(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  float r = std::fma(-n, 0.693359375f, x);
+  r = std::fma(-n, -2.12194440e-4f, r);
+  float p = 1.0f / 720.0f;
+  for (float c : {1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f}) p = std::fma(p, r, c);
+  return p * std::ldexp(1.0f, static_cast<int>(n));
+}
+
+}  // namespace
+
+// Each SIMD table's softmax_rows probabilities bit for bit exp_model of the scores (every row's
+// running max 0, so each exponential's argument is the score itself), over scores from 0 down past
+// the clamp at -87, and the corner values of the range reduction.
+TEST(Attention, SoftmaxExponentialsEqualTheirScalarModel) {
+  constexpr int n_rows = 32;
+  constexpr int64_t n_keys = 999;
+  std::mt19937 rng(71);
+  std::uniform_real_distribution<float> uniform(-100.0f, 0.0f);
+  std::vector<float> scores(static_cast<size_t>(n_keys * n_rows));
+  for (auto& x : scores) x = uniform(rng);
+  const float corners[] = {0.0f,     -0.0f,  -1e-30f, -1e-7f, -0.34657359f, -0.34657362f, -1.0f, -86.99f,
+                           -87.0f,   -87.01f, -87.5f, -88.0f, -103.3f,      -1e30f};
+  std::copy(std::begin(corners), std::end(corners), scores.begin());
+  for (int i = 0; i < 3000; ++i) scores[200 + i] = -87.0f * static_cast<float>(i) / 2999.0f;  // the range, evenly
+  for (const SimdKernels& t : simd_kernels()) {
+    std::vector<float> st = scores, m(n_rows, 0.0f), l(n_rows, 0.0f), c(n_rows);
+    t.kernels->softmax_rows(st.data(), n_rows, n_rows, n_keys, n_keys, 1, m.data(), l.data(), c.data());
+    for (size_t i = 0; i < st.size(); ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(st[i]), std::bit_cast<uint32_t>(exp_model(scores[i])))
+          << "score " << scores[i] << " (" << i << ")";
+  }
 }
 
 // Decode over an f16 cache reads its rows in place (scores_f16, accumulate_f16): each table's

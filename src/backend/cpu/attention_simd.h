@@ -65,7 +65,11 @@ void scores_strip(const typename V::Element* qt, int64_t ldq, const typename V::
 }
 
 // softmax_rows of attention_kernels.h, kLanes rows at a time (kPack 1), the probabilities handed
-// on in pairs of keys: put(r0, j, p_j, p_j+1) for even j (p_j+1 zero past n_keys).
+// on in pairs of keys: put(r0, j, p_j, p_j+1) for even j (p_j+1 zero past n_keys). A lane's row
+// sees no fewer keys than the lane before, so keys below the first lane's limit are seen by every
+// lane and keys from the last lane's limit on by none: only the keys between take the masks (a
+// long prefill's pages but the last are seen whole; the unmasked max and exponentials are the
+// masked ones' bits, and an unseen key's probability is the same +0).
 template <class V, class Put>
 void softmax_rows_with(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
                        float* m, float* l, float* correction, Put put) {
@@ -73,19 +77,30 @@ void softmax_rows_with(const float* st, int64_t lds, int n_rows, int64_t n_keys,
     alignas(64) int32_t visible[V::kLanes];  // keys j < visible[lane] are seen by row r0 + lane
     for (int i = 0; i < V::kLanes; ++i)
       visible[i] = static_cast<int32_t>(std::clamp<int64_t>(first_visible + (r0 + i) / group, 0, n_keys));
+    const int64_t seen_by_all = visible[0], seen_by_any = visible[V::kLanes - 1];
     const typename V::Ints vis = V::load_ints(visible);
     typename V::Vec mx = V::splat(-INFINITY);
-    for (int64_t j = 0; j < n_keys; ++j)
+    int64_t j = 0;
+    for (; j < seen_by_all; ++j) mx = V::max(mx, V::load(st + j * lds + r0));
+    for (; j < seen_by_any; ++j)
       mx = V::max_where(V::greater(vis, static_cast<int32_t>(j)), mx, V::load(st + j * lds + r0));
     const typename V::Vec m_old = V::load(m + r0);
     const typename V::Vec m_new = V::max(m_old, mx);
     const typename V::Vec c = V::exp_nonpositive(V::sub(m_old, m_new));
-    auto probability = [&](int64_t j) {
-      return V::zero_unless(V::greater(vis, static_cast<int32_t>(j)),
-                            V::exp_nonpositive(V::sub(V::load(st + j * lds + r0), m_new)));
+    auto exp_of = [&](int64_t k) { return V::exp_nonpositive(V::sub(V::load(st + k * lds + r0), m_new)); };
+    auto probability = [&](int64_t k) {
+      if (k < seen_by_all) return exp_of(k);
+      if (k >= seen_by_any) return V::zero();
+      return V::zero_unless(V::greater(vis, static_cast<int32_t>(k)), exp_of(k));
     };
     typename V::Vec sum = V::zero();
-    for (int64_t j = 0; j < n_keys; j += 2) {
+    for (j = 0; j + 2 <= seen_by_all; j += 2) {  // pairs every lane sees
+      const typename V::Vec p0 = exp_of(j), p1 = exp_of(j + 1);
+      sum = V::add(sum, p0);
+      sum = V::add(sum, p1);
+      put(r0, j, p0, p1);
+    }
+    for (; j < n_keys; j += 2) {
       const typename V::Vec p0 = probability(j);
       sum = V::add(sum, p0);
       typename V::Vec p1 = V::zero();
