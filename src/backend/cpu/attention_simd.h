@@ -162,10 +162,12 @@ inline void accumulate_tile(float* acc, int64_t lda, const float* correction, co
     for (int v = 0; v < kVecs; ++v) V::store(acc + k * lda + V::kLanes * v, a[k][v]);
 }
 
-// kLanes*kVecs rows of accumulate_rows: kDims dims a tile, then 4, 2, 1 (hd is a multiple of 4).
+// kLanes*kVecs rows of accumulate_rows: kDims dims a tile, then 4, then 2 (hd is a multiple of 4:
+// the tables with row blocks are taken only for such head sizes; kDims is even, so no dim is left).
 template <class V, int kDims, int kVecs>
 void accumulate_strip(float* acc, int64_t lda, const float* correction, const typename V::Element* pt, int64_t ldp,
                       const typename V::Element* values, int64_t n_steps, int hd) {
+  static_assert(kDims % 2 == 0, "even tiles leave no single dim of an even head size");
   int i = 0;
   for (; i + kDims <= hd; i += kDims)
     accumulate_tile<V, kDims, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
@@ -173,8 +175,6 @@ void accumulate_strip(float* acc, int64_t lda, const float* correction, const ty
     accumulate_tile<V, 4, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
   for (; i + 2 <= hd; i += 2)
     accumulate_tile<V, 2, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
-  for (; i < hd; ++i)
-    accumulate_tile<V, 1, kVecs>(acc + i * lda, lda, correction, pt, ldp, values + V::kPack * i, hd, n_steps);
 }
 
 // accumulate_rows of attention_kernels.h with operands packed (p in pt, leading dimension ldp; v in

@@ -658,7 +658,6 @@ __device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint
   const int c = t % pieces, j0 = t / pieces;
   const uint8_t* head =
       base + size_t(g) * kv.row_bytes() + (value ? size_t(kv.page_tokens) * token_bytes : 0) + 16 * c;
-  uint8_t* d = dst + (c / 8) * (kWgKeys * 128);
   if (kv.page_tokens % kWgKeys == 0) {  // one page holds the whole tile
     const uint8_t* row = head + size_t(page_row[key0 / kv.page_tokens]) * kv.page_bytes() +
                          size_t(key0 % kv.page_tokens + j0) * token_bytes;
@@ -666,7 +665,7 @@ __device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint
 #pragma unroll 2
     for (int r = 0; r < kWgKeys / rows_per_round; ++r, row += step) {
       const int j = j0 + rows_per_round * r;
-      cp_async16(d + j * 128 + (((c % 8) ^ (j % 8)) << 4), key0 + j < kv_end ? row : head, key0 + j < kv_end);
+      cp_async16(dst + sw128_offset<kWgKeys>(j, 8 * c), key0 + j < kv_end ? row : head, key0 + j < kv_end);
     }
   } else {
 #pragma unroll 2
@@ -675,7 +674,7 @@ __device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint
       const bool valid = kp < kv_end;
       const uint8_t* row =
           head + size_t(page_row[valid ? kp / kv.page_tokens : 0]) * kv.page_bytes() + size_t(kp % kv.page_tokens) * token_bytes;
-      cp_async16(d + j * 128 + (((c % 8) ^ (j % 8)) << 4), valid ? row : head, valid);
+      cp_async16(dst + sw128_offset<kWgKeys>(j, 8 * c), valid ? row : head, valid);
     }
   }
 }
