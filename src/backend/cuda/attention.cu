@@ -605,7 +605,12 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
 // in buffers of their own, one barrier a tile) was slower: 4096 tokens at depth 28672, 24 heads
 // over 4 of 256, 8.46 -> 10.24 ms; 32 over 8 of 128, 7.62 -> 9.27. It was slower in the
 // warp-specialized kernel below too (S of tile j + 1 issued behind P V of tile j): 532 -> 465
-// TFLOP/s at the same size.
+// TFLOP/s at the same size. Two more that lost there (H200, 4096 tokens at depth 172000, 24 heads
+// over 4 of 256, each A/B in one run): the consumer warpgroups taking turns to issue through named
+// barriers (FlashAttention-3's ping-pong), 489 -> 431 TFLOP/s with turns for S = Q Kᵀ alone, 382
+// with turns for P V too (the 173,000-token 27B prefill 5,243 -> 5,006 / 4,739 tok/s); tiles of 80
+// keys (wgmma n80, 225 KB of shared memory; one tile in four then straddles a 256-token page),
+// 478 -> 339 (173,000 tokens 5,153 -> 4,515).
 constexpr int kWgKeys = 64, kWgRows = 64, kWgGroups = 2, kWgThreads = 128 * kWgGroups;
 
 // Dynamic shared memory: Q of both warpgroups, K/V tiles (f16: two of each; q8_0: one of each,

@@ -290,7 +290,9 @@ static_assert(kThreads == 256 && C == 64 && BV == 64 && D == 128, "the warp tili
 // mantissa bits cleared, lo = x − hi exactly, of which the tensor cores read the TF32 part), and
 // three products summed, lo·hi + hi·lo + hi·hi: about f32's precision (what is dropped is below
 // 2^-20 of each product) at the tensor cores' rate. (cvt.rna.tf32 would round hi instead, but it
-// compiles to about five instructions with an infinity check; this split is two.)
+// compiles to about five instructions with an infinity check; this split is two.) One product on
+// the unsplit operands measured 1.3e-3 .. 2.2e-3 relative error against the CPU twin (these
+// 1.5e-6) for 2.4% on the 27B pp4096 and 1.8% at 173,000 tokens (H200): not taken.
 struct Tf32Pair {
   uint32_t hi, lo;
 };
@@ -475,13 +477,21 @@ __global__ void __launch_bounds__(kThreads, 2) delta_prep_kernel(DeltaArgs a, Se
   __syncthreads();  // queries read: QV takes V
   load_rows_async<1>(QV, kRowA, a.v + f * a.v_stride + int64_t{h} * dv, a.v_stride, L, C, dv, D);
 
-  // T = (I + A)⁻¹ by forward substitution, column by column: T_rc = −Σ_{c<=s<r} A_rs T_sc.
-  // Warp w solves columns 8w..8w+7, four lanes per column.
+  // T = (I + A)⁻¹ in blocks of 16 (A strictly lower): first each diagonal block's inverse by
+  // forward substitution, T_rc = −Σ_{c<=s<r} A_rs T_sc within the block (warps 2b and 2b + 1 take
+  // block b's columns, four lanes per column; 15 dependent steps), then the blocks below the
+  // diagonal, block row by block row: T_ij = −T_ii Σ_{j<=k<i} A_ik T_kj. Substituting down all 64
+  // rows took 63 dependent steps of shuffles: the prep kernel issued at 1.85 instructions a cycle
+  // with no warp eligible 54% of the time (ncu, a 27B layer of 4096 tokens: prep 820 us, scan
+  // 1.04 ms at ncu's clocks). Measured on the H200, the 27B layer shape at 2048 tokens
+  // (CudaGdn.DISABLED_GatedDeltaTimeAt27bShape) 0.711 -> 0.660 ms; Qwen3.5-27B Q5_K_M pp4096
+  // 8,096 -> 8,163 tok/s, pp173000 5,367 -> 5,394 (same machine, one run each).
   {
-    const int lane = tid % 32, c = warp * 8 + lane / 4, part = lane % 4;
+    constexpr int B = 16;
+    const int lane = tid % 32, c = warp * 8 + lane / 4, part = lane % 4, r0 = c / B * B;
     for (int r = part; r < C; r += 4) Ts[r * kRowC + c] = r == c ? 1.0f : 0.0f;
     __syncwarp();
-    for (int r = 1; r < L; ++r) {
+    for (int r = r0 + 1; r < r0 + B; ++r) {
       float sum = 0.0f;
       if (r > c)
         for (int k = c + part; k < r; k += 4) sum = fmaf(As[r * kRowC + k], Ts[k * kRowC + c], sum);
@@ -489,6 +499,50 @@ __global__ void __launch_bounds__(kThreads, 2) delta_prep_kernel(DeltaArgs a, Se
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
       if (r > c && part == 0) Ts[r * kRowC + c] = -sum;
       __syncwarp();
+    }
+    // Block row i: thread tid takes elements tid + 256 n of the row's i blocks left of the
+    // diagonal (16 x 16 each): element (r, cc) of block j.
+    static_assert((C - B) * B <= 3 * kThreads, "three elements a thread");
+    for (int i = 1; i < C / B; ++i) {
+      const auto element = [&](int n, int& j, int& r, int& cc) {
+        const int e = tid + kThreads * n;
+        j = e / (B * B), r = i * B + e % (B * B) / B, cc = j * B + e % B;
+      };
+      float x[3];
+      __syncthreads();  // the blocks above (and the diagonal ones) are final
+#pragma unroll
+      for (int n = 0; n < 3; ++n) {  // X_j = Σ_{j<=k<i} A_ik T_kj
+        int j, r, cc;
+        element(n, j, r, cc);
+        float sum = 0.0f;
+        if (j < i)
+          for (int k = j * B; k < i * B; ++k) sum = fmaf(As[r * kRowC + k], Ts[k * kRowC + cc], sum);
+        x[n] = sum;
+      }
+      __syncthreads();  // X_j in T_ij's place (nothing reads T_ij before this row is done)
+#pragma unroll
+      for (int n = 0; n < 3; ++n) {
+        int j, r, cc;
+        element(n, j, r, cc);
+        if (j < i) Ts[r * kRowC + cc] = x[n];
+      }
+      __syncthreads();
+#pragma unroll
+      for (int n = 0; n < 3; ++n) {  // T_ij = −T_ii X_j
+        int j, r, cc;
+        element(n, j, r, cc);
+        float sum = 0.0f;
+        if (j < i)
+          for (int m = i * B; m <= r; ++m) sum = fmaf(Ts[r * kRowC + m], Ts[m * kRowC + cc], sum);
+        x[n] = -sum;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int n = 0; n < 3; ++n) {
+        int j, r, cc;
+        element(n, j, r, cc);
+        if (j < i) Ts[r * kRowC + cc] = x[n];
+      }
     }
   }
   wait_async_loads();

@@ -430,6 +430,12 @@ int resident_warps() {
 // each warp keeping at least two chunks to pipeline) that fills it best. Measured on the H200
 // (Qwen3-8B-shaped decode): cutting every row in parts where that filled the waves better raised
 // Q8_0 (183 -> 199 tok/s) but lowered Q4_K_M (234 -> 220); this rule measured 188 / 222.
+// The 64 warps an SM is not what the K-quant kernels keep resident (Q5_K: 69 registers, 28 warps),
+// but counting their real occupancy (cudaOccupancyMaxActiveBlocksPerMultiprocessor) and bounding
+// them to 64 registers (32 warps, no spills) measured slower on the H200: Qwen3.5-27B Q5_K_M decode
+// 123.4 -> 118.1 tok/s, 111.3 with the part count that fills the last wave best; Qwen3-8B Q8_0 329.2
+// -> 326.1 (one run). More warps did not raise the Q5_K rows' rate (17408-wide rows 2.54 -> 2.44
+// TB/s): under ncu they issue an instruction every 8 cycles with 22 warps resident.
 int split_for(int64_t n_out, int n_chunks) {
   const int64_t slots = resident_warps();
   auto fill = [&](int s) {
