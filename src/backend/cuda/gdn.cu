@@ -291,8 +291,9 @@ static_assert(kThreads == 256 && C == 64 && BV == 64 && D == 128, "the warp tili
 // three products summed, lo·hi + hi·lo + hi·hi: about f32's precision (what is dropped is below
 // 2^-20 of each product) at the tensor cores' rate. (cvt.rna.tf32 would round hi instead, but it
 // compiles to about five instructions with an infinity check; this split is two.) One product on
-// the unsplit operands measured 1.3e-3 .. 2.2e-3 relative error against the CPU twin (these
-// 1.5e-6) for 2.4% on the 27B pp4096 and 1.8% at 173,000 tokens (H200): not taken.
+// the unsplit operands measured relative errors of 4.8e-4 to 2.2e-3 against the CPU twin on the
+// twin test's first sequences (the split: at most 2.3e-6), for 2.4% on the 27B pp4096 and 1.8% at
+// 173,000 tokens (H200): not taken.
 struct Tf32Pair {
   uint32_t hi, lo;
 };
