@@ -123,10 +123,13 @@ template <> struct QDot<Type::Q4_0> {  // item = the whole block: low nibbles 0.
 // bytes [32 (j/2), +32), Q5_K's fifth bit from bit j of qh[0..32).
 // Chunks measured on the H200 (one token, keel_cuda_bench gemv): Q4_K 4 blocks and 4 stages ->
 // 8 and 3, 4096 x 4096 6.9 -> 5.4 us, 24576 x 4096 24.1 -> 22.5 (Qwen3-8B Q4_K_M decode 341 ->
-// 358 tok/s with Q6_K's below); Q5_K kept 4 and 4 (17408-wide rows 23.1 -> 27.8 us with 8).
+// 358 tok/s with Q6_K's below). Q5_K: 8 blocks and 4 stages through TMA (see launch_gemv_with).
+// An item of a sub-block pair (both nibbles of the same qs bytes, the qh and scale words read
+// once for two sub-blocks: fewer instructions a byte, 80 registers) measured slower on the H200:
+// Qwen3.5-27B Q5_K_M decode 123 -> 113 tok/s, Qwen3-8B Q4_K_M 396-399 -> 340.
 template <Type T> struct QDotK45 {
   static constexpr bool five = T == Type::Q5_K;
-  static constexpr int bytes = five ? 176 : 144, elems = 256, blocks = five ? 4 : 8, lanes = 8, nw = 8, stages = five ? 4 : 3;
+  static constexpr int bytes = five ? 176 : 144, elems = 256, blocks = 8, lanes = 8, nw = 8, stages = five ? 4 : 3;
   static constexpr int wide_blocks = blocks, wide_stages = stages;
   __device__ static int group(int sub) { return sub; }
   __device__ static int x_off(int) { return 0; }
@@ -488,12 +491,17 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
 // How the weights stream in: one bulk copy (TMA) per chunk, or cp.async by every lane. Measured
 // on the H200 (one token, keel_cuda_bench gemv; cp.async -> TMA): Q6_K 4096 x 12288 18.9 -> 17.6
 // us, the 151936-row output 187 -> 171; Q8_0 16-block chunks 4096 x 4096 7.8 -> 7.4, 4096 x
-// 12288 17.4 -> 16.8, but its wide chunks 24576 x 4096 30.8 -> 45.7; Q4_K even; Q5_K slower.
+// 12288 17.4 -> 16.8, but its wide chunks 24576 x 4096 30.8 -> 45.7; Q4_K even. Q5_K, 4-block
+// chunks through cp.async -> 8 blocks through TMA (4 stages), two machines: 5120 x 17408
+// 24.1 / 23.9 -> 23.2 / 22.9 us, 34816 x 5120 40.4 / 40.6 -> 40.2 / 40.2, 16384 x 5120 20.6 ->
+// 20.8 / 20.7, 5120 x 6144 10.0 -> 10.3; Qwen3.5-27B Q5_K_M decode at depth 0 123.1 / 122.8 /
+// 123.1 / 122.6 -> 124.9 / 124.9 / 124.2 / 124.7 tok/s. Slower, in the same runs: Q5_K with 6 or
+// 8 stages (decode 117-118), Q6_K with 4 or 6 stages or 16-block chunks, Q8_0 with 5 stages.
 template <Type T>
 void launch_gemv_with(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   int64_t rows = 0;
   for (int i = 0; i < count; ++i) rows += outs[i].w->n_out;
-  const bool tma = T == Type::Q6_K || (T == Type::Q8_0 && !wide_for<T>(rows, outs[0].w->n_in));
+  const bool tma = T == Type::Q6_K || T == Type::Q5_K || (T == Type::Q8_0 && !wide_for<T>(rows, outs[0].w->n_in));
   if (tma) launch_gemv<T, true>(outs, count, act, n_tokens, stream);
   else launch_gemv<T, false>(outs, count, act, n_tokens, stream);
 }
