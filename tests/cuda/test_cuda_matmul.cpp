@@ -312,6 +312,36 @@ TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
   }
 }
 
+// The second product of the same x reuses the f16 copy the first left in the scratch (the
+// backend's Q/K/V and gate/up): x_in_scratch must give the fresh conversion's bits, and must
+// really skip it (a different x passed then still multiplies the copy).
+TEST(CudaMatmul, GemmReusesTheF16CopyOfX) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(17);
+  cuda::DeviceBuffer blas_ws(cuda::kBlasWorkspaceBytes);
+  cuda::Stream stream;
+  cuda::Blas blas(blas_ws.data(), blas_ws.bytes(), stream.get());
+  const Type type = Type::Q4_K;
+  const int64_t n_in = 512, n_tok = 37, n_out_a = 96, n_out_b = 300;
+  auto dwa = upload(random_weights(type, n_in, n_out_a, rng));
+  auto dwb = upload(random_weights(type, n_in, n_out_b, rng));
+  const cuda::DeviceWeight wa{type, dwa.data(), n_in, n_out_a}, wb{type, dwb.data(), n_in, n_out_b};
+  auto dx = upload(cuda_test::random_floats(size_t(n_tok * n_in), rng));
+  auto dx2 = upload(cuda_test::random_floats(size_t(n_tok * n_in), rng));
+  cuda::DeviceBuffer ya(size_t(n_tok * n_out_a) * 4), fresh(size_t(n_tok * n_out_b) * 4), reused(fresh.bytes());
+  cuda::DeviceBuffer scratch(std::max(cuda::matmul_scratch_bytes(type, n_in, n_out_a, n_tok),
+                                      cuda::matmul_scratch_bytes(type, n_in, n_out_b, n_tok)));
+  cuda::matmul(blas, wb, dx.as<float>(), n_tok, fresh.as<float>(), scratch.data());
+  cuda::matmul(blas, wa, dx.as<float>(), n_tok, ya.as<float>(), scratch.data());
+  cuda::matmul(blas, wb, dx2.as<float>(), n_tok, reused.as<float>(), scratch.data(), /*x_in_scratch=*/true);
+  stream.synchronize();
+  const auto a = download<float>(fresh, size_t(n_tok * n_out_b)), b = download<float>(reused, size_t(n_tok * n_out_b));
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  EXPECT_TRUE(cuda::gemm_keeps_x_f16(wa));
+  EXPECT_FALSE(cuda::gemm_keeps_x_f16({Type::F32, nullptr, n_in, n_out_a}));
+}
+
 }  // namespace
 
 namespace {

@@ -469,14 +469,21 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
 }
 
 // One GEMV or GEMM. Quantized weights take the 8-bit GEMV unless the session is exact. The
-// quantized activations are reused by the next matmuls of the same x (Q, K and V; gate and up)
-// as long as no other operation ran in between and no matmul wrote over x.
+// quantized activations (GEMV) or the f16 copy of x (GEMM) are reused by the next matmuls of the
+// same x (Q, K and V; gate and up) as long as no other operation ran in between and no matmul
+// wrote over x.
 void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y) {
-  if (n_tokens > kGemvMaxTokens) return cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_);
+  const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
+  if (n_tokens > kGemvMaxTokens) {
+    const bool ready = f16_cached_.x == x && f16_cached_.n_tokens == n_tokens && f16_cached_.n_in == w.n_in &&
+                       f16_cached_.serial + 1 == op_serial_;
+    cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_, ready && gemm_keeps_x_f16(w));
+    f16_cached_ = {y_over_x || !gemm_keeps_x_f16(w) ? nullptr : x, n_tokens, w.n_in, op_serial_};
+    return;
+  }
   if (!takes_gemv_q8(w, n_tokens)) return gemv(w, x, n_tokens, y, stream_.get());
   quantize_once(x, n_tokens, w.n_in);
   gemv_q8(w, act_q8_, n_tokens, y, stream_.get());
-  const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
   act_cached_ = {y_over_x ? nullptr : x, n_tokens, w.n_in, op_serial_};
 }
 

@@ -125,6 +125,7 @@ class CudaBackend final : public backend::Backend {
     uint64_t serial = 0;
   };
   ActCache act_cached_;
+  ActCache f16_cached_;       // what the matmul scratch holds: x's f16 copy (the GEMM path)
   uint64_t op_serial_ = 0;
   int64_t max_seqs_ = 0;
 

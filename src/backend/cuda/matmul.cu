@@ -465,7 +465,8 @@ void gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, cud
   }
 }
 
-void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
+void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+              bool x_in_scratch) {
   const float one = 1.0f, zero = 0.0f;
   if (w.type == Type::F32) {  // f32 weights (small test models): plain f32 GEMM, no rounding
     check_blas(blas_api().gemm_ex(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, int(w.n_out), int(n_tokens), int(w.n_in), &one,
@@ -475,10 +476,10 @@ void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n
     return;
   }
   const int64_t prows = panel_rows(w.n_in, w.n_out);
-  auto* wb = static_cast<__half*>(scratch);
-  auto* xb = reinterpret_cast<__half*>(static_cast<uint8_t*>(scratch) +
-                                       (static_cast<size_t>(prows * w.n_in) * 2 + 255) / 256 * 256);
-  f32_to_f16(x, n_tokens * w.n_in, xb, blas.stream());
+  auto* xb = static_cast<__half*>(scratch);  // first, where the next product of the same x finds it
+  auto* wb = reinterpret_cast<__half*>(static_cast<uint8_t*>(scratch) +
+                                       (static_cast<size_t>(n_tokens * w.n_in) * 2 + 255) / 256 * 256);
+  if (!x_in_scratch) f32_to_f16(x, n_tokens * w.n_in, xb, blas.stream());
   const size_t rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   for (int64_t r0 = 0; r0 < w.n_out; r0 += prows) {
     const int64_t m = std::min(prows, w.n_out - r0);
@@ -492,9 +493,10 @@ void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n
   }
 }
 
-void matmul(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch) {
+void matmul(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+            bool x_in_scratch) {
   if (n_tokens <= kGemvMaxTokens) return gemv(w, x, n_tokens, y, blas.stream());
-  gemm_f16(blas, w, x, n_tokens, y, scratch);
+  gemm_f16(blas, w, x, n_tokens, y, scratch, x_in_scratch);
 }
 
 void dequant_rows_f32(const DeviceWeight& w, const int32_t* rows, int64_t n_rows, float* out, cudaStream_t stream) {

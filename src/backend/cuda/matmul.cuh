@@ -63,11 +63,18 @@ class Blas {
 size_t matmul_scratch_bytes(quant::Type type, int64_t n_in, int64_t n_out, int64_t max_tokens);
 
 // y = W x as above, on blas.stream(). scratch: matmul_scratch_bytes(...) device bytes, 256-aligned.
-void matmul(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch);
+// The GEMM path first writes x's f16 copy at the start of scratch, where it stays until the next
+// call: x_in_scratch (the same x and token count as the GEMM just before, which was not of F32
+// weights, and x unchanged since) skips the conversion (Q, K and V of one input; gate and up).
+void matmul(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+            bool x_in_scratch = false);
+// Whether the GEMM path leaves x's f16 copy in the scratch (every type but F32).
+inline bool gemm_keeps_x_f16(const DeviceWeight& w) { return w.type != quant::Type::F32; }
 
 // The two paths, exposed for tests and benchmarks.
 void gemv(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, cudaStream_t stream);
-void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch);
+void gemm_f16(const Blas& blas, const DeviceWeight& w, const float* x, int64_t n_tokens, float* y, void* scratch,
+              bool x_in_scratch = false);
 
 // out[i, :] = dequantized row rows[i] of W (rows == nullptr: row i), for i < n_rows.
 // out: [n_rows, n_in] f32 (bit-identical with quant::dequantize_row) or f16 (that, rounded to
