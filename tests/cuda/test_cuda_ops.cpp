@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "backend/cpu/ops.h"
+#include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gemv_q8.cuh"
+#include "backend/cuda/matmul.cuh"
 #include "backend/cuda/ops.cuh"
 #include "cuda_test_util.h"
 
@@ -138,6 +140,62 @@ TEST(CudaOps, SiluMulQ8EqualsSiluMulThenQuantize) {
     cuda_test::sync();
     EXPECT_EQ(download<uint32_t>(ga, g.size()), download<uint32_t>(gb, g.size())) << "dim " << dim;
     expect_same_act(act_a, act_b, rows, dim);
+  }
+}
+
+// The ops that feed a prefill GEMM can write its f16 input on the way (CudaBackend then skips
+// the GEMM's conversion): the same f32 output as without, and f32_to_f16's bits of it, on each
+// kernel path (vector and general norms, float4 and scalar silu_mul, warp and CTA gated norms).
+TEST(CudaOps, GemmInputF16EqualsConversion) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(34);
+  auto expect_f16_of = [](const cuda::DeviceBuffer& out, const cuda::DeviceBuffer& f16, size_t n, const std::string& what) {
+    cuda::DeviceBuffer want(n * 2);
+    cuda::f32_to_f16(out.as<float>(), int64_t(n), want.data(), nullptr);
+    cuda_test::sync();
+    EXPECT_EQ(download<uint16_t>(want, n), download<uint16_t>(f16, n)) << what;
+  };
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{9, 5120}, {17, 1024}, {10, 1001}}) {
+    const size_t n = size_t(rows * dim);
+    const auto y = cuda_test::random_floats(n, rng, 3.0f), x = cuda_test::random_floats(n, rng);
+    const auto w = cuda_test::random_floats(size_t(dim), rng);
+    auto ya = upload(y), yb = upload(y), dx = upload(x), dw = upload(w);
+    cuda::DeviceBuffer out_a(n * 4), out_b(n * 4), f16(n * 2), f16_add(n * 2);
+    cuda::rms_norm(ya.as<float>(), dw.as<float>(), out_a.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda::rms_norm(yb.as<float>(), dw.as<float>(), out_b.as<float>(), rows, dim, 1e-6f, nullptr, f16.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(out_a, n), download<uint32_t>(out_b, n)) << "rms_norm, dim " << dim;
+    expect_f16_of(out_b, f16, n, "rms_norm, dim " + std::to_string(dim));
+    cuda::add_rms_norm(ya.as<float>(), dx.as<float>(), dw.as<float>(), out_a.as<float>(), rows, dim, 1e-6f, nullptr,
+                       nullptr);
+    cuda::add_rms_norm(yb.as<float>(), dx.as<float>(), dw.as<float>(), out_b.as<float>(), rows, dim, 1e-6f, nullptr,
+                       nullptr, f16_add.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(out_a, n), download<uint32_t>(out_b, n)) << "add_rms_norm, dim " << dim;
+    expect_f16_of(out_b, f16_add, n, "add_rms_norm, dim " + std::to_string(dim));
+  }
+  for (int64_t n : {int64_t{9 * 17408}, int64_t{10 * 1001}}) {
+    const auto g = cuda_test::random_floats(size_t(n), rng, 4.0f), u = cuda_test::random_floats(size_t(n), rng, 2.0f);
+    auto ga = upload(g), gb = upload(g), du = upload(u);
+    cuda::DeviceBuffer f16(size_t(n) * 2);
+    cuda::silu_mul(ga.as<float>(), du.as<float>(), n, nullptr);
+    cuda::silu_mul(gb.as<float>(), du.as<float>(), n, nullptr, f16.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(ga, size_t(n)), download<uint32_t>(gb, size_t(n))) << "silu_mul, n " << n;
+    expect_f16_of(gb, f16, size_t(n), "silu_mul, n " + std::to_string(n));
+  }
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{9 * 48, 128}, {11, 1000}}) {
+    const size_t n = size_t(rows * dim);
+    const auto o = cuda_test::random_floats(n, rng, 2.0f), z = cuda_test::random_floats(n, rng, 2.0f);
+    const auto w = cuda_test::random_floats(size_t(dim), rng);
+    auto oa = upload(o), ob = upload(o), dz = upload(z), dw = upload(w);
+    cuda::DeviceBuffer f16(n * 2);
+    cuda::gated_rms_norm(oa.as<float>(), dz.as<float>(), dw.as<float>(), rows, dim, 1e-6f, nullptr);
+    cuda::gated_rms_norm(ob.as<float>(), dz.as<float>(), dw.as<float>(), rows, dim, 1e-6f, nullptr, nullptr, nullptr,
+                         f16.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(oa, n), download<uint32_t>(ob, n)) << "gated_rms_norm, dim " << dim;
+    expect_f16_of(ob, f16, n, "gated_rms_norm, dim " + std::to_string(dim));
   }
 }
 

@@ -157,6 +157,7 @@ void CudaBackend::reserve(const backend::WorkloadShape& shape) {
     if (b.name == "matmul") {
       matmul_ws_ = p;
       matmul_ws_bytes_ = b.bytes;
+      for (const auto& m : shape.matrices) gemm_in_ = std::max(gemm_in_, m.n_in);
     } else if (b.name == "blas") {
       blas_ = std::make_unique<Blas>(p, b.bytes, stream_.get());
     } else if (b.name == "gemv_act") {
@@ -363,7 +364,9 @@ void CudaBackend::rms_norm(const float* x, const float* w, float* out, int64_t n
   const auto o = op("rms_norm", x, w, out, n_rows, dim, eps);
   if (o.skip) return;
   if (!writes_act_q8(n_rows, dim)) {
-    cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get());
+    void* f16 = gemm_input_f16(n_rows, dim);
+    cuda::rms_norm(x, w, out, n_rows, dim, eps, stream_.get(), f16);
+    if (f16) f16_cached_ = {out, n_rows, dim, op_serial_};
     return;
   }
   // A norm of a few rows feeds the decode GEMVs: quantize its output for them on the way.
@@ -376,8 +379,10 @@ void CudaBackend::add_rms_norm(float* y, const float* x, const float* w, float* 
   const auto o = op("add_rms_norm", y, x, w, out, n_rows, dim, eps);
   if (o.skip) return;
   const bool q8 = writes_act_q8(n_rows, dim);
-  cuda::add_rms_norm(y, x, w, out, n_rows, dim, eps, q8 ? act_q8_ : nullptr, stream_.get());
+  void* f16 = gemm_input_f16(n_rows, dim);
+  cuda::add_rms_norm(y, x, w, out, n_rows, dim, eps, q8 ? act_q8_ : nullptr, stream_.get(), f16);
   if (q8) act_cached_ = {out, n_rows, dim, op_serial_};
+  if (f16) f16_cached_ = {out, n_rows, dim, op_serial_};
 }
 
 void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps) {
@@ -393,7 +398,10 @@ void CudaBackend::gated_rms_norm(float* o, const float* z, const float* w, int64
     act_cached_ = {o, tokens, width, op_serial_};
     return;
   }
-  cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get());
+  // Prefill: the output feeds the output projection's GEMM; its f16 copy on the way.
+  void* f16 = tokens > 0 && width * tokens == n_rows * dim ? gemm_input_f16(tokens, width) : nullptr;
+  cuda::gated_rms_norm(o, z, w, n_rows, dim, eps, stream_.get(), nullptr, nullptr, f16);
+  if (f16) f16_cached_ = {o, tokens, width, op_serial_};
 }
 
 void CudaBackend::add(float* y, const float* x, int64_t n) {
@@ -418,7 +426,10 @@ void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
     act_cached_ = {gate, rows, dim, op_serial_};
     return;
   }
-  cuda::silu_mul(gate, up, n, stream_.get());
+  // Prefill: the product feeds the down projection's GEMM; its f16 copy on the way.
+  void* f16 = rows > 0 && dim * rows == n ? gemm_input_f16(rows, dim) : nullptr;
+  cuda::silu_mul(gate, up, n, stream_.get(), f16);
+  if (f16) f16_cached_ = {gate, rows, dim, op_serial_};
 }
 
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
@@ -491,6 +502,13 @@ void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_toke
 // too, so the GEMV need not quantize it again.
 bool CudaBackend::writes_act_q8(int64_t rows, int64_t width) const {
   return !exact_ && act_q8_ && rows <= kGemvMaxTokens && width % kActGroup == 0 && width <= act_q8_in_;
+}
+
+// Where an op whose output ([rows, width]) feeds the prefill GEMMs writes its f16 copy too (the
+// start of the matmul scratch, where the GEMM converts x: cuda::matmul), or null.
+void* CudaBackend::gemm_input_f16(int64_t rows, int64_t width) const {
+  if (rows <= kGemvMaxTokens || rows > max_tokens_ || width > gemm_in_ || !matmul_ws_) return nullptr;
+  return matmul_ws_;
 }
 
 bool CudaBackend::takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const {

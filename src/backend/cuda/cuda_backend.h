@@ -85,6 +85,7 @@ class CudaBackend final : public backend::Backend {
   void* device_alloc(std::string_view name, size_t bytes);  // raw, owned by owned_
   void multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y);
   void quantize_once(const float* x, int64_t n_tokens, int64_t n_in);
+  void* gemm_input_f16(int64_t rows, int64_t width) const;
   bool takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const;
   bool writes_act_q8(int64_t rows, int64_t width) const;
   // Every operation that may write device memory starts here: it counts (the 8-bit activation
@@ -126,6 +127,7 @@ class CudaBackend final : public backend::Backend {
   };
   ActCache act_cached_;
   ActCache f16_cached_;       // what the matmul scratch holds: x's f16 copy (the GEMM path)
+  int64_t gemm_in_ = 0;       // the widest matrix input the matmul scratch was planned for
   uint64_t op_serial_ = 0;
   int64_t max_seqs_ = 0;
 

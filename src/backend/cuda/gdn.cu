@@ -1,3 +1,4 @@
+#include <cuda_fp16.h>
 #include <cuda_pipeline_primitives.h>
 
 #include <algorithm>
@@ -234,7 +235,7 @@ __global__ void gdn_decode_inputs_kernel(GdnInputs a, SeqBatch b) {
 // One CTA per row; squares summed in double as the CPU twin does. With act_q (dim and the CTA a
 // multiple of 32): the rows' 8-bit activations too, a warp's 32 consecutive elements a group.
 __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __restrict__ w, int64_t dim, float eps,
-                                      int8_t* act_q, float2* act_s) {
+                                      int8_t* act_q, float2* act_s, __half* f16) {
   pdl_enter();
   float* x = o + blockIdx.x * dim;
   const float* zr = z + blockIdx.x * dim;
@@ -244,6 +245,7 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float y = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
     x[i] = y;
+    if (f16) f16[blockIdx.x * dim + i] = __float2half_rn(y);
     if (act_q) {
       const int64_t g = (blockIdx.x * dim + i) / 32;
       quantize_group_q8(y, threadIdx.x % 32, act_q + g * 32, act_s + g);
@@ -258,7 +260,7 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
 // mean per call: 0.91 -> 0.40 ms).
 constexpr int64_t kWarpNormMaxDim = 512;
 __global__ void gated_rms_norm_warp_kernel(float* o, const float* z, const float* __restrict__ w, int64_t n_rows,
-                                           int64_t dim, float eps, int8_t* act_q, float2* act_s) {
+                                           int64_t dim, float eps, int8_t* act_q, float2* act_s, __half* f16) {
   pdl_enter();
   const int64_t row = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -271,6 +273,7 @@ __global__ void gated_rms_norm_warp_kernel(float* o, const float* z, const float
   for (int64_t i = lane; i < dim; i += 32) {
     const float y = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
     x[i] = y;
+    if (f16) f16[row * dim + i] = __float2half_rn(y);
     if (act_q) {
       const int64_t g = (row * dim + i) / 32;
       quantize_group_q8(y, lane, act_q + g * 32, act_s + g);
@@ -754,17 +757,18 @@ void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bi
 }
 
 void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps,
-                    cudaStream_t stream, int8_t* act_q, float2* act_s) {
+                    cudaStream_t stream, int8_t* act_q, float2* act_s, void* f16) {
+  auto* h = static_cast<__half*>(f16);
   if (n_rows <= 0) return;
   if (act_q && dim % 32 != 0) throw Error("internal: gated_rms_norm with 8-bit activations needs rows of a multiple of 32");
   if (dim % 32 == 0 && dim <= kWarpNormMaxDim) {
     constexpr int kRowsPerCta = 8;
     launch(gated_rms_norm_warp_kernel, static_cast<unsigned>((n_rows + kRowsPerCta - 1) / kRowsPerCta), 32 * kRowsPerCta,
-           0, stream, o, z, w, n_rows, dim, eps, act_q, act_s);
+           0, stream, o, z, w, n_rows, dim, eps, act_q, act_s, h);
     return;
   }
   const int threads = dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64;
-  launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps, act_q, act_s);
+  launch(gated_rms_norm_kernel, static_cast<unsigned>(n_rows), threads, 0, stream, o, z, w, dim, eps, act_q, act_s, h);
 }
 
 int fill_gdn_chunks(const int32_t* seq_first, const int32_t* seq_len, int n_seqs, int32_t* chunk_first,

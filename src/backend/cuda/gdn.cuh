@@ -85,9 +85,10 @@ void gdn_decode_inputs(const GdnInputs& a, const SeqBatch& b, cudaStream_t strea
 
 // o[r] = rms_norm(o[r]; w) * silu(z[r]) in place; o, z: [n_rows, dim]. With act_q, act_s (dim a
 // multiple of 32): also o's 8-bit activations, the bits quantize_act_q8 gives for o read as any
-// [tokens, n_in] with tokens * n_in = n_rows * dim (act_q8_parts' pointers for that shape).
+// [tokens, n_in] with tokens * n_in = n_rows * dim (act_q8_parts' pointers for that shape). With
+// f16: o rounded to f16 there too (ops.cuh's rms_norm).
 void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, int64_t dim, float eps,
-                    cudaStream_t stream, int8_t* act_q = nullptr, float2* act_s = nullptr);
+                    cudaStream_t stream, int8_t* act_q = nullptr, float2* act_s = nullptr, void* f16 = nullptr);
 
 struct DeltaArgs {
   const float* q = nullptr;  // head kh of token t at q + t * qk_stride + kh * d_k (L2-normed, scaled)

@@ -1,3 +1,5 @@
+#include <cuda_fp16.h>
+
 #include <cmath>
 
 #include "backend/cuda/act_q8.cuh"
@@ -13,16 +15,24 @@ namespace keel::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Four floats rounded to nearest f16 (f32_to_f16's bits) at an 8-byte aligned p.
+__device__ __forceinline__ void store_f16x4(__half* p, float4 v) {
+  auto* p2 = reinterpret_cast<__half2*>(p);
+  p2[0] = __floats2half2_rn(v.x, v.y);
+  p2[1] = __floats2half2_rn(v.z, v.w);
+}
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 // Threads of a one-CTA-per-row norm: a multiple of 32 (the fused quantization's warps).
 int norm_threads(int64_t dim) { return dim >= 1024 ? 512 : dim >= 256 ? 256 : dim > 64 ? 128 : 64; }
 
 // One CTA per row; squares summed in double (the CPU twin's precision). With act_q (rows of a
 // multiple of 32, block size a multiple of 32): the row's 8-bit activations too (act_q8.cuh),
-// so the next matmul need not quantize it again. With residual (rows null): x += residual
-// first, in place (the residual add before the norm).
+// so the next matmul need not quantize it again. With f16: out rounded to f16 there too (the
+// prefill GEMM's input, f32_to_f16's bits). With residual (rows null): x += residual first, in
+// place (the residual add before the norm).
 __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
-                                int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual) {
+                                int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual,
+                                __half* f16) {
   pdl_enter();
   const int64_t r = blockIdx.x;
   const float* xr = x + (rows ? rows[r] : r) * dim;
@@ -40,6 +50,7 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float v = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
     o[i] = v;
+    if (f16) f16[r * dim + i] = __float2half_rn(v);
     if (act_q) {  // a warp's 32 consecutive i are one group
       const int64_t g = (r * dim + i) / 32;
       quantize_group_q8(v, threadIdx.x % 32, act_q + g * 32, act_s + g);
@@ -52,7 +63,8 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
 // with all its loads in flight together (a decode norm is one CTA: its latency is the op's).
 template <int V>
 __global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const float* __restrict__ w, float* out,
-                                    int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual) {
+                                    int64_t dim, float eps, int8_t* act_q, float2* act_s, const float* residual,
+                                    __half* f16) {
   // The weights are read before the wait for the kernel before (no kernel writes them), so
   // their load is not in the chain after the row's sum.
   const int n4 = blockDim.x;
@@ -88,6 +100,7 @@ __global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const f
     const float4 o = make_float4(__fmul_rn(__fmul_rn(v[k].x, scale), wk.x), __fmul_rn(__fmul_rn(v[k].y, scale), wk.y),
                                  __fmul_rn(__fmul_rn(v[k].z, scale), wk.z), __fmul_rn(__fmul_rn(v[k].w, scale), wk.w));
     o4[i4] = o;
+    if (f16) store_f16x4(f16 + r * dim + 4 * int64_t(i4), o);
     if (act_q) {  // 8 lanes' 32 consecutive values are one group
       const int64_t g = (r * dim + 4 * int64_t(i4)) / 32;
       quantize_group4_q8(o, threadIdx.x % 8, act_q + g * 32, act_s + g);
@@ -97,19 +110,20 @@ __global__ void rms_norm_vec_kernel(const float* x, const int32_t* rows, const f
 
 // Picks the kernel: the vector one where the row fits it, else the general one.
 void launch_norm(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim, float eps,
-                 int8_t* q, float2* s, const float* residual, cudaStream_t stream) {
+                 int8_t* q, float2* s, const float* residual, cudaStream_t stream, void* f16 = nullptr) {
+  auto* h = static_cast<__half*>(f16);
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const int v = dim <= 4096 ? 1 : 2;
   if (dim % (128 * v) == 0 && dim <= 8192 && aligned(x) && aligned(w) && aligned(out) && (!residual || aligned(residual))) {
     const unsigned threads = static_cast<unsigned>(dim / (4 * v));
     if (v == 1) launch(rms_norm_vec_kernel<1>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s,
-                       residual);
+                       residual, h);
     else launch(rms_norm_vec_kernel<2>, unsigned(n_rows), threads, 0, stream, x, rows, w, out, dim, eps, q, s,
-                residual);
+                residual, h);
     return;
   }
   launch(rms_norm_kernel, static_cast<unsigned>(n_rows), norm_threads(dim), 0, stream, x, rows, w, out, dim, eps, q, s,
-         residual);
+         residual, h);
 }
 
 // One thread per (token, pair i) and group of kRopeHeads heads (grid y): the angle in double,
@@ -209,26 +223,29 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
 }
 
 // With act_q (n a multiple of 32): gate's 8-bit activations too, a warp's 32 elements a group.
-__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n, int8_t* act_q, float2* act_s) {
+__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n, int8_t* act_q, float2* act_s, __half* f16) {
   pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
   const float v = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
   gate[i] = v;
+  if (f16) f16[i] = __float2half_rn(v);
   if (act_q) quantize_group_q8(v, threadIdx.x % 32, act_q + i / 32 * 32, act_s + i / 32);
 }
 
 // The same four elements a thread (16-byte loads and stores; n a multiple of 4, both arrays
 // 16-byte aligned), the same bits. H200, the 173K-token Qwen3.5-27B job (FFN of 17408, chunks
 // of 16384 tokens), mean per call: 1.34 -> 0.75 ms.
-__global__ void silu_mul4_kernel(float4* gate, const float4* up, int64_t n4) {
+__global__ void silu_mul4_kernel(float4* gate, const float4* up, int64_t n4, __half* f16) {
   pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n4) return;
   const float4 g = gate[i], u = up[i];
   auto f = [](float g, float u) { return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u); };
-  gate[i] = make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w));
+  const float4 v = make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w));
+  gate[i] = v;
+  if (f16) store_f16x4(f16 + 4 * i, v);
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
@@ -254,8 +271,10 @@ __global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int
 
 }  // namespace
 
-void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream) {
-  rms_norm_rows(x, nullptr, w, out, n_rows, dim, eps, stream);
+void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream,
+              void* f16) {
+  if (n_rows <= 0) return;
+  launch_norm(x, nullptr, w, out, n_rows, dim, eps, nullptr, nullptr, nullptr, stream, f16);
 }
 
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
@@ -275,7 +294,7 @@ void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int
 }
 
 void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, void* f16) {
   if (n_rows <= 0) return;
   int8_t* q = nullptr;
   float2* s = nullptr;
@@ -283,7 +302,7 @@ void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t 
     if (dim % 32 != 0) throw Error("internal: add_rms_norm with 8-bit activations needs rows of a multiple of 32");
     act_q8_parts(act, dim, n_rows, q, s);
   }
-  launch_norm(y, nullptr, w, out, n_rows, dim, eps, q, s, x, stream);
+  launch_norm(y, nullptr, w, out, n_rows, dim, eps, q, s, x, stream, f16);
 }
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
@@ -318,14 +337,16 @@ void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t
          k_norm, eps, batch.pos, args, KvStore{kv, static_cast<uint8_t*>(base), batch, v});
 }
 
-void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream, void* f16) {
   if (n <= 0) return;
-  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 && reinterpret_cast<uintptr_t>(up) % 16 == 0) {
+  auto* h = static_cast<__half*>(f16);
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 && reinterpret_cast<uintptr_t>(up) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(h) % 8 == 0) {
     launch(silu_mul4_kernel, blocks_for(n / 4), kThreads, 0, stream, reinterpret_cast<float4*>(gate),
-           reinterpret_cast<const float4*>(up), n / 4);
+           reinterpret_cast<const float4*>(up), n / 4, h);
     return;
   }
-  launch(silu_mul_kernel, blocks_for(n), kThreads, 0, stream, gate, up, n, nullptr, nullptr);
+  launch(silu_mul_kernel, blocks_for(n), kThreads, 0, stream, gate, up, n, nullptr, nullptr, h);
 }
 
 void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void* act, cudaStream_t stream) {
@@ -334,7 +355,7 @@ void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void
   int8_t* q = nullptr;
   float2* s = nullptr;
   act_q8_parts(act, dim, n_rows, q, s);
-  launch(silu_mul_kernel, blocks_for(n_rows * dim), kThreads, 0, stream, gate, up, n_rows * dim, q, s);
+  launch(silu_mul_kernel, blocks_for(n_rows * dim), kThreads, 0, stream, gate, up, n_rows * dim, q, s, nullptr);
 }
 
 void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream) {

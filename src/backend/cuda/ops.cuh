@@ -11,8 +11,11 @@
 
 namespace keel::cuda {
 
-// out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps)   x, out: [n_rows, dim] (out may alias x); w: [dim]
-void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream);
+// out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps)   x, out: [n_rows, dim] (out may alias x); w: [dim].
+// f16 (optional, 8-byte aligned): out rounded to f16 there too, as f32_to_f16 would (the input
+// of the prefill GEMM the op feeds; the same for add_rms_norm, silu_mul and gated_rms_norm).
+void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, cudaStream_t stream,
+              void* f16 = nullptr);
 // The same, also writing out's 8-bit activations into act (gemv_q8.cuh's layout for n_rows rows
 // of dim inputs, the same bits quantize_act_q8 gives): the norm feeding a matmul quantizes once.
 void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
@@ -21,7 +24,7 @@ void rms_norm_q8(const float* x, const float* w, float* out, int64_t n_rows, int
 // y += x, then out = rms_norm(y) (the residual add and the next norm in one pass, the same bits as
 // add_inplace then rms_norm); with act non-null, out's 8-bit activations too (as rms_norm_q8).
 void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps, void* act,
-                  cudaStream_t stream);
+                  cudaStream_t stream, void* f16 = nullptr);
 
 // The same for chosen rows: out[i] = rms_norm(x[rows[i]])   rows: device int32 [n_rows]; out: [n_rows, dim]
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
@@ -52,7 +55,7 @@ void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t
                         void* base, const AttentionBatch& batch, cudaStream_t stream);
 
 // gate[i] = silu(gate[i]) * up[i]
-void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream, void* f16 = nullptr);
 // The same over n_rows rows of dim, also writing gate's 8-bit activations into act (as rms_norm_q8).
 void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void* act, cudaStream_t stream);
 // y[i] += x[i]
