@@ -18,6 +18,8 @@
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/gemv_q8.cuh"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/matmul.cuh"
 #include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
 #include "quant/blocks.h"
@@ -140,14 +142,25 @@ struct Fixture {
     // With 8-bit activations asked for: a decode-sized call on the tensor cores writes them, the
     // bits quantize_act_q8 gives for its output (the padding token's row is not written).
     const int64_t width = int64_t(c.n_head) * c.head_dim;
+    // With an f16 copy asked for: the warpgroup prefill kernel writes it (f32_to_f16's bits).
     cuda::DeviceBuffer act(cuda::act_q8_bytes(width, n_tokens)), act_ref(cuda::act_q8_bytes(width, n_tokens));
+    cuda::DeviceBuffer f16(size_t(n_tokens * width) * 2), f16_ref(f16.bytes());
     cuda::ActOut act_out;
     cuda::act_q8_parts(act.data(), width, n_tokens, act_out.q, act_out.s);
-    const bool quantized = cuda::attention(layout, pool.data(), b, dq.as<float>(), dout.as<float>(), c.n_head, scale,
-                                           ws.as<float>(), nullptr, act_out);
+    act_out.f16 = f16.data();
+    const bool wrote = cuda::attention(layout, pool.data(), b, dq.as<float>(), dout.as<float>(), c.n_head, scale,
+                                       ws.as<float>(), nullptr, act_out);
     const bool decode_path = n_tokens <= cuda::kSplitMaxTokens && (c.head_dim == 64 || c.head_dim == 128 || c.head_dim == 256);
-    EXPECT_EQ(quantized, decode_path) << "8-bit output of a call of " << n_tokens << " tokens, head size " << c.head_dim;
-    if (quantized) {
+    const bool wgmma_path = n_tokens > cuda::kSplitMaxTokens && (c.head_dim == 128 || c.head_dim == 256) &&
+                            cuda::wgmma_available();
+    EXPECT_EQ(wrote, decode_path || wgmma_path) << "output of a call of " << n_tokens << " tokens, head size " << c.head_dim;
+    if (wgmma_path) {
+      cuda::f32_to_f16(dout.as<float>(), n_tokens * width, f16_ref.data(), nullptr);
+      const size_t n = size_t(n_tokens - 1) * size_t(width);  // not the padding token's row
+      const auto got = download<uint16_t>(f16, n), want = download<uint16_t>(f16_ref, n);
+      EXPECT_EQ(got, want) << "attention's f16 copy, head size " << c.head_dim;
+    }
+    if (wrote && decode_path) {
       cuda::quantize_act_q8(dout.as<float>(), n_tokens, width, act_ref.data(), nullptr);
       const size_t rows = size_t(n_tokens - 1), q_bytes = rows * size_t(width);
       const size_t s_off = (size_t(n_tokens) * size_t(width) + 255) / 256 * 256, s_bytes = rows * size_t(width) / 32 * 8;

@@ -197,6 +197,18 @@ TEST(CudaOps, GemmInputF16EqualsConversion) {
     EXPECT_EQ(download<uint32_t>(oa, n), download<uint32_t>(ob, n)) << "gated_rms_norm, dim " << dim;
     expect_f16_of(ob, f16, n, "gated_rms_norm, dim " + std::to_string(dim));
   }
+  {  // sigmoid_gate over rows of 6144 whose gates sit in rows of twice that (Qwen3.5's Q and gate)
+    const int64_t rows = 9, dim = 6144;
+    const size_t n = size_t(rows * dim);
+    const auto x = cuda_test::random_floats(n, rng, 2.0f), g = cuda_test::random_floats(2 * n, rng, 3.0f);
+    auto xa = upload(x), xb = upload(x), dg = upload(g);
+    cuda::DeviceBuffer f16(n * 2);
+    cuda::sigmoid_gate(xa.as<float>(), dim, dg.as<float>() + dim, 2 * dim, rows, dim, nullptr);
+    cuda::sigmoid_gate(xb.as<float>(), dim, dg.as<float>() + dim, 2 * dim, rows, dim, nullptr, f16.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(xa, n), download<uint32_t>(xb, n)) << "sigmoid_gate";
+    expect_f16_of(xb, f16, n, "sigmoid_gate");
+  }
 }
 
 TEST(CudaOps, RopeNormNeoxPartialFactors) {

@@ -757,11 +757,12 @@ constexpr int wgmma_threads() {
   return kWgThreads + (WS ? 128 : 0);
 }
 
-// grid: (query tiles, n_kv_heads). Writes out.
+// grid: (query tiles, n_kv_heads). Writes out, and with f16 out rounded to f16 there too (the
+// output projection's GEMM input, f32_to_f16's bits).
 template <int D, KvElem E, int MIN_CTAS, bool WS = false>
 __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
     flash_wgmma_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
-                       float* __restrict__ out, int n_head, float scale) {
+                       float* __restrict__ out, int n_head, float scale, __half* __restrict__ f16) {
 #if KEEL_WGMMA
   pdl_enter();
   constexpr int kCtaRows = kWgGroups * kWgRows, kQBytes = kWgRows * D * 2, kTileBytes = kWgKeys * D * 2;
@@ -945,6 +946,13 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
       *reinterpret_cast<float2*>(dst + 8 * n + 2 * cq) = make_float2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+    if (f16) {
+      __half* dst16 = f16 + (size_t(t) * n_head + h) * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<__half2*>(dst16 + 8 * n + 2 * cq) =
+            __floats2half2_rn(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+    }
   }
 #endif  // KEEL_WGMMA
 }
@@ -1441,9 +1449,15 @@ bool takes_decode_path(const KvLayout& kv, const AttentionBatch& b, int n_head) 
   return tensor_core_head_dim(kv.head_dim) && b.n_tokens <= kSplitMaxTokens && n_head / kv.n_kv_heads <= 16;
 }
 
+// Prefill on Hopper at head sizes 128 and 256 (KEEL_CUDA_WGMMA=0: mma.sync).
+bool takes_wgmma_path(const KvLayout& kv, const AttentionBatch& b, int n_head) {
+  return !takes_decode_path(kv, b, n_head) && (kv.head_dim == 128 || kv.head_dim == 256) &&
+         b.n_tokens > kSplitMaxTokens && wgmma_available();
+}
+
 template <int D, KvElem E>
 void launch_wgmma_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                            int n_head, float scale, cudaStream_t stream) {
+                            int n_head, float scale, void* f16, cudaStream_t stream) {
   const int tokens_per_tile = kWgGroups * kWgRows / (n_head / kv.n_kv_heads);
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
   constexpr bool WS = wgmma_warp_specialized<D, E>();
@@ -1452,7 +1466,7 @@ void launch_wgmma_attention(const KvLayout& kv, const void* base, const Attentio
   static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
   launch(kernel, dim3(tiles, kv.n_kv_heads), wgmma_threads<WS>(), smem, stream, kv, static_cast<const uint8_t*>(base), b,
-         q, out, n_head, scale);
+         q, out, n_head, scale, static_cast<__half*>(f16));
 }
 
 template <int D, KvElem E>
@@ -1461,8 +1475,8 @@ void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch
   if (takes_decode_path(kv, b, n_head))
     return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
   if constexpr (D >= 128) {
-    if (b.n_tokens > kSplitMaxTokens && wgmma_available())
-      return launch_wgmma_attention<D, E>(kv, base, b, q, out, n_head, scale, stream);
+    if (takes_wgmma_path(kv, b, n_head))
+      return launch_wgmma_attention<D, E>(kv, base, b, q, out, n_head, scale, act.f16, stream);
   }
   constexpr bool split_kv = E == KvElem::f16 && D >= 256;
   constexpr int keys = E == KvElem::q8_0 && D >= 256 ? 32 : 64;
@@ -1521,10 +1535,12 @@ bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
            n_head, scale);
     return false;
   }
-  if (!takes_decode_path(kv, b, n_head)) act = {};
+  // 8-bit activations on the decode path; the f16 copy on the wgmma prefill path.
+  if (!takes_decode_path(kv, b, n_head)) act.q = nullptr, act.s = nullptr;
+  if (!takes_wgmma_path(kv, b, n_head)) act.f16 = nullptr;
   if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
   else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
-  return act.q != nullptr;
+  return act.q != nullptr || act.f16 != nullptr;
 }
 
 }  // namespace keel::cuda

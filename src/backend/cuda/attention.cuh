@@ -72,17 +72,20 @@ size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens)
 void kv_write(const KvLayout& kv, void* base, const AttentionBatch& batch, const float* k, const float* v,
               cudaStream_t stream);
 
-// 8-bit activations of an op's output (gemv_q8.cuh's layout, act_q8_parts), or none.
+// 8-bit activations of an op's output (gemv_q8.cuh's layout, act_q8_parts), or none; or its f16
+// copy (packed rows, 8-byte aligned: the prefill GEMM's input), or none.
 struct ActOut {
   int8_t* q = nullptr;
   float2* s = nullptr;
+  void* f16 = nullptr;
 };
 
 // out = softmax(scale * q K^T) V per (token, head) over the token's sequence, causal.
 // q, out: [n_tokens, n_head, head_dim] f32 (n_head a multiple of n_kv_heads).
 // workspace: attention_workspace_bytes(kv, n_head, batch.n_tokens) device bytes.
 // With act, decode-sized calls also write out's 8-bit activations (the bits quantize_act_q8
-// gives) for the output projection's GEMV; returns whether it did.
+// gives) for the output projection's GEMV, and the warpgroup prefill kernel (Hopper, head sizes
+// 128 and 256) out's f16 copy for its GEMM; returns whether it wrote what act asked.
 bool attention(const KvLayout& kv, const void* base, const AttentionBatch& batch, const float* q, float* out,
                int n_head, float scale, float* workspace, cudaStream_t stream, ActOut act = {});
 

@@ -435,7 +435,10 @@ void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
   const auto o = op("sigmoid_gate", x, gate, gate_stride, n_rows, dim);
   if (o.skip) return;
-  cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get());
+  // Prefill: the gated attention output feeds the output projection's GEMM; its f16 copy on the way.
+  void* f16 = gemm_input_f16(n_rows, dim);
+  cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get(), f16);
+  if (f16) f16_cached_ = {x, n_rows, dim, op_serial_};
 }
 
 void CudaBackend::copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
@@ -613,10 +616,13 @@ void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t
   // Decode: the output feeds the output projection's GEMV; quantize it for that on the way.
   ActOut act;
   if (writes_act_q8(rows, width)) act_q8_parts(act_q8_, width, rows, act.q, act.s);
+  act.f16 = gemm_input_f16(rows, width);  // prefill
   if (o.skip) return;
   if (cuda::attention(kv_layout_, kv_pools_.at(layer), attn_batch_, q, out, int(n_head), scale, attention_ws_,
-                      stream_.get(), act))
-    act_cached_ = {out, rows, width, op_serial_};
+                      stream_.get(), act)) {
+    if (act.q) act_cached_ = {out, rows, width, op_serial_};
+    if (act.f16) f16_cached_ = {out, rows, width, op_serial_};
+  }
 }
 
 void CudaBackend::conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) {

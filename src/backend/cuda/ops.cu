@@ -260,13 +260,16 @@ __global__ void add_bias_kernel(float* x, const float* bias, int64_t n, int64_t 
   if (i < n) x[i] += bias[i % dim];
 }
 
-__global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int64_t gs, int64_t n_rows, int64_t width) {
+__global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int64_t gs, int64_t n_rows, int64_t width,
+                                    __half* f16) {
   pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n_rows * width) return;
   const int64_t r = i / width, k = i % width;
   float* p = x + r * xs + k;
-  *p = __fdiv_rn(*p, __fadd_rn(1.0f, expf(-gate[r * gs + k])));
+  const float v = __fdiv_rn(*p, __fadd_rn(1.0f, expf(-gate[r * gs + k])));
+  *p = v;
+  if (f16) f16[i] = __float2half_rn(v);  // rows of width, packed
 }
 
 }  // namespace
@@ -369,10 +372,10 @@ void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStre
 }
 
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, void* f16) {
   if (n_rows * width <= 0) return;
   launch(sigmoid_gate_kernel, blocks_for(n_rows * width), kThreads, 0, stream, x, x_stride, gate, gate_stride, n_rows,
-         width);
+         width, static_cast<__half*>(f16));
 }
 
 }  // namespace keel::cuda

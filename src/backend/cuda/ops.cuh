@@ -62,8 +62,9 @@ void silu_mul_q8(float* gate, const float* up, int64_t n_rows, int64_t dim, void
 void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
 // x[r, :] += bias   x: [n_rows, dim]
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStream_t stream);
-// x[r * x_stride + i] /= 1 + exp(-gate[r * gate_stride + i])  for i < width (sigmoid output gate)
+// x[r * x_stride + i] /= 1 + exp(-gate[r * gate_stride + i])  for i < width (sigmoid output gate);
+// f16 (optional): the results as packed rows of width (rms_norm's f16)
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
-                  cudaStream_t stream);
+                  cudaStream_t stream, void* f16 = nullptr);
 
 }  // namespace keel::cuda
