@@ -497,6 +497,11 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
 // 20.8 / 20.7, 5120 x 6144 10.0 -> 10.3; Qwen3.5-27B Q5_K_M decode at depth 0 123.1 / 122.8 /
 // 123.1 / 122.6 -> 124.9 / 124.9 / 124.2 / 124.7 tok/s. Slower, in the same runs: Q5_K with 6 or
 // 8 stages (decode 117-118), Q6_K with 4 or 6 stages or 16-block chunks, Q8_0 with 5 stages.
+// Also slower: each launch's last CTAs prefetching into L2 (cp.async.bulk.prefetch.L2) the first
+// megabytes of the weight the next GEMV of the step reads (learned from the step before), to keep
+// the bus busy across the norms and attention between them: Qwen3-8B Q8_0 decode at depth 0
+// 318.0 / 318.0 tok/s without, 316.3 with 4 MB, 310.9 / 312.2 with 8, 289.3 with 16, 270.8 with 32;
+// Qwen3.5-27B Q5_K_M 123.9 / 123.7 without, 122.9 / 122.5 with 8, 120.0 with 16 (H200, one run).
 template <Type T>
 void launch_gemv_with(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   int64_t rows = 0;
