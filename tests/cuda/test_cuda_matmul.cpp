@@ -276,12 +276,19 @@ TEST(CudaMatmul, GemvQ8ManyEqualsEachAlone) {
   }
 }
 
+// A cuBLAS handle with its workspace on a stream of its own.
+struct BlasRig {
+  cuda::DeviceBuffer ws{cuda::kBlasWorkspaceBytes};
+  cuda::Stream stream;
+  cuda::Blas blas{ws.data(), ws.bytes(), stream.get()};
+};
+
 TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(13);
-  cuda::DeviceBuffer blas_ws(cuda::kBlasWorkspaceBytes);
-  cuda::Stream stream;
-  cuda::Blas blas(blas_ws.data(), blas_ws.bytes(), stream.get());
+  BlasRig rig;
+  auto& blas = rig.blas;
+  auto& stream = rig.stream;
   for (Type type : kTypes) {
     const int64_t n_in = n_in_for(type, type == Type::F32 ? false : true), n_out = 131;
     const auto w = random_weights(type, n_in, n_out, rng);
@@ -318,9 +325,8 @@ TEST(CudaMatmul, GemmF16EveryTypeMatchesReference) {
 TEST(CudaMatmul, GemmReusesTheF16CopyOfX) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(17);
-  cuda::DeviceBuffer blas_ws(cuda::kBlasWorkspaceBytes);
-  cuda::Stream stream;
-  cuda::Blas blas(blas_ws.data(), blas_ws.bytes(), stream.get());
+  BlasRig rig;
+  auto& blas = rig.blas;
   const Type type = Type::Q4_K;
   const int64_t n_in = 512, n_tok = 37, n_out_a = 96, n_out_b = 300;
   auto dwa = upload(random_weights(type, n_in, n_out_a, rng));
@@ -334,7 +340,7 @@ TEST(CudaMatmul, GemmReusesTheF16CopyOfX) {
   cuda::matmul(blas, wb, dx.as<float>(), n_tok, fresh.as<float>(), scratch.data());
   cuda::matmul(blas, wa, dx.as<float>(), n_tok, ya.as<float>(), scratch.data());
   cuda::matmul(blas, wb, dx2.as<float>(), n_tok, reused.as<float>(), scratch.data(), /*x_in_scratch=*/true);
-  stream.synchronize();
+  rig.stream.synchronize();
   const auto a = download<float>(fresh, size_t(n_tok * n_out_b)), b = download<float>(reused, size_t(n_tok * n_out_b));
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));

@@ -950,8 +950,7 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
       __half* dst16 = f16 + (size_t(t) * n_head + h) * D;
 #pragma unroll
       for (int n = 0; n < D / 8; ++n)
-        *reinterpret_cast<__half2*>(dst16 + 8 * n + 2 * cq) =
-            __floats2half2_rn(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
+        *reinterpret_cast<uint32_t*>(dst16 + 8 * n + 2 * cq) = pack_half2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
     }
   }
 #endif  // KEEL_WGMMA
@@ -1536,7 +1535,10 @@ bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
     return false;
   }
   // 8-bit activations on the decode path; the f16 copy on the wgmma prefill path.
-  if (!takes_decode_path(kv, b, n_head)) act.q = nullptr, act.s = nullptr;
+  if (!takes_decode_path(kv, b, n_head)) {
+    act.q = nullptr;
+    act.s = nullptr;
+  }
   if (!takes_wgmma_path(kv, b, n_head)) act.f16 = nullptr;
   if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
   else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, act, stream);

@@ -489,9 +489,8 @@ void CudaBackend::matmul(const backend::WeightView& w, const float* x, int64_t n
 void CudaBackend::multiply(const DeviceWeight& w, const float* x, int64_t n_tokens, float* y) {
   const bool y_over_x = y < x + n_tokens * w.n_in && x < y + n_tokens * w.n_out;
   if (n_tokens > kGemvMaxTokens) {
-    const bool ready = f16_cached_.x == x && f16_cached_.n_tokens == n_tokens && f16_cached_.n_in == w.n_in &&
-                       f16_cached_.serial + 1 == op_serial_;
-    cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_, ready && gemm_keeps_x_f16(w));
+    const bool ready = f16_cached_.holds(x, n_tokens, w.n_in, op_serial_) && gemm_keeps_x_f16(w);
+    cuda::matmul(*blas_, w, x, n_tokens, y, matmul_ws_, ready);
     f16_cached_ = {y_over_x || !gemm_keeps_x_f16(w) ? nullptr : x, n_tokens, w.n_in, op_serial_};
     return;
   }
@@ -520,9 +519,7 @@ bool CudaBackend::takes_gemv_q8(const DeviceWeight& w, int64_t n_tokens) const {
 
 // act_q8_ <- x quantized, unless it already holds it (made by the op just before this one).
 void CudaBackend::quantize_once(const float* x, int64_t n_tokens, int64_t n_in) {
-  const bool fresh = act_cached_.x == x && act_cached_.n_tokens == n_tokens && act_cached_.n_in == n_in &&
-                     act_cached_.serial + 1 == op_serial_;
-  if (!fresh) quantize_act_q8(x, n_tokens, n_in, act_q8_, stream_.get());
+  if (!act_cached_.holds(x, n_tokens, n_in, op_serial_)) quantize_act_q8(x, n_tokens, n_in, act_q8_, stream_.get());
 }
 
 // Decode-sized calls: the weights the 8-bit GEMV takes go in one launch per type; the rest (and

@@ -124,6 +124,10 @@ class CudaBackend final : public backend::Backend {
     const float* x = nullptr;
     int64_t n_tokens = 0, n_in = 0;
     uint64_t serial = 0;
+    // Whether it holds this x, made by the op just before op number `now`.
+    bool holds(const float* x_now, int64_t tokens, int64_t in, uint64_t now) const {
+      return x == x_now && n_tokens == tokens && n_in == in && serial + 1 == now;
+    }
   };
   ActCache act_cached_;
   ActCache f16_cached_;       // what the matmul scratch holds: x's f16 copy (the GEMM path)

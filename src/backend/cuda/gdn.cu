@@ -508,45 +508,32 @@ __global__ void __launch_bounds__(kThreads, 2) delta_prep_kernel(DeltaArgs a, Se
     // diagonal (16 x 16 each): element (r, cc) of block j.
     static_assert((C - B) * B <= 3 * kThreads, "three elements a thread");
     for (int i = 1; i < C / B; ++i) {
-      const auto element = [&](int n, int& j, int& r, int& cc) {
-        const int e = tid + kThreads * n;
-        j = e / (B * B), r = i * B + e % (B * B) / B, cc = j * B + e % B;
+      // f(n, j, r, cc) for each of this thread's elements that lies in a block j < i.
+      const auto each_element = [&](auto&& f) {
+#pragma unroll
+        for (int n = 0; n < 3; ++n) {
+          const int e = tid + kThreads * n, j = e / (B * B);
+          if (j < i) f(n, j, i * B + e % (B * B) / B, j * B + e % B);
+        }
       };
       float x[3];
+      const auto put_x = [&](int n, int, int r, int cc) { Ts[r * kRowC + cc] = x[n]; };
       __syncthreads();  // the blocks above (and the diagonal ones) are final
-#pragma unroll
-      for (int n = 0; n < 3; ++n) {  // X_j = Σ_{j<=k<i} A_ik T_kj
-        int j, r, cc;
-        element(n, j, r, cc);
+      each_element([&](int n, int j, int r, int cc) {  // X_j = Σ_{j<=k<i} A_ik T_kj
         float sum = 0.0f;
-        if (j < i)
-          for (int k = j * B; k < i * B; ++k) sum = fmaf(As[r * kRowC + k], Ts[k * kRowC + cc], sum);
+        for (int k = j * B; k < i * B; ++k) sum = fmaf(As[r * kRowC + k], Ts[k * kRowC + cc], sum);
         x[n] = sum;
-      }
+      });
       __syncthreads();  // X_j in T_ij's place (nothing reads T_ij before this row is done)
-#pragma unroll
-      for (int n = 0; n < 3; ++n) {
-        int j, r, cc;
-        element(n, j, r, cc);
-        if (j < i) Ts[r * kRowC + cc] = x[n];
-      }
+      each_element(put_x);
       __syncthreads();
-#pragma unroll
-      for (int n = 0; n < 3; ++n) {  // T_ij = −T_ii X_j
-        int j, r, cc;
-        element(n, j, r, cc);
+      each_element([&](int n, int, int r, int cc) {  // T_ij = −T_ii X_j
         float sum = 0.0f;
-        if (j < i)
-          for (int m = i * B; m <= r; ++m) sum = fmaf(Ts[r * kRowC + m], Ts[m * kRowC + cc], sum);
+        for (int m = i * B; m <= r; ++m) sum = fmaf(Ts[r * kRowC + m], Ts[m * kRowC + cc], sum);
         x[n] = -sum;
-      }
+      });
       __syncthreads();
-#pragma unroll
-      for (int n = 0; n < 3; ++n) {
-        int j, r, cc;
-        element(n, j, r, cc);
-        if (j < i) Ts[r * kRowC + cc] = x[n];
-      }
+      each_element(put_x);
     }
   }
   wait_async_loads();
