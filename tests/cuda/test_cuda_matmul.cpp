@@ -189,11 +189,11 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(14);
   // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk; few rows (cut
-  // in 2 or 4 parts, one warp each) and more rows than the GPU holds warps (whole rows, several
-  // waves); rows that start off 16-byte boundaries (Q6_K at 1280 and 5120 inputs, Qwen3.5-27B's
-  // width: rows of 1050 and 4200 bytes; Q8_0 and Q4_0 at 1312 and 96).
+  // in 2 or 4 parts, one warp each) and more rows than the GPU holds warps (whole rows streamed,
+  // several a warp: 20011 rows); rows that start off 16-byte boundaries (Q6_K at 1280 and 5120
+  // inputs, Qwen3.5-27B's width: rows of 1050 and 4200 bytes; Q8_0 and Q4_0 at 1312 and 96).
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
-  for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{1280, 67}, {8192, 67}, {8192, 4099},
+  for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{1280, 67}, {8192, 67}, {8192, 4099}, {1280, 20011},
                              {type == Type::Q6_K ? 5120 : 1312, 4099}, {type == Type::Q6_K ? 5120 : 96, 67}}) {
     ASSERT_TRUE(cuda::gemv_q8_supports({type, nullptr, n_in, n_out})) << quant::type_name(type);
     const auto w = random_weights(type, n_in, n_out, rng);
@@ -240,13 +240,20 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
 }
 
 // Q, K and V (or gate and up) in one call: each output bit for bit what its weight gives alone,
-// with weights of two types (two launches) and of row counts cut in parts differently.
-TEST(CudaMatmul, GemvQ8ManyEqualsEachAlone) {
+// with weights of two types (two launches), streamed and cut in parts differently; and the
+// Qwen3.5-27B delta-net input products (all four streamed together: a warp's rows cross from one
+// weight to the next).
+class GemvQ8Many : public ::testing::TestWithParam<int> {};
+
+TEST_P(GemvQ8Many, EqualsEachAlone) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(15);
-  const int64_t n_in = 4096;
-  const std::vector<std::pair<Type, int64_t>> shapes = {{Type::Q4_K, 4096}, {Type::Q6_K, 1024}, {Type::Q4_K, 1024},
-                                                        {Type::Q4_K, 67}};
+  const int64_t n_in = GetParam() == 0 ? 4096 : 5120;
+  const std::vector<std::pair<Type, int64_t>> shapes =
+      GetParam() == 0 ? std::vector<std::pair<Type, int64_t>>{{Type::Q4_K, 4096}, {Type::Q6_K, 1024}, {Type::Q4_K, 1024},
+                                                              {Type::Q4_K, 67}}
+                      : std::vector<std::pair<Type, int64_t>>{{Type::Q5_K, 10240}, {Type::Q5_K, 6144}, {Type::Q5_K, 48},
+                                                              {Type::Q5_K, 48}};
   std::vector<cuda::DeviceBuffer> weights;
   std::vector<cuda::DeviceWeight> dws;
   for (auto [type, n_out] : shapes) {
@@ -275,6 +282,7 @@ TEST(CudaMatmul, GemvQ8ManyEqualsEachAlone) {
     }
   }
 }
+INSTANTIATE_TEST_SUITE_P(CudaMatmul, GemvQ8Many, ::testing::Values(0, 1));
 
 // A cuBLAS handle with its workspace on a stream of its own.
 struct BlasRig {

@@ -173,14 +173,20 @@ __device__ __forceinline__ void cp_async_piece(void* smem, const void* gmem, boo
   }
 }
 
-// The raw K and V rows of a KEYS-key tile into `stage` by `THREADS` threads from `first`, keys at
-// or beyond kv_end zero-filled (a zero scale: they dequantize to 0). Completes with the caller's
-// commit / wait. Piece i of the tile lands at stage + i * piece (rows of 17 pieces, K then V).
-// Page lookups as issue_f16_rows.
-template <int D, int KEYS, int THREADS>
+// Which rows of a tile a copy takes: its K rows, its V rows, or both (K then V).
+enum class KvRows { k, v, both };
+
+// The raw K and V rows of a KEYS-key tile (or only one of them: ROWS) into `stage` by `THREADS`
+// threads from `first`, keys at or beyond kv_end zero-filled (a zero scale: they dequantize to 0).
+// Completes with the caller's commit / wait. Piece i of the copy lands at stage + i * piece (rows
+// of 17 pieces, K then V). Page lookups as issue_f16_rows.
+template <int D, int KEYS, int THREADS, KvRows ROWS = KvRows::both>
 __device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                 int key0, int kv_end, uint8_t* stage, int first) {
-  constexpr int piece = q8_0_piece<D>(), pieces = 2 * KEYS * 17, rounds = (pieces + THREADS - 1) / THREADS;
+  constexpr int piece = q8_0_piece<D>(), pieces = (ROWS == KvRows::both ? 2 : 1) * KEYS * 17,
+                rounds = (pieces + THREADS - 1) / THREADS;
+  // Whether copy row `row` is a V row.
+  const auto is_v = [](int row) { return ROWS == KvRows::v || (ROWS == KvRows::both && row >= KEYS); };
   const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
   const uint8_t* head = base + size_t(g) * kv.row_bytes();
   if (kv.page_tokens % KEYS == 0) {
@@ -192,7 +198,7 @@ __device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_
       if (pieces % THREADS != 0 && i >= pieces) break;
       const int row = i / 17, c = i - 17 * row, j = row % KEYS;
       const bool valid = key0 + j < kv_end;
-      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + (row >= KEYS ? v_off : 0) + piece * c;
+      const uint8_t* src = tile + (valid ? size_t(j) * token_bytes : 0) + (is_v(row) ? v_off : 0) + piece * c;
       cp_async_piece<piece>(stage + i * piece, src, valid);
     }
     return;
@@ -203,7 +209,7 @@ __device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_
     const bool valid = kp < kv_end;
     const int page = valid ? page_row[kp / kv.page_tokens] : page_row[0];
     const uint8_t* src = head + size_t(page) * kv.page_bytes() + size_t(valid ? kp % kv.page_tokens : 0) * token_bytes;
-    cp_async_piece<piece>(stage + i * piece, src + (row >= KEYS ? v_off : 0) + piece * c, valid);
+    cp_async_piece<piece>(stage + i * piece, src + (is_v(row) ? v_off : 0) + piece * c, valid);
   }
 }
 
@@ -973,28 +979,42 @@ constexpr int kDecodeKeys = 16;
 constexpr int kDecodeTilesPerWarp = 2;
 
 // A warp's shared memory: f16, two K/V tile pairs (double-buffered copies); q8_0, one f16 tile
-// that K and then V are dequantized into, then two stagings of raw rows (double-buffered copies).
-// q8_0 thus fits two CTAs an SM at head size 256 (decode is latency-bound: the second CTA's
-// warps overlap each one's chain of copy, dequantize, mma).
+// that K and then V are dequantized into, then one staging of raw rows, K's then V's, each half
+// refilled with the next tile's rows as soon as it is dequantized (so each copy has a whole
+// tile's work to land, as with two stagings). q8_0 thus fits three CTAs an SM at head size 256
+// (168 registers, decode_min_ctas) where two stagings fitted two: decode is latency-bound (ncu:
+// 0.46 eligible warps a scheduler with two), and the third CTA's warps overlap the others' chains
+// of copy, dequantize and mma. Measured on the H200 (keel_cuda_bench attn, one token, two
+// stagings -> one; us at depth 4096 / 32768 / 173000): 24 heads over 4 of 256 18.3 / 42.9 / 164.7
+// -> 20.9 / 38.8 / 138.9 (2.28 -> 2.71 TB/s of K/V at 173000, with up to 99 key ranges instead of
+// 64), 32 over 8 of 128 14.6 / 43.9 / 179.5 -> 14.8 / 41.0 / 168.8; Qwen3.5-27B Q5_K_M decode
+// at depth 173000 with q8_0 pages 92.6 -> 96.3 tok/s. f16 pages are unchanged.
 template <int D, KvElem E>
 constexpr size_t decode_warp_bytes() {
   const size_t tile = size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
-  return E == KvElem::f16 ? 4 * tile : tile + 2 * size_t(q8_0_stage_bytes<D, kDecodeKeys>());
+  return E == KvElem::f16 ? 4 * tile : tile + size_t(q8_0_stage_bytes<D, kDecodeKeys>());
 }
 
-// Starts the copy of the tile at key0 into buffer `buf` (0 or 1) of the warp's memory `mine`.
-template <int D, KvElem E>
+// f16: starts the copy of the tile at key0 into buffer `buf` (0 or 1) of the warp's memory `mine`.
+template <int D>
 __device__ __forceinline__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                   int key0, int kv_end, uint8_t* mine, int buf, int lane) {
   constexpr int ld = D + 8;
-  auto* tiles = reinterpret_cast<__half*>(mine);
-  if constexpr (E == KvElem::f16) {
-    __half* ks = tiles + buf * 2 * kDecodeKeys * ld;
-    issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, ks + kDecodeKeys * ld, lane);
-  } else {
-    uint8_t* stage = mine + kDecodeKeys * ld * sizeof(__half) + buf * q8_0_stage_bytes<D, kDecodeKeys>();
-    issue_q8_0_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, stage, lane);
-  }
+  __half* ks = reinterpret_cast<__half*>(mine) + buf * 2 * kDecodeKeys * ld;
+  issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, ks + kDecodeKeys * ld, lane);
+}
+
+// q8_0: the warp's staging of raw rows (K's, then V's) and the copy of the tile at key0's K or V
+// rows into their half of it.
+template <int D>
+__device__ __forceinline__ uint8_t* decode_stage(uint8_t* mine) {
+  return mine + size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
+}
+template <int D, KvRows ROWS>
+__device__ __forceinline__ void issue_decode_rows(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
+                                                  int key0, int kv_end, uint8_t* mine, int lane) {
+  uint8_t* half = decode_stage<D>(mine) + (ROWS == KvRows::v ? kDecodeKeys * q8_0_row_bytes<D>() : 0);
+  issue_q8_0_tile<D, kDecodeKeys, 32, ROWS>(kv, base, page_row, g, key0, kv_end, half, lane);
 }
 
 // The tiles, then (reusing them) the warps' results for the merge: [kWarps][16 heads][D + 2].
@@ -1028,7 +1048,12 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
 // dims 16 mb + gq and + 8; all of them for heads 8 nb + 2 cq and + 1 of the group, whose running
 // max and sum it keeps (l: of its own keys until the end).
 template <int D, KvElem E, int NB>
-__global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
+constexpr int decode_min_ctas() {  // q8_0 with one block of heads: three CTAs an SM (decode_warp_bytes)
+  return E == KvElem::q8_0 && NB == 1 ? 3 : 1;
+}
+
+template <int D, KvElem E, int NB>
+__global__ void __launch_bounds__(kThreads, decode_min_ctas<D, E, NB>()) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
                                                                     AttentionBatch b, const float* __restrict__ q,
                                                                     float* __restrict__ out, int n_head, float scale,
                                                                     float* __restrict__ ws, ActOut act) {
@@ -1076,22 +1101,35 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) m[nb][0] = m[nb][1] = -INFINITY, l[nb][0] = l[nb][1] = 0.0f;
 
+  // Copy groups, in commit order: f16, one per tile; q8_0, the K rows then the V rows of each
+  // tile (each refilled right after its dequantization), so either wait below leaves one group
+  // (the most recent) in flight.
   int tile = tile_begin + warp;
-  if (tile < tile_end) issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
+  if constexpr (E == KvElem::f16) {
+    if (tile < tile_end) issue_decode_tile<D>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
+  } else {
+    if (tile < tile_end) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
+    cp_async_commit();
+    if (tile < tile_end) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
+  }
   cp_async_commit();
   for (int it = 0; tile < tile_end; ++it, tile += kWarps) {
     // q8_0: K, then V, dequantized into the one tile
     __half* ks = reinterpret_cast<__half*>(mine) + (E == KvElem::f16 ? (it & 1) * 2 * kDecodeKeys * ld : 0);
     __half* vs = E == KvElem::f16 ? ks + kDecodeKeys * ld : ks;
-    const uint8_t* stage = mine + kDecodeKeys * ld * sizeof(__half) + (it & 1) * q8_0_stage_bytes<D, kDecodeKeys>();
-    if (tile + kWarps < tile_end)
-      issue_decode_tile<D, E>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, (it + 1) & 1, lane);
-    cp_async_commit();
+    const uint8_t* stage = decode_stage<D>(mine);
+    const bool more = tile + kWarps < tile_end;
+    if constexpr (E == KvElem::f16) {
+      if (more) issue_decode_tile<D>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, (it + 1) & 1, lane);
+      cp_async_commit();
+    }
     cp_async_wait<1>();
     __syncwarp();
     if constexpr (E == KvElem::q8_0) {
       dequant_q8_0_rows<D, kDecodeKeys, 32>(stage, ks, lane);
-      __syncwarp();
+      __syncwarp();  // every lane is done with the K rows
+      if (more) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, lane);
+      cp_async_commit();
     }
 
     // S^T = K Q^T; even and odd kk in separate sums (dependent chains half as long)
@@ -1146,9 +1184,13 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(KvLayout kv,
         }
     }
     if constexpr (E == KvElem::q8_0) {
-      __syncwarp();  // every lane is done with K
-      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage + kDecodeKeys * q8_0_row_bytes<D>(), vs, lane);
+      __syncwarp();       // every lane is done with K
+      cp_async_wait<1>();  // this tile's V rows have landed (the next K rows may not have)
       __syncwarp();
+      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage + kDecodeKeys * q8_0_row_bytes<D>(), vs, lane);
+      __syncwarp();  // every lane is done with the V rows
+      if (more) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, lane);
+      cp_async_commit();
     }
     // O^T += V^T P^T: V's rows transposed by ldmatrix into A fragments of 16 dims x 16 keys
 #pragma unroll
@@ -1366,7 +1408,8 @@ __global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ ba
 }
 
 // The most key ranges of one token: as many as fill the GPU's resident CTAs once over the KV
-// heads (at most kDecodeSplits). A second, mostly empty wave cost more than longer ranges:
+// heads (at most kDecodeSplits; 99 for q8_0 pages at head size 256 over 4 KV heads, three CTAs an
+// SM). A second, mostly empty wave cost more than longer ranges:
 // measured on the H200 (one token, f16 pages), 32 heads over 8 of 128 (3 CTAs an SM: 49 a head)
 // at depth 32768 / 173000, 51.3 / 200.7 us with 64 ranges, 44.4 / 180.7 with 48; 24 heads over
 // 4 of 256 (1 CTA an SM: 33), 52.1 / 185.1 with 64, 44.4 / 179.1 with 32. A function of the
@@ -1418,7 +1461,7 @@ void launch_attention_keys(const KvLayout& kv, const void* base, const Attention
   const int group = n_head / kv.n_kv_heads;
   const int tokens_per_tile = 16 * WARPS / group;
   const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
-  const int splits = b.n_tokens <= kSplitMaxTokens ? kDecodeSplits : 1;
+  const int splits = b.n_tokens <= kSplitMaxTokens ? kKeySplits : 1;
   const int kv_tiles = E == KvElem::f16 && !SPLIT_KV ? 4 : 2;  // double-buffered K and V, or one of each
   const size_t staging = E == KvElem::q8_0 ? 2 * size_t(q8_0_stage_bytes<D, KK>()) : 0;
   const size_t smem = size_t(16 * WARPS + kv_tiles * KK) * (D + 8) * sizeof(__half) + staging;

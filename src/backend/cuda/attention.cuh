@@ -14,7 +14,7 @@
 // (GQA heads packed together), and walks that sequence's pages in tiles of 32 or 64 keys.
 // Q and the probabilities are rounded to f16 (q8_0 keys and values are dequantized to f16): the
 // error against the f32 CPU twin is about 2^-11 relative per operand. Small calls (decode) split
-// the keys in kDecodeSplits ranges run in parallel and merged by a second kernel (split-KV).
+// the keys in up to kDecodeSplits ranges run in parallel and merged by a second kernel (split-KV).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -58,7 +58,8 @@ struct AttentionBatch {
   int max_pages_per_seq = 0;
 };
 
-constexpr int kDecodeSplits = 64;        // key ranges of the split-KV path (fixed: capture-friendly; <= 256)
+constexpr int kDecodeSplits = 128;       // key ranges of the split-KV decode, at most (capture-friendly; <= 256)
+constexpr int kKeySplits = 64;           // key ranges of the split-KV path of the prefill kernels (<= kDecodeSplits)
 constexpr int kSplitMaxTokens = 16;      // calls of at most this many tokens take the split-KV path
 
 bool attention_supports(const KvLayout& kv);

@@ -255,6 +255,15 @@ struct Targets {
 // turn): Qwen3-8B Q4_K_M 347 / 308 / 234 -> 375 / 338 / 249, Q8_0 (with the prefetch below)
 // 293 / 269 / 213 -> 311 / 284 / 218; Qwen3.5-27B Q5_K_M at depth 0 111 -> 120.
 //
+// A warp that streamed several whole rows, its copies running on across row ends, measured no
+// faster, though with one row a warp the per-warp setup was 37% of a Q5_K GEMV's instructions at
+// 5120 inputs (ncu source counters): on the H200 (keel_cuda_bench gemv, GB/s, one row a warp ->
+// 2 / 4 consecutive rows a warp) Q5_K 17408 x 5120 2811 -> 2774 / 2700, 34816 x 5120 3056 -> 3131
+// / 3151, 5120 x 17408 2657 -> 2202 / 1315 (too few warps for the rows); a wave of warps taking
+// rows g, g + W, ... 2941 / 3084 / 2242 on the same three (2812 / 3047 / 2710 in that run);
+// Qwen3.5-27B Q5_K_M decode 124.4 -> 119.6 / 108.3 and 125.4 -> 125.1 tok/s (waves). The row's
+// bytes, not the setup, bound it.
+//
 // Q8_0 with one token loads a chunk's activations before awaiting its weights, so their
 // latency hides behind the wait, and keeps 16 CTAs an SM (at most 32 registers: without the
 // bound the held activations cost occupancy). Measured on the H200 (keel_cuda_bench gemv, one
