@@ -189,8 +189,8 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
   KEEL_SKIP_WITHOUT_GPU();
   std::mt19937 rng(14);
   // Shapes: rows of whole chunks (the kernel's copy unit) and a partial last chunk; few rows (cut
-  // in 2 or 4 parts, one warp each) and more rows than the GPU holds warps (whole rows streamed,
-  // several a warp: 20011 rows); rows that start off 16-byte boundaries (Q6_K at 1280 and 5120
+  // in 2 or 4 parts, one warp each) and more rows than the GPU holds warps (whole rows, several
+  // waves: 4099 and 20011 rows); rows that start off 16-byte boundaries (Q6_K at 1280 and 5120
   // inputs, Qwen3.5-27B's width: rows of 1050 and 4200 bytes; Q8_0 and Q4_0 at 1312 and 96).
   for (Type type : {Type::Q4_0, Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K})
   for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{1280, 67}, {8192, 67}, {8192, 4099}, {1280, 20011},
@@ -240,9 +240,9 @@ TEST(CudaMatmul, GemvQ8EveryTypeMatchesReference) {
 }
 
 // Q, K and V (or gate and up) in one call: each output bit for bit what its weight gives alone,
-// with weights of two types (two launches), streamed and cut in parts differently; and the
-// Qwen3.5-27B delta-net input products (all four streamed together: a warp's rows cross from one
-// weight to the next).
+// with weights of two types (two launches) and of row counts cut in parts differently; and the
+// Qwen3.5-27B delta-net input products (four weights of 5120 inputs in one launch, two of them
+// 48 rows).
 class GemvQ8Many : public ::testing::TestWithParam<int> {};
 
 TEST_P(GemvQ8Many, EqualsEachAlone) {
