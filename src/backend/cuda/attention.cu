@@ -975,8 +975,12 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
 // product through movmatrix (an 8 x 8 C fragment transposed is the B fragment).
 constexpr int kDecodeKeys = 16;
 // Tiles each warp of a key range walks at least (fewer ranges below that). Measured on the H200
-// (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1.
-constexpr int kDecodeTilesPerWarp = 2;
+// (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1. With q8_0's
+// one staging (decode_warp_bytes), 2 -> 1 (keel_cuda_bench attn, two runs, us at depth 4096):
+// f16 32/8 heads of 128 12.0 / 11.9 -> 11.7 / 11.0, 24/4 of 256 11.4 / 11.6 -> 10.9 / 10.9; q8_0
+// 15.3 / 14.4 -> 12.9 / 12.8 and 20.4 / 20.7 -> 17.6 / 17.7; at 32768 and 173000 the same (the
+// ranges are capped by the resident CTAs there).
+constexpr int kDecodeTilesPerWarp = 1;
 
 // A warp's shared memory: f16, two K/V tile pairs (double-buffered copies); q8_0, one f16 tile
 // that K and then V are dequantized into, then one staging of raw rows, K's then V's, each half
@@ -987,8 +991,9 @@ constexpr int kDecodeTilesPerWarp = 2;
 // of copy, dequantize and mma. Measured on the H200 (keel_cuda_bench attn, one token, two
 // stagings -> one; us at depth 4096 / 32768 / 173000): 24 heads over 4 of 256 18.3 / 42.9 / 164.7
 // -> 20.9 / 38.8 / 138.9 (2.28 -> 2.71 TB/s of K/V at 173000, with up to 99 key ranges instead of
-// 64), 32 over 8 of 128 14.6 / 43.9 / 179.5 -> 14.8 / 41.0 / 168.8; Qwen3.5-27B Q5_K_M decode
-// at depth 173000 with q8_0 pages 92.6 -> 96.3 tok/s. f16 pages are unchanged.
+// 64; 17.6 at 4096 with kDecodeTilesPerWarp 1), 32 over 8 of 128 14.6 / 43.9 / 179.5 -> 14.8 /
+// 41.0 / 168.8; Qwen3.5-27B Q5_K_M decode at depth 173000 with q8_0 pages 92.6 -> 96.3 tok/s.
+// f16 pages are unchanged.
 template <int D, KvElem E>
 constexpr size_t decode_warp_bytes() {
   const size_t tile = size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
