@@ -1030,8 +1030,8 @@ constexpr size_t decode_smem_bytes() {
   return tiles > merge ? tiles : merge;
 }
 
-// Key ranges of a token with n_tiles tiles of keys: enough that each warp walks at least
-// kDecodeTilesPerWarp tiles (its copies pipeline), at most kDecodeSplits and the grid's. A function of the token's own
+// Key ranges of a token with n_tiles tiles of keys: few enough that each warp walks at least
+// kDecodeTilesPerWarp tiles, at most kDecodeSplits and the grid's. A function of the token's own
 // depth only, so a sequence's result does not depend on the others of its call (the merge adds
 // the unused ranges as exact zeros).
 __host__ __device__ inline int decode_splits(int n_tiles, int grid_splits) {
@@ -1052,16 +1052,17 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
 // Lane (gq, cq) = (lane / 4, lane % 4) holds S^T and P^T for keys gq and gq + 8 of a tile, O^T for
 // dims 16 mb + gq and + 8; all of them for heads 8 nb + 2 cq and + 1 of the group, whose running
 // max and sum it keeps (l: of its own keys until the end).
-template <int D, KvElem E, int NB>
-constexpr int decode_min_ctas() {  // q8_0 with one block of heads: three CTAs an SM (decode_warp_bytes)
+// CTAs an SM the decode kernel is compiled for: q8_0 with one block of heads, three (its shared
+// memory fits three at head size 256: decode_warp_bytes); 168 registers a thread at most then.
+template <KvElem E, int NB>
+constexpr int decode_min_ctas() {
   return E == KvElem::q8_0 && NB == 1 ? 3 : 1;
 }
 
 template <int D, KvElem E, int NB>
-__global__ void __launch_bounds__(kThreads, decode_min_ctas<D, E, NB>()) decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base,
-                                                                    AttentionBatch b, const float* __restrict__ q,
-                                                                    float* __restrict__ out, int n_head, float scale,
-                                                                    float* __restrict__ ws, ActOut act) {
+__global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
+    decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
+                            float* __restrict__ out, int n_head, float scale, float* __restrict__ ws, ActOut act) {
   pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
