@@ -304,7 +304,7 @@ TEST(CudaAttention, DecodeSplitKv) {
     run_case({64, 10, 2, 16, kv, {{95, 1}, {0, 1}, {333, 2}}}, rng);   // group 5, tiny pages
     run_case({256, 8, 2, 48, kv, {{130, 1}}}, rng);
     run_case({256, 24, 4, 256, kv, {{5000, 1}, {20, 1}}}, rng);  // the 27B's heads: two-warp CTAs, many key ranges
-    run_case({256, 24, 4, 256, kv, {{13000, 1}, {700, 1}}}, rng);  // more than 64 ranges (q8_0 on an H200: 99)
+    run_case({256, 24, 4, 256, kv, {{13000, 1}, {700, 1}}}, rng);  // ranges up to the resident-CTA cap (q8_0 on an H200: 99)
     // The heads are the mma's columns, in blocks of 8: one head (MHA), a block and a half, two.
     run_case({128, 8, 8, 256, kv, {{600, 1}, {1, 1}}}, rng);
     run_case({64, 24, 2, 16, kv, {{300, 1}, {44, 1}}}, rng);
