@@ -259,19 +259,43 @@ __global__ void gated_rms_norm_kernel(float* o, const float* z, const float* __r
 // elements (H200, the 173K-token Qwen3.5-27B job, 48 heads of 128 a token in chunks of 16384,
 // mean per call: 0.91 -> 0.40 ms).
 constexpr int64_t kWarpNormMaxDim = 512;
+// A lane's elements are in registers (at most kWarpNormMaxDim / 32): the weights are loaded
+// before the wait for the kernel before (no kernel writes them), o and z together after it, so
+// the row costs one round trip to memory, and silu(z) is computed while the sum is.
+constexpr int kWarpNormPerLane = int(kWarpNormMaxDim / 32);
 __global__ void gated_rms_norm_warp_kernel(float* o, const float* z, const float* __restrict__ w, int64_t n_rows,
                                            int64_t dim, float eps, int8_t* act_q, float2* act_s, __half* f16) {
+  const int lane = threadIdx.x % 32;
+  const int n = int(dim / 32);
+  float wv[kWarpNormPerLane];
+#pragma unroll
+  for (int k = 0; k < kWarpNormPerLane; ++k)
+    if (k < n) wv[k] = w[lane + 32 * k];
   pdl_enter();
   const int64_t row = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
   if (row >= n_rows) return;  // the whole warp
   float* x = o + row * dim;
   const float* zr = z + row * dim;
+  float xv[kWarpNormPerLane], gate[kWarpNormPerLane];
+#pragma unroll
+  for (int k = 0; k < kWarpNormPerLane; ++k)
+    if (k < n) {
+      xv[k] = x[lane + 32 * k];
+      gate[k] = zr[lane + 32 * k];
+    }
   double sum = 0.0;
-  for (int64_t i = lane; i < dim; i += 32) sum += double(x[i]) * x[i];
+#pragma unroll
+  for (int k = 0; k < kWarpNormPerLane; ++k)
+    if (k < n) sum += double(xv[k]) * xv[k];
+#pragma unroll
+  for (int k = 0; k < kWarpNormPerLane; ++k)
+    if (k < n) gate[k] = silu(gate[k]);
   const float scale = static_cast<float>(1.0 / sqrt(warp_sum(sum) / double(dim) + eps));
-  for (int64_t i = lane; i < dim; i += 32) {
-    const float y = __fmul_rn(__fmul_rn(__fmul_rn(x[i], scale), w[i]), silu(zr[i]));
+#pragma unroll
+  for (int k = 0; k < kWarpNormPerLane; ++k) {
+    if (k >= n) break;
+    const int64_t i = lane + 32 * k;
+    const float y = __fmul_rn(__fmul_rn(__fmul_rn(xv[k], scale), wv[k]), gate[k]);
     x[i] = y;
     if (f16) f16[row * dim + i] = __float2half_rn(y);
     if (act_q) {
@@ -784,54 +808,62 @@ namespace {
 // (sequence, v-head, block of 32 value columns); thread (column j, warp w) holds rows
 // [w·D/4, +D/4) of column j of S in registers, so S is read once and written once:
 //   kS = Sᵀk, qS = Sᵀq;  δ = β (v − e^g kS);  o = e^g qS + (q·k) δ;  S ← e^g S + k δᵀ
-// (the CPU's gated_delta_recurrent, with the sums over rows in another order).
+// (the CPU's gated_delta_recurrent, with the sums over rows in another order). A decode token
+// spends this kernel's time waiting, not computing, so every load it makes (the warp's rows of
+// S, the gates, v, and lane l's row of q and k) is in flight at once right after the wait, and
+// the warp takes q and k from their lanes (shuffles) and q·k as a warp sum. Before, q and k went
+// through shared memory first, the gates and v were loaded after S's sums, and every thread
+// summed q·k over all rows in turn: three round trips to memory and a 128-step chain.
 constexpr int kDecodeCols = 32, kDecodeWarps = 4, kDecodeRows = D / kDecodeWarps;
+static_assert(kDecodeRows == 32, "a warp's rows of S are its lanes' rows of q and k");
 __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
   pdl_enter();
   const int col_blocks = (a.d_v + kDecodeCols - 1) / kDecodeCols;
-  const int h = blockIdx.x / col_blocks, j = (blockIdx.x % col_blocks) * kDecodeCols + threadIdx.x % 32;
+  const int h = blockIdx.x / col_blocks, lane = threadIdx.x % 32, j = (blockIdx.x % col_blocks) * kDecodeCols + lane;
   const int w = threadIdx.x / 32, s = blockIdx.y;
   const int t = b.q_start[s], kh = h % a.n_k_heads;
-  __shared__ float qk_vec[2][D];
   __shared__ float part[2][kDecodeWarps][kDecodeCols];
-  const float* q = a.q + int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k;
-  const float* k = a.k + int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    qk_vec[0][i] = i < a.d_k ? q[i] : 0.0f;
-    qk_vec[1][i] = i < a.d_k ? k[i] : 0.0f;
-  }
-  __syncthreads();
+  __shared__ float qk_part[kDecodeWarps];
   float* S = a.state + (int64_t{b.slot[s]} * a.n_v_heads + h) * a.d_k * a.d_v;
   const bool col = j < a.d_v;
   float reg[kDecodeRows];
-  float ks = 0.0f, qs = 0.0f;
 #pragma unroll
   for (int m = 0; m < kDecodeRows; ++m) {
     const int i = w * kDecodeRows + m;
     reg[m] = col && i < a.d_k ? S[int64_t{i} * a.d_v + j] : 0.0f;
-    ks = fmaf(qk_vec[1][i], reg[m], ks);
-    qs = fmaf(qk_vec[0][i], reg[m], qs);
   }
-  part[0][w][threadIdx.x % 32] = ks;
-  part[1][w][threadIdx.x % 32] = qs;
+  const int64_t gi = int64_t{t} * a.n_v_heads + h;
+  const float g = a.g[gi], beta = a.beta[gi];
+  const float v = col ? a.v[int64_t{t} * a.v_stride + int64_t{h} * a.d_v + j] : 0.0f;
+  const int row = w * kDecodeRows + lane;
+  const int64_t qk_at = int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k + row;
+  const float q_row = row < a.d_k ? a.q[qk_at] : 0.0f, k_row = row < a.d_k ? a.k[qk_at] : 0.0f;
+  float ks = 0.0f, qs = 0.0f;
+#pragma unroll
+  for (int m = 0; m < kDecodeRows; ++m) {
+    ks = fmaf(__shfl_sync(0xffffffffu, k_row, m), reg[m], ks);
+    qs = fmaf(__shfl_sync(0xffffffffu, q_row, m), reg[m], qs);
+  }
+  const float qk_w = warp_sum(q_row * k_row);
+  part[0][w][lane] = ks;
+  part[1][w][lane] = qs;
+  if (lane == 0) qk_part[w] = qk_w;
   __syncthreads();
   ks = qs = 0.0f;
+  float qk = 0.0f;
 #pragma unroll
   for (int u = 0; u < kDecodeWarps; ++u) {
-    ks += part[0][u][threadIdx.x % 32];
-    qs += part[1][u][threadIdx.x % 32];
+    ks += part[0][u][lane];
+    qs += part[1][u][lane];
+    qk += qk_part[u];
   }
-  float qk = 0.0f;
-  for (int i = 0; i < a.d_k; ++i) qk = fmaf(qk_vec[0][i], qk_vec[1][i], qk);
-  const int64_t gi = int64_t{t} * a.n_v_heads + h;
-  const float decay = expf(a.g[gi]), beta = a.beta[gi];
-  const float v = col ? a.v[int64_t{t} * a.v_stride + int64_t{h} * a.d_v + j] : 0.0f;
+  const float decay = expf(g);
   const float delta = beta * (v - decay * ks);
   if (w == 0 && col) a.out[gi * a.d_v + j] = decay * qs + qk * delta;
 #pragma unroll
   for (int m = 0; m < kDecodeRows; ++m) {
     const int i = w * kDecodeRows + m;
-    if (col && i < a.d_k) S[int64_t{i} * a.d_v + j] = fmaf(qk_vec[1][i], delta, decay * reg[m]);
+    if (col && i < a.d_k) S[int64_t{i} * a.d_v + j] = fmaf(__shfl_sync(0xffffffffu, k_row, m), delta, decay * reg[m]);
   }
 }
 
