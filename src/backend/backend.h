@@ -156,10 +156,18 @@ class Backend {
   }
   // Stores K and V of every batch token in its sequence's page: k, v [n_tokens, n_kv_heads * head_dim].
   virtual void kv_write(uint32_t layer, const float* k, const float* v) = 0;
-  // norm_rope_qk, then kv_write(layer, k, v): a backend may do both in one pass.
+  // Where norm_rope_kv_write takes q's heads from when they are not in q yet: head h of token t
+  // at rows + (t * n_q_heads + h) * stride (the query halves of a wider projection's heads).
+  struct QRows {
+    const float* rows = nullptr;  // null: q holds them
+    int64_t stride = 0;
+  };
+  // copy_rows of q_from into q, norm_rope_qk, then kv_write(layer, k, v): a backend may do them in
+  // one pass.
   virtual void norm_rope_kv_write(uint32_t layer, float* q, int64_t n_q_heads, float* k, const float* v,
                                   int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim, const float* q_norm,
-                                  const float* k_norm, float eps, const RopeParams& p) {
+                                  const float* k_norm, float eps, const RopeParams& p, const QRows& q_from) {
+    if (q_from.rows) copy_rows(q_from.rows, q_from.stride, q, head_dim, n_tokens * n_q_heads, head_dim);
     norm_rope_qk(q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
     kv_write(layer, k, v);
   }

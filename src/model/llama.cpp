@@ -134,7 +134,7 @@ class LlamaForward final : public Forward {
         be.add_bias(k_, L.bk, n, kv_width);
         be.add_bias(v_, L.bv, n, kv_width);
       }
-      be.norm_rope_kv_write(il, q_, hp_.n_head, k_, v_, hp_.n_head_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
+      be.norm_rope_kv_write(il, q_, hp_.n_head, k_, v_, hp_.n_head_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope, {});
       be.attention(il, q_, attn_out_, hp_.n_head, hp_.attention_scale());
       be.matmul(L.wo, attn_out_, n, proj_out_);
       be.add_rms_norm(hidden_, proj_out_, L.ffn_norm, normed_, n, d, hp_.rms_eps);

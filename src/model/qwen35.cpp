@@ -307,10 +307,11 @@ class Qwen35Forward final : public Forward {
     float* q = mixed_;      // [n, n_head, hd]
     float* o = heads_out_;  // [n, n_head, hd]
     be.matmuls(normed_, n, {{L.wq, qg}, {L.wk, k_}, {L.wv, v_}});
-    be.copy_rows(qg, 2 * hd, q, hd, n * n_head, hd);  // the query half of each head
     const backend::RopeParams rope{hp_.rope_type, static_cast<int>(hp_.n_rot), hp_.rope_base, hp_.rope_freq_scale,
                                    nullptr};
-    be.norm_rope_kv_write(L.attention_index, q, n_head, k_, v_, n_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope);
+    // q <- the query half of each head of qg, normed and rotated.
+    be.norm_rope_kv_write(L.attention_index, q, n_head, k_, v_, n_kv, n, hd, L.q_norm, L.k_norm, hp_.rms_eps, rope,
+                          {qg, 2 * hd});
     be.attention(L.attention_index, q, o, hp_.n_head, hp_.attention_scale());
     be.sigmoid_gate(o, qg + hd, 2 * hd, n * n_head, hd);  // o_h ⊙ σ(g_h)
     be.matmul(L.wo, o, n, proj_out_);

@@ -4,6 +4,7 @@
 // rms_norm, the device's double cos/sin/pow in rope and its expf (2 ulp) in silu / sigmoid.
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "backend/cpu/ops.h"
 #include "backend/cuda/gdn.cuh"
@@ -140,6 +141,28 @@ TEST(CudaOps, SiluMulQ8EqualsSiluMulThenQuantize) {
     cuda_test::sync();
     EXPECT_EQ(download<uint32_t>(ga, g.size()), download<uint32_t>(gb, g.size())) << "dim " << dim;
     expect_same_act(act_a, act_b, rows, dim);
+  }
+}
+
+// Decode: the sigmoid gate of Qwen3.5's attention output (one token of 24 heads of 256, gates in
+// rows of twice that; and two tokens of heads of 64) writes the output projection's 8-bit
+// activations on the way: the same output, and quantize_act_q8's bits for it.
+TEST(CudaOps, SigmoidGateQ8EqualsGateThenQuantize) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(33);
+  for (auto [tokens, heads, dim] : {std::tuple<int64_t, int64_t, int64_t>{1, 24, 256}, {2, 4, 64}}) {
+    const int64_t rows = tokens * heads, width = heads * dim;
+    const auto x = cuda_test::random_floats(size_t(rows * dim), rng, 3.0f);
+    const auto gate = cuda_test::random_floats(size_t(rows * 2 * dim), rng, 4.0f);
+    auto xa = upload(x), xb = upload(x), dg = upload(gate);
+    cuda::DeviceBuffer act_a(cuda::act_q8_bytes(width, tokens)), act_b(cuda::act_q8_bytes(width, tokens));
+    cuda::sigmoid_gate(xa.as<float>(), dim, dg.as<float>() + dim, 2 * dim, rows, dim, nullptr);
+    cuda::quantize_act_q8(xa.as<float>(), tokens, width, act_a.data(), nullptr);
+    cuda::sigmoid_gate(xb.as<float>(), dim, dg.as<float>() + dim, 2 * dim, rows, dim, nullptr, nullptr, act_b.data());
+    cuda_test::sync();
+    EXPECT_EQ(download<uint32_t>(xa, x.size()), download<uint32_t>(xb, x.size())) << "dim " << dim;
+    EXPECT_NE(download<float>(xb, x.size()), x) << "dim " << dim;
+    expect_same_act(act_a, act_b, tokens, width);
   }
 }
 
@@ -349,6 +372,23 @@ TEST(CudaOps, NormRopeKvWriteEqualsNormRopeThenKvWrite) {
     const auto p1 = download<uint8_t>(pool1, pool_bytes), p2 = download<uint8_t>(pool2, pool_bytes);
     EXPECT_TRUE(p1 == p2) << name << ": pages";
     EXPECT_FALSE(std::all_of(p2.begin(), p2.end(), [](uint8_t x) { return x == 0x5A; })) << name << ": nothing stored";
+    // q's heads taken from the query halves of rows twice as wide (Qwen3.5's query | gate heads),
+    // q itself garbage before: the same q, k and pages.
+    std::vector<float> wide(q.size() * 2);
+    for (size_t r = 0; r < size_t(n * n_q); ++r)
+      for (int d = 0; d < c.head_dim; ++d) {
+        wide[r * 2 * c.head_dim + d] = q[r * c.head_dim + d];
+        wide[r * 2 * c.head_dim + c.head_dim + d] = -7.0f;
+      }
+    auto dwide = upload(wide), dk3 = upload(k), dq3 = upload(std::vector<float>(q.size(), 99.0f));
+    cuda::DeviceBuffer pool3(pool_bytes);
+    cuda::check(cudaMemset(pool3.data(), 0x5A, pool_bytes), "memset");
+    cuda::norm_rope_kv_write(dq3.as<float>(), n_q, dk3.as<float>(), dv.as<float>(), n_k, c.head_dim, wq, wk, 1e-6f, a, kv,
+                             pool3.data(), b, nullptr, dwide.as<float>(), 2 * c.head_dim);
+    cuda_test::sync();
+    EXPECT_EQ(download<float>(dq1, q.size()), download<float>(dq3, q.size())) << name << ": q from wider rows";
+    EXPECT_EQ(download<float>(dk1, k.size()), download<float>(dk3, k.size())) << name << ": k (q from wider rows)";
+    EXPECT_TRUE(p1 == download<uint8_t>(pool3, pool_bytes)) << name << ": pages (q from wider rows)";
   }
 }
 

@@ -435,6 +435,14 @@ void CudaBackend::silu_mul(float* gate, const float* up, int64_t n) {
 void CudaBackend::sigmoid_gate(float* x, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t dim) {
   const auto o = op("sigmoid_gate", x, gate, gate_stride, n_rows, dim);
   if (o.skip) return;
+  // Decode: the gated attention output feeds the output projection's GEMV; quantize it for that
+  // on the way.
+  const int64_t tokens = batch_.n_tokens, width = tokens > 0 ? n_rows * dim / tokens : 0;
+  if (tokens > 0 && width * tokens == n_rows * dim && dim % kActGroup == 0 && writes_act_q8(tokens, width)) {
+    cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get(), nullptr, act_q8_);
+    act_cached_ = {x, tokens, width, op_serial_};
+    return;
+  }
   // Prefill: the gated attention output feeds the output projection's GEMM; its f16 copy on the way.
   void* f16 = gemm_input_f16(n_rows, dim);
   cuda::sigmoid_gate(x, dim, gate, gate_stride, n_rows, dim, stream_.get(), f16);
@@ -596,15 +604,17 @@ void CudaBackend::kv_write(uint32_t layer, const float* k, const float* v) {
 
 void CudaBackend::norm_rope_kv_write(uint32_t layer, float* q, int64_t n_q_heads, float* k, const float* v,
                                      int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim, const float* q_norm,
-                                     const float* k_norm, float eps, const backend::RopeParams& p) {
+                                     const float* k_norm, float eps, const backend::RopeParams& p,
+                                     const QRows& q_from) {
   if (n_tokens != batch_.n_tokens || !norm_rope_qk_fits(head_dim, p.n_rot) || kv_layout_.head_dim != head_dim ||
       kv_layout_.n_kv_heads != n_kv_heads)
-    return Backend::norm_rope_kv_write(layer, q, n_q_heads, k, v, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
+    return Backend::norm_rope_kv_write(layer, q, n_q_heads, k, v, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p,
+                                       q_from);
   const auto o = op("norm_rope_kv_write", layer, q, n_q_heads, k, v, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps,
-                    p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type);
+                    p.n_rot, p.base, p.freq_scale, p.freq_factors, p.type, q_from.rows, q_from.stride);
   if (o.skip) return;
   cuda::norm_rope_kv_write(q, n_q_heads, k, v, n_kv_heads, head_dim, q_norm, k_norm, eps, rope_args(p), kv_layout_,
-                           kv_pools_.at(layer), attn_batch_, stream_.get());
+                           kv_pools_.at(layer), attn_batch_, stream_.get(), q_from.rows, q_from.stride);
 }
 
 void CudaBackend::attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) {

@@ -66,7 +66,7 @@ class CudaBackend final : public backend::Backend {
   void kv_write(uint32_t layer, const float* k, const float* v) override;
   void norm_rope_kv_write(uint32_t layer, float* q, int64_t n_q_heads, float* k, const float* v, int64_t n_kv_heads,
                           int64_t n_tokens, int64_t head_dim, const float* q_norm, const float* k_norm, float eps,
-                          const backend::RopeParams& p) override;
+                          const backend::RopeParams& p, const QRows& q_from) override;
   void attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) override;
   void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) override;
   void l2_norm_heads(float* x, int64_t n_rows, int64_t row_stride, int64_t n_heads, int64_t dim, float eps,

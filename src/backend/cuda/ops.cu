@@ -178,7 +178,8 @@ struct KvStore {
 
 __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k, int64_t head_dim,
                                     const float* __restrict__ qn, const float* __restrict__ kn, float eps,
-                                    const int32_t* pos, RopeArgs a, KvStore store) {
+                                    const int32_t* pos, RopeArgs a, KvStore store, const float* q_src,
+                                    int64_t q_src_stride) {
   pdl_enter();
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int half_dim = static_cast<int>(head_dim / 2), j = threadIdx.x;
@@ -197,7 +198,8 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
   const bool rotated = j < half;
   const int ia = !rotated ? a.n_rot + 2 * (j - half) : a.mode == RopeMode::norm ? 2 * j : j;
   const int ib = !rotated ? ia + 1 : a.mode == RopeMode::norm ? 2 * j + 1 : j + half;
-  float x0 = x[ia], x1 = x[ib];
+  const float* in = is_q && q_src ? q_src + (t * n_q + h) * q_src_stride : x;  // q_src: q's rows elsewhere
+  float x0 = in[ia], x1 = in[ib];
   if (w) {
     const float scale = static_cast<float>(
         1.0 / sqrt(block_sum(double(x0) * x0 + double(x1) * x1) / static_cast<double>(head_dim) + eps));
@@ -261,8 +263,10 @@ __global__ void add_bias_kernel(float* x, const float* bias, int64_t n, int64_t 
   if (i < n) x[i] += bias[i % dim];
 }
 
+// With act_q (width a multiple of 32): the 8-bit activations of the rows packed, a warp's 32
+// elements a group (as silu_mul_kernel's).
 __global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int64_t gs, int64_t n_rows, int64_t width,
-                                    __half* f16) {
+                                    __half* f16, int8_t* act_q, float2* act_s) {
   pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n_rows * width) return;
@@ -271,6 +275,7 @@ __global__ void sigmoid_gate_kernel(float* x, int64_t xs, const float* gate, int
   const float v = __fdiv_rn(*p, __fadd_rn(1.0f, expf(-gate[r * gs + k])));
   *p = v;
   if (f16) f16[i] = __float2half_rn(v);  // rows of width, packed
+  if (act_q) quantize_group_q8(v, threadIdx.x % 32, act_q + i / 32 * 32, act_s + i / 32);
 }
 
 }  // namespace
@@ -327,18 +332,19 @@ void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens
   if (n_tokens <= 0) return;
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_q + n_k));
   launch(norm_rope_qk_kernel, grid, static_cast<unsigned>(head_dim / 2), 0, stream, q, n_q, k, n_k, head_dim, q_norm,
-         k_norm, eps, pos, args, KvStore{});
+         k_norm, eps, pos, args, KvStore{}, nullptr, int64_t{0});
 }
 
 void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t n_k, int64_t head_dim,
                         const float* q_norm, const float* k_norm, float eps, const RopeArgs& args, const KvLayout& kv,
-                        void* base, const AttentionBatch& batch, cudaStream_t stream) {
+                        void* base, const AttentionBatch& batch, cudaStream_t stream, const float* q_src,
+                        int64_t q_src_stride) {
   if (!norm_rope_qk_fits(head_dim, args.n_rot) || kv.head_dim != head_dim || kv.n_kv_heads != n_k)
     throw Error("internal: norm_rope_kv_write geometry");
   if (batch.n_tokens <= 0) return;
   const dim3 grid(static_cast<unsigned>(batch.n_tokens), static_cast<unsigned>(n_q + 2 * n_k));
   launch(norm_rope_qk_kernel, grid, static_cast<unsigned>(head_dim / 2), 0, stream, q, n_q, k, n_k, head_dim, q_norm,
-         k_norm, eps, batch.pos, args, KvStore{kv, static_cast<uint8_t*>(base), batch, v});
+         k_norm, eps, batch.pos, args, KvStore{kv, static_cast<uint8_t*>(base), batch, v}, q_src, q_src_stride);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream, void* f16) {
@@ -373,10 +379,16 @@ void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStre
 }
 
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
-                  cudaStream_t stream, void* f16) {
+                  cudaStream_t stream, void* f16, void* act) {
   if (n_rows * width <= 0) return;
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  if (act) {
+    if (width % 32 != 0) throw Error("internal: sigmoid_gate with 8-bit activations needs rows of a multiple of 32");
+    act_q8_parts(act, n_rows * width, 1, q, s);
+  }
   launch(sigmoid_gate_kernel, blocks_for(n_rows * width), kThreads, 0, stream, x, x_stride, gate, gate_stride, n_rows,
-         width, static_cast<__half*>(f16));
+         width, static_cast<__half*>(f16), q, s);
 }
 
 }  // namespace keel::cuda

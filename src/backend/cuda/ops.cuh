@@ -52,7 +52,8 @@ void norm_rope_qk(float* q, int64_t n_q, float* k, int64_t n_k, int64_t n_tokens
 // [n_tokens, n_k, head_dim] into the pool at `base`, in one kernel: the same bytes as the two.
 void norm_rope_kv_write(float* q, int64_t n_q, float* k, const float* v, int64_t n_k, int64_t head_dim,
                         const float* q_norm, const float* k_norm, float eps, const RopeArgs& args, const KvLayout& kv,
-                        void* base, const AttentionBatch& batch, cudaStream_t stream);
+                        void* base, const AttentionBatch& batch, cudaStream_t stream, const float* q_src = nullptr,
+                        int64_t q_src_stride = 0);
 
 // gate[i] = silu(gate[i]) * up[i]
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream, void* f16 = nullptr);
@@ -63,8 +64,10 @@ void add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
 // x[r, :] += bias   x: [n_rows, dim]
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t dim, cudaStream_t stream);
 // x[r * x_stride + i] /= 1 + exp(-gate[r * gate_stride + i])  for i < width (sigmoid output gate);
-// f16 (optional): the results as packed rows of width (rms_norm's f16)
+// f16 (optional): the results as packed rows of width (rms_norm's f16); act (optional, width a
+// multiple of 32): their 8-bit activations, as quantize_act_q8 gives them for the packed rows
+// read as any [tokens, n_in] of the same size (silu_mul_q8's)
 void sigmoid_gate(float* x, int64_t x_stride, const float* gate, int64_t gate_stride, int64_t n_rows, int64_t width,
-                  cudaStream_t stream, void* f16 = nullptr);
+                  cudaStream_t stream, void* f16 = nullptr, void* act = nullptr);
 
 }  // namespace keel::cuda
