@@ -809,21 +809,22 @@ namespace {
 // [w·D/4, +D/4) of column j of S in registers, so S is read once and written once:
 //   kS = Sᵀk, qS = Sᵀq;  δ = β (v − e^g kS);  o = e^g qS + (q·k) δ;  S ← e^g S + k δᵀ
 // (the CPU's gated_delta_recurrent, with the sums over rows in another order). A decode token
-// spends this kernel's time waiting, not computing, so every load it makes (the warp's rows of
-// S, the gates, v, and lane l's row of q and k) is in flight at once right after the wait, and
+// spends this kernel's time waiting, not computing, so S's rows are loaded before the wait, every
+// other load it makes (the gates, v, and lane l's row of q and k) at once right after it, and
 // the warp takes q and k from their lanes (shuffles) and q·k as a warp sum. Before, q and k went
 // through shared memory first, the gates and v were loaded after S's sums, and every thread
 // summed q·k over all rows in turn: three round trips to memory and a 128-step chain.
 constexpr int kDecodeCols = 32, kDecodeWarps = 4, kDecodeRows = D / kDecodeWarps;
 static_assert(kDecodeRows == 32, "a warp's rows of S are its lanes' rows of q and k");
 __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
-  pdl_enter();
   const int col_blocks = (a.d_v + kDecodeCols - 1) / kDecodeCols;
   const int h = blockIdx.x / col_blocks, lane = threadIdx.x % 32, j = (blockIdx.x % col_blocks) * kDecodeCols + lane;
   const int w = threadIdx.x / 32, s = blockIdx.y;
   const int t = b.q_start[s], kh = h % a.n_k_heads;
   __shared__ float part[2][kDecodeWarps][kDecodeCols];
   __shared__ float qk_part[kDecodeWarps];
+  // The state is read before the wait (launch.cuh: no kernel of the step before this one writes
+  // it), so its trip to memory overlaps the kernel before.
   float* S = a.state + (int64_t{b.slot[s]} * a.n_v_heads + h) * a.d_k * a.d_v;
   const bool col = j < a.d_v;
   float reg[kDecodeRows];
@@ -832,6 +833,7 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaAr
     const int i = w * kDecodeRows + m;
     reg[m] = col && i < a.d_k ? S[int64_t{i} * a.d_v + j] : 0.0f;
   }
+  pdl_enter();
   const int64_t gi = int64_t{t} * a.n_v_heads + h;
   const float g = a.g[gi], beta = a.beta[gi];
   const float v = col ? a.v[int64_t{t} * a.v_stride + int64_t{h} * a.d_v + j] : 0.0f;

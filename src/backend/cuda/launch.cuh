@@ -3,8 +3,12 @@
 // weight loads overlap the previous kernel's tail instead of following it. The rule that keeps
 // this safe, for every kernel of this folder:
 //   - it is launched through launch() below;
-//   - it calls dependency_wait() before its first access to memory that an earlier kernel may
-//     write or read (the GEMVs load their immutable weights before it, nothing else does);
+//   - it calls dependency_wait() before its first access to memory that an earlier kernel of
+//     its step may write or read. Every step begins with a copy of its metadata (begin_batch),
+//     which waits for every kernel of the steps before; so what no kernel of the step writes
+//     before this one may be read before the wait: the weights (GEMVs, norms), a call's
+//     metadata, the delta rule's recurrent state (only its decode kernel writes it, once a
+//     step), and the KV rows of the positions before the call's (decode attention);
 //     pdl_enter() at the top of a kernel is the plain form of that.
 // Without the attribute (KEEL_CUDA_PDL=0, KEEL_PROFILE) launches are ordinary and the
 // instructions below do nothing. cuBLAS's kernels never release early, so what follows them
