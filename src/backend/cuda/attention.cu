@@ -1063,7 +1063,6 @@ template <int D, KvElem E, int NB>
 __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
     decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
                             float* __restrict__ out, int n_head, float scale, float* __restrict__ ws, ActOut act) {
-  pdl_enter();
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
@@ -1074,6 +1073,32 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
   const int n_splits = decode_splits((kv_end + kDecodeKeys - 1) / kDecodeKeys, gridDim.z);
   if (split >= n_splits) return;  // a range this token's depth does not use: the merge skips it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, cq = lane % 4;
+  const int n_tiles = (kv_end + kDecodeKeys - 1) / kDecodeKeys;
+  const int per_split = (n_tiles + n_splits - 1) / n_splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+  uint8_t* mine = smem_raw + warp * decode_warp_bytes<D, E>();
+  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
+
+  // Copy groups, in commit order: f16, one per tile; q8_0, the K rows then the V rows of each
+  // tile (each refilled right after its dequantization), so either wait below leaves one group
+  // (the most recent) in flight. A warp's first tile is copied before the wait for the kernels
+  // before when it holds only keys from before the call (launch.cuh: no kernel of the step
+  // writes them), so its trip to memory overlaps them.
+  int tile = tile_begin + warp;
+  const auto issue_first = [&] {
+    if constexpr (E == KvElem::f16) {
+      if (tile < tile_end) issue_decode_tile<D>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
+    } else {
+      if (tile < tile_end) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
+      cp_async_commit();
+      if (tile < tile_end) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
+    }
+    cp_async_commit();
+  };
+  const bool early = (tile + 1) * kDecodeKeys <= b.pos[b.q_start[s]];  // the call's first position of the sequence
+  if (early) issue_first();
+  pdl_enter();
+  if (!early) issue_first();
 
   // Q^T's B fragments: head 8 nb + gq, dims 16 kk + 2 cq (+ 1) and 8 more; scaled into log2
   // units and rounded to f16; zero past the group.
@@ -1092,12 +1117,6 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
       }
   }
 
-  const int n_tiles = (kv_end + kDecodeKeys - 1) / kDecodeKeys;
-  const int per_split = (n_tiles + n_splits - 1) / n_splits;
-  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
-  uint8_t* mine = smem_raw + warp * decode_warp_bytes<D, E>();
-  const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
-
   float o[D / 16][NB][4];
 #pragma unroll
   for (int mb = 0; mb < D / 16; ++mb)
@@ -1107,18 +1126,6 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) m[nb][0] = m[nb][1] = -INFINITY, l[nb][0] = l[nb][1] = 0.0f;
 
-  // Copy groups, in commit order: f16, one per tile; q8_0, the K rows then the V rows of each
-  // tile (each refilled right after its dequantization), so either wait below leaves one group
-  // (the most recent) in flight.
-  int tile = tile_begin + warp;
-  if constexpr (E == KvElem::f16) {
-    if (tile < tile_end) issue_decode_tile<D>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
-  } else {
-    if (tile < tile_end) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
-    cp_async_commit();
-    if (tile < tile_end) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
-  }
-  cp_async_commit();
   for (int it = 0; tile < tile_end; ++it, tile += kWarps) {
     // q8_0: K, then V, dequantized into the one tile
     __half* ks = reinterpret_cast<__half*>(mine) + (E == KvElem::f16 ? (it & 1) * 2 * kDecodeKeys * ld : 0);
@@ -1241,25 +1248,36 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
       }
     }
   }
+  // Each head's max over the warps, the warps' weights 2^(m_w - max) and its sum, once a head
+  // (not once an element: at head size 256 the loop below takes 12 rounds a thread).
+  __shared__ float head_w[kWarps][16], head_m[16], head_l[16];
+  __syncthreads();
+  if (threadIdx.x < group) {
+    const int r = threadIdx.x;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, red[(size_t(w) * 16 + r) * (D + 2) + D]);
+    float l = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float* row = red + (size_t(w) * 16 + r) * (D + 2);
+      const float f = mx == -INFINITY ? 0.0f : exp2f(row[D] - mx);
+      head_w[w][r] = f;
+      l += f * row[D + 1];
+    }
+    head_m[r] = mx;
+    head_l[r] = l;
+  }
   __syncthreads();
   const size_t n_rows = size_t(b.n_tokens) * n_head;
   for (int i = threadIdx.x; i < group * D; i += kThreads) {
     const int r = i / D, d = i % D;
-    float mx = -INFINITY;
+    const float mx = head_m[r], l = head_l[r];
+    float acc = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, red[(size_t(w) * 16 + r) * (D + 2) + D]);
-    float acc = 0.0f, l = 0.0f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float* row = red + (size_t(w) * 16 + r) * (D + 2);
-        const float f = exp2f(row[D] - mx);
-        acc += f * row[d];
-        l += f * row[D + 1];
-      }
-    }
+    for (int w = 0; w < kWarps; ++w) acc += head_w[w][r] * red[(size_t(w) * 16 + r) * (D + 2) + d];
     const size_t orow = size_t(t) * n_head + g * group + r;
-    if (gridDim.z == 1) {
+    if (n_splits == 1) {  // the token's only range: the result (the merge skips its rows)
       const float y = l > 0.0f ? acc / l : 0.0f;
       out[orow * D + d] = y;
       if (act.q) quantize_group_q8(y, lane, act.q + (orow * D + d) / 32 * 32, act.s + (orow * D + d) / 32);
@@ -1302,6 +1320,7 @@ __global__ void merge_splits_kernel(const float* __restrict__ ws, int grid_split
   const float* ml = ws + size_t(grid_splits) * n_rows * D;
   const int n_splits =
       decode_pos ? decode_splits((decode_pos[row / n_head] + kDecodeKeys) / kDecodeKeys, grid_splits) : grid_splits;
+  if (decode_pos && n_splits == 1) return;  // the decode kernel wrote the row: a token of depth < 128
   if (threadIdx.x < 32) {
     constexpr int kPerLane = kMaxMergeSplits / 32;
     float ms[kPerLane], ls[kPerLane];
@@ -1446,7 +1465,7 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
   const int splits = decode_splits(max_tiles, decode_split_cap<D, E, NB>(kv.n_kv_heads, smem));
   const dim3 grid(b.n_tokens, kv.n_kv_heads, splits);
   launch(decode_attention_kernel<D, E, NB>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
-         out, n_head, scale, ws, splits == 1 ? act : ActOut{});
+         out, n_head, scale, ws, act);
   if (splits == 1) return;
   launch_merge(ws, splits, b.n_tokens * n_head, D, n_head, b.seq, b.pos, out, act, stream);
 }
