@@ -185,6 +185,13 @@ class Backend {
   // beta <- sigmoid(beta); alpha <- ssm_a[h] * softplus(alpha + dt_bias[h]), both [n_tokens, n_heads].
   virtual void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) = 0;
   virtual void gated_delta(const GatedDeltaArgs& args) = 0;
+  // gated_delta, then gated_rms_norm(args.out; z, w) over each head's d_v values, for a call of
+  // n_tokens tokens (z: [n_tokens, n_v_heads, d_v]): a backend may do both in one pass.
+  virtual void gated_delta_norm(const GatedDeltaArgs& args, int64_t n_tokens, const float* z, const float* w,
+                                float eps) {
+    gated_delta(args);
+    gated_rms_norm(args.out, z, w, n_tokens * args.n_v_heads, args.d_v, eps);
+  }
   // The delta rule's inputs from the projected mix, as the family would make them with the four
   // calls above: conv1d_silu(mix -> u); the L2 norms of u's first n_k_heads heads of d_k (the
   // queries, times q_scale) and of the next n_k_heads (the keys); gdn_gates(beta, alpha). A

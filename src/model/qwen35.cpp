@@ -360,9 +360,7 @@ class Qwen35Forward final : public Forward {
     a.n_v_heads = n_v;
     a.d_k = d_k;
     a.d_v = d_v;
-    be.gated_delta(a);
-
-    be.gated_rms_norm(y, z_, L.ssm_norm, n * n_v, d_v, hp_.rms_eps);
+    be.gated_delta_norm(a, n, z_, L.ssm_norm, hp_.rms_eps);
     be.matmul(L.w_ssm_out, y, n, proj_out_);
   }
 

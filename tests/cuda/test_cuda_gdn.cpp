@@ -326,6 +326,78 @@ TEST(CudaGdn, GatedDeltaMatchesCpuChunkedAndRecurrent) {
   check_delta({1, 3, 96, 96, {1, 1}, 4.0f}, 46);                           // ... with partial blocks
 }
 
+// The decode delta rule with the gated RMSNorm in the same launch (gated_delta_norm) against
+// gated_delta, then gated_rms_norm with its 8-bit activations: the same bits in the output, the
+// states and the activations. Sequences of one token in permuted slots, Qwen3.5's heads of 128
+// (one CTA cluster a head), with and without GQA sharing; other widths do not fit it.
+TEST(CudaGdn, DecodeDeltaWithNormEqualsDeltaThenNorm) {
+  KEEL_SKIP_WITHOUT_GPU();
+  struct Case {
+    int n_k, n_v, d_k, d_v, n_seqs;
+  };
+  for (const Case c : {Case{2, 6, 128, 128, 3}, Case{4, 4, 128, 128, 1}, Case{2, 4, 64, 64, 2}}) {
+    std::mt19937 rng(uint32_t(60 + c.d_v + c.n_seqs));
+    std::vector<int32_t> slots(size_t(c.n_seqs));
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng);
+    DeviceSeqs seqs(std::vector<int>(size_t(c.n_seqs), 1), slots);
+    const int64_t n = c.n_seqs, key_dim = int64_t{c.n_k} * c.d_k, stride = 2 * key_dim + int64_t{c.n_v} * c.d_v;
+    auto qkv = cuda_test::random_floats(size_t(n * stride), rng);
+    cpu::l2_norm_heads(qkv.data(), n, stride, c.n_k, c.d_k, 1e-6f, 1.0f / std::sqrt(float(c.d_k)));
+    cpu::l2_norm_heads(qkv.data() + key_dim, n, stride, c.n_k, c.d_k, 1e-6f, 1.0f);
+    auto beta = cuda_test::random_floats(size_t(n * c.n_v), rng);
+    auto g = cuda_test::random_floats(size_t(n * c.n_v), rng);
+    std::vector<float> a(size_t(c.n_v), -1.0f), dt(size_t(c.n_v), 0.0f);
+    cpu::gdn_gates(beta.data(), g.data(), a.data(), dt.data(), n, c.n_v);
+    const auto state = cuda_test::random_floats(size_t(n * c.n_v * c.d_k * c.d_v), rng, 0.3f);
+    const int64_t width = int64_t{c.n_v} * c.d_v;
+    const auto z = cuda_test::random_floats(size_t(n * width), rng, 2.0f);
+    const auto w = cuda_test::random_floats(size_t(c.d_v), rng);
+    auto dqkv = upload(qkv), dg = upload(g), dbeta = upload(beta), dz = upload(z), dw = upload(w);
+    auto state_a = upload(state), state_b = upload(state);
+    cuda::DeviceBuffer out_a(size_t(n * width) * 4), out_b(size_t(n * width) * 4);
+    cuda::DeviceBuffer act_a(cuda::act_q8_bytes(width, n)), act_b(cuda::act_q8_bytes(width, n));
+    cuda::check(cudaMemset(act_a.data(), 0x5A, act_a.bytes()), "memset");  // the padding compares equal
+    cuda::check(cudaMemset(act_b.data(), 0x5A, act_b.bytes()), "memset");
+    cuda::DeltaArgs d;
+    d.q = dqkv.as<float>();
+    d.k = dqkv.as<float>() + key_dim;
+    d.v = dqkv.as<float>() + 2 * key_dim;
+    d.qk_stride = d.v_stride = stride;
+    d.g = dg.as<float>();
+    d.beta = dbeta.as<float>();
+    d.n_k_heads = c.n_k;
+    d.n_v_heads = c.n_v;
+    d.d_k = c.d_k;
+    d.d_v = c.d_v;
+    int8_t *qa = nullptr, *qb = nullptr;
+    float2 *sa = nullptr, *sb = nullptr;
+    cuda::act_q8_parts(act_a.data(), width, n, qa, sa);
+    cuda::act_q8_parts(act_b.data(), width, n, qb, sb);
+    if (c.d_v != 128) {
+      EXPECT_FALSE(cuda::gated_delta_norm_fits(d, seqs.batch)) << c.d_v;
+      continue;
+    }
+    ASSERT_TRUE(cuda::gated_delta_norm_fits(d, seqs.batch));
+    d.state = state_a.as<float>();
+    d.out = out_a.as<float>();
+    auto ws = seqs.workspace(d);
+    cuda::gated_delta(d, seqs.batch, ws.data(), nullptr);
+    cuda::gated_rms_norm(out_a.as<float>(), dz.as<float>(), dw.as<float>(), n * c.n_v, c.d_v, 1e-6f, nullptr, qa, sa);
+    d.state = state_b.as<float>();
+    d.out = out_b.as<float>();
+    cuda::gated_delta_norm(d, seqs.batch, dz.as<float>(), dw.as<float>(), 1e-6f, qb, sb, nullptr);
+    cuda_test::sync();
+    const std::string what = "heads of " + std::to_string(c.d_v) + ", " + std::to_string(c.n_seqs) + " sequences";
+    const auto got_state = download<uint32_t>(state_b, state.size());
+    EXPECT_EQ(download<uint32_t>(out_a, size_t(n * width)), download<uint32_t>(out_b, size_t(n * width))) << what;
+    EXPECT_EQ(download<uint32_t>(state_a, state.size()), got_state) << what;
+    EXPECT_TRUE(download<uint8_t>(act_a, act_a.bytes()) == download<uint8_t>(act_b, act_b.bytes())) << what;
+    // The state moved (a kernel that leaves it alone would pass the comparisons above).
+    EXPECT_NE(download<float>(state_b, state.size()), state) << what;
+  }
+}
+
 // A measurement, not a test (disabled; run with --gtest_also_run_disabled_tests on the GPU): the time of one 27B-sized GDN layer's delta rule, 2048 tokens, and of a decode.
 TEST(CudaGdn, DISABLED_GatedDeltaTimeAt27bShape) {
   KEEL_SKIP_WITHOUT_GPU();

@@ -682,9 +682,8 @@ void CudaBackend::gdn_inputs(const GdnInputArgs& a) {
   gdn_decode_inputs(in, seq_batch_, stream_.get());
 }
 
-void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
-  const auto o = op("gated_delta", g.q, g.k, g.v, g.g, g.beta, g.state, g.out, g.qk_stride, g.v_stride, g.n_k_heads, g.n_v_heads, g.d_k, g.d_v);
-  if (o.skip) return;
+namespace {
+DeltaArgs delta_args(const backend::GatedDeltaArgs& g) {
   DeltaArgs a;
   a.q = g.q;
   a.k = g.k;
@@ -699,7 +698,32 @@ void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
   a.n_v_heads = int(g.n_v_heads);
   a.d_k = int(g.d_k);
   a.d_v = int(g.d_v);
-  cuda::gated_delta(a, seq_batch_, gdn_ws_, stream_.get());
+  return a;
+}
+}  // namespace
+
+void CudaBackend::gated_delta(const backend::GatedDeltaArgs& g) {
+  const auto o = op("gated_delta", g.q, g.k, g.v, g.g, g.beta, g.state, g.out, g.qk_stride, g.v_stride, g.n_k_heads, g.n_v_heads, g.d_k, g.d_v);
+  if (o.skip) return;
+  cuda::gated_delta(delta_args(g), seq_batch_, gdn_ws_, stream_.get());
+}
+
+// Decode: the rule and the norm in one launch, which also writes the output projection's 8-bit
+// activations (Qwen3.5's heads of 128); any other call, the two ops.
+void CudaBackend::gated_delta_norm(const backend::GatedDeltaArgs& g, int64_t n_tokens, const float* z, const float* w,
+                                   float eps) {
+  const DeltaArgs a = delta_args(g);
+  const int64_t width = g.n_v_heads * g.d_v;
+  if (n_tokens != batch_.n_tokens || !gated_delta_norm_fits(a, seq_batch_) || !writes_act_q8(n_tokens, width))
+    return Backend::gated_delta_norm(g, n_tokens, z, w, eps);
+  const auto o = op("gated_delta_norm", g.q, g.k, g.v, g.g, g.beta, g.state, g.out, g.qk_stride, g.v_stride,
+                    g.n_k_heads, g.n_v_heads, g.d_k, g.d_v, z, w, eps);
+  if (o.skip) return;
+  int8_t* q = nullptr;
+  float2* s = nullptr;
+  act_q8_parts(act_q8_, width, n_tokens, q, s);
+  cuda::gated_delta_norm(a, seq_batch_, z, w, eps, q, s, stream_.get());
+  act_cached_ = {g.out, n_tokens, width, op_serial_};
 }
 
 void CudaBackend::logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out,

@@ -73,6 +73,8 @@ class CudaBackend final : public backend::Backend {
                      float scale) override;
   void gdn_gates(float* beta, float* alpha, const float* ssm_a, const float* dt_bias, int64_t n_heads) override;
   void gated_delta(const backend::GatedDeltaArgs& args) override;
+  void gated_delta_norm(const backend::GatedDeltaArgs& args, int64_t n_tokens, const float* z, const float* w,
+                        float eps) override;
   void gdn_inputs(const GdnInputArgs& a) override;
   void logits(const float* hidden, const float* norm_w, float eps, const backend::WeightView& w_out, float* rows,
               float* logits) override;

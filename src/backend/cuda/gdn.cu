@@ -1,4 +1,5 @@
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_pipeline_primitives.h>
 
 #include <algorithm>
@@ -14,6 +15,8 @@
 
 namespace keel::cuda {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
@@ -816,7 +819,22 @@ namespace {
 // summed q·k over all rows in turn: three round trips to memory and a 128-step chain.
 constexpr int kDecodeCols = 32, kDecodeWarps = 4, kDecodeRows = D / kDecodeWarps;
 static_assert(kDecodeRows == 32, "a warp's rows of S are its lanes' rows of q and k");
-__global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
+// With the gated RMSNorm after the rule (gated_delta_norm, heads of exactly kNormCtas blocks of
+// columns): a head's CTAs are one thread-block cluster, which shares the head's output through
+// distributed shared memory, and each CTA norms its own 32 columns and writes them with their
+// 8-bit activations (one group): gated_rms_norm_warp_kernel's arithmetic in its order (lane l
+// sums columns l, l + 32, ... in double), so the same bits, and one launch a layer fewer.
+constexpr int kNormCtas = 4;
+struct DeltaNorm {
+  const float* z = nullptr;  // [n_tokens, n_v_heads, d_v]
+  const float* w = nullptr;  // [d_v]
+  float eps = 0.0f;
+  int8_t* act_q = nullptr;
+  float2* act_s = nullptr;
+};
+
+template <bool NORM>
+__device__ __forceinline__ void delta_decode(const DeltaArgs& a, const SeqBatch& b, const DeltaNorm& n) {
   const int col_blocks = (a.d_v + kDecodeCols - 1) / kDecodeCols;
   const int h = blockIdx.x / col_blocks, lane = threadIdx.x % 32, j = (blockIdx.x % col_blocks) * kDecodeCols + lane;
   const int w = threadIdx.x / 32, s = blockIdx.y;
@@ -824,7 +842,7 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaAr
   __shared__ float part[2][kDecodeWarps][kDecodeCols];
   __shared__ float qk_part[kDecodeWarps];
   // The state is read before the wait (launch.cuh: no kernel of the step before this one writes
-  // it), so its trip to memory overlaps the kernel before.
+  // it), so its trip to memory overlaps the kernel before; so are the norm's weights.
   float* S = a.state + (int64_t{b.slot[s]} * a.n_v_heads + h) * a.d_k * a.d_v;
   const bool col = j < a.d_v;
   float reg[kDecodeRows];
@@ -833,10 +851,12 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaAr
     const int i = w * kDecodeRows + m;
     reg[m] = col && i < a.d_k ? S[int64_t{i} * a.d_v + j] : 0.0f;
   }
+  const float norm_w = NORM && w == 0 ? n.w[j] : 0.0f;
   pdl_enter();
   const int64_t gi = int64_t{t} * a.n_v_heads + h;
   const float g = a.g[gi], beta = a.beta[gi];
   const float v = col ? a.v[int64_t{t} * a.v_stride + int64_t{h} * a.d_v + j] : 0.0f;
+  const float z = NORM && w == 0 ? n.z[gi * a.d_v + j] : 0.0f;
   const int row = w * kDecodeRows + lane;
   const int64_t qk_at = int64_t{t} * a.qk_stride + int64_t{kh} * a.d_k + row;
   const float q_row = row < a.d_k ? a.q[qk_at] : 0.0f, k_row = row < a.d_k ? a.k[qk_at] : 0.0f;
@@ -861,12 +881,41 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaAr
   }
   const float decay = expf(g);
   const float delta = beta * (v - decay * ks);
-  if (w == 0 && col) a.out[gi * a.d_v + j] = decay * qs + qk * delta;
+  const float o = decay * qs + qk * delta;
+  if (!NORM && w == 0 && col) a.out[gi * a.d_v + j] = o;
 #pragma unroll
   for (int m = 0; m < kDecodeRows; ++m) {
     const int i = w * kDecodeRows + m;
     if (col && i < a.d_k) S[int64_t{i} * a.d_v + j] = fmaf(__shfl_sync(0xffffffffu, k_row, m), delta, decay * reg[m]);
   }
+  if constexpr (NORM) {
+    __shared__ float o_cols[kDecodeCols];
+    if (w == 0) o_cols[lane] = o;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every CTA of the head has its columns' o in shared memory
+    if (w == 0) {
+      double sum = 0.0;
+#pragma unroll
+      for (int c = 0; c < kNormCtas; ++c) {
+        const float x = cluster.map_shared_rank(o_cols, c)[lane];
+        sum += double(x) * x;
+      }
+      const float scale = static_cast<float>(1.0 / sqrt(warp_sum(sum) / double(a.d_v) + n.eps));
+      const float y = __fmul_rn(__fmul_rn(__fmul_rn(o, scale), norm_w), silu(z));
+      a.out[gi * a.d_v + j] = y;
+      const int64_t grp = (gi * a.d_v + j) / 32;
+      quantize_group_q8(y, lane, n.act_q + grp * 32, n.act_s + grp);
+    }
+    cluster.sync();  // no CTA leaves while another reads its columns
+  }
+}
+
+__global__ void __launch_bounds__(32 * kDecodeWarps) delta_decode_kernel(DeltaArgs a, SeqBatch b) {
+  delta_decode<false>(a, b, DeltaNorm{});
+}
+__global__ void __cluster_dims__(kNormCtas, 1, 1) __launch_bounds__(32 * kDecodeWarps)
+    delta_decode_norm_kernel(DeltaArgs a, SeqBatch b, DeltaNorm n) {
+  delta_decode<true>(a, b, n);
 }
 
 }  // namespace
@@ -901,6 +950,25 @@ void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStr
                     a.qk_stride % 4 == 0 && a.d_k % 4 == 0 && a.d_v % 4 == 0;
   if (vec4) launch(delta_scan_kernel<4>, grid, kScanThreads, ScanSmem::BYTES, stream, a, b, work);
   else launch(delta_scan_kernel<1>, grid, kScanThreads, ScanSmem::BYTES, stream, a, b, work);
+}
+
+bool gated_delta_norm_fits(const DeltaArgs& a, const SeqBatch& b) {
+  return b.n_seqs > 0 && b.n_tokens == b.n_seqs && b.n_chunks == b.n_seqs && a.d_v == kNormCtas * kDecodeCols &&
+         gated_delta_supports(a.d_k, a.d_v) && a.n_k_heads > 0 && a.n_v_heads % a.n_k_heads == 0;
+}
+
+void gated_delta_norm(const DeltaArgs& a, const SeqBatch& b, const float* z, const float* w, float eps, int8_t* act_q,
+                      float2* act_s, cudaStream_t stream) {
+  if (!gated_delta_norm_fits(a, b) || !act_q || !act_s)
+    throw Error("internal: gated_delta_norm takes one token per sequence, heads of 128 values, 8-bit activations");
+  DeltaNorm n;
+  n.z = z;
+  n.w = w;
+  n.eps = eps;
+  n.act_q = act_q;
+  n.act_s = act_s;
+  const dim3 grid(unsigned(a.n_v_heads * kNormCtas), unsigned(b.n_seqs));
+  launch(delta_decode_norm_kernel, grid, 32 * kDecodeWarps, 0, stream, a, b, n);
 }
 
 }  // namespace keel::cuda

@@ -105,5 +105,11 @@ bool gated_delta_supports(int64_t d_k, int64_t d_v);
 // Workspace bytes of gated_delta for calls of up to max_tokens tokens in n_seqs sequences.
 size_t gated_delta_workspace_bytes(int64_t max_tokens, int64_t n_seqs, int64_t n_v_heads, int64_t d_k, int64_t d_v);
 void gated_delta(const DeltaArgs& a, const SeqBatch& b, void* workspace, cudaStream_t stream);
+// A decode call's gated_delta, then gated_rms_norm(out; z, w, eps) with its 8-bit activations
+// (act_q, act_s as gated_rms_norm takes them), in one launch: the same bits as the two. Fits:
+// every sequence one token, heads of 128 values (Qwen3.5's).
+bool gated_delta_norm_fits(const DeltaArgs& a, const SeqBatch& b);
+void gated_delta_norm(const DeltaArgs& a, const SeqBatch& b, const float* z, const float* w, float eps, int8_t* act_q,
+                      float2* act_s, cudaStream_t stream);
 
 }  // namespace keel::cuda
