@@ -1320,7 +1320,7 @@ __global__ void merge_splits_kernel(const float* __restrict__ ws, int grid_split
   const float* ml = ws + size_t(grid_splits) * n_rows * D;
   const int n_splits =
       decode_pos ? decode_splits((decode_pos[row / n_head] + kDecodeKeys) / kDecodeKeys, grid_splits) : grid_splits;
-  if (decode_pos && n_splits == 1) return;  // the decode kernel wrote the row: a token of depth < 128
+  if (decode_pos && n_splits == 1) return;  // one range (fewer than 8 tiles of keys): the decode kernel wrote it
   if (threadIdx.x < 32) {
     constexpr int kPerLane = kMaxMergeSplits / 32;
     float ms[kPerLane], ls[kPerLane];
