@@ -21,7 +21,9 @@ namespace keel::test {
 
 class ServeProcess {
  public:
-  explicit ServeProcess(const std::vector<std::string>& args) {
+  // as_background_job: the child starts with SIGINT ignored, as a shell's background job (`&` in
+  // a script) does.
+  explicit ServeProcess(const std::vector<std::string>& args, bool as_background_job = false) {
     int err[2];
     if (pipe(err) != 0) throw std::runtime_error("pipe failed");
     std::vector<std::string> argv = {keel_binary(), "serve", "--port", "0"};
@@ -35,6 +37,7 @@ class ServeProcess {
       std::vector<char*> cargv;
       for (auto& a : argv) cargv.push_back(a.data());
       cargv.push_back(nullptr);
+      if (as_background_job) signal(SIGINT, SIG_IGN);
       execv(cargv[0], cargv.data());
       _exit(127);
     }

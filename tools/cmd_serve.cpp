@@ -98,13 +98,15 @@ int cmd_serve(const CommandArgs& argv) {
   so.threads = static_cast<size_t>(parallel + queue + 4);  // + a few for /health, /metrics and 503s
   server::HttpServer http(engine, so);
   const int bound = http.bind();
+  // Ctrl-C or SIGTERM: running requests end with an error, the server stops, exit 130 / 143 (a
+  // second signal exits at once). Caught from before the line that says the server listens: a
+  // signal sent on reading it would otherwise find the default action, or, in a background job of
+  // a script (SIGINT ignored there until a handler is set), be lost, and the server would serve on.
+  CancelGuard cancel;
   std::fprintf(stderr, "keel serve: listening on http://%s:%d (model %s, context %lld tokens, %lld parallel)\n",
                so.host.c_str(), bound, id.c_str(), static_cast<long long>(engine.info().n_ctx),
                static_cast<long long>(parallel));
   std::fflush(stderr);
-  // Ctrl-C or SIGTERM: running requests end with an error, the server stops, exit 130 / 143 (a
-  // second signal exits at once).
-  CancelGuard cancel;
   std::atomic<bool> served{false};
   std::thread watcher([&] {
     while (!served.load() && !cancel.requested()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
