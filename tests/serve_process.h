@@ -28,16 +28,21 @@ class ServeProcess {
     if (pipe(err) != 0) throw std::runtime_error("pipe failed");
     std::vector<std::string> argv = {keel_binary(), "serve", "--port", "0"};
     argv.insert(argv.end(), args.begin(), args.end());
+    // Everything the child needs is made before fork: between fork and exec it calls only
+    // async-signal-safe functions (another thread of this process may hold malloc's lock).
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
       dup2(err[1], STDERR_FILENO);
       close(err[0]);
       close(err[1]);
-      std::vector<char*> cargv;
-      for (auto& a : argv) cargv.push_back(a.data());
-      cargv.push_back(nullptr);
-      if (as_background_job) signal(SIGINT, SIG_IGN);
+      if (as_background_job) sigaction(SIGINT, &ignore, nullptr);
       execv(cargv[0], cargv.data());
       _exit(127);
     }
