@@ -236,6 +236,27 @@ TEST(CudaGdn, DecodeInputsInOneLaunchEqualTheOpsOneByOne) {
   }
 }
 
+// The delta rule's arguments over rows of q | k | v heads (rows of `stride` floats; keys and
+// queries n_k heads of d_k, values n_v heads of d_v), the gates, and where its state and output go.
+cuda::DeltaArgs delta_args(const float* qkv, int64_t stride, const float* g, const float* beta, float* state,
+                           float* out, int n_k, int n_v, int d_k, int d_v) {
+  cuda::DeltaArgs d;
+  const int64_t key_dim = int64_t{n_k} * d_k;
+  d.q = qkv;
+  d.k = qkv + key_dim;
+  d.v = qkv + 2 * key_dim;
+  d.qk_stride = d.v_stride = stride;
+  d.g = g;
+  d.beta = beta;
+  d.state = state;
+  d.out = out;
+  d.n_k_heads = n_k;
+  d.n_v_heads = n_v;
+  d.d_k = d_k;
+  d.d_v = d_v;
+  return d;
+}
+
 struct DeltaCase {
   int n_k, n_v, d_k, d_v;
   std::vector<int> lengths;
@@ -266,19 +287,8 @@ void check_delta(const DeltaCase& c, uint32_t seed) {
   auto dbeta = upload(beta);
   auto dstate = upload(state);
   cuda::DeviceBuffer dout(size_t(n * c.n_v * c.d_v) * 4);
-  cuda::DeltaArgs d;
-  d.q = dqkv.as<float>();
-  d.k = dqkv.as<float>() + key_dim;
-  d.v = dqkv.as<float>() + 2 * key_dim;
-  d.qk_stride = d.v_stride = stride;
-  d.g = dg.as<float>();
-  d.beta = dbeta.as<float>();
-  d.state = dstate.as<float>();
-  d.out = dout.as<float>();
-  d.n_k_heads = c.n_k;
-  d.n_v_heads = c.n_v;
-  d.d_k = c.d_k;
-  d.d_v = c.d_v;
+  const cuda::DeltaArgs d = delta_args(dqkv.as<float>(), stride, dg.as<float>(), dbeta.as<float>(), dstate.as<float>(),
+                                      dout.as<float>(), c.n_k, c.n_v, c.d_k, c.d_v);
   auto ws = seqs.workspace(d);
   cuda::gated_delta(d, seqs.batch, ws.data(), nullptr);
   cuda_test::sync();
@@ -359,17 +369,8 @@ TEST(CudaGdn, DecodeDeltaWithNormEqualsDeltaThenNorm) {
     cuda::DeviceBuffer act_a(cuda::act_q8_bytes(width, n)), act_b(cuda::act_q8_bytes(width, n));
     cuda::check(cudaMemset(act_a.data(), 0x5A, act_a.bytes()), "memset");  // the padding compares equal
     cuda::check(cudaMemset(act_b.data(), 0x5A, act_b.bytes()), "memset");
-    cuda::DeltaArgs d;
-    d.q = dqkv.as<float>();
-    d.k = dqkv.as<float>() + key_dim;
-    d.v = dqkv.as<float>() + 2 * key_dim;
-    d.qk_stride = d.v_stride = stride;
-    d.g = dg.as<float>();
-    d.beta = dbeta.as<float>();
-    d.n_k_heads = c.n_k;
-    d.n_v_heads = c.n_v;
-    d.d_k = c.d_k;
-    d.d_v = c.d_v;
+    cuda::DeltaArgs d = delta_args(dqkv.as<float>(), stride, dg.as<float>(), dbeta.as<float>(), nullptr, nullptr, c.n_k,
+                                   c.n_v, c.d_k, c.d_v);
     int8_t *qa = nullptr, *qb = nullptr;
     float2 *sa = nullptr, *sb = nullptr;
     cuda::act_q8_parts(act_a.data(), width, n, qa, sa);
