@@ -523,6 +523,7 @@ struct Bf16Kernels {
 std::vector<Bf16Kernels> bf16_kernels() {
   std::vector<Bf16Kernels> out{{&cpu::attention_bf16_kernels_generic(), 2}};
   if (const cpu::AttentionBf16Kernels* simd = cpu::attention_bf16_kernels_for(16)) out.push_back({simd, 16});
+  if (cpu::amx_bf16_usable()) out.push_back({&cpu::attention_bf16_kernels_amx(), 32});
   return out;
 }
 
@@ -686,6 +687,16 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
 }
 
 }  // namespace
+
+// The AMX tiles: whole tiles of 16 keys (scores) and 32 keys (sums) and the AVX-512 kernels' tails
+// beside them, row blocks of 16 and 32, calls longer than one transposed V tile (256 keys).
+TEST(Attention, AmxKernelsEqualTheirScalarTwins) {
+  if (!cpu::amx_bf16_usable()) GTEST_SKIP() << "no AMX-BF16 tiles on this CPU, or the OS does not grant them";
+  for (int hd : {64, 128, 256})
+    for (int n_rows : {16, 32, 48, 128})
+      for (int64_t n_keys : {1, 15, 16, 31, 32, 33, 100, 256, 300})
+        check_bf16_kernels(cpu::attention_bf16_kernels_amx(), hd, n_rows, n_keys);
+}
 
 TEST(Attention, Bf16KernelsEqualTheirScalarTwins) {
   const cpu::AttentionBf16Kernels* simd = cpu::attention_bf16_kernels_for(16);

@@ -461,6 +461,7 @@ const AttentionBf16Kernels* attention_bf16_kernels_for(int head_dim) {
     return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bf16");
   }();
+  if (bf16 && head_dim % 32 == 0 && head_dim <= kAmxMaxHeadDim && amx_bf16_usable()) return &attention_bf16_kernels_amx();
   if (bf16 && head_dim % 16 == 0) return &attention_bf16_kernels_avx512bf16();
 #endif
   (void)head_dim;

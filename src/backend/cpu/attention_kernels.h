@@ -104,6 +104,12 @@ const AttentionKernels& attention_kernels_for(int head_dim);
 
 const AttentionBf16Kernels& attention_bf16_kernels_generic();      // even head sizes
 const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16();  // AVX512_BF16 only, head sizes % 16 == 0
+// AMX-BF16's tiles for the two products, the AVX512_BF16 table's packers and softmax: only where
+// amx_bf16_usable() (the CPU has the tiles and the OS lets this process use them), for head sizes
+// that are a multiple of 32 up to kAmxMaxHeadDim.
+constexpr int kAmxMaxHeadDim = 256;
+const AttentionBf16Kernels& attention_bf16_kernels_amx();
+bool amx_bf16_usable();
 // The bf16 table that beats f32 for a head size on this CPU; nullptr where none does (the
 // scalar twin never does: fast mode then keeps the f32 kernels).
 const AttentionBf16Kernels* attention_bf16_kernels_for(int head_dim);

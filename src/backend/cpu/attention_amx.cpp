@@ -1,0 +1,241 @@
+// AMX twins of the bf16 row-block products (compiled with -mamx-tile -mamx-bf16 and AVX-512 F/BW/
+// VL/BF16; reached only after amx_bf16_usable() in attention_bf16_kernels_for(), for head sizes
+// that are a multiple of 32). The packers and the softmax are attention_avx512bf16.cpp's: the
+// operands stay in the layouts of attention_kernels.h, which are the tile unit's own. tdpbf16ps
+// multiplies a tile of 16 rows x 32 bf16 by one of 16 pairs x 16 columns into 16 x 16 f32 sums:
+// 16 x 16 x 32 products an instruction, against vdpbf16ps's 32.
+//   scores_rows:     st[16 keys][16 rows] += keys[16 keys][32 dims] x qp[16 dim pairs][16 rows]
+//   accumulate_rows: acc[16 dims][16 rows] += V^T[16 dims][32 keys] x pp[16 key pairs][16 rows]
+// V^T is V's pairs transposed (16 x 16 words at a time) into a stack tile per call.
+// GCC 12 warns inside its own unmasked AVX-512 intrinsics once inlined into loops (GCC bug
+// 105593, as in attention_avx512bf16.cpp); the warning is noise.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "backend/cpu/attention_kernels.h"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace keel::cpu {
+namespace {
+
+// The tile registers' shapes (ldtilecfg): palette 1, tiles 0-7 all 16 rows of 64 bytes. Tiles 0-3
+// hold sums, 4-5 the left operands, 6-7 the right ones. Loaded once per thread; nothing else in
+// keel uses the tiles.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+  thread_local bool configured = false;
+  if (configured) return;
+  TileConfig c;
+  for (int t = 0; t < 8; ++t) {
+    c.colsb[t] = 64;
+    c.rows[t] = 16;
+  }
+  _tile_loadconfig(&c);
+  configured = true;
+}
+
+// Scores of KB blocks of 16 keys from j0 by RB blocks of 16 rows from r0 (KB, RB in 1, 2).
+template <int KB, int RB>
+void scores_block(const uint16_t* qp, int n_rows, const uint16_t* keys, int hd, float* st, int64_t lds, int64_t j0,
+                  int r0) {
+  const size_t pair_row = 4 * static_cast<size_t>(n_rows);  // bytes between qp's dim pairs
+  const size_t key_row = 2 * static_cast<size_t>(hd);
+  _tile_zero(0);
+  if constexpr (RB > 1) _tile_zero(1);
+  if constexpr (KB > 1) _tile_zero(2);
+  if constexpr (KB > 1 && RB > 1) _tile_zero(3);
+  for (int i = 0; i < hd; i += 32) {
+    const uint16_t* k = keys + j0 * hd + i;
+    const uint16_t* q = qp + (i / 2) * 2 * static_cast<int64_t>(n_rows) + 2 * r0;
+    _tile_loadd(4, k, key_row);
+    _tile_loadd(6, q, pair_row);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (RB > 1) {
+      _tile_loadd(7, q + 32, pair_row);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (KB > 1) {
+      _tile_loadd(5, k + 16 * hd, key_row);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (RB > 1) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  const size_t st_row = 4 * static_cast<size_t>(lds);
+  float* out = st + j0 * lds + r0;
+  _tile_stored(0, out, st_row);
+  if constexpr (RB > 1) _tile_stored(1, out + 16, st_row);
+  if constexpr (KB > 1) _tile_stored(2, out + 16 * lds, st_row);
+  if constexpr (KB > 1 && RB > 1) _tile_stored(3, out + 16 * lds + 16, st_row);
+}
+
+template <int KB>
+void scores_keys(const uint16_t* qp, int n_rows, const uint16_t* keys, int hd, float* st, int64_t lds, int64_t j0) {
+  int r = 0;
+  for (; r + 32 <= n_rows; r += 32) scores_block<KB, 2>(qp, n_rows, keys, hd, st, lds, j0, r);
+  if (r < n_rows) scores_block<KB, 1>(qp, n_rows, keys, hd, st, lds, j0, r);
+}
+
+void scores_rows_amx(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
+                     int64_t lds) {
+  configure_tiles();
+  int64_t j = 0;
+  for (; j + 32 <= n_keys; j += 32) scores_keys<2>(qp, n_rows, keys, hd, st, lds, j);
+  for (; j + 16 <= n_keys; j += 16) scores_keys<1>(qp, n_rows, keys, hd, st, lds, j);
+  if (j < n_keys)  // the last keys (fewer than a tile's 16 rows)
+    attention_bf16_kernels_avx512bf16().scores_rows(qp, n_rows, keys + j * hd, n_keys - j, hd, st + j * lds, lds);
+}
+
+// A 16 x 16 matrix of 32-bit words transposed in registers.
+inline void transpose16(__m512i (&r)[16]) {
+  __m512i t[16];
+  for (int k = 0; k < 8; ++k) {  // within 128-bit lanes: rows 2k, 2k + 1 interleaved
+    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {  // lane L of r[4k + b]: rows 4k .. 4k + 3 of column 4L + b
+    r[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+    r[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+    r[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    r[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+  for (int b = 0; b < 4; ++b) {  // the 4 x 4 lanes of r[b], r[4 + b], r[8 + b], r[12 + b] transposed
+    const __m512i v0 = _mm512_shuffle_i32x4(r[b], r[4 + b], 0x44), v1 = _mm512_shuffle_i32x4(r[b], r[4 + b], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + b], r[12 + b], 0x44), v3 = _mm512_shuffle_i32x4(r[8 + b], r[12 + b], 0xEE);
+    t[b] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    t[4 + b] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    t[8 + b] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    t[12 + b] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+  for (int k = 0; k < 16; ++k) r[k] = t[k];
+}
+
+// Keys a call's V^T holds at once (its stack tile: kAmxMaxHeadDim x 256 keys, 128 KiB).
+constexpr int64_t kKeysAtOnce = 256;
+
+// vt[i][j] (row i: n_keys keys, n_keys / 2 words) from values' pairs (word [j / 2][i]); n_keys a
+// multiple of 32, hd of 16.
+void transpose_values(const uint16_t* values, int64_t n_keys, int hd, uint16_t* vt) {
+  const auto* w = reinterpret_cast<const int32_t*>(values);
+  auto* out = reinterpret_cast<int32_t*>(vt);
+  const int64_t pairs = n_keys / 2;
+  for (int64_t q = 0; q < pairs; q += 16)
+    for (int i = 0; i < hd; i += 16) {
+      __m512i r[16];
+      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_si512(w + (q + k) * hd + i);
+      transpose16(r);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_si512(out + (i + k) * pairs + q, r[k]);
+    }
+}
+
+// acc[16 dims from i0 (DB blocks)][16 rows from r0 (RB blocks)] += V^T x P over n_keys keys (a
+// multiple of 32) of vt (rows n_keys long) and pp.
+template <int DB, int RB>
+void accumulate_block(float* acc, int n_rows, const uint16_t* pp, const uint16_t* vt, int64_t n_keys, int i0, int r0) {
+  const size_t acc_row = 4 * static_cast<size_t>(n_rows), pair_row = 4 * static_cast<size_t>(n_rows);
+  const size_t vt_row = 2 * static_cast<size_t>(n_keys);
+  float* c = acc + static_cast<int64_t>(i0) * n_rows + r0;
+  _tile_loadd(0, c, acc_row);
+  if constexpr (RB > 1) _tile_loadd(1, c + 16, acc_row);
+  if constexpr (DB > 1) _tile_loadd(2, c + 16 * n_rows, acc_row);
+  if constexpr (DB > 1 && RB > 1) _tile_loadd(3, c + 16 * n_rows + 16, acc_row);
+  for (int64_t j = 0; j < n_keys; j += 32) {
+    const uint16_t* a = vt + i0 * n_keys + j;
+    const uint16_t* p = pp + (j / 2) * 2 * static_cast<int64_t>(n_rows) + 2 * r0;
+    _tile_loadd(4, a, vt_row);
+    _tile_loadd(6, p, pair_row);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (RB > 1) {
+      _tile_loadd(7, p + 32, pair_row);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (DB > 1) {
+      _tile_loadd(5, a + 16 * n_keys, vt_row);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (RB > 1) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c, acc_row);
+  if constexpr (RB > 1) _tile_stored(1, c + 16, acc_row);
+  if constexpr (DB > 1) _tile_stored(2, c + 16 * n_rows, acc_row);
+  if constexpr (DB > 1 && RB > 1) _tile_stored(3, c + 16 * n_rows + 16, acc_row);
+}
+
+void accumulate_rows_amx(float* acc, const float* correction, int n_rows, const uint16_t* pp, const uint16_t* values,
+                         int64_t n_keys, int hd) {
+  configure_tiles();
+  const int64_t whole = n_keys / 32 * 32;  // keys the tiles take
+  if (whole < n_keys) {  // the last keys first, by the AVX-512 kernel, which also applies the factors
+    attention_bf16_kernels_avx512bf16().accumulate_rows(acc, correction, n_rows, pp + whole * n_rows,
+                                                        values + whole * hd, n_keys - whole, hd);
+  } else {  // the sums moved onto the new maxima (the tiles only add)
+    for (int i = 0; i < hd; ++i)
+      for (int r = 0; r < n_rows; r += 16) {
+        float* a = acc + static_cast<int64_t>(i) * n_rows + r;
+        _mm512_storeu_ps(a, _mm512_mul_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(correction + r)));
+      }
+  }
+  alignas(64) uint16_t vt[kAmxMaxHeadDim * kKeysAtOnce];
+  for (int64_t j = 0; j < whole; j += kKeysAtOnce) {
+    const int64_t n = std::min(kKeysAtOnce, whole - j);
+    transpose_values(values + j * hd, n, hd, vt);
+    const uint16_t* p = pp + j * n_rows;  // key pair j / 2
+    for (int i = 0; i < hd; i += 32) {
+      int r = 0;
+      for (; r + 32 <= n_rows; r += 32) accumulate_block<2, 2>(acc, n_rows, p, vt, n, i, r);
+      if (r < n_rows) accumulate_block<2, 1>(acc, n_rows, p, vt, n, i, r);
+    }
+  }
+}
+
+}  // namespace
+
+bool amx_bf16_usable() {
+#if defined(__linux__)
+  static const bool usable = [] {
+    // KEEL_CPU_ISA=avx512 keeps the AVX-512 kernels without the tiles (lower caps leave no
+    // AVX512_BF16 table to take the tiles' place: attention_bf16_kernels_for).
+    if (const char* cap = std::getenv("KEEL_CPU_ISA"); cap && std::string(cap) == "avx512") return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
+    if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
+    // The kernel enables the tile data state per process on request (Linux 5.16 on).
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+#else
+  return false;
+#endif
+}
+
+const AttentionBf16Kernels& attention_bf16_kernels_amx() {
+  static const AttentionBf16Kernels k = [] {
+    AttentionBf16Kernels t = attention_bf16_kernels_avx512bf16();
+    t.scores_rows = scores_rows_amx;
+    t.accumulate_rows = accumulate_rows_amx;
+    return t;
+  }();
+  return k;
+}
+
+}  // namespace keel::cpu
