@@ -45,10 +45,14 @@ constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call
 constexpr int kQ8SweepPanels = 2;   // panels swept over the tokens together (matmul_q8.cpp)
 constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
 // Tokens a GEMM sweeps at a time: a longer call runs as calls of this many tokens, so that one
-// activation block column (~0.8 KB a token) stays in the L2 cache while the panels pass over it.
+// activation block column (~0.9 KB a token) stays in the L2 cache while the panels pass over it.
 // Measured (Zen 4 VM, 2 threads, Qwen3-0.6B-shaped Q8_0, pp4096 in one chunk of 4096, four
-// rounds): 300 tok/s swept whole, 387 in blocks of 1024, 381 in blocks of 512.
-constexpr int64_t kQ8TokenBlock = 1024;
+// rounds): 300 tok/s swept whole, 387 in blocks of 1024, 381 in blocks of 512. On a Sapphire
+// Rapids VM (2 cores, 2 MiB of L2 each; attention on the AMX tiles), pp512 / pp4096 tok/s, two
+// runs each: blocks of 1024 355-360 / 267-274, 512 362-365 / 303-312, 256 369-370 / 316-323,
+// 128 339 / 302 (the weights are packed once per block); the AVX2 kernels there 186 / 119 at
+// 1024 and 183 / 121 at 256.
+constexpr int64_t kQ8TokenBlock = 256;
 
 // One token's (up to) 256 inputs, quantized. [256] u8, [256] i16, [16] f32, [16] f32.
 struct ActBlockQ8 {
