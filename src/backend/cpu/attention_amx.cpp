@@ -53,45 +53,53 @@ void configure_tiles() {
   configured = true;
 }
 
-// Scores of KB blocks of 16 keys from j0 by RB blocks of 16 rows from r0 (KB, RB in 1, 2).
-template <int KB, int RB>
-void scores_block(const uint16_t* qp, int n_rows, const uint16_t* keys, int hd, float* st, int64_t lds, int64_t j0,
-                  int r0) {
-  const size_t pair_row = 4 * static_cast<size_t>(n_rows);  // bytes between qp's dim pairs
-  const size_t key_row = 2 * static_cast<size_t>(hd);
-  _tile_zero(0);
-  if constexpr (RB > 1) _tile_zero(1);
-  if constexpr (KB > 1) _tile_zero(2);
-  if constexpr (KB > 1 && RB > 1) _tile_zero(3);
-  for (int i = 0; i < hd; i += 32) {
-    const uint16_t* k = keys + j0 * hd + i;
-    const uint16_t* q = qp + (i / 2) * 2 * static_cast<int64_t>(n_rows) + 2 * r0;
-    _tile_loadd(4, k, key_row);
-    _tile_loadd(6, q, pair_row);
+// C += A x B on the tiles, both products' one loop: MB x NB blocks of 16 x 16 f32 sums (MB, NB in 1,
+// 2) at c (rows c_ld floats apart; zeroed first unless `load`), A's rows (16 per block, a_ld bf16
+// apart) 32 bf16 a step, B's columns (16 per block, 32 bf16 apart) in pairs of rows b_ld bf16
+// apart, 16 pairs a step; k_steps steps.
+template <int MB, int NB>
+void tile_product(float* c, int64_t c_ld, bool load, const uint16_t* a, int64_t a_ld, const uint16_t* b, int64_t b_ld,
+                  int64_t k_steps) {
+  const size_t c_row = 4 * static_cast<size_t>(c_ld), a_row = 2 * static_cast<size_t>(a_ld);
+  const size_t b_row = 2 * static_cast<size_t>(b_ld);
+  if (load) {
+    _tile_loadd(0, c, c_row);
+    if constexpr (NB > 1) _tile_loadd(1, c + 16, c_row);
+    if constexpr (MB > 1) _tile_loadd(2, c + 16 * c_ld, c_row);
+    if constexpr (MB > 1 && NB > 1) _tile_loadd(3, c + 16 * c_ld + 16, c_row);
+  } else {
+    _tile_zero(0);
+    if constexpr (NB > 1) _tile_zero(1);
+    if constexpr (MB > 1) _tile_zero(2);
+    if constexpr (MB > 1 && NB > 1) _tile_zero(3);
+  }
+  for (int64_t k = 0; k < k_steps; ++k, a += 32, b += 16 * b_ld) {
+    _tile_loadd(4, a, a_row);
+    _tile_loadd(6, b, b_row);
     _tile_dpbf16ps(0, 4, 6);
-    if constexpr (RB > 1) {
-      _tile_loadd(7, q + 32, pair_row);
+    if constexpr (NB > 1) {
+      _tile_loadd(7, b + 32, b_row);
       _tile_dpbf16ps(1, 4, 7);
     }
-    if constexpr (KB > 1) {
-      _tile_loadd(5, k + 16 * hd, key_row);
+    if constexpr (MB > 1) {
+      _tile_loadd(5, a + 16 * a_ld, a_row);
       _tile_dpbf16ps(2, 5, 6);
-      if constexpr (RB > 1) _tile_dpbf16ps(3, 5, 7);
+      if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
     }
   }
-  const size_t st_row = 4 * static_cast<size_t>(lds);
-  float* out = st + j0 * lds + r0;
-  _tile_stored(0, out, st_row);
-  if constexpr (RB > 1) _tile_stored(1, out + 16, st_row);
-  if constexpr (KB > 1) _tile_stored(2, out + 16 * lds, st_row);
-  if constexpr (KB > 1 && RB > 1) _tile_stored(3, out + 16 * lds + 16, st_row);
+  _tile_stored(0, c, c_row);
+  if constexpr (NB > 1) _tile_stored(1, c + 16, c_row);
+  if constexpr (MB > 1) _tile_stored(2, c + 16 * c_ld, c_row);
+  if constexpr (MB > 1 && NB > 1) _tile_stored(3, c + 16 * c_ld + 16, c_row);
 }
 
+// st[keys from j0 (KB blocks of 16)][rows (all n_rows)] = keys x queries.
 template <int KB>
 void scores_keys(const uint16_t* qp, int n_rows, const uint16_t* keys, int hd, float* st, int64_t lds, int64_t j0) {
   int r = 0;
-  for (; r + 32 <= n_rows; r += 32) scores_block<KB, 2>(qp, n_rows, keys, hd, st, lds, j0, r);
-  if (r < n_rows) scores_block<KB, 1>(qp, n_rows, keys, hd, st, lds, j0, r);
+  for (; r + 32 <= n_rows; r += 32)
+    tile_product<KB, 2>(st + j0 * lds + r, lds, false, keys + j0 * hd, hd, qp + 2 * r, 2 * n_rows, hd / 32);
+  if (r < n_rows) tile_product<KB, 1>(st + j0 * lds + r, lds, false, keys + j0 * hd, hd, qp + 2 * r, 2 * n_rows, hd / 32);
 }
 
 void scores_rows_amx(const uint16_t* qp, int n_rows, const uint16_t* keys, int64_t n_keys, int hd, float* st,
@@ -146,39 +154,6 @@ void transpose_values(const uint16_t* values, int64_t n_keys, int hd, uint16_t* 
     }
 }
 
-// acc[16 dims from i0 (DB blocks)][16 rows from r0 (RB blocks)] += V^T x P over n_keys keys (a
-// multiple of 32) of vt (rows n_keys long) and pp.
-template <int DB, int RB>
-void accumulate_block(float* acc, int n_rows, const uint16_t* pp, const uint16_t* vt, int64_t n_keys, int i0, int r0) {
-  const size_t acc_row = 4 * static_cast<size_t>(n_rows), pair_row = 4 * static_cast<size_t>(n_rows);
-  const size_t vt_row = 2 * static_cast<size_t>(n_keys);
-  float* c = acc + static_cast<int64_t>(i0) * n_rows + r0;
-  _tile_loadd(0, c, acc_row);
-  if constexpr (RB > 1) _tile_loadd(1, c + 16, acc_row);
-  if constexpr (DB > 1) _tile_loadd(2, c + 16 * n_rows, acc_row);
-  if constexpr (DB > 1 && RB > 1) _tile_loadd(3, c + 16 * n_rows + 16, acc_row);
-  for (int64_t j = 0; j < n_keys; j += 32) {
-    const uint16_t* a = vt + i0 * n_keys + j;
-    const uint16_t* p = pp + (j / 2) * 2 * static_cast<int64_t>(n_rows) + 2 * r0;
-    _tile_loadd(4, a, vt_row);
-    _tile_loadd(6, p, pair_row);
-    _tile_dpbf16ps(0, 4, 6);
-    if constexpr (RB > 1) {
-      _tile_loadd(7, p + 32, pair_row);
-      _tile_dpbf16ps(1, 4, 7);
-    }
-    if constexpr (DB > 1) {
-      _tile_loadd(5, a + 16 * n_keys, vt_row);
-      _tile_dpbf16ps(2, 5, 6);
-      if constexpr (RB > 1) _tile_dpbf16ps(3, 5, 7);
-    }
-  }
-  _tile_stored(0, c, acc_row);
-  if constexpr (RB > 1) _tile_stored(1, c + 16, acc_row);
-  if constexpr (DB > 1) _tile_stored(2, c + 16 * n_rows, acc_row);
-  if constexpr (DB > 1 && RB > 1) _tile_stored(3, c + 16 * n_rows + 16, acc_row);
-}
-
 void accumulate_rows_amx(float* acc, const float* correction, int n_rows, const uint16_t* pp, const uint16_t* values,
                          int64_t n_keys, int hd) {
   configure_tiles();
@@ -198,10 +173,11 @@ void accumulate_rows_amx(float* acc, const float* correction, int n_rows, const 
     const int64_t n = std::min(kKeysAtOnce, whole - j);
     transpose_values(values + j * hd, n, hd, vt);
     const uint16_t* p = pp + j * n_rows;  // key pair j / 2
-    for (int i = 0; i < hd; i += 32) {
+    for (int i = 0; i < hd; i += 32) {  // acc[dims i .. i + 31][rows] += V^T x P
+      float* c = acc + static_cast<int64_t>(i) * n_rows;
       int r = 0;
-      for (; r + 32 <= n_rows; r += 32) accumulate_block<2, 2>(acc, n_rows, p, vt, n, i, r);
-      if (r < n_rows) accumulate_block<2, 1>(acc, n_rows, p, vt, n, i, r);
+      for (; r + 32 <= n_rows; r += 32) tile_product<2, 2>(c + r, n_rows, true, vt + i * n, n, p + 2 * r, 2 * n_rows, n / 32);
+      if (r < n_rows) tile_product<2, 1>(c + r, n_rows, true, vt + i * n, n, p + 2 * r, 2 * n_rows, n / 32);
     }
   }
 }
