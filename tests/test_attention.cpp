@@ -523,7 +523,9 @@ struct Bf16Kernels {
 std::vector<Bf16Kernels> bf16_kernels() {
   std::vector<Bf16Kernels> out{{&cpu::attention_bf16_kernels_generic(), 2}};
   if (const cpu::AttentionBf16Kernels* simd = cpu::attention_bf16_kernels_for(16)) out.push_back({simd, 16});
+#if defined(__x86_64__)
   if (cpu::amx_bf16_usable()) out.push_back({&cpu::attention_bf16_kernels_amx(), 32});
+#endif
   return out;
 }
 
@@ -691,11 +693,15 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
 // The AMX tiles: whole tiles of 16 keys (scores) and 32 keys (sums) and the AVX-512 kernels' tails
 // beside them, row blocks of 16 and 32, calls longer than one transposed V tile (256 keys).
 TEST(Attention, AmxKernelsEqualTheirScalarTwins) {
+#if defined(__x86_64__)
   if (!cpu::amx_bf16_usable()) GTEST_SKIP() << "no AMX-BF16 tiles on this CPU, or the OS does not grant them";
   for (int hd : {64, 128, 256})
     for (int n_rows : {16, 32, 48, 128})
       for (int64_t n_keys : {1, 15, 16, 31, 32, 33, 100, 256, 300})
         check_bf16_kernels(cpu::attention_bf16_kernels_amx(), hd, n_rows, n_keys);
+#else
+  GTEST_SKIP() << "AMX is x86-64's";
+#endif
 }
 
 TEST(Attention, Bf16KernelsEqualTheirScalarTwins) {

@@ -106,7 +106,7 @@ const AttentionBf16Kernels& attention_bf16_kernels_generic();      // even head 
 const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16();  // AVX512_BF16 only, head sizes % 16 == 0
 // AMX-BF16's tiles for the two products, the AVX512_BF16 table's packers and softmax: only where
 // amx_bf16_usable() (the CPU has the tiles and the OS lets this process use them), for head sizes
-// that are a multiple of 32 up to kAmxMaxHeadDim.
+// that are a multiple of 32 up to kAmxMaxHeadDim. x86-64 builds only (attention_amx.cpp).
 constexpr int kAmxMaxHeadDim = 256;
 const AttentionBf16Kernels& attention_bf16_kernels_amx();
 bool amx_bf16_usable();
