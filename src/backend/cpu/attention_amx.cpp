@@ -18,10 +18,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/matmul.h"
 
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -187,9 +186,13 @@ void accumulate_rows_amx(float* acc, const float* correction, int n_rows, const 
 bool amx_bf16_usable() {
 #if defined(__linux__)
   static const bool usable = [] {
-    // KEEL_CPU_ISA=avx512 keeps the AVX-512 kernels without the tiles (lower caps leave no
-    // AVX512_BF16 table to take the tiles' place: attention_bf16_kernels_for).
-    if (const char* cap = std::getenv("KEEL_CPU_ISA"); cap && std::string(cap) == "avx512") return false;
+    // The tiles' table runs the AVX512_BF16 kernels too; KEEL_CPU_ISA=avx512 keeps those without the
+    // tiles, a lower cap turns both off.
+    if (!isa_supported(Isa::avx512) || isa_capped_to(Isa::avx512)) return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+        !__builtin_cpu_supports("avx512bf16"))
+      return false;
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
     constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;

@@ -86,12 +86,19 @@ Isa capped(Isa detected, const char* cap) {
   return detected;
 }
 
+const char* isa_cap() {
+  static const char* cap = std::getenv("KEEL_CPU_ISA");
+  return cap;
+}
+
 }  // namespace
 
 Isa best_isa() {
-  static const Isa isa = capped(detect(), std::getenv("KEEL_CPU_ISA"));
+  static const Isa isa = capped(detect(), isa_cap());
   return isa;
 }
+
+bool isa_capped_to(Isa isa) { return isa_cap() && std::string(isa_cap()) == isa_name(isa); }
 
 bool isa_supported(Isa isa) { return within(isa, best_isa()); }
 

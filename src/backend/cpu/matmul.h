@@ -79,6 +79,9 @@ enum class Isa { generic, avx2, avx512, neon, dotprod, i8mm };
 Isa best_isa();
 // Whether kernels of `isa` may run here: generic, or a level of this architecture up to best_isa().
 bool isa_supported(Isa isa);
+// Whether KEEL_CPU_ISA names exactly this level (a cap set by hand: KEEL_CPU_ISA=avx512 also keeps
+// the AMX tiles off, attention_amx.cpp).
+bool isa_capped_to(Isa isa);
 const char* isa_name(Isa isa);
 
 // matmul with the kernels of a given instruction set (isa must be supported by the CPU).
