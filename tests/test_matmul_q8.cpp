@@ -63,20 +63,27 @@ std::vector<int64_t> widths(Type type) {
   return {256, 768};
 }
 
-// Each micro-kernel against the scalar one on the same packed panel: 1..4 tokens, 1..16 rows.
+// Each micro-kernel against the scalar one on the same packed panel: 1..16 rows, 1 to the
+// kernel's tokens per call (4; 16 for AMX), each with the activations in the form it reads.
 TEST(MatmulQ8Kernels, SimdMatchesScalar) {
+  using keel::cpu::Q8ActForm;
   std::mt19937 rng(21);
+  constexpr int kMaxTok = keel::cpu::kQ8AmxTokens;
   for (Isa isa : kSimdIsas) {
     if (!have(isa)) continue;
+    const int max_tok = keel::cpu::q8_micro_tokens(isa);
     for (Type type : kQ8Types) {
       const int64_t n_in = widths(type).back(), n_out = 16;
       const auto wb = random_weights(type, n_in, n_out, rng);
       const WeightView w{type, wb.data(), n_in, n_out};
-      const auto x = random_floats(4 * n_in, rng);
+      const auto x = random_floats(kMaxTok * n_in, rng);
       const int64_t nkb = (n_in + 255) / 256;
-      std::vector<keel::cpu::ActBlockQ8> act(4 * nkb);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 4, act.data(), keel::cpu::q8_reads_q16(isa, type));
+      std::vector<keel::cpu::ActBlockQ8> act(kMaxTok * nkb), simd_act(kMaxTok * nkb);
+      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kMaxTok, act.data(), Q8ActForm::offset);
+      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kMaxTok, simd_act.data(),
+                                         keel::cpu::q8_act_form(isa, type));
       auto panel = std::make_unique<keel::cpu::PanelQ8>();
+      auto simd_panel = std::make_unique<keel::cpu::PanelQ8>();
       // Σ_k |w_rk · x_tk| over each 256-input block: the scale of the rounding error.
       std::vector<float> rows(n_out * n_in);
       const size_t rb = quant::row_bytes(type, static_cast<uint64_t>(n_in));
@@ -90,11 +97,12 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
           keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, panel.get());
-          if (const auto prepare = keel::cpu::q8_prepare(isa)) prepare(*panel, kc);
-          for (int n_tok = 1; n_tok <= 4; ++n_tok) {
-            Guarded a(4 * 16), b(4 * 16);
+          keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, simd_panel.get());
+          if (const auto prepare = keel::cpu::q8_prepare(isa)) prepare(*simd_panel, kc);
+          for (int n_tok = 1; n_tok <= max_tok; ++n_tok) {
+            Guarded a(kMaxTok * 16), b(kMaxTok * 16);
             keel::cpu::q8_micro_generic()(*panel, kc, act.data() + kb, nkb, n_tok, a.data(), 16, n_rows, false);
-            keel::cpu::q8_micro(isa)(*panel, kc, act.data() + kb, nkb, n_tok, b.data(), 16, n_rows, false);
+            keel::cpu::q8_micro(isa)(*simd_panel, kc, simd_act.data() + kb, nkb, n_tok, b.data(), 16, n_rows, false);
             for (int t = 0; t < n_tok; ++t)
               for (int r = 0; r < n_rows; ++r) {
                 const float u = a.data()[t * 16 + r], v = b.data()[t * 16 + r];
@@ -102,7 +110,7 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
                     << keel::cpu::isa_name(isa) << " " << label(type) << " rows=" << n_rows
                     << " tokens=" << n_tok << " t=" << t << " r=" << r;
               }
-            for (int t = 0; t < 4; ++t)
+            for (int t = 0; t < kMaxTok; ++t)
               for (int r = 0; r < 16; ++r)
                 if (t >= n_tok || r >= n_rows) {
                   ASSERT_EQ(b.data()[t * 16 + r], kSentinel) << "wrote outside the tile";
@@ -114,6 +122,44 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
     }
   }
 }
+
+#if defined(__x86_64__)
+// The AMX kernel's integer sums are the VNNI kernel's, scaled and summed in the same order: its
+// results are the VNNI kernel's bit for bit, for every token count of a call (1..16: one VNNI call
+// per 4 tokens), accumulating onto y or not.
+TEST(MatmulQ8Kernels, AmxEqualsVnniBitForBit) {
+  using keel::cpu::Q8ActForm;
+  if (!keel::cpu::amx_int8_usable() || !keel::cpu::cpu_has_avx512_vnni())
+    GTEST_SKIP() << "no AMX-INT8 tiles (or no AVX-512 VNNI) on this CPU, or the OS does not grant them";
+  std::mt19937 rng(27);
+  constexpr int kTok = keel::cpu::kQ8AmxTokens;
+  for (Type type : kQ8Types)
+    for (int64_t n_in : widths(type)) {
+      const auto wb = random_weights(type, n_in, 16, rng);
+      const WeightView w{type, wb.data(), n_in, 16};
+      const auto x = random_floats(kTok * n_in, rng);
+      const int64_t nkb = (n_in + 255) / 256;
+      std::vector<keel::cpu::ActBlockQ8> offset_act(kTok * nkb), signed_act(kTok * nkb);
+      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kTok, offset_act.data(), Q8ActForm::offset);
+      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kTok, signed_act.data(), Q8ActForm::signed_q);
+      auto panel = std::make_unique<keel::cpu::PanelQ8>();
+      for (int n_rows : {5, 16})
+        for (int n_tok : {1, 3, 4, 7, 15, 16}) {
+          std::vector<float> vnni(kTok * 16, kSentinel), amx(kTok * 16, kSentinel);
+          for (int64_t kb = 0; kb < nkb; ++kb) {
+            const int64_t kc = std::min<int64_t>(256, n_in - kb * 256);
+            keel::cpu::pack_panel_q8(w, 0, n_rows, kb * 256, kc, panel.get());
+            for (int t0 = 0; t0 < n_tok; t0 += keel::cpu::kQ8Tokens)
+              keel::cpu::q8_micro_vnni()(*panel, kc, offset_act.data() + t0 * nkb + kb, nkb,
+                                         std::min(keel::cpu::kQ8Tokens, n_tok - t0), vnni.data() + t0 * 16, 16,
+                                         n_rows, kb > 0);
+            keel::cpu::q8_micro_amx()(*panel, kc, signed_act.data() + kb, nkb, n_tok, amx.data(), 16, n_rows, kb > 0);
+          }
+          ASSERT_EQ(amx, vnni) << label(type) << " n_in=" << n_in << " rows=" << n_rows << " tokens=" << n_tok;
+        }
+    }
+}
+#endif
 
 // matmul in fast mode (each kernel set, 1 and 2 threads) against the double-precision reference
 // of the same quantization, and loosely against the exact reference.
@@ -199,7 +245,8 @@ TEST(MatmulQ8Driver, FloatWeightsStayExact) {
   }
 }
 
-// The GEMV's activations are the GEMM's quants, signed, with the same scales and sums.
+// The GEMV's activations are the GEMM's quants, signed (as the AMX kernel's too), with the same
+// scales and sums.
 TEST(MatmulQ8Gemv, ActivationsAreTheGemmQuants) {
   std::mt19937 rng(25);
   for (Type type : kQ8Types) {
@@ -208,11 +255,16 @@ TEST(MatmulQ8Gemv, ActivationsAreTheGemmQuants) {
     std::vector<keel::cpu::GemvActQ8> gemv(2 * nkb);
     keel::cpu::quantize_activations_gemv_q8(type, x.data(), n_in, 2, gemv.data());
     std::vector<keel::cpu::ActBlockQ8> act(2 * nkb);
-    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data(), false);
+    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data(), keel::cpu::Q8ActForm::offset);
+    std::vector<keel::cpu::ActBlockQ8> signed_act(2 * nkb);
+    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, signed_act.data(), keel::cpu::Q8ActForm::signed_q);
     const int group = keel::cpu::q8_group(type);
     for (int64_t i = 0; i < 2 * nkb; ++i) {
       const int64_t kc = std::min<int64_t>(256, n_in - (i % nkb) * 256);
-      for (int64_t k = 0; k < kc; ++k) ASSERT_EQ(gemv[i].q[k], int(act[i].q[k]) - 128) << label(type);
+      for (int64_t k = 0; k < kc; ++k) {
+        ASSERT_EQ(gemv[i].q[k], int(act[i].q[k]) - 128) << label(type);
+        ASSERT_EQ(gemv[i].q[k], static_cast<int8_t>(signed_act[i].q[k])) << label(type);
+      }
       for (int64_t g = 0; g < kc / group; ++g) {
         ASSERT_EQ(gemv[i].d[g], act[i].d[g]) << label(type);
         ASSERT_EQ(gemv[i].dsum[g], act[i].dsum[g]) << label(type);

@@ -13,43 +13,30 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/matmul.h"
-
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 namespace keel::cpu {
 namespace {
 
-// The tile registers' shapes (ldtilecfg): palette 1, tiles 0-7 all 16 rows of 64 bytes. Tiles 0-3
-// hold sums, 4-5 the left operands, 6-7 the right ones. Loaded once per thread; nothing else in
-// keel uses the tiles.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
+// The tile registers' shapes: tiles 0-7 all 16 rows of 64 bytes. Tiles 0-3 hold sums, 4-5 the
+// left operands, 6-7 the right ones.
 void configure_tiles() {
-  thread_local bool configured = false;
-  if (configured) return;
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) {
-    c.colsb[t] = 64;
-    c.rows[t] = 16;
-  }
-  _tile_loadconfig(&c);
-  configured = true;
+  static const AmxTileConfig config = [] {
+    AmxTileConfig c;
+    for (int t = 0; t < 8; ++t) {
+      c.colsb[t] = 64;
+      c.rows[t] = 16;
+    }
+    return c;
+  }();
+  amx_configure(config);
 }
 
 // C += A x B on the tiles, both products' one loop: MB x NB blocks of 16 x 16 f32 sums (MB, NB in 1,
@@ -182,30 +169,6 @@ void accumulate_rows_amx(float* acc, const float* correction, int n_rows, const 
 }
 
 }  // namespace
-
-bool amx_bf16_usable() {
-#if defined(__linux__)
-  static const bool usable = [] {
-    // The tiles' table runs the AVX512_BF16 kernels too; KEEL_CPU_ISA=avx512 keeps those without the
-    // tiles, a lower cap turns both off.
-    if (!isa_supported(Isa::avx512) || isa_capped_to(Isa::avx512)) return false;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
-        !__builtin_cpu_supports("avx512bf16"))
-      return false;
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
-    if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
-    // The kernel enables the tile data state per process on request (Linux 5.16 on).
-    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return usable;
-#else
-  return false;
-#endif
-}
 
 const AttentionBf16Kernels& attention_bf16_kernels_amx() {
   static const AttentionBf16Kernels k = [] {

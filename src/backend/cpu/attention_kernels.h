@@ -109,7 +109,6 @@ const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16();  // AVX512_BF16
 // that are a multiple of 32 up to kAmxMaxHeadDim. x86-64 builds only (attention_amx.cpp).
 constexpr int kAmxMaxHeadDim = 256;
 const AttentionBf16Kernels& attention_bf16_kernels_amx();
-bool amx_bf16_usable();
 // The bf16 table that beats f32 for a head size on this CPU; nullptr where none does (the
 // scalar twin never does: fast mode then keeps the f32 kernels).
 const AttentionBf16Kernels* attention_bf16_kernels_for(int head_dim);

@@ -7,6 +7,10 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #elif defined(__aarch64__) && defined(__APPLE__)
@@ -101,6 +105,51 @@ Isa best_isa() {
 bool isa_capped_to(Isa isa) { return isa_cap() && std::string(isa_cap()) == isa_name(isa); }
 
 bool isa_supported(Isa isa) { return within(isa, best_isa()); }
+
+namespace {
+
+// Whether the CPU has the AMX tiles with the products of CPUID.(7, 0).EDX bit `product_bit`, and
+// the OS grants this process the tile data (Linux 5.16 on, on request; asked once). Their kernels
+// pair the tiles with AVX-512 (F, BW, VL), so KEEL_CPU_ISA=avx512 keeps those without the tiles and
+// a lower cap turns both off.
+bool amx_usable(unsigned product_bit) {
+#if defined(__x86_64__) && defined(__linux__)
+  if (!isa_supported(Isa::avx512) || isa_capped_to(Isa::avx512)) return false;
+  if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) return false;
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  constexpr unsigned kAmxTile = 1u << 24;
+  if ((edx & product_bit) == 0 || (edx & kAmxTile) == 0) return false;
+  static const bool granted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+#else
+  (void)product_bit;
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool amx_bf16_usable() {
+#if defined(__x86_64__)
+  static const bool usable = amx_usable(1u << 22) && __builtin_cpu_supports("avx512bf16");
+  return usable;
+#else
+  return false;
+#endif
+}
+
+bool amx_int8_usable() {
+#if defined(__x86_64__)
+  static const bool usable = amx_usable(1u << 25) && __builtin_cpu_supports("avx512vnni");
+  return usable;
+#else
+  return false;
+#endif
+}
 
 const char* isa_name(Isa isa) {
   switch (isa) {

@@ -83,6 +83,12 @@ bool isa_supported(Isa isa);
 // the AMX tiles off, attention_amx.cpp).
 bool isa_capped_to(Isa isa);
 const char* isa_name(Isa isa);
+// Whether this process may use the AMX tiles (x86-64 Linux): the CPU has AMX-TILE with AMX-BF16
+// (with AVX512_BF16) / AMX-INT8 (with AVX-512 VNNI), the OS grants the tile data, and KEEL_CPU_ISA
+// caps neither (avx512 keeps the AVX-512 kernels without the tiles). The tile kernels are in the
+// *_amx.cpp files: attention's bf16 products, the fast GEMM's integer ones.
+bool amx_bf16_usable();
+bool amx_int8_usable();
 
 // matmul with the kernels of a given instruction set (isa must be supported by the CPU).
 void matmul_with(Isa isa, const WeightView& w, const float* x, int64_t n_tokens, float* y,

@@ -26,7 +26,12 @@ bool takes_q8_k(Type weight_type) {
 }
 
 // One token's row as Q8_0 blocks (ggml's x86 quantize_row_q8_0).
-void quantize_row_act_q8_0(const float* x, int64_t n_in, bool with_q16, ActBlockQ8* act) {
+// A quant as ActBlockQ8::q holds it in a form.
+uint8_t act_byte(int8_t q, Q8ActForm form) {
+  return form == Q8ActForm::signed_q ? static_cast<uint8_t>(q) : static_cast<uint8_t>(q + 128);
+}
+
+void quantize_row_act_q8_0(const float* x, int64_t n_in, Q8ActForm form, ActBlockQ8* act) {
   quant::BlockQ8_0 blocks[kQ8BlockK / quant::QK8_0];
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     const int64_t kc = std::min(kQ8BlockK, n_in - k0);
@@ -35,10 +40,10 @@ void quantize_row_act_q8_0(const float* x, int64_t n_in, bool with_q16, ActBlock
       const float d = quant::f16_to_f32(blocks[b].d);
       int sum = 0;
       for (int j = 0; j < quant::QK8_0; ++j) {
-        act->q[32 * b + j] = static_cast<uint8_t>(blocks[b].qs[j] + 128);
+        act->q[32 * b + j] = act_byte(blocks[b].qs[j], form);
         sum += blocks[b].qs[j];
       }
-      if (with_q16) std::copy_n(blocks[b].qs, quant::QK8_0, act->q16 + 32 * b);
+      if (form == Q8ActForm::offset_q16) std::copy_n(blocks[b].qs, quant::QK8_0, act->q16 + 32 * b);
       act->d[b] = d;
       act->dsum[b] = d * static_cast<float>(sum);
     }
@@ -46,11 +51,11 @@ void quantize_row_act_q8_0(const float* x, int64_t n_in, bool with_q16, ActBlock
 }
 
 // One token's row as Q8_K blocks, regrouped by `group` (32 or 16) inputs.
-void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, ActBlockQ8* act) {
+void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, Q8ActForm form, ActBlockQ8* act) {
   quant::BlockQ8_K block;
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     quant::quantize_row_q8_k(x + k0, &block, kQ8BlockK);
-    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = static_cast<uint8_t>(block.qs[j] + 128);
+    for (int j = 0; j < quant::QK_K; ++j) act->q[j] = act_byte(block.qs[j], form);
     const int per = group / 16;  // bsums per group
     for (int g = 0; g < quant::QK_K / group; ++g) {
       int sum = 0;
@@ -188,6 +193,7 @@ struct Q8Job {
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
   Q8PrepareFn prepare;
+  int micro_tokens;  // tokens a micro-kernel call takes
   std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
@@ -224,8 +230,8 @@ void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t
         if (kb + 1 < nkb) prefetch_panel(w, p0 + j, kb + 1);
         else if (p0 + n_sweep + j < n_panels) prefetch_panel(w, p0 + n_sweep + j, 0);
       }
-      for (int64_t t0 = 0; t0 < job.n_tokens; t0 += kQ8Tokens) {
-        const int n_tok = static_cast<int>(std::min<int64_t>(kQ8Tokens, job.n_tokens - t0));
+      for (int64_t t0 = 0; t0 < job.n_tokens; t0 += job.micro_tokens) {
+        const int n_tok = static_cast<int>(std::min<int64_t>(job.micro_tokens, job.n_tokens - t0));
         for (int j = 0; j < n_sweep; ++j)
           job.micro(panels[j], kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + (p0 + j) * kQ8Rows,
                     w.n_out, n_rows[j], kb > 0);
@@ -243,13 +249,13 @@ int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 bool q8_same_activations(Type a, Type b) { return takes_q8_k(a) == takes_q8_k(b) && q8_group(a) == q8_group(b); }
 
 void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
-                             int64_t t_end, ActBlockQ8* act, bool with_q16) {
+                             int64_t t_end, ActBlockQ8* act, Q8ActForm form) {
   const int64_t nkb = q8_act_blocks(n_in);
   for (int64_t t = t_begin; t < t_end; ++t) {
     if (takes_q8_k(weight_type))
-      quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), act + t * nkb);
+      quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), form, act + t * nkb);
     else
-      quantize_row_act_q8_0(x + t * n_in, n_in, with_q16, act + t * nkb);
+      quantize_row_act_q8_0(x + t * n_in, n_in, form, act + t * nkb);
   }
 }
 
@@ -260,7 +266,7 @@ void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, n_in - k0);
       ActBlockQ8 a{};  // quantized as the GEMM does: one token, one block
-      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a, false);
+      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a, Q8ActForm::offset);
       GemvActQ8& g = act[t * nkb + kb];
       for (int64_t k = 0; k < kc; ++k) g.q[k] = static_cast<int8_t>(static_cast<int>(a.q[k]) - 128);
       std::copy_n(a.d, kQ8MaxGroups, g.d);
@@ -336,7 +342,9 @@ bool cpu_has_avx512_vnni() {
 Q8MicroFn q8_micro(Isa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case Isa::avx512: return cpu_has_avx512_vnni() ? q8_micro_vnni() : q8_micro_avx2();
+    case Isa::avx512:
+      if (amx_int8_usable()) return q8_micro_amx();
+      return cpu_has_avx512_vnni() ? q8_micro_vnni() : q8_micro_avx2();
     case Isa::avx2: return q8_micro_avx2();
 #elif defined(__aarch64__)
     case Isa::neon: return q8_micro_neon();
@@ -347,6 +355,13 @@ Q8MicroFn q8_micro(Isa isa) {
   }
 }
 
+int q8_micro_tokens(Isa isa) {
+#if defined(__x86_64__)
+  if (q8_micro(isa) == q8_micro_amx()) return kQ8AmxTokens;
+#endif
+  return kQ8Tokens;
+}
+
 Q8PrepareFn q8_prepare(Isa isa) {
 #if defined(__x86_64__)
   if (q8_micro(isa) == q8_micro_avx2()) return q8_prepare_avx2();
@@ -354,14 +369,15 @@ Q8PrepareFn q8_prepare(Isa isa) {
   return nullptr;
 }
 
-bool q8_reads_q16(Isa isa, Type weight_type) {
+Q8ActForm q8_act_form(Isa isa, Type weight_type) {
 #if defined(__x86_64__)
-  return q8_micro(isa) == q8_micro_avx2() && !takes_q8_k(weight_type);
+  if (q8_micro(isa) == q8_micro_amx()) return Q8ActForm::signed_q;
+  if (q8_micro(isa) == q8_micro_avx2() && !takes_q8_k(weight_type)) return Q8ActForm::offset_q16;
 #else
   (void)isa;
   (void)weight_type;
-  return false;
 #endif
+  return Q8ActForm::offset;
 }
 
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads) {
@@ -381,7 +397,7 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
 void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8* act, float* y, char* panels,
                      ThreadPool& pool) {
   std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), &next_panel};
+  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa), &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
   // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do
@@ -401,11 +417,11 @@ void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8*
 void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_t n_in, int64_t n_tokens,
                         void* scratch, ThreadPool& pool) {
   ActBlockQ8* act = act_of(scratch);
-  const bool with_q16 = q8_reads_q16(isa, weight_type);
+  const Q8ActForm form = q8_act_form(isa, weight_type);
   pool.run([&](int ith, int nth) {
     const int64_t per = (n_tokens + nth - 1) / nth;
     const int64_t begin = std::min(n_tokens, per * ith), end = std::min(n_tokens, per * (ith + 1));
-    quantize_activations_q8(weight_type, x, n_in, begin, end, act, with_q16);
+    quantize_activations_q8(weight_type, x, n_in, begin, end, act, form);
   });
 }
 
@@ -426,7 +442,7 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t nkb = q8_act_blocks(w.n_in);
   std::vector<ActBlockQ8> act(static_cast<size_t>(n_tokens * nkb));
-  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data(), false);
+  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data(), Q8ActForm::offset);
   // The activations as the kernels see them: quant · d of its group.
   const int group = q8_group(w.type);
   std::vector<double> xq(static_cast<size_t>(n_tokens * w.n_in));

@@ -15,7 +15,8 @@
 //
 // with the integer sums exact in int32 (activations enter as unsigned xq + 128; the panel's
 // offset = 128·Σ wq undoes that before the conversion to float). Kernels: a scalar twin (always
-// compiled), AVX2 (vpmaddubsw/vpmaddwd) and AVX-512 VNNI (vpdpbusd) on x86-64, NEON
+// compiled), AVX2 (vpmaddubsw/vpmaddwd), AVX-512 VNNI (vpdpbusd) and AMX-INT8 (tdpbssd on signed
+// activations, 16 tokens a call; the VNNI kernel's results bit for bit) on x86-64, NEON
 // (smull/sadalp), dotprod (sdot) and i8mm (smmla) on AArch64, chosen at run time. The AArch64
 // kernels flip the activations back to signed and need no offset.
 //
@@ -41,7 +42,8 @@ namespace keel::cpu {
 
 constexpr int kQ8Rows = 16;         // weight rows per panel
 constexpr int64_t kQ8BlockK = 256;  // inputs per panel and per activation block
-constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call
+constexpr int kQ8Tokens = 4;        // tokens per micro-kernel call ...
+constexpr int kQ8AmxTokens = 16;    // ... of the AMX kernel (a tile's rows): q8_micro_tokens
 constexpr int kQ8SweepPanels = 2;   // panels swept over the tokens together (matmul_q8.cpp)
 constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
 // Tokens a GEMM sweeps at a time: a longer call runs as calls of this many tokens, so that one
@@ -54,11 +56,17 @@ constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K;
 // 1024 and 183 / 121 at 256.
 constexpr int64_t kQ8TokenBlock = 256;
 
+// How the activations' quants are kept for a micro-kernel (q8_act_form): ActBlockQ8::q as
+// quant + 128 (unsigned bytes: vpdpbusd, the scalar twin, the AArch64 kernels); that and q16 (the
+// AVX2 kernel, Q8_0 activations); or q as the quants themselves, signed (the AMX kernel: tdpbssd).
+enum class Q8ActForm { offset, offset_q16, signed_q };
+
 // One token's (up to) 256 inputs, quantized. [256] u8, [256] i16, [16] f32, [16] f32.
 struct ActBlockQ8 {
-  uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127])
+  uint8_t q[kQ8BlockK];      // quant + 128 (quants are in [-127, 127]); the quant's own bits
+                             // where Q8ActForm::signed_q
   int16_t q16[kQ8BlockK];    // quant, widened, for the AVX2 kernel's 16-bit products (Q8_0
-                             // weights); written only where asked (q8_reads_q16), else unset
+                             // weights); written only where Q8ActForm::offset_q16, else unset
   float d[kQ8MaxGroups];     // [group] scale of the group's quants
   float dsum[kQ8MaxGroups];  // [group] d · Σ quants of the group (for the min terms)
 };
@@ -94,9 +102,9 @@ bool q8_supported(quant::Type type);
 int q8_group(quant::Type type);
 
 // Quantizes tokens [t_begin, t_end) of x [n_tokens][n_in] into act [n_tokens][ceil(n_in/256)],
-// with ActBlockQ8::q16 where with_q16 (Q8_0 activations only; q8_reads_q16 says when).
+// in the form a micro-kernel reads (q8_act_form).
 void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
-                             int64_t t_begin, int64_t t_end, ActBlockQ8* act, bool with_q16);
+                             int64_t t_begin, int64_t t_end, ActBlockQ8* act, Q8ActForm form);
 
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
@@ -114,19 +122,24 @@ using Q8PrepareFn = void (*)(PanelQ8& panel, int64_t kc);
 Q8MicroFn q8_micro_generic();
 Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
 Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
+Q8MicroFn q8_micro_amx();   // matmul_q8_amx.cpp (AMX-INT8 tiles; its results are the VNNI kernel's)
 Q8MicroFn q8_micro_neon();     // matmul_q8_neon.cpp (AArch64 Advanced SIMD: SMULL/SADALP)
 Q8MicroFn q8_micro_dotprod();  // matmul_q8_dotprod.cpp (AArch64 SDOT)
 Q8MicroFn q8_micro_i8mm();     // matmul_q8_i8mm.cpp (AArch64 SMMLA)
 
 // Whether this CPU has AVX-512 VNNI (with F, BW and VL).
 bool cpu_has_avx512_vnni();
-// The micro-kernel of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2.
-// Only the kernels of the architecture built for exist; others give the scalar twin.
+// The micro-kernel of an instruction set: avx512 takes the AMX tiles where amx_int8_usable(), else
+// VNNI where the CPU has it, else AVX2. Only the kernels of the architecture built for exist;
+// others give the scalar twin.
 Q8MicroFn q8_micro(Isa isa);
+// The tokens q8_micro(isa) takes per call (n_tok up to this): kQ8AmxTokens for the AMX kernel,
+// else kQ8Tokens.
+int q8_micro_tokens(Isa isa);
 Q8PrepareFn q8_prepare(Isa isa);  // for q8_micro(isa)
-// Whether q8_micro(isa) reads ActBlockQ8::q16 of the activations that weights of weight_type
-// take (the AVX2 kernel, for Q8_0 activations: those of Q4_0 and Q8_0 weights).
-bool q8_reads_q16(Isa isa, quant::Type weight_type);
+// The form q8_micro(isa) reads the activations of weights of weight_type in: offset_q16 for the
+// AVX2 kernel's Q8_0 activations (those of Q4_0 and Q8_0 weights), signed_q for the AMX kernel.
+Q8ActForm q8_act_form(Isa isa, quant::Type weight_type);
 Q8PrepareFn q8_prepare_avx2();    // matmul_q8_avx2.cpp: Q8_0's q16
 
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.
