@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/gated_delta_impl.h"
+#include "backend/cpu/ops.h"
 #include "keel/error.h"
 
 namespace keel::cpu {
@@ -70,8 +71,7 @@ void l2_norm_heads(float* x, int64_t n_tokens, int64_t row_stride, int64_t n_hea
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t h = 0; h < n_heads; ++h) {
       float* v = x + t * row_stride + h * dim;
-      double sum = 0.0;
-      for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(v[i]) * v[i];
+      const double sum = sum_of_squares(v, dim);
       const float f = static_cast<float>(scale / std::sqrt(sum + eps));
       for (int64_t i = 0; i < dim; ++i) v[i] *= f;
     }
@@ -93,8 +93,7 @@ void gated_rms_norm(float* o, const float* z, const float* w, int64_t n_rows, in
   for (int64_t r = 0; r < n_rows; ++r) {
     float* x = o + r * dim;
     const float* zr = z + r * dim;
-    double sum = 0.0;
-    for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(x[i]) * x[i];
+    const double sum = sum_of_squares(x, dim);
     const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
     for (int64_t i = 0; i < dim; ++i) x[i] = x[i] * scale * w[i] * silu(zr[i]);
   }

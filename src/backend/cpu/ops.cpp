@@ -6,12 +6,20 @@
 
 namespace keel::cpu {
 
+double sum_of_squares(const float* x, int64_t n) {
+  double part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += static_cast<double>(x[i + j]) * x[i + j];
+  for (int j = 0; i < n; ++i, ++j) part[j] += static_cast<double>(x[i]) * x[i];
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_t dim, float eps) {
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * dim;
     float* o = out + r * dim;
-    double sum = 0.0;
-    for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    const double sum = sum_of_squares(xr, dim);
     const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
     for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * scale * w[i];
   }
