@@ -93,11 +93,6 @@ void micro_amx_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t l
                     int64_t ldy, int n_rows, bool accumulate) {
   static_assert(kBlockScale || !kMin, "min terms come with Q8_K activations");
   amx_configure(int8_tiles<kGroup>());
-  // y's rows are read (accumulate) and written at the end: fetched now, they arrive while the tiles
-  // work. Rows n_out floats apart fall in few L1 sets; without this the end of the call waited on
-  // them (measured end to end, 2 threads, pp512 of a Qwen3-0.6B shape: Q8_0 389 -> 474 tok/s,
-  // Q4_K_M 398 -> 452).
-  for (int t = 0; t < n_tok; ++t) _mm_prefetch(reinterpret_cast<const char*>(y + t * ldy), _MM_HINT_T0);
   const int n_groups = static_cast<int>(kc / kGroup);
   // The activations' tile rows: the tokens' blocks themselves, or (fewer than 16 tokens) a copy
   // with zero rows after them. Missing tokens' scales are read from token 0 and not stored.
