@@ -97,7 +97,8 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
           keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, panel.get());
-          keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, simd_panel.get());
+          keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, simd_panel.get(),
+                                   keel::cpu::q8_act_form(isa, type) != Q8ActForm::signed_q);
           if (const auto prepare = keel::cpu::q8_prepare(isa)) prepare(*simd_panel, kc);
           for (int n_tok = 1; n_tok <= max_tok; ++n_tok) {
             Guarded a(kMaxTok * 16), b(kMaxTok * 16);
@@ -149,11 +150,13 @@ TEST(MatmulQ8Kernels, AmxEqualsVnniBitForBit) {
           for (int64_t kb = 0; kb < nkb; ++kb) {
             const int64_t kc = std::min<int64_t>(256, n_in - kb * 256);
             keel::cpu::pack_panel_q8(w, 0, n_rows, kb * 256, kc, panel.get());
+            auto amx_panel = std::make_unique<keel::cpu::PanelQ8>();
+            keel::cpu::pack_panel_q8(w, 0, n_rows, kb * 256, kc, amx_panel.get(), false);
             for (int t0 = 0; t0 < n_tok; t0 += keel::cpu::kQ8Tokens)
               keel::cpu::q8_micro_vnni()(*panel, kc, offset_act.data() + t0 * nkb + kb, nkb,
                                          std::min(keel::cpu::kQ8Tokens, n_tok - t0), vnni.data() + t0 * 16, 16,
                                          n_rows, kb > 0);
-            keel::cpu::q8_micro_amx()(*panel, kc, signed_act.data() + kb, nkb, n_tok, amx.data(), 16, n_rows, kb > 0);
+            keel::cpu::q8_micro_amx()(*amx_panel, kc, signed_act.data() + kb, nkb, n_tok, amx.data(), 16, n_rows, kb > 0);
           }
           ASSERT_EQ(amx, vnni) << label(type) << " n_in=" << n_in << " rows=" << n_rows << " tokens=" << n_tok;
         }

@@ -194,6 +194,7 @@ struct Q8Job {
   Q8MicroFn micro;
   Q8PrepareFn prepare;
   int micro_tokens;  // tokens a micro-kernel call takes
+  bool with_offsets;  // pack_panel_q8's offsets: for kernels of unsigned activations
   std::atomic<int64_t>* next_panel;  // the first panel no thread has taken yet
 };
 
@@ -222,7 +223,7 @@ void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
       for (int j = 0; j < n_sweep; ++j) {
-        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j]);
+        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j], job.with_offsets);
         if (job.prepare) job.prepare(panels[j], kc);
       }
       // The next panels' weights arrive while the micro-kernel passes over the tokens.
@@ -288,7 +289,8 @@ void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in
     }
 }
 
-void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel) {
+void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel,
+                   bool with_offsets) {
   const UnpackFn unpack = unpack_fn(w.type);
   const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   const size_t k_offset = quant::row_bytes(w.type, static_cast<uint64_t>(k0));
@@ -319,7 +321,8 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   for (int g = 0; g < n_groups; ++g)
     for (int r = 0; r < kQ8Rows; ++r) {
       int32_t sum = 0;
-      for (int k = g * group; k < (g + 1) * group; ++k) sum += rows[r].q[k];
+      if (with_offsets)
+        for (int k = g * group; k < (g + 1) * group; ++k) sum += rows[r].q[k];
       panel->offset[g][r] = 128 * sum;
       panel->scale[g][r] = rows[r].scale[g];
       panel->min[g][r] = rows[r].min[g];
@@ -406,7 +409,8 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
 void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8* act, float* y, char* panels,
                      ThreadPool& pool) {
   std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa), &next_panel};
+  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa),
+                  q8_act_form(isa, w.type) != Q8ActForm::signed_q, &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one
   // sweep from 256 tokens on), but no more than leaves 4 chunks per thread. A panel's results do

@@ -108,7 +108,10 @@ void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_
 
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
-void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel);
+// Without with_offsets, PanelQ8::offset and block_offset are left 0 (kernels that read signed
+// activations, Q8ActForm::signed_q, need neither).
+void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel,
+                   bool with_offsets = true);
 
 // For t < n_tok (<= 4), j < n_rows: y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) +
 // (the panel's kc inputs of row j) · (token t's block x[t * ldx]).
