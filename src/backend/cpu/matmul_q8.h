@@ -47,14 +47,15 @@ constexpr int kQ8AmxTokens = 16;    // ... of the AMX kernel (a tile's rows): q8
 constexpr int kQ8SweepPanels = 2;   // panels swept over the tokens together (matmul_q8.cpp)
 constexpr int kQ8MaxGroups = 16;    // groups per 256 inputs (group of 16: Q6_K; 32: the others)
 // Tokens a GEMM sweeps at a time: a longer call runs as calls of this many tokens, so that one
-// activation block column (~0.9 KB a token) stays in the L2 cache while the panels pass over it.
-// Measured (Zen 4 VM, 2 threads, Qwen3-0.6B-shaped Q8_0, pp4096 in one chunk of 4096, four
-// rounds): 300 tok/s swept whole, 387 in blocks of 1024, 381 in blocks of 512. On a Sapphire
-// Rapids VM (2 cores, 2 MiB of L2 each; attention on the AMX tiles), pp512 / pp4096 tok/s, two
-// runs each: blocks of 1024 355-360 / 267-274, 512 362-365 / 303-312, 256 369-370 / 316-323,
-// 128 339 / 302 (the weights are packed once per block); the AVX2 kernels there 186 / 119 at
-// 1024 and 183 / 121 at 256.
-constexpr int64_t kQ8TokenBlock = 256;
+// activation block column (~0.9 KB a token) stays in the L2 cache while the panels pass over it;
+// each block streams all the weights once. Measured (Zen 4 VM, 2 threads, Qwen3-0.6B-shaped
+// Q8_0, pp4096 in one chunk of 4096, four rounds): 300 tok/s swept whole, 387 in blocks of 1024,
+// 381 in blocks of 512. On a Sapphire Rapids VM (2 cores, 2 MiB of L2 each; attention on the AMX
+// tiles), pp512 / pp4096 tok/s: before y was prefetched (the driver below), blocks of 1024
+// 355-360 / 267-274, 512 362-365 / 303-312, 256 369-370 / 316-323, 128 339 / 302; with it, 512
+// against 256: AMX 557-561 / 428 against 527-533 / 417-427 (Q4_K_M 533-553 / 409-410 against
+// 513-518 / 399-405), VNNI 373-375 / 200-201 against 356-360 / 198, AVX2 192-193 / - against 189-190.
+constexpr int64_t kQ8TokenBlock = 512;
 
 // How the activations' quants are kept for a micro-kernel (q8_act_form): ActBlockQ8::q as
 // quant + 128 (unsigned bytes: vpdpbusd, the scalar twin, the AArch64 kernels); that and q16 (the
