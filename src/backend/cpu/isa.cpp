@@ -108,25 +108,30 @@ bool isa_supported(Isa isa) { return within(isa, best_isa()); }
 
 namespace {
 
-// Whether the CPU has the AMX tiles with the products of CPUID.(7, 0).EDX bit `product_bit`, and
-// the OS grants this process the tile data (Linux 5.16 on, on request; asked once). Their kernels
-// pair the tiles with AVX-512 (F, BW, VL), so KEEL_CPU_ISA=avx512 keeps those without the tiles and
-// a lower cap turns both off.
-bool amx_usable(unsigned product_bit) {
+enum class AmxProducts { bf16, int8 };
+
+// Whether the CPU has the AMX tiles with these products (CPUID.(7, 0).EDX: AMX-BF16 bit 22,
+// AMX-INT8 bit 25, AMX-TILE bit 24) and the AVX-512 extension their kernels pair them with
+// (AVX512_BF16; VNNI), and the OS grants this process the tile data (Linux 5.16 on, on request;
+// asked once). The kernels pair the tiles with AVX-512 (F, BW, VL), so KEEL_CPU_ISA=avx512 keeps
+// those without the tiles and a lower cap turns both off.
+bool amx_usable(AmxProducts products) {
 #if defined(__x86_64__) && defined(__linux__)
   if (!isa_supported(Isa::avx512) || isa_capped_to(Isa::avx512)) return false;
   if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) return false;
+  const bool bf16 = products == AmxProducts::bf16;
+  if (!(bf16 ? __builtin_cpu_supports("avx512bf16") : __builtin_cpu_supports("avx512vnni"))) return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   __cpuid_count(7, 0, eax, ebx, ecx, edx);
-  constexpr unsigned kAmxTile = 1u << 24;
-  if ((edx & product_bit) == 0 || (edx & kAmxTile) == 0) return false;
+  const unsigned needed = (1u << 24) | (bf16 ? 1u << 22 : 1u << 25);
+  if ((edx & needed) != needed) return false;
   static const bool granted = [] {
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }();
   return granted;
 #else
-  (void)product_bit;
+  (void)products;
   return false;
 #endif
 }
@@ -134,21 +139,13 @@ bool amx_usable(unsigned product_bit) {
 }  // namespace
 
 bool amx_bf16_usable() {
-#if defined(__x86_64__)
-  static const bool usable = amx_usable(1u << 22) && __builtin_cpu_supports("avx512bf16");
+  static const bool usable = amx_usable(AmxProducts::bf16);
   return usable;
-#else
-  return false;
-#endif
 }
 
 bool amx_int8_usable() {
-#if defined(__x86_64__)
-  static const bool usable = amx_usable(1u << 25) && __builtin_cpu_supports("avx512vnni");
+  static const bool usable = amx_usable(AmxProducts::int8);
   return usable;
-#else
-  return false;
-#endif
 }
 
 const char* isa_name(Isa isa) {

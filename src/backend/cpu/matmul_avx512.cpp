@@ -5,15 +5,10 @@
 #include <immintrin.h>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
-
-inline void store_row(float* y, __m512 v, int n_rows, bool accumulate) {
-  const __mmask16 mask = n_rows >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n_rows) - 1);
-  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, y));
-  _mm512_mask_storeu_ps(y, mask, v);
-}
 
 void micro_avx512(int64_t kc, const float* xp, const float* wp, float* y, int64_t ldy, int n_tok, int n_rows,
                   bool accumulate) {
@@ -45,12 +40,12 @@ void micro_avx512(int64_t kc, const float* xp, const float* wp, float* y, int64_
     a4 = _mm512_fmadd_ps(_mm512_set1_ps(xp[4]), w0, a4);
     a5 = _mm512_fmadd_ps(_mm512_set1_ps(xp[5]), w0, a5);
   }
-  store_row(y, _mm512_add_ps(a0, b0), n_rows, accumulate);
-  if (n_tok > 1) store_row(y + ldy, _mm512_add_ps(a1, b1), n_rows, accumulate);
-  if (n_tok > 2) store_row(y + 2 * ldy, _mm512_add_ps(a2, b2), n_rows, accumulate);
-  if (n_tok > 3) store_row(y + 3 * ldy, _mm512_add_ps(a3, b3), n_rows, accumulate);
-  if (n_tok > 4) store_row(y + 4 * ldy, _mm512_add_ps(a4, b4), n_rows, accumulate);
-  if (n_tok > 5) store_row(y + 5 * ldy, _mm512_add_ps(a5, b5), n_rows, accumulate);
+  store_lanes(y, _mm512_add_ps(a0, b0), n_rows, accumulate);
+  if (n_tok > 1) store_lanes(y + ldy, _mm512_add_ps(a1, b1), n_rows, accumulate);
+  if (n_tok > 2) store_lanes(y + 2 * ldy, _mm512_add_ps(a2, b2), n_rows, accumulate);
+  if (n_tok > 3) store_lanes(y + 3 * ldy, _mm512_add_ps(a3, b3), n_rows, accumulate);
+  if (n_tok > 4) store_lanes(y + 4 * ldy, _mm512_add_ps(a4, b4), n_rows, accumulate);
+  if (n_tok > 5) store_lanes(y + 5 * ldy, _mm512_add_ps(a5, b5), n_rows, accumulate);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/matmul_q8.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
@@ -45,12 +46,6 @@ const AmxTileConfig& int8_tiles() {
     return c;
   }();
   return config;
-}
-
-inline void store_row(float* y, __m512 v, int n_rows, bool accumulate) {
-  const __mmask16 mask = n_rows >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n_rows) - 1);
-  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, y));
-  _mm512_mask_storeu_ps(y, mask, v);
 }
 
 // Up to 4 groups' integer sums into tiles 0-3 (operands alternating between tiles 4/6 and 5/7).
@@ -148,7 +143,7 @@ void micro_amx_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t l
     } else if constexpr (kBlockScale) {
       v = _mm512_fmsub_ps(_mm512_set1_ps(a[t]->d[0]), v, _mm512_setzero_ps());
     }
-    store_row(y + t * ldy, v, n_rows, accumulate);
+    store_lanes(y + t * ldy, v, n_rows, accumulate);
   }
 }
 

@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "backend/cpu/matmul_q8.h"
+#include "backend/cpu/simd_avx512.h"
 
 namespace keel::cpu {
 namespace {
@@ -29,12 +30,6 @@ inline __m512i bcast4(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
-}
-
-inline void store_row(float* y, __m512 v, int n_rows, bool accumulate) {
-  const __mmask16 mask = n_rows >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n_rows) - 1);
-  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, y));
-  _mm512_mask_storeu_ps(y, mask, v);
 }
 
 template <int kGroup, bool kMin, bool kBlockScale>
@@ -79,7 +74,7 @@ void micro_vnni_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t 
   for (int t = 0; t < n_tok; ++t) {
     __m512 v = s[t];
     if constexpr (kBlockScale) v = _mm512_fmsub_ps(_mm512_set1_ps(a[t]->d[0]), v, m[t]);
-    store_row(y + t * ldy, v, n_rows, accumulate);
+    store_lanes(y + t * ldy, v, n_rows, accumulate);
   }
 }
 

@@ -1,6 +1,7 @@
-// Small AVX-512F helpers shared by the *_avx512*.cpp translation units (include it only there).
-// Those files differ in flags (-mavx512f alone, or with BW/VL/BF16): the anonymous namespace keeps
-// each file's copies its own, so none is lent to a file whose CPU may lack the other's extensions.
+// Small AVX-512F helpers shared by the translation units compiled for AVX-512 (*_avx512*.cpp,
+// *_vnni.cpp, *_amx.cpp; include it only there). Those files differ in flags (-mavx512f alone, or
+// with BW/VL/BF16/VNNI/AMX): the anonymous namespace keeps each file's copies its own, so none is
+// lent to a file whose CPU may lack the other's extensions.
 #pragma once
 #include <immintrin.h>
 
@@ -8,6 +9,13 @@
 
 namespace keel::cpu {
 namespace {
+
+// y[0 .. n) = v's first n lanes (n <= 16), added to what y holds where accumulate.
+inline void store_lanes(float* y, __m512 v, int n, bool accumulate) {
+  const __mmask16 mask = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, y));
+  _mm512_mask_storeu_ps(y, mask, v);
+}
 
 // exp(x) for x <= 0 (score - max): x = n ln2 + r, degree-6 polynomial for e^r, times 2^n.
 inline __m512 exp_nonpositive(__m512 x) {
