@@ -20,7 +20,6 @@
 
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/attention_kernels.h"
-#include "backend/cpu/matmul.h"
 
 namespace keel::cpu {
 namespace {
