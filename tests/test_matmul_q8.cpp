@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <memory>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -63,6 +64,36 @@ std::vector<int64_t> widths(Type type) {
   return {256, 768};
 }
 
+// The AVX2 activation quantizers against the scalar ones, bit for bit (quants, q16, scales, sums),
+// in every form, for both activation types (Q8_0: widths with a partial 256-input block; Q8_K by
+// 32- and 16-input groups). Rows: N(0,1) values; values in steps of 1/127 of the largest (so
+// products land on and near the halfway points of the rounding); a block whose largest magnitude
+// is negative and repeats; and an all-zero block.
+TEST(MatmulQ8Activations, Avx2EqualsScalarBitForBit) {
+  if (!keel::cpu::isa_supported(Isa::avx2)) GTEST_SKIP() << "no AVX2 here";
+  using keel::cpu::Q8ActForm;
+  std::mt19937 rng(33);
+  for (Type type : kQ8Types)
+    for (int64_t n_in : widths(type)) {
+      constexpr int kTok = 4;
+      auto x = random_floats(kTok * n_in, rng);
+      std::uniform_int_distribution<int> step(-254, 254);
+      for (int64_t k = 0; k < n_in; ++k) x[n_in + k] = 0.37f * static_cast<float>(step(rng)) / 254.0f;
+      for (int64_t k = 0; k < n_in; ++k) x[2 * n_in + k] = k % 7 == 3 ? -2.5f : x[2 * n_in + k];
+      std::fill(x.begin() + 3 * n_in, x.begin() + 3 * n_in + 32, 0.0f);
+      if (n_in >= 256) std::fill(x.begin() + 3 * n_in, x.begin() + 3 * n_in + 256, 0.0f);
+      const int64_t nkb = (n_in + 255) / 256;
+      for (Q8ActForm form : {Q8ActForm::offset, Q8ActForm::offset_q16, Q8ActForm::signed_q}) {
+        std::vector<keel::cpu::ActBlockQ8> want(kTok * nkb), got(kTok * nkb);
+        keel::cpu::quantize_activations_q8(Isa::generic, type, x.data(), n_in, 0, kTok, want.data(), form);
+        keel::cpu::quantize_activations_q8(Isa::avx2, type, x.data(), n_in, 0, kTok, got.data(), form);
+        for (int64_t b = 0; b < kTok * nkb; ++b)
+          EXPECT_EQ(0, std::memcmp(&want[b], &got[b], sizeof want[b]))
+              << label(type) << " width " << n_in << " form " << int(form) << " token " << b / nkb << " block " << b % nkb;
+      }
+    }
+}
+
 // Each micro-kernel against the scalar one on the same packed panel: 1..16 rows, 1 to the
 // kernel's tokens per call (4; 16 for AMX), each with the activations in the form it reads.
 TEST(MatmulQ8Kernels, SimdMatchesScalar) {
@@ -79,8 +110,8 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
       const auto x = random_floats(kMaxTok * n_in, rng);
       const int64_t nkb = (n_in + 255) / 256;
       std::vector<keel::cpu::ActBlockQ8> act(kMaxTok * nkb), simd_act(kMaxTok * nkb);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kMaxTok, act.data(), Q8ActForm::offset);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kMaxTok, simd_act.data(),
+      keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, kMaxTok, act.data(), Q8ActForm::offset);
+      keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, kMaxTok, simd_act.data(),
                                          keel::cpu::q8_act_form(isa, type));
       auto panel = std::make_unique<keel::cpu::PanelQ8>();
       auto simd_panel = std::make_unique<keel::cpu::PanelQ8>();
@@ -141,8 +172,8 @@ TEST(MatmulQ8Kernels, AmxEqualsVnniBitForBit) {
       const auto x = random_floats(kTok * n_in, rng);
       const int64_t nkb = (n_in + 255) / 256;
       std::vector<keel::cpu::ActBlockQ8> offset_act(kTok * nkb), signed_act(kTok * nkb);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kTok, offset_act.data(), Q8ActForm::offset);
-      keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, kTok, signed_act.data(), Q8ActForm::signed_q);
+      keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, kTok, offset_act.data(), Q8ActForm::offset);
+      keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, kTok, signed_act.data(), Q8ActForm::signed_q);
       auto panel = std::make_unique<keel::cpu::PanelQ8>();
       for (int n_rows : {5, 16})
         for (int n_tok : {1, 3, 4, 7, 15, 16}) {
@@ -258,9 +289,9 @@ TEST(MatmulQ8Gemv, ActivationsAreTheGemmQuants) {
     std::vector<keel::cpu::GemvActQ8> gemv(2 * nkb);
     keel::cpu::quantize_activations_gemv_q8(type, x.data(), n_in, 2, gemv.data());
     std::vector<keel::cpu::ActBlockQ8> act(2 * nkb);
-    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, act.data(), keel::cpu::Q8ActForm::offset);
+    keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, 2, act.data(), keel::cpu::Q8ActForm::offset);
     std::vector<keel::cpu::ActBlockQ8> signed_act(2 * nkb);
-    keel::cpu::quantize_activations_q8(type, x.data(), n_in, 0, 2, signed_act.data(), keel::cpu::Q8ActForm::signed_q);
+    keel::cpu::quantize_activations_q8(keel::cpu::Isa::generic, type, x.data(), n_in, 0, 2, signed_act.data(), keel::cpu::Q8ActForm::signed_q);
     const int group = keel::cpu::q8_group(type);
     for (int64_t i = 0; i < 2 * nkb; ++i) {
       const int64_t kc = std::min<int64_t>(256, n_in - (i % nkb) * 256);

@@ -406,7 +406,7 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
     load_tiles(kern, bf16, a, pages[page], g, len, w);
-    if (page + 1 < n_pages)
+    if (!bf16 && page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     const int64_t first_visible = pos_of_first + t0 - start + 1;
     if (bf16) {

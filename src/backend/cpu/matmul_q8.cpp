@@ -258,14 +258,22 @@ int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 
 bool q8_same_activations(Type a, Type b) { return takes_q8_k(a) == takes_q8_k(b) && q8_group(a) == q8_group(b); }
 
-void quantize_activations_q8(Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
+void quantize_activations_q8(Isa isa, Type weight_type, const float* x, int64_t n_in, int64_t t_begin,
                              int64_t t_end, ActBlockQ8* act, Q8ActForm form) {
   const int64_t nkb = q8_act_blocks(n_in);
+  const bool q8_k = takes_q8_k(weight_type);
   for (int64_t t = t_begin; t < t_end; ++t) {
-    if (takes_q8_k(weight_type))
-      quantize_row_act_q8_k(x + t * n_in, n_in, q8_group(weight_type), form, act + t * nkb);
-    else
-      quantize_row_act_q8_0(x + t * n_in, n_in, form, act + t * nkb);
+    const float* xt = x + t * n_in;
+    ActBlockQ8* at = act + t * nkb;
+#if defined(__x86_64__)
+    if (isa == Isa::avx2 || isa == Isa::avx512) {
+      if (q8_k) quantize_row_act_q8_k_avx2(xt, n_in, q8_group(weight_type), form, at);
+      else quantize_row_act_q8_0_avx2(xt, n_in, form, at);
+      continue;
+    }
+#endif
+    if (q8_k) quantize_row_act_q8_k(xt, n_in, q8_group(weight_type), form, at);
+    else quantize_row_act_q8_0(xt, n_in, form, at);
   }
 }
 
@@ -276,7 +284,7 @@ void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, n_in - k0);
       ActBlockQ8 a{};  // quantized as the GEMM does: one token, one block
-      quantize_activations_q8(weight_type, x + t * n_in + k0, kc, 0, 1, &a, Q8ActForm::offset);
+      quantize_activations_q8(Isa::generic, weight_type, x + t * n_in + k0, kc, 0, 1, &a, Q8ActForm::offset);
       GemvActQ8& g = act[t * nkb + kb];
       for (int64_t k = 0; k < kc; ++k) g.q[k] = static_cast<int8_t>(static_cast<int>(a.q[k]) - 128);
       std::copy_n(a.d, kQ8MaxGroups, g.d);
@@ -434,7 +442,7 @@ void matmul_q8_quantize(Isa isa, quant::Type weight_type, const float* x, int64_
   pool.run([&](int ith, int nth) {
     const int64_t per = (n_tokens + nth - 1) / nth;
     const int64_t begin = std::min(n_tokens, per * ith), end = std::min(n_tokens, per * (ith + 1));
-    quantize_activations_q8(weight_type, x, n_in, begin, end, act, form);
+    quantize_activations_q8(isa, weight_type, x, n_in, begin, end, act, form);
   });
 }
 
@@ -455,7 +463,7 @@ void matmul_q8_with(Isa isa, const WeightView& w, const float* x, int64_t n_toke
 void matmul_q8_reference(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t nkb = q8_act_blocks(w.n_in);
   std::vector<ActBlockQ8> act(static_cast<size_t>(n_tokens * nkb));
-  quantize_activations_q8(w.type, x, w.n_in, 0, n_tokens, act.data(), Q8ActForm::offset);
+  quantize_activations_q8(Isa::generic, w.type, x, w.n_in, 0, n_tokens, act.data(), Q8ActForm::offset);
   // The activations as the kernels see them: quant · d of its group.
   const int group = q8_group(w.type);
   std::vector<double> xq(static_cast<size_t>(n_tokens * w.n_in));

@@ -103,9 +103,14 @@ bool q8_supported(quant::Type type);
 int q8_group(quant::Type type);
 
 // Quantizes tokens [t_begin, t_end) of x [n_tokens][n_in] into act [n_tokens][ceil(n_in/256)],
-// in the form a micro-kernel reads (q8_act_form).
-void quantize_activations_q8(quant::Type weight_type, const float* x, int64_t n_in,
+// in the form a micro-kernel reads (q8_act_form). Every instruction set gives the same bits
+// (the scalar twins below; AVX2 for avx2 and avx512 on x86-64, matmul_q8_act_avx2.cpp).
+void quantize_activations_q8(Isa isa, quant::Type weight_type, const float* x, int64_t n_in,
                              int64_t t_begin, int64_t t_end, ActBlockQ8* act, Q8ActForm form);
+#if defined(__x86_64__)
+void quantize_row_act_q8_0_avx2(const float* x, int64_t n_in, Q8ActForm form, ActBlockQ8* act);
+void quantize_row_act_q8_k_avx2(const float* x, int64_t n_in, int group, Q8ActForm form, ActBlockQ8* act);
+#endif
 
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
