@@ -229,13 +229,13 @@ TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {
   EXPECT_GT(n_refused, 20);
 }
 
-// Auto's largest chunk: 16384 for one sequence on a CUDA device, 4096 on a CPU, for several
-// sequences, for perplexity and under an explicit cap; a budget too small for the top rung
+// Auto's largest chunk: 1024 on a CPU; on a CUDA device 16384 for one sequence, 4096 for several
+// sequences and for perplexity; an explicit cap; a budget too small for the top rung
 // steps down the ladder.
 TEST(PlanInvariants, AutoChunkTopsOutPerDevice) {
   const plan::ModelSpec spec = plan::describe_preset("qwen3-8b", model::FileType::q4_k_m);
   const plan::DeviceProfile cpu = plan::with_overrides(plan::cpu_profile(), 80ull << 30, std::nullopt);
-  EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, cpu)).options.chunk, 4096);
+  EXPECT_EQ(plan::make_plan(spec, request(32768, runtime::KvType::f16, cpu)).options.chunk, 1024);
 #ifndef KEEL_HAS_CUDA
   GTEST_SKIP() << "the CUDA cases need a build with CUDA";
 #endif
@@ -420,7 +420,7 @@ TEST(PlanCli, Qwen35_27BRefusalSuggestsNoChunkBelowTheMinimum) {
   const Output text = run_keel("plan --preset qwen35-27b --type q5_k_m --ctx 173000 --device apple-m4-max-36g 2>&1");
   EXPECT_EQ(text.code, 1) << text.text;
   EXPECT_EQ(text.text.find("chunk 1 (auto)"), std::string::npos) << text.text;
-  EXPECT_NE(text.text.find("chunk 256 (auto: tried 4096 down to 1, none fits)"), std::string::npos) << text.text;
+  EXPECT_NE(text.text.find("chunk 256 (auto: tried 1024 down to 1, none fits)"), std::string::npos) << text.text;
   for (size_t at = text.text.find(", chunk "); at != std::string::npos; at = text.text.find(", chunk ", at + 1))
     EXPECT_GE(std::stoll(text.text.substr(at + 8)), plan::kMinUsefulChunk) << text.text.substr(at, 40);
 

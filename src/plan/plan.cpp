@@ -343,8 +343,8 @@ ModelSpec describe_preset(std::string_view preset, model::FileType type) {
 
 int64_t largest_auto_chunk(const DeviceProfile& device, const PlanRequest& request) {
   if (request.max_auto_chunk > 0) return request.max_auto_chunk;
-  const bool long_calls = device.backend == backend::Device::cuda && request.n_seqs <= 1 && !request.logits_every_token;
-  return long_calls ? 16384 : 4096;
+  if (device.backend != backend::Device::cuda) return 1024;
+  return request.n_seqs <= 1 && !request.logits_every_token ? 16384 : 4096;
 }
 
 int64_t smallest_auto_chunk(int64_t n_ctx) {
