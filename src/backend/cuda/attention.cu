@@ -976,50 +976,118 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
 constexpr int kDecodeKeys = 16;
 // Tiles each warp of a key range walks at least (fewer ranges below that). Measured on the H200
 // (one token at depth 4096, 32 heads over 8 of 128): 16.7 us at 4, 13.1 at 2 or 1. With q8_0's
-// one staging (decode_warp_bytes), 2 -> 1 (keel_cuda_bench attn, two runs, us at depth 4096):
+// kernel as it was then (tiles dequantized into shared memory, one staging), 2 -> 1 (keel_cuda_bench attn, two
+// runs, us at depth 4096):
 // f16 32/8 heads of 128 12.0 / 11.9 -> 11.7 / 11.0, 24/4 of 256 11.4 / 11.6 -> 10.9 / 10.9; q8_0
 // 15.3 / 14.4 -> 12.9 / 12.8 and 20.4 / 20.7 -> 17.6 / 17.7; at 32768 and 173000 the same (the
 // ranges are capped by the resident CTAs there).
 constexpr int kDecodeTilesPerWarp = 1;
 
-// A warp's shared memory: f16, two K/V tile pairs (double-buffered copies); q8_0, one f16 tile
-// that K and then V are dequantized into, then one staging of raw rows, K's then V's, each half
-// refilled with the next tile's rows as soon as it is dequantized (so each copy has a whole
-// tile's work to land, as with two stagings). q8_0 thus fits three CTAs an SM at head size 256
-// (168 registers, decode_min_ctas) where two stagings fitted two: decode is latency-bound (ncu:
-// 0.46 eligible warps a scheduler with two), and the third CTA's warps overlap the others' chains
-// of copy, dequantize and mma. Measured on the H200 (keel_cuda_bench attn, one token, two
-// stagings -> one; us at depth 4096 / 32768 / 173000): 24 heads over 4 of 256 18.3 / 42.9 / 164.7
-// -> 20.9 / 38.8 / 138.9 (2.28 -> 2.71 TB/s of K/V at 173000, with up to 99 key ranges instead of
-// 64; 17.6 at 4096 with kDecodeTilesPerWarp 1), 32 over 8 of 128 14.6 / 43.9 / 179.5 -> 14.8 /
-// 41.0 / 168.8; Qwen3.5-27B Q5_K_M decode at depth 173000 with q8_0 pages 92.6 -> 96.3 tok/s.
-// f16 pages are unchanged.
+// A warp's shared memory: two tiles (double-buffered copies), f16 K and V rows, or q8_0's raw
+// K and V rows. q8_0 tiles are never dequantized into shared memory: each lane builds its mma
+// fragments from the raw rows in registers (q8_0_scores, q8_0_values). Dequantizing a tile into
+// an f16 tile and reading it back through ldmatrix kept the shared-memory pipe busy (ncu at depth
+// 173000, 24 heads over 4 of 256: 79.5% "Mem Busy", 770 wavefronts a tile and a warp of which
+// 290 from 2.6-way bank conflicts, stalls mostly on short scoreboards) and it bounded the kernel
+// at 2.7 TB/s of K/V, against f16 pages' 4.0. Measured on the H200 (keel_cuda_bench attn, one
+// token, dequantized tile -> fragments from the raw rows; ms at depth 4096 / 32768 / 173000):
+// 24 heads over 4 of 256 0.0159 / 0.0388 / 0.1382 -> 0.0143 / 0.0330 / 0.1185 (2.72 -> 3.18 TB/s
+// of K/V at 173000), 32 over 8 of 128 0.0124 / 0.0409 / 0.1696 -> 0.0117 / 0.0326 / 0.1305 (2.22
+// -> 2.88 TB/s); Qwen3.5-27B Q5_K_M decode at depth 173000 with q8_0 pages, two runs each in
+// turn, 98.96 / 98.68 -> 102.04 / 102.22 tok/s. f16 pages unchanged (4.0 TB/s at 173000).
 template <int D, KvElem E>
 constexpr size_t decode_warp_bytes() {
-  const size_t tile = size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
-  return E == KvElem::f16 ? 4 * tile : tile + size_t(q8_0_stage_bytes<D, kDecodeKeys>());
+  const size_t tile = E == KvElem::f16 ? size_t(kDecodeKeys) * (D + 8) * sizeof(__half) * 2
+                                       : size_t(q8_0_stage_bytes<D, kDecodeKeys>());
+  return 2 * tile;
 }
 
-// f16: starts the copy of the tile at key0 into buffer `buf` (0 or 1) of the warp's memory `mine`.
-template <int D>
+// Starts the copy of the tile at key0 into buffer `buf` (0 or 1) of the warp's memory `mine`.
+template <int D, KvElem E>
 __device__ __forceinline__ void issue_decode_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                   int key0, int kv_end, uint8_t* mine, int buf, int lane) {
-  constexpr int ld = D + 8;
-  __half* ks = reinterpret_cast<__half*>(mine) + buf * 2 * kDecodeKeys * ld;
-  issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, ks + kDecodeKeys * ld, lane);
+  uint8_t* dst = mine + buf * (decode_warp_bytes<D, E>() / 2);
+  if constexpr (E == KvElem::f16) {
+    constexpr int ld = D + 8;
+    __half* ks = reinterpret_cast<__half*>(dst);
+    issue_f16_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, ks, ks + kDecodeKeys * ld, lane);
+  } else {
+    issue_q8_0_tile<D, kDecodeKeys, 32>(kv, base, page_row, g, key0, kv_end, dst, lane);
+  }
 }
 
-// q8_0: the warp's staging of raw rows (K's, then V's) and the copy of the tile at key0's K or V
-// rows into their half of it.
-template <int D>
-__device__ __forceinline__ uint8_t* decode_stage(uint8_t* mine) {
-  return mine + size_t(kDecodeKeys) * (D + 8) * sizeof(__half);
+// A little-endian word at p of shared memory, 2-byte aligned, or 4-byte when `aligned` (known
+// where the loops that call this are unrolled).
+__device__ __forceinline__ uint32_t smem_word(const uint8_t* p, bool aligned) {
+  if (aligned) return *reinterpret_cast<const uint32_t*>(p);
+  return __byte_perm(*reinterpret_cast<const uint16_t*>(p), *reinterpret_cast<const uint16_t*>(p + 2), 0x5410);
 }
-template <int D, KvRows ROWS>
-__device__ __forceinline__ void issue_decode_rows(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
-                                                  int key0, int kv_end, uint8_t* mine, int lane) {
-  uint8_t* half = decode_stage<D>(mine) + (ROWS == KvRows::v ? kDecodeKeys * q8_0_row_bytes<D>() : 0);
-  issue_q8_0_tile<D, kDecodeKeys, 32, ROWS>(kv, base, page_row, g, key0, kv_end, half, lane);
+__device__ __forceinline__ uint32_t smem_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+// S^T += K Q^T over a staged q8_0 tile (K rows: [16][row bytes]), kk even into s0 and odd into
+// s1 as over f16 tiles. Lane (gq, cq) builds K's A fragments for keys gq and gq + 8 itself: the
+// elements 2 cq, 2 cq + 1 and 2 cq + 8, 2 cq + 9 of each 16, as ldmatrix gives them from an f16
+// tile, each d * q rounded once to f16 (q8x4_to_half); so the sums are those over f16 pages
+// holding the dequantized values, bit for bit.
+template <int D, int NB>
+__device__ __forceinline__ void q8_0_scores(const uint8_t* k_rows, const uint32_t (&qf)[D / 16][NB][2],
+                                            float (&s0)[NB][4], float (&s1)[NB][4], int gq, int cq) {
+  constexpr int rb = q8_0_row_bytes<D>();
+#pragma unroll
+  for (int c = 0; c < D / 32; ++c) {  // q8_0 block c: mma steps kk = 2 c and 2 c + 1
+    uint32_t a[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // keys gq, gq + 8
+      const uint8_t* blk = k_rows + (gq + 8 * h) * rb + 34 * c;
+      const __half2 d = __half2half2(*reinterpret_cast<const __half*>(blk));
+      const uint8_t* qs = blk + 2 + 2 * cq;
+      q8x4_to_half(__byte_perm(smem_u16(qs), smem_u16(qs + 8), 0x5410), d, a[0][h], a[0][2 + h]);
+      q8x4_to_half(__byte_perm(smem_u16(qs + 16), smem_u16(qs + 24), 0x5410), d, a[1][h], a[1][2 + h]);
+    }
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      mma_f16(s0[nb], a[0], qf[2 * c][nb][0], qf[2 * c][nb][1]);
+      mma_f16(s1[nb], a[1], qf[2 * c + 1][nb][0], qf[2 * c + 1][nb][1]);
+    }
+  }
+}
+
+// O^T += V^T P^T over a staged q8_0 tile (V rows: [16][row bytes]). Lane (gq, cq) takes the four
+// values 4 gq .. 4 gq + 3 of q8_0 block c from keys 2 cq, 2 cq + 1, 2 cq + 8, 2 cq + 9 (one word
+// each) and pairs them by key with byte permutes: O^T's blocks 2 c and 2 c + 1 hold, in rows gq
+// and gq + 8, the head dimensions o_dim gives (each output still sums its keys in order, so its
+// value is the f16 pages' bit for bit).
+template <int D, int NB>
+__device__ __forceinline__ void q8_0_values(const uint8_t* v_rows, const uint32_t (&pb)[NB][2],
+                                            float (&o)[D / 16][NB][4], int gq, int cq) {
+  constexpr int rb = q8_0_row_bytes<D>();
+#pragma unroll
+  for (int c = 0; c < D / 32; ++c) {
+    uint32_t a[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // keys 2 cq and 2 cq + 1, then 8 further
+      const uint8_t* k0 = v_rows + (2 * cq + 8 * h) * rb + 34 * c;
+      const uint8_t* k1 = k0 + rb;
+      const __half2 d = __halves2half2(*reinterpret_cast<const __half*>(k0), *reinterpret_cast<const __half*>(k1));
+      // The quants start 2 bytes into the block: words are aligned in odd blocks only.
+      const uint32_t x0 = smem_word(k0 + 2 + 4 * gq, c % 2 == 1), x1 = smem_word(k1 + 2 + 4 * gq, c % 2 == 1);
+      q8x4_to_half(__byte_perm(x0, x1, 0x5140), d, a[0][2 * h], a[0][2 * h + 1]);  // values 4 gq, 4 gq + 1
+      q8x4_to_half(__byte_perm(x0, x1, 0x7362), d, a[1][2 * h], a[1][2 * h + 1]);  // values 4 gq + 2, 4 gq + 3
+    }
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      mma_f16(o[2 * c][nb], a[0], pb[nb][0], pb[nb][1]);
+      mma_f16(o[2 * c + 1][nb], a[1], pb[nb][0], pb[nb][1]);
+    }
+  }
+}
+
+// The head dimension that row gq + 8 h of O^T's block mb holds: in order over f16 tiles (ldmatrix),
+// q8_0_values' pairing over q8_0 tiles.
+template <KvElem E>
+__device__ __forceinline__ int o_dim(int mb, int gq, int h) {
+  if constexpr (E == KvElem::f16) return 16 * mb + gq + 8 * h;
+  else return 32 * (mb / 2) + 4 * gq + 2 * (mb % 2) + h;
 }
 
 // The tiles, then (reusing them) the warps' results for the merge: [kWarps][16 heads][D + 2].
@@ -1054,6 +1122,8 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
 // max and sum it keeps (l: of its own keys until the end).
 // CTAs an SM the decode kernel is compiled for: q8_0 with one block of heads, three (its shared
 // memory fits three at head size 256: decode_warp_bytes); 168 registers a thread at most then.
+// The latency of q8_0's chains (copy, fragments built from the raw rows, mma) is hidden by the
+// other CTAs' warps.
 template <KvElem E, int NB>
 constexpr int decode_min_ctas() {
   return E == KvElem::q8_0 && NB == 1 ? 3 : 1;
@@ -1079,20 +1149,13 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
   uint8_t* mine = smem_raw + warp * decode_warp_bytes<D, E>();
   const int32_t* page_row = b.pages + int64_t{s} * b.max_pages_per_seq;
 
-  // Copy groups, in commit order: f16, one per tile; q8_0, the K rows then the V rows of each
-  // tile (each refilled right after its dequantization), so either wait below leaves one group
-  // (the most recent) in flight. A warp's first tile is copied before the wait for the kernels
-  // before when it holds only keys from before the call (launch.cuh: no kernel of the step
-  // writes them), so its trip to memory overlaps them.
+  // One copy group per tile, so the wait below leaves one (the next tile's) in flight. A warp's
+  // first tile is copied before the wait for the kernels before when it holds only keys from
+  // before the call (launch.cuh: no kernel of the step writes them), so its trip to memory
+  // overlaps them.
   int tile = tile_begin + warp;
   const auto issue_first = [&] {
-    if constexpr (E == KvElem::f16) {
-      if (tile < tile_end) issue_decode_tile<D>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
-    } else {
-      if (tile < tile_end) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
-      cp_async_commit();
-      if (tile < tile_end) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, lane);
-    }
+    if (tile < tile_end) issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
     cp_async_commit();
   };
   const bool early = (tile + 1) * kDecodeKeys <= b.pos[b.q_start[s]];  // the call's first position of the sequence
@@ -1127,32 +1190,26 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
   for (int nb = 0; nb < NB; ++nb) m[nb][0] = m[nb][1] = -INFINITY, l[nb][0] = l[nb][1] = 0.0f;
 
   for (int it = 0; tile < tile_end; ++it, tile += kWarps) {
-    // q8_0: K, then V, dequantized into the one tile
-    __half* ks = reinterpret_cast<__half*>(mine) + (E == KvElem::f16 ? (it & 1) * 2 * kDecodeKeys * ld : 0);
-    __half* vs = E == KvElem::f16 ? ks + kDecodeKeys * ld : ks;
-    const uint8_t* stage = decode_stage<D>(mine);
-    const bool more = tile + kWarps < tile_end;
-    if constexpr (E == KvElem::f16) {
-      if (more) issue_decode_tile<D>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, (it + 1) & 1, lane);
-      cp_async_commit();
-    }
+    const uint8_t* buf = mine + (it & 1) * (decode_warp_bytes<D, E>() / 2);
+    if (tile + kWarps < tile_end)
+      issue_decode_tile<D, E>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, (it + 1) & 1, lane);
+    cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
-    if constexpr (E == KvElem::q8_0) {
-      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage, ks, lane);
-      __syncwarp();  // every lane is done with the K rows
-      if (more) issue_decode_rows<D, KvRows::k>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, lane);
-      cp_async_commit();
-    }
 
     // S^T = K Q^T; even and odd kk in separate sums (dependent chains half as long)
     float sacc[NB][4] = {}, sacc2[NB][4] = {};
+    if constexpr (E == KvElem::f16) {
+      const __half* ks = reinterpret_cast<const __half*>(buf);
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, ks + (lane % 16) * ld + 16 * kk + 8 * (lane / 16));
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4(a, ks + (lane % 16) * ld + 16 * kk + 8 * (lane / 16));
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb) mma_f16(kk % 2 ? sacc2[nb] : sacc[nb], a, qf[kk][nb][0], qf[kk][nb][1]);
+        for (int nb = 0; nb < NB; ++nb) mma_f16(kk % 2 ? sacc2[nb] : sacc[nb], a, qf[kk][nb][0], qf[kk][nb][1]);
+      }
+    } else {
+      q8_0_scores<D, NB>(buf, qf, sacc, sacc2, gq, cq);
     }
     const int key0 = tile * kDecodeKeys;
     const bool lo_out = key0 + gq > pos, hi_out = key0 + gq + 8 > pos;  // keys past the token's position
@@ -1196,22 +1253,19 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
           o[mb][nb][3] *= corr[nb][1];
         }
     }
-    if constexpr (E == KvElem::q8_0) {
-      __syncwarp();       // every lane is done with K
-      cp_async_wait<1>();  // this tile's V rows have landed (the next K rows may not have)
-      __syncwarp();
-      dequant_q8_0_rows<D, kDecodeKeys, 32>(stage + kDecodeKeys * q8_0_row_bytes<D>(), vs, lane);
-      __syncwarp();  // every lane is done with the V rows
-      if (more) issue_decode_rows<D, KvRows::v>(kv, base, page_row, g, (tile + kWarps) * kDecodeKeys, kv_end, mine, lane);
-      cp_async_commit();
-    }
-    // O^T += V^T P^T: V's rows transposed by ldmatrix into A fragments of 16 dims x 16 keys
+    // O^T += V^T P^T: over f16 tiles, V's rows transposed by ldmatrix into A fragments of 16
+    // dims x 16 keys
+    if constexpr (E == KvElem::f16) {
+      const __half* vs = reinterpret_cast<const __half*>(buf) + kDecodeKeys * ld;
 #pragma unroll
-    for (int mb = 0; mb < D / 16; ++mb) {
-      uint32_t a[4];
-      ldmatrix_x4_trans(a, vs + ((lane % 8) + 8 * (lane / 16)) * ld + 16 * mb + 8 * ((lane / 8) % 2));
+      for (int mb = 0; mb < D / 16; ++mb) {
+        uint32_t a[4];
+        ldmatrix_x4_trans(a, vs + ((lane % 8) + 8 * (lane / 16)) * ld + 16 * mb + 8 * ((lane / 8) % 2));
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb) mma_f16(o[mb][nb], a, pb[nb][0], pb[nb][1]);
+        for (int nb = 0; nb < NB; ++nb) mma_f16(o[mb][nb], a, pb[nb][0], pb[nb][1]);
+      }
+    } else {
+      q8_0_values<D, NB>(buf + kDecodeKeys * q8_0_row_bytes<D>(), pb, o, gq, cq);
     }
     __syncwarp();  // this buffer is refilled two tiles on
   }
@@ -1234,11 +1288,11 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
       float* h1 = h0 + (D + 2);
 #pragma unroll
       for (int mb = 0; mb < D / 16; ++mb) {
-        const int d = 16 * mb + gq;
-        h0[d] = o[mb][nb][0];
-        h1[d] = o[mb][nb][1];
-        h0[d + 8] = o[mb][nb][2];
-        h1[d + 8] = o[mb][nb][3];
+        const int d_lo = o_dim<E>(mb, gq, 0), d_hi = o_dim<E>(mb, gq, 1);
+        h0[d_lo] = o[mb][nb][0];
+        h1[d_lo] = o[mb][nb][1];
+        h0[d_hi] = o[mb][nb][2];
+        h1[d_hi] = o[mb][nb][3];
       }
       if (gq == 0) {
         h0[D] = m[nb][0];
