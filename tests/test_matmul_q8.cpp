@@ -66,8 +66,8 @@ std::vector<int64_t> widths(Type type) {
 
 // The AVX2 activation quantizers against the scalar ones, bit for bit (quants, q16, scales, sums),
 // in every form, for both activation types (Q8_0: widths with a partial 256-input block; Q8_K by
-// 32- and 16-input groups). Rows: N(0,1) values; values in steps of 1/127 of the largest (so
-// products land on and near the halfway points of the rounding); a block whose largest magnitude
+// 32- and 16-input groups). Rows: N(0,1) values; values on a grid of 1/254 of 0.37 (so products
+// land on and near the halfway points of the rounding); a block whose largest magnitude
 // is negative and repeats; and an all-zero block.
 TEST(MatmulQ8Activations, Avx2EqualsScalarBitForBit) {
   if (!keel::cpu::isa_supported(Isa::avx2)) GTEST_SKIP() << "no AVX2 here";
