@@ -16,8 +16,18 @@ namespace {
 // weights on one thread: the hardware prefetcher alone keeps too few lines in flight.)
 constexpr int64_t kPrefetchRows = 2;
 
+// On x86 into L2 only (prefetcht1): a decode's GEMVs went from 12 to 16 GB/s on two threads of a
+// Sapphire Rapids VM (keel_bench MatmulFast/*/tokens:1/threads:2/cold, Q8_0, Q4_K, Q6_K alike;
+// prefetcht0 fills the L1's few fill buffers with lines the kernel reaches only later, and
+// prefetchnta measured 8-10 GB/s). Other targets keep the all-levels hint; not measured there.
+#if defined(__x86_64__)
+constexpr int kPrefetchLocality = 2;
+#else
+constexpr int kPrefetchLocality = 3;
+#endif
+
 inline void prefetch_row(const char* row, size_t row_bytes) {
-  for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, 3);
+  for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, kPrefetchLocality);
 }
 
 // Kernel::run<NT>(row, n_in, a, lda, out): out[t] = Σ_k W_row[k] · xq_t[k] for t < NT, where
