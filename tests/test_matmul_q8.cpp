@@ -94,6 +94,34 @@ TEST(MatmulQ8Activations, Avx2EqualsScalarBitForBit) {
     }
 }
 
+// The AVX2 weight unpacking and interleaving against the scalar ones, bit for bit: every field of
+// the packed panel, for every type (random quant bytes: every bit pattern of qs, qh and ql),
+// partial 256-input blocks (Q4_0, Q8_0), rows from an offset, fewer than 16 rows, with and
+// without the offsets.
+TEST(MatmulQ8Panels, Avx2EqualsScalarBitForBit) {
+  if (!keel::cpu::isa_supported(Isa::avx2)) GTEST_SKIP() << "no AVX2 here";
+  std::mt19937 rng(34);
+  for (Type type : kQ8Types)
+    for (int64_t n_in : widths(type)) {
+      const int64_t n_out = 21;
+      const auto wb = random_weights(type, n_in, n_out, rng);
+      const WeightView w{type, wb.data(), n_in, n_out};
+      auto want = std::make_unique<keel::cpu::PanelQ8>();
+      auto got = std::make_unique<keel::cpu::PanelQ8>();
+      for (int n_rows : {1, 7, 16})
+        for (int64_t k0 = 0; k0 < n_in; k0 += 256)
+          for (bool offsets : {true, false}) {
+            const int64_t kc = std::min<int64_t>(256, n_in - k0);
+            std::memset(want.get(), 0xA5, sizeof *want);
+            std::memset(got.get(), 0xA5, sizeof *got);
+            keel::cpu::pack_panel_q8(w, 5, n_rows, k0, kc, want.get(), offsets, Isa::generic);
+            keel::cpu::pack_panel_q8(w, 5, n_rows, k0, kc, got.get(), offsets, Isa::avx2);
+            EXPECT_EQ(0, std::memcmp(want.get(), got.get(), sizeof *want))
+                << label(type) << " width " << n_in << " rows " << n_rows << " k0 " << k0 << " offsets " << offsets;
+          }
+    }
+}
+
 // Each micro-kernel against the scalar one on the same packed panel: 1..16 rows, 1 to the
 // kernel's tokens per call (4; 16 for AMX), each with the activations in the form it reads.
 TEST(MatmulQ8Kernels, SimdMatchesScalar) {

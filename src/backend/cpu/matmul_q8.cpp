@@ -67,6 +67,8 @@ void quantize_row_act_q8_k(const float* x, int64_t n_in, int group, Q8ActForm fo
 }
 
 // ---- weights: one row's inputs [k0, k0 + kc) as int8 quants + per-group scale and min --------
+// Each type in two parts: the quants (int8, input order; AVX2 twins in
+// matmul_q8_unpack_avx2.cpp) and the factors of each group.
 
 struct RowQ8 {
   int8_t q[kQ8BlockK];
@@ -76,32 +78,41 @@ struct RowQ8 {
   float d = 0.0f;                     // K-quants: the super-block's scale
 };
 
-void unpack_q4_0(const char* src, int64_t kc, RowQ8& r) {
+using QuantsFn = void (*)(const char* src, int64_t kc, int8_t* q);
+using FactorsFn = void (*)(const char* src, int64_t kc, RowQ8& r);
+
+void q4_0_quants(const char* src, int64_t kc, int8_t* q) {
   const auto* b = reinterpret_cast<const quant::BlockQ4_0*>(src);
-  for (int64_t i = 0; i < kc / 32; ++i) {
+  for (int64_t i = 0; i < kc / 32; ++i)
     for (int j = 0; j < 16; ++j) {
-      r.q[32 * i + j] = static_cast<int8_t>((b[i].qs[j] & 0x0F) - 8);
-      r.q[32 * i + j + 16] = static_cast<int8_t>((b[i].qs[j] >> 4) - 8);
+      q[32 * i + j] = static_cast<int8_t>((b[i].qs[j] & 0x0F) - 8);
+      q[32 * i + j + 16] = static_cast<int8_t>((b[i].qs[j] >> 4) - 8);
     }
-    r.scale[i] = quant::f16_to_f32(b[i].d);
-    r.min[i] = 0.0f;
-  }
 }
 
-void unpack_q8_0(const char* src, int64_t kc, RowQ8& r) {
+void q8_0_quants(const char* src, int64_t kc, int8_t* q) {
   const auto* b = reinterpret_cast<const quant::BlockQ8_0*>(src);
+  for (int64_t i = 0; i < kc / 32; ++i) std::memcpy(q + 32 * i, b[i].qs, 32);
+}
+
+// Q4_0, Q8_0: an f16 scale per 32 inputs.
+template <class Block>
+void d_factors(const char* src, int64_t kc, RowQ8& r) {
+  const auto* b = reinterpret_cast<const Block*>(src);
   for (int64_t i = 0; i < kc / 32; ++i) {
-    std::memcpy(r.q + 32 * i, b[i].qs, 32);
     r.scale[i] = quant::f16_to_f32(b[i].d);
     r.min[i] = 0.0f;
   }
 }
 
 // Q4_K / Q5_K: scale d·sc and min dmin·m per 32 (the float products dequantize_row uses).
-void k4_scales(const uint8_t* packed, float d, float dmin, RowQ8& r) {
+template <class Block>
+void k4_factors(const char* src, int64_t, RowQ8& r) {
+  const auto& b = *reinterpret_cast<const Block*>(src);
+  const float d = quant::f16_to_f32(b.d), dmin = quant::f16_to_f32(b.dmin);
   for (int s = 0; s < 8; ++s) {
     uint8_t sc, m;
-    quant::get_scale_min_k4(s, packed, &sc, &m);
+    quant::get_scale_min_k4(s, b.scales, &sc, &m);
     r.scale[s] = d * sc;
     r.min[s] = dmin * m;
     r.group_scale[s] = sc;
@@ -109,34 +120,31 @@ void k4_scales(const uint8_t* packed, float d, float dmin, RowQ8& r) {
   r.d = d;
 }
 
-void unpack_q4_k(const char* src, int64_t, RowQ8& r) {
+void q4_k_quants(const char* src, int64_t, int8_t* q) {
   const auto& b = *reinterpret_cast<const quant::BlockQ4_K*>(src);
-  k4_scales(b.scales, quant::f16_to_f32(b.d), quant::f16_to_f32(b.dmin), r);
   for (int j = 0; j < 4; ++j)
     for (int l = 0; l < 32; ++l) {
-      r.q[64 * j + l] = static_cast<int8_t>(b.qs[32 * j + l] & 0x0F);
-      r.q[64 * j + 32 + l] = static_cast<int8_t>(b.qs[32 * j + l] >> 4);
+      q[64 * j + l] = static_cast<int8_t>(b.qs[32 * j + l] & 0x0F);
+      q[64 * j + 32 + l] = static_cast<int8_t>(b.qs[32 * j + l] >> 4);
     }
 }
 
-void unpack_q5_k(const char* src, int64_t, RowQ8& r) {
+void q5_k_quants(const char* src, int64_t, int8_t* q) {
   const auto& b = *reinterpret_cast<const quant::BlockQ5_K*>(src);
-  k4_scales(b.scales, quant::f16_to_f32(b.d), quant::f16_to_f32(b.dmin), r);
   for (int j = 0; j < 4; ++j)
     for (int l = 0; l < 32; ++l) {
       const int h0 = (b.qh[l] >> (2 * j)) & 1, h1 = (b.qh[l] >> (2 * j + 1)) & 1;
-      r.q[64 * j + l] = static_cast<int8_t>((b.qs[32 * j + l] & 0x0F) + 16 * h0);
-      r.q[64 * j + 32 + l] = static_cast<int8_t>((b.qs[32 * j + l] >> 4) + 16 * h1);
+      q[64 * j + l] = static_cast<int8_t>((b.qs[32 * j + l] & 0x0F) + 16 * h0);
+      q[64 * j + 32 + l] = static_cast<int8_t>((b.qs[32 * j + l] >> 4) + 16 * h1);
     }
 }
 
-void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
+void q6_k_quants(const char* src, int64_t, int8_t* out) {
   const auto& b = *reinterpret_cast<const quant::BlockQ6_K*>(src);
-  const float d = quant::f16_to_f32(b.d);
   for (int n = 0; n < 2; ++n) {
     const uint8_t* ql = b.ql + 64 * n;
     const uint8_t* qh = b.qh + 32 * n;
-    int8_t* q = r.q + 128 * n;
+    int8_t* q = out + 128 * n;
     for (int l = 0; l < 32; ++l) {
       q[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
       q[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
@@ -144,6 +152,11 @@ void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
       q[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
     }
   }
+}
+
+void q6_k_factors(const char* src, int64_t, RowQ8& r) {
+  const auto& b = *reinterpret_cast<const quant::BlockQ6_K*>(src);
+  const float d = quant::f16_to_f32(b.d);
   for (int s = 0; s < 16; ++s) {
     r.scale[s] = d * b.scales[s];
     r.min[s] = 0.0f;
@@ -152,17 +165,28 @@ void unpack_q6_k(const char* src, int64_t, RowQ8& r) {
   r.d = d;
 }
 
-using UnpackFn = void (*)(const char* src, int64_t kc, RowQ8& r);
+struct Unpacker {
+  QuantsFn quants = nullptr;
+  FactorsFn factors = nullptr;
+};
 
-UnpackFn unpack_fn(Type type) {
+Unpacker unpacker(Type type, Isa isa = Isa::generic) {
+  Unpacker u;
   switch (type) {
-    case Type::Q4_0: return unpack_q4_0;
-    case Type::Q8_0: return unpack_q8_0;
-    case Type::Q4_K: return unpack_q4_k;
-    case Type::Q5_K: return unpack_q5_k;
-    case Type::Q6_K: return unpack_q6_k;
-    default: return nullptr;
+    case Type::Q4_0: u = {q4_0_quants, d_factors<quant::BlockQ4_0>}; break;
+    case Type::Q8_0: u = {q8_0_quants, d_factors<quant::BlockQ8_0>}; break;
+    case Type::Q4_K: u = {q4_k_quants, k4_factors<quant::BlockQ4_K>}; break;
+    case Type::Q5_K: u = {q5_k_quants, k4_factors<quant::BlockQ5_K>}; break;
+    case Type::Q6_K: u = {q6_k_quants, q6_k_factors}; break;
+    default: return u;
   }
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512)
+    if (const QuantsFn simd = q8_unpack_quants_avx2(type)) u.quants = simd;
+#else
+  (void)isa;
+#endif
+  return u;
 }
 
 // ---- the scalar micro-kernel -------------------------------------------------------------------
@@ -186,6 +210,7 @@ void micro_generic(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ld
 }
 
 struct Q8Job {
+  Isa isa;
   const WeightView* w;
   int64_t n_tokens;
   float* y;
@@ -223,7 +248,7 @@ void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t
     for (int64_t kb = 0; kb < nkb; ++kb) {
       const int64_t k0 = kb * kQ8BlockK, kc = std::min(kQ8BlockK, w.n_in - k0);
       for (int j = 0; j < n_sweep; ++j) {
-        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j], job.with_offsets);
+        pack_panel_q8(w, (p0 + j) * kQ8Rows, n_rows[j], k0, kc, &panels[j], job.with_offsets, job.isa);
         if (job.prepare) job.prepare(panels[j], kc);
       }
       // The next panels' weights arrive while the micro-kernel passes over the tokens.
@@ -252,7 +277,7 @@ void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t
 
 }  // namespace
 
-bool q8_supported(Type type) { return unpack_fn(type) != nullptr; }
+bool q8_supported(Type type) { return unpacker(type).quants != nullptr; }
 
 int q8_group(Type type) { return type == Type::Q6_K ? 16 : 32; }
 
@@ -298,8 +323,8 @@ void quantize_activations_gemv_q8(Type weight_type, const float* x, int64_t n_in
 }
 
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel,
-                   bool with_offsets) {
-  const UnpackFn unpack = unpack_fn(w.type);
+                   bool with_offsets, Isa isa) {
+  const Unpacker unpack = unpacker(w.type, isa);
   const size_t row_bytes = quant::row_bytes(w.type, static_cast<uint64_t>(w.n_in));
   const size_t k_offset = quant::row_bytes(w.type, static_cast<uint64_t>(k0));
   const int group = q8_group(w.type);
@@ -315,7 +340,9 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
   for (int r = 0; r < kQ8Rows; ++r) {
     RowQ8& row = rows[r];
     if (r < n_rows) {
-      unpack(static_cast<const char*>(w.data) + static_cast<size_t>(r0 + r) * row_bytes + k_offset, kc, row);
+      const char* src = static_cast<const char*>(w.data) + static_cast<size_t>(r0 + r) * row_bytes + k_offset;
+      unpack.quants(src, kc, row.q);
+      unpack.factors(src, kc, row);
     } else {
       std::memset(row.q, 0, sizeof row.q);
       std::fill_n(row.scale, kQ8MaxGroups, 0.0f);
@@ -324,8 +351,15 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
       row.d = 0.0f;
     }
   }
-  for (int64_t k = 0; k < kc; k += 4)
-    for (int r = 0; r < kQ8Rows; ++r) std::memcpy(panel->q[k / 4][r], rows[r].q + k, 4);
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512) {
+    q8_interleave_rows_avx2(rows[0].q, sizeof(RowQ8), kc, panel->q);
+  } else
+#endif
+  {
+    for (int64_t k = 0; k < kc; k += 4)
+      for (int r = 0; r < kQ8Rows; ++r) std::memcpy(panel->q[k / 4][r], rows[r].q + k, 4);
+  }
   for (int g = 0; g < n_groups; ++g)
     for (int r = 0; r < kQ8Rows; ++r) {
       int32_t sum = 0;
@@ -417,7 +451,7 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
 void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8* act, float* y, char* panels,
                      ThreadPool& pool) {
   std::atomic<int64_t> next_panel{0};
-  const Q8Job job{&w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa),
+  const Q8Job job{isa, &w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa),
                   q8_act_form(isa, w.type) != Q8ActForm::signed_q, &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one

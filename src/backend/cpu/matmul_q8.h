@@ -115,9 +115,19 @@ void quantize_row_act_q8_k_avx2(const float* x, int64_t n_in, int group, Q8ActFo
 
 // Unpacks rows [r0, r0 + n_rows) (n_rows <= 16), inputs [k0, k0 + kc) of w into panel.
 // Without with_offsets, PanelQ8::offset and block_offset are left 0 (kernels that read signed
-// activations, Q8ActForm::signed_q, need neither).
+// activations, Q8ActForm::signed_q, need neither). Every instruction set gives the same panel
+// (the scalar unpacking; AVX2 for avx2 and avx512 on x86-64, matmul_q8_unpack_avx2.cpp).
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel,
-                   bool with_offsets = true);
+                   bool with_offsets = true, Isa isa = Isa::generic);
+#if defined(__x86_64__)
+// The quants of a row's inputs [0, kc) (kc: a multiple of 32, at most 256) from its bytes at src,
+// as int8 in input order; nullptr for a type without an AVX2 unpacker (Q8_0: a copy).
+using Q8QuantsFn = void (*)(const char* src, int64_t kc, int8_t* q);
+Q8QuantsFn q8_unpack_quants_avx2(quant::Type type);
+// out[k / 4][r][k % 4] = row r's quant k, for 16 rows of quants `stride` bytes apart, k < kc
+// (a multiple of 32).
+void q8_interleave_rows_avx2(const int8_t* q, size_t stride, int64_t kc, int8_t (*out)[kQ8Rows][4]);
+#endif
 
 // For t < n_tok (<= 4), j < n_rows: y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) +
 // (the panel's kc inputs of row j) · (token t's block x[t * ldx]).
