@@ -173,20 +173,15 @@ __device__ __forceinline__ void cp_async_piece(void* smem, const void* gmem, boo
   }
 }
 
-// Which rows of a tile a copy takes: its K rows, its V rows, or both (K then V).
-enum class KvRows { k, v, both };
-
-// The raw K and V rows of a KEYS-key tile (or only one of them: ROWS) into `stage` by `THREADS`
-// threads from `first`, keys at or beyond kv_end zero-filled (a zero scale: they dequantize to 0).
-// Completes with the caller's commit / wait. Piece i of the copy lands at stage + i * piece (rows
-// of 17 pieces, K then V). Page lookups as issue_f16_rows.
-template <int D, int KEYS, int THREADS, KvRows ROWS = KvRows::both>
+// The raw K and V rows of a KEYS-key tile into `stage` by `THREADS` threads from `first`, keys at
+// or beyond kv_end zero-filled (a zero scale: they dequantize to 0). Completes with the caller's
+// commit / wait. Piece i of the copy lands at stage + i * piece (rows of 17 pieces, K's KEYS rows
+// then V's). Page lookups as issue_f16_rows.
+template <int D, int KEYS, int THREADS>
 __device__ __forceinline__ void issue_q8_0_tile(const KvLayout& kv, const uint8_t* base, const int32_t* page_row, int g,
                                                 int key0, int kv_end, uint8_t* stage, int first) {
-  constexpr int piece = q8_0_piece<D>(), pieces = (ROWS == KvRows::both ? 2 : 1) * KEYS * 17,
-                rounds = (pieces + THREADS - 1) / THREADS;
-  // Whether copy row `row` is a V row.
-  const auto is_v = [](int row) { return ROWS == KvRows::v || (ROWS == KvRows::both && row >= KEYS); };
+  constexpr int piece = q8_0_piece<D>(), pieces = 2 * KEYS * 17, rounds = (pieces + THREADS - 1) / THREADS;
+  const auto is_v = [](int row) { return row >= KEYS; };  // copy row `row` is a V row
   const size_t token_bytes = kv.token_bytes(), v_off = size_t(kv.page_tokens) * token_bytes;
   const uint8_t* head = base + size_t(g) * kv.row_bytes();
   if (kv.page_tokens % KEYS == 0) {
