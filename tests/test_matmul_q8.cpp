@@ -184,10 +184,11 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
 }
 
 #if defined(__x86_64__)
-// The AMX kernel's integer sums are the VNNI kernel's, scaled and summed in the same order: its
-// results are the VNNI kernel's bit for bit, for every token count of a call (1..16: one VNNI call
-// per 4 tokens), accumulating onto y or not.
-TEST(MatmulQ8Kernels, AmxEqualsVnniBitForBit) {
+// The AMX kernel's integer sums are the VNNI kernel's (Q4_0, Q8_0) or the AVX2 kernel's (K-quants:
+// whole blocks with the group scales applied in integers), scaled and summed in the same order:
+// its results are that kernel's bit for bit, for every token count of a call (1..16: one call of
+// the other per 4 tokens), accumulating onto y or not.
+TEST(MatmulQ8Kernels, AmxEqualsVnniOrAvx2BitForBit) {
   using keel::cpu::Q8ActForm;
   if (!keel::cpu::amx_int8_usable() || !keel::cpu::cpu_has_avx512_vnni())
     GTEST_SKIP() << "no AMX-INT8 tiles (or no AVX-512 VNNI) on this CPU, or the OS does not grant them";
@@ -205,16 +206,19 @@ TEST(MatmulQ8Kernels, AmxEqualsVnniBitForBit) {
       auto panel = std::make_unique<keel::cpu::PanelQ8>();
       for (int n_rows : {5, 16})
         for (int n_tok : {1, 3, 4, 7, 15, 16}) {
-          std::vector<float> vnni(kTok * 16, kSentinel), amx(kTok * 16, kSentinel);
+          std::vector<float> vnni(kTok * 16, kSentinel), amx(kTok * 16, kSentinel);  // vnni: or AVX2's
           for (int64_t kb = 0; kb < nkb; ++kb) {
             const int64_t kc = std::min<int64_t>(256, n_in - kb * 256);
             keel::cpu::pack_panel_q8(w, 0, n_rows, kb * 256, kc, panel.get());
             auto amx_panel = std::make_unique<keel::cpu::PanelQ8>();
             keel::cpu::pack_panel_q8(w, 0, n_rows, kb * 256, kc, amx_panel.get(), false);
+            keel::cpu::q8_prepare_amx()(*amx_panel, kc);
+            const bool k_quant = type == Type::Q4_K || type == Type::Q5_K || type == Type::Q6_K;
+            if (k_quant) keel::cpu::q8_prepare_avx2()(*panel, kc);
+            const auto other = k_quant ? keel::cpu::q8_micro_avx2() : keel::cpu::q8_micro_vnni();
             for (int t0 = 0; t0 < n_tok; t0 += keel::cpu::kQ8Tokens)
-              keel::cpu::q8_micro_vnni()(*panel, kc, offset_act.data() + t0 * nkb + kb, nkb,
-                                         std::min(keel::cpu::kQ8Tokens, n_tok - t0), vnni.data() + t0 * 16, 16,
-                                         n_rows, kb > 0);
+              other(*panel, kc, offset_act.data() + t0 * nkb + kb, nkb, std::min(keel::cpu::kQ8Tokens, n_tok - t0),
+                    vnni.data() + t0 * 16, 16, n_rows, kb > 0);
             keel::cpu::q8_micro_amx()(*amx_panel, kc, signed_act.data() + kb, nkb, n_tok, amx.data(), 16, n_rows, kb > 0);
           }
           ASSERT_EQ(amx, vnni) << label(type) << " n_in=" << n_in << " rows=" << n_rows << " tokens=" << n_tok;

@@ -419,6 +419,7 @@ int q8_micro_tokens(Isa isa) {
 Q8PrepareFn q8_prepare(Isa isa) {
 #if defined(__x86_64__)
   if (q8_micro(isa) == q8_micro_avx2()) return q8_prepare_avx2();
+  if (q8_micro(isa) == q8_micro_amx()) return q8_prepare_amx();
 #endif
   return nullptr;
 }

@@ -85,6 +85,11 @@ struct alignas(64) PanelQ8 {
   int16_t group_scale[kQ8MaxGroups][kQ8Rows];  // [group][row]
   int32_t block_offset[kQ8Rows];               // [row] Σ_g group_scale · offset
   float block_d[kQ8Rows];                      // [row] the super-block's scale d
+  // K-quants for the AMX kernel (q8_prepare_amx fills them, else unset): each quant times its
+  // group's integer scale, group_scale · q = 64 · scaled_hi + scaled_lo with scaled_lo in [0, 64),
+  // in q's layout. Tiles of them sum a whole 256-input block with the scales already applied.
+  int8_t scaled_hi[kQ8BlockK / 4][kQ8Rows][4];
+  int8_t scaled_lo[kQ8BlockK / 4][kQ8Rows][4];
   int group;      // inputs per group: 32, or 16 for Q6_K
   bool has_min;   // Q4_K, Q5_K
   bool wide;      // quants span the full int8 range (Q8_0): vpmaddubsw would saturate
@@ -160,6 +165,7 @@ Q8PrepareFn q8_prepare(Isa isa);  // for q8_micro(isa)
 // AVX2 kernel's Q8_0 activations (those of Q4_0 and Q8_0 weights), signed_q for the AMX kernel.
 Q8ActForm q8_act_form(Isa isa, quant::Type weight_type);
 Q8PrepareFn q8_prepare_avx2();    // matmul_q8_avx2.cpp: Q8_0's q16
+Q8PrepareFn q8_prepare_amx();     // matmul_q8_amx.cpp: K-quants' scaled_hi / scaled_lo
 
 // Scratch of the fast path for n_tokens >= kGemmMinTokens.
 size_t matmul_q8_scratch_bytes(int64_t n_in, int64_t max_tokens, int n_threads);

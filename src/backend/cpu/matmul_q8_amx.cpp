@@ -13,6 +13,13 @@
 // 16 cycles); the rest is the store of the sums, which holds up the loads after it, and scaling
 // them. Batches of 4 groups between the stores did best of the orders tried (2 groups, 4, 4 with
 // the next batch's products issued before this one's scaling).
+//
+// K-quants (Q4_K, Q5_K, Q6_K) have integer group scales, so their groups need not leave the
+// tiles: q8_prepare_amx multiplies each quant by its group's scale once per panel, split into two
+// int8 tiles (scale · q = 64 · hi + lo), and two tile sums run over the whole 256-input block:
+// the block's sum Σ_g scale_g Σ_k x_k q_k = 64 · Σ x · hi + Σ x · lo, exact in int32, the AVX2
+// kernel's integer sum. It is scaled as the AVX2 kernel scales it, so these results are the AVX2
+// kernel's bit for bit (the VNNI kernel sums its groups in float, a different rounding).
 // GCC 12 warns inside _mm512_cvtepi32_ps once it is inlined into these loops (GCC bug 105593); the
 // warning is noise.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -83,10 +90,10 @@ inline void store_sums(int n, int32_t (*c)[kQ8AmxTokens][kQ8Rows]) {
   if (n > 3) _tile_stored(3, c[3], 64);
 }
 
-template <int kGroup, bool kMin, bool kBlockScale>
-void micro_amx_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok, float* y,
-                    int64_t ldy, int n_rows, bool accumulate) {
-  static_assert(kBlockScale || !kMin, "min terms come with Q8_K activations");
+// A Q4_0 or Q8_0 panel against up to 16 tokens, one group of 32 inputs a tile product.
+void micro_amx_groups(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok, float* y,
+                      int64_t ldy, int n_rows, bool accumulate) {
+  constexpr int kGroup = 32;
   amx_configure(int8_tiles<kGroup>());
   const int n_groups = static_cast<int>(kc / kGroup);
   // The activations' tile rows: the tokens' blocks themselves, or (fewer than 16 tokens) a copy
@@ -104,10 +111,9 @@ void micro_amx_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t l
   }
   const ActBlockQ8* a[kTok];
   for (int t = 0; t < kTok; ++t) a[t] = t < n_tok ? x + t * ldx : x;
-  alignas(64) float d[kQ8MaxGroups][kTok];  // [group][token] the tokens' scales (Q8_0 activations)
-  if constexpr (!kBlockScale)
-    for (int g = 0; g < n_groups; ++g)
-      for (int t = 0; t < kTok; ++t) d[g][t] = a[t]->d[g];
+  alignas(64) float d[kQ8MaxGroups][kTok];  // [group][token] the tokens' scales
+  for (int g = 0; g < n_groups; ++g)
+    for (int t = 0; t < kTok; ++t) d[g][t] = a[t]->d[g];
 
   // Groups go through the tiles 4 at a time, their sums stored together (a tile store holds up
   // every load after it until it is done).
@@ -124,26 +130,61 @@ void micro_amx_impl(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t l
 #pragma GCC unroll 16
       for (int t = 0; t < kTok; ++t) {
         const __m512 v = _mm512_cvtepi32_ps(_mm512_load_si512(c[h][t]));
-        if constexpr (kBlockScale)
-          s[t] = _mm512_fmadd_ps(sc, v, s[t]);
-        else
-          s[t] = _mm512_fmadd_ps(_mm512_set1_ps(d[g][t]), _mm512_mul_ps(sc, v), s[t]);
+        s[t] = _mm512_fmadd_ps(_mm512_set1_ps(d[g][t]), _mm512_mul_ps(sc, v), s[t]);
       }
     }
   }
   // Every token's sums stay in registers: the loop runs over all 16 (unrolled), storing n_tok.
 #pragma GCC unroll 16
-  for (int t = 0; t < kTok; ++t) {
-    if (t >= n_tok) continue;
-    __m512 v = s[t];
-    if constexpr (kMin) {  // the min terms, summed as the VNNI kernel sums them
-      __m512 m = _mm512_setzero_ps();
-      for (int g = 0; g < n_groups; ++g) m = _mm512_fmadd_ps(_mm512_set1_ps(a[t]->dsum[g]), _mm512_load_ps(p.min[g]), m);
-      v = _mm512_fmsub_ps(_mm512_set1_ps(a[t]->d[0]), v, m);
-    } else if constexpr (kBlockScale) {
-      v = _mm512_fmsub_ps(_mm512_set1_ps(a[t]->d[0]), v, _mm512_setzero_ps());
+  for (int t = 0; t < kTok; ++t)
+    if (t < n_tok) store_lanes(y + t * ldy, s[t], n_rows, accumulate);
+}
+
+// A K-quant panel (prepared by prepare_amx) against up to 16 tokens: tiles 0 and 1 sum the
+// activations times scaled_hi and scaled_lo over the whole block (operands alternate between
+// tiles 4/6/7 and 5/2/3), then y = d_x · (d_w · (64 · hi + lo)) − Σ_g dsum_g · min_g.
+template <bool kMin>
+void micro_amx_scaled(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok, float* y,
+                      int64_t ldy, int n_rows, bool accumulate) {
+  amx_configure(int8_tiles<64>());
+  alignas(64) uint8_t part[kTok][kQ8BlockK];
+  const uint8_t* aq = x->q;
+  size_t a_stride = static_cast<size_t>(ldx) * sizeof(ActBlockQ8);
+  if (n_tok < kTok) {
+    for (int t = 0; t < kTok; ++t) {
+      if (t < n_tok) std::memcpy(part[t], x[t * ldx].q, static_cast<size_t>(kc));
+      else std::memset(part[t], 0, static_cast<size_t>(kc));
     }
-    store_lanes(y + t * ldy, v, n_rows, accumulate);
+    aq = part[0];
+    a_stride = kQ8BlockK;
+  }
+  _tile_zero(0);
+  _tile_zero(1);
+  for (int64_t k = 0; k < kc; k += 128) {  // kc: 256
+    _tile_loadd(4, aq + k, a_stride);
+    _tile_loadd(6, &p.scaled_hi[k / 4][0][0], 64);
+    _tile_loadd(7, &p.scaled_lo[k / 4][0][0], 64);
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    _tile_loadd(5, aq + k + 64, a_stride);
+    _tile_loadd(2, &p.scaled_hi[k / 4 + 16][0][0], 64);
+    _tile_loadd(3, &p.scaled_lo[k / 4 + 16][0][0], 64);
+    _tile_dpbssd(0, 5, 2);
+    _tile_dpbssd(1, 5, 3);
+  }
+  alignas(64) int32_t c[2][kTok][kQ8Rows];
+  _tile_stored(0, c[0], 64);
+  _tile_stored(1, c[1], 64);
+  const int n_groups = static_cast<int>(kc / p.group);
+  const __m512 dw = _mm512_load_ps(p.block_d);
+  for (int t = 0; t < n_tok; ++t) {
+    const ActBlockQ8& a = x[t * ldx];
+    const __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][t]), 6), _mm512_load_si512(c[1][t]));
+    __m512 m = _mm512_setzero_ps();
+    if constexpr (kMin)
+      for (int g = 0; g < n_groups; ++g) m = _mm512_fmadd_ps(_mm512_set1_ps(a.dsum[g]), _mm512_load_ps(p.min[g]), m);
+    store_lanes(y + t * ldy, _mm512_fmsub_ps(_mm512_set1_ps(a.d[0]), _mm512_mul_ps(dw, _mm512_cvtepi32_ps(sum)), m),
+                n_rows, accumulate);
   }
 }
 
@@ -151,15 +192,46 @@ void micro_amx(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, i
                int n_rows, bool accumulate) {
   static_assert(kQ8Rows == 16, "the kernel is written for 16 rows");
   if (!p.block_scale)  // Q4_0, Q8_0
-    micro_amx_impl<32, false, false>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
-  else if (p.group == 16)  // Q6_K
-    micro_amx_impl<16, false, true>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
-  else  // Q4_K, Q5_K
-    micro_amx_impl<32, true, true>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
+    micro_amx_groups(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
+  else if (p.has_min)  // Q4_K, Q5_K
+    micro_amx_scaled<true>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
+  else  // Q6_K
+    micro_amx_scaled<false>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
+}
+
+// scaled_hi / scaled_lo of a K-quant panel: per quad of inputs, the 16 rows' 4 quants (64 bytes)
+// widened to 16 bits, times their rows' group scales (|scale · q| <= 128 · 32), split by an
+// arithmetic shift and a mask. Q4_0 and Q8_0 panels do not use them.
+void prepare_amx(PanelQ8& p, int64_t kc) {
+  if (!p.block_scale) return;
+  // Lane i of the first 32 values belongs to row i / 4, of the second to row 8 + i / 4.
+  alignas(64) int16_t first[32], second[32];
+  for (int i = 0; i < 32; ++i) {
+    first[i] = static_cast<int16_t>(i / 4);
+    second[i] = static_cast<int16_t>(8 + i / 4);
+  }
+  const __m512i rows_lo = _mm512_load_si512(first), rows_hi = _mm512_load_si512(second);
+  const int quads = p.group / 4;
+  for (int g = 0; g < static_cast<int>(kc / p.group); ++g) {
+    const __m512i scales = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.group_scale[g])));
+    const __m512i s0 = _mm512_permutexvar_epi16(rows_lo, scales), s1 = _mm512_permutexvar_epi16(rows_hi, scales);
+    for (int quad = g * quads; quad < (g + 1) * quads; ++quad) {
+      const __m512i q = _mm512_load_si512(p.q[quad]);
+      const __m512i w0 = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_castsi512_si256(q)), s0);
+      const __m512i w1 = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(q, 1)), s1);
+      const auto bytes = [](__m512i lo_rows, __m512i hi_rows) {
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(lo_rows)), _mm512_cvtepi16_epi8(hi_rows), 1);
+      };
+      const __m512i mask = _mm512_set1_epi16(63);
+      _mm512_store_si512(p.scaled_hi[quad], bytes(_mm512_srai_epi16(w0, 6), _mm512_srai_epi16(w1, 6)));
+      _mm512_store_si512(p.scaled_lo[quad], bytes(_mm512_and_si512(w0, mask), _mm512_and_si512(w1, mask)));
+    }
+  }
 }
 
 }  // namespace
 
 Q8MicroFn q8_micro_amx() { return micro_amx; }
+Q8PrepareFn q8_prepare_amx() { return prepare_amx; }
 
 }  // namespace keel::cpu
