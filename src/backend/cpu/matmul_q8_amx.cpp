@@ -172,18 +172,28 @@ void micro_amx_scaled(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t
     _tile_dpbssd(0, 5, 2);
     _tile_dpbssd(1, 5, 3);
   }
+  // The min terms while the tiles multiply (the stores below wait for them). Missing tokens read
+  // token 0 and are not stored.
+  const ActBlockQ8* a[kTok];
+  for (int t = 0; t < kTok; ++t) a[t] = t < n_tok ? x + t * ldx : x;
+  __m512 m[kTok];
+#pragma GCC unroll 16
+  for (int t = 0; t < kTok; ++t) m[t] = _mm512_setzero_ps();
+  if constexpr (kMin)
+    for (int g = 0; g < static_cast<int>(kc / p.group); ++g) {
+      const __m512 mn = _mm512_load_ps(p.min[g]);
+#pragma GCC unroll 16
+      for (int t = 0; t < kTok; ++t) m[t] = _mm512_fmadd_ps(_mm512_set1_ps(a[t]->dsum[g]), mn, m[t]);
+    }
   alignas(64) int32_t c[2][kTok][kQ8Rows];
   _tile_stored(0, c[0], 64);
   _tile_stored(1, c[1], 64);
-  const int n_groups = static_cast<int>(kc / p.group);
   const __m512 dw = _mm512_load_ps(p.block_d);
-  for (int t = 0; t < n_tok; ++t) {
-    const ActBlockQ8& a = x[t * ldx];
+#pragma GCC unroll 16
+  for (int t = 0; t < kTok; ++t) {
+    if (t >= n_tok) continue;
     const __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][t]), 6), _mm512_load_si512(c[1][t]));
-    __m512 m = _mm512_setzero_ps();
-    if constexpr (kMin)
-      for (int g = 0; g < n_groups; ++g) m = _mm512_fmadd_ps(_mm512_set1_ps(a.dsum[g]), _mm512_load_ps(p.min[g]), m);
-    store_lanes(y + t * ldy, _mm512_fmsub_ps(_mm512_set1_ps(a.d[0]), _mm512_mul_ps(dw, _mm512_cvtepi32_ps(sum)), m),
+    store_lanes(y + t * ldy, _mm512_fmsub_ps(_mm512_set1_ps(a[t]->d[0]), _mm512_mul_ps(dw, _mm512_cvtepi32_ps(sum)), m[t]),
                 n_rows, accumulate);
   }
 }
