@@ -49,6 +49,17 @@ void gemv_rows(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, co
           for (int64_t p = 1; p < std::min(kPrefetchRows, n_rows); ++p) prefetch_row(row + p * row_bytes, row_bytes);
         if (r + kPrefetchRows < n_rows) prefetch_row(row + kPrefetchRows * row_bytes, row_bytes);
       }
+      if constexpr (requires { &Kernel::run_pair; }) {
+        if (nt == 1 && r + 1 < n_rows) {  // decode: two rows at a time where the kernel has it
+          if (r + 1 + kPrefetchRows < n_rows) prefetch_row(row + (kPrefetchRows + 1) * row_bytes, row_bytes);
+          float pair[2];
+          Kernel::run_pair(row, row + row_bytes, n_in, a, pair);
+          y[t0 * ldy + r] = pair[0];
+          y[t0 * ldy + r + 1] = pair[1];
+          ++r;
+          continue;
+        }
+      }
       float out[4];
       switch (nt) {
         case 1: Kernel::template run<1>(row, n_in, a, nkb, out); break;

@@ -137,6 +137,30 @@ void row_q32(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, flo
   for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
 }
 
+// Two rows against one token (decode), their blocks interleaved: two streams of weight loads in
+// flight. Each row's sum is row_q32's for one token (the same accumulators, in the same order).
+template <class Dot, class Block, class Quants>
+void rows2_q32(const char* row0, const char* row1, int64_t n_in, const GemvActQ8* a, float* out) {
+  const auto* b0 = reinterpret_cast<const Block*>(row0);
+  const auto* b1 = reinterpret_cast<const Block*>(row1);
+  const int64_t nb = n_in / 32;
+  __m256 even0[1] = {_mm256_setzero_ps()}, odd0[1] = {_mm256_setzero_ps()};
+  __m256 even1[1] = {_mm256_setzero_ps()}, odd1[1] = {_mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    block_q32<Dot, 1, Block, Quants>(b0[i], i, a, 0, even0);
+    block_q32<Dot, 1, Block, Quants>(b1[i], i, a, 0, even1);
+    block_q32<Dot, 1, Block, Quants>(b0[i + 1], i + 1, a, 0, odd0);
+    block_q32<Dot, 1, Block, Quants>(b1[i + 1], i + 1, a, 0, odd1);
+  }
+  if (i < nb) {
+    block_q32<Dot, 1, Block, Quants>(b0[i], i, a, 0, even0);
+    block_q32<Dot, 1, Block, Quants>(b1[i], i, a, 0, even1);
+  }
+  out[0] = hsum(_mm256_add_ps(even0[0], odd0[0]));
+  out[1] = hsum(_mm256_add_ps(even1[0], odd1[0]));
+}
+
 // Q4_K / Q5_K: the 8 6-bit scales and mins of a block as bytes (quants.md 3.3), unpacked with
 // 32-bit operations: bytes 0-3 low 6 bits are sc0-3, bytes 4-7 low 6 bits m0-3; sc4-7 are the
 // low nibbles of bytes 8-11 plus the top 2 bits of bytes 0-3, m4-7 the high nibbles plus the top
@@ -263,6 +287,9 @@ template <class Dot, class Block, class Quants>
 struct RowQ32 {
   template <int NT> static void run(const char* r, int64_t n, const GemvActQ8* a, int64_t lda, float* out) {
     row_q32<Dot, NT, Block, Quants>(r, n, a, lda, out);
+  }
+  static void run_pair(const char* r0, const char* r1, int64_t n, const GemvActQ8* a, float* out) {
+    rows2_q32<Dot, Block, Quants>(r0, r1, n, a, out);
   }
 };
 template <class Dot, class Block, class Quants>
