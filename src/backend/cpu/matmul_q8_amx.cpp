@@ -55,6 +55,21 @@ const AmxTileConfig& int8_tiles() {
   return config;
 }
 
+// The activations' tile rows (and their stride): the tokens' blocks themselves, or (fewer than
+// 16 tokens) a copy in part with zero rows after them.
+struct ActRows {
+  const uint8_t* q;
+  size_t stride;
+};
+inline ActRows activation_rows(const ActBlockQ8* x, int64_t ldx, int n_tok, int64_t kc, uint8_t (*part)[kQ8BlockK]) {
+  if (n_tok == kTok) return {x->q, static_cast<size_t>(ldx) * sizeof(ActBlockQ8)};
+  for (int t = 0; t < kTok; ++t) {
+    if (t < n_tok) std::memcpy(part[t], x[t * ldx].q, static_cast<size_t>(kc));
+    else std::memset(part[t], 0, static_cast<size_t>(kc));
+  }
+  return {part[0], kQ8BlockK};
+}
+
 // Up to 4 groups' integer sums into tiles 0-3 (operands alternating between tiles 4/6 and 5/7).
 // GCC's tile intrinsics are macros that spell the tile number out, hence the literal branches.
 inline void group_products(int n, const uint8_t* aq, size_t a_stride, int a_step, const int8_t* wq, int w_step) {
@@ -96,19 +111,9 @@ void micro_amx_groups(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t
   constexpr int kGroup = 32;
   amx_configure(int8_tiles<kGroup>());
   const int n_groups = static_cast<int>(kc / kGroup);
-  // The activations' tile rows: the tokens' blocks themselves, or (fewer than 16 tokens) a copy
-  // with zero rows after them. Missing tokens' scales are read from token 0 and not stored.
+  // Missing tokens' scales are read from token 0 and not stored.
   alignas(64) uint8_t part[kTok][kQ8BlockK];
-  const uint8_t* aq = x->q;
-  size_t a_stride = static_cast<size_t>(ldx) * sizeof(ActBlockQ8);
-  if (n_tok < kTok) {
-    for (int t = 0; t < kTok; ++t) {
-      if (t < n_tok) std::memcpy(part[t], x[t * ldx].q, static_cast<size_t>(kc));
-      else std::memset(part[t], 0, static_cast<size_t>(kc));
-    }
-    aq = part[0];
-    a_stride = kQ8BlockK;
-  }
+  const auto [aq, a_stride] = activation_rows(x, ldx, n_tok, kc, part);
   const ActBlockQ8* a[kTok];
   for (int t = 0; t < kTok; ++t) a[t] = t < n_tok ? x + t * ldx : x;
   alignas(64) float d[kQ8MaxGroups][kTok];  // [group][token] the tokens' scales
@@ -148,16 +153,7 @@ void micro_amx_scaled(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t
                       int64_t ldy, int n_rows, bool accumulate) {
   amx_configure(int8_tiles<64>());
   alignas(64) uint8_t part[kTok][kQ8BlockK];
-  const uint8_t* aq = x->q;
-  size_t a_stride = static_cast<size_t>(ldx) * sizeof(ActBlockQ8);
-  if (n_tok < kTok) {
-    for (int t = 0; t < kTok; ++t) {
-      if (t < n_tok) std::memcpy(part[t], x[t * ldx].q, static_cast<size_t>(kc));
-      else std::memset(part[t], 0, static_cast<size_t>(kc));
-    }
-    aq = part[0];
-    a_stride = kQ8BlockK;
-  }
+  const auto [aq, a_stride] = activation_rows(x, ldx, n_tok, kc, part);
   _tile_zero(0);
   _tile_zero(1);
   for (int64_t k = 0; k < kc; k += 128) {  // kc: 256
