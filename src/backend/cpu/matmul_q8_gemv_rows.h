@@ -31,8 +31,9 @@ inline void prefetch_row(const char* row, size_t row_bytes) {
 }
 
 // Kernel::run<NT>(row, n_in, a, lda, out): out[t] = Σ_k W_row[k] · xq_t[k] for t < NT, where
-// token t's activation blocks start at a + t * lda. Rows one at a time, tokens up to 4 at a time:
-// each weight block is read once per 4 tokens. A token's result comes from the same instructions
+// token t's activation blocks start at a + t * lda. Rows one at a time (a lone token: two at a
+// time where the kernel has run_pair, each row's sum unchanged), tokens up to 4 at a time: each
+// weight block is read once per 4 tokens. A token's result comes from the same instructions
 // whatever NT, so it does not depend on the other tokens of the call.
 template <class Kernel>
 void gemv_rows(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, const GemvActQ8* act,
@@ -51,7 +52,7 @@ void gemv_rows(const void* w, size_t row_bytes, int64_t n_in, int64_t n_rows, co
       }
       if constexpr (requires { &Kernel::run_pair; }) {
         if (nt == 1 && r + 1 < n_rows) {  // decode: two rows at a time where the kernel has it
-          if (r + 1 + kPrefetchRows < n_rows) prefetch_row(row + (kPrefetchRows + 1) * row_bytes, row_bytes);
+          if (t0 == 0 && r + 1 + kPrefetchRows < n_rows) prefetch_row(row + (kPrefetchRows + 1) * row_bytes, row_bytes);
           float pair[2];
           Kernel::run_pair(row, row + row_bytes, n_in, a, pair);
           y[t0 * ldy + r] = pair[0];
