@@ -378,16 +378,18 @@ TEST(MemoryPlan, SessionAllocatesExactlyThePlan) {
 // peak RSS grows from its baseline by no more than the plan's total (weights are the mmapped
 // file, every session buffer is zeroed at start so it is resident) plus a fixed slack. The code
 // pages the child faults in (the program's and its libraries') are file pages too, but no part
-// of a plan: they are counted (the child's file-backed RSS growth less the weights file's
-// resident pages) and left out of the growth.
+// of a plan: they are counted and left out of the growth, as the child's file-backed RSS growth
+// less the weights file's resident pages (keel maps no other file; anonymous memory is all
+// counted).
 TEST(MemoryPeakRss, LongPrefillStaysWithinPlan) {
   if (!KEEL_ALLOC_HOOKS) GTEST_SKIP() << "RSS under sanitizers includes shadow memory and quarantine";
   // Slack: what the child touches beyond the plan, code pages left out. Measured (Release,
   // 2 threads): 0.5 MiB of anonymous memory (GGUF metadata and tensor table, the Model, the
-  // workers' stacks, page rounding of each buffer) and the GGUF header's pages. 2 MiB allowed.
-  // (The code pages measured 2.3-2.6 MiB, and 3.5 MiB on the first run after the test binary was
-  // linked, as in CI. With them in and a 4 MiB slack, one CI run failed by 94 KB.)
-  constexpr uint64_t kSlackBytes = 2ull << 20;
+  // workers' stacks, page rounding of each buffer) and the GGUF header's pages: 0.6 MiB in all.
+  // 1.5 MiB allowed. (The code pages measured 2.3-2.6 MiB, and 3.5 MiB on the first run after the
+  // test binary was linked, as in CI: with them counted, the 4 MiB slack allowed 1.4-1.7 MiB
+  // beyond them, and one CI run failed by 94 KB.)
+  constexpr uint64_t kSlackBytes = 3ull << 19;
   struct Report {
     uint64_t baseline_rss, peak_rss, code_pages, plan_total, plan_weights, plan_session;
     int64_t chunk;

@@ -78,7 +78,6 @@ struct RowQ8 {
   float d = 0.0f;                     // K-quants: the super-block's scale
 };
 
-using QuantsFn = void (*)(const char* src, int64_t kc, int8_t* q);
 using FactorsFn = void (*)(const char* src, int64_t kc, RowQ8& r);
 
 void q4_0_quants(const char* src, int64_t kc, int8_t* q) {
@@ -166,7 +165,7 @@ void q6_k_factors(const char* src, int64_t, RowQ8& r) {
 }
 
 struct Unpacker {
-  QuantsFn quants = nullptr;
+  Q8QuantsFn quants = nullptr;
   FactorsFn factors = nullptr;
 };
 
@@ -182,7 +181,7 @@ Unpacker unpacker(Type type, Isa isa = Isa::generic) {
   }
 #if defined(__x86_64__)
   if (isa == Isa::avx2 || isa == Isa::avx512)
-    if (const QuantsFn simd = q8_unpack_quants_avx2(type)) u.quants = simd;
+    if (const Q8QuantsFn simd = q8_unpack_quants_avx2(type)) u.quants = simd;
 #else
   (void)isa;
 #endif

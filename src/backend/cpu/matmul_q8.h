@@ -124,10 +124,11 @@ void quantize_row_act_q8_k_avx2(const float* x, int64_t n_in, int group, Q8ActFo
 // (the scalar unpacking; AVX2 for avx2 and avx512 on x86-64, matmul_q8_unpack_avx2.cpp).
 void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int64_t kc, PanelQ8* panel,
                    bool with_offsets = true, Isa isa = Isa::generic);
-#if defined(__x86_64__)
 // The quants of a row's inputs [0, kc) (kc: a multiple of 32, at most 256) from its bytes at src,
-// as int8 in input order; nullptr for a type without an AVX2 unpacker (Q8_0: a copy).
+// as int8 in input order.
 using Q8QuantsFn = void (*)(const char* src, int64_t kc, int8_t* q);
+#if defined(__x86_64__)
+// nullptr for a type without an AVX2 unpacker (Q8_0: a copy).
 Q8QuantsFn q8_unpack_quants_avx2(quant::Type type);
 // out[k / 4][r][k % 4] = row r's quant k, for 16 rows of quants `stride` bytes apart, k < kc
 // (a multiple of 32).

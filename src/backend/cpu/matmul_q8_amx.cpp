@@ -205,18 +205,19 @@ void micro_amx(const PanelQ8& p, int64_t kc, const ActBlockQ8* x, int64_t ldx, i
     micro_amx_scaled<false>(p, kc, x, ldx, n_tok, y, ldy, n_rows, accumulate);
 }
 
+// 0, 1, ..., 31 in 16-bit lanes.
+inline __m512i lane_index16() {
+  return _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9,
+                          8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
 // scaled_hi / scaled_lo of a K-quant panel: per quad of inputs, the 16 rows' 4 quants (64 bytes)
 // widened to 16 bits, times their rows' group scales (|scale · q| <= 128 · 32), split by an
 // arithmetic shift and a mask. Q4_0 and Q8_0 panels do not use them.
 void prepare_amx(PanelQ8& p, int64_t kc) {
   if (!p.block_scale) return;
   // Lane i of the first 32 values belongs to row i / 4, of the second to row 8 + i / 4.
-  alignas(64) int16_t first[32], second[32];
-  for (int i = 0; i < 32; ++i) {
-    first[i] = static_cast<int16_t>(i / 4);
-    second[i] = static_cast<int16_t>(8 + i / 4);
-  }
-  const __m512i rows_lo = _mm512_load_si512(first), rows_hi = _mm512_load_si512(second);
+  const __m512i rows_lo = _mm512_srli_epi16(lane_index16(), 2), rows_hi = _mm512_add_epi16(rows_lo, _mm512_set1_epi16(8));
   const int quads = p.group / 4;
   for (int g = 0; g < static_cast<int>(kc / p.group); ++g) {
     const __m512i scales = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.group_scale[g])));

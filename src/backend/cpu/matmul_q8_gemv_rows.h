@@ -19,7 +19,7 @@ constexpr int64_t kPrefetchRows = 2;
 // On x86 into L2 only (prefetcht1): a decode's GEMVs went from 12 to 16 GB/s on two threads of a
 // Sapphire Rapids VM (keel_bench MatmulFast/*/tokens:1/threads:2/cold, Q8_0, Q4_K, Q6_K alike;
 // prefetcht0 fills the L1's few fill buffers with lines the kernel reaches only later, and
-// prefetchnta measured 8-10 GB/s). Other targets keep the all-levels hint; not measured there.
+// prefetchnta measured 7-10 GB/s). Other targets keep the all-levels hint; not measured there.
 #if defined(__x86_64__)
 constexpr int kPrefetchLocality = 2;
 #else
