@@ -440,9 +440,10 @@ TEST(Attention, SoftmaxExponentialsEqualTheirScalarModel) {
   }
 }
 
-// Decode over an f16 cache reads its rows in place (scores_f16, accumulate_f16): each table's
-// results bit for bit as its own f32 kernels on the converted rows, for head sizes it takes, key
-// counts across its 4-key and vector steps, and rows a cache's stride apart.
+// Decode over an f16 cache reads its rows in place (scores_f16, accumulate_f16), for a GQA group's
+// query rows at once: each table's results, row by row, bit for bit as its own f32 kernels on the
+// converted rows one row at a time, for head sizes it takes, key counts across its 4-key and
+// vector steps, rows a cache's stride apart, and group sizes across its pieces of rows.
 TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
   std::vector<SimdKernels> tables = simd_kernels();
   tables.push_back({&cpu::attention_kernels_generic(), 1});
@@ -455,28 +456,40 @@ TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
     for (int hd : {16, 64, 128, 256, 40, 24}) {
       if (hd % static_cast<int>(t.head_dim_multiple) != 0) continue;
       for (int64_t n_keys : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{37}, int64_t{256}}) {
-        const int64_t stride = 3 * hd + 8;  // another head's rows between two of this one's
-        std::vector<uint16_t> rows(static_cast<size_t>(n_keys * stride + hd));
-        for (auto& x : rows) x = quant::f32_to_f16(normal(rng));
-        std::vector<float> tile(static_cast<size_t>(n_keys * hd));
-        for (int64_t j = 0; j < n_keys; ++j)
-          for (int i = 0; i < hd; ++i) tile[j * hd + i] = quant::f16_to_f32(rows[j * stride + i]);
-        std::vector<float> q(hd), p(n_keys), acc0(hd);
-        for (auto& x : q) x = normal(rng);
-        for (auto& x : p) x = std::abs(normal(rng));
-        for (auto& x : acc0) x = normal(rng);
+        for (int n_q : {1, 2, 3, 6, 7}) {
+          const int64_t stride = 3 * hd + 8;  // another head's rows between two of this one's
+          std::vector<uint16_t> rows(static_cast<size_t>(n_keys * stride + hd));
+          for (auto& x : rows) x = quant::f32_to_f16(normal(rng));
+          std::vector<float> tile(static_cast<size_t>(n_keys * hd));
+          for (int64_t j = 0; j < n_keys; ++j)
+            for (int i = 0; i < hd; ++i) tile[j * hd + i] = quant::f16_to_f32(rows[j * stride + i]);
+          const int64_t ldp = n_keys + 5;
+          std::vector<float> q(static_cast<size_t>(n_q * hd)), p(static_cast<size_t>(n_q * ldp)), acc0(q.size()),
+              correction(n_q);
+          for (auto& x : q) x = normal(rng);
+          for (auto& x : p) x = std::abs(normal(rng));
+          for (auto& x : acc0) x = normal(rng);
+          for (auto& x : correction) x = std::abs(normal(rng));
 
-        std::vector<float> want(n_keys), got(n_keys);
-        const float want_max = k.scores(q.data(), tile.data(), n_keys, hd, 0.125f, want.data());
-        const float got_max = k.scores_f16(q.data(), rows.data(), stride, n_keys, hd, 0.125f, got.data());
-        ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0) << "scores, hd " << hd << ", " << n_keys << " keys";
-        ASSERT_EQ(want_max, got_max);
-        std::vector<float> acc_want = acc0, acc_got = acc0;
-        k.accumulate(acc_want.data(), 0.75f, p.data(), tile.data(), n_keys, hd);
-        k.accumulate_f16(acc_got.data(), 0.75f, p.data(), rows.data(), stride, n_keys, hd);
-        ASSERT_EQ(std::memcmp(acc_want.data(), acc_got.data(), acc_want.size() * sizeof(float)), 0)
-            << "accumulate, hd " << hd << ", " << n_keys << " keys";
-        ++checked;
+          std::vector<float> got(static_cast<size_t>(n_q * n_keys)), got_max(n_q);
+          k.scores_f16(q.data(), n_q, rows.data(), stride, n_keys, hd, 0.125f, got.data(), got_max.data());
+          std::vector<float> acc_got = acc0;
+          k.accumulate_f16(acc_got.data(), correction.data(), n_q, p.data(), ldp, rows.data(), stride, n_keys, hd);
+          for (int r = 0; r < n_q; ++r) {
+            const std::string where = "hd " + std::to_string(hd) + ", " + std::to_string(n_keys) + " keys, row " +
+                                      std::to_string(r) + " of " + std::to_string(n_q);
+            std::vector<float> want(n_keys);
+            const float want_max = k.scores(q.data() + r * hd, tile.data(), n_keys, hd, 0.125f, want.data());
+            ASSERT_EQ(std::memcmp(want.data(), got.data() + r * n_keys, want.size() * sizeof(float)), 0)
+                << "scores, " << where;
+            ASSERT_EQ(want_max, got_max[r]) << where;
+            std::vector<float> acc_want(acc0.begin() + r * hd, acc0.begin() + (r + 1) * hd);
+            k.accumulate(acc_want.data(), correction[r], p.data() + r * ldp, tile.data(), n_keys, hd);
+            ASSERT_EQ(std::memcmp(acc_want.data(), acc_got.data() + r * hd, acc_want.size() * sizeof(float)), 0)
+                << "accumulate, " << where;
+          }
+          ++checked;
+        }
       }
     }
   }

@@ -16,7 +16,7 @@ namespace {
 struct Workspace {
   float* k_tile;   // [page_tokens, head_dim]
   float* v_tile;   // [page_tokens, head_dim]
-  float* scores;   // [page_tokens]                  per-row path
+  float* scores;   // [group, page_tokens]           per-row path
   float* m;        // [padded_rows]  running max
   float* l;        // [padded_rows]  running sum
   float* acc;      // [padded_rows, head_dim]        per-row path; row-block path: [head_dim, padded_rows]
@@ -47,7 +47,8 @@ size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
   // The bf16 tiles (halves of floats). The f32 tiles stay whole: decode tasks of the same call use them.
   const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2 : 0;
-  return 2 * pt * hd + pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
+  const size_t group = n_head / kv.n_kv_heads;
+  return 2 * pt * hd + group * pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
 }
 
 Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
@@ -60,7 +61,7 @@ Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, boo
   w.qt = w.acc + rows * hd;
   w.st = w.qt + rows * hd;
   w.scores = w.st + pt * rows;
-  w.m = w.scores + pt;
+  w.m = w.scores + static_cast<size_t>(n_head / kv.n_kv_heads) * pt;
   w.l = w.m + rows;
   w.correction = w.l + rows;
   w.kb = reinterpret_cast<uint16_t*>(w.correction + rows);
@@ -98,24 +99,26 @@ void accumulate_generic(float* acc, float correction, const float* p, const floa
 // the f32 twin itself, so the two give the same bits whatever the compiler contracts or unrolls.
 constexpr int kMaxGenericRow = 1024;  // the largest head size a model may have (hparams.cpp)
 
-float scores_f16_generic(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
-                         float* out) {
+void scores_f16_generic(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
+                        float scale, float* out, float* maxima) {
   float row[kMaxGenericRow];
-  float mx = -std::numeric_limits<float>::infinity();
+  for (int r = 0; r < n_q; ++r) maxima[r] = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_keys; ++j) {
     for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(keys[j * stride + i]);
-    mx = std::max(mx, scores_generic(q, row, 1, hd, scale, out + j));
+    for (int r = 0; r < n_q; ++r)
+      maxima[r] = std::max(maxima[r], scores_generic(q + r * hd, row, 1, hd, scale, out + r * n_keys + j));
   }
-  return mx;
 }
 
-void accumulate_f16_generic(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
-                            int64_t n_keys, int hd) {
+void accumulate_f16_generic(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                            const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
   float row[kMaxGenericRow];
-  for (int i = 0; i < hd; ++i) acc[i] *= correction;
+  for (int r = 0; r < n_q; ++r)
+    for (int i = 0; i < hd; ++i) acc[r * hd + i] *= correction[r];
   for (int64_t j = 0; j < n_keys; ++j) {
     for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(values[j * stride + i]);
-    accumulate_generic(acc, 1.0f, p + j, row, 1, hd);  // acc * 1 is exact: the f32 twin's sums, in its order
+    for (int r = 0; r < n_q; ++r)  // acc * 1 is exact: the f32 twin's sums, in its order
+      accumulate_generic(acc + r * hd, 1.0f, p + r * ldp + j, row, 1, hd);
   }
 }
 
@@ -333,19 +336,29 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
       if (limit <= 0) continue;
+      const int64_t row0 = (t - t0) * group;  // the rows of heads g * group .. (g + 1) * group - 1
+      const float* q0 = a.q + (t * a.n_head + g * group) * hd;
+      if (in_place) {  // the group's rows together: each cache row converted once for all of them
+        float* c = w.correction;  // the rows' maxima, then their corrections
+        kern.scores_f16(q0, static_cast<int>(group), k16, f16_stride, limit, hd, a.scale, w.scores, c);
+        for (uint32_t hh = 0; hh < group; ++hh) {
+          const int64_t row = row0 + hh;
+          const float m_new = std::max(w.m[row], c[hh]);
+          c[hh] = std::exp(w.m[row] - m_new);
+          w.l[row] = w.l[row] * c[hh] + kern.exp_sum(w.scores + hh * limit, limit, m_new);
+          w.m[row] = m_new;
+        }
+        kern.accumulate_f16(w.acc + row0 * hd, c, static_cast<int>(group), w.scores, limit, v16, f16_stride, limit,
+                            hd);
+        continue;
+      }
       for (uint32_t hh = 0; hh < group; ++hh) {
-        const uint32_t h = g * group + hh;
-        const int64_t row = (t - t0) * group + hh;
-        const float* q = a.q + (t * a.n_head + h) * hd;
-        const float mx = in_place ? kern.scores_f16(q, k16, f16_stride, limit, hd, a.scale, w.scores)
-                                  : kern.scores(q, w.k_tile, limit, hd, a.scale, w.scores);
+        const int64_t row = row0 + hh;
+        const float mx = kern.scores(q0 + hh * hd, w.k_tile, limit, hd, a.scale, w.scores);
         const float m_new = std::max(w.m[row], mx);
         const float correction = std::exp(w.m[row] - m_new);
         const float sum = kern.exp_sum(w.scores, limit, m_new);
-        if (in_place)
-          kern.accumulate_f16(w.acc + row * hd, correction, w.scores, v16, f16_stride, limit, hd);
-        else
-          kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
+        kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
         w.l[row] = w.l[row] * correction + sum;
         w.m[row] = m_new;
       }

@@ -24,14 +24,16 @@ struct AttentionKernels {
   void (*accumulate)(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd);
   // f16 rows -> f32 (K/V tiles of an f16 cache)
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
-  // scores and accumulate over an f16 cache's rows in place (row j at keys / values + j*stride),
-  // each element converted as it is used: the same results, bit for bit, as the f32 kernels on
-  // the converted rows, without writing a tile a decode reads once. nullptr where a table has
-  // none (the driver converts tiles then).
-  float (*scores_f16)(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
-                      float* scores);
-  void (*accumulate_f16)(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
-                         int64_t n_keys, int hd);
+  // scores and accumulate for n_q query rows over an f16 cache's rows in place (row j at keys /
+  // values + j*stride), each element converted as it is used and once for all n_q rows (a GQA
+  // group's heads: q row r at q + r*hd, its scores at scores + r*n_keys and its maximum in
+  // maxima[r]; its sums at acc + r*hd, its probabilities at p + r*ldp): each row's results the
+  // bits of the f32 kernels on the converted rows, without writing a tile a decode reads once.
+  // nullptr where a table has none (the driver converts tiles then).
+  void (*scores_f16)(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
+                     float scale, float* scores, float* maxima);
+  void (*accumulate_f16)(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                         const uint16_t* values, int64_t stride, int64_t n_keys, int hd);
   // f32 -> f16, round to nearest even (K/V rows into an f16 cache); finite inputs give the bits of
   // quant::f32_to_f16 (a NaN stays a NaN, its payload may differ)
   void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);

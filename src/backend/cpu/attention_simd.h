@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace keel::cpu {
 namespace {
@@ -224,45 +225,78 @@ struct F16Rows {
   }
 };
 
-// scores of attention_kernels.h over rows (hd a multiple of kLanes, kPack 1).
-template <class V, class Rows>
-float row_scores(const float* q, const Rows& keys, int64_t n_keys, int hd, float scale, float* out) {
-  float mx = -INFINITY;
+// scores of attention_kernels.h for kRows query rows (row r at q + r*hd, its scores at out + r*ldo,
+// its maximum into mx[r]) over the same rows of keys (hd a multiple of kLanes, kPack 1): each key
+// element loaded once for all the rows (a GQA group's heads share their KV head), each row's sums
+// in the order of one row alone, so its bits.
+template <class V, int kRows, class Rows>
+void group_scores(const float* q, const Rows& keys, int64_t n_keys, int hd, float scale, float* out, int64_t ldo,
+                  float* mx) {
+  for (int r = 0; r < kRows; ++r) mx[r] = -INFINITY;
   int64_t j = 0;
   for (; j + 4 <= n_keys; j += 4) {  // four keys share each load of q
     for (int u = 0; u < 4; ++u) keys.prefetch(j + u, hd);
-    typename V::Vec a0 = V::zero(), a1 = a0, a2 = a0, a3 = a0;
+    typename V::Vec a[kRows][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) a[r][u] = V::zero();
     for (int i = 0; i < hd; i += V::kLanes) {
-      const typename V::Vec qv = V::load(q + i);
-      a0 = V::dot(a0, qv, keys.load(j, i));
-      a1 = V::dot(a1, qv, keys.load(j + 1, i));
-      a2 = V::dot(a2, qv, keys.load(j + 2, i));
-      a3 = V::dot(a3, qv, keys.load(j + 3, i));
+      typename V::Vec k[4];
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) k[u] = keys.load(j + u, i);
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) {
+        const typename V::Vec qv = V::load(q + r * hd + i);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) a[r][u] = V::dot(a[r][u], qv, k[u]);
+      }
     }
-    out[j] = V::reduce_add(a0) * scale;
-    out[j + 1] = V::reduce_add(a1) * scale;
-    out[j + 2] = V::reduce_add(a2) * scale;
-    out[j + 3] = V::reduce_add(a3) * scale;
-    mx = max4(mx, out[j], out[j + 1], std::max(out[j + 2], out[j + 3]));
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      float* o = out + r * ldo + j;
+      for (int u = 0; u < 4; ++u) o[u] = V::reduce_add(a[r][u]) * scale;
+      mx[r] = max4(mx[r], o[0], o[1], std::max(o[2], o[3]));
+    }
   }
-  for (; j < n_keys; ++j) {
-    typename V::Vec a = V::zero();
-    for (int i = 0; i < hd; i += V::kLanes) a = V::dot(a, V::load(q + i), keys.load(j, i));
-    out[j] = V::reduce_add(a) * scale;
-    mx = std::max(mx, out[j]);
-  }
-  return mx;
+  for (; j < n_keys; ++j)
+    for (int r = 0; r < kRows; ++r) {
+      typename V::Vec a = V::zero();
+      for (int i = 0; i < hd; i += V::kLanes) a = V::dot(a, V::load(q + r * hd + i), keys.load(j, i));
+      out[r * ldo + j] = V::reduce_add(a) * scale;
+      mx[r] = std::max(mx[r], out[r * ldo + j]);
+    }
+}
+
+// Query rows a group kernel takes at once: their accumulators (4 keys or vectors each) and the
+// operands they share fit the registers (32 with 16 lanes, 16 with 8).
+template <class V>
+constexpr int kGroupRows = V::kLanes >= 16 ? 4 : 2;
+
+// Each of n_q rows in pieces of up to kGroupRows<V> (f(piece's first row, rows) with the piece's
+// row count as a template argument).
+template <class V, class F>
+void in_row_groups(int n_q, F f) {
+  int r = 0;
+  for (; r + kGroupRows<V> <= n_q; r += kGroupRows<V>) f(r, std::integral_constant<int, kGroupRows<V>>{});
+  if constexpr (kGroupRows<V> >= 4)
+    for (; r + 2 <= n_q; r += 2) f(r, std::integral_constant<int, 2>{});
+  for (; r < n_q; ++r) f(r, std::integral_constant<int, 1>{});
 }
 
 template <class V>
 float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, float scale, float* out) {
-  return row_scores<V>(q, F32Rows<V>{keys, hd}, n_keys, hd, scale, out);
+  float mx;
+  group_scores<V, 1>(q, F32Rows<V>{keys, hd}, n_keys, hd, scale, out, n_keys, &mx);
+  return mx;
 }
 
 template <class V>
-float scores_f16_simd(const float* q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
-                      float* out) {
-  return row_scores<V>(q, F16Rows<V>{keys, stride}, n_keys, hd, scale, out);
+void scores_f16_simd(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
+                     float scale, float* out, float* mx) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_scores<V, decltype(rows)::value>(q + r * hd, F16Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys, n_keys, mx + r);
+  });
 }
 
 // exp_sum of attention_kernels.h.
@@ -284,42 +318,58 @@ float exp_sum_simd(float* s, int64_t n, float max) {
   return total;
 }
 
-// accumulate of attention_kernels.h over rows: kVecs vectors of the row at i0 stay in registers
-// over all keys (each sum in the order of accumulate_row_tiles: key by key).
-template <class V, int kVecs, class Rows>
-inline void row_accumulate_tile(float* acc, float correction, const float* p, const Rows& values, int i0,
-                                int64_t n_keys, int hd) {
-  typename V::Vec a[kVecs];
-  const typename V::Vec c = V::splat(correction);
+// accumulate of attention_kernels.h for kRows rows (row r: acc + r*hd, correction[r], p + r*ldp)
+// over the same value rows: kVecs vectors of each row's sums from dim i0 stay in registers over
+// all keys, each value vector loaded once for all the rows; each sum key by key (the order of
+// accumulate_row_tiles and of one row alone).
+template <class V, int kRows, int kVecs, class Rows>
+inline void group_accumulate_tile(float* acc, const float* correction, const float* p, int64_t ldp, const Rows& values,
+                                  int i0, int64_t n_keys, int hd) {
+  typename V::Vec a[kRows][kVecs];
 #pragma GCC unroll 4
-  for (int v = 0; v < kVecs; ++v) a[v] = V::mul(V::load(acc + V::kLanes * v), c);
+  for (int r = 0; r < kRows; ++r) {
+    const typename V::Vec c = V::splat(correction[r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) a[r][v] = V::mul(V::load(acc + r * hd + V::kLanes * v), c);
+  }
   for (int64_t j = 0; j < n_keys; ++j) {
     if (i0 == 0) values.prefetch(j, hd);
-    const typename V::Vec pj = V::splat(p[j]);
+    typename V::Vec x[kVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) a[v] = V::dot(a[v], pj, values.load(j, i0 + V::kLanes * v));
+    for (int v = 0; v < kVecs; ++v) x[v] = values.load(j, i0 + V::kLanes * v);
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      const typename V::Vec pj = V::splat(p[r * ldp + j]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) a[r][v] = V::dot(a[r][v], pj, x[v]);
+    }
   }
 #pragma GCC unroll 4
-  for (int v = 0; v < kVecs; ++v) V::store(acc + V::kLanes * v, a[v]);
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) V::store(acc + r * hd + V::kLanes * v, a[r][v]);
 }
 
-template <class V, class Rows>
-void row_accumulate(float* acc, float correction, const float* p, const Rows& values, int64_t n_keys, int hd) {
+template <class V, int kRows, class Rows>
+void group_accumulate(float* acc, const float* correction, const float* p, int64_t ldp, const Rows& values,
+                      int64_t n_keys, int hd) {
   int i = 0;
   for (; i + 4 * V::kLanes <= hd; i += 4 * V::kLanes)
-    row_accumulate_tile<V, 4>(acc + i, correction, p, values, i, n_keys, hd);
-  for (; i < hd; i += V::kLanes) row_accumulate_tile<V, 1>(acc + i, correction, p, values, i, n_keys, hd);
+    group_accumulate_tile<V, kRows, 4>(acc + i, correction, p, ldp, values, i, n_keys, hd);
+  for (; i < hd; i += V::kLanes) group_accumulate_tile<V, kRows, 1>(acc + i, correction, p, ldp, values, i, n_keys, hd);
 }
 
 template <class V>
 void accumulate_simd(float* acc, float correction, const float* p, const float* values, int64_t n_keys, int hd) {
-  row_accumulate<V>(acc, correction, p, F32Rows<V>{values, hd}, n_keys, hd);
+  group_accumulate<V, 1>(acc, &correction, p, n_keys, F32Rows<V>{values, hd}, n_keys, hd);
 }
 
 template <class V>
-void accumulate_f16_simd(float* acc, float correction, const float* p, const uint16_t* values, int64_t stride,
-                         int64_t n_keys, int hd) {
-  row_accumulate<V>(acc, correction, p, F16Rows<V>{values, stride}, n_keys, hd);
+void accumulate_f16_simd(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                         const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp, F16Rows<V>{values, stride}, n_keys, hd);
+  });
 }
 
 }  // namespace
