@@ -32,27 +32,42 @@ struct Workspace {
 // Query tokens per task: the block grows with the page (so does the workspace, which the planner
 // shrinks pages to fit).
 int64_t query_block(const backend::KvGeometry& kv, bool bf16) {
-  return bf16 ? std::clamp<int64_t>(kv.page_tokens / 2, kAttentionQueryBlock, kAttentionQueryBlockBf16)
+  return bf16 ? std::clamp<int64_t>(kv.page_tokens, kAttentionQueryBlock, 2 * kAttentionQueryBlockBf16)
               : std::clamp<int64_t>(kv.page_tokens / 4, kAttentionQueryBlock, kAttentionQueryBlockF32);
 }
 
-// The rows of a full query block, rounded up to the block kernels' lane multiple.
+// Query tokens the row-block kernels take at once within a task's block: the bf16 ones take a
+// block in two halves over each packed page (the packing shared, the scores and sums of a half
+// in L2).
+int64_t sub_block(const backend::KvGeometry& kv, bool bf16) {
+  const int64_t block = query_block(kv, bf16);
+  return bf16 ? std::max<int64_t>(block / 2, kAttentionQueryBlock) : block;
+}
+
+size_t round_to_pad(size_t rows) { return (rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad; }
+
+// The rows of a full sub-block, rounded up to the block kernels' lane multiple.
+size_t padded_sub_rows(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
+  return round_to_pad(static_cast<size_t>(sub_block(kv, bf16)) * (n_head / kv.n_kv_heads));
+}
+
+// The rows of a full query block: its sub-blocks' padded rows.
 size_t padded_rows(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
-  const size_t rows = static_cast<size_t>(query_block(kv, bf16)) * (n_head / kv.n_kv_heads);
-  return (rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
+  const int64_t subs = (query_block(kv, bf16) + sub_block(kv, bf16) - 1) / sub_block(kv, bf16);
+  return static_cast<size_t>(subs) * padded_sub_rows(kv, n_head, bf16);
 }
 
 size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
-  const size_t rows = padded_rows(kv, n_head, bf16);
+  const size_t rows = padded_rows(kv, n_head, bf16), sub = padded_sub_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
   // The bf16 tiles (halves of floats). The f32 tiles stay whole: decode tasks of the same call use them.
-  const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * rows + 1) / 2 : 0;
+  const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * sub + 1) / 2 : 0;
   const size_t group = n_head / kv.n_kv_heads;
-  return 2 * pt * hd + group * pt + 3 * rows + 2 * rows * hd + pt * rows + bf16_tiles + 16;
+  return 2 * pt * hd + group * pt + 3 * rows + 2 * rows * hd + pt * sub + bf16_tiles + 16;
 }
 
 Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
-  const size_t rows = padded_rows(kv, n_head, bf16);
+  const size_t rows = padded_rows(kv, n_head, bf16), sub = padded_sub_rows(kv, n_head, bf16);
   const size_t pt = kv.page_tokens, hd = kv.head_dim;
   Workspace w{};
   w.k_tile = base;
@@ -60,7 +75,7 @@ Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, boo
   w.acc = w.v_tile + pt * hd;
   w.qt = w.acc + rows * hd;
   w.st = w.qt + rows * hd;
-  w.scores = w.st + pt * rows;
+  w.scores = w.st + pt * sub;
   w.m = w.scores + static_cast<size_t>(n_head / kv.n_kv_heads) * pt;
   w.l = w.m + rows;
   w.correction = w.l + rows;
@@ -373,21 +388,22 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
     }
 }
 
-// One task, row-block kernels: the same rows (row (t - t0) * group + hh is token t, head
-// g * group + hh), all of them per K/V tile. Padding rows have zero queries and the last real
-// row's causal limit or more, so their state stays finite; they are never written out. With
-// bf16 set, its kernels take the products and the softmax (the tiles packed as they load).
-void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a,
-                       const backend::SeqSlice& seq, uint32_t g, int64_t t0, int64_t t1, const Workspace& w) {
-  const backend::KvGeometry& kv = a.kv.geo;
-  const int hd = static_cast<int>(kv.head_dim);
-  const uint32_t group = a.n_head / kv.n_kv_heads;
-  const int64_t n_rows = (t1 - t0) * group;
-  const int64_t padded = (n_rows + kAttentionRowPad - 1) / kAttentionRowPad * kAttentionRowPad;
-  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
-  const int64_t pos_of_first = seq.pos0 - seq.first;
+// One sub-block of a row-block task: query tokens [t0, t1), its rows (row (t - t0) * group + hh is
+// token t, head g * group + hh) padded to `padded`, and its own part of the workspace's per-row
+// arrays (queries, sums, online-softmax state).
+struct SubBlock {
+  int64_t t0, t1, n_rows, padded;
+  float *qt, *acc, *m, *l, *correction;
+  uint16_t* qp;
+};
+
+// The queries of a sub-block transposed and scaled into qt (and paired into qp for the bf16
+// kernels), its state reset.
+void start_sub_block(const AttentionArgs& a, const AttentionBf16Kernels* bf16, uint32_t g, const SubBlock& b) {
+  const int hd = static_cast<int>(a.kv.geo.head_dim);
+  const uint32_t group = a.n_head / a.kv.geo.n_kv_heads;
   auto query = [&](int64_t row) {
-    const int64_t t = t0 + row / group;
+    const int64_t t = b.t0 + row / group;
     return a.q + (t * a.n_head + g * group + row % group) * hd;
   };
   // Transposed in squares of kTransposeSide: a square's stores fill whole lines of qt while
@@ -396,25 +412,59 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
   // (8 KiB at Qwen3-0.6B), too far for the hardware prefetchers: the next square's rows are
   // prefetched.
   constexpr int64_t kTransposeSide = 16;
-  for (int64_t r0 = 0; r0 < n_rows; r0 += kTransposeSide) {
-    const int64_t r1 = std::min(n_rows, r0 + kTransposeSide);
-    for (int64_t row = r1; row < std::min(n_rows, r1 + kTransposeSide); ++row)
+  for (int64_t r0 = 0; r0 < b.n_rows; r0 += kTransposeSide) {
+    const int64_t r1 = std::min(b.n_rows, r0 + kTransposeSide);
+    for (int64_t row = r1; row < std::min(b.n_rows, r1 + kTransposeSide); ++row)
       for (int i = 0; i < hd; i += 16) __builtin_prefetch(query(row) + i);
     for (int i0 = 0; i0 < hd; i0 += kTransposeSide)
       for (int64_t row = r0; row < r1; ++row) {
         const float* q = query(row);
-        for (int i = i0; i < std::min<int>(hd, i0 + kTransposeSide); ++i) w.qt[i * padded + row] = q[i] * a.scale;
+        for (int i = i0; i < std::min<int>(hd, i0 + kTransposeSide); ++i) b.qt[i * b.padded + row] = q[i] * a.scale;
       }
   }
-  for (int i = 0; i < hd; ++i) std::fill(w.qt + i * padded + n_rows, w.qt + (i + 1) * padded, 0.0f);
-  if (bf16) bf16->pack_probabilities(w.qt, padded, static_cast<int>(padded), hd, w.qp);  // the same pairs, over dims
-  std::fill(w.m, w.m + padded, -std::numeric_limits<float>::infinity());
-  std::fill(w.l, w.l + padded, 0.0f);
-  std::fill(w.acc, w.acc + padded * hd, 0.0f);
+  for (int i = 0; i < hd; ++i) std::fill(b.qt + i * b.padded + b.n_rows, b.qt + (i + 1) * b.padded, 0.0f);
+  if (bf16)  // the same pairs, over dims
+    bf16->pack_probabilities(b.qt, b.padded, static_cast<int>(b.padded), hd, b.qp);
+  std::fill(b.m, b.m + b.padded, -std::numeric_limits<float>::infinity());
+  std::fill(b.l, b.l + b.padded, 0.0f);
+  std::fill(b.acc, b.acc + b.padded * hd, 0.0f);
+}
+
+// One task, row-block kernels: query tokens [t0, t1) of KV head g, in sub-blocks (sub_block())
+// that each take every K/V tile of the pages they see, the tiles loaded (and packed) once for all
+// of them. Padding rows have zero queries and the last real row's causal limit or more, so their
+// state stays finite; they are never written out. With bf16 set, its kernels take the products
+// and the softmax (the tiles packed as they load).
+void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a,
+                       const backend::SeqSlice& seq, uint32_t g, int64_t t0, int64_t t1, const Workspace& w) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const int hd = static_cast<int>(kv.head_dim);
+  const uint32_t group = a.n_head / kv.n_kv_heads;
+  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
+  const int64_t pos_of_first = seq.pos0 - seq.first;
+  const int64_t sub_tokens = sub_block(kv, bf16 != nullptr);
+  const int64_t sub_padded = static_cast<int64_t>(padded_sub_rows(kv, a.n_head, bf16 != nullptr));
+  constexpr int kMaxSubBlocks = 2;
+  SubBlock subs[kMaxSubBlocks];
+  int n_subs = 0;
+  for (int64_t s0 = t0; s0 < t1; s0 += sub_tokens, ++n_subs) {
+    SubBlock& b = subs[n_subs];
+    b.t0 = s0;
+    b.t1 = std::min(t1, s0 + sub_tokens);
+    b.n_rows = (b.t1 - b.t0) * group;
+    b.padded = static_cast<int64_t>(round_to_pad(static_cast<size_t>(b.n_rows)));
+    const int64_t rows_before = n_subs * sub_padded;
+    b.qt = w.qt + rows_before * hd;
+    b.acc = w.acc + rows_before * hd;
+    b.qp = w.qp + rows_before * hd;
+    b.m = w.m + rows_before;
+    b.l = w.l + rows_before;
+    b.correction = w.correction + rows_before;
+    start_sub_block(a, bf16, g, b);
+  }
 
   const int64_t last_pos = pos_of_first + t1 - 1;
   const int64_t n_pages = last_pos / kv.page_tokens + 1;
-  const int n = static_cast<int>(padded);
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
@@ -424,22 +474,32 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
     // Qwen3-0.6B-shaped Q8_0 pp4096, two rounds: 432 / 428 tok/s with it, 434 / 436 without).
     if (!bf16 && page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
-    const int64_t first_visible = pos_of_first + t0 - start + 1;
-    if (bf16) {
-      bf16->scores_rows(w.qp, n, w.kb, len, hd, w.st, padded);
-      bf16->softmax_pack(w.st, padded, n, len, first_visible, static_cast<int>(group), w.m, w.l, w.correction, w.pp);
-      bf16->accumulate_rows(w.acc, w.correction, n, w.pp, w.vb, len, hd);
-    } else {
-      kern.scores_rows(w.qt, padded, n, w.k_tile, len, hd, w.st, padded);
-      kern.softmax_rows(w.st, padded, n, len, first_visible, static_cast<int>(group), w.m, w.l, w.correction);
-      kern.accumulate_rows(w.acc, w.correction, n, w.st, padded, w.v_tile, len, hd);
+    for (int s = 0; s < n_subs; ++s) {
+      const SubBlock& b = subs[s];
+      const int64_t seen = std::min<int64_t>(len, pos_of_first + b.t1 - start);  // keys its last row sees
+      if (seen <= 0) continue;  // none of the page (never its first: every row sees key 0)
+      const int64_t first_visible = pos_of_first + b.t0 - start + 1;
+      const int n = static_cast<int>(b.padded);
+      if (bf16) {
+        bf16->scores_rows(b.qp, n, w.kb, seen, hd, w.st, b.padded);
+        bf16->softmax_pack(w.st, b.padded, n, seen, first_visible, static_cast<int>(group), b.m, b.l, b.correction,
+                           w.pp);
+        bf16->accumulate_rows(b.acc, b.correction, n, w.pp, w.vb, seen, hd);
+      } else {
+        kern.scores_rows(b.qt, b.padded, n, w.k_tile, seen, hd, w.st, b.padded);
+        kern.softmax_rows(w.st, b.padded, n, seen, first_visible, static_cast<int>(group), b.m, b.l, b.correction);
+        kern.accumulate_rows(b.acc, b.correction, n, w.st, b.padded, w.v_tile, seen, hd);
+      }
     }
   }
-  for (int64_t row = 0; row < n_rows; ++row) w.correction[row] = 1.0f / w.l[row];  // done with the corrections
-  for (int64_t row = 0; row < n_rows; ++row) {  // the sums come transposed: [hd][padded]
-    const int64_t t = t0 + row / group;
-    float* out = a.out + (t * a.n_head + g * group + row % group) * hd;
-    for (int i = 0; i < hd; ++i) out[i] = w.acc[i * padded + row] * w.correction[row];
+  for (int s = 0; s < n_subs; ++s) {
+    const SubBlock& b = subs[s];
+    for (int64_t row = 0; row < b.n_rows; ++row) b.correction[row] = 1.0f / b.l[row];  // done with the corrections
+    for (int64_t row = 0; row < b.n_rows; ++row) {  // the sums come transposed: [hd][padded]
+      const int64_t t = b.t0 + row / group;
+      float* out = a.out + (t * a.n_head + g * group + row % group) * hd;
+      for (int i = 0; i < hd; ++i) out[i] = b.acc[i * b.padded + row] * b.correction[row];
+    }
   }
 }
 

@@ -36,13 +36,16 @@ struct AttentionArgs {
 
 // Query tokens handled together by one task (they share each dequantized K/V tile): at least
 // kAttentionQueryBlock, more with larger pages (the workspace grows with both, and the planner
-// shrinks pages to fit it). The bf16 kernels take up to 128 (half a page): fewer tile loads per
-// query row (at Qwen3-0.6B shapes, 15% less time than 64 per 512-token chunk at depth 3584; 256
-// measured the same). The f32 kernels take up to 64 (a quarter page): half the K/V tile
-// conversions of 32 (2.5% -> 1.3% of an AVX2 4096-token prefill's samples), 4% less time there at
-// 2 threads on AVX2, the same on 1 thread and on AVX-512. A row's sums do not depend on the
-// block, only on whether its task takes the row-block kernels, which the block can decide for a
-// chunk's last few tokens.
+// shrinks pages to fit it). The bf16 kernels take up to 256 (a page) in two halves of up to 128
+// (kAttentionQueryBlockBf16): each page's K/V tiles packed once for both halves, each half's
+// scores and sums small enough for L2. 128 tokens measured 15% less time than 64 per 512-token
+// chunk at depth 3584 (Qwen3-0.6B shapes); 256 in one piece the same as 128; 256 in two halves
+// 6% less than 128 (Attention/tokens:512/depth:3584/bf16, Sapphire Rapids VM, 1 thread 35.4 /
+// 35.6 -> 33.3 / 33.7 ms, 2 threads 17.9 / 17.4 -> 16.4 / 16.2). The f32 kernels take up to 64
+// (a quarter page): half the K/V tile conversions of 32 (2.5% -> 1.3% of an AVX2 4096-token
+// prefill's samples), 4% less time there at 2 threads on AVX2, the same on 1 thread and on
+// AVX-512. A row's sums do not depend on the block, only on whether its task takes the row-block
+// kernels, which the block can decide for a chunk's last few tokens.
 constexpr int64_t kAttentionQueryBlock = 32;
 constexpr int64_t kAttentionQueryBlockF32 = 64;
 constexpr int64_t kAttentionQueryBlockBf16 = 128;
