@@ -292,6 +292,38 @@ TEST(MatmulQ8Driver, LongCallsEqualTheirBlocksAlone) {
   }
 }
 
+// Rows of many input blocks (17, the last partial for Q8_0; the other tests' rows have at most 3):
+// a call equals the reference within tolerance, and the same tokens in a call of their own
+// (other token tiles) bit for bit, for 1 and 2 threads, partial panels and token tiles.
+TEST(MatmulQ8Driver, WideRows) {
+  std::mt19937 rng(37);
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  const Isa isa = keel::cpu::best_isa();
+  for (Type type : {Type::Q8_0, Type::Q4_K, Type::Q6_K}) {
+    const int64_t extra = type == Type::Q8_0 ? 288 : 256;  // Q8_0: a partial 256-input block too
+    const int64_t n_in = 16 * keel::cpu::kQ8BlockK + extra, n_out = 37, n_tok = 21;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const auto x = random_floats(n_tok * n_in, rng);
+    std::vector<float> ref(n_tok * n_out);
+    keel::cpu::matmul_q8_reference(w, x.data(), n_tok, ref.data());
+    for (ThreadPool& pool : pools) {
+      std::vector<char> scratch(keel::cpu::matmul_q8_scratch_bytes(n_in, n_tok, pool.size()) + 64);
+      char* s = scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
+      std::vector<float> whole(n_tok * n_out, kSentinel);
+      keel::cpu::matmul_q8_with(isa, w, x.data(), n_tok, whole.data(), s, pool);
+      const std::string what = label(type) + " threads " + std::to_string(pool.size());
+      expect_within(whole.data(), ref.data(), abs_products(w, x.data(), n_tok), n_tok * n_out, kRelTol, what);
+      // Token 7 again in a call of 5 tokens from it (tiles of other sizes, the same sums).
+      std::vector<float> part(5 * n_out, kSentinel);
+      keel::cpu::matmul_q8_with(isa, w, x.data() + 7 * n_in, 5, part.data(), s, pool);
+      for (int64_t t = 0; t < 5; ++t)
+        for (int64_t r = 0; r < n_out; ++r)
+          ASSERT_EQ(part[t * n_out + r], whole[(7 + t) * n_out + r]) << what << " token " << 7 + t << " row " << r;
+    }
+  }
+}
+
 // Float weights are exact in both modes (GEMV and GEMM).
 TEST(MatmulQ8Driver, FloatWeightsStayExact) {
   std::mt19937 rng(23);
