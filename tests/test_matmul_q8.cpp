@@ -68,15 +68,18 @@ std::vector<int64_t> widths(Type type) {
 // in every form, for both activation types (Q8_0: widths with a partial 256-input block; Q8_K by
 // 32- and 16-input groups). Rows: N(0,1) values; values on a grid of 1/254 of 0.37 (so products
 // land on and near the halfway points of the rounding); a block whose largest magnitude
-// is negative and repeats; and an all-zero block.
+// is negative and repeats; an all-zero block; and the largest magnitude repeating with both signs,
+// positive first in some blocks and negative in others (its first one sets Q8_K's sign).
 TEST(MatmulQ8Activations, Avx2EqualsScalarBitForBit) {
   if (!keel::cpu::isa_supported(Isa::avx2)) GTEST_SKIP() << "no AVX2 here";
   using keel::cpu::Q8ActForm;
   std::mt19937 rng(33);
   for (Type type : kQ8Types)
     for (int64_t n_in : widths(type)) {
-      constexpr int kTok = 4;
+      constexpr int kTok = 5;
       auto x = random_floats(kTok * n_in, rng);
+      for (int64_t k = 0; k < n_in; ++k)
+        if (k % 4 == 1) x[4 * n_in + k] = (k / 4 + k / 256) % 2 ? -5.0f : 5.0f;  // two in each 8
       std::uniform_int_distribution<int> step(-254, 254);
       for (int64_t k = 0; k < n_in; ++k) x[n_in + k] = 0.37f * static_cast<float>(step(rng)) / 254.0f;
       for (int64_t k = 0; k < n_in; ++k) x[2 * n_in + k] = k % 7 == 3 ? -2.5f : x[2 * n_in + k];

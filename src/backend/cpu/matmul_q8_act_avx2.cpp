@@ -34,10 +34,26 @@ inline int hsum8(__m256i v) {
 
 // The largest magnitude of x[0 .. 8 n_vec): vmaxps returns its second operand where either is a
 // NaN, so a NaN in x is passed over as std::max(amax, |x|) passes it.
+// Four chains of maxima where n_vec is a multiple of 4 (one chain waited on each vmaxps).
 inline float max_magnitude(const float* x, int n_vec) {
-  __m256 m = _mm256_setzero_ps();
-  for (int v = 0; v < n_vec; ++v) m = _mm256_max_ps(abs8(_mm256_loadu_ps(x + 8 * v)), m);
-  return hmax8(m);
+  __m256 m[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int v = 0;
+  for (; v + 4 <= n_vec; v += 4)
+    for (int u = 0; u < 4; ++u) m[u] = _mm256_max_ps(abs8(_mm256_loadu_ps(x + 8 * (v + u))), m[u]);
+  for (; v < n_vec; ++v) m[0] = _mm256_max_ps(abs8(_mm256_loadu_ps(x + 8 * v)), m[0]);
+  return hmax8(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+}
+
+// The index of the first of x[0 .. kQ8BlockK) whose magnitude is amax, the last index where none
+// is (a NaN amax): the scalar twin's `while (!(fabs(x[i]) == amax) && i + 1 < 256) ++i`, 8 at a
+// time (an ordered comparison, false for a NaN, as ==).
+inline int first_of_magnitude(const float* x, float amax) {
+  const __m256 m = _mm256_set1_ps(amax);
+  for (int v = 0; v < kQ8BlockK / 8; ++v) {
+    const int hits = _mm256_movemask_ps(_mm256_cmp_ps(abs8(_mm256_loadu_ps(x + 8 * v)), m, _CMP_EQ_OQ));
+    if (hits != 0) return 8 * v + __builtin_ctz(static_cast<unsigned>(hits));
+  }
+  return kQ8BlockK - 1;
 }
 
 // 32 int32 quants (4 vectors, each in [-128, 127]) as 32 bytes in order, in the form asked for.
@@ -88,8 +104,7 @@ void quantize_row_act_q8_k_avx2(const float* x, int64_t n_in, int group, Q8ActFo
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     const float* xb = x + k0;
     const float amax = max_magnitude(xb, kQ8BlockK / 8);
-    int first = 0;  // the first value of that magnitude (its sign sets the scale's)
-    while (!(std::fabs(xb[first]) == amax) && first + 1 < kQ8BlockK) ++first;
+    const int first = first_of_magnitude(xb, amax);  // its sign sets the scale's
     if (amax == 0.0f) {  // quantize_row_q8_k's zero block: quants, d and sums 0
       const __m256i zero = form == Q8ActForm::signed_q ? _mm256_setzero_si256() : _mm256_set1_epi8(static_cast<char>(0x80));
       for (int v = 0; v < kQ8BlockK / 32; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(act->q + 32 * v), zero);
