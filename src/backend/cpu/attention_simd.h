@@ -295,7 +295,8 @@ template <class V>
 void scores_f16_simd(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
                      float scale, float* out, float* mx) {
   in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_scores<V, decltype(rows)::value>(q + r * hd, F16Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys, n_keys, mx + r);
+    group_scores<V, decltype(rows)::value>(q + r * hd, F16Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys,
+                                           n_keys, mx + r);
   });
 }
 
@@ -368,7 +369,8 @@ template <class V>
 void accumulate_f16_simd(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
                          const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
   in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp, F16Rows<V>{values, stride}, n_keys, hd);
+    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp,
+                                               F16Rows<V>{values, stride}, n_keys, hd);
   });
 }
 
