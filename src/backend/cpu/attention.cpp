@@ -20,7 +20,7 @@ struct Workspace {
   float* m;        // [padded_rows]  running max
   float* l;        // [padded_rows]  running sum
   float* acc;      // [padded_rows, head_dim]        per-row path; row-block path: [head_dim, padded_rows]
-  float* qt;       // [head_dim, padded_rows]        row-block path: queries transposed, scaled
+  float* qt;       // [head_dim, padded sub-block rows] row-block path: a sub-block's queries transposed, scaled
   float* st;       // [page_tokens, padded_rows]     row-block path: scores/probabilities transposed
   float* correction;  // [padded_rows]               row-block path
   uint16_t* kb;    // [page_tokens, head_dim]        bf16 row-block path: keys
@@ -63,7 +63,7 @@ size_t per_thread_floats(const backend::KvGeometry& kv, uint32_t n_head, bool bf
   // The bf16 tiles (halves of floats). The f32 tiles stay whole: decode tasks of the same call use them.
   const size_t bf16_tiles = bf16 ? (pt * hd + (pt + 1) * hd + hd * rows + (pt + 1) * sub + 1) / 2 : 0;
   const size_t group = n_head / kv.n_kv_heads;
-  return 2 * pt * hd + group * pt + 3 * rows + 2 * rows * hd + pt * sub + bf16_tiles + 16;
+  return 2 * pt * hd + group * pt + 3 * rows + rows * hd + sub * hd + pt * sub + bf16_tiles + 16;
 }
 
 Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, bool bf16) {
@@ -74,7 +74,7 @@ Workspace carve(float* base, const backend::KvGeometry& kv, uint32_t n_head, boo
   w.v_tile = w.k_tile + pt * hd;
   w.acc = w.v_tile + pt * hd;
   w.qt = w.acc + rows * hd;
-  w.st = w.qt + rows * hd;
+  w.st = w.qt + sub * hd;
   w.scores = w.st + pt * sub;
   w.m = w.scores + static_cast<size_t>(n_head / kv.n_kv_heads) * pt;
   w.l = w.m + rows;
@@ -390,7 +390,9 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
 
 // One sub-block of a row-block task: query tokens [t0, t1), its rows (row (t - t0) * group + hh is
 // token t, head g * group + hh) padded to `padded`, and its own part of the workspace's per-row
-// arrays (queries, sums, online-softmax state).
+// arrays (paired queries, sums, online-softmax state). qt, the queries transposed, is one
+// sub-block's, shared: the bf16 kernels read each sub-block's qp, and the f32 kernels, which read
+// qt, take a task as a single sub-block.
 struct SubBlock {
   int64_t t0, t1, n_rows, padded;
   float *qt, *acc, *m, *l, *correction;
@@ -444,7 +446,7 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
   const int64_t pos_of_first = seq.pos0 - seq.first;
   const int64_t sub_tokens = sub_block(kv, bf16 != nullptr);
   const int64_t sub_padded = static_cast<int64_t>(padded_sub_rows(kv, a.n_head, bf16 != nullptr));
-  constexpr int kMaxSubBlocks = 2;
+  constexpr int kMaxSubBlocks = 2;  // sub_block() is at least half a query block
   SubBlock subs[kMaxSubBlocks];
   int n_subs = 0;
   for (int64_t s0 = t0; s0 < t1; s0 += sub_tokens, ++n_subs) {
@@ -454,7 +456,7 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
     b.n_rows = (b.t1 - b.t0) * group;
     b.padded = static_cast<int64_t>(round_to_pad(static_cast<size_t>(b.n_rows)));
     const int64_t rows_before = n_subs * sub_padded;
-    b.qt = w.qt + rows_before * hd;
+    b.qt = w.qt;
     b.acc = w.acc + rows_before * hd;
     b.qp = w.qp + rows_before * hd;
     b.m = w.m + rows_before;

@@ -32,9 +32,9 @@ inline int hsum8(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// The largest magnitude of x[0 .. 8 n_vec): vmaxps returns its second operand where either is a
-// NaN, so a NaN in x is passed over as std::max(amax, |x|) passes it.
-// Four chains of maxima where n_vec is a multiple of 4 (one chain waited on each vmaxps).
+// The largest magnitude of x[0 .. 8 n_vec), in four chains of maxima (one chain waited on each
+// vmaxps): vmaxps returns its second operand where either is a NaN, so a NaN in x is passed over
+// as std::max(amax, |x|) passes it.
 inline float max_magnitude(const float* x, int n_vec) {
   __m256 m[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int v = 0;
@@ -104,14 +104,13 @@ void quantize_row_act_q8_k_avx2(const float* x, int64_t n_in, int group, Q8ActFo
   for (int64_t k0 = 0; k0 < n_in; k0 += kQ8BlockK, ++act) {
     const float* xb = x + k0;
     const float amax = max_magnitude(xb, kQ8BlockK / 8);
-    const int first = first_of_magnitude(xb, amax);  // its sign sets the scale's
     if (amax == 0.0f) {  // quantize_row_q8_k's zero block: quants, d and sums 0
       const __m256i zero = form == Q8ActForm::signed_q ? _mm256_setzero_si256() : _mm256_set1_epi8(static_cast<char>(0x80));
       for (int v = 0; v < kQ8BlockK / 32; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(act->q + 32 * v), zero);
       for (int g = 0; g < quant::QK_K / group; ++g) act->d[g] = act->dsum[g] = 0.0f;
       continue;
     }
-    const float iscale = -127.0f / xb[first];
+    const float iscale = -127.0f / xb[first_of_magnitude(xb, amax)];  // the first one's sign sets the scale's
     const float d = 1.0f / iscale;
     int sum16[kQ8BlockK / 16];
     for (int v = 0; v < kQ8BlockK / 32; ++v) {
