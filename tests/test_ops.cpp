@@ -1,10 +1,14 @@
 // Element-wise CPU ops: the SIMD twin of silu_mul equals the scalar one; RoPE pairings rotate the
-// documented element pairs and preserve each pair's norm.
+// documented element pairs and preserve each pair's norm; the one-pass q/k norm and RoPE equals the
+// four ops it replaces.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <numeric>
 #include <random>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
 
 using namespace keel;
@@ -48,4 +52,46 @@ TEST(Ops, RmsNormMatchesDefinition) {
   cpu::rms_norm(x.data(), w.data(), out.data(), 1, 4, 0.0f);
   const float rms = std::sqrt((1 + 4 + 9 + 16) / 4.0f);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(out[i], x[i] / rms * w[i], 1e-6);
+}
+
+// CpuBackend::norm_rope_qk (one pass over the tokens, each token's angles computed once for q and
+// k) against Backend's default (rms_norm of q's and k's heads, then rope of each), bit for bit:
+// both RoPE pairings, partial rotation, frequency factors, with and without the norms, and enough
+// tokens at scattered positions for the rows to be split between the threads.
+TEST(Ops, NormRopeQkOnePassEqualsNormsThenRopes) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t hd = 128, n_q = 16, n_k = 8, n_tok = 37;
+  std::vector<int32_t> pos(n_tok);
+  for (auto& p : pos) p = static_cast<int32_t>(rng() % 40000);
+  backend::SeqSlice seq{0, n_tok, 0, 0};
+  backend::Batch batch;
+  batch.n_tokens = n_tok;
+  batch.pos = pos.data();
+  batch.n_seqs = 1;
+  batch.seqs = &seq;
+  std::vector<float> q_norm(hd), k_norm(hd), factors(hd / 2);
+  for (auto& w : q_norm) w = normal(rng);
+  for (auto& w : k_norm) w = normal(rng);
+  for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + 0.25f * static_cast<float>(i % 5);
+  cpu::CpuBackend be(2);
+  be.begin_batch(batch);
+  for (auto type : {backend::RopeType::norm, backend::RopeType::neox})
+    for (int n_rot : {128, 64})
+      for (bool norms : {true, false})
+        for (bool with_factors : {false, true}) {
+          const backend::RopeParams p{type, n_rot, 1000000.0f, 1.0f, with_factors ? factors.data() : nullptr};
+          std::vector<float> q(static_cast<size_t>(n_tok * n_q * hd)), k(static_cast<size_t>(n_tok * n_k * hd));
+          for (auto& x : q) x = normal(rng);
+          for (auto& x : k) x = normal(rng);
+          auto q_ref = q, k_ref = k;
+          const float* qn = norms ? q_norm.data() : nullptr;
+          const float* kn = norms ? k_norm.data() : nullptr;
+          be.norm_rope_qk(q.data(), n_q, k.data(), n_k, n_tok, hd, qn, kn, 1e-6f, p);
+          be.backend::Backend::norm_rope_qk(q_ref.data(), n_q, k_ref.data(), n_k, n_tok, hd, qn, kn, 1e-6f, p);
+          EXPECT_EQ(0, std::memcmp(q.data(), q_ref.data(), q.size() * sizeof(float)))
+              << "q, n_rot " << n_rot << " norms " << norms << " factors " << with_factors;
+          EXPECT_EQ(0, std::memcmp(k.data(), k_ref.data(), k.size() * sizeof(float)))
+              << "k, n_rot " << n_rot << " norms " << norms << " factors " << with_factors;
+        }
 }

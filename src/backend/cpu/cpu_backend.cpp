@@ -209,6 +209,18 @@ void CpuBackend::rope(float* x, int64_t n_heads, int64_t head_dim, const backend
   });
 }
 
+// One pass over the tokens instead of four (the two norms and the two rotations).
+void CpuBackend::norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens,
+                              int64_t head_dim, const float* q_norm, const float* k_norm, float eps,
+                              const backend::RopeParams& p) {
+  if (n_tokens != batch_.n_tokens)
+    return Backend::norm_rope_qk(q, n_q_heads, k, n_kv_heads, n_tokens, head_dim, q_norm, k_norm, eps, p);
+  for_rows(pool_, n_tokens, (n_q_heads + n_kv_heads) * head_dim, [&](int64_t b, int64_t e) {
+    cpu::norm_rope_qk(q + b * n_q_heads * head_dim, n_q_heads, k + b * n_kv_heads * head_dim, n_kv_heads, e - b, head_dim,
+                      q_norm, k_norm, eps, batch_.pos + b, p);
+  });
+}
+
 void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
   const int64_t width = int64_t{kv_.n_kv_heads} * kv_.head_dim;
   const size_t rb = kv_.row_bytes(), tb = kv_.token_bytes();

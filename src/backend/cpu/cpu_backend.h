@@ -48,6 +48,8 @@ class CpuBackend final : public backend::Backend {
   void matmul(const backend::WeightView& w, const float* x, int64_t n_tokens, float* y) override;
   void matmuls(const float* x, int64_t n_tokens, std::initializer_list<Product> products) override;
   void rope(float* x, int64_t n_heads, int64_t head_dim, const backend::RopeParams& p) override;
+  void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim,
+                    const float* q_norm, const float* k_norm, float eps, const backend::RopeParams& p) override;
   void kv_write(uint32_t layer, const float* k, const float* v) override;
   void attention(uint32_t layer, const float* q, float* out, uint32_t n_head, float scale) override;
   void conv1d_silu(const float* x, int64_t channels, const float* w, int kernel, float* state, float* out) override;

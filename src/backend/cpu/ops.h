@@ -18,6 +18,11 @@ double sum_of_squares(const float* x, int64_t n);
 // each head of token t at position pos[t] (p.freq_factors may be null: [n_rot/2] divisors).
 using RopeParams = backend::RopeParams;
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeParams& p);
+// Per token: each head of q and k RMS-normed (q_norm / k_norm; skipped when q_norm is null), then
+// both rotated, the angles computed once: the same bits as rms_norm of every head, then rope of q
+// and of k. q: [n_tokens, n_q_heads, head_dim], k: [n_tokens, n_kv_heads, head_dim].
+void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim,
+                  const float* q_norm, const float* k_norm, float eps, const int32_t* pos, const RopeParams& p);
 
 // gate[i] = silu(gate[i]) * up[i]  (AVX2 or NEON when the CPU has it; the scalar twin is always built)
 void silu_mul(float* gate, const float* up, int64_t n);
