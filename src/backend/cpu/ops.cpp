@@ -27,60 +27,59 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n_rows, int64_
 
 namespace {
 
-constexpr int kMaxRopePairs = 512;  // n_rot / 2 <= head_dim / 2; head sizes above 1024 are refused at load
-
-// Each pair's angle per position unit.
-void rope_inv_freq(const RopeParams& p, double* inv_freq) {
-  for (int i = 0; i < p.n_rot / 2 && i < kMaxRopePairs; ++i) {
-    inv_freq[i] = std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
-    if (p.freq_factors) inv_freq[i] /= p.freq_factors[i];
-  }
-}
-
-// The cosines and sines of one position's pair angles (computed in double, rounded to float).
-void rope_angles(int32_t position, const double* inv_freq, int half, float* c, float* s) {
-  const double pos = static_cast<double>(position);
-  for (int i = 0; i < half; ++i) {
-    const double theta = pos * inv_freq[i];
-    c[i] = static_cast<float>(std::cos(theta));
-    s[i] = static_cast<float>(std::sin(theta));
-  }
-}
-
-// One token's heads rotated by those angles.
-void rope_rotate(float* x, int64_t n_heads, int64_t head_dim, int half, backend::RopeType type, const float* c,
-                 const float* s) {
-  for (int64_t h = 0; h < n_heads; ++h) {
-    float* v = x + h * head_dim;
-    for (int i = 0; i < half; ++i) {
-      const int a = type == backend::RopeType::norm ? 2 * i : i;
-      const int b = type == backend::RopeType::norm ? 2 * i + 1 : i + half;
-      const float x0 = v[a], x1 = v[b];
-      v[a] = x0 * c[i] - x1 * s[i];
-      v[b] = x0 * s[i] + x1 * c[i];
+// A call's RoPE: its pairs' angles per position unit, then one position's cosines and sines at a
+// time (the angles in double, rounded to float), and heads rotated by them.
+class RopeAngles {
+ public:
+  explicit RopeAngles(const RopeParams& p) : half_(p.n_rot / 2), type_(p.type) {
+    for (int i = 0; i < half_ && i < kMaxPairs; ++i) {
+      inv_freq_[i] = std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
+      if (p.freq_factors) inv_freq_[i] /= p.freq_factors[i];
     }
   }
-}
+  void at(int32_t position) {
+    const double pos = static_cast<double>(position);
+    for (int i = 0; i < half_; ++i) {
+      const double theta = pos * inv_freq_[i];
+      c_[i] = static_cast<float>(std::cos(theta));
+      s_[i] = static_cast<float>(std::sin(theta));
+    }
+  }
+  // One token's n_heads heads, rotated by the angles of the last at().
+  void rotate(float* x, int64_t n_heads, int64_t head_dim) const {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + h * head_dim;
+      for (int i = 0; i < half_; ++i) {
+        const int a = type_ == backend::RopeType::norm ? 2 * i : i;
+        const int b = type_ == backend::RopeType::norm ? 2 * i + 1 : i + half_;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c_[i] - x1 * s_[i];
+        v[b] = x0 * s_[i] + x1 * c_[i];
+      }
+    }
+  }
+
+ private:
+  static constexpr int kMaxPairs = 512;  // n_rot / 2 <= head_dim / 2; head sizes above 1024 are refused at load
+  int half_;
+  backend::RopeType type_;
+  double inv_freq_[kMaxPairs];
+  float c_[kMaxPairs], s_[kMaxPairs];
+};
 
 }  // namespace
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p) {
-  const int half = p.n_rot / 2;
-  double inv_freq[kMaxRopePairs];
-  rope_inv_freq(p, inv_freq);
-  float c[kMaxRopePairs], s[kMaxRopePairs];
+  RopeAngles angles(p);
   for (int64_t t = 0; t < n_tokens; ++t) {
-    rope_angles(positions[t], inv_freq, half, c, s);
-    rope_rotate(x + t * n_heads * head_dim, n_heads, head_dim, half, p.type, c, s);
+    angles.at(positions[t]);
+    angles.rotate(x + t * n_heads * head_dim, n_heads, head_dim);
   }
 }
 
 void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int64_t n_tokens, int64_t head_dim,
                   const float* q_norm, const float* k_norm, float eps, const int32_t* positions, const RopeParams& p) {
-  const int half = p.n_rot / 2;
-  double inv_freq[kMaxRopePairs];
-  rope_inv_freq(p, inv_freq);
-  float c[kMaxRopePairs], s[kMaxRopePairs];
+  RopeAngles angles(p);
   for (int64_t t = 0; t < n_tokens; ++t) {
     float* qt = q + t * n_q_heads * head_dim;
     float* kt = k + t * n_kv_heads * head_dim;
@@ -88,9 +87,9 @@ void norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_kv_heads, int
       rms_norm(qt, q_norm, qt, n_q_heads, head_dim, eps);
       rms_norm(kt, k_norm, kt, n_kv_heads, head_dim, eps);
     }
-    rope_angles(positions[t], inv_freq, half, c, s);
-    rope_rotate(qt, n_q_heads, head_dim, half, p.type, c, s);
-    rope_rotate(kt, n_kv_heads, head_dim, half, p.type, c, s);
+    angles.at(positions[t]);
+    angles.rotate(qt, n_q_heads, head_dim);
+    angles.rotate(kt, n_kv_heads, head_dim);
   }
 }
 
