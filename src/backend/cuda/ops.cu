@@ -137,13 +137,9 @@ __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t
   if (idx >= n_tokens * half) return;
   const int64_t t = idx / half;
   const int i = static_cast<int>(idx % half);
-  double inv_freq = pow(static_cast<double>(a.base), -2.0 * i / a.n_rot) * a.freq_scale;
-  if (a.freq_factors) inv_freq /= a.freq_factors[i];
-  const double theta = static_cast<double>(pos[t]) * inv_freq;
-  const float c = static_cast<float>(cos(theta));
-  const float s = static_cast<float>(sin(theta));
-  const int ia = a.mode == RopeMode::norm ? 2 * i : i;
-  const int ib = a.mode == RopeMode::norm ? 2 * i + 1 : i + half;
+  const float2 cs = rope_cos_sin(a, pos[t], i);
+  const RopePair p = rope_pair(a, i);
+  const int ia = p.lo, ib = p.hi;
   const int64_t h0 = int64_t{blockIdx.y} * kRopeHeads;
   float x0[kRopeHeads], x1[kRopeHeads];
 #pragma unroll
@@ -157,8 +153,9 @@ __global__ void rope_kernel(float* x, int64_t n_tokens, int64_t n_heads, int64_t
   for (int j = 0; j < kRopeHeads; ++j) {
     if (h0 + j >= n_heads) break;
     float* v = x + (t * n_heads + h0 + j) * head_dim;
-    v[ia] = __fsub_rn(__fmul_rn(x0[j], c), __fmul_rn(x1[j], s));
-    v[ib] = __fadd_rn(__fmul_rn(x0[j], s), __fmul_rn(x1[j], c));
+    const float2 r = rope_rotate(x0[j], x1[j], cs);
+    v[ia] = r.x;
+    v[ib] = r.y;
   }
 }
 
@@ -194,26 +191,19 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
   const bool is_q = h < n_q;
   float* x = is_q ? q + (t * n_q + h) * head_dim : k + (t * n_k + (h - n_q)) * head_dim;
   const float* w = is_q ? qn : kn;
-  const int half = a.n_rot / 2;
-  const bool rotated = j < half;
-  const int ia = !rotated ? a.n_rot + 2 * (j - half) : a.mode == RopeMode::norm ? 2 * j : j;
-  const int ib = !rotated ? ia + 1 : a.mode == RopeMode::norm ? 2 * j + 1 : j + half;
+  const RopePair p = rope_pair(a, j);
+  const int ia = p.lo, ib = p.hi;
   const float* in = is_q && q_src ? q_src + (t * n_q + h) * q_src_stride : x;  // q_src: q's rows elsewhere
   float x0 = in[ia], x1 = in[ib];
   if (w) {
-    const float scale = static_cast<float>(
-        1.0 / sqrt(block_sum(double(x0) * x0 + double(x1) * x1) / static_cast<double>(head_dim) + eps));
-    x0 = __fmul_rn(__fmul_rn(x0, scale), w[ia]);
-    x1 = __fmul_rn(__fmul_rn(x1, scale), w[ib]);
+    const float scale = head_rms_scale(block_sum(double(x0) * x0 + double(x1) * x1), head_dim, eps);
+    x0 = head_rms_apply(x0, scale, w[ia]);
+    x1 = head_rms_apply(x1, scale, w[ib]);
   }
-  if (rotated) {
-    double inv_freq = pow(static_cast<double>(a.base), -2.0 * j / a.n_rot) * a.freq_scale;
-    if (a.freq_factors) inv_freq /= a.freq_factors[j];
-    const double theta = static_cast<double>(pos[t]) * inv_freq;
-    const float c = static_cast<float>(cos(theta)), sn = static_cast<float>(sin(theta));
-    const float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)), r1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
-    x0 = r0;
-    x1 = r1;
+  if (p.rotated) {
+    const float2 r = rope_rotate(x0, x1, rope_cos_sin(a, pos[t], j));
+    x0 = r.x;
+    x1 = r.y;
   }
   x[ia] = x0;
   x[ib] = x1;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/qk_heads.cuh"
 
 namespace keel::cuda {
 
@@ -30,14 +31,6 @@ void add_rms_norm(float* y, const float* x, const float* w, float* out, int64_t 
 void rms_norm_rows(const float* x, const int32_t* rows, const float* w, float* out, int64_t n_rows, int64_t dim,
                    float eps, cudaStream_t stream);
 
-enum class RopeMode { norm, neox };  // NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + n_rot/2)
-struct RopeArgs {
-  RopeMode mode = RopeMode::norm;
-  int n_rot = 0;                        // rotated dims per head (<= head_dim, even)
-  float base = 10000.0f;
-  float freq_scale = 1.0f;
-  const float* freq_factors = nullptr;  // device [n_rot / 2] divisors, or null
-};
 // In place on x: [n_tokens, n_heads, head_dim]; token t at position pos[t] (device int32).
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* pos, const RopeArgs& args,
           cudaStream_t stream);
