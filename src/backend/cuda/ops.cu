@@ -177,9 +177,16 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
                                     const float* __restrict__ qn, const float* __restrict__ kn, float eps,
                                     const int32_t* pos, RopeArgs a, KvStore store, const float* q_src,
                                     int64_t q_src_stride) {
-  pdl_enter();
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int half_dim = static_cast<int>(head_dim / 2), j = threadIdx.x;
+  // The pair's angle and norm weights before the wait for the kernel before (positions are the
+  // call's metadata, launch.cuh): the angle's double-precision latency is then off the chain.
+  const RopePair p = rope_pair(a, j);
+  const bool rotates = h < n_q + n_k && p.rotated;
+  const float2 cs = rotates ? rope_cos_sin(a, pos[t], j) : make_float2(1.0f, 0.0f);
+  const float* w = h < n_q ? qn : h < n_q + n_k ? kn : nullptr;
+  const float w0 = w ? w[p.lo] : 0.0f, w1 = w ? w[p.hi] : 0.0f;
+  pdl_enter();
   if (h >= n_q + n_k) {
     const int64_t hv = h - n_q - n_k;
     const float* x = store.v + (t * n_k + hv) * head_dim;
@@ -190,18 +197,16 @@ __global__ void norm_rope_qk_kernel(float* q, int64_t n_q, float* k, int64_t n_k
   }
   const bool is_q = h < n_q;
   float* x = is_q ? q + (t * n_q + h) * head_dim : k + (t * n_k + (h - n_q)) * head_dim;
-  const float* w = is_q ? qn : kn;
-  const RopePair p = rope_pair(a, j);
   const int ia = p.lo, ib = p.hi;
   const float* in = is_q && q_src ? q_src + (t * n_q + h) * q_src_stride : x;  // q_src: q's rows elsewhere
   float x0 = in[ia], x1 = in[ib];
   if (w) {
     const float scale = head_rms_scale(block_sum(double(x0) * x0 + double(x1) * x1), head_dim, eps);
-    x0 = head_rms_apply(x0, scale, w[ia]);
-    x1 = head_rms_apply(x1, scale, w[ib]);
+    x0 = head_rms_apply(x0, scale, w0);
+    x1 = head_rms_apply(x1, scale, w1);
   }
-  if (p.rotated) {
-    const float2 r = rope_rotate(x0, x1, rope_cos_sin(a, pos[t], j));
+  if (rotates) {
+    const float2 r = rope_rotate(x0, x1, cs);
     x0 = r.x;
     x1 = r.y;
   }
