@@ -3,6 +3,7 @@
 // four ops it replaces.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -10,6 +11,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
+#include "keel/error.h"
 
 using namespace keel;
 
@@ -94,4 +96,17 @@ TEST(Ops, NormRopeQkOnePassEqualsNormsThenRopes) {
           EXPECT_EQ(0, std::memcmp(k.data(), k_ref.data(), k.size() * sizeof(float)))
               << "k, n_rot " << n_rot << " norms " << norms << " factors " << with_factors;
         }
+}
+
+// A rotation wider than the angle tables (1024 dims: head sizes above that are refused at load)
+// is an error before any value is touched, not a write past them.
+TEST(Ops, RopeWiderThanItsTablesIsRefused) {
+  std::vector<float> x(1028, 1.0f);
+  const int32_t pos = 7;
+  const backend::RopeParams wide{backend::RopeType::neox, 1026, 10000.0f, 1.0f, nullptr};
+  EXPECT_THROW(cpu::rope(x.data(), 1, 1, 1028, &pos, wide), Error);
+  EXPECT_THROW(cpu::norm_rope_qk(x.data(), 1, x.data(), 0, 1, 1028, nullptr, nullptr, 1e-6f, &pos, wide), Error);
+  EXPECT_TRUE(std::all_of(x.begin(), x.end(), [](float v) { return v == 1.0f; }));
+  const backend::RopeParams widest{backend::RopeType::neox, 1024, 10000.0f, 1.0f, nullptr};
+  EXPECT_NO_THROW(cpu::rope(x.data(), 1, 1, 1028, &pos, widest));
 }

@@ -1,8 +1,10 @@
 #include "backend/cpu/ops.h"
 
 #include <cmath>
+#include <string>
 
 #include "backend/cpu/matmul.h"  // Isa, isa_supported
+#include "keel/error.h"
 
 namespace keel::cpu {
 
@@ -32,7 +34,10 @@ namespace {
 class RopeAngles {
  public:
   explicit RopeAngles(const RopeParams& p) : half_(p.n_rot / 2), type_(p.type) {
-    for (int i = 0; i < half_ && i < kMaxPairs; ++i) {
+    if (half_ < 0 || half_ > kMaxPairs)
+      throw Error("internal: RoPE over " + std::to_string(p.n_rot) + " dims (at most " + std::to_string(2 * kMaxPairs) +
+                  ")");
+    for (int i = 0; i < half_; ++i) {
       inv_freq_[i] = std::pow(static_cast<double>(p.base), -2.0 * i / p.n_rot) * p.freq_scale;
       if (p.freq_factors) inv_freq_[i] /= p.freq_factors[i];
     }
