@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/act_q8.cuh"
 #include "backend/cuda/async_copy.cuh"
@@ -200,12 +201,14 @@ struct ItemAct {
   float2 s;
 };
 // xq: 16-byte aligned. The activations are read-only while a GEMV runs (the non-coherent path).
-template <int NW>
+// kShared: xq and s point into shared memory.
+template <int NW, bool kShared>
 __device__ __forceinline__ ItemAct<NW> load_item_act(const int8_t* xq, const float2* s) {
   ItemAct<NW> a;
 #pragma unroll
-  for (int v = 0; v < NW / 4; ++v) a.x[v] = __ldg(reinterpret_cast<const int4*>(xq) + v);
-  a.s = __ldg(s);
+  for (int v = 0; v < NW / 4; ++v)
+    a.x[v] = kShared ? reinterpret_cast<const int4*>(xq)[v] : __ldg(reinterpret_cast<const int4*>(xq) + v);
+  a.s = kShared ? *s : __ldg(s);
   return a;
 }
 
@@ -269,17 +272,20 @@ struct Targets {
 // bound the held activations cost occupancy). Measured on the H200 (keel_cuda_bench gemv, one
 // token; before -> prefetch): 4096 x 4096 8.8 -> 7.1 us, 4096 x 12288 19.0 -> 16.6. The other
 // types measured slower with it (rows x inputs: Q4_K 24576 x 4096 20.3 -> 22.6, Q6_K 5120 x
-// 17408 25.9 -> 32.5): their items hold more registers, and the bound spills them.
-template <Type T, int NT>
-constexpr bool prefetch_act() {
-  return T == Type::Q8_0 && NT == 1;
-}
+// 17408 25.9 -> 32.5): their items hold more registers, and the bound spills them. Without the
+// bound, long rows of the other types gain from it too (act_from).
+//
+// Where a lane's activations come from (one token; act_from picks per launch): global memory as
+// it uses them, registers loaded before it awaits the chunk's weights, or the CTA's shared memory,
+// copied there once after the wait. Several tokens read global memory.
+enum class ActFrom { global, regs, shared };
 
-template <Type T, int NT, int BLOCKS, int STAGES, bool TMA>
-__global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1)
+template <Type T, int NT, int BLOCKS, int STAGES, bool TMA, ActFrom ACT>
+__global__ void __launch_bounds__(32 * kWarps, ACT == ActFrom::regs && T == Type::Q8_0 ? 16 : 1)
     gemv_q8_kernel(Targets targets, int row_bytes, int n_in, ActView act, int n_tok) {
   using D = QDot<T>;
-  constexpr bool kPrefetch = prefetch_act<T, NT>();
+  constexpr bool kPrefetch = ACT == ActFrom::regs;
+  static_assert(ACT == ActFrom::global || NT == 1, "one token's activations");
   int k = 0;  // this CTA's weight
   while (k + 1 < targets.count && int(blockIdx.x) >= targets.t[k + 1].first_cta) ++k;
   const uint8_t* __restrict__ w = targets.t[k].w;
@@ -343,6 +349,16 @@ __global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1)
   for (int j = 0; j < kStages - 1; ++j) issue(j);  // weights only: they may stream in before ...
   release_dependents();
   dependency_wait();                                // ... the kernels that make the activations end
+  extern __shared__ __align__(16) uint8_t act_smem[];  // ActFrom::shared: [n_in] quants, then the groups' (d, d·Σq)
+  if constexpr (ACT == ActFrom::shared) {
+    const int4* gq = reinterpret_cast<const int4*>(act.q);
+    for (int i = threadIdx.x; i < n_in / 16; i += blockDim.x) reinterpret_cast<int4*>(act_smem)[i] = __ldg(gq + i);
+    for (int i = threadIdx.x; i < groups_per_row; i += blockDim.x)
+      reinterpret_cast<float2*>(act_smem + n_in)[i] = __ldg(act.s + i);
+    __syncthreads();
+  }
+  const int8_t* const act_q = ACT == ActFrom::shared ? reinterpret_cast<const int8_t*>(act_smem) : act.q;
+  const float2* const act_s = ACT == ActFrom::shared ? reinterpret_cast<const float2*>(act_smem + n_in) : act.s;
 
   // This lane's items in every chunk: item lane + 32 i is sub-item sub[i] of block blk[i]; its
   // bytes start at off[i] of the stage, its activations at act_off[i] (quants) and group
@@ -363,13 +379,13 @@ __global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1)
   for (int j = 0; j < my_chunks; ++j) {
     issue(j + kStages - 1);
     const int block0 = (part + j * split) * BLOCKS;
-    const int8_t* xq = act.q + block0 * D::elems;
-    const float2* xs = act.s + block0 * kGroups;
-    ItemAct<D::nw> xa[kPrefetch ? kItemsPerLane : 1];  // see prefetch_act
+    const int8_t* xq = act_q + block0 * D::elems;
+    const float2* xs = act_s + block0 * kGroups;
+    ItemAct<D::nw> xa[kPrefetch ? kItemsPerLane : 1];  // ActFrom::regs
     if constexpr (kPrefetch) {
 #pragma unroll
       for (int i = 0; i < kItemsPerLane; ++i)
-        if (block0 + blk[i] < n_blocks) xa[i] = load_item_act<D::nw>(xq + act_off[i], xs + act_group[i]);
+        if (block0 + blk[i] < n_blocks) xa[i] = load_item_act<D::nw, false>(xq + act_off[i], xs + act_group[i]);
     }
     if constexpr (TMA) {
       mbarrier_wait(&landed[warp][j % kStages], uint32_t(j / kStages) & 1u);
@@ -388,8 +404,8 @@ __global__ void __launch_bounds__(32 * kWarps, prefetch_act<T, NT>() ? 16 : 1)
 #pragma unroll
         for (int t = 0; t < NT; ++t)
           if (NT == 1 || t < n_tok)
-            acc[t] += item_dot<D::has_min>(
-                it, load_item_act<D::nw>(xq + t * n_in + act_off[i], xs + t * groups_per_row + act_group[i]));
+            acc[t] += item_dot<D::has_min>(it, load_item_act<D::nw, ACT == ActFrom::shared>(
+                                                   xq + t * n_in + act_off[i], xs + t * groups_per_row + act_group[i]));
       }
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
@@ -461,6 +477,25 @@ int split_for(int64_t n_out, int n_chunks) {
   return best;
 }
 
+// Where one token's activations come from (ActFrom), per launch. Measured on an H100 (one
+// token, keel_cuda_bench gemv, GB/s; then decode, tok/s, old and new rule in turn, two rounds):
+//   - Q8_0's wide launches (tall matrices of short rows): the activations in shared memory, 24576 x
+//     4096 2688 -> 2845, 6144 x 4096 2294 -> 2394; its other launches keep registers (shared: 4096
+//     x 4096 2161 -> 1843, 4096 x 12288 2587 -> 2298).
+//   - the other types' rows of 8192 inputs or more: registers, a chunk ahead (ncu: without them
+//     their dot products waited on the loads, 41% of the stall samples of Q5_K 17408 x 5120),
+//     Q5_K 5120 x 17408 2165 -> 2381, Q6_K 5120 x 17408 2278 -> 2454, Q4_K 4096 x 12288 2039 ->
+//     2108; shorter rows keep global loads (registers: Q4_K 4096 x 4096 1799 -> 1457, Q5_K 17408
+//     x 5120 2527 -> 2491; shared: slower for every K-quant shape).
+//   Decode, old -> this rule: Qwen3-8B Q8_0 264.6 / 263.7 -> 272.5 / 272.5 at depth 0, Q4_K_M
+//   377.2 / 377.0 -> 378.8 / 380.2, Qwen3.5-27B Q5_K_M 114.5 / 114.7 -> 116.0 / 116.5.
+// Shared memory holds the activations only where they fit beside the stages (40 KB).
+template <Type T>
+ActFrom act_from(int64_t n_in, bool wide) {
+  if (T == Type::Q8_0) return wide && n_in + n_in / kActGroup * sizeof(float2) <= 40 * 1024 ? ActFrom::shared : ActFrom::regs;
+  return n_in >= 8192 ? ActFrom::regs : ActFrom::global;
+}
+
 template <Type T, bool TMA>
 void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
   using D = QDot<T>;
@@ -481,20 +516,29 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
     ctas += static_cast<int>((w.n_out + rows_per_cta - 1) / rows_per_cta);
   }
   const ActView a = act_view(act, w0.n_in, n_tokens);
-  if (wide) {
-    if (n_tokens == 1)
-      launch(gemv_q8_kernel<T, 1, D::wide_blocks, D::wide_stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb,
-             int(w0.n_in), a, 1);
+  if (n_tokens > 1) {
+    if (wide)
+      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::wide_blocks, D::wide_stages, TMA, ActFrom::global>, ctas, 32 * kWarps, 0,
+             stream, targets, rb, int(w0.n_in), a, int(n_tokens));
     else
-      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::wide_blocks, D::wide_stages, TMA>, ctas, 32 * kWarps, 0, stream, targets,
-             rb, int(w0.n_in), a, int(n_tokens));
+      launch(gemv_q8_kernel<T, kGemvMaxTokens, D::blocks, D::stages, TMA, ActFrom::global>, ctas, 32 * kWarps, 0, stream,
+             targets, rb, int(w0.n_in), a, int(n_tokens));
     return;
   }
-  if (n_tokens == 1)
-    launch(gemv_q8_kernel<T, 1, D::blocks, D::stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb, int(w0.n_in), a, 1);
+  const ActFrom from = act_from<T>(w0.n_in, wide);
+  const size_t smem = from == ActFrom::shared ? static_cast<size_t>(w0.n_in) + w0.n_in / kActGroup * sizeof(float2) : 0;
+  auto go = [&](auto kernel) { launch(kernel, ctas, 32 * kWarps, smem, stream, targets, rb, int(w0.n_in), a, 1); };
+  auto with = [&](auto blocks, auto stages) {
+    switch (from) {
+      case ActFrom::global: return go(gemv_q8_kernel<T, 1, decltype(blocks)::value, decltype(stages)::value, TMA, ActFrom::global>);
+      case ActFrom::regs: return go(gemv_q8_kernel<T, 1, decltype(blocks)::value, decltype(stages)::value, TMA, ActFrom::regs>);
+      case ActFrom::shared: return go(gemv_q8_kernel<T, 1, decltype(blocks)::value, decltype(stages)::value, TMA, ActFrom::shared>);
+    }
+  };
+  if (wide)
+    with(std::integral_constant<int, D::wide_blocks>{}, std::integral_constant<int, D::wide_stages>{});
   else
-    launch(gemv_q8_kernel<T, kGemvMaxTokens, D::blocks, D::stages, TMA>, ctas, 32 * kWarps, 0, stream, targets, rb,
-           int(w0.n_in), a, int(n_tokens));
+    with(std::integral_constant<int, D::blocks>{}, std::integral_constant<int, D::stages>{});
 }
 
 // How the weights stream in: one bulk copy (TMA) per chunk, or cp.async by every lane. Measured
