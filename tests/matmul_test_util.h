@@ -17,8 +17,8 @@ using keel::quant::Type;
 namespace quant = keel::quant;
 
 // Every SIMD kernel level (both architectures); tests skip those this CPU or build lacks.
-constexpr keel::cpu::Isa kSimdIsas[] = {keel::cpu::Isa::avx2, keel::cpu::Isa::avx512, keel::cpu::Isa::neon,
-                                        keel::cpu::Isa::dotprod, keel::cpu::Isa::i8mm};
+constexpr keel::cpu::Isa kSimdIsas[] = {keel::cpu::Isa::avx2,   keel::cpu::Isa::avxvnni, keel::cpu::Isa::avx512,
+                                        keel::cpu::Isa::neon,   keel::cpu::Isa::dotprod, keel::cpu::Isa::i8mm};
 
 constexpr float kSentinel = -7777.25f;
 constexpr int64_t kGuard = 37;  // sentinel floats on each side of an output buffer

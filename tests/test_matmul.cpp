@@ -81,6 +81,10 @@ TEST(CpuIsa, DetectsAndCaps) {
   }
 #if defined(__x86_64__)
   EXPECT_FALSE(keel::cpu::isa_supported(Isa::neon));
+  // AVX-VNNI sits between AVX2 and AVX-512: not under a cap at avx2, the level itself under a cap
+  // at avxvnni where the CPU has it.
+  if (best == Isa::avx2) EXPECT_FALSE(keel::cpu::isa_supported(Isa::avxvnni));
+  if (cap && std::string(cap) == "avxvnni" && keel::cpu::isa_supported(Isa::avxvnni)) EXPECT_EQ(best, Isa::avxvnni);
 #elif defined(__aarch64__)
   EXPECT_FALSE(keel::cpu::isa_supported(Isa::avx2));
 #endif

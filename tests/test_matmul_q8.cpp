@@ -187,6 +187,62 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
 }
 
 #if defined(__x86_64__)
+// The AVX-VNNI kernels' results are bit for bit those of the kernels whose arithmetic they share:
+// the AVX2 micro-kernel's for K-quants (exact int32 block sums with the group scales, float once a
+// block), the AVX-512 VNNI micro-kernel's for Q4_0 and Q8_0 (float sums per group; the AVX2
+// kernel's too), and the AVX-512 VNNI GEMV's (the same instructions on 256-bit vectors). Every
+// type, 1..16 rows, 1..4 tokens, onto y or not; GEMVs: widths with a partial block, 1..7 tokens.
+// The comparisons with AVX-512 VNNI need a CPU with both.
+TEST(MatmulQ8Kernels, AvxVnniEqualsItsTwinsBitForBit) {
+  using keel::cpu::Q8ActForm;
+  if (!keel::cpu::isa_supported(Isa::avxvnni)) GTEST_SKIP() << "this CPU lacks AVX-VNNI";
+  const bool vnni = have(Isa::avx512);
+  std::mt19937 rng(33);
+  constexpr int kTok = keel::cpu::kQ8Tokens;
+  int compared = 0;
+  for (Type type : kQ8Types) {
+    const bool k_quant = type != Type::Q4_0 && type != Type::Q8_0;
+    if (!k_quant && !vnni) continue;
+    const keel::cpu::Q8MicroFn twin = k_quant ? keel::cpu::q8_micro_avx2() : keel::cpu::q8_micro_vnni();
+    const int64_t n_in = widths(type).back(), n_out = 16, nkb = (n_in + 255) / 256;
+    const auto wb = random_weights(type, n_in, n_out, rng);
+    const WeightView w{type, wb.data(), n_in, n_out};
+    const auto x = random_floats(kTok * n_in, rng);
+    std::vector<keel::cpu::ActBlockQ8> act(kTok * nkb);
+    keel::cpu::quantize_activations_q8(Isa::generic, type, x.data(), n_in, 0, kTok, act.data(), Q8ActForm::offset);
+    auto panel = std::make_unique<keel::cpu::PanelQ8>();
+    for (int n_rows : {1, 9, 16})
+      for (int64_t kb = 0; kb < nkb; ++kb) {
+        const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
+        keel::cpu::pack_panel_q8(w, 0, n_rows, k0, kc, panel.get());
+        for (int n_tok = 1; n_tok <= kTok; ++n_tok)
+          for (bool accumulate : {false, true}) {
+            std::vector<float> a(kTok * 16, 0.25f), b(kTok * 16, 0.25f);
+            twin(*panel, kc, act.data() + kb, nkb, n_tok, a.data(), 16, n_rows, accumulate);
+            keel::cpu::q8_micro_avxvnni()(*panel, kc, act.data() + kb, nkb, n_tok, b.data(), 16, n_rows, accumulate);
+            ASSERT_EQ(a, b) << label(type) << " rows=" << n_rows << " tokens=" << n_tok << " accumulate=" << accumulate;
+            ++compared;
+          }
+      }
+    if (!vnni) continue;
+    for (int64_t width : widths(type)) {
+      const auto wg = random_weights(type, width, 33, rng);
+      const size_t rb = quant::row_bytes(type, static_cast<uint64_t>(width));
+      for (int64_t n_tok = 1; n_tok <= 7; ++n_tok) {
+        const auto xg = random_floats(n_tok * width, rng);
+        std::vector<keel::cpu::GemvActQ8> gact(n_tok * ((width + 255) / 256));
+        keel::cpu::quantize_activations_gemv_q8(type, xg.data(), width, n_tok, gact.data());
+        std::vector<float> a(n_tok * 33), b(n_tok * 33);
+        keel::cpu::q8_gemv_vnni(type)(wg.data(), rb, width, 33, gact.data(), n_tok, a.data(), 33);
+        keel::cpu::q8_gemv_avxvnni(type)(wg.data(), rb, width, 33, gact.data(), n_tok, b.data(), 33);
+        ASSERT_EQ(a, b) << "GEMV " << label(type) << " n_in=" << width << " tokens=" << n_tok;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
 // The AMX kernel's integer sums are the VNNI kernel's (Q4_0, Q8_0) or the AVX2 kernel's (K-quants:
 // whole blocks with the group scales applied in integers), scaled and summed in the same order:
 // its results are that kernel's bit for bit, for every token count of a call (1..16: one call of
@@ -250,7 +306,7 @@ TEST(MatmulQ8Driver, MatchesReference) {
           for (int64_t i = 0; i < n_tok * n_out; ++i) differs += ref[i] != exact[i];
           EXPECT_GT(differs, 0) << "the reference does not quantize";
           expect_within(ref.data(), exact.data(), scale, n_tok * n_out, 0.03, label(type) + " q8 vs exact");
-          for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
+          for (Isa isa : {Isa::generic, Isa::avx2, Isa::avxvnni, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
             if (!have(isa)) continue;
             for (ThreadPool& pool : pools) {
               const size_t sb = keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, pool.size(), MatmulMode::fast);
@@ -430,7 +486,7 @@ TEST(MatmulQ8Gemv, BatchInvariant) {
     const WeightView w{type, wb.data(), n_in, n_out};
     const int64_t n_tok = keel::cpu::kGemmMinTokens - 1;
     const auto x = random_floats(n_tok * n_in, rng);
-    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avxvnni, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
       if (!keel::cpu::isa_supported(isa)) continue;
       std::vector<char> scratch(keel::cpu::matmul_scratch_bytes(type, n_in, n_tok, 2, MatmulMode::fast));
       std::vector<float> all(n_tok * n_out);
@@ -466,7 +522,7 @@ TEST(MatmulQ8Driver, MatmulsMatchMatmulPerWeight) {
     for (size_t i = 0; i < types.size(); ++i) weights.push_back({types[i], data[i].data(), n_in, int64_t(16 + 7 * i)});
     for (int64_t n_tok : {3, 9, 33}) {
       const auto x = random_floats(n_tok * n_in, rng);
-      for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
+      for (Isa isa : {Isa::generic, Isa::avx2, Isa::avxvnni, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm}) {
         if (!keel::cpu::isa_supported(isa)) continue;
         for (ThreadPool& pool : pools) {
           size_t bytes = 0;

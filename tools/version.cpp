@@ -14,7 +14,7 @@ void print_version(FILE* out) {
   // Every CPU kernel file of the target architecture is compiled and chosen at run time
   // (matmul.h, best_isa).
 #if defined(__x86_64__)
-  const char* cpu_kernels = "cpu generic, avx2, avx512 (vnni)";
+  const char* cpu_kernels = "cpu generic, avx2, avxvnni, avx512 (vnni)";
 #elif defined(__aarch64__)
   const char* cpu_kernels = "cpu generic, neon, dotprod, i8mm";
 #else

@@ -107,7 +107,7 @@ GdnHeadKernels gdn_head_kernels_generic() { return {recurrent_generic, chunked_g
 
 GdnHeadKernels gdn_head_kernels(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::avx2 || isa == Isa::avx512) return gdn_head_kernels_avx2();
+  if (is_x86_simd(isa)) return gdn_head_kernels_avx2();
 #endif
   return gdn_head_kernels_generic();
 }

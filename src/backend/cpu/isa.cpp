@@ -27,13 +27,21 @@ bool cpu_has_f16c() {
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
+// CPUID leaf 7, sub-leaf 1, EAX bit 4: AVX-VNNI, the VEX-encoded vpdpbusd (clang 14 has no name for
+// it in __builtin_cpu_supports).
+bool cpu_has_avx_vnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+}
+
 Isa detect() {
   __builtin_cpu_init();
   // The AVX2 files are also compiled with -mf16c -mbmi2 (F16C converts f16 scales).
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
                     __builtin_cpu_supports("bmi2");
   if (!avx2) return Isa::generic;
-  return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;
+  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
+  return cpu_has_avx_vnni() ? Isa::avxvnni : Isa::avx2;
 }
 #elif defined(__aarch64__)
 #if defined(__linux__)
@@ -70,22 +78,27 @@ bool is_arm(Isa isa) { return isa == Isa::neon || isa == Isa::dotprod || isa == 
 int rank(Isa isa) {
   switch (isa) {
     case Isa::avx2: case Isa::neon: return 1;
-    case Isa::avx512: case Isa::dotprod: return 2;
-    case Isa::i8mm: return 3;
+    case Isa::avxvnni: case Isa::dotprod: return 2;
+    case Isa::avx512: case Isa::i8mm: return 3;
     default: return 0;
   }
 }
 
-// Whether the kernels of `isa` run where `detected` was found.
+// Whether the kernels of `isa` run where `detected` was found (an AVX-512 CPU need not have
+// AVX-VNNI: Zen 4 and Ice Lake have AVX-512 VNNI only).
 bool within(Isa isa, Isa detected) {
-  return isa == Isa::generic || (is_arm(isa) == is_arm(detected) && rank(isa) <= rank(detected));
+  if (isa == Isa::generic) return true;
+#if defined(__x86_64__)
+  if (isa == Isa::avxvnni && !cpu_has_avx_vnni()) return false;
+#endif
+  return is_arm(isa) == is_arm(detected) && rank(isa) <= rank(detected);
 }
 
 // KEEL_CPU_ISA (a level's name) lowers the detected level; unknown names and levels the CPU
 // lacks are ignored.
 Isa capped(Isa detected, const char* cap) {
   if (!cap) return detected;
-  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm})
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avxvnni, Isa::avx512, Isa::neon, Isa::dotprod, Isa::i8mm})
     if (std::string(cap) == isa_name(isa) && within(isa, detected)) return isa;
   return detected;
 }
@@ -152,6 +165,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
+    case Isa::avxvnni: return "avxvnni";
     case Isa::neon: return "neon";
     case Isa::dotprod: return "dotprod";
     case Isa::i8mm: return "i8mm";

@@ -166,7 +166,7 @@ void sum_activation_blocks(const float* x, int64_t n_in, int64_t n_tok, float* x
 
 TypeKernels type_kernels(Isa isa, quant::Type type) {
 #if defined(__x86_64__)
-  const bool simd = isa == Isa::avx2 || isa == Isa::avx512;
+  const bool simd = is_x86_simd(isa);
   const TypeKernels k = simd ? type_kernels_avx2(type) : type_kernels_generic(type);
 #elif defined(__aarch64__)
   const bool simd = isa == Isa::neon || isa == Isa::dotprod || isa == Isa::i8mm;
@@ -182,7 +182,7 @@ GemmKernels gemm_kernels(Isa isa) {
   switch (isa) {
 #if defined(__x86_64__)
     case Isa::avx512: return gemm_kernels_avx512();
-    case Isa::avx2: return gemm_kernels_avx2();
+    case Isa::avx2: case Isa::avxvnni: return gemm_kernels_avx2();
 #elif defined(__aarch64__)
     case Isa::neon: case Isa::dotprod: case Isa::i8mm: return gemm_kernels_neon();
 #endif

@@ -66,10 +66,14 @@ void matmul_reference(const WeightView& w, const float* x, int64_t n_tokens, flo
 
 // ---- the kernels, exposed so tests can compare each SIMD kernel with its scalar twin --------
 
-// Kernel sets, each level including the ones before it on its architecture. x86-64: avx2, avx512
-// (the AVX2 kernels with an AVX-512F GEMM micro-kernel). AArch64: neon (Advanced SIMD, every
-// AArch64 CPU), dotprod (+SDOT), i8mm (+SMMLA). generic: the scalar twins, everywhere.
-enum class Isa { generic, avx2, avx512, neon, dotprod, i8mm };
+// Kernel sets, each level including the ones before it on its architecture. x86-64: avx2,
+// avxvnni (the AVX2 kernels with AVX-VNNI's 256-bit vpdpbusd in the 8-bit fast path: Intel's
+// client cores since Alder Lake, which lack AVX-512), avx512 (the AVX2 kernels with AVX-512 ones).
+// AArch64: neon (Advanced SIMD, every AArch64 CPU), dotprod (+SDOT), i8mm (+SMMLA). generic: the
+// scalar twins, everywhere.
+enum class Isa { generic, avx2, avxvnni, avx512, neon, dotprod, i8mm };
+// Whether isa is one of the x86-64 SIMD levels (each takes the AVX2 kernels where it has no own).
+constexpr bool is_x86_simd(Isa isa) { return isa == Isa::avx2 || isa == Isa::avxvnni || isa == Isa::avx512; }
 
 // The best instruction set this CPU supports (AVX2 needs avx2, fma, f16c and bmi2, the flags the
 // *_avx2.cpp files are compiled with; dotprod and i8mm are read from the OS: getauxval on Linux,
@@ -77,7 +81,8 @@ enum class Isa { generic, avx2, avx512, neon, dotprod, i8mm };
 // generic) caps it, e.g. to measure the AVX2 kernels on an AVX-512 machine; it is read once per
 // process (isa.cpp).
 Isa best_isa();
-// Whether kernels of `isa` may run here: generic, or a level of this architecture up to best_isa().
+// Whether kernels of `isa` may run here: generic, or a level of this architecture up to best_isa()
+// (avxvnni also on an AVX-512 CPU, if it has AVX-VNNI: KEEL_CPU_ISA=avxvnni measures it there).
 bool isa_supported(Isa isa);
 // Whether KEEL_CPU_ISA names exactly this level (a cap set by hand: KEEL_CPU_ISA=avx512 also keeps
 // the AMX tiles off, attention_amx.cpp).

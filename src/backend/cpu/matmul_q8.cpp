@@ -180,7 +180,7 @@ Unpacker unpacker(Type type, Isa isa = Isa::generic) {
     default: return u;
   }
 #if defined(__x86_64__)
-  if (isa == Isa::avx2 || isa == Isa::avx512)
+  if (is_x86_simd(isa))
     if (const Q8QuantsFn simd = q8_unpack_quants_avx2(type)) u.quants = simd;
 #else
   (void)isa;
@@ -290,7 +290,7 @@ void quantize_activations_q8(Isa isa, Type weight_type, const float* x, int64_t 
     const float* xt = x + t * n_in;
     ActBlockQ8* at = act + t * nkb;
 #if defined(__x86_64__)
-    if (isa == Isa::avx2 || isa == Isa::avx512) {
+    if (is_x86_simd(isa)) {
       if (q8_k) quantize_row_act_q8_k_avx2(xt, n_in, q8_group(weight_type), form, at);
       else quantize_row_act_q8_0_avx2(xt, n_in, form, at);
       continue;
@@ -351,7 +351,7 @@ void pack_panel_q8(const WeightView& w, int64_t r0, int n_rows, int64_t k0, int6
     }
   }
 #if defined(__x86_64__)
-  if (isa == Isa::avx2 || isa == Isa::avx512) {
+  if (is_x86_simd(isa)) {
     q8_interleave_rows_avx2(rows[0].q, sizeof(RowQ8), kc, panel->q);
   } else
 #endif
@@ -398,6 +398,7 @@ Q8MicroFn q8_micro(Isa isa) {
     case Isa::avx512:
       if (amx_int8_usable()) return q8_micro_amx();
       return cpu_has_avx512_vnni() ? q8_micro_vnni() : q8_micro_avx2();
+    case Isa::avxvnni: return q8_micro_avxvnni();
     case Isa::avx2: return q8_micro_avx2();
 #elif defined(__aarch64__)
     case Isa::neon: return q8_micro_neon();

@@ -147,6 +147,7 @@ using Q8PrepareFn = void (*)(PanelQ8& panel, int64_t kc);
 Q8MicroFn q8_micro_generic();
 Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
 Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
+Q8MicroFn q8_micro_avxvnni();  // matmul_q8_avxvnni.cpp (AVX2 and AVX-VNNI: the VNNI kernel's results on 256-bit vectors)
 Q8MicroFn q8_micro_amx();   // matmul_q8_amx.cpp (AMX-INT8 tiles; its results are the VNNI kernel's)
 Q8MicroFn q8_micro_neon();     // matmul_q8_neon.cpp (AArch64 Advanced SIMD: SMULL/SADALP)
 Q8MicroFn q8_micro_dotprod();  // matmul_q8_dotprod.cpp (AArch64 SDOT)
@@ -212,6 +213,7 @@ using Q8GemvFn = void (*)(const void* w, size_t row_bytes, int64_t n_in, int64_t
 Q8GemvFn q8_gemv_generic(quant::Type type);
 Q8GemvFn q8_gemv_avx2(quant::Type type);  // matmul_q8_gemv_avx2.cpp
 Q8GemvFn q8_gemv_vnni(quant::Type type);  // matmul_q8_gemv_vnni.cpp (AVX-512 VL/BW/VNNI, 256-bit)
+Q8GemvFn q8_gemv_avxvnni(quant::Type type);  // matmul_q8_gemv_avxvnni.cpp (AVX2 and AVX-VNNI: the same kernels)
 Q8GemvFn q8_gemv_neon(quant::Type type);     // matmul_q8_gemv_neon.cpp (AArch64: SMULL/SADALP)
 Q8GemvFn q8_gemv_dotprod(quant::Type type);  // matmul_q8_gemv_dotprod.cpp (AArch64 SDOT)
 // The GEMV of an instruction set: avx512 takes VNNI where the CPU has it, else AVX2; i8mm takes

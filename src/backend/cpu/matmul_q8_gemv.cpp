@@ -147,6 +147,7 @@ Q8GemvFn q8_gemv(Isa isa, Type type) {
   switch (isa) {
 #if defined(__x86_64__)
     case Isa::avx512: return cpu_has_avx512_vnni() ? q8_gemv_vnni(type) : q8_gemv_avx2(type);
+    case Isa::avxvnni: return q8_gemv_avxvnni(type);
     case Isa::avx2: return q8_gemv_avx2(type);
 #elif defined(__aarch64__)
     case Isa::neon: return q8_gemv_neon(type);

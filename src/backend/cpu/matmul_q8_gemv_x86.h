@@ -1,5 +1,6 @@
-// The x86 integer GEMV of the fast path (matmul_q8.h), written once and compiled twice: by
-// matmul_q8_gemv_avx2.cpp (AVX2) and matmul_q8_gemv_vnni.cpp (AVX-512 VNNI on 256-bit vectors),
+// The x86 integer GEMV of the fast path (matmul_q8.h), written once and compiled three times: by
+// matmul_q8_gemv_avx2.cpp (AVX2), matmul_q8_gemv_vnni.cpp (AVX-512 VNNI on 256-bit vectors) and
+// matmul_q8_gemv_avxvnni.cpp (AVX-VNNI: the VNNI kernels' instructions in their VEX form),
 // each with its own instruction-set flags and a Dot policy for the one instruction that differs.
 // Everything here has internal linkage: each file gets its own copy, compiled for its own ISA (an
 // inline function shared between them could be linked from the AVX-512 file into AVX2 code).
@@ -56,10 +57,18 @@ struct DotAvx2 {
   }
 };
 
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+// AVX-512 VNNI, or AVX-VNNI (its VEX form, the same 256-bit operation): vpdpbusd adds the 4
+// products into int32 directly (no 16-bit step).
+inline __m256i dpbusd(__m256i acc, __m256i w, __m256i x) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-// AVX-512 VNNI: vpdpbusd adds the 4 products into int32 directly (no 16-bit step).
+  return _mm256_dpbusd_epi32(acc, w, x);
+#else
+  return _mm256_dpbusd_avx_epi32(acc, w, x);
+#endif
+}
 struct DotVnni {
-  static __m256i dot(__m256i w, __m256i x) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x); }
+  static __m256i dot(__m256i w, __m256i x) { return dpbusd(_mm256_setzero_si256(), w, x); }
   static __m256i dot_scaled(__m256i w, __m256i x, __m256i scale) { return _mm256_mullo_epi32(dot(w, x), scale); }
   // The scales as 32-bit lanes: 8 of Q4_K/Q5_K; 16 of Q6_K, in two vectors.
   struct Wide16 {
