@@ -30,8 +30,11 @@ bool cpu_has_f16c() {
 // CPUID leaf 7, sub-leaf 1, EAX bit 4: AVX-VNNI, the VEX-encoded vpdpbusd (clang 14 has no name for
 // it in __builtin_cpu_supports).
 bool cpu_has_avx_vnni() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+  }();
+  return has;
 }
 
 Isa detect() {
