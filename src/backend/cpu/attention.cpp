@@ -321,7 +321,81 @@ void prefetch_tiles(const AttentionArgs& a, int32_t page, uint32_t g, int64_t le
   }
 }
 
-// One task, per-row kernels: KV head g, query tokens [t0, t1) of sequence `seq` (batch indices).
+// Keys a per-row task takes at a time from an f16 cache, for each of its KV heads in turn: a
+// head's rows are a few hundred bytes of each token's 2 KiB or so, so walking one head over a
+// page reads memory in strides the prefetchers follow poorly, while a few tokens' rows for all
+// the task's heads are read nearly in order. 16 tokens keep one head's keys and values in L1.
+constexpr int64_t kInPlaceKeys = 16;
+
+// The per-row kernels' online-softmax step for one KV head over keys [j0, j0 + n) of a page
+// (rows of the f16 cache at k16, v16, `stride` halves apart): each of the task's query tokens
+// sees its causal share, its group's rows together (each cache row converted once for all).
+void attend_in_place_step(const AttentionKernels& kern, const AttentionArgs& a, const uint16_t* k16,
+                          const uint16_t* v16, int64_t stride, int64_t first_key, int64_t n, int64_t pos_of_first,
+                          uint32_t g, int64_t t0, int64_t t1, float* m, float* l, float* acc, const Workspace& w) {
+  const int hd = static_cast<int>(a.kv.geo.head_dim);
+  const uint32_t group = a.n_head / a.kv.geo.n_kv_heads;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t limit = std::min<int64_t>(n, pos_of_first + t - first_key + 1);  // causal
+    if (limit <= 0) continue;
+    const int64_t row0 = (t - t0) * group;
+    const float* q0 = a.q + (t * a.n_head + g * group) * hd;
+    float* c = w.correction;  // the rows' maxima, then their corrections
+    kern.scores_f16(q0, static_cast<int>(group), k16, stride, limit, hd, a.scale, w.scores, c);
+    for (uint32_t hh = 0; hh < group; ++hh) {
+      const int64_t row = row0 + hh;
+      const float m_new = std::max(m[row], c[hh]);
+      c[hh] = std::exp(m[row] - m_new);
+      l[row] = l[row] * c[hh] + kern.exp_sum(w.scores + hh * limit, limit, m_new);
+      m[row] = m_new;
+    }
+    kern.accumulate_f16(acc + row0 * hd, c, static_cast<int>(group), w.scores, limit, v16, stride, limit, hd);
+  }
+}
+
+// One task, per-row kernels over an f16 cache read in place: KV heads [g0, g1), query tokens
+// [t0, t1) of sequence `seq`. kInPlaceKeys keys at a time, every head of the task over them
+// before the next keys; a row's sums depend on neither the heads nor the threads.
+void attend_in_place(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g0,
+                     uint32_t g1, int64_t t0, int64_t t1, const Workspace& w) {
+  const backend::KvGeometry& kv = a.kv.geo;
+  const int hd = static_cast<int>(kv.head_dim);
+  const int64_t head_rows = (t1 - t0) * (a.n_head / kv.n_kv_heads);  // one KV head's query rows
+  const int64_t n_rows = head_rows * (g1 - g0);
+  const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
+  const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
+  std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
+  std::fill(w.l, w.l + n_rows, 0.0f);
+  std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
+  const int64_t stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
+  const int64_t last_pos = pos_of_first + t1 - 1;
+  for (int64_t start = 0; start <= last_pos; start += kv.page_tokens) {
+    const int32_t page = pages[start / kv.page_tokens];
+    const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
+    const auto* k16 = reinterpret_cast<const uint16_t*>(a.kv.k_page(page));
+    const auto* v16 = reinterpret_cast<const uint16_t*>(a.kv.v_page(page));
+    for (int64_t j0 = 0; j0 < len; j0 += kInPlaceKeys)
+      for (uint32_t g = g0; g < g1; ++g) {
+        const int64_t r = (g - g0) * head_rows;
+        const int64_t off = j0 * stride + g * static_cast<int64_t>(kv.row_bytes() / sizeof(uint16_t));
+        attend_in_place_step(kern, a, k16 + off, v16 + off, stride, start + j0, std::min(kInPlaceKeys, len - j0),
+                             pos_of_first, g, t0, t1, w.m + r, w.l + r, w.acc + r * hd, w);
+      }
+  }
+  const uint32_t group = a.n_head / kv.n_kv_heads;
+  for (uint32_t g = g0; g < g1; ++g)
+    for (int64_t t = t0; t < t1; ++t)
+      for (uint32_t hh = 0; hh < group; ++hh) {
+        const int64_t row = (g - g0) * head_rows + (t - t0) * group + hh;
+        const float inv = 1.0f / w.l[row];
+        float* out = a.out + (t * a.n_head + g * group + hh) * hd;
+        for (int i = 0; i < hd; ++i) out[i] = w.acc[row * hd + i] * inv;
+      }
+}
+
+// One task, per-row kernels, the cache's rows converted a page at a time first (q8_0, f32, or
+// an f16 cache where the kernel table has no in-place kernels): KV head g, query tokens [t0, t1)
+// of sequence `seq` (batch indices).
 void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
                     int64_t t0, int64_t t1, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
@@ -333,19 +407,12 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
   std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
   std::fill(w.l, w.l + n_rows, 0.0f);
   std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
-
-  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
-  // its GQA group's rows: converting a tile first cost more than the products).
-  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
-  const int64_t f16_stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
   const int64_t last_pos = pos_of_first + t1 - 1;
   const int64_t n_pages = last_pos / kv.page_tokens + 1;
   for (int64_t page = 0; page < n_pages; ++page) {
     const int64_t start = page * kv.page_tokens;
     const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    const auto* k16 = reinterpret_cast<const uint16_t*>(a.kv.k_page(pages[page]) + g * kv.row_bytes());
-    const auto* v16 = reinterpret_cast<const uint16_t*>(a.kv.v_page(pages[page]) + g * kv.row_bytes());
-    if (!in_place) load_tiles(kern, nullptr, a, pages[page], g, len, w);
+    load_tiles(kern, nullptr, a, pages[page], g, len, w);
     if (page + 1 < n_pages)
       prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
     for (int64_t t = t0; t < t1; ++t) {
@@ -353,20 +420,6 @@ void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const 
       if (limit <= 0) continue;
       const int64_t row0 = (t - t0) * group;  // the rows of heads g * group .. (g + 1) * group - 1
       const float* q0 = a.q + (t * a.n_head + g * group) * hd;
-      if (in_place) {  // the group's rows together: each cache row converted once for all of them
-        float* c = w.correction;  // the rows' maxima, then their corrections
-        kern.scores_f16(q0, static_cast<int>(group), k16, f16_stride, limit, hd, a.scale, w.scores, c);
-        for (uint32_t hh = 0; hh < group; ++hh) {
-          const int64_t row = row0 + hh;
-          const float m_new = std::max(w.m[row], c[hh]);
-          c[hh] = std::exp(w.m[row] - m_new);
-          w.l[row] = w.l[row] * c[hh] + kern.exp_sum(w.scores + hh * limit, limit, m_new);
-          w.m[row] = m_new;
-        }
-        kern.accumulate_f16(w.acc + row0 * hd, c, static_cast<int>(group), w.scores, limit, v16, f16_stride, limit,
-                            hd);
-        continue;
-      }
       for (uint32_t hh = 0; hh < group; ++hh) {
         const int64_t row = row0 + hh;
         const float mx = kern.scores(q0 + hh * hd, w.k_tile, limit, hd, a.scale, w.scores);
@@ -569,21 +622,45 @@ void flash_attention(const AttentionArgs& a, float* workspace, ThreadPool& pool)
 void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, float* workspace, ThreadPool& pool,
                           AttentionPath path, const AttentionBf16Kernels* bf16) {
   const backend::KvGeometry& kv = a.kv.geo;
-  // Tasks: (sequence, query block, KV head). Later query blocks see more KV: blocks are dealt
-  // round-robin from the last block of the last sequence for balance.
-  int64_t n_blocks = 0;
   const int64_t block_tokens = query_block(kv, bf16 != nullptr);
-  for (int32_t s = 0; s < a.n_seqs; ++s) n_blocks += (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
-  const int64_t n_tasks = n_blocks * kv.n_kv_heads;
-  const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   const int64_t group = a.n_head / kv.n_kv_heads;
+  auto takes_blocks = [&](int64_t tokens) {
+    return path == AttentionPath::row_blocks ||
+           (path == AttentionPath::automatic && tokens * group >= kAttentionMinBlockRows);
+  };
+  // Tasks: (sequence, query block, KV heads). Later query blocks see more KV: blocks are dealt
+  // round-robin from the last block of the last sequence for balance.
+  int64_t n_blocks = 0, max_block = 0;
+  for (int32_t s = 0; s < a.n_seqs; ++s) {
+    n_blocks += (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
+    max_block = std::max(max_block, std::min(a.seqs[s].n_tokens, block_tokens));
+  }
+  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
+  // its GQA group's rows: converting a tile first cost more than the products). Such tasks take
+  // several KV heads each where the threads stay busy: the more of each token's row one thread
+  // reads, the nearer in order its reads.
+  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
+  uint32_t heads_per_task = 1;
+  if (in_place && !takes_blocks(max_block)) {
+    const auto max_rows = static_cast<size_t>(max_block * group);
+    for (uint32_t h = kv.n_kv_heads; h > 1; --h)
+      if (kv.n_kv_heads % h == 0 && n_blocks * (kv.n_kv_heads / h) >= pool.size() &&
+          h * max_rows <= padded_rows(kv, a.n_head, bf16 != nullptr)) {
+        heads_per_task = h;
+        break;
+      }
+  }
+  const int64_t head_tasks = kv.n_kv_heads / heads_per_task;
+  const int64_t n_tasks = n_blocks * head_tasks;
+  const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   pool.run([&](int ith, int nth) {
     Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head, bf16 != nullptr);
     int32_t s = a.n_seqs - 1;
     int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
-      const int64_t from_end = task / kv.n_kv_heads;  // 0 = the last block of the batch
-      const uint32_t g = static_cast<uint32_t>(task % kv.n_kv_heads);
+      const int64_t from_end = task / head_tasks;  // 0 = the last block of the batch
+      const uint32_t g0 = static_cast<uint32_t>(task % head_tasks) * heads_per_task;
+      const uint32_t g1 = g0 + heads_per_task;
       int64_t seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       while (from_end >= blocks_after + seq_blocks) {
         blocks_after += seq_blocks;
@@ -594,12 +671,12 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
       const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
       const int64_t t0 = seq.first + block * block_tokens;
       const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + block_tokens);
-      const bool blocks = path == AttentionPath::row_blocks ||
-                          (path == AttentionPath::automatic && (t1 - t0) * group >= kAttentionMinBlockRows);
-      if (blocks)
-        attend_row_blocks(kern, bf16, a, seq, g, t0, t1, w);
+      if (takes_blocks(t1 - t0))
+        for (uint32_t g = g0; g < g1; ++g) attend_row_blocks(kern, bf16, a, seq, g, t0, t1, w);
+      else if (in_place)
+        attend_in_place(kern, a, seq, g0, g1, t0, t1, w);
       else
-        attend_per_row(kern, a, seq, g, t0, t1, w);
+        for (uint32_t g = g0; g < g1; ++g) attend_per_row(kern, a, seq, g, t0, t1, w);
     }
   });
 }
