@@ -64,8 +64,9 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
   for (float& x : q) x = normal(rng);
   // 64-byte aligned, as the session's plan allocates it (a vector's 16 bytes split every other
   // 32-byte load across cache lines, which slowed some kernels here and not in a model).
-  const backend::Memory ws_memory = backend::allocate_host(
-      "attention", cpu::attention_workspace_bytes(geo, kHeads, threads, cpu::attention_takes_bf16(geo, fast)));
+  const size_t ws_bytes =
+      cpu::attention_workspace_bytes(geo, kHeads, threads, cpu::attention_takes_bf16(geo, fast), 1, n_tokens);
+  const backend::Memory ws_memory = backend::allocate_host("attention", ws_bytes);
   float* ws = reinterpret_cast<float*>(ws_memory.get());
   backend::SeqSlice seq{0, n_tokens, depth, 0};
   cpu::AttentionArgs a;
@@ -80,6 +81,7 @@ void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, i
   a.page_table = table.data();
   a.max_pages_per_seq = n_pages;
   a.fast = fast;
+  a.workspace_floats = ws_bytes / sizeof(float);
   for (auto _ : state)
     for (const cpu::KvLayerView& view : views) {
       a.kv = view;

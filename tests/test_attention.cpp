@@ -162,7 +162,8 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
 
   const size_t n_out = q.size();
   std::vector<float> out(n_out + 32, 12345.0f);  // 16 sentinels each side
-  std::vector<float> ws(cpu::attention_workspace_bytes(geo, s.n_head, threads, bf16 != nullptr) / sizeof(float));
+  std::vector<float> ws(
+      cpu::attention_workspace_bytes(geo, s.n_head, threads, bf16 != nullptr, b.n_seqs, b.n_tokens) / sizeof(float));
   cpu::AttentionArgs a;
   a.q = q.data();
   a.out = out.data() + 16;
@@ -173,6 +174,7 @@ void check_seqs(const AttnCase& s, const std::vector<Seq>& seqs, const cpu::Atte
   a.n_seqs = b.n_seqs;
   a.page_table = b.page_table;
   a.max_pages_per_seq = b.max_pages_per_seq;
+  a.workspace_floats = ws.size();
   cpu::flash_attention_with(kernels, a, ws.data(), be.pool(), path, bf16);
   auto want = naive(s, a.kv, b, q, a.scale);
   double max_err = 0;

@@ -353,44 +353,135 @@ void attend_in_place_step(const AttentionKernels& kern, const AttentionArgs& a, 
   }
 }
 
+// The online-softmax state of a per-row task's query rows: for KV heads [g0, g1) and tokens
+// [t0, t1), row (g - g0) * head_rows + (t - t0) * group + hh holds its running maximum m, sum l
+// and unnormalised sums acc[row * head_dim ...].
+struct RowStates {
+  float* m;
+  float* l;
+  float* acc;
+};
+
 // One task, per-row kernels over an f16 cache read in place: KV heads [g0, g1), query tokens
-// [t0, t1) of sequence `seq`. kInPlaceKeys keys at a time, every head of the task over them
-// before the next keys; a row's sums depend on neither the heads nor the threads.
+// [t0, t1) of sequence `seq`, keys [key0, key1) (key0 a page's first), from empty states.
+// kInPlaceKeys keys at a time, every head of the task over them before the next keys; a row's
+// sums depend on neither the heads nor the threads.
 void attend_in_place(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g0,
-                     uint32_t g1, int64_t t0, int64_t t1, const Workspace& w) {
+                     uint32_t g1, int64_t t0, int64_t t1, int64_t key0, int64_t key1, RowStates st,
+                     const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const int64_t head_rows = (t1 - t0) * (a.n_head / kv.n_kv_heads);  // one KV head's query rows
   const int64_t n_rows = head_rows * (g1 - g0);
   const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
   const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
-  std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
-  std::fill(w.l, w.l + n_rows, 0.0f);
-  std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
+  std::fill(st.m, st.m + n_rows, -std::numeric_limits<float>::infinity());
+  std::fill(st.l, st.l + n_rows, 0.0f);
+  std::fill(st.acc, st.acc + n_rows * hd, 0.0f);
   const int64_t stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
-  const int64_t last_pos = pos_of_first + t1 - 1;
-  for (int64_t start = 0; start <= last_pos; start += kv.page_tokens) {
+  const int64_t head_halves = static_cast<int64_t>(kv.row_bytes() / sizeof(uint16_t));
+  const int64_t end = std::min(key1, pos_of_first + t1);
+  for (int64_t start = key0; start < end; start += kv.page_tokens) {
     const int32_t page = pages[start / kv.page_tokens];
-    const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
+    const int64_t len = std::min<int64_t>(kv.page_tokens, end - start);
     const auto* k16 = reinterpret_cast<const uint16_t*>(a.kv.k_page(page));
     const auto* v16 = reinterpret_cast<const uint16_t*>(a.kv.v_page(page));
     for (int64_t j0 = 0; j0 < len; j0 += kInPlaceKeys)
       for (uint32_t g = g0; g < g1; ++g) {
         const int64_t r = (g - g0) * head_rows;
-        const int64_t off = j0 * stride + g * static_cast<int64_t>(kv.row_bytes() / sizeof(uint16_t));
+        const int64_t off = j0 * stride + g * head_halves;
         attend_in_place_step(kern, a, k16 + off, v16 + off, stride, start + j0, std::min(kInPlaceKeys, len - j0),
-                             pos_of_first, g, t0, t1, w.m + r, w.l + r, w.acc + r * hd, w);
+                             pos_of_first, g, t0, t1, st.m + r, st.l + r, st.acc + r * hd, w);
       }
   }
-  const uint32_t group = a.n_head / kv.n_kv_heads;
+}
+
+// The output rows of KV heads [g0, g1), tokens [t0, t1) from their states over all their keys.
+void write_rows(const AttentionArgs& a, uint32_t g0, uint32_t g1, int64_t t0, int64_t t1, RowStates st) {
+  const int hd = static_cast<int>(a.kv.geo.head_dim);
+  const uint32_t group = a.n_head / a.kv.geo.n_kv_heads;
   for (uint32_t g = g0; g < g1; ++g)
     for (int64_t t = t0; t < t1; ++t)
       for (uint32_t hh = 0; hh < group; ++hh) {
-        const int64_t row = (g - g0) * head_rows + (t - t0) * group + hh;
-        const float inv = 1.0f / w.l[row];
+        const int64_t row = ((g - g0) * (t1 - t0) + (t - t0)) * group + hh;
+        const float inv = 1.0f / st.l[row];
         float* out = a.out + (t * a.n_head + g * group + hh) * hd;
-        for (int i = 0; i < hd; ++i) out[i] = w.acc[row * hd + i] * inv;
+        for (int i = 0; i < hd; ++i) out[i] = st.acc[row * hd + i] * inv;
       }
+}
+
+// Decode parts. A per-row block's keys are cut into at most kDecodeMaxParts parts of whole
+// pages, at positions that depend only on how many keys its last token sees; one task takes a
+// part for all KV heads (or several heads, where there are fewer parts than threads), reading
+// each token's K and V rows nearly whole and in order: two threads reading the two halves of
+// each row, or each its own heads, read memory at about half the rate of two reading their own
+// runs of rows (Zen 5 VM). The parts' states are then summed in part order: a row's result
+// depends on neither the threads nor the other sequences of the call.
+constexpr int64_t kDecodeMaxParts = 16;
+
+struct DecodeBlock {
+  const backend::SeqSlice* seq;
+  int64_t t0, t1;
+  int64_t part_keys, n_parts;
+  size_t slot;  // floats before its first part's states in the parts area
+};
+
+// The states of part p of block b: rows x head_dim sums, then rows maxima, then rows sums.
+RowStates part_states(const AttentionArgs& a, float* parts, const DecodeBlock& b, int64_t p) {
+  const size_t rows = static_cast<size_t>((b.t1 - b.t0) * a.n_head), hd = a.kv.geo.head_dim;
+  float* base = parts + b.slot + static_cast<size_t>(p) * rows * (hd + 2);
+  return {base + rows * hd, base + rows * hd + rows, base};
+}
+
+// Calls f(block) for each sequence whose last query block takes the per-row kernels, in order,
+// and returns the floats their parts' states take.
+template <class F>
+size_t for_decode_blocks(const AttentionArgs& a, int64_t block_tokens, AttentionPath path, F f) {
+  const bool all_per_row = path == AttentionPath::per_row;
+  if (path == AttentionPath::row_blocks) return 0;
+  const backend::KvGeometry& kv = a.kv.geo;
+  const int64_t group = a.n_head / kv.n_kv_heads;
+  size_t slot = 0;
+  for (int32_t s = 0; s < a.n_seqs; ++s) {
+    const backend::SeqSlice& seq = a.seqs[s];
+    const int64_t n_blocks = (seq.n_tokens + block_tokens - 1) / block_tokens;
+    for (int64_t blk = all_per_row ? 0 : n_blocks - 1; blk < n_blocks; ++blk) {
+      DecodeBlock b{&seq, seq.first + blk * block_tokens, 0, 0, 0, slot};
+      b.t1 = std::min(seq.first + seq.n_tokens, b.t0 + block_tokens);
+      if (!all_per_row && (b.t1 - b.t0) * group >= kAttentionMinBlockRows) continue;
+      const int64_t keys = seq.pos0 - seq.first + b.t1;  // seen by the block's last token
+      const int64_t pages = (keys + kv.page_tokens - 1) / kv.page_tokens;
+      b.part_keys = (pages + kDecodeMaxParts - 1) / kDecodeMaxParts * kv.page_tokens;
+      b.n_parts = (keys + b.part_keys - 1) / b.part_keys;
+      slot += static_cast<size_t>(b.n_parts * (b.t1 - b.t0) * a.n_head) * (kv.head_dim + 2);
+      f(b);
+    }
+  }
+  return slot;
+}
+
+// Each row of block b, KV head g: its parts' states summed in part order, out normalised.
+void sum_parts(const AttentionArgs& a, float* parts, const DecodeBlock& b, uint32_t g) {
+  const int hd = static_cast<int>(a.kv.geo.head_dim);
+  const uint32_t group = a.n_head / a.kv.geo.n_kv_heads;
+  const int64_t head_rows = (b.t1 - b.t0) * group;
+  for (int64_t r = g * head_rows; r < (g + 1) * head_rows; ++r) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < b.n_parts; ++p) mx = std::max(mx, part_states(a, parts, b, p).m[r]);
+    const int64_t t = b.t0 + (r / group) % (b.t1 - b.t0);
+    float* out = a.out + (t * a.n_head + g * group + r % group) * hd;
+    std::fill(out, out + hd, 0.0f);
+    float l = 0.0f;
+    for (int64_t p = 0; p < b.n_parts; ++p) {
+      const RowStates st = part_states(a, parts, b, p);
+      if (st.m[r] == -std::numeric_limits<float>::infinity()) continue;  // keys after the row's token
+      const float e = std::exp(st.m[r] - mx);
+      l += st.l[r] * e;
+      for (int i = 0; i < hd; ++i) out[i] += st.acc[r * hd + i] * e;
+    }
+    const float inv = 1.0f / l;
+    for (int i = 0; i < hd; ++i) out[i] *= inv;
+  }
 }
 
 // One task, per-row kernels, the cache's rows converted a page at a time first (q8_0, f32, or
@@ -560,8 +651,14 @@ void attend_row_blocks(const AttentionKernels& kern, const AttentionBf16Kernels*
 
 }  // namespace
 
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16) {
-  return sizeof(float) * per_thread_floats(kv, n_head, bf16) * static_cast<size_t>(n_threads);
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16,
+                                 int32_t n_seqs, int64_t max_tokens) {
+  // The decode parts: each sequence's per-row block (its last, of fewer than
+  // kAttentionMinBlockRows rows per KV head), kDecodeMaxParts states of each of its rows.
+  const int64_t group = n_head / kv.n_kv_heads;
+  const int64_t decode_tokens = std::min<int64_t>(int64_t{n_seqs} * ((kAttentionMinBlockRows - 1) / group), max_tokens);
+  const size_t parts = static_cast<size_t>(decode_tokens * n_head * kDecodeMaxParts) * (kv.head_dim + 2);
+  return sizeof(float) * (per_thread_floats(kv, n_head, bf16) * static_cast<size_t>(n_threads) + parts);
 }
 
 bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
@@ -628,39 +725,65 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
     return path == AttentionPath::row_blocks ||
            (path == AttentionPath::automatic && tokens * group >= kAttentionMinBlockRows);
   };
-  // Tasks: (sequence, query block, KV heads). Later query blocks see more KV: blocks are dealt
-  // round-robin from the last block of the last sequence for balance.
   int64_t n_blocks = 0, max_block = 0;
   for (int32_t s = 0; s < a.n_seqs; ++s) {
     n_blocks += (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
     max_block = std::max(max_block, std::min(a.seqs[s].n_tokens, block_tokens));
   }
-  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
-  // its GQA group's rows: converting a tile first cost more than the products). Such tasks take
-  // several KV heads each where the threads stay busy: the more of each token's row one thread
-  // reads, the nearer in order its reads.
-  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
-  uint32_t heads_per_task = 1;
-  if (in_place && !takes_blocks(max_block)) {
-    const auto max_rows = static_cast<size_t>(max_block * group);
-    for (uint32_t h = kv.n_kv_heads; h > 1; --h)
-      if (kv.n_kv_heads % h == 0 && n_blocks * (kv.n_kv_heads / h) >= pool.size() &&
-          h * max_rows <= padded_rows(kv, a.n_head, bf16 != nullptr)) {
-        heads_per_task = h;
-        break;
-      }
-  }
-  const int64_t head_tasks = kv.n_kv_heads / heads_per_task;
-  const int64_t n_tasks = n_blocks * head_tasks;
   const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
+  const size_t threads_floats = stride * static_cast<size_t>(pool.size());
+
+  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
+  // its GQA group's rows: converting a tile first cost more than the products): in decode parts
+  // where the workspace has room for them (the plan's always has), else a task per KV heads.
+  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
+  int64_t n_units = 0;  // (per-row block, part) pairs
+  const size_t parts_floats =
+      in_place ? for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock& b) { n_units += b.n_parts; }) : 0;
+  const bool parts = n_units > 0 && threads_floats + parts_floats <= a.workspace_floats;
+  float* parts_area = workspace + threads_floats;
+  // KV heads per task: as many as keep the threads busy (the more of each token's row one thread
+  // reads, the nearer in order its reads); row-block tasks take one.
+  auto heads_per_task = [&](int64_t units, size_t rows) {
+    for (uint32_t h = kv.n_kv_heads; h > 1; --h)
+      if (kv.n_kv_heads % h == 0 && units * (kv.n_kv_heads / h) >= pool.size() && h * rows <= padded_rows(kv, a.n_head, bf16 != nullptr))
+        return h;
+    return 1u;
+  };
+  const uint32_t block_heads =
+      in_place && !parts && !takes_blocks(max_block) ? heads_per_task(n_blocks, static_cast<size_t>(max_block * group)) : 1;
+  const uint32_t part_heads = parts ? heads_per_task(n_units, 0) : 1;
+  const int64_t block_head_tasks = kv.n_kv_heads / block_heads, part_head_tasks = kv.n_kv_heads / part_heads;
+  const int64_t n_block_tasks = n_blocks * block_head_tasks;
+  const int64_t n_tasks = n_block_tasks + (parts ? n_units * part_head_tasks : 0);
+
+  // Tasks: (sequence, query block, KV heads), then (per-row block, part, KV heads). Later query
+  // blocks see more KV: blocks are dealt round-robin from the last block of the last sequence
+  // for balance.
   pool.run([&](int ith, int nth) {
     Workspace w = carve(workspace + stride * static_cast<size_t>(ith), kv, a.n_head, bf16 != nullptr);
     int32_t s = a.n_seqs - 1;
     int64_t blocks_after = 0;  // blocks of sequences after s
     for (int64_t task = ith; task < n_tasks; task += nth) {
-      const int64_t from_end = task / head_tasks;  // 0 = the last block of the batch
-      const uint32_t g0 = static_cast<uint32_t>(task % head_tasks) * heads_per_task;
-      const uint32_t g1 = g0 + heads_per_task;
+      if (task >= n_block_tasks) {  // a decode part
+        const int64_t unit = (task - n_block_tasks) / part_head_tasks;
+        const uint32_t g0 = static_cast<uint32_t>((task - n_block_tasks) % part_head_tasks) * part_heads;
+        int64_t before = 0;
+        for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock& b) {
+          const int64_t p = unit - before;
+          before += b.n_parts;
+          if (p < 0 || p >= b.n_parts) return;
+          RowStates st = part_states(a, parts_area, b, p);
+          const int64_t rows = g0 * (b.t1 - b.t0) * group;
+          st = {st.m + rows, st.l + rows, st.acc + rows * static_cast<int64_t>(kv.head_dim)};
+          attend_in_place(kern, a, *b.seq, g0, g0 + part_heads, b.t0, b.t1, p * b.part_keys, (p + 1) * b.part_keys,
+                          st, w);
+        });
+        continue;
+      }
+      const int64_t from_end = task / block_head_tasks;  // 0 = the last block of the batch
+      const uint32_t g0 = static_cast<uint32_t>(task % block_head_tasks) * block_heads;
+      const uint32_t g1 = g0 + block_heads;
       int64_t seq_blocks = (a.seqs[s].n_tokens + block_tokens - 1) / block_tokens;
       while (from_end >= blocks_after + seq_blocks) {
         blocks_after += seq_blocks;
@@ -671,12 +794,28 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
       const int64_t block = seq_blocks - 1 - (from_end - blocks_after);
       const int64_t t0 = seq.first + block * block_tokens;
       const int64_t t1 = std::min(seq.first + seq.n_tokens, t0 + block_tokens);
-      if (takes_blocks(t1 - t0))
+      if (takes_blocks(t1 - t0)) {
         for (uint32_t g = g0; g < g1; ++g) attend_row_blocks(kern, bf16, a, seq, g, t0, t1, w);
-      else if (in_place)
-        attend_in_place(kern, a, seq, g0, g1, t0, t1, w);
-      else
+      } else if (parts) {
+        continue;  // its parts are tasks of their own
+      } else if (in_place) {
+        const RowStates st{w.m, w.l, w.acc};
+        attend_in_place(kern, a, seq, g0, g1, t0, t1, 0, seq.pos0 - seq.first + t1, st, w);
+        write_rows(a, g0, g1, t0, t1, st);
+      } else {
         for (uint32_t g = g0; g < g1; ++g) attend_per_row(kern, a, seq, g, t0, t1, w);
+      }
+    }
+  });
+  if (!parts) return;
+  int64_t n_decode_blocks = 0;
+  for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock&) { ++n_decode_blocks; });
+  pool.run([&](int ith, int nth) {
+    for (int64_t task = ith; task < n_decode_blocks * kv.n_kv_heads; task += nth) {
+      int64_t index = 0;
+      for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock& b) {
+        if (index++ == task / kv.n_kv_heads) sum_parts(a, parts_area, b, static_cast<uint32_t>(task % kv.n_kv_heads));
+      });
     }
   });
 }

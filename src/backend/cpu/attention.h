@@ -1,7 +1,9 @@
 // Flash attention on the CPU: causal per sequence, GQA, online softmax tiled over KV pages
-// looked up in each sequence's page table. A task is (query block, KV head); prefill tasks take
-// the row-block kernels, decode tasks the per-row kernels (attention_kernels.h). Scratch is per
-// thread and bounded by page_tokens x (head_dim + block rows): nothing grows with context x chunk.
+// looked up in each sequence's page table. Prefill tasks are (query block, KV head) and take the
+// row-block kernels; decode rows take the per-row kernels (attention_kernels.h), over an f16
+// cache in parts of the keys summed at the end (attention.cpp: kDecodeMaxParts). Scratch is per
+// thread, bounded by page_tokens x (head_dim + block rows), plus the decode parts' states
+// (sequences x kDecodeMaxParts rows): nothing grows with context x chunk.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +34,9 @@ struct AttentionArgs {
   // Fast mode (8-bit activations, no --exact): with an f16 or q8_0 cache, prefill tasks take the
   // bf16 row-block kernels (attention_kernels.h) where the CPU has them. Decode rows stay f32.
   bool fast = false;
+  // The workspace's size (attention_workspace_bytes / 4): decode rows are split in parts over
+  // the keys where it has room for their states.
+  size_t workspace_floats = 0;
 };
 
 // Query tokens handled together by one task (they share each dequantized K/V tile): at least
@@ -58,8 +63,10 @@ constexpr int64_t kAttentionMinBlockRows = 8;
 // Which kernel set the tasks take: chosen per task by its row count, or forced (tests).
 enum class AttentionPath { automatic, per_row, row_blocks };
 
-// Workspace of flash_attention; bf16: for the bf16 kernels (attention_takes_bf16).
-size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16 = false);
+// Workspace of flash_attention; bf16: for the bf16 kernels (attention_takes_bf16); calls of up
+// to n_seqs sequences and max_tokens tokens.
+size_t attention_workspace_bytes(const backend::KvGeometry& kv, uint32_t n_head, int n_threads, bool bf16 = false,
+                                 int32_t n_seqs = 1, int64_t max_tokens = 1);
 // Whether flash_attention takes the bf16 kernels for a cache in fast mode (AttentionArgs::fast).
 bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast);
 void flash_attention(const AttentionArgs& args, float* workspace, ThreadPool& pool);

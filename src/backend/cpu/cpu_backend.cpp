@@ -46,7 +46,8 @@ std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape&
   std::vector<backend::BufferSpec> out = {{"matmul", matmul_bytes}};
   if (s.kv.n_layers > 0)
     out.push_back({"attention", attention_workspace_bytes(s.kv, s.n_head, s.n_threads,
-                                                          attention_takes_bf16(s.kv, fast_attention(s)))});
+                                                          attention_takes_bf16(s.kv, fast_attention(s)), s.n_seqs,
+                                                          s.max_tokens)});
   if (s.gdn_d_k > 0) out.push_back({"gdn_work", gated_delta_workspace_bytes(s.gdn_d_k, s.gdn_d_v, s.n_threads)});
   return out;
 }
@@ -64,7 +65,10 @@ void CpuBackend::reserve(const backend::WorkloadShape& shape) {
   for (const backend::BufferSpec& b : workspace_buffers(shape)) {
     backend::Memory m = allocate(b.name, b.bytes);
     if (b.name == "matmul") matmul_ws_ = std::move(m);
-    else if (b.name == "attention") attention_ws_ = std::move(m);
+    else if (b.name == "attention") {
+      attention_ws_ = std::move(m);
+      attention_ws_floats_ = b.bytes / sizeof(float);
+    }
     else gdn_ws_ = std::move(m);
   }
 }
@@ -274,6 +278,7 @@ void CpuBackend::attention(uint32_t layer, const float* q, float* out, uint32_t 
   a.page_table = batch_.page_table;
   a.max_pages_per_seq = batch_.max_pages_per_seq;
   a.fast = fast_attention_;
+  a.workspace_floats = attention_ws_floats_;
   flash_attention(a, as_floats(attention_ws_), pool_);
 }
 

@@ -74,6 +74,7 @@ class CpuBackend final : public backend::Backend {
   MatmulMode matmul_mode_ = MatmulMode::fast;  // from reserve(): --exact keeps f32 activations
   bool fast_attention_ = false;  // from reserve(): fast mode with 8-bit activations somewhere
   backend::Memory matmul_ws_, attention_ws_, gdn_ws_;
+  size_t attention_ws_floats_ = 0;
   backend::KvGeometry kv_;
   std::vector<backend::Memory> pages_;   // [n_layers * n_pages]
   std::vector<uint8_t*> page_ptrs_;      // the same, as pointers for the kernels
