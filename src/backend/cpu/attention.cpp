@@ -360,6 +360,11 @@ struct RowStates {
   float* m;
   float* l;
   float* acc;
+  void clear(int64_t rows, int hd) const {
+    std::fill(m, m + rows, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + rows, 0.0f);
+    std::fill(acc, acc + rows * hd, 0.0f);
+  }
 };
 
 // One task, per-row kernels over an f16 cache read in place: KV heads [g0, g1), query tokens
@@ -375,9 +380,7 @@ void attend_in_place(const AttentionKernels& kern, const AttentionArgs& a, const
   const int64_t n_rows = head_rows * (g1 - g0);
   const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
   const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
-  std::fill(st.m, st.m + n_rows, -std::numeric_limits<float>::infinity());
-  std::fill(st.l, st.l + n_rows, 0.0f);
-  std::fill(st.acc, st.acc + n_rows * hd, 0.0f);
+  st.clear(n_rows, hd);
   const int64_t stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
   const int64_t head_halves = static_cast<int64_t>(kv.row_bytes() / sizeof(uint16_t));
   const int64_t end = std::min(key1, pos_of_first + t1);
@@ -413,10 +416,10 @@ void write_rows(const AttentionArgs& a, uint32_t g0, uint32_t g1, int64_t t0, in
 // Decode parts. A per-row block's keys are cut into at most kDecodeMaxParts parts of whole
 // pages, at positions that depend only on how many keys its last token sees; one task takes a
 // part for all KV heads (or several heads, where there are fewer parts than threads), reading
-// each token's K and V rows nearly whole and in order: two threads reading the two halves of
-// each row, or each its own heads, read memory at about half the rate of two reading their own
-// runs of rows (Zen 5 VM). The parts' states are then summed in part order: a row's result
-// depends on neither the threads nor the other sequences of the call.
+// (from an f16 cache) each token's K and V rows nearly whole and in order: two threads reading
+// the two halves of each row, or each its own heads, read memory at about half the rate of two
+// reading their own runs of rows (Zen 5 VM). The parts' states are then summed in part order:
+// a row's result depends on neither the threads nor the other sequences of the call.
 constexpr int64_t kDecodeMaxParts = 16;
 
 struct DecodeBlock {
@@ -485,50 +488,44 @@ void sum_parts(const AttentionArgs& a, float* parts, const DecodeBlock& b, uint3
 }
 
 // One task, per-row kernels, the cache's rows converted a page at a time first (q8_0, f32, or
-// an f16 cache where the kernel table has no in-place kernels): KV head g, query tokens [t0, t1)
-// of sequence `seq` (batch indices).
-void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g,
-                    int64_t t0, int64_t t1, const Workspace& w) {
+// an f16 cache where the kernel table has no in-place kernels): KV heads [g0, g1) one after the
+// other, query tokens [t0, t1) of sequence `seq`, keys [key0, key1) (key0 a page's first), from
+// empty states (RowStates' rows).
+void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g0,
+                    uint32_t g1, int64_t t0, int64_t t1, int64_t key0, int64_t key1, RowStates st,
+                    const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
   const int hd = static_cast<int>(kv.head_dim);
   const uint32_t group = a.n_head / kv.n_kv_heads;
-  const int64_t n_rows = (t1 - t0) * group;
+  const int64_t head_rows = (t1 - t0) * group;
+  const int64_t n_rows = head_rows * (g1 - g0);
   const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
   const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
-  std::fill(w.m, w.m + n_rows, -std::numeric_limits<float>::infinity());
-  std::fill(w.l, w.l + n_rows, 0.0f);
-  std::fill(w.acc, w.acc + n_rows * hd, 0.0f);
-  const int64_t last_pos = pos_of_first + t1 - 1;
-  const int64_t n_pages = last_pos / kv.page_tokens + 1;
-  for (int64_t page = 0; page < n_pages; ++page) {
-    const int64_t start = page * kv.page_tokens;
-    const int64_t len = std::min<int64_t>(kv.page_tokens, last_pos + 1 - start);
-    load_tiles(kern, nullptr, a, pages[page], g, len, w);
-    if (page + 1 < n_pages)
-      prefetch_tiles(a, pages[page + 1], g, std::min<int64_t>(kv.page_tokens, last_pos - start - kv.page_tokens + 1));
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
-      if (limit <= 0) continue;
-      const int64_t row0 = (t - t0) * group;  // the rows of heads g * group .. (g + 1) * group - 1
-      const float* q0 = a.q + (t * a.n_head + g * group) * hd;
-      for (uint32_t hh = 0; hh < group; ++hh) {
-        const int64_t row = row0 + hh;
-        const float mx = kern.scores(q0 + hh * hd, w.k_tile, limit, hd, a.scale, w.scores);
-        const float m_new = std::max(w.m[row], mx);
-        const float correction = std::exp(w.m[row] - m_new);
-        const float sum = kern.exp_sum(w.scores, limit, m_new);
-        kern.accumulate(w.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
-        w.l[row] = w.l[row] * correction + sum;
-        w.m[row] = m_new;
+  st.clear(n_rows, hd);
+  const int64_t end = std::min(key1, pos_of_first + t1);
+  for (uint32_t g = g0; g < g1; ++g)
+    for (int64_t start = key0; start < end; start += kv.page_tokens) {
+      const int64_t len = std::min<int64_t>(kv.page_tokens, end - start);
+      load_tiles(kern, nullptr, a, pages[start / kv.page_tokens], g, len, w);
+      if (start + kv.page_tokens < end)
+        prefetch_tiles(a, pages[start / kv.page_tokens + 1], g,
+                       std::min<int64_t>(kv.page_tokens, end - start - kv.page_tokens));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t limit = std::min<int64_t>(len, pos_of_first + t - start + 1);  // causal
+        if (limit <= 0) continue;
+        const int64_t row0 = (g - g0) * head_rows + (t - t0) * group;
+        const float* q0 = a.q + (t * a.n_head + g * group) * hd;
+        for (uint32_t hh = 0; hh < group; ++hh) {
+          const int64_t row = row0 + hh;
+          const float mx = kern.scores(q0 + hh * hd, w.k_tile, limit, hd, a.scale, w.scores);
+          const float m_new = std::max(st.m[row], mx);
+          const float correction = std::exp(st.m[row] - m_new);
+          const float sum = kern.exp_sum(w.scores, limit, m_new);
+          kern.accumulate(st.acc + row * hd, correction, w.scores, w.v_tile, limit, hd);
+          st.l[row] = st.l[row] * correction + sum;
+          st.m[row] = m_new;
+        }
       }
-    }
-  }
-  for (int64_t t = t0; t < t1; ++t)
-    for (uint32_t hh = 0; hh < group; ++hh) {
-      const int64_t row = (t - t0) * group + hh;
-      const float inv = 1.0f / w.l[row];
-      float* out = a.out + (t * a.n_head + g * group + hh) * hd;
-      for (int i = 0; i < hd; ++i) out[i] = w.acc[row * hd + i] * inv;
     }
 }
 
@@ -733,25 +730,34 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
   const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   const size_t threads_floats = stride * static_cast<size_t>(pool.size());
 
-  // An f16 cache's rows are read in place where the table can (a decode uses each row for only
-  // its GQA group's rows: converting a tile first cost more than the products): in decode parts
-  // where the workspace has room for them (the plan's always has), else a task per KV heads.
+  // Decode rows: an f16 cache's rows are read in place where the table can (a decode uses each
+  // row for only its GQA group's rows: converting a tile first cost more than the products), other
+  // caches' converted a page and a head at a time; in decode parts where the workspace has room
+  // for them (the plan's always has), else a task per KV heads over all the keys.
   const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
+  auto attend_rows = [&](const backend::SeqSlice& seq, uint32_t g0, uint32_t g1, int64_t t0, int64_t t1, int64_t key0,
+                         int64_t key1, RowStates st, const Workspace& w) {
+    if (in_place)
+      attend_in_place(kern, a, seq, g0, g1, t0, t1, key0, key1, st, w);
+    else
+      attend_per_row(kern, a, seq, g0, g1, t0, t1, key0, key1, st, w);
+  };
   int64_t n_units = 0;  // (per-row block, part) pairs
   const size_t parts_floats =
-      in_place ? for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock& b) { n_units += b.n_parts; }) : 0;
+      for_decode_blocks(a, block_tokens, path, [&](const DecodeBlock& b) { n_units += b.n_parts; });
   const bool parts = n_units > 0 && threads_floats + parts_floats <= a.workspace_floats;
   float* parts_area = workspace + threads_floats;
   // KV heads per task: as many as keep the threads busy (the more of each token's row one thread
   // reads, the nearer in order its reads); row-block tasks take one.
   auto heads_per_task = [&](int64_t units, size_t rows) {
     for (uint32_t h = kv.n_kv_heads; h > 1; --h)
-      if (kv.n_kv_heads % h == 0 && units * (kv.n_kv_heads / h) >= pool.size() && h * rows <= padded_rows(kv, a.n_head, bf16 != nullptr))
+      if (kv.n_kv_heads % h == 0 && units * (kv.n_kv_heads / h) >= pool.size() &&
+          h * rows <= padded_rows(kv, a.n_head, bf16 != nullptr))
         return h;
     return 1u;
   };
   const uint32_t block_heads =
-      in_place && !parts && !takes_blocks(max_block) ? heads_per_task(n_blocks, static_cast<size_t>(max_block * group)) : 1;
+      !parts && !takes_blocks(max_block) ? heads_per_task(n_blocks, static_cast<size_t>(max_block * group)) : 1;
   const uint32_t part_heads = parts ? heads_per_task(n_units, 0) : 1;
   const int64_t block_head_tasks = kv.n_kv_heads / block_heads, part_head_tasks = kv.n_kv_heads / part_heads;
   const int64_t n_block_tasks = n_blocks * block_head_tasks;
@@ -776,8 +782,7 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
           RowStates st = part_states(a, parts_area, b, p);
           const int64_t rows = g0 * (b.t1 - b.t0) * group;
           st = {st.m + rows, st.l + rows, st.acc + rows * static_cast<int64_t>(kv.head_dim)};
-          attend_in_place(kern, a, *b.seq, g0, g0 + part_heads, b.t0, b.t1, p * b.part_keys, (p + 1) * b.part_keys,
-                          st, w);
+          attend_rows(*b.seq, g0, g0 + part_heads, b.t0, b.t1, p * b.part_keys, (p + 1) * b.part_keys, st, w);
         });
         continue;
       }
@@ -798,12 +803,10 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
         for (uint32_t g = g0; g < g1; ++g) attend_row_blocks(kern, bf16, a, seq, g, t0, t1, w);
       } else if (parts) {
         continue;  // its parts are tasks of their own
-      } else if (in_place) {
-        const RowStates st{w.m, w.l, w.acc};
-        attend_in_place(kern, a, seq, g0, g1, t0, t1, 0, seq.pos0 - seq.first + t1, st, w);
-        write_rows(a, g0, g1, t0, t1, st);
       } else {
-        for (uint32_t g = g0; g < g1; ++g) attend_per_row(kern, a, seq, g, t0, t1, w);
+        const RowStates st{w.m, w.l, w.acc};
+        attend_rows(seq, g0, g1, t0, t1, 0, seq.pos0 - seq.first + t1, st, w);
+        write_rows(a, g0, g1, t0, t1, st);
       }
     }
   });

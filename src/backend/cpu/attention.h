@@ -1,7 +1,7 @@
 // Flash attention on the CPU: causal per sequence, GQA, online softmax tiled over KV pages
 // looked up in each sequence's page table. Prefill tasks are (query block, KV head) and take the
-// row-block kernels; decode rows take the per-row kernels (attention_kernels.h), over an f16
-// cache in parts of the keys summed at the end (attention.cpp: kDecodeMaxParts). Scratch is per
+// row-block kernels; decode rows take the per-row kernels (attention_kernels.h), in parts of the
+// keys summed at the end (attention.cpp: kDecodeMaxParts). Scratch is per
 // thread, bounded by page_tokens x (head_dim + block rows), plus the decode parts' states
 // (sequences x kDecodeMaxParts rows): nothing grows with context x chunk.
 #pragma once
