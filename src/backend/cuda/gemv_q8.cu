@@ -488,15 +488,19 @@ int split_for(int64_t n_out, int n_chunks) {
 //     x 5120 2527 -> 2491; shared: slower for every K-quant shape).
 //   Decode, old -> this rule: Qwen3-8B Q8_0 264.6 / 263.7 -> 272.5 / 272.5 at depth 0, Q4_K_M
 //   377.2 / 377.0 -> 378.8 / 380.2, Qwen3.5-27B Q5_K_M 114.5 / 114.7 -> 116.0 / 116.5.
-// Shared memory holds the activations only where they fit beside the stages (40 KB). Bounding the
+// Wide launches have rows of at most 8192 inputs (wide_for): their activations take at most 10 KB
+// of shared memory beside the stages. Bounding the
 // shared kernel to 16 CTAs an SM (32 registers, from 55) measured no better: 24576 x 4096 2839 ->
 // 2823 GB/s, 6144 x 4096 2383 -> 2289, Qwen3-8B Q8_0 decode at depth 0 272.7 / 272.9 -> 271.5 /
 // 271.6 tok/s.
 template <Type T>
 ActFrom act_from(int64_t n_in, bool wide) {
-  if (T == Type::Q8_0) return wide && n_in + n_in / kActGroup * sizeof(float2) <= 40 * 1024 ? ActFrom::shared : ActFrom::regs;
+  if (T == Type::Q8_0) return wide ? ActFrom::shared : ActFrom::regs;
   return n_in >= 8192 ? ActFrom::regs : ActFrom::global;
 }
+
+// The dynamic shared memory of an ActFrom::shared launch: a token's quants, then its groups' (d, d·Σq).
+size_t act_shared_bytes(int64_t n_in) { return static_cast<size_t>(n_in) + n_in / kActGroup * sizeof(float2); }
 
 template <Type T, bool TMA>
 void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_tokens, cudaStream_t stream) {
@@ -528,7 +532,7 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
     return;
   }
   const ActFrom from = act_from<T>(w0.n_in, wide);
-  const size_t smem = from == ActFrom::shared ? static_cast<size_t>(w0.n_in) + w0.n_in / kActGroup * sizeof(float2) : 0;
+  const size_t smem = from == ActFrom::shared ? act_shared_bytes(w0.n_in) : 0;
   auto go = [&](auto kernel) { launch(kernel, ctas, 32 * kWarps, smem, stream, targets, rb, int(w0.n_in), a, 1); };
   // Only the kernels act_from may pick are instantiated.
   if constexpr (T == Type::Q8_0) {
