@@ -3,7 +3,8 @@
 // a 4096-token prompt is tokens:512/depth:3584) and for one decode token at a depth. Reports
 // GFLOP/s of the QK and PV products (4 * head_dim flops per visible key and query head).
 // The /per_row variants force the decode kernels on every task (the pre-row-block behaviour); the
-// /bf16 variants take fast mode's bf16 row-block kernels where this CPU has them.
+// /bf16 variants take fast mode's bf16 row-block kernels where this CPU has them; the /q8_0 ones
+// read a q8_0 cache (decode cases).
 // Run: build/keel_bench --benchmark_filter=Attention
 #include <benchmark/benchmark.h>
 
@@ -27,9 +28,9 @@ namespace cpu = keel::cpu;
 constexpr uint32_t kHeads = 16, kKvHeads = 8, kHeadDim = 128, kPage = 256;
 
 void bench_attention(benchmark::State& state, int64_t n_tokens, int64_t depth, int layers, int threads,
-                     cpu::AttentionPath path, bool fast) {
+                     cpu::AttentionPath path, bool fast, backend::KvType type) {
   backend::KvGeometry geo;
-  geo.type = backend::KvType::f16;
+  geo.type = type;
   geo.n_layers = static_cast<uint32_t>(layers);
   geo.n_kv_heads = kKvHeads;
   geo.head_dim = kHeadDim;
@@ -108,19 +109,22 @@ const bool registered = [] {
     cpu::AttentionPath path;
     bool fast;
     const char* suffix;
+    backend::KvType type = backend::KvType::f16;
   };
   const Variant variants[] = {{cpu::AttentionPath::automatic, false, ""},
                               {cpu::AttentionPath::per_row, false, "/per_row"},
-                              {cpu::AttentionPath::automatic, true, "/bf16"}};
+                              {cpu::AttentionPath::automatic, true, "/bf16"},
+                              {cpu::AttentionPath::automatic, false, "/q8_0", backend::KvType::q8_0}};
   for (const auto& c : cases)
     for (int threads : {1, 2})
       for (const Variant& v : variants) {
         if (v.fast && cpu::attention_bf16_kernels_for(static_cast<int>(kHeadDim)) == nullptr) continue;
+        if (v.type == backend::KvType::q8_0 && c[0] != 1) continue;
         const std::string layers = c[2] > 1 ? "/layers:" + std::to_string(c[2]) : "";
         const std::string name = "Attention/tokens:" + std::to_string(c[0]) + "/depth:" + std::to_string(c[1]) +
                                  layers + "/threads:" + std::to_string(threads) + v.suffix;
         benchmark::RegisterBenchmark(name.c_str(), bench_attention, c[0], c[1], static_cast<int>(c[2]), threads, v.path,
-                                     v.fast)
+                                     v.fast, v.type)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }

@@ -442,11 +442,15 @@ TEST(Attention, SoftmaxExponentialsEqualTheirScalarModel) {
   }
 }
 
-// Decode over an f16 cache reads its rows in place (scores_f16, accumulate_f16), for a GQA group's
-// query rows at once: each table's results, row by row, bit for bit as its own f32 kernels on the
-// converted rows one row at a time, for head sizes it takes, key counts across its 4-key and
-// vector steps, rows a cache's stride apart, and group sizes across its pieces of rows.
-TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
+// Decode over an f16 or q8_0 cache reads its rows in place (scores_f16 / accumulate_f16,
+// scores_q8 / accumulate_q8), for a GQA group's query rows at once: each table's results, row by
+// row, bit for bit as its own f32 kernels on the converted rows one row at a time, for head sizes
+// it takes, key counts across its 4-key and vector steps, rows a cache's stride apart (q8_0 rows
+// at odd bytes too), and group sizes across its pieces of rows.
+namespace {
+
+void check_in_place_kernels(backend::KvType type) {
+  const bool q8 = type == backend::KvType::q8_0;
   std::vector<SimdKernels> tables = simd_kernels();
   tables.push_back({&cpu::attention_kernels_generic(), 1});
   std::mt19937 rng(31);
@@ -454,17 +458,40 @@ TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
   int checked = 0;
   for (const SimdKernels& t : tables) {
     const cpu::AttentionKernels& k = *t.kernels;
-    if (!k.scores_f16 || !k.accumulate_f16) continue;
+    if (q8 ? !k.scores_q8 || !k.accumulate_q8 : !k.scores_f16 || !k.accumulate_f16) continue;
     for (int hd : {16, 64, 128, 256, 40, 24}) {
-      if (hd % static_cast<int>(t.head_dim_multiple) != 0) continue;
+      if (hd % static_cast<int>(t.head_dim_multiple) != 0 || (q8 && hd % 32 != 0)) continue;
       for (int64_t n_keys : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{37}, int64_t{256}}) {
         for (int n_q : {1, 2, 3, 6, 7}) {
-          const int64_t stride = 3 * hd + 8;  // another head's rows between two of this one's
-          std::vector<uint16_t> rows(static_cast<size_t>(n_keys * stride + hd));
-          for (auto& x : rows) x = quant::f32_to_f16(normal(rng));
+          // Another head's rows between two of this one's; bytes.
+          const int64_t row_bytes = q8 ? hd / 32 * 34 : 2 * hd, stride = 3 * row_bytes + (q8 ? 7 : 16);
+          std::vector<uint8_t> rows(static_cast<size_t>(n_keys * stride + row_bytes));
           std::vector<float> tile(static_cast<size_t>(n_keys * hd));
-          for (int64_t j = 0; j < n_keys; ++j)
-            for (int i = 0; i < hd; ++i) tile[j * hd + i] = quant::f16_to_f32(rows[j * stride + i]);
+          for (int64_t j = 0; j < n_keys; ++j) {
+            uint8_t* row = rows.data() + j * stride;
+            for (int i = 0; i < hd; ++i) {
+              if (q8) {  // blocks of an f16 scale (normal, some subnormal) and 32 quants
+                uint8_t* block = row + i / 32 * 34;
+                if (i % 32 == 0) {
+                  const uint16_t d = quant::f32_to_f16(normal(rng) * (j % 5 == 4 ? 1e-6f : 0.02f));
+                  std::memcpy(block, &d, sizeof d);
+                }
+                block[2 + i % 32] = static_cast<uint8_t>(static_cast<int8_t>(rng() % 255 - 127));
+              } else {
+                const uint16_t h = quant::f32_to_f16(normal(rng));
+                std::memcpy(row + 2 * i, &h, sizeof h);
+              }
+            }
+            if (q8) {
+              quant::dequantize_row(quant::Type::Q8_0, row, tile.data() + j * hd, hd);
+            } else {
+              for (int i = 0; i < hd; ++i) {
+                uint16_t h;
+                std::memcpy(&h, row + 2 * i, sizeof h);
+                tile[j * hd + i] = quant::f16_to_f32(h);
+              }
+            }
+          }
           const int64_t ldp = n_keys + 5;
           std::vector<float> q(static_cast<size_t>(n_q * hd)), p(static_cast<size_t>(n_q * ldp)), acc0(q.size()),
               correction(n_q);
@@ -474,9 +501,15 @@ TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
           for (auto& x : correction) x = std::abs(normal(rng));
 
           std::vector<float> got(static_cast<size_t>(n_q * n_keys)), got_max(n_q);
-          k.scores_f16(q.data(), n_q, rows.data(), stride, n_keys, hd, 0.125f, got.data(), got_max.data());
           std::vector<float> acc_got = acc0;
-          k.accumulate_f16(acc_got.data(), correction.data(), n_q, p.data(), ldp, rows.data(), stride, n_keys, hd);
+          if (q8) {
+            k.scores_q8(q.data(), n_q, rows.data(), stride, n_keys, hd, 0.125f, got.data(), got_max.data());
+            k.accumulate_q8(acc_got.data(), correction.data(), n_q, p.data(), ldp, rows.data(), stride, n_keys, hd);
+          } else {
+            const auto* halves = reinterpret_cast<const uint16_t*>(rows.data());  // std::vector's storage is aligned
+            k.scores_f16(q.data(), n_q, halves, stride / 2, n_keys, hd, 0.125f, got.data(), got_max.data());
+            k.accumulate_f16(acc_got.data(), correction.data(), n_q, p.data(), ldp, halves, stride / 2, n_keys, hd);
+          }
           for (int r = 0; r < n_q; ++r) {
             const std::string where = "hd " + std::to_string(hd) + ", " + std::to_string(n_keys) + " keys, row " +
                                       std::to_string(r) + " of " + std::to_string(n_q);
@@ -497,6 +530,11 @@ TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) {
   }
   EXPECT_GT(checked, 0);
 }
+
+}  // namespace
+
+TEST(Attention, F16RowKernelsEqualTheF32KernelsOnConvertedRows) { check_in_place_kernels(backend::KvType::f16); }
+TEST(Attention, Q8RowKernelsEqualTheF32KernelsOnDequantizedRows) { check_in_place_kernels(backend::KvType::q8_0); }
 
 // f32 -> f16 (the K/V cache's writes): each SIMD table bit for bit as the scalar conversion on
 // finite values (normal, subnormal and overflowing in f16, exact ties), every length up to 40

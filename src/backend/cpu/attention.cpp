@@ -110,31 +110,62 @@ void accumulate_generic(float* acc, float correction, const float* p, const floa
     for (int i = 0; i < hd; ++i) acc[i] += p[j] * values[j * hd + i];
 }
 
-// scores_generic and accumulate_generic over f16 rows: each row is converted, then goes through
-// the f32 twin itself, so the two give the same bits whatever the compiler contracts or unrolls.
+// scores_generic and accumulate_generic over a cache's rows in place (f16, q8_0): each row is
+// converted (convert(j, row)), then goes through the f32 twin itself, so the two give the same
+// bits whatever the compiler contracts or unrolls.
 constexpr int kMaxGenericRow = 1024;  // the largest head size a model may have (hparams.cpp)
 
-void scores_f16_generic(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
-                        float scale, float* out, float* maxima) {
+template <class Convert>
+void scores_converted(const float* q, int n_q, int64_t n_keys, int hd, float scale, float* out, float* maxima,
+                      Convert convert) {
   float row[kMaxGenericRow];
   for (int r = 0; r < n_q; ++r) maxima[r] = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_keys; ++j) {
-    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(keys[j * stride + i]);
+    convert(j, row);
     for (int r = 0; r < n_q; ++r)
       maxima[r] = std::max(maxima[r], scores_generic(q + r * hd, row, 1, hd, scale, out + r * n_keys + j));
   }
 }
 
-void accumulate_f16_generic(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
-                            const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
+template <class Convert>
+void accumulate_converted(float* acc, const float* correction, int n_q, const float* p, int64_t ldp, int64_t n_keys,
+                          int hd, Convert convert) {
   float row[kMaxGenericRow];
   for (int r = 0; r < n_q; ++r)
     for (int i = 0; i < hd; ++i) acc[r * hd + i] *= correction[r];
   for (int64_t j = 0; j < n_keys; ++j) {
-    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(values[j * stride + i]);
+    convert(j, row);
     for (int r = 0; r < n_q; ++r)  // acc * 1 is exact: the f32 twin's sums, in its order
       accumulate_generic(acc + r * hd, 1.0f, p + r * ldp + j, row, 1, hd);
   }
+}
+
+void scores_f16_generic(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
+                        float scale, float* out, float* maxima) {
+  scores_converted(q, n_q, n_keys, hd, scale, out, maxima, [&](int64_t j, float* row) {
+    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(keys[j * stride + i]);
+  });
+}
+
+void accumulate_f16_generic(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                            const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
+  accumulate_converted(acc, correction, n_q, p, ldp, n_keys, hd, [&](int64_t j, float* row) {
+    for (int i = 0; i < hd; ++i) row[i] = quant::f16_to_f32(values[j * stride + i]);
+  });
+}
+
+void scores_q8_generic(const float* q, int n_q, const uint8_t* keys, int64_t stride, int64_t n_keys, int hd,
+                       float scale, float* out, float* maxima) {
+  scores_converted(q, n_q, n_keys, hd, scale, out, maxima, [&](int64_t j, float* row) {
+    quant::dequantize_row(quant::Type::Q8_0, keys + j * stride, row, hd);
+  });
+}
+
+void accumulate_q8_generic(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                           const uint8_t* values, int64_t stride, int64_t n_keys, int hd) {
+  accumulate_converted(acc, correction, n_q, p, ldp, n_keys, hd, [&](int64_t j, float* row) {
+    quant::dequantize_row(quant::Type::Q8_0, values + j * stride, row, hd);
+  });
 }
 
 void f16_to_f32_generic(const uint16_t* src, float* dst, int64_t n) {
@@ -321,27 +352,43 @@ void prefetch_tiles(const AttentionArgs& a, int32_t page, uint32_t g, int64_t le
   }
 }
 
-// Keys a per-row task takes at a time from an f16 cache, for each of its KV heads in turn: a
-// head's rows are a few hundred bytes of each token's 2 KiB or so, so walking one head over a
-// page reads memory in strides the prefetchers follow poorly, while a few tokens' rows for all
-// the task's heads are read nearly in order. 16 tokens keep one head's keys and values in L1.
+// Keys a per-row task takes at a time from a cache read in place, for each of its KV heads in
+// turn: a head's rows are a few hundred bytes of each token's 2 KiB or so (f16 at Qwen3-0.6B), so
+// walking one head over a page reads memory in strides the prefetchers follow poorly, while a few
+// tokens' rows for all the task's heads are read nearly in order. 16 tokens keep one head's keys
+// and values in L1.
 constexpr int64_t kInPlaceKeys = 16;
 
+// Whether a kernel table reads a cache's rows in place (f16 and q8_0 caches, where it has those
+// kernels): a decode uses each row for only its GQA group's rows, and converting a tile first
+// cost more than the products.
+bool reads_in_place(const AttentionKernels& kern, backend::KvType type) {
+  if (type == backend::KvType::f16) return kern.scores_f16 && kern.accumulate_f16;
+  if (type == backend::KvType::q8_0) return kern.scores_q8 && kern.accumulate_q8;
+  return false;
+}
+
 // The per-row kernels' online-softmax step for one KV head over keys [j0, j0 + n) of a page
-// (rows of the f16 cache at k16, v16, `stride` halves apart): each of the task's query tokens
+// (rows of an f16 or q8_0 cache at k, v, `stride` bytes apart): each of the task's query tokens
 // sees its causal share, its group's rows together (each cache row converted once for all).
-void attend_in_place_step(const AttentionKernels& kern, const AttentionArgs& a, const uint16_t* k16,
-                          const uint16_t* v16, int64_t stride, int64_t first_key, int64_t n, int64_t pos_of_first,
-                          uint32_t g, int64_t t0, int64_t t1, float* m, float* l, float* acc, const Workspace& w) {
+void attend_in_place_step(const AttentionKernels& kern, const AttentionArgs& a, const uint8_t* k, const uint8_t* v,
+                          int64_t stride, int64_t first_key, int64_t n, int64_t pos_of_first, uint32_t g, int64_t t0,
+                          int64_t t1, float* m, float* l, float* acc, const Workspace& w) {
   const int hd = static_cast<int>(a.kv.geo.head_dim);
   const uint32_t group = a.n_head / a.kv.geo.n_kv_heads;
+  const bool q8 = a.kv.geo.type == backend::KvType::q8_0;
+  const int64_t halves = stride / static_cast<int64_t>(sizeof(uint16_t));
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t limit = std::min<int64_t>(n, pos_of_first + t - first_key + 1);  // causal
     if (limit <= 0) continue;
     const int64_t row0 = (t - t0) * group;
     const float* q0 = a.q + (t * a.n_head + g * group) * hd;
     float* c = w.correction;  // the rows' maxima, then their corrections
-    kern.scores_f16(q0, static_cast<int>(group), k16, stride, limit, hd, a.scale, w.scores, c);
+    if (q8)
+      kern.scores_q8(q0, static_cast<int>(group), k, stride, limit, hd, a.scale, w.scores, c);
+    else
+      kern.scores_f16(q0, static_cast<int>(group), reinterpret_cast<const uint16_t*>(k), halves, limit, hd, a.scale,
+                      w.scores, c);
     for (uint32_t hh = 0; hh < group; ++hh) {
       const int64_t row = row0 + hh;
       const float m_new = std::max(m[row], c[hh]);
@@ -349,7 +396,11 @@ void attend_in_place_step(const AttentionKernels& kern, const AttentionArgs& a, 
       l[row] = l[row] * c[hh] + kern.exp_sum(w.scores + hh * limit, limit, m_new);
       m[row] = m_new;
     }
-    kern.accumulate_f16(acc + row0 * hd, c, static_cast<int>(group), w.scores, limit, v16, stride, limit, hd);
+    if (q8)
+      kern.accumulate_q8(acc + row0 * hd, c, static_cast<int>(group), w.scores, limit, v, stride, limit, hd);
+    else
+      kern.accumulate_f16(acc + row0 * hd, c, static_cast<int>(group), w.scores, limit,
+                          reinterpret_cast<const uint16_t*>(v), halves, limit, hd);
   }
 }
 
@@ -367,7 +418,7 @@ struct RowStates {
   }
 };
 
-// One task, per-row kernels over an f16 cache read in place: KV heads [g0, g1), query tokens
+// One task, per-row kernels over a cache read in place (reads_in_place): KV heads [g0, g1), query tokens
 // [t0, t1) of sequence `seq`, keys [key0, key1) (key0 a page's first), from empty states.
 // kInPlaceKeys keys at a time, every head of the task over them before the next keys; a row's
 // sums depend on neither the heads nor the threads.
@@ -381,19 +432,19 @@ void attend_in_place(const AttentionKernels& kern, const AttentionArgs& a, const
   const int32_t* pages = a.page_table + int64_t{seq.slot} * a.max_pages_per_seq;
   const int64_t pos_of_first = seq.pos0 - seq.first;  // position of batch token t is pos_of_first + t
   st.clear(n_rows, hd);
-  const int64_t stride = static_cast<int64_t>(kv.n_kv_heads * kv.row_bytes() / sizeof(uint16_t));
-  const int64_t head_halves = static_cast<int64_t>(kv.row_bytes() / sizeof(uint16_t));
+  const int64_t head_bytes = static_cast<int64_t>(kv.row_bytes());
+  const int64_t stride = kv.n_kv_heads * head_bytes;
   const int64_t end = std::min(key1, pos_of_first + t1);
   for (int64_t start = key0; start < end; start += kv.page_tokens) {
     const int32_t page = pages[start / kv.page_tokens];
     const int64_t len = std::min<int64_t>(kv.page_tokens, end - start);
-    const auto* k16 = reinterpret_cast<const uint16_t*>(a.kv.k_page(page));
-    const auto* v16 = reinterpret_cast<const uint16_t*>(a.kv.v_page(page));
+    const uint8_t* k = a.kv.k_page(page);
+    const uint8_t* v = a.kv.v_page(page);
     for (int64_t j0 = 0; j0 < len; j0 += kInPlaceKeys)
       for (uint32_t g = g0; g < g1; ++g) {
         const int64_t r = (g - g0) * head_rows;
-        const int64_t off = j0 * stride + g * head_halves;
-        attend_in_place_step(kern, a, k16 + off, v16 + off, stride, start + j0, std::min(kInPlaceKeys, len - j0),
+        const int64_t off = j0 * stride + g * head_bytes;
+        attend_in_place_step(kern, a, k + off, v + off, stride, start + j0, std::min(kInPlaceKeys, len - j0),
                              pos_of_first, g, t0, t1, st.m + r, st.l + r, st.acc + r * hd, w);
       }
   }
@@ -487,8 +538,8 @@ void sum_parts(const AttentionArgs& a, float* parts, const DecodeBlock& b, uint3
   }
 }
 
-// One task, per-row kernels, the cache's rows converted a page at a time first (q8_0, f32, or
-// an f16 cache where the kernel table has no in-place kernels): KV heads [g0, g1) one after the
+// One task, per-row kernels, the cache's rows converted a page at a time first (an f32 cache, or
+// one the kernel table cannot read in place): KV heads [g0, g1) one after the
 // other, query tokens [t0, t1) of sequence `seq`, keys [key0, key1) (key0 a page's first), from
 // empty states (RowStates' rows).
 void attend_per_row(const AttentionKernels& kern, const AttentionArgs& a, const backend::SeqSlice& seq, uint32_t g0,
@@ -666,6 +717,7 @@ bool attention_takes_bf16(const backend::KvGeometry& kv, bool fast) {
 const AttentionKernels& attention_kernels_generic() {
   static const AttentionKernels k{scores_generic,        exp_sum_generic,        accumulate_generic,
                                   f16_to_f32_generic,    scores_f16_generic,     accumulate_f16_generic,
+                                  scores_q8_generic,     accumulate_q8_generic,
                                   f32_to_f16_generic,    scores_rows_generic,    softmax_rows_generic,
                                   accumulate_rows_generic};
   return k;
@@ -730,11 +782,10 @@ void flash_attention_with(const AttentionKernels& kern, const AttentionArgs& a, 
   const size_t stride = per_thread_floats(kv, a.n_head, bf16 != nullptr);
   const size_t threads_floats = stride * static_cast<size_t>(pool.size());
 
-  // Decode rows: an f16 cache's rows are read in place where the table can (a decode uses each
-  // row for only its GQA group's rows: converting a tile first cost more than the products), other
-  // caches' converted a page and a head at a time; in decode parts where the workspace has room
-  // for them (the plan's always has), else a task per KV heads over all the keys.
-  const bool in_place = kv.type == backend::KvType::f16 && kern.scores_f16 && kern.accumulate_f16;
+  // Decode rows: a cache's rows are read in place where the table can (reads_in_place), others
+  // converted a page and a head at a time; in decode parts where the workspace has room for them
+  // (the plan's always has), else a task per KV heads over all the keys.
+  const bool in_place = reads_in_place(kern, kv.type);
   auto attend_rows = [&](const backend::SeqSlice& seq, uint32_t g0, uint32_t g1, int64_t t0, int64_t t1, int64_t key0,
                          int64_t key1, RowStates st, const Workspace& w) {
     if (in_place)

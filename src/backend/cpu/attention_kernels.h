@@ -34,6 +34,14 @@ struct AttentionKernels {
                      float scale, float* scores, float* maxima);
   void (*accumulate_f16)(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
                          const uint16_t* values, int64_t stride, int64_t n_keys, int hd);
+  // The same over a q8_0 cache's rows in place (row j at keys / values + j*stride bytes: hd / 32
+  // blocks of an f16 scale d and 32 signed quants q), each element d * q as quant::dequantize_row
+  // makes it: each row's results the bits of the f32 kernels on the dequantized rows. nullptr
+  // where a table has none.
+  void (*scores_q8)(const float* q, int n_q, const uint8_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
+                    float* scores, float* maxima);
+  void (*accumulate_q8)(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                        const uint8_t* values, int64_t stride, int64_t n_keys, int hd);
   // f32 -> f16, round to nearest even (K/V rows into an f16 cache); finite inputs give the bits of
   // quant::f32_to_f16 (a NaN stays a NaN, its payload may differ)
   void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);

@@ -120,6 +120,7 @@ const AttentionKernels& attention_kernels_neon() {
   // (No in-place f16 kernels: the per-row ones here are NEON's own, not attention_simd.h's.)
   static const AttentionKernels k{scores_neon,     exp_sum_neon,    accumulate_neon,
                                   f16_to_f32_neon, nullptr,         nullptr,
+                                  nullptr,         nullptr,
                                   f32_to_f16_neon, scores_rows_neon, softmax_rows_simd<V>,
                                   accumulate_row_tiles<V, 6, 4>};
   return k;

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace keel::cpu {
@@ -225,6 +226,28 @@ struct F16Rows {
   }
 };
 
+// A q8_0 cache's rows (row j at p + j*ld bytes: blocks of an f16 scale d and 32 signed quants q),
+// each element d * q, the product quant::dequantize_row makes (a vector never spans two blocks:
+// kLanes divides 32).
+template <class V>
+struct Q8Rows {
+  static constexpr int64_t kAheadRows = 8;
+  static constexpr int kBlock = 32, kBlockBytes = 2 + kBlock;
+  static_assert(kBlock % V::kLanes == 0, "a vector within one block");
+  const uint8_t* p;
+  int64_t ld;
+  typename V::Vec load(int64_t j, int i) const {
+    const uint8_t* block = p + j * ld + (i / kBlock) * kBlockBytes;
+    uint16_t d;
+    std::memcpy(&d, block, sizeof d);
+    return V::mul(V::load_i8(reinterpret_cast<const int8_t*>(block + 2 + i % kBlock)), V::splat(V::f16_scalar(d)));
+  }
+  void prefetch(int64_t j, int hd) const {
+    const uint8_t* row = p + (j + kAheadRows) * ld;
+    for (int b = 0; b < hd / kBlock * kBlockBytes; b += 64) __builtin_prefetch(row + b);
+  }
+};
+
 // scores of attention_kernels.h for kRows query rows (row r at q + r*hd, its scores at out + r*ldo,
 // its maximum into mx[r]) over the same rows of keys (hd a multiple of kLanes, kPack 1): each key
 // element loaded once for all the rows (a GQA group's heads share their KV head), each row's sums
@@ -300,6 +323,15 @@ void scores_f16_simd(const float* q, int n_q, const uint16_t* keys, int64_t stri
   });
 }
 
+template <class V>
+void scores_q8_simd(const float* q, int n_q, const uint8_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
+                    float* out, float* mx) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_scores<V, decltype(rows)::value>(q + r * hd, Q8Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys,
+                                           n_keys, mx + r);
+  });
+}
+
 // exp_sum of attention_kernels.h.
 template <class V>
 float exp_sum_simd(float* s, int64_t n, float max) {
@@ -371,6 +403,15 @@ void accumulate_f16_simd(float* acc, const float* correction, int n_q, const flo
   in_row_groups<V>(n_q, [&](int r, auto rows) {
     group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp,
                                                F16Rows<V>{values, stride}, n_keys, hd);
+  });
+}
+
+template <class V>
+void accumulate_q8_simd(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
+                        const uint8_t* values, int64_t stride, int64_t n_keys, int hd) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp,
+                                               Q8Rows<V>{values, stride}, n_keys, hd);
   });
 }
 

@@ -47,6 +47,10 @@ struct F32x8 {
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec load(const float* p) { return _mm256_loadu_ps(p); }
   static Vec load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }  // exact, as quant::f16_to_f32
+  static Vec load_i8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
   static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static Vec splat(float x) { return _mm256_set1_ps(x); }
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
