@@ -20,6 +20,7 @@
 #include "backend/cpu/matmul.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
+#include "quant/quantize_q8_0.h"
 #include "runtime/session.h"
 
 using namespace keel;
@@ -564,6 +565,35 @@ TEST(Attention, F32ToF16EqualsTheScalarConversion) {
   std::vector<uint16_t> got(x.size());
   generic.f32_to_f16(x.data(), got.data(), static_cast<int64_t>(x.size()));
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], quant::f32_to_f16(x[i])) << "generic, i=" << i;
+}
+
+// f32 -> q8_0 (a q8_0 cache's writes): each table's blocks bit for bit quant::quantize_row_q8_0's,
+// on rows whose products x * id land exactly on halves (rounded away from zero, both signs), at
+// random, small (scales subnormal in f16, or below its range), all zero, and with the extremes in
+// any lane; nothing written past the row. (Inputs below about 3e-37 make 1 / d overflow, where
+// the scalar quantizer's std::lround is undefined: a cache never holds such rows.)
+TEST(Attention, F32ToQ8EqualsTheScalarQuantizer) {
+  std::mt19937 rng(37);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int kBlocks = 9;
+  std::vector<float> x(32 * kBlocks);
+  for (int i = 0; i < 32; ++i) x[i] = i == 5 ? -127.0f : static_cast<float>(i % 7 - 3) + (i % 2 ? 0.5f : -0.5f);  // d = 1
+  for (int i = 32; i < 64; ++i) x[i] = 0.0f;
+  for (int i = 64; i < 96; ++i) x[i] = normal(rng) * 1e-4f;    // d subnormal in f16
+  for (int i = 96; i < 128; ++i) x[i] = normal(rng) * 1e-30f;  // d below f16's range
+  for (int i = 128; i < 32 * kBlocks; ++i) x[i] = normal(rng) * (i / 32 % 2 ? 3.0f : 0.01f);
+  x[32 * 5 + 31] = 40.0f;  // the block maximum in the last lane
+  x[32 * 6] = -40.0f;      // and negative in the first
+  std::vector<SimdKernels> tables = simd_kernels();
+  tables.push_back({&cpu::attention_kernels_generic(), 1});
+  std::vector<uint8_t> want(34 * kBlocks);
+  quant::quantize_row_q8_0(x.data(), want.data(), static_cast<int64_t>(x.size()));
+  for (const SimdKernels& t : tables) {
+    std::vector<uint8_t> got(want.size() + 8, 0xAB);
+    t.kernels->f32_to_q8_0(x.data(), got.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i << " (block " << i / 34 << ")";
+    for (size_t i = want.size(); i < got.size(); ++i) ASSERT_EQ(got[i], 0xAB) << "wrote past the row";
+  }
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include "backend/cpu/matmul.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
+#include "quant/quantize_q8_0.h"
 
 namespace keel::cpu {
 namespace {
@@ -718,7 +719,7 @@ const AttentionKernels& attention_kernels_generic() {
   static const AttentionKernels k{scores_generic,        exp_sum_generic,        accumulate_generic,
                                   f16_to_f32_generic,    scores_f16_generic,     accumulate_f16_generic,
                                   scores_q8_generic,     accumulate_q8_generic,
-                                  f32_to_f16_generic,    scores_rows_generic,    softmax_rows_generic,
+                                  f32_to_f16_generic,    quant::quantize_row_q8_0, scores_rows_generic,    softmax_rows_generic,
                                   accumulate_rows_generic};
   return k;
 }

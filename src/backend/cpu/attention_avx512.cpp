@@ -46,7 +46,7 @@ const AttentionKernels& attention_kernels_avx512() {
   static const AttentionKernels k{scores_simd<V>,       exp_sum_simd<V>,     accumulate_simd<V>,
                                   f16_to_f32_avx512,    scores_f16_simd<V>,  accumulate_f16_simd<V>,
                                   scores_q8_simd<V>,    accumulate_q8_simd<V>,
-                                  f32_to_f16_avx512,    scores_rows_avx512,  softmax_rows_simd<V>,
+                                  f32_to_f16_avx512, f32_to_q8_0_avx2,    scores_rows_avx512,  softmax_rows_simd<V>,
                                   accumulate_row_tiles<V, 12, 2>};
   return k;
 }

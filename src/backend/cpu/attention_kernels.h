@@ -45,6 +45,9 @@ struct AttentionKernels {
   // f32 -> f16, round to nearest even (K/V rows into an f16 cache); finite inputs give the bits of
   // quant::f32_to_f16 (a NaN stays a NaN, its payload may differ)
   void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
+  // f32 -> q8_0 blocks (K/V rows into a q8_0 cache; n a multiple of 32): quant::quantize_row_q8_0's
+  // bytes for finite inputs
+  void (*f32_to_q8_0)(const float* src, void* dst, int64_t n);
 
   // ---- row blocks (prefill); n_rows is a multiple of kAttentionRowPad ----
   // st[j*lds + r] = sum_i keys[j*hd + i] * qt[i*ldq + r] for j < n_keys, r < n_rows: the scores
@@ -107,6 +110,7 @@ struct AttentionBf16Kernels {
 
 const AttentionKernels& attention_kernels_generic();
 const AttentionKernels& attention_kernels_avx2();    // only when the CPU has AVX2 + FMA + F16C
+void f32_to_q8_0_avx2(const float* src, void* dst, int64_t n);  // the AVX2 and AVX-512 tables'
 const AttentionKernels& attention_kernels_avx512();  // only with AVX-512F, head sizes % 16 == 0
 const AttentionKernels& attention_kernels_neon();    // AArch64 only, head sizes % 4 == 0
 // The fastest table for a head size on this CPU.

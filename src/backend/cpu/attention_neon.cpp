@@ -9,6 +9,7 @@
 #include "backend/cpu/attention_simd.h"
 #include "backend/cpu/simd_neon.h"
 #include "quant/blocks.h"
+#include "quant/quantize_q8_0.h"
 
 namespace keel::cpu {
 namespace {
@@ -121,7 +122,7 @@ const AttentionKernels& attention_kernels_neon() {
   static const AttentionKernels k{scores_neon,     exp_sum_neon,    accumulate_neon,
                                   f16_to_f32_neon, nullptr,         nullptr,
                                   nullptr,         nullptr,
-                                  f32_to_f16_neon, scores_rows_neon, softmax_rows_simd<V>,
+                                  f32_to_f16_neon, quant::quantize_row_q8_0, scores_rows_neon, softmax_rows_simd<V>,
                                   accumulate_row_tiles<V, 6, 4>};
   return k;
 }

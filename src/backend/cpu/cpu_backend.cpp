@@ -15,7 +15,6 @@
 #include "keel/error.h"
 #include "quant/blocks.h"
 #include "quant/dequant.h"
-#include "quant/quantize_q8_0.h"
 
 namespace keel::cpu {
 namespace {
@@ -227,7 +226,7 @@ void CpuBackend::norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_k
 
 void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
   const int64_t width = int64_t{kv_.n_kv_heads} * kv_.head_dim;
-  const size_t rb = kv_.row_bytes(), tb = kv_.token_bytes();
+  const size_t tb = kv_.token_bytes();
   const uint8_t* const* pages = kv_pages(layer);
   for (int32_t s = 0; s < batch_.n_seqs; ++s) {
     const backend::SeqSlice& seq = batch_.seqs[s];
@@ -254,12 +253,12 @@ void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
             f32_to_f16(vsrc, reinterpret_cast<quant::f16_bits*>(vdst), width);
             break;
           }
-          case backend::KvType::q8_0:
-            for (uint32_t h = 0; h < kv_.n_kv_heads; ++h) {
-              quant::quantize_row_q8_0(ksrc + h * kv_.head_dim, kdst + h * rb, kv_.head_dim);
-              quant::quantize_row_q8_0(vsrc + h * kv_.head_dim, vdst + h * rb, kv_.head_dim);
-            }
+          case backend::KvType::q8_0: {  // a token's heads' rows are whole blocks, one after the other
+            const auto f32_to_q8_0 = cpu::attention_kernels_for(static_cast<int>(kv_.head_dim)).f32_to_q8_0;
+            f32_to_q8_0(ksrc, kdst, width);
+            f32_to_q8_0(vsrc, vdst, width);
             break;
+          }
         }
       }
     });
