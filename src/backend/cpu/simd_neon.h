@@ -6,6 +6,7 @@
 #include <arm_neon.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace keel::cpu::neon {
 namespace {
@@ -53,6 +54,13 @@ struct F32x4 {
   static constexpr int kPack = 1;
   static Vec zero() { return vdupq_n_f32(0.0f); }
   static Vec load(const float* p) { return vld1q_f32(p); }
+  static Vec load_f16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+  static float f16_scalar(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
+  static Vec load_i8(const int8_t* p) {  // 4 quants: 4 bytes read, never past a row's end
+    int32_t w;
+    std::memcpy(&w, p, sizeof w);
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w))))));
+  }
   static void store(float* p, Vec v) { vst1q_f32(p, v); }
   static Vec splat(float x) { return vdupq_n_f32(x); }
   static Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
