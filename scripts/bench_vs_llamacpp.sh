@@ -3,6 +3,10 @@
 # Usage: scripts/bench_vs_llamacpp.sh [-p 512,4096] [-n 64] [-t THREADS] MODEL.gguf...
 # Needs node-llama-cpp 3.21.1 installed in $PEER_DIR (default /tmp/peer):
 #   mkdir -p /tmp/peer && cd /tmp/peer && npm i -E node-llama-cpp@3.21.1
+# llama.cpp loads the best of its CPU builds for this CPU (libggml-cpu-zen4.so on an AVX-512 Zen).
+# PEER_CPU_VARIANT=haswell (its AVX2 + FMA build) makes it load that one: the script keeps a copy
+# of $PEER_DIR without the builds that rank above it ($PEER_DIR-haswell). With KEEL_CPU_ISA=avx2
+# on keel's side, that is AVX2 against AVX2, as on an AVX2-only CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prompts=512 gen=64 threads=$(nproc)
@@ -13,6 +17,22 @@ shift $((OPTIND - 1))
 peer_dir=${PEER_DIR:-/tmp/peer}
 peer=$(realpath ../shared/tools/llamacpp-peer.mjs)
 [ -d "$peer_dir/node_modules/node-llama-cpp" ] || { echo "install node-llama-cpp in $peer_dir first" >&2; exit 1; }
+if [ -n "${PEER_CPU_VARIANT:-}" ]; then
+  variant_dir="$peer_dir-$PEER_CPU_VARIANT"
+  if [ ! -d "$variant_dir" ]; then
+    cp -a "$peer_dir" "$variant_dir.tmp"
+    bins=$(dirname "$(find "$variant_dir.tmp/node_modules/@node-llama-cpp" -name "libggml-cpu-$PEER_CPU_VARIANT.so" | head -1)")
+    [ -f "$bins/libggml-cpu-$PEER_CPU_VARIANT.so" ] || { echo "no libggml-cpu-$PEER_CPU_VARIANT.so in $peer_dir" >&2; exit 1; }
+    # ggml scores each build by the features it needs: every build needing more than this one goes
+    case $PEER_CPU_VARIANT in
+      haswell) above=(alderlake cannonlake cascadelake cooperlake icelake sapphirerapids skylakex zen4) ;;
+      *) echo "PEER_CPU_VARIANT: only haswell is known" >&2; exit 1 ;;
+    esac
+    for v in "${above[@]}"; do rm -f "$bins/libggml-cpu-$v.so"; done
+    mv "$variant_dir.tmp" "$variant_dir"
+  fi
+  peer_dir=$variant_dir
+fi
 printf "%-28s %7s %12s %12s %7s | %12s %12s %7s\n" model prompt "keel pp t/s" "llama pp t/s" ratio "keel tg t/s" "llama tg t/s" ratio
 # (tg: decoding after the prompt, i.e. at depth = prompt size, for both)
 for model in "$@"; do
