@@ -314,22 +314,25 @@ float scores_simd(const float* q, const float* keys, int64_t n_keys, int hd, flo
   return mx;
 }
 
+// scores of a cache's rows read in place (Rows: F16Rows, Q8Rows) for n_q rows, kGroupRows<V> at a time.
+template <class V, class Rows>
+void scores_in_place(const float* q, int n_q, const Rows& keys, int64_t n_keys, int hd, float scale, float* out,
+                     float* mx) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_scores<V, decltype(rows)::value>(q + r * hd, keys, n_keys, hd, scale, out + r * n_keys, n_keys, mx + r);
+  });
+}
+
 template <class V>
 void scores_f16_simd(const float* q, int n_q, const uint16_t* keys, int64_t stride, int64_t n_keys, int hd,
                      float scale, float* out, float* mx) {
-  in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_scores<V, decltype(rows)::value>(q + r * hd, F16Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys,
-                                           n_keys, mx + r);
-  });
+  scores_in_place<V>(q, n_q, F16Rows<V>{keys, stride}, n_keys, hd, scale, out, mx);
 }
 
 template <class V>
 void scores_q8_simd(const float* q, int n_q, const uint8_t* keys, int64_t stride, int64_t n_keys, int hd, float scale,
                     float* out, float* mx) {
-  in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_scores<V, decltype(rows)::value>(q + r * hd, Q8Rows<V>{keys, stride}, n_keys, hd, scale, out + r * n_keys,
-                                           n_keys, mx + r);
-  });
+  scores_in_place<V>(q, n_q, Q8Rows<V>{keys, stride}, n_keys, hd, scale, out, mx);
 }
 
 // exp_sum of attention_kernels.h.
@@ -397,22 +400,25 @@ void accumulate_simd(float* acc, float correction, const float* p, const float* 
   group_accumulate<V, 1>(acc, &correction, p, n_keys, F32Rows<V>{values, hd}, n_keys, hd);
 }
 
+// accumulate over a cache's rows read in place (Rows: F16Rows, Q8Rows) for n_q rows.
+template <class V, class Rows>
+void accumulate_in_place(float* acc, const float* correction, int n_q, const float* p, int64_t ldp, const Rows& values,
+                         int64_t n_keys, int hd) {
+  in_row_groups<V>(n_q, [&](int r, auto rows) {
+    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp, values, n_keys, hd);
+  });
+}
+
 template <class V>
 void accumulate_f16_simd(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
                          const uint16_t* values, int64_t stride, int64_t n_keys, int hd) {
-  in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp,
-                                               F16Rows<V>{values, stride}, n_keys, hd);
-  });
+  accumulate_in_place<V>(acc, correction, n_q, p, ldp, F16Rows<V>{values, stride}, n_keys, hd);
 }
 
 template <class V>
 void accumulate_q8_simd(float* acc, const float* correction, int n_q, const float* p, int64_t ldp,
                         const uint8_t* values, int64_t stride, int64_t n_keys, int hd) {
-  in_row_groups<V>(n_q, [&](int r, auto rows) {
-    group_accumulate<V, decltype(rows)::value>(acc + r * hd, correction + r, p + r * ldp, ldp,
-                                               Q8Rows<V>{values, stride}, n_keys, hd);
-  });
+  accumulate_in_place<V>(acc, correction, n_q, p, ldp, Q8Rows<V>{values, stride}, n_keys, hd);
 }
 
 }  // namespace
