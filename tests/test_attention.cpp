@@ -447,7 +447,8 @@ TEST(Attention, SoftmaxExponentialsEqualTheirScalarModel) {
 // scores_q8 / accumulate_q8), for a GQA group's query rows at once: each table's results, row by
 // row, bit for bit as its own f32 kernels on the converted rows one row at a time, for head sizes
 // it takes, key counts across its 4-key and vector steps, rows a cache's stride apart (q8_0 rows
-// at odd bytes too), and group sizes across its pieces of rows.
+// 2-byte aligned but not 4, as a cache of 34-byte blocks has them), and group sizes across its
+// pieces of rows.
 namespace {
 
 void check_in_place_kernels(backend::KvType type) {
@@ -465,7 +466,7 @@ void check_in_place_kernels(backend::KvType type) {
       for (int64_t n_keys : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{37}, int64_t{256}}) {
         for (int n_q : {1, 2, 3, 6, 7}) {
           // Another head's rows between two of this one's; bytes.
-          const int64_t row_bytes = q8 ? hd / 32 * 34 : 2 * hd, stride = 3 * row_bytes + (q8 ? 7 : 16);
+          const int64_t row_bytes = q8 ? hd / 32 * 34 : 2 * hd, stride = 3 * row_bytes + (q8 ? 6 : 16);
           std::vector<uint8_t> rows(static_cast<size_t>(n_keys * stride + row_bytes));
           std::vector<float> tile(static_cast<size_t>(n_keys * hd));
           for (int64_t j = 0; j < n_keys; ++j) {
