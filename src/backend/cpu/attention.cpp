@@ -357,7 +357,8 @@ void prefetch_tiles(const AttentionArgs& a, int32_t page, uint32_t g, int64_t le
 // turn: a head's rows are a few hundred bytes of each token's 2 KiB or so (f16 at Qwen3-0.6B), so
 // walking one head over a page reads memory in strides the prefetchers follow poorly, while a few
 // tokens' rows for all the task's heads are read nearly in order. 16 tokens keep one head's keys
-// and values in L1.
+// and values in L1. (The SIMD kernels prefetch as many rows ahead: kCacheAheadRows in
+// attention_simd.h; change the two together.)
 constexpr int64_t kInPlaceKeys = 16;
 
 // Whether a kernel table reads a cache's rows in place (f16 and q8_0 caches, where it has those
