@@ -1,5 +1,5 @@
 // The SIMD attention kernels (attention_kernels.h) of attention_avx2.cpp, attention_avx512.cpp,
-// attention_avx512bf16.cpp and (the row blocks) attention_neon.cpp, written once over a
+// attention_avx512bf16.cpp and attention_neon.cpp, written once over a
 // vector-traits type V (F32x8 in simd_avx2.h, F32x16 in simd_avx512.h, Bf16x32 in
 // attention_avx512bf16.cpp, F32x4 in simd_neon.h). Include it only in those files: its code takes
 // each file's ISA flags, and the anonymous namespace keeps each file's copies its own.
@@ -203,8 +203,8 @@ void accumulate_row_tiles(float* acc, const float* correction, int n_rows, const
 // Scores are finite: plain comparisons (std::fmax is an out-of-line libm call here).
 inline float max4(float a, float b, float c, float d) { return std::max(std::max(a, b), std::max(c, d)); }
 
-// The rows the per-row kernels read: an f32 tile (row j at p + j*ld), or an f16 cache's rows in
-// place (V::load_f16 converts as it loads). The cache's rows are a few KiB apart, so each crosses
+// The rows the per-row kernels read: an f32 tile (row j at p + j*ld), or a cache's rows in place
+// (f16: V::load_f16 converts as it loads; q8_0: Q8Rows below). The cache's rows are a few KiB apart, so each crosses
 // a 4 KiB page every row or two, where the hardware prefetchers stop: those rows are prefetched
 // kCacheAheadRows ahead, the keys a decode task takes of one head at a time (kInPlaceKeys in
 // attention.cpp): each window of keys asks for the next. Measured (Zen 5 VM, 2 threads,
