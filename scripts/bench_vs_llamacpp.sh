@@ -19,16 +19,21 @@ peer=$(realpath ../shared/tools/llamacpp-peer.mjs)
 [ -d "$peer_dir/node_modules/node-llama-cpp" ] || { echo "install node-llama-cpp in $peer_dir first" >&2; exit 1; }
 if [ -n "${PEER_CPU_VARIANT:-}" ]; then
   variant_dir="$peer_dir-$PEER_CPU_VARIANT"
-  if [ ! -d "$variant_dir" ]; then
+  # ggml scores each build by the features it needs: every build needing more than this one goes
+  case $PEER_CPU_VARIANT in
+    haswell) above=(alderlake cannonlake cascadelake cooperlake icelake sapphirerapids skylakex zen4) ;;
+    *) echo "PEER_CPU_VARIANT: only haswell is known" >&2; exit 1 ;;
+  esac
+  if [ ! -d "$variant_dir" ]; then  # built aside, moved into place only when whole
+    rm -rf "$variant_dir.tmp"
     cp -a "$peer_dir" "$variant_dir.tmp"
-    bins=$(dirname "$(find "$variant_dir.tmp/node_modules/@node-llama-cpp" -name "libggml-cpu-$PEER_CPU_VARIANT.so" | head -1)")
-    [ -f "$bins/libggml-cpu-$PEER_CPU_VARIANT.so" ] || { echo "no libggml-cpu-$PEER_CPU_VARIANT.so in $peer_dir" >&2; exit 1; }
-    # ggml scores each build by the features it needs: every build needing more than this one goes
-    case $PEER_CPU_VARIANT in
-      haswell) above=(alderlake cannonlake cascadelake cooperlake icelake sapphirerapids skylakex zen4) ;;
-      *) echo "PEER_CPU_VARIANT: only haswell is known" >&2; exit 1 ;;
-    esac
-    for v in "${above[@]}"; do rm -f "$bins/libggml-cpu-$v.so"; done
+    lib=$(find "$variant_dir.tmp/node_modules/@node-llama-cpp" -name "libggml-cpu-$PEER_CPU_VARIANT.so" | head -1)
+    if [ -z "$lib" ]; then
+      rm -rf "$variant_dir.tmp"
+      echo "no libggml-cpu-$PEER_CPU_VARIANT.so in $peer_dir" >&2
+      exit 1
+    fi
+    for v in "${above[@]}"; do rm -f "$(dirname "$lib")/libggml-cpu-$v.so"; done
     mv "$variant_dir.tmp" "$variant_dir"
   fi
   peer_dir=$variant_dir

@@ -469,7 +469,7 @@ void write_rows(const AttentionArgs& a, uint32_t g0, uint32_t g1, int64_t t0, in
 // Decode parts. A per-row block's keys are cut into at most kDecodeMaxParts parts of whole
 // pages, at positions that depend only on how many keys its last token sees; one task takes a
 // part for all KV heads (or several heads, where there are fewer parts than threads), reading
-// (from an f16 cache) each token's K and V rows nearly whole and in order: two threads reading
+// (from a cache read in place) each token's K and V rows nearly whole and in order: two threads reading
 // the two halves of each row, or each its own heads, read memory at about half the rate of two
 // reading their own runs of rows (Zen 5 VM). The parts' states are then summed in part order:
 // a row's result depends on neither the threads nor the other sequences of the call.

@@ -227,6 +227,7 @@ void CpuBackend::norm_rope_qk(float* q, int64_t n_q_heads, float* k, int64_t n_k
 void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
   const int64_t width = int64_t{kv_.n_kv_heads} * kv_.head_dim;
   const size_t tb = kv_.token_bytes();
+  const AttentionKernels& kern = attention_kernels_for(static_cast<int>(kv_.head_dim));  // once, not per token
   const uint8_t* const* pages = kv_pages(layer);
   for (int32_t s = 0; s < batch_.n_seqs; ++s) {
     const backend::SeqSlice& seq = batch_.seqs[s];
@@ -247,18 +248,14 @@ void CpuBackend::kv_write(uint32_t layer, const float* k, const float* v) {
             std::memcpy(kdst, ksrc, sizeof(float) * width);
             std::memcpy(vdst, vsrc, sizeof(float) * width);
             break;
-          case backend::KvType::f16: {
-            const auto f32_to_f16 = cpu::attention_kernels_for(static_cast<int>(kv_.head_dim)).f32_to_f16;
-            f32_to_f16(ksrc, reinterpret_cast<quant::f16_bits*>(kdst), width);
-            f32_to_f16(vsrc, reinterpret_cast<quant::f16_bits*>(vdst), width);
+          case backend::KvType::f16:
+            kern.f32_to_f16(ksrc, reinterpret_cast<quant::f16_bits*>(kdst), width);
+            kern.f32_to_f16(vsrc, reinterpret_cast<quant::f16_bits*>(vdst), width);
             break;
-          }
-          case backend::KvType::q8_0: {  // a token's heads' rows are whole blocks, one after the other
-            const auto f32_to_q8_0 = cpu::attention_kernels_for(static_cast<int>(kv_.head_dim)).f32_to_q8_0;
-            f32_to_q8_0(ksrc, kdst, width);
-            f32_to_q8_0(vsrc, vdst, width);
+          case backend::KvType::q8_0:  // a token's heads' rows are whole blocks, one after the other
+            kern.f32_to_q8_0(ksrc, kdst, width);
+            kern.f32_to_q8_0(vsrc, vdst, width);
             break;
-          }
         }
       }
     });
