@@ -705,6 +705,33 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
     }
   }
 
+  // pack_q8 on a q8_0 cache's rows (stride apart, 2-byte aligned as in a cache): what the packers
+  // make of the rows dequantized.
+  if (hd % 32 == 0) {
+    const size_t row_bytes = quant::row_bytes(quant::Type::Q8_0, static_cast<uint64_t>(hd));
+    const int64_t stride = static_cast<int64_t>(row_bytes) + 6;
+    std::vector<uint8_t> k8(static_cast<size_t>(n_keys * stride)), v8(k8.size());
+    std::vector<float> k32(keys.size()), v32(values.size());
+    for (int64_t j = 0; j < n_keys; ++j) {
+      quant::quantize_row_q8_0(keys.data() + j * hd, k8.data() + j * stride, hd);
+      quant::quantize_row_q8_0(values.data() + j * hd, v8.data() + j * stride, hd);
+      quant::dequantize_row(quant::Type::Q8_0, k8.data() + j * stride, k32.data() + j * hd, hd);
+      quant::dequantize_row(quant::Type::Q8_0, v8.data() + j * stride, v32.data() + j * hd, hd);
+    }
+    const auto want_k = packed(k32.size(), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_keys(k32.data(), n_keys, hd, o);
+    });
+    const auto want_v = packed(static_cast<size_t>(n_pairs * 2 * hd), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_values(v32.data(), n_keys, hd, o);
+    });
+    for (const cpu::AttentionBf16Kernels* table : {&ref, &simd}) {
+      std::vector<uint16_t> kb8(want_k.size(), kMark), vb8(want_v.size(), kMark);
+      table->pack_q8(k8.data(), v8.data(), stride, n_keys, hd, kb8.data() + 16, vb8.data() + 16);
+      EXPECT_EQ(kb8, want_k) << (table == &ref ? "generic" : "simd");
+      EXPECT_EQ(vb8, want_v) << (table == &ref ? "generic" : "simd");
+    }
+  }
+
   // softmax_pack: bit for bit softmax_rows of the f32 table beside it, then pack_probabilities
   // (every row seeing all keys; rows a key apart in pairs; the first rows seeing a few); the
   // scalar and SIMD tables within rounding of each other (exp differs in its last bits).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/matmul.h"
@@ -266,6 +267,19 @@ void pack_f16_generic(const uint16_t* k, const uint16_t* v, int64_t stride, int6
     }
 }
 
+void pack_q8_generic(const uint8_t* k, const uint8_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
+                     uint16_t* vb) {
+  std::vector<float> row(static_cast<size_t>(hd));
+  for (int64_t j = 0; j < (n + 1) / 2 * 2; ++j) {
+    if (j < n) {
+      quant::dequantize_row(quant::Type::Q8_0, k + j * stride, row.data(), hd);
+      for (int i = 0; i < hd; ++i) kb[j * hd + i] = quant::f32_to_bf16(row[i]);
+      quant::dequantize_row(quant::Type::Q8_0, v + j * stride, row.data(), hd);
+    }
+    for (int i = 0; i < hd; ++i) vb[(j / 2) * 2 * hd + 2 * i + j % 2] = j < n ? quant::f32_to_bf16(row[i]) : 0;
+  }
+}
+
 // softmax_rows_generic, each probability packed into pp (pack_pairs' layout; an odd n_keys' last
 // pair completed with zeros).
 void softmax_pack_generic(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,
@@ -316,6 +330,10 @@ void load_tiles(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, 
   if (bf16 && et == quant::Type::F16) {  // straight to the packed tiles
     bf16->pack_f16(reinterpret_cast<const uint16_t*>(kp + g * rb), reinterpret_cast<const uint16_t*>(vp + g * rb),
                    static_cast<int64_t>(stride / sizeof(uint16_t)), len, hd, w.kb, w.vb);
+    return;
+  }
+  if (bf16 && et == quant::Type::Q8_0) {
+    bf16->pack_q8(kp + g * rb, vp + g * rb, static_cast<int64_t>(stride), len, hd, w.kb, w.vb);
     return;
   }
   for (int64_t j = 0; j < len; ++j) {
@@ -727,8 +745,8 @@ const AttentionKernels& attention_kernels_generic() {
 
 const AttentionBf16Kernels& attention_bf16_kernels_generic() {
   static const AttentionBf16Kernels k{pack_keys_generic,          pack_values_generic,  scores_rows_bf16_generic,
-                                      pack_probabilities_generic, pack_f16_generic,     softmax_pack_generic,
-                                      accumulate_rows_bf16_generic};
+                                      pack_probabilities_generic, pack_f16_generic,     pack_q8_generic,
+                                      softmax_pack_generic,       accumulate_rows_bf16_generic};
   return k;
 }
 

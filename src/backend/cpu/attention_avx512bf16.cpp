@@ -75,29 +75,37 @@ void pack_probabilities_avx512bf16(const float* st, int64_t lds, int n_rows, int
   pack_pairs(st, lds, n_keys, n_rows, pp);
 }
 
-// Rows ahead that pack_f16 prefetches: an f16 cache's rows of one head are n_kv_heads rows apart
-// (2 KiB at Qwen3-0.6B), past the hardware prefetchers at every 4 KiB page.
+// Rows ahead that pack_rows prefetches: a cache's rows of one head are n_kv_heads rows apart
+// (2 KiB at Qwen3-0.6B in f16), past the hardware prefetchers at every 4 KiB page.
 constexpr int64_t kAheadRows = 8;
+
+// pack_keys and pack_values of a cache's rows read in place (Rows: F16Rows, Q8Rows of
+// attention_simd.h), each element converted to f32 as the per-row kernels load it.
+template <class Rows>
+void pack_rows(const Rows& k, const Rows& v, int64_t n, int hd, uint16_t* kb, uint16_t* vb) {
+  for (int64_t j = 0; j < n; j += 2, kb += 2 * hd, vb += 2 * hd) {
+    for (int64_t a = j; a < std::min(j + 2, n - kAheadRows); ++a) {
+      k.prefetch(a, hd, kAheadRows);
+      v.prefetch(a, hd, kAheadRows);
+    }
+    const bool pair = j + 1 < n;
+    for (int i = 0; i < hd; i += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + i), to_bf16(k.load(j, i)));
+      if (pair) _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + hd + i), to_bf16(k.load(j + 1, i)));
+      const __m512 second = pair ? v.load(j + 1, i) : _mm512_setzero_ps();
+      _mm512_storeu_si512(vb + 2 * i, interleave_bf16(v.load(j, i), second));
+    }
+  }
+}
 
 void pack_f16_avx512bf16(const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
                          uint16_t* vb) {
-  auto f32 = [](const uint16_t* p) { return F32x16::load_f16(p); };
-  for (int64_t j = 0; j < n; j += 2, kb += 2 * hd, vb += 2 * hd) {
-    for (int64_t a = j + kAheadRows; a < std::min(j + kAheadRows + 2, n); ++a)
-      for (int b = 0; b < hd; b += 32) {
-        __builtin_prefetch(k + a * stride + b);
-        __builtin_prefetch(v + a * stride + b);
-      }
-    const bool pair = j + 1 < n;
-    const uint16_t* k0 = k + j * stride;
-    const uint16_t* v0 = v + j * stride;
-    for (int i = 0; i < hd; i += 16) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + i), to_bf16(f32(k0 + i)));
-      if (pair) _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + hd + i), to_bf16(f32(k0 + stride + i)));
-      const __m512 second = pair ? f32(v0 + stride + i) : _mm512_setzero_ps();
-      _mm512_storeu_si512(vb + 2 * i, interleave_bf16(f32(v0 + i), second));
-    }
-  }
+  pack_rows(F16Rows<F32x16>{k, stride}, F16Rows<F32x16>{v, stride}, n, hd, kb, vb);
+}
+
+void pack_q8_avx512bf16(const uint8_t* k, const uint8_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
+                        uint16_t* vb) {
+  pack_rows(Q8Rows<F32x16>{k, stride}, Q8Rows<F32x16>{v, stride}, n, hd, kb, vb);
 }
 
 // softmax_rows_simd (attention_simd.h), each pair of keys' probabilities out as one vector of pairs.
@@ -128,7 +136,8 @@ void accumulate_rows_avx512bf16(float* acc, const float* correction, int n_rows,
 const AttentionBf16Kernels& attention_bf16_kernels_avx512bf16() {
   static const AttentionBf16Kernels k{pack_keys_avx512bf16,          pack_values_avx512bf16,
                                       scores_rows_avx512bf16,        pack_probabilities_avx512bf16,
-                                      pack_f16_avx512bf16,           softmax_pack_avx512bf16,
+                                      pack_f16_avx512bf16,           pack_q8_avx512bf16,
+                                      softmax_pack_avx512bf16,
                                       accumulate_rows_avx512bf16};
   return k;
 }

@@ -98,6 +98,9 @@ struct AttentionBf16Kernels {
   // (exact), without the f32 tiles in between.
   void (*pack_f16)(const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
                    uint16_t* vb);
+  // The same of a q8_0 cache's rows in place (row j at k + j*stride and v + j*stride bytes): kb
+  // and vb bit for bit as the packers leave them from the rows quant::dequantize_row makes.
+  void (*pack_q8)(const uint8_t* k, const uint8_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb, uint16_t* vb);
   // softmax_rows of the f32 tables (same arguments, same m, l and correction), its probabilities
   // written packed as pack_probabilities packs them (pp) rather than into st, in one pass.
   void (*softmax_pack)(const float* st, int64_t lds, int n_rows, int64_t n_keys, int64_t first_visible, int group,

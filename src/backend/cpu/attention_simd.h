@@ -225,8 +225,8 @@ struct F16Rows {
   const uint16_t* p;
   int64_t ld;
   typename V::Vec load(int64_t j, int i) const { return V::load_f16(p + j * ld + i); }
-  void prefetch(int64_t j, int hd) const {
-    const char* row = reinterpret_cast<const char*>(p + (j + kCacheAheadRows) * ld);
+  void prefetch(int64_t j, int hd, int64_t ahead = kCacheAheadRows) const {
+    const char* row = reinterpret_cast<const char*>(p + (j + ahead) * ld);
     for (int b = 0; b < 2 * hd; b += 64) __builtin_prefetch(row + b);
   }
 };
@@ -246,8 +246,8 @@ struct Q8Rows {
     std::memcpy(&d, block, sizeof d);
     return V::mul(V::load_i8(reinterpret_cast<const int8_t*>(block + 2 + i % kBlock)), V::splat(V::f16_scalar(d)));
   }
-  void prefetch(int64_t j, int hd) const {
-    const uint8_t* row = p + (j + kCacheAheadRows) * ld;
+  void prefetch(int64_t j, int hd, int64_t ahead = kCacheAheadRows) const {
+    const uint8_t* row = p + (j + ahead) * ld;
     for (int b = 0; b < hd / kBlock * kBlockBytes; b += 64) __builtin_prefetch(row + b);
   }
 };
