@@ -679,7 +679,22 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
   simd.scores_rows(qp.data() + 16, n_rows, kb.data() + 16, n_keys, hd, st.data() + 16, ld);
   ASSERT_NO_FATAL_FAILURE(expect_tile_near(st, st_ref, ld, n_rows, 1e-4f, "score"));
 
-  // pack_f16 on an f16 cache's rows (stride apart): what the packers make of the rows converted.
+  // pack_f16 and pack_q8 on a cache's rows (stride apart): what the packers make of the rows
+  // converted (k32, v32), each table's output between sentinels.
+  auto check_in_place = [&](const std::vector<float>& k32, const std::vector<float>& v32, auto pack_in_place) {
+    const auto want_k = packed(k32.size(), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_keys(k32.data(), n_keys, hd, o);
+    });
+    const auto want_v = packed(static_cast<size_t>(n_pairs * 2 * hd), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
+      k.pack_values(v32.data(), n_keys, hd, o);
+    });
+    for (const cpu::AttentionBf16Kernels* table : {&ref, &simd}) {
+      std::vector<uint16_t> kb(want_k.size(), kMark), vb(want_v.size(), kMark);
+      pack_in_place(*table, kb.data() + 16, vb.data() + 16);
+      EXPECT_EQ(kb, want_k) << (table == &ref ? "generic" : "simd");
+      EXPECT_EQ(vb, want_v) << (table == &ref ? "generic" : "simd");
+    }
+  };
   {
     const int64_t stride = hd + 24;
     std::vector<uint16_t> k16(static_cast<size_t>(n_keys * stride)), v16(k16.size());
@@ -691,25 +706,12 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
         k32[j * hd + i] = quant::f16_to_f32(k16[j * stride + i]);
         v32[j * hd + i] = quant::f16_to_f32(v16[j * stride + i]);
       }
-    const auto want_k = packed(k32.size(), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
-      k.pack_keys(k32.data(), n_keys, hd, o);
+    check_in_place(k32, v32, [&](const cpu::AttentionBf16Kernels& t, uint16_t* kb, uint16_t* vb) {
+      t.pack_f16(k16.data(), v16.data(), stride, n_keys, hd, kb, vb);
     });
-    const auto want_v = packed(static_cast<size_t>(n_pairs * 2 * hd), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
-      k.pack_values(v32.data(), n_keys, hd, o);
-    });
-    for (const cpu::AttentionBf16Kernels* table : {&ref, &simd}) {
-      std::vector<uint16_t> kb16(want_k.size(), kMark), vb16(want_v.size(), kMark);
-      table->pack_f16(k16.data(), v16.data(), stride, n_keys, hd, kb16.data() + 16, vb16.data() + 16);
-      EXPECT_EQ(kb16, want_k) << (table == &ref ? "generic" : "simd");
-      EXPECT_EQ(vb16, want_v) << (table == &ref ? "generic" : "simd");
-    }
   }
-
-  // pack_q8 on a q8_0 cache's rows (stride apart, 2-byte aligned as in a cache): what the packers
-  // make of the rows dequantized.
-  if (hd % 32 == 0) {
-    const size_t row_bytes = quant::row_bytes(quant::Type::Q8_0, static_cast<uint64_t>(hd));
-    const int64_t stride = static_cast<int64_t>(row_bytes) + 6;
+  if (hd % 32 == 0) {  // q8_0 rows 2-byte aligned, as in a cache
+    const int64_t stride = static_cast<int64_t>(quant::row_bytes(quant::Type::Q8_0, static_cast<uint64_t>(hd))) + 6;
     std::vector<uint8_t> k8(static_cast<size_t>(n_keys * stride)), v8(k8.size());
     std::vector<float> k32(keys.size()), v32(values.size());
     for (int64_t j = 0; j < n_keys; ++j) {
@@ -718,18 +720,9 @@ void check_bf16_kernels(const cpu::AttentionBf16Kernels& simd, int hd, int n_row
       quant::dequantize_row(quant::Type::Q8_0, k8.data() + j * stride, k32.data() + j * hd, hd);
       quant::dequantize_row(quant::Type::Q8_0, v8.data() + j * stride, v32.data() + j * hd, hd);
     }
-    const auto want_k = packed(k32.size(), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
-      k.pack_keys(k32.data(), n_keys, hd, o);
+    check_in_place(k32, v32, [&](const cpu::AttentionBf16Kernels& t, uint16_t* kb, uint16_t* vb) {
+      t.pack_q8(k8.data(), v8.data(), stride, n_keys, hd, kb, vb);
     });
-    const auto want_v = packed(static_cast<size_t>(n_pairs * 2 * hd), [&](const cpu::AttentionBf16Kernels& k, uint16_t* o) {
-      k.pack_values(v32.data(), n_keys, hd, o);
-    });
-    for (const cpu::AttentionBf16Kernels* table : {&ref, &simd}) {
-      std::vector<uint16_t> kb8(want_k.size(), kMark), vb8(want_v.size(), kMark);
-      table->pack_q8(k8.data(), v8.data(), stride, n_keys, hd, kb8.data() + 16, vb8.data() + 16);
-      EXPECT_EQ(kb8, want_k) << (table == &ref ? "generic" : "simd");
-      EXPECT_EQ(vb8, want_v) << (table == &ref ? "generic" : "simd");
-    }
   }
 
   // softmax_pack: bit for bit softmax_rows of the f32 table beside it, then pack_probabilities
