@@ -186,6 +186,53 @@ TEST(MatmulQ8Kernels, SimdMatchesScalar) {
   }
 }
 
+// A two-panel micro-kernel (q8_micro_pair) gives the bits of two calls of its one-panel kernel:
+// every type, a second panel of 1..16 rows, 1..4 tokens, onto y or not, y's rows wider than the
+// tile and nothing written outside it.
+TEST(MatmulQ8Kernels, PairEqualsTwoSinglePanelCallsBitForBit) {
+  std::mt19937 rng(35);
+  int compared = 0;
+  for (Isa isa : kSimdIsas) {
+    const keel::cpu::Q8MicroPairFn pair = have(isa) ? keel::cpu::q8_micro_pair(isa) : nullptr;
+    if (pair == nullptr) continue;
+    const keel::cpu::Q8MicroFn single = keel::cpu::q8_micro(isa);
+    constexpr int kTok = keel::cpu::kQ8Tokens;
+    constexpr int64_t kLdy = 40;  // two panels' 32 columns and 8 more
+    for (Type type : kQ8Types) {
+      const int64_t n_in = widths(type).back(), n_out = 32, nkb = (n_in + 255) / 256;
+      const auto wb = random_weights(type, n_in, n_out, rng);
+      const WeightView w{type, wb.data(), n_in, n_out};
+      const auto x = random_floats(kTok * n_in, rng);
+      std::vector<keel::cpu::ActBlockQ8> act(kTok * nkb);
+      keel::cpu::quantize_activations_q8(Isa::generic, type, x.data(), n_in, 0, kTok, act.data(),
+                                         keel::cpu::q8_act_form(isa, type));
+      auto panels = std::make_unique<keel::cpu::PanelQ8[]>(2);
+      for (int n_rows : {1, 9, 16})
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+          const int64_t k0 = kb * 256, kc = std::min<int64_t>(256, n_in - k0);
+          keel::cpu::pack_panel_q8(w, 0, 16, k0, kc, &panels[0], true, isa);
+          keel::cpu::pack_panel_q8(w, 16, n_rows, k0, kc, &panels[1], true, isa);
+          for (int n_tok = 1; n_tok <= kTok; ++n_tok)
+            for (bool accumulate : {false, true}) {
+              std::vector<float> a(kTok * kLdy, kSentinel), b(kTok * kLdy, kSentinel);
+              for (int t = 0; t < n_tok; ++t)
+                for (int r = 0; r < 16 + n_rows; ++r) a[t * kLdy + r] = b[t * kLdy + r] = 0.25f * (r + 1);
+              single(panels[0], kc, act.data() + kb, nkb, n_tok, a.data(), kLdy, 16, accumulate);
+              single(panels[1], kc, act.data() + kb, nkb, n_tok, a.data() + 16, kLdy, n_rows, accumulate);
+              pair(panels.get(), kc, act.data() + kb, nkb, n_tok, b.data(), kLdy, n_rows, accumulate);
+              ASSERT_EQ(a, b) << keel::cpu::isa_name(isa) << " " << label(type) << " rows=" << n_rows
+                              << " tokens=" << n_tok << " accumulate=" << accumulate;
+              for (int t = 0; t < kTok; ++t)
+                for (int r = 0; r < kLdy; ++r)
+                  if (t >= n_tok || r >= 16 + n_rows) ASSERT_EQ(b[t * kLdy + r], kSentinel) << "wrote outside the tile";
+              ++compared;
+            }
+        }
+    }
+  }
+  if (compared == 0) GTEST_SKIP() << "no two-panel micro-kernel on this CPU";
+}
+
 #if defined(__x86_64__)
 // The AVX-VNNI kernels' results are bit for bit those of the kernels whose arithmetic they share:
 // the AVX2 micro-kernel's for K-quants (exact int32 block sums with the group scales, float once a

@@ -216,6 +216,7 @@ struct Q8Job {
   ActBlockQ8* act;
   char* panels;  // one PanelQ8 per thread
   Q8MicroFn micro;
+  Q8MicroPairFn micro_pair;  // nullptr where the kernel takes one panel a call
   Q8PrepareFn prepare;
   int micro_tokens;  // tokens a micro-kernel call takes
   bool with_offsets;  // pack_panel_q8's offsets: for kernels of unsigned activations
@@ -266,9 +267,13 @@ void q8_panels(const Q8Job& job, int64_t panel_begin, int64_t panel_end, int64_t
         const int64_t tp = t0 == 0 ? 0 : t0 + job.micro_tokens;  // the next tile's (the first: its own too)
         for (int64_t t = tp; t < std::min(job.n_tokens, t0 + 2 * job.micro_tokens); ++t)
           for (int j = 0; j < n_sweep; ++j) __builtin_prefetch(job.y + t * w.n_out + (p0 + j) * kQ8Rows, 1);
-        for (int j = 0; j < n_sweep; ++j)
-          job.micro(panels[j], kc, job.act + t0 * nkb + kb, nkb, n_tok, job.y + t0 * w.n_out + (p0 + j) * kQ8Rows,
-                    w.n_out, n_rows[j], kb > 0);
+        const ActBlockQ8* x = job.act + t0 * nkb + kb;
+        float* y = job.y + t0 * w.n_out + p0 * kQ8Rows;
+        if (job.micro_pair && n_sweep == 2)
+          job.micro_pair(panels, kc, x, nkb, n_tok, y, w.n_out, n_rows[1], kb > 0);
+        else
+          for (int j = 0; j < n_sweep; ++j)
+            job.micro(panels[j], kc, x, nkb, n_tok, y + j * kQ8Rows, w.n_out, n_rows[j], kb > 0);
       }
     }
   }
@@ -409,6 +414,15 @@ Q8MicroFn q8_micro(Isa isa) {
   }
 }
 
+Q8MicroPairFn q8_micro_pair(Isa isa) {
+#if defined(__x86_64__)
+  if (q8_micro(isa) == q8_micro_vnni()) return q8_micro_pair_vnni();
+#else
+  (void)isa;
+#endif
+  return nullptr;
+}
+
 int q8_micro_tokens(Isa isa) {
 #if defined(__x86_64__)
   if (q8_micro(isa) == q8_micro_amx()) return kQ8AmxTokens;
@@ -452,7 +466,7 @@ char* panels_of(void* scratch, int64_t n_in, int64_t n_tokens) {
 void matmul_q8_block(Isa isa, const WeightView& w, int64_t n_tokens, ActBlockQ8* act, float* y, char* panels,
                      ThreadPool& pool) {
   std::atomic<int64_t> next_panel{0};
-  const Q8Job job{isa, &w, n_tokens, y, act, panels, q8_micro(isa), q8_prepare(isa), q8_micro_tokens(isa),
+  const Q8Job job{isa, &w, n_tokens, y, act, panels, q8_micro(isa), q8_micro_pair(isa), q8_prepare(isa), q8_micro_tokens(isa),
                   q8_act_form(isa, w.type) != Q8ActForm::signed_q, &next_panel};
   // Threads take chunks of panels as they go, so one that runs late (a busy core) holds the
   // others up by one chunk at most. A chunk is enough panels for ~256 panel-tokens of work (one

@@ -140,6 +140,12 @@ void q8_interleave_rows_avx2(const int8_t* q, size_t stride, int64_t kc, int8_t 
 using Q8MicroFn = void (*)(const PanelQ8& panel, int64_t kc, const ActBlockQ8* x, int64_t ldx,
                            int n_tok, float* y, int64_t ldy, int n_rows, bool accumulate);
 
+// The same for two adjacent panels at once (panels[0] full, panels[1] with n_rows_last rows; y's
+// columns for panel P start at y + 16·P): each result the bits of two Q8MicroFn calls. Kernels
+// whose loads of the activations bound them share those loads between the panels.
+using Q8MicroPairFn = void (*)(const PanelQ8* panels, int64_t kc, const ActBlockQ8* x, int64_t ldx, int n_tok,
+                               float* y, int64_t ldy, int n_rows_last, bool accumulate);
+
 // What a micro-kernel needs of a panel beyond pack_panel_q8's layout, made once per panel (the
 // panel is then multiplied with every token of the call); nullptr where nothing.
 using Q8PrepareFn = void (*)(PanelQ8& panel, int64_t kc);
@@ -147,6 +153,7 @@ using Q8PrepareFn = void (*)(PanelQ8& panel, int64_t kc);
 Q8MicroFn q8_micro_generic();
 Q8MicroFn q8_micro_avx2();  // matmul_q8_avx2.cpp
 Q8MicroFn q8_micro_vnni();  // matmul_q8_vnni.cpp (AVX-512 F/BW/VL/VNNI)
+Q8MicroPairFn q8_micro_pair_vnni();  // the same, two panels a call
 Q8MicroFn q8_micro_avxvnni();  // matmul_q8_avxvnni.cpp (AVX2 and AVX-VNNI: the VNNI kernel's results on 256-bit vectors)
 Q8MicroFn q8_micro_amx();   // matmul_q8_amx.cpp (AMX-INT8 tiles; its results are the VNNI kernel's)
 Q8MicroFn q8_micro_neon();     // matmul_q8_neon.cpp (AArch64 Advanced SIMD: SMULL/SADALP)
@@ -159,6 +166,8 @@ bool cpu_has_avx512_vnni();
 // VNNI where the CPU has it, else AVX2. Only the kernels of the architecture built for exist;
 // others give the scalar twin.
 Q8MicroFn q8_micro(Isa isa);
+// Its two-panel twin where it has one (VNNI), else nullptr.
+Q8MicroPairFn q8_micro_pair(Isa isa);
 // The tokens q8_micro(isa) takes per call (n_tok up to this): kQ8AmxTokens for the AMX kernel,
 // else kQ8Tokens.
 int q8_micro_tokens(Isa isa);
