@@ -237,7 +237,7 @@ TEST(MatmulQ8Kernels, PairEqualsTwoSinglePanelCallsBitForBit) {
 // The AVX-VNNI kernels' results are bit for bit those of the kernels whose arithmetic they share:
 // the AVX2 micro-kernel's for K-quants (exact int32 block sums with the group scales, float once a
 // block), the AVX-512 VNNI micro-kernel's for Q4_0 and Q8_0 (float sums per group; the AVX2
-// kernel's too), and the AVX-512 VNNI GEMV's (the same instructions on 256-bit vectors). Every
+// kernel's too), and the AVX-512 VNNI GEMV's (its 512-bit twins of the same kernels). Every
 // type, 1..16 rows, 1..4 tokens, onto y or not; GEMVs: widths with a partial block, 1..7 tokens.
 // The comparisons with AVX-512 VNNI need a CPU with both.
 TEST(MatmulQ8Kernels, AvxVnniEqualsItsTwinsBitForBit) {
