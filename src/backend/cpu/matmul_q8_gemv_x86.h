@@ -210,6 +210,21 @@ struct Q5KQuants {
 inline __m256i high_bits(const quant::BlockQ4_K&) { return _mm256_setzero_si256(); }
 inline __m256i high_bits(const quant::BlockQ5_K& b) { return load32(b.qh); }
 
+// A Q4_K / Q5_K block's float steps, once its integer sums isum[t] (8 lanes a token) are made:
+// acc[t] += d · d_x · isum[t] − mins · dsum_x.
+template <int NT, class Block>
+inline void k4_block_floats(const Block& blk, const K4Scales& s, const GemvActQ8* a, int64_t lda, int64_t ib,
+                            const __m256i (&isum)[NT], __m256 (&acc)[NT]) {
+  const float d = f16(blk.d);
+  const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(blk.dmin)),
+                                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(s.m)))));
+  for (int t = 0; t < NT; ++t) {
+    const GemvActQ8& x = a[t * lda + ib];
+    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    acc[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(x.dsum), acc[t]);
+  }
+}
+
 template <class Dot, int NT, class Block, class Quants>
 void row_k4(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, float* out) {
   const auto* b = reinterpret_cast<const Block*>(row);
@@ -232,14 +247,7 @@ void row_k4(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, floa
         isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(hi, load32(x + 32), sc_hi));
       }
     }
-    const float d = f16(blk.d);
-    const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(blk.dmin)),
-                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(s.m)))));
-    for (int t = 0; t < NT; ++t) {
-      const GemvActQ8& x = a[t * lda + ib];
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(x.dsum), acc[t]);
-    }
+    k4_block_floats<NT>(blk, s, a, lda, ib, isum, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
@@ -255,6 +263,21 @@ inline void q6_k_quants(const quant::BlockQ6_K& b, int n, __m256i (&v)[4]) {
   v[1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
   v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
   v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
+}
+
+// A Q6_K block's float steps, once its integer sums isum[t] (8 lanes a token) are made. The stored
+// quants are 32 above the signed ones: 32 · Σ_g sc_g · qsum_g comes off first.
+template <int NT>
+inline void q6_k_block_floats(const quant::BlockQ6_K& blk, const GemvActQ8* a, int64_t lda, int64_t ib,
+                              const __m256i (&isum)[NT], __m256 (&acc)[NT]) {
+  const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+  const float d = f16(blk.d);
+  for (int t = 0; t < NT; ++t) {
+    const GemvActQ8& x = a[t * lda + ib];
+    const __m256i offset = _mm256_madd_epi16(sc16, load32(x.qsum));
+    const __m256i sum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset, 5));
+    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(sum), acc[t]);
+  }
 }
 
 template <class Dot, int NT>
@@ -277,15 +300,7 @@ void row_q6_k(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, fl
           isum[t] = _mm256_add_epi32(isum[t], Dot::dot_scaled(v[m], load32(a[t * lda + ib].q + 128 * n + 32 * m), sc));
       }
     }
-    // The stored quants are 32 above the signed ones: subtract 32 · Σ_g sc_g · qsum_g.
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
-    const float d = f16(blk.d);
-    for (int t = 0; t < NT; ++t) {
-      const GemvActQ8& x = a[t * lda + ib];
-      const __m256i offset = _mm256_madd_epi16(sc16, load32(x.qsum));
-      isum[t] = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset, 5));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-    }
+    q6_k_block_floats<NT>(blk, a, lda, ib, isum, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
@@ -406,14 +421,9 @@ void row_k4_512(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda, 
       for (int t = 0; t < NT; ++t)
         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dpbusd512(w, _mm512_loadu_si512(a[t * lda + ib].q + 64 * j)), sc));
     }
-    const float d = f16(blk.d);
-    const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(blk.dmin)),
-                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(s.m)))));
-    for (int t = 0; t < NT; ++t) {
-      const GemvActQ8& x = a[t * lda + ib];
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(fold(isum[t])), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(x.dsum), acc[t]);
-    }
+    __m256i folded[NT];
+    for (int t = 0; t < NT; ++t) folded[t] = fold(isum[t]);
+    k4_block_floats<NT>(blk, s, a, lda, ib, folded, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
@@ -448,14 +458,9 @@ void row_q6_k_512(const char* row, int64_t n_in, const GemvActQ8* a, int64_t lda
               isum[t], _mm512_mullo_epi32(dpbusd512(v[m], _mm512_loadu_si512(a[t * lda + ib].q + 128 * n + 64 * m)), sc));
       }
     }
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
-    const float d = f16(blk.d);
-    for (int t = 0; t < NT; ++t) {
-      const GemvActQ8& x = a[t * lda + ib];
-      const __m256i offset = _mm256_madd_epi16(sc16, load32(x.qsum));
-      const __m256i sum = _mm256_sub_epi32(fold(isum[t]), _mm256_slli_epi32(offset, 5));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[0]), _mm256_cvtepi32_ps(sum), acc[t]);
-    }
+    __m256i folded[NT];
+    for (int t = 0; t < NT; ++t) folded[t] = fold(isum[t]);
+    q6_k_block_floats<NT>(blk, a, lda, ib, folded, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
