@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/matmul.h"
@@ -267,17 +266,19 @@ void pack_f16_generic(const uint16_t* k, const uint16_t* v, int64_t stride, int6
     }
 }
 
+// Element i of a q8_0 row, d * q as quant::dequantize_row makes it.
+float q8_0_at(const uint8_t* row, int i) {
+  const auto& block = reinterpret_cast<const quant::BlockQ8_0*>(row)[i / quant::QK8_0];
+  return quant::f16_to_f32(block.d) * static_cast<float>(block.qs[i % quant::QK8_0]);
+}
+
 void pack_q8_generic(const uint8_t* k, const uint8_t* v, int64_t stride, int64_t n, int hd, uint16_t* kb,
                      uint16_t* vb) {
-  std::vector<float> row(static_cast<size_t>(hd));
-  for (int64_t j = 0; j < (n + 1) / 2 * 2; ++j) {
-    if (j < n) {
-      quant::dequantize_row(quant::Type::Q8_0, k + j * stride, row.data(), hd);
-      for (int i = 0; i < hd; ++i) kb[j * hd + i] = quant::f32_to_bf16(row[i]);
-      quant::dequantize_row(quant::Type::Q8_0, v + j * stride, row.data(), hd);
+  for (int64_t j = 0; j < (n + 1) / 2 * 2; ++j)
+    for (int i = 0; i < hd; ++i) {
+      if (j < n) kb[j * hd + i] = quant::f32_to_bf16(q8_0_at(k + j * stride, i));
+      vb[(j / 2) * 2 * hd + 2 * i + j % 2] = j < n ? quant::f32_to_bf16(q8_0_at(v + j * stride, i)) : 0;
     }
-    for (int i = 0; i < hd; ++i) vb[(j / 2) * 2 * hd + 2 * i + j % 2] = j < n ? quant::f32_to_bf16(row[i]) : 0;
-  }
 }
 
 // softmax_rows_generic, each probability packed into pp (pack_pairs' layout; an odd n_keys' last
@@ -315,9 +316,10 @@ void load_row(const AttentionKernels& k, quant::Type type, const uint8_t* src, f
 constexpr int64_t kPrefetchRows = 8;
 
 // The task's K and V rows of one page, head g, positions [start, start + len), as f32 tiles; or,
-// with bf16 set, packed into its tiles (w.kb, w.vb): an f16 cache's rows straight from the cache
-// (pack_f16), other caches' a pair of rows at a time, the f32 tiles' first two rows serving as the
-// pair's scratch.
+// with bf16 set, packed into its tiles (w.kb, w.vb): an f16 or q8_0 cache's rows straight from the
+// cache (pack_f16, pack_q8); an f32 cache's (which fast mode leaves to the f32 kernels,
+// attention_takes_bf16; the bf16 tests take it) a pair of rows at a time, the f32 tiles' first two
+// rows serving as the pair's scratch.
 void load_tiles(const AttentionKernels& kern, const AttentionBf16Kernels* bf16, const AttentionArgs& a, int32_t page,
                 uint32_t g, int64_t len, const Workspace& w) {
   const backend::KvGeometry& kv = a.kv.geo;
