@@ -1111,7 +1111,9 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
   return y;
 }
 
-// grid: (n_tokens, n_kv_heads, splits); writes out (one split) or the split's partial results.
+// grid: (n_tokens, n_kv_heads, splits); a token's ranges (decode_splits) write their partial
+// results, which the last of them to finish merges into out (merge_ranges; with arrived null,
+// merge_splits_kernel after this one); one range writes out.
 // Lane (gq, cq) = (lane / 4, lane % 4) holds S^T and P^T for keys gq and gq + 8 of a tile, O^T for
 // dims 16 mb + gq and + 8; all of them for heads 8 nb + 2 cq and + 1 of the group, whose running
 // max and sum it keeps (l: of its own keys until the end).
@@ -1124,10 +1126,72 @@ constexpr int decode_min_ctas() {
   return E == KvElem::q8_0 && NB == 1 ? 3 : 1;
 }
 
+// Merges a token's n_splits key ranges for its `group` heads (rows row0 ..): each head's max over
+// the ranges and their weights 2^(m_s - max) into `weights` (shared, [16][n_splits]), then
+// each output element the weighted sum of the ranges' O over the weighted sum of their l; four
+// elements a thread, so a thread's loads (one per range) are 16 bytes and independent. The
+// partial results come from other CTAs: read through L2 (__ldcg), never a stale L1 line.
+// Rows no range touched (m = -inf, l = 0) -> 0.
+template <int D>
+__device__ void merge_ranges(const float* ws, int n_splits, int grid_splits, size_t n_rows, size_t row0, int group,
+                             float* out, ActOut act, float* weights) {
+  __shared__ float den[16];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float* ml = ws + size_t(grid_splits) * n_rows * D;
+  for (int r = warp; r < group; r += kWarps) {
+    const size_t row = row0 + r;
+    float mx = -INFINITY;
+    for (int sp = lane; sp < n_splits; sp += 32) mx = fmaxf(mx, __ldcg(ml + 2 * (size_t(sp) * n_rows + row)));
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int sp = lane; sp < n_splits; sp += 32) {
+      const float m = __ldcg(ml + 2 * (size_t(sp) * n_rows + row)), l = __ldcg(ml + 2 * (size_t(sp) * n_rows + row) + 1);
+      const float w = m == -INFINITY ? 0.0f : exp2f(m - mx);
+      weights[r * n_splits + sp] = w;
+      sum += w * l;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) den[r] = sum;
+  }
+  __syncthreads();
+  // Whole warps through every round (the quantization's shuffles): a lane past the end computes
+  // zeros and stores nothing.
+  const int quads = group * D / 4;
+  for (int base = 0; base < quads; base += kThreads) {
+    const int i = base + threadIdx.x;
+    const bool mine = i < quads;
+    const int r = mine ? 4 * i / D : 0, d = 4 * i % D;
+    const size_t row = row0 + r;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (mine) {
+#pragma unroll 8
+      for (int sp = 0; sp < n_splits; ++sp) {
+        const float w = weights[r * n_splits + sp];
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(ws + (size_t(sp) * n_rows + row) * D + d));
+        acc.x += w * v.x;
+        acc.y += w * v.y;
+        acc.z += w * v.z;
+        acc.w += w * v.w;
+      }
+      const float dn = den[r];
+      acc = dn > 0.0f ? make_float4(acc.x / dn, acc.y / dn, acc.z / dn, acc.w / dn) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      *reinterpret_cast<float4*>(out + row * D + d) = acc;
+    }
+    if (act.q && base + 32 * warp < quads) {  // D is a multiple of 32: a group's 8 lanes are all in or all out
+      __shared__ __align__(16) int8_t spare_q[kThreads * 4];
+      __shared__ float2 spare_s[kThreads / 8];
+      const size_t e = row * D + d;
+      quantize_group4_q8(acc, lane % 8, mine ? act.q + e / 32 * 32 : spare_q + 32 * (threadIdx.x / 8),
+                         mine ? act.s + e / 32 : spare_s + threadIdx.x / 8);
+    }
+  }
+}
+
 template <int D, KvElem E, int NB>
 __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
     decode_attention_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
-                            float* __restrict__ out, int n_head, float scale, float* __restrict__ ws, ActOut act) {
+                            float* __restrict__ out, int n_head, float scale, float* __restrict__ ws, unsigned* arrived,
+                            ActOut act) {
   constexpr int ld = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int t = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
@@ -1326,7 +1390,7 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) acc += head_w[w][r] * red[(size_t(w) * 16 + r) * (D + 2) + d];
     const size_t orow = size_t(t) * n_head + g * group + r;
-    if (n_splits == 1) {  // the token's only range: the result (the merge skips its rows)
+    if (n_splits == 1) {  // the token's only range: the result (a merge kernel skips its rows)
       const float y = l > 0.0f ? acc / l : 0.0f;
       out[orow * D + d] = y;
       if (act.q) quantize_group_q8(y, lane, act.q + (orow * D + d) / 32 * 32, act.s + (orow * D + d) / 32);
@@ -1339,6 +1403,21 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
       }
     }
   }
+  if (n_splits == 1 || !arrived) return;  // no arrival counts: merge_splits_kernel merges
+  // The last of the token's ranges to finish merges them (merges_in_kernel).
+  __shared__ bool last;
+  __threadfence();  // this range's partial results, visible to the CTA that merges
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* count = arrived + size_t(t) * gridDim.y + g;
+    last = atomicAdd(count, 1u) == unsigned(n_splits - 1);
+    if (last) *count = 0;  // every range has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  merge_ranges<D>(ws, n_splits, gridDim.z, n_rows, size_t(t) * n_head + g * group, group, out, act,
+                  reinterpret_cast<float*>(smem_raw));
 }
 
 // Merges the split-KV partial results: one CTA of kMergeParts x D threads per (token, head) row.
@@ -1501,9 +1580,24 @@ int decode_split_cap(int n_kv_heads, size_t smem) {
   return std::clamp(resident / std::max(n_kv_heads, 1), 1, kDecodeSplits);
 }
 
+// Whether the decode kernel merges a call's key ranges itself (its last range's CTA, 128
+// threads) rather than a merge kernel after it: while that CTA's share stays small, at most 32
+// loads a thread (group x D x splits / 4 floats of 16 bytes over 128 threads). The second
+// kernel's launch and wait cost more than a short merge; a long one runs slower in one CTA.
+// Measured on an H100 (keel bench, tok/s, old and new in turn on one machine): merging in the
+// kernel at every depth, Qwen3-8B Q8_0 decode at depth 0 / 4096 / 32768 went 277.4 / 251.8 /
+// 188.3 and 275.0 / 249.1 / 187.6 -> 293.9 / 251.4 / 186.7 and 291.8 / 249.5 / 186.5, Qwen3.5-27B
+// Q5_K_M at depth 32768 (33 ranges of 6 heads of 256) 105.8 -> 104.3; with this rule, 8B at
+// depth 0 / 4096 275.1 / 250.4 and 275.8 / 249.8 -> 292.0 / 259.3 and 291.7 / 259.5.
+// A function of the grid (the page table's width), so a step's CUDA graph keeps its choice.
+bool merges_in_kernel(int splits, int group, int head_dim) {
+  return size_t(group) * size_t(head_dim) * size_t(splits) <= size_t(32 * 4 * kThreads);
+}
+
 template <int D, KvElem E, int NB>
 void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                             int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+                             int n_head, float scale, float* ws, unsigned* arrived, ActOut act,
+                             cudaStream_t stream) {
   constexpr size_t smem = decode_smem_bytes<D, E>();
   static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<D, E, NB>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -1513,20 +1607,21 @@ void launch_decode_attention(const KvLayout& kv, const void* base, const Attenti
   const int max_tiles = (b.max_pages_per_seq * kv.page_tokens + kDecodeKeys - 1) / kDecodeKeys;
   const int splits = decode_splits(max_tiles, decode_split_cap<D, E, NB>(kv.n_kv_heads, smem));
   const dim3 grid(b.n_tokens, kv.n_kv_heads, splits);
+  const bool in_kernel = merges_in_kernel(splits, n_head / kv.n_kv_heads, D);
   launch(decode_attention_kernel<D, E, NB>, grid, kThreads, smem, stream, kv, static_cast<const uint8_t*>(base), b, q,
-         out, n_head, scale, ws, act);
-  if (splits == 1) return;
+         out, n_head, scale, ws, in_kernel ? arrived : nullptr, act);
+  if (splits == 1 || in_kernel) return;
   launch_merge(ws, splits, b.n_tokens * n_head, D, n_head, b.seq, b.pos, out, act, stream);
 }
 
 // A group of up to 8 heads fills one block of mma columns, up to 16 two.
 template <int D, KvElem E>
 void launch_decode_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                             int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+                             int n_head, float scale, float* ws, unsigned* arrived, ActOut act, cudaStream_t stream) {
   if (n_head / kv.n_kv_heads <= 8)
-    launch_decode_attention<D, E, 1>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    launch_decode_attention<D, E, 1>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
   else
-    launch_decode_attention<D, E, 2>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    launch_decode_attention<D, E, 2>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
 }
 
 template <int D, KvElem E, int KK, bool SPLIT_KV, int WARPS>
@@ -1587,9 +1682,9 @@ void launch_wgmma_attention(const KvLayout& kv, const void* base, const Attentio
 
 template <int D, KvElem E>
 void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                      int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+                      int n_head, float scale, float* ws, unsigned* arrived, ActOut act, cudaStream_t stream) {
   if (takes_decode_path(kv, b, n_head))
-    return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    return launch_decode_attention<D, E>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
   if constexpr (D >= 128) {
     if (takes_wgmma_path(kv, b, n_head))
       return launch_wgmma_attention<D, E>(kv, base, b, q, out, n_head, scale, act.f16, stream);
@@ -1602,11 +1697,11 @@ void launch_attention(const KvLayout& kv, const void* base, const AttentionBatch
 
 template <KvElem E>
 void dispatch_head_dim(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
-                       int n_head, float scale, float* ws, ActOut act, cudaStream_t stream) {
+                       int n_head, float scale, float* ws, unsigned* arrived, ActOut act, cudaStream_t stream) {
   switch (kv.head_dim) {
-    case 64: return launch_attention<64, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
-    case 128: return launch_attention<128, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
-    case 256: return launch_attention<256, E>(kv, base, b, q, out, n_head, scale, ws, act, stream);
+    case 64: return launch_attention<64, E>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
+    case 128: return launch_attention<128, E>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
+    case 256: return launch_attention<256, E>(kv, base, b, q, out, n_head, scale, ws, arrived, act, stream);
     default: throw Error("CUDA attention: head size " + std::to_string(kv.head_dim) + " is not 64, 128 or 256");
   }
 }
@@ -1619,9 +1714,15 @@ bool attention_supports(const KvLayout& kv) {
 }
 
 
+// The workspace: the decode's arrival counts ([kSplitMaxTokens][n_kv_heads]), then the partial
+// results of the key ranges (each range's O rows, then every row's m and l).
+static size_t arrivals_bytes(const KvLayout& kv) {
+  return (size_t(kSplitMaxTokens) * kv.n_kv_heads * sizeof(unsigned) + 255) / 256 * 256;
+}
+
 size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens) {
   const size_t rows = size_t(std::min(max_tokens, kSplitMaxTokens)) * n_head;
-  return size_t(kDecodeSplits) * rows * (size_t(kv.head_dim) + 2) * sizeof(float);
+  return arrivals_bytes(kv) + size_t(kDecodeSplits) * rows * (size_t(kv.head_dim) + 2) * sizeof(float);
 }
 
 void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const float* k, const float* v,
@@ -1657,8 +1758,12 @@ bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, co
     act.s = nullptr;
   }
   if (!takes_wgmma_path(kv, b, n_head)) act.f16 = nullptr;
-  if (kv.elem == KvElem::f16) dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
-  else dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, workspace, act, stream);
+  auto* arrived = reinterpret_cast<unsigned*>(workspace);
+  float* partials = workspace + arrivals_bytes(kv) / sizeof(float);
+  if (kv.elem == KvElem::f16)
+    dispatch_head_dim<KvElem::f16>(kv, base, b, q, out, n_head, scale, partials, arrived, act, stream);
+  else
+    dispatch_head_dim<KvElem::q8_0>(kv, base, b, q, out, n_head, scale, partials, arrived, act, stream);
   return act.q != nullptr || act.f16 != nullptr;
 }
 

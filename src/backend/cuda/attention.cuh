@@ -14,7 +14,8 @@
 // (GQA heads packed together), and walks that sequence's pages in tiles of 32 or 64 keys.
 // Q and the probabilities are rounded to f16 (q8_0 keys and values are dequantized to f16): the
 // error against the f32 CPU twin is about 2^-11 relative per operand. Small calls (decode) split
-// the keys in up to kDecodeSplits ranges run in parallel and merged by a second kernel (split-KV).
+// the keys in up to kDecodeSplits ranges run in parallel (split-KV), merged by the CTA of the
+// last range to finish (a second kernel where the merge is long).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -64,7 +65,9 @@ constexpr int kSplitMaxTokens = 16;      // calls of at most this many tokens ta
 
 bool attention_supports(const KvLayout& kv);
 
-// Device bytes of workspace `attention` needs for calls of up to max_tokens tokens.
+// Device bytes of workspace `attention` needs for calls of up to max_tokens tokens. It must be
+// zero before the first call (its first bytes count the finished key ranges of a decode); every
+// call leaves them zero.
 size_t attention_workspace_bytes(const KvLayout& kv, int n_head, int max_tokens);
 
 // Stores K and V of every token of the batch: token t goes to page pages[seq[t]][pos[t] /

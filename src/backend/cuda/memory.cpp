@@ -47,6 +47,12 @@ void device_free(void* ptr) {
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   ptr_ = device_malloc(bytes);
+  const cudaError_t zeroed = cudaMemset(ptr_, 0, bytes);
+  if (zeroed != cudaSuccess) {
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    check(zeroed, "cudaMemset");
+  }
 }
 
 DeviceBuffer::~DeviceBuffer() {

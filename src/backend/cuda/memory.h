@@ -30,7 +30,7 @@ int device_count();
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes);  // throws keel::Error with the size when it cannot
+  explicit DeviceBuffer(size_t bytes);  // zero-filled; throws keel::Error with the size when it cannot
   ~DeviceBuffer();
   DeviceBuffer(DeviceBuffer&& other) noexcept;
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
