@@ -16,11 +16,15 @@
 # libcuda.so.1, which the GPU machine's driver provides.
 set -euo pipefail
 dir=$(realpath -m "${1:?a folder}")
-shared_tool=$(realpath "$(dirname "$0")/../../shared/tools/llamacpp-cuda.sh")
+shared_tool=$(realpath -m "$(dirname "$0")/../../shared/tools/llamacpp-cuda.sh")
 export PATH=/usr/local/cuda/bin:$PATH
+command -v nvcc >/dev/null || { echo "llamacpp_cuda_bundle.sh: no nvcc (looked in PATH and /usr/local/cuda/bin)" >&2; exit 1; }
 src="$dir/llama" build="$dir/llama/build"
 if [ ! -x "$build/bin/llama-bench" ]; then
-  [ -f "$dir/llama-src.tar.gz" ] || "$shared_tool" pack "$dir" >/dev/null
+  if [ ! -f "$dir/llama-src.tar.gz" ]; then
+    [ -x "$shared_tool" ] || { echo "llamacpp_cuda_bundle.sh: $shared_tool is missing (../shared beside the checkout)" >&2; exit 1; }
+    "$shared_tool" pack "$dir" >/dev/null
+  fi
   [ -f "$src/CMakeLists.txt" ] || { mkdir -p "$src"; tar -xzf "$dir/llama-src.tar.gz" -C "$src"; }
   cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
