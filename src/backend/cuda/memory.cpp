@@ -47,7 +47,10 @@ void device_free(void* ptr) {
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   ptr_ = device_malloc(bytes);
-  const cudaError_t zeroed = cudaMemset(ptr_, 0, bytes);
+  // cudaMemset runs on the legacy default stream, unordered with non-blocking streams: wait for
+  // it, or a kernel on such a stream could write the buffer before the zeros land.
+  cudaError_t zeroed = cudaMemset(ptr_, 0, bytes);
+  if (zeroed == cudaSuccess) zeroed = cudaStreamSynchronize(nullptr);
   if (zeroed != cudaSuccess) {
     cudaFree(ptr_);
     ptr_ = nullptr;
