@@ -543,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, 2) delta_prep_kernel(DeltaArgs a, Se
           if (j < i) f(n, j, i * B + e % (B * B) / B, j * B + e % B);
         }
       };
-      float x[3];
+      float x[3] = {0.0f, 0.0f, 0.0f};  // each_element sets before put_x reads (the same elements)
       const auto put_x = [&](int n, int, int r, int cc) { Ts[r * kRowC + cc] = x[n]; };
       __syncthreads();  // the blocks above (and the diagonal ones) are final
       each_element([&](int n, int j, int r, int cc) {  // X_j = Σ_{j<=k<i} A_ik T_kj
