@@ -975,7 +975,11 @@ constexpr int kDecodeKeys = 16;
 // runs, us at depth 4096):
 // f16 32/8 heads of 128 12.0 / 11.9 -> 11.7 / 11.0, 24/4 of 256 11.4 / 11.6 -> 10.9 / 10.9; q8_0
 // 15.3 / 14.4 -> 12.9 / 12.8 and 20.4 / 20.7 -> 17.6 / 17.7; at 32768 and 173000 the same (the
-// ranges are capped by the resident CTAs there).
+// ranges are capped by the resident CTAs there). 2 again on an H100 with the in-kernel merge
+// (merges_in_kernel: Qwen3-8B's 4096-deep tokens then take 32 ranges, merged in the kernel,
+// instead of 65 and the merge kernel) measured slower (keel bench, tok/s, 1 -> 2, in turn):
+// Q8_0 at depth 4096 258.0 / 257.5 -> 256.8 / 255.8, Q4_K_M 339.7 / 335.0 -> 333.0 / 330.6,
+// Qwen3.5-27B Q5_K_M 112.1 -> 111.4.
 constexpr int kDecodeTilesPerWarp = 1;
 
 // A warp's shared memory: two tiles (double-buffered copies), f16 K and V rows, or q8_0's raw
@@ -1131,7 +1135,12 @@ constexpr int decode_min_ctas() {
 // each output element the weighted sum of the ranges' O over the weighted sum of their l; four
 // elements a thread, so a thread's loads (one per range) are 16 bytes and independent. The
 // partial results come from other CTAs: read through L2 (__ldcg), never a stale L1 line.
-// Rows no range touched (m = -inf, l = 0) -> 0.
+// Rows no range touched (m = -inf, l = 0) -> 0. The weights step is merge_splits_kernel's in a
+// loop of its own: one device function for both (each lane's (m, l) in registers) gave the same
+// bits but moved the registers of the decode kernel for f16 pages at head size 128 (174 -> 168:
+// three CTAs an SM instead of two, so more ranges) and measured slower on an H100 (tok/s, in
+// turn): Qwen3-8B Q8_0 at depth 4096 260.0 / 259.5 -> 254.1 / 249.2, Q4_K_M 343.5 / 335.7 ->
+// 325.8 / 328.1.
 template <int D>
 __device__ void merge_ranges(const float* ws, int n_splits, int grid_splits, size_t n_rows, size_t row0, int group,
                              float* out, ActOut act, float* weights) {
@@ -1590,6 +1599,13 @@ int decode_split_cap(int n_kv_heads, size_t smem) {
 // Q5_K_M at depth 32768 (33 ranges of 6 heads of 256) 105.8 -> 104.3; with this rule, 8B at
 // depth 0 / 4096 275.1 / 250.4 and 275.8 / 249.8 -> 292.0 / 259.3 and 291.7 / 259.5.
 // A function of the grid (the page table's width), so a step's CUDA graph keeps its choice.
+// Merging more ranges in the kernel in two levels (the last range of each block of 8 to finish
+// merges the block into a partial result, the last block so merged merges the blocks) measured
+// slower than the merge kernel on an H100 (tok/s, in turn): Qwen3-8B Q8_0 at depth 4096 / 32768
+// 258.4 / 191.1 and 260.6 / 189.9 -> 243.5 / 184.2 and 243.1 / 183.1, Q4_K_M 334.8 / 230.3 and
+// 341.5 / 231.6 -> 308.0 / 218.9 and 309.2 / 218.5, the 27B 105.1 -> 104.0 at 32768: as with the
+// GEMV's SiLU epilogue (CudaBackend::silu_mul), short-lived CTAs waiting on an arrival count cost
+// more than a kernel boundary.
 bool merges_in_kernel(int splits, int group, int head_dim) {
   return size_t(group) * size_t(head_dim) * size_t(splits) <= size_t(32 * 4 * kThreads);
 }
