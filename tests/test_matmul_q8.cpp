@@ -224,7 +224,9 @@ TEST(MatmulQ8Kernels, PairEqualsTwoSinglePanelCallsBitForBit) {
                               << " tokens=" << n_tok << " accumulate=" << accumulate;
               for (int t = 0; t < kTok; ++t)
                 for (int r = 0; r < kLdy; ++r)
-                  if (t >= n_tok || r >= 16 + n_rows) ASSERT_EQ(b[t * kLdy + r], kSentinel) << "wrote outside the tile";
+                  if (t >= n_tok || r >= 16 + n_rows) {
+                    ASSERT_EQ(b[t * kLdy + r], kSentinel) << "wrote outside the tile";
+                  }
               ++compared;
             }
         }
