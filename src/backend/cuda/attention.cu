@@ -977,9 +977,9 @@ constexpr int kDecodeKeys = 16;
 // 15.3 / 14.4 -> 12.9 / 12.8 and 20.4 / 20.7 -> 17.6 / 17.7; at 32768 and 173000 the same (the
 // ranges are capped by the resident CTAs there). 2 again on an H100 with the in-kernel merge
 // (merges_in_kernel: Qwen3-8B's 4096-deep tokens then take 32 ranges, merged in the kernel,
-// instead of 65 and the merge kernel) measured slower (keel bench, tok/s, 1 -> 2, in turn):
-// Q8_0 at depth 4096 258.0 / 257.5 -> 256.8 / 255.8, Q4_K_M 339.7 / 335.0 -> 333.0 / 330.6,
-// Qwen3.5-27B Q5_K_M 112.1 -> 111.4.
+// instead of 33, the resident-CTA cap, and the merge kernel) measured slower (keel bench, tok/s,
+// 1 -> 2, in turn): Q8_0 at depth 4096 258.0 / 257.5 -> 256.8 / 255.8, Q4_K_M 339.7 / 335.0 ->
+// 333.0 / 330.6, Qwen3.5-27B Q5_K_M 112.1 -> 111.4.
 constexpr int kDecodeTilesPerWarp = 1;
 
 // A warp's shared memory: two tiles (double-buffered copies), f16 K and V rows, or q8_0's raw
