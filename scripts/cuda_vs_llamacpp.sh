@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# keel beside llama.cpp's CUDA build on this machine's GPU, as issues 11 and 12 compare them: the
+# same `keel synth` files, the same tests (prefill of P tokens; 64 tokens decoded after a context of
+# D), in one run on one card. Prints a markdown table of tok/s with keel / llama.cpp ratios.
+#
+#   scripts/cuda_vs_llamacpp.sh KEEL LLAMA_BENCH [PRESET:TYPE ...]
+#
+# KEEL: the keel command, quoted if it has words (a build's keel, or "OUT/run.sh keel" for a
+# scripts/gpu_bundle.sh bundle). LLAMA_BENCH: llama.cpp's llama-bench, likewise (for the bundle of
+# scripts/llamacpp_cuda_bundle.sh: "env LD_LIBRARY_PATH=DIR/lib:/usr/local/cuda/lib64
+# DIR/bin/llama-bench"). Models: keel synth presets and types (default qwen3-8b:q8_0
+# qwen3-8b:q4_k_m), written to $DIR (default /tmp) unless already there. llama.cpp runs with the
+# issues' flags, -ngl 99 -fa 1 -ub 2048 -b 2048. Environment: PROMPTS (default 4096,32768), DEPTHS
+# (0,4096,32768), GEN (64), REPS (1). Needs python3 (for the JSON of both tools).
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+keel=$1 llama=$2
+shift 2
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(qwen3-8b:q8_0 qwen3-8b:q4_k_m)
+prompts=${PROMPTS:-4096,32768} depths=${DEPTHS:-0,4096,32768} gen=${GEN:-64} reps=${REPS:-1} dir=${DIR:-/tmp}
+command -v python3 > /dev/null || { echo "cuda_vs_llamacpp.sh: needs python3" >&2; exit 1; }
+for m in "${models[@]}"; do
+  [[ $m == *:* ]] || { echo "cuda_vs_llamacpp.sh: '$m' is not PRESET:TYPE" >&2; exit 2; }
+done
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for m in "${models[@]}"; do
+  preset=${m%%:*} type=${m#*:}
+  file=$dir/keel-$preset-$type.gguf
+  if [ ! -f "$file" ]; then
+    echo "synthesizing $file" >&2
+    $keel synth --preset "$preset" --type "$type" -o "$file" --no-progress > /dev/null
+  fi
+  echo "$m: llama.cpp" >&2
+  ll=(-m "$file" -ngl 99 -fa 1 -ub 2048 -b 2048 -r "$reps" -o jsonl)
+  $llama "${ll[@]}" -p "$prompts" -n 0 > "$out/$m.llama.jsonl"
+  $llama "${ll[@]}" -p 0 -n "$gen" -d "$depths" >> "$out/$m.llama.jsonl"
+  echo "$m: keel" >&2
+  $keel bench --device cuda -m "$file" -p "$prompts" -n 0 -r "$reps" --json > "$out/$m.keel.pp.json"
+  $keel bench --device cuda -m "$file" -p 0 -n "$gen" -d "$depths" -r "$reps" --json > "$out/$m.keel.tg.json"
+done
+
+python3 - "$out" "${models[@]}" <<'EOF'
+import json, sys
+out, models = sys.argv[1], sys.argv[2:]
+print("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp |")
+print("|---|---|---|---|---|")
+for m in models:
+    llama = {}
+    for line in open(f"{out}/{m}.llama.jsonl"):
+        if line.strip():
+            r = json.loads(line)
+            llama[(r["n_prompt"], r["n_gen"], r.get("n_depth", 0))] = r["avg_ts"]
+    keel = {}
+    for part in ("pp", "tg"):
+        for r in json.load(open(f"{out}/{m}.keel.{part}.json")):
+            n_prompt, n_gen = r["n_prompt"] or 0, r["n_gen"] or 0
+            keel[(n_prompt, n_gen, r["depth"])] = r["prefill_tok_s"] if n_prompt else r["decode_tok_s"]
+    for key in sorted(keel, key=lambda k: (k[1] > 0, k[2], k[0])):
+        n_prompt, n_gen, depth = key
+        test = f"pp{n_prompt}" if n_prompt else f"tg{n_gen}" + (f" @ d{depth}" if depth else "")
+        mine, theirs = keel[key], llama.get(key)
+        ratio = f"{mine / theirs:.2f}x" if theirs else "n/a"
+        print(f"| {m} | {test} | {mine:,.1f} | {f'{theirs:,.1f}' if theirs else 'missing'} | {ratio} |")
+EOF
