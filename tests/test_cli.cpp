@@ -136,6 +136,35 @@ TEST(Cli, ErrorsHaveExitCodesAndMessages) {
   EXPECT_EQ(keel_cli("run --help").code, 0);
 }
 
+// keel bench's TFLOP/s against the arithmetic of stories260K's shapes counted by hand (5 layers:
+// q and o 64 x 64, k and v 64 x 32, gate, up and down 64 x 172; head 512 x 64; 8 heads of 8):
+// 2 x 226,560 FLOP a token, 65,536 a logits row, 4 x 5 x 8 x 8 = 1,280 a (token, key); and the
+// memory beside the plan.
+TEST(Cli, BenchCountsArithmeticAndMemory) {
+  Output o = keel_cli("bench --device cpu -p 16 -n 2 -d 0,8 -r 1 --no-warmup --json");
+  ASSERT_EQ(o.code, 0) << o.out;
+  const auto j = nlohmann::json::parse(o.out);
+  ASSERT_EQ(j.size(), 4u);
+  for (const auto& r : j) {
+    const int64_t depth = r["depth"];
+    const bool prefill = !r["n_prompt"].is_null();
+    const double n = prefill ? r["n_prompt"].get<double>() : r["n_gen"].get<double>();
+    const double keys = n * double(depth) + n * (n + 1) / 2;
+    const double flops = n * 453120.0 + (prefill ? 1.0 : n) * 65536.0 + keys * 1280.0;
+    const double rate = prefill ? r["prefill_tok_s"].get<double>() : r["decode_tok_s"].get<double>();
+    EXPECT_NEAR(r["tflop_s"].get<double>(), flops * rate / n / 1e12, 1e-9 * flops * rate / n / 1e12)
+        << (prefill ? "prefill" : "decode") << " at depth " << depth;
+    EXPECT_GT(r["session_allocated_bytes"].get<uint64_t>(), 0u);
+    EXPECT_LE(r["session_allocated_bytes"].get<uint64_t>(), r["plan_bytes"].get<uint64_t>());
+    EXPECT_GT(r["peak_rss_bytes"].get<uint64_t>(), 0u);
+    EXPECT_TRUE(r["device_in_use_bytes"].is_null()) << "no CUDA device in a CPU run";
+  }
+  Output text = keel_cli("bench --device cpu -p 8 -n 1 -r 1", true);
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_NE(text.out.find("TFLOP/s"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("measured: session allocated"), std::string::npos) << text.out;
+}
+
 // An F16 llama with the 32000-token Llama-2 vocabulary loads and generates, greedy twice alike.
 TEST(Cli, LlamaTinyRandomF16Generates) {
   const std::string cmd = "run -m " + test::shared("models/llama-2-tiny-random.gguf") + " -p 'Hello world' -n 8 --temp 0 --json";

@@ -4,7 +4,9 @@
 // one untimed run of each test as llama-bench's warm-up (a prefill of p; one decode step), which
 // --no-warmup skips: first-use costs (kernel loading, library heuristics) stay out of the mean.
 // --parallel N: the decode test runs N sequences (each at depth d) decoding together, one token
-// of each per forward call; it reports the aggregate and the per-sequence rate.
+// of each per forward call; it reports the aggregate and the per-sequence rate. Each row also has
+// the arithmetic rate (TFLOP/s: count_flops) and, for decode, the weights' bytes a second; below
+// the table (or in each JSON record), the memory the run used beside the plan.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -51,6 +53,30 @@ std::vector<int32_t> random_tokens(int64_t n, int32_t n_vocab, uint32_t seed) {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The arithmetic behind the TFLOP/s column: each 2-D weight but the token embedding and the output
+// head is a multiply-add per element a token (Qwen3.5's depthwise convolution the same count), the
+// head one a logits row, and causal attention's two products (Q Kᵀ and P V) one a (query, key,
+// dim) in every attention layer, a token seeing the keys before it and its own. Not counted:
+// norms, RoPE, activations and Qwen3.5's delta rule.
+struct FlopCount {
+  double per_token = 0, per_logit_row = 0, per_key = 0;
+  // n tokens at positions depth .. depth + n - 1 with `rows` logits rows.
+  double flops(int64_t n, int64_t depth, int64_t rows) const {
+    const double nd = static_cast<double>(n), keys = nd * static_cast<double>(depth) + nd * (nd + 1) / 2;
+    return nd * per_token + static_cast<double>(rows) * per_logit_row + keys * per_key;
+  }
+};
+
+FlopCount count_flops(const model::Model& model, const backend::WorkloadShape& shape) {
+  FlopCount f;
+  for (const auto& t : model.file().tensors())
+    if (t.n_dims >= 2 && t.name != "token_embd.weight" && t.name != "output.weight")
+      f.per_token += 2.0 * static_cast<double>(t.n_elements());
+  f.per_logit_row = 2.0 * static_cast<double>(model.hparams().n_vocab) * static_cast<double>(model.hparams().n_embd);
+  f.per_key = 4.0 * shape.kv.n_layers * shape.n_head * static_cast<double>(shape.kv.head_dim);
+  return f;
 }
 
 }  // namespace
@@ -117,10 +143,16 @@ int cmd_bench(const CommandArgs& argv) {
 
   nlohmann::json results = nlohmann::json::array();
   const bool json = args.has("--json");
+  const FlopCount flop = count_flops(*model, session.layout().workload);
   if (!json)
-    std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s |\n", "model", "type", "size GB", "threads",
-                "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "GB/s");
+    std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s | %9s |\n", "model", "type", "size GB", "threads",
+                "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "TFLOP/s", "GB/s");
   auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth, double mean, double sd) {
+    // A prefill: one logits row; a decode step: one a token, n_par sequences alike.
+    const int64_t tokens = n_prompt ? n_prompt : n_decode * n_par;
+    const double flops = n_prompt ? flop.flops(n_prompt, depth, 1)
+                                  : static_cast<double>(n_par) * flop.flops(n_decode, depth, n_decode);
+    const double tflop_s = flops * mean / static_cast<double>(tokens) / 1e12;
     nlohmann::json m = {{"model", name}, {"type", ftype}, {"n_prompt", n_prompt ? nlohmann::json(n_prompt) : nlohmann::json()},
                         {"n_gen", n_decode ? nlohmann::json(n_decode) : nlohmann::json()}, {"depth", depth},
                         {"threads", session.layout().shape.n_threads}, {"chunk", session.layout().shape.chunk},
@@ -128,12 +160,13 @@ int cmd_bench(const CommandArgs& argv) {
                         {"prefill_tok_s", n_prompt ? nlohmann::json(mean) : nlohmann::json()},
                         {"decode_tok_s", n_decode ? nlohmann::json(mean) : nlohmann::json()},
                         {"decode_tok_s_per_seq", n_decode ? nlohmann::json(mean / static_cast<double>(n_par)) : nlohmann::json()},
-                        {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb / static_cast<double>(n_par)) : nlohmann::json()}};
+                        {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb / static_cast<double>(n_par)) : nlohmann::json()},
+                        {"tflop_s", tflop_s}};
     results.push_back(m);
     if (!json)
-      std::printf("| %-20s | %-12s | %9.3f | %7d | %5lld | %14s | %9.2f ± %5.2f | %9s |\n", name.substr(0, 20).c_str(),
+      std::printf("| %-20s | %-12s | %9.3f | %7d | %5lld | %14s | %9.2f ± %5.2f | %9.3f | %9s |\n", name.substr(0, 20).c_str(),
                   ftype.substr(0, 12).c_str(), weight_gb, session.layout().shape.n_threads,
-                  static_cast<long long>(session.layout().shape.chunk), test.c_str(), mean, sd,
+                  static_cast<long long>(session.layout().shape.chunk), test.c_str(), mean, sd, tflop_s,
                   n_decode ? std::to_string(static_cast<int>(mean * weight_gb / n_par * 10) / 10.0).substr(0, 6).c_str() : "");
     std::fflush(stdout);
   };
@@ -197,7 +230,19 @@ int cmd_bench(const CommandArgs& argv) {
       report("tg" + std::to_string(n_gen) + (n_par > 1 ? " x" + std::to_string(n_par) : "") + at, 0, n_gen, depth, mean, sd);
     }
   }
-  if (json) std::cout << results.dump(1) << "\n";
+  // Every byte was allocated at session start (the plan), so what is in use now is the peak.
+  const MeasuredMemory mem = measure_memory(plan, session);
+  if (json) {
+    for (auto& m : results) {
+      m["plan_bytes"] = plan.total_bytes;
+      m["session_allocated_bytes"] = mem.session_allocated;
+      m["peak_rss_bytes"] = mem.peak_rss;
+      m["device_in_use_bytes"] = mem.device_in_use ? nlohmann::json(mem.device_in_use) : nlohmann::json();
+    }
+    std::cout << results.dump(1) << "\n";
+  } else {
+    print_measured_memory(plan, mem);
+  }
   return 0;
 }
 

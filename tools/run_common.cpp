@@ -145,16 +145,33 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
 
 void print_memory_report(const plan::Plan& plan, const runtime::Session& session) {
   std::fprintf(stderr, "%s", plan::format_plan(plan).c_str());
-  std::fprintf(stderr, "measured: session allocated %s (planned %s); peak resident memory %s (plan total %s)\n",
-               plan::format_bytes(session.allocated_bytes()).c_str(), plan::format_bytes(plan.session_bytes()).c_str(),
-               plan::format_bytes(peak_rss_bytes()).c_str(), plan::format_bytes(plan.total_bytes).c_str());
+  print_measured_memory(plan, measure_memory(plan, session));
+}
+
+MeasuredMemory measure_memory(const plan::Plan& plan, const runtime::Session& session) {
+  MeasuredMemory m;
+  m.session_allocated = session.allocated_bytes();
+  m.peak_rss = peak_rss_bytes();
 #ifdef KEEL_HAS_CUDA
   uint64_t free_bytes = 0, total_bytes = 0;
-  std::string gpu;
-  if (plan.device.backend == backend::Device::cuda && cuda::device_memory(plan.device.ordinal, free_bytes, total_bytes, gpu))
+  if (plan.device.backend == backend::Device::cuda &&
+      cuda::device_memory(plan.device.ordinal, free_bytes, total_bytes, m.gpu)) {
+    m.device_in_use = total_bytes - free_bytes;
+    m.device_total = total_bytes;
+  }
+#endif
+  return m;
+}
+
+void print_measured_memory(const plan::Plan& plan, const MeasuredMemory& m) {
+  std::fprintf(stderr, "measured: session allocated %s (planned %s); peak resident memory %s (plan total %s)\n",
+               plan::format_bytes(m.session_allocated).c_str(), plan::format_bytes(plan.session_bytes()).c_str(),
+               plan::format_bytes(m.peak_rss).c_str(), plan::format_bytes(plan.total_bytes).c_str());
+#ifdef KEEL_HAS_CUDA
+  if (m.device_total)
     std::fprintf(stderr, "measured: %s (%s) has %s in use of %s (cudaMemGetInfo; the plan's %s plus the context, for which it reserves %s)\n",
-                 plan.device.name.c_str(), gpu.c_str(), plan::format_bytes(total_bytes - free_bytes).c_str(),
-                 plan::format_bytes(total_bytes).c_str(), plan::format_bytes(plan.total_bytes).c_str(),
+                 plan.device.name.c_str(), m.gpu.c_str(), plan::format_bytes(m.device_in_use).c_str(),
+                 plan::format_bytes(m.device_total).c_str(), plan::format_bytes(plan.total_bytes).c_str(),
                  plan::format_bytes(cuda::kContextReserveBytes).c_str());
 #endif
 }

@@ -47,6 +47,16 @@ plan::Plan plan_session(const Args& args, const model::Model& model, int64_t pro
 // process's measured peak resident memory.
 void print_memory_report(const plan::Plan& plan, const runtime::Session& session);
 
+// The measured side of that report: what the session allocated, the process's peak resident
+// memory and, on a CUDA device, its memory in use (cudaMemGetInfo: the plan's plus the context).
+struct MeasuredMemory {
+  uint64_t session_allocated = 0, peak_rss = 0;
+  uint64_t device_in_use = 0, device_total = 0;  // 0: not a CUDA device
+  std::string gpu;
+};
+MeasuredMemory measure_memory(const plan::Plan& plan, const runtime::Session& session);
+void print_measured_memory(const plan::Plan& plan, const MeasuredMemory& m);  // to stderr
+
 // Installs SIGINT and SIGTERM handlers for its lifetime: the first signal asks to stop at the
 // next chunk boundary (exit_code(): 130 or 143); a second one exits at once with 128 + its number.
 class CancelGuard {
