@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # keel beside llama.cpp's CUDA build on this machine's GPU, as issues 11 and 12 compare them: the
 # same `keel synth` files, the same tests (prefill of P tokens; 64 tokens decoded after a context of
-# D), in one run on one card. Prints a markdown table of tok/s with keel / llama.cpp ratios.
+# D), in one run on one card. Prints a markdown table of tok/s with keel / llama.cpp ratios, and
+# keel's TFLOP/s and (decode) weight GB/s.
 #
 #   scripts/cuda_vs_llamacpp.sh KEEL LLAMA_BENCH [PRESET:TYPE ...]
 #
@@ -13,7 +14,7 @@
 # issues' flags, -ngl 99 -fa 1 -ub 2048 -b 2048. Environment: PROMPTS (default 4096,32768), DEPTHS
 # (0,4096,32768), GEN (64), REPS (1). Needs python3 (for the JSON of both tools).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 keel=$1 llama=$2
 shift 2
 models=("$@")
@@ -45,8 +46,8 @@ done
 python3 - "$out" "${models[@]}" <<'EOF'
 import json, sys
 out, models = sys.argv[1], sys.argv[2:]
-print("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp |")
-print("|---|---|---|---|---|")
+print("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp | keel TFLOP/s | keel weights GB/s |")
+print("|---|---|---|---|---|---|---|")
 for m in models:
     llama = {}
     for line in open(f"{out}/{m}.llama.jsonl"):
@@ -57,11 +58,14 @@ for m in models:
     for part in ("pp", "tg"):
         for r in json.load(open(f"{out}/{m}.keel.{part}.json")):
             n_prompt, n_gen = r["n_prompt"] or 0, r["n_gen"] or 0
-            keel[(n_prompt, n_gen, r["depth"])] = r["prefill_tok_s"] if n_prompt else r["decode_tok_s"]
+            keel[(n_prompt, n_gen, r["depth"])] = r
     for key in sorted(keel, key=lambda k: (k[1] > 0, k[2], k[0])):
         n_prompt, n_gen, depth = key
+        r = keel[key]
         test = f"pp{n_prompt}" if n_prompt else f"tg{n_gen}" + (f" @ d{depth}" if depth else "")
-        mine, theirs = keel[key], llama.get(key)
+        mine, theirs = r["prefill_tok_s"] if n_prompt else r["decode_tok_s"], llama.get(key)
         ratio = f"{mine / theirs:.2f}x" if theirs else "n/a"
-        print(f"| {m} | {test} | {mine:,.1f} | {f'{theirs:,.1f}' if theirs else 'missing'} | {ratio} |")
+        gb_s = f"{r['weights_gb_s']:,.0f}" if r.get("weights_gb_s") else ""
+        print(f"| {m} | {test} | {mine:,.1f} | {f'{theirs:,.1f}' if theirs else 'missing'} | {ratio} | "
+              f"{r.get('tflop_s', 0):.1f} | {gb_s} |")
 EOF
