@@ -237,7 +237,7 @@ int cmd_bench(const CommandArgs& argv) {
       m["plan_bytes"] = plan.total_bytes;
       m["session_allocated_bytes"] = mem.session_allocated;
       m["peak_rss_bytes"] = mem.peak_rss;
-      m["device_in_use_bytes"] = mem.device_in_use ? nlohmann::json(mem.device_in_use) : nlohmann::json();
+      m["device_in_use_bytes"] = mem.device_total ? nlohmann::json(mem.device_in_use) : nlohmann::json();
     }
     std::cout << results.dump(1) << "\n";
   } else {
