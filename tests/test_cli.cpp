@@ -149,7 +149,9 @@ TEST(Cli, BenchCountsArithmeticAndMemory) {
     const int64_t depth = r["depth"];
     const bool prefill = !r["n_prompt"].is_null();
     const double n = prefill ? r["n_prompt"].get<double>() : r["n_gen"].get<double>();
-    const double keys = n * double(depth) + n * (n + 1) / 2;
+    // A decode at depth 0 follows one prefilled token: its steps are at positions 1 and 2.
+    const double first = prefill ? double(depth) : std::max(1.0, double(depth));
+    const double keys = n * first + n * (n + 1) / 2;
     const double flops = n * 453120.0 + (prefill ? 1.0 : n) * 65536.0 + keys * 1280.0;
     const double rate = prefill ? r["prefill_tok_s"].get<double>() : r["decode_tok_s"].get<double>();
     EXPECT_NEAR(r["tflop_s"].get<double>(), flops * rate / n / 1e12, 1e-9 * flops * rate / n / 1e12)

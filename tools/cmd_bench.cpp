@@ -7,6 +7,7 @@
 // of each per forward call; it reports the aggregate and the per-sequence rate. Each row also has
 // the arithmetic rate (TFLOP/s: count_flops) and, for decode, the weights' bytes a second; below
 // the table (or in each JSON record), the memory the run used beside the plan.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -148,10 +149,11 @@ int cmd_bench(const CommandArgs& argv) {
     std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s | %9s |\n", "model", "type", "size GB", "threads",
                 "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "TFLOP/s", "GB/s");
   auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth, double mean, double sd) {
-    // A prefill: one logits row; a decode step: one a token, n_par sequences alike.
+    // A prefill: one logits row; a decode step: one a token, n_par sequences alike. The decode
+    // test starts after one token at depth 0 (below), so its first step is at position 1.
     const int64_t tokens = n_prompt ? n_prompt : n_decode * n_par;
     const double flops = n_prompt ? flop.flops(n_prompt, depth, 1)
-                                  : static_cast<double>(n_par) * flop.flops(n_decode, depth, n_decode);
+                                  : static_cast<double>(n_par) * flop.flops(n_decode, std::max<int64_t>(depth, 1), n_decode);
     const double tflop_s = flops * mean / static_cast<double>(tokens) / 1e12;
     nlohmann::json m = {{"model", name}, {"type", ftype}, {"n_prompt", n_prompt ? nlohmann::json(n_prompt) : nlohmann::json()},
                         {"n_gen", n_decode ? nlohmann::json(n_decode) : nlohmann::json()}, {"depth", depth},
