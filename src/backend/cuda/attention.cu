@@ -1220,7 +1220,15 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
   // One copy group per tile, so the wait below leaves one (the next tile's) in flight. A warp's
   // first tile is copied before the wait for the kernels before when it holds only keys from
   // before the call (launch.cuh: no kernel of the step writes them), so its trip to memory
-  // overlaps them.
+  // overlaps them. Measured slower on an H100 (keel bench, tok/s at depth 0 / 4096 / 32768, main
+  // and the change in turn, two rounds): the first two tiles copied before the wait (both
+  // buffers; the loop then issuing tile it + 2 once tile it is used; ptxas put the f16 kernel
+  // at head size 128 at 126 registers, from 174), Qwen3-8B Q8_0 293.1 / 257.1 / 189.4 and 295.0
+  // / 261.8 / 191.1 -> 281.4 / 250.0 / 187.4 and 282.5 / 252.1 / 189.0 (283.3 / 253.7 / 182.3
+  // with the ranges of two CTAs an SM, as before), Q4_K_M 387.7 / 338.4 / 231.8 -> 378.7 /
+  // 325.1 / 224.5. So was starting the L2 prefetch (cp.async.bulk.prefetch.L2, 64 KB pieces) of
+  // the cache pages a decode token reads from the KV store kernel before it, up to a cap: Q8_0
+  // 294.1 / 260.7 / 191.1 -> 284.2 / 230.6 / 174.8 with 20 MB, 282.5 / 229.3 / 155.8 with 48.
   int tile = tile_begin + warp;
   const auto issue_first = [&] {
     if (tile < tile_end) issue_decode_tile<D, E>(kv, base, page_row, g, tile * kDecodeKeys, kv_end, mine, 0, lane);
