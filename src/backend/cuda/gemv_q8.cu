@@ -84,6 +84,14 @@ struct Item {
 // and where an item's inputs lie: activation group `group(sub)` of the block, offset `x_off(sub)`.
 template <Type T> struct QDot;
 
+// Q8_0's item is half a block. An item of a whole block (one scale load, 9 word loads and 8
+// funnel shifts where two halves take 10 and 8; chunks of 32 blocks, 3 stages, as Q4_0) ran the
+// GEMVs alone at the same rate on an H100 (keel_cuda_bench gemv, GB/s: 4096 x 12288 2583 ->
+// 2642, 4096 x 4096 2113 -> 2146, the others within 1%) but decoded slower (Qwen3-8B Q8_0 at
+// depth 0 / 4096 / 32768 289.4 / 257.9 / 186.5 and 285.1 / 257.6 / 184.1 -> 260.0 / 249.0 /
+// 179.4 and 262.4 / 248.2 / 173.8 tok/s). The likely cause, not isolated: its stages take 13.5
+// KB of shared memory a CTA against 9.2, and in a decode step each kernel's CTAs are scheduled
+// beside the previous kernel's (PDL), so the footprint counts there and not in the benchmark.
 template <> struct QDot<Type::Q8_0> {  // item = 16 quants (half a block)
   static constexpr int bytes = 34, elems = 32, blocks = 16, lanes = 2, nw = 4, stages = 4;
   static constexpr int wide_blocks = 32, wide_stages = 3;  // tall matrices: see wide_for
