@@ -562,6 +562,11 @@ void launch_gemv(const GemvOut* outs, int count, const void* act, int64_t n_toke
 // 20.8 / 20.7, 5120 x 6144 10.0 -> 10.3; Qwen3.5-27B Q5_K_M decode at depth 0 123.1 / 122.8 /
 // 123.1 / 122.6 -> 124.9 / 124.9 / 124.2 / 124.7 tok/s. Slower, in the same runs: Q5_K with 6 or
 // 8 stages (decode 117-118), Q6_K with 4 or 6 stages or 16-block chunks, Q8_0 with 5 stages.
+// Q8_0 with 3 stages (a quarter less shared memory) or 2: faster alone on an H100 (keel_cuda_bench
+// gemv, GB/s, 4 / 3 / 2 stages: 4096 x 4096 2120 / 2254 / 2289, 4096 x 12288 2538 / 2634 / 2495)
+// but not in decode (Qwen3-8B Q8_0 at depth 0 / 4096 / 32768, two rounds: 286.5 / 256.9 / 185.8
+// and 289.6 / 257.4 / 185.9 with 4, 289.7 / 252.5 / 187.0 and 290.8 / 258.1 / 187.2 with 3,
+// 279.9 / 252.1 / 184.2 and 281.5 / 248.8 / 174.8 with 2).
 // Also slower: each launch's last CTAs prefetching into L2 (cp.async.bulk.prefetch.L2) the first
 // megabytes of the weight the next GEMV of the step reads (learned from the step before), to keep
 // the bus busy across the norms and attention between them: Qwen3-8B Q8_0 decode at depth 0
