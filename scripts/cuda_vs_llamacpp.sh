@@ -12,7 +12,10 @@
 # DIR/bin/llama-bench"). Models: keel synth presets and types (default qwen3-8b:q8_0
 # qwen3-8b:q4_k_m), written to $DIR (default /tmp) unless already there. llama.cpp runs with the
 # issues' flags, -ngl 99 -fa 1 -ub 2048 -b 2048. Environment: PROMPTS (default 4096,32768), DEPTHS
-# (0,4096,32768), GEN (64), REPS (1). Needs python3 (for the JSON of both tools).
+# (0,4096,32768), GEN (64; 0 skips the decode tests), REPS (1), WARMUP (1; 0 skips both tools'
+# untimed first run of each test). Issue 12's 173K comparison:
+#   PROMPTS=4096,173000 GEN=0 WARMUP=0 scripts/cuda_vs_llamacpp.sh KEEL LLAMA_BENCH qwen35-27b:q5_k_m
+# Needs python3 (for the JSON of both tools).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 keel=$1 llama=$2
@@ -20,6 +23,8 @@ shift 2
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(qwen3-8b:q8_0 qwen3-8b:q4_k_m)
 prompts=${PROMPTS:-4096,32768} depths=${DEPTHS:-0,4096,32768} gen=${GEN:-64} reps=${REPS:-1} dir=${DIR:-/tmp}
+warm=()
+[ "${WARMUP:-1}" = 0 ] && warm=(--no-warmup)
 command -v python3 > /dev/null || { echo "cuda_vs_llamacpp.sh: needs python3" >&2; exit 1; }
 for m in "${models[@]}"; do
   [[ $m == *:* ]] || { echo "cuda_vs_llamacpp.sh: '$m' is not PRESET:TYPE" >&2; exit 2; }
@@ -35,16 +40,17 @@ for m in "${models[@]}"; do
     $keel synth --preset "$preset" --type "$type" -o "$file" --no-progress > /dev/null
   fi
   echo "$m: llama.cpp" >&2
-  ll=(-m "$file" -ngl 99 -fa 1 -ub 2048 -b 2048 -r "$reps" -o jsonl)
+  ll=(-m "$file" -ngl 99 -fa 1 -ub 2048 -b 2048 -r "$reps" -o jsonl "${warm[@]}")
   $llama "${ll[@]}" -p "$prompts" -n 0 > "$out/$m.llama.jsonl"
-  $llama "${ll[@]}" -p 0 -n "$gen" -d "$depths" >> "$out/$m.llama.jsonl"
+  [ "$gen" = 0 ] || $llama "${ll[@]}" -p 0 -n "$gen" -d "$depths" >> "$out/$m.llama.jsonl"
   echo "$m: keel" >&2
-  $keel bench --device cuda -m "$file" -p "$prompts" -n 0 -r "$reps" --json > "$out/$m.keel.pp.json"
-  $keel bench --device cuda -m "$file" -p 0 -n "$gen" -d "$depths" -r "$reps" --json > "$out/$m.keel.tg.json"
+  kb=(bench --device cuda -m "$file" -r "$reps" --json "${warm[@]}")
+  $keel "${kb[@]}" -p "$prompts" -n 0 > "$out/$m.keel.pp.json"
+  [ "$gen" = 0 ] || $keel "${kb[@]}" -p 0 -n "$gen" -d "$depths" > "$out/$m.keel.tg.json"
 done
 
 python3 - "$out" "${models[@]}" <<'EOF'
-import json, sys
+import json, os, sys
 out, models = sys.argv[1], sys.argv[2:]
 print("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp | keel TFLOP/s | keel weights GB/s |")
 print("|---|---|---|---|---|---|---|")
@@ -56,6 +62,8 @@ for m in models:
             llama[(r["n_prompt"], r["n_gen"], r.get("n_depth", 0))] = r["avg_ts"]
     keel = {}
     for part in ("pp", "tg"):
+        if not os.path.exists(f"{out}/{m}.keel.{part}.json"):  # GEN=0: no decode tests
+            continue
         for r in json.load(open(f"{out}/{m}.keel.{part}.json")):
             n_prompt, n_gen = r["n_prompt"] or 0, r["n_gen"] or 0
             keel[(n_prompt, n_gen, r["depth"])] = r
