@@ -442,7 +442,11 @@ __global__ void __launch_bounds__(32 * kWarps, ACT == ActFrom::regs && T == Type
 // Whether a launch takes its type's wide chunks (Q8_0 only: 32 blocks, 3 stages). Measured on
 // the H200, one token, weights in turn from memory (keel_cuda_bench gemv), 16 -> 32 blocks:
 // 4096 x 4096 7.8 -> 9.1 us, 6144 x 4096 11.5 -> 10.7, 24576 x 4096 32.9 -> 30.8, the 151936-row
-// output 188 -> 164, but 4096 x 12288 17.4 -> 21.5: wide for tall matrices of short rows.
+// output 188 -> 164, but 4096 x 12288 17.4 -> 21.5: wide for tall matrices of short rows. In
+// decode too (H200, Qwen3-8B Q8_0 at depth 0 / 4096 / 32768, tok/s, two rounds): this rule 355.7
+// / 308.4 / 235.3 and 356.1 / 306.2 / 235.1; the Q/K/V launch (6144 rows) narrow, so its CTAs
+// fit one wave, 352.6 / 306.6 / 234.7 and 353.3 / 307.8 / 235.3; every launch narrow 329.0 /
+// 291.5 / 226.1 and 329.1 / 291.8 / 226.4.
 template <Type T>
 bool wide_for(int64_t rows, int64_t n_in) {
   return T == Type::Q8_0 && rows >= 6144 && n_in <= 8192;
