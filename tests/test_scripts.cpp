@@ -1,0 +1,147 @@
+// scripts/cuda_vs_llamacpp.sh against stand-ins for its two tools: keel itself on the CPU (a
+// wrapper turns --device cuda into cpu) and a llama-bench that prints the JSON lines the real one
+// does (`-o jsonl`: n_prompt, n_gen, n_depth, avg_ts) at known rates and logs its arguments.
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Ran {
+  int code;
+  std::string out;
+};
+
+Ran shell(const std::string& cmd) {
+  FILE* p = popen(("bash -c '" + cmd + "' 2>&1").c_str(), "r");
+  Ran r{-1, ""};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+void write_exec(const fs::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+  fs::permissions(path, fs::perms::owner_all);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A table row's columns, trimmed: model, test, keel, llama.cpp, ratio, TFLOP/s, GB/s.
+std::vector<std::string> row_of(const std::string& table, const std::string& test) {
+  std::istringstream lines(table);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("| " + test + " |") == std::string::npos) continue;
+    std::vector<std::string> cols;
+    std::istringstream in(line.substr(1));
+    for (std::string c; std::getline(in, c, '|');) cols.push_back(std::regex_replace(c, std::regex("^ +| +$"), ""));
+    return cols;
+  }
+  return {};
+}
+
+double number(std::string s) {
+  s.erase(std::remove(s.begin(), s.end(), ','), s.end());
+  return std::stod(s);
+}
+
+class CudaVsLlamacpp : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (shell("command -v python3").code != 0) GTEST_SKIP() << "the script needs python3";
+    dir_ = fs::path(keel::test::temp_dir()) / testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // The file the script would synthesize for PRESET:TYPE stub:q8_0 is already there.
+    fs::copy_file(keel::test::shared("models/stories260K.gguf"), dir_ / "keel-stub-q8_0.gguf",
+                  fs::copy_options::overwrite_existing);
+    write_exec(dir_ / "keel", "#!/usr/bin/env bash\necho \"keel $*\" >> " + (dir_ / "args.log").string() +
+                                  "\nargs=(); for a in \"$@\"; do [ \"$a\" = cuda ] && a=cpu; args+=(\"$a\"); done\nexec " +
+                                  keel::test::keel_binary() + " \"${args[@]}\"\n");
+    // Prefill of p tokens at 1000 + p tok/s, decode at depth d at 50 + d tok/s.
+    write_exec(dir_ / "llama-bench", R"(#!/usr/bin/env python3
+import json, sys
+a = sys.argv[1:]
+open(")" + (dir_ / "args.log").string() + R"(", "a").write("llama " + " ".join(a) + "\n")
+arg = lambda flag, d: a[a.index(flag) + 1] if flag in a else d
+for d in map(int, arg("-d", "0").split(",")):
+    for p in map(int, arg("-p", "512").split(",")):
+        if p: print(json.dumps({"n_prompt": p, "n_gen": 0, "n_depth": d, "avg_ts": 1000.0 + p}))
+    for n in map(int, arg("-n", "128").split(",")):
+        if n: print(json.dumps({"n_prompt": 0, "n_gen": n, "n_depth": d, "avg_ts": 50.0 + d}))
+)");
+  }
+  Ran script(const std::string& env, const std::string& models = "stub:q8_0") {
+    return shell(env + " DIR=" + dir_.string() + " " + KEEL_SOURCE_DIR + "/scripts/cuda_vs_llamacpp.sh " +
+                 (dir_ / "keel").string() + " " + (dir_ / "llama-bench").string() + " " + models);
+  }
+  std::string args_log() { return read_text(dir_ / "args.log"); }
+  fs::path dir_;
+};
+
+// Every test both tools ran is one row, the llama.cpp column is what llama-bench printed for that
+// test, and the ratio is keel's rate over it.
+TEST_F(CudaVsLlamacpp, TablesEveryTestWithItsRatio) {
+  const Ran r = script("PROMPTS=32 DEPTHS=0,8 GEN=4");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp |"), std::string::npos) << r.out;
+  const struct { std::string test; double llama; } expected[] = {{"pp32", 1032.0}, {"tg4", 50.0}, {"tg4 @ d8", 58.0}};
+  for (const auto& e : expected) {
+    const auto cols = row_of(r.out, e.test);
+    ASSERT_EQ(cols.size(), 7u) << e.test << "\n" << r.out;
+    EXPECT_EQ(cols[0], "stub:q8_0");
+    const double keel = number(cols[2]), llama = number(cols[3]);
+    EXPECT_GT(keel, 0.0) << e.test;
+    EXPECT_DOUBLE_EQ(llama, e.llama) << e.test;
+    EXPECT_NEAR(number(cols[4].substr(0, cols[4].size() - 1)), keel / llama, 0.006 + 0.001 * keel / llama) << e.test;
+  }
+  const std::string log = args_log();
+  EXPECT_NE(log.find("-ngl 99 -fa 1 -ub 2048 -b 2048"), std::string::npos) << log;
+  EXPECT_EQ(log.find("--no-warmup"), std::string::npos) << log;
+}
+
+// GEN=0: the prefill rows alone, no decode run by either tool; WARMUP=0 reaches both tools.
+TEST_F(CudaVsLlamacpp, GenZeroSkipsDecodeAndWarmupZeroReachesBothTools) {
+  const Ran r = script("PROMPTS=16,32 GEN=0 WARMUP=0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(row_of(r.out, "pp16").size(), 7u) << r.out;
+  EXPECT_EQ(row_of(r.out, "pp32").size(), 7u) << r.out;
+  EXPECT_EQ(r.out.find("| tg"), std::string::npos) << r.out;
+  const std::string log = args_log();
+  EXPECT_EQ(log.find("-n 0 -d"), std::string::npos) << log;
+  EXPECT_EQ(log.find("-p 0"), std::string::npos) << log;
+  EXPECT_NE(log.find("llama -m"), std::string::npos) << log;
+  std::istringstream lines(log);
+  int runs = 0;
+  for (std::string line; std::getline(lines, line); ++runs) EXPECT_NE(line.find("--no-warmup"), std::string::npos) << line;
+  EXPECT_EQ(runs, 2) << log;  // one llama-bench and one keel bench
+}
+
+TEST_F(CudaVsLlamacpp, RefusesAModelWithoutItsType) {
+  const Ran r = script("", "stub");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("is not PRESET:TYPE"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ / "args.log"));  // refused before either tool ran
+}
+
+}  // namespace
