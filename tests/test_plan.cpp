@@ -137,7 +137,7 @@ TEST(PlanDevice, ProfilesCarryTheAnchorFigures) {
 // "auto" by name means the same.
 TEST(PlanDevice, DefaultIsAutoGpuWhenPresentElseCpu) {
   const std::string chosen = plan::auto_device_name();
-  EXPECT_TRUE(chosen == "cpu" || chosen == "cuda:0") << chosen;
+  EXPECT_TRUE(chosen == "cpu" || chosen.rfind("cuda:", 0) == 0) << chosen;
   const char* env = std::getenv("KEEL_DEVICE");  // ctest sets cpu for this suite
   const std::string saved = env ? env : "";
   ::unsetenv("KEEL_DEVICE");
@@ -148,6 +148,47 @@ TEST(PlanDevice, DefaultIsAutoGpuWhenPresentElseCpu) {
   else ::unsetenv("KEEL_DEVICE");
   EXPECT_EQ(plan::device_from_flags(std::string("auto"), std::nullopt, std::nullopt).name, chosen);
   EXPECT_EQ(plan::device_from_flags(std::string("cpu"), std::nullopt, std::nullopt).name, "cpu");
+}
+
+// keel's CUDA kernels are built for compute capability 9.0: an older GPU is no device for a
+// session (refused before anything loads, with the way out) and --device auto passes it by.
+TEST(PlanDevice, GpusBeforeHopperAreRefusedWithTheReason) {
+  EXPECT_EQ(plan::gpu_unsupported("NVIDIA H100 80GB HBM3", 9, 0), "");
+  EXPECT_EQ(plan::gpu_unsupported("NVIDIA H200", 9, 0), "");
+  EXPECT_EQ(plan::gpu_unsupported("a later GPU", 10, 0), "");  // runs the compute_90 PTX
+  EXPECT_NE(plan::gpu_unsupported("NVIDIA A100-SXM4-80GB", 8, 0), "");
+  const std::string why = plan::gpu_unsupported("NVIDIA GeForce RTX 4090", 8, 9);
+  EXPECT_NE(why.find("NVIDIA GeForce RTX 4090 (compute capability 8.9)"), std::string::npos) << why;
+  EXPECT_NE(why.find("9.0"), std::string::npos) << why;
+  plan::DeviceProfile gpu;
+  gpu.name = "cuda:0";
+  gpu.absent = why;
+  try {
+    plan::require_present(gpu);
+    ADD_FAILURE() << "an unsupported GPU was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("--device cuda:0: NVIDIA GeForce RTX 4090"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--device cpu runs on the CPU"), std::string::npos) << msg;
+  }
+}
+
+// A plan for a device no session can start on (no such GPU, one too old, no CUDA in this build)
+// says so under its device line; a plan for one that can run has no such note.
+TEST(PlanDevice, PlanForAnAbsentDeviceSaysSo) {
+  const plan::ModelSpec spec = plan::describe_preset("qwen3-0.6b", model::FileType::q8_0);
+  const std::string note = "\nnote     a plan only: no session can start here: ";
+#ifdef KEEL_HAS_CUDA  // only a build with CUDA plans for its workspaces
+  const plan::DeviceProfile here = plan::with_overrides(plan::cuda_profile(0), 80ull << 30, std::nullopt);
+  const std::string text = plan::format_plan(plan::make_plan(spec, request(4096, runtime::KvType::f16, here)));
+  if (here.absent.empty()) EXPECT_EQ(text.find(note), std::string::npos) << text;
+  else EXPECT_NE(text.find(note + here.absent + "\n"), std::string::npos) << text;
+#endif
+  plan::DeviceProfile cpu = plan::cpu_profile();
+  EXPECT_EQ(plan::format_plan(plan::make_plan(spec, request(4096, runtime::KvType::f16, cpu))).find(note), std::string::npos);
+  cpu.absent = "planted";
+  EXPECT_NE(plan::format_plan(plan::make_plan(spec, request(4096, runtime::KvType::f16, cpu))).find(note + "planted\n"),
+            std::string::npos);
 }
 
 TEST(PlanInvariants, HoldAcrossPresetsDevicesAndContexts) {

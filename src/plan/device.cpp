@@ -77,6 +77,12 @@ std::vector<std::string> device_names() {
   return names;
 }
 
+std::string gpu_unsupported(const std::string& gpu, int major, int minor) {
+  if (major >= 9) return "";
+  return gpu + " (compute capability " + std::to_string(major) + "." + std::to_string(minor) +
+         ") cannot run this keel's CUDA kernels, which are built for compute capability 9.0 (Hopper: H100, H200)";
+}
+
 DeviceProfile cuda_profile(int ordinal) {
   DeviceProfile p;
   p.name = "cuda:" + std::to_string(ordinal);
@@ -91,6 +97,8 @@ DeviceProfile cuda_profile(int ordinal) {
     p.max_buffer_bytes = p.budget_bytes;
     p.budget_source = gpu + ": " + format_bytes(free_bytes) + " free (cudaMemGetInfo) minus " +
                       format_bytes(cuda::kContextReserveBytes) + " for the CUDA context";
+    int major = 0, minor = 0;
+    if (cuda::device_capability(ordinal, major, minor)) p.absent = gpu_unsupported(gpu, major, minor);
     return p;
   }
   p.budget_source = "no CUDA device " + std::to_string(ordinal) + " on this machine: give --budget";
@@ -144,7 +152,13 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
 
 std::string auto_device_name() {
 #ifdef KEEL_HAS_CUDA
-  if (cuda::device_count() > 0) return "cuda:0";
+  std::string unused;
+  for (int i = 0, n = cuda::device_count(); i < n; ++i) {
+    const DeviceProfile gpu = cuda_profile(i);
+    if (gpu.absent.empty()) return gpu.name;
+    unused += (unused.empty() ? "" : "; ") + gpu.absent;
+  }
+  if (!unused.empty()) std::fprintf(stderr, "keel: running on the CPU: %s\n", unused.c_str());
 #endif
   return "cpu";
 }

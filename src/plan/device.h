@@ -29,6 +29,11 @@ struct DeviceProfile {
 // plan refuses unless --budget gives one (so `keel plan --device cuda --budget 80GB` works anywhere).
 DeviceProfile cuda_profile(int ordinal);
 
+// Why GPU `gpu` of compute capability major.minor cannot run this keel's CUDA kernels, "" when it
+// can: they are built for compute capability 9.0 (sm_90a machine code and compute_90 PTX, which
+// a newer GPU's driver compiles), so a GPU before Hopper has no kernel image to load.
+std::string gpu_unsupported(const std::string& gpu, int major, int minor);
+
 // Throws keel::Error when a session cannot run on `device` (a GPU this machine or this build
 // does not have), with the way out; planning for it (keel plan --budget) needs no check.
 void require_present(const DeviceProfile& device);
@@ -49,8 +54,9 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
 
 // The device of the --device / --budget / --max-buffer flags (each may be absent: cpu, no
 // overrides). Throws keel::Error(usage) for an unknown name or an unreadable size.
-// What --device auto means here: "cuda:0" when this keel has CUDA and the machine a GPU, else
-// "cpu". Without --device, $KEEL_DEVICE names the device, else auto.
+// What --device auto means here: "cuda:N" for the first GPU that can run this keel's CUDA
+// kernels (gpu_unsupported), else "cpu", saying on stderr why a GPU that is there goes unused.
+// Without --device, $KEEL_DEVICE names the device, else auto.
 std::string auto_device_name();
 
 DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,

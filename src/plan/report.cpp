@@ -116,6 +116,7 @@ std::string format_plan(const Plan& p) {
   std::string out;
   out += "model    " + model_line(p) + "\n";
   out += "device   " + device_line(p) + "\n";
+  if (!p.device.absent.empty()) out += "note     a plan only: no session can start here: " + p.device.absent + "\n";
   out += "session  context " + std::to_string(p.options.n_ctx) + ", chunk " + chunk_text(p) + ", KV " + kv_text(p) +
          ", " + std::to_string(runtime::resolve_threads(p.options.n_threads)) + " threads\n\n";
 

@@ -110,6 +110,15 @@ bool device_memory(int ordinal, uint64_t& free_bytes, uint64_t& total_bytes, std
   return true;
 }
 
+bool device_capability(int ordinal, int& major, int& minor) {
+  if (ordinal < 0 || ordinal >= device_count()) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal) == cudaSuccess &&
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal) == cudaSuccess)
+    return true;
+  (void)cudaGetLastError();
+  return false;
+}
+
 CudaBackend::CudaBackend(int ordinal)
     : ordinal_(select_device(ordinal)), graphs_(graphs_wanted()), staging_(kStagingBytes) {}
 

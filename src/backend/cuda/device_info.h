@@ -21,6 +21,9 @@ int device_count();
 // Free and total memory of device `ordinal` and its name (false when there is no such device).
 bool device_memory(int ordinal, uint64_t& free_bytes, uint64_t& total_bytes, std::string& name);
 
+// Compute capability of device `ordinal` (false when there is no such device or it cannot be read).
+bool device_capability(int ordinal, int& major, int& minor);
+
 // The CUDA backend's own workspaces for `shape` (names "matmul", "blas", "attention", "meta").
 std::vector<backend::BufferSpec> workspace_buffers(const backend::WorkloadShape& shape);
 
