@@ -1,7 +1,10 @@
 // Where tests find ../shared (fixtures, golden files, vocab vectors) and the keel binary.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -37,6 +40,22 @@ inline const std::string& temp_dir() {
   };
   static const Owned dir;
   return dir.path;
+}
+
+// A shell command's exit code (-1 when it did not exit) and standard output.
+struct Ran {
+  int code;
+  std::string out;
+};
+inline Ran run_command(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  Ran r{-1, ""};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 }  // namespace keel::test

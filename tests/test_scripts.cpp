@@ -1,11 +1,7 @@
 // scripts/cuda_vs_llamacpp.sh against stand-ins for its two tools: keel itself on the CPU (a
 // wrapper turns --device cuda into cpu) and a llama-bench that prints the JSON lines the real one
 // does (`-o jsonl`: n_prompt, n_gen, n_depth, avg_ts) at known rates and logs its arguments.
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -21,21 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Ran {
-  int code;
-  std::string out;
-};
+using keel::test::Ran;
 
-Ran shell(const std::string& cmd) {
-  FILE* p = popen(("bash -c '" + cmd + "' 2>&1").c_str(), "r");
-  Ran r{-1, ""};
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Ran shell(const std::string& cmd) { return keel::test::run_command("bash -c '" + cmd + "' 2>&1"); }
 
 void write_exec(const fs::path& path, const std::string& text) {
   std::ofstream(path) << text;

@@ -18,10 +18,7 @@ using namespace keel;
 
 namespace {
 
-struct Output {
-  int code;
-  std::string out;
-};
+using Output = test::Ran;
 
 // A fresh directory holding only a copy of the keel binary; removed at the end.
 class LoneBinary {
@@ -43,15 +40,7 @@ class LoneBinary {
 
   // `./keel ARGS` inside the directory, with an empty environment (no PATH, no HOME).
   Output run(const std::string& args) const {
-    const std::string cmd = "cd '" + dir_.string() + "' && env -i ./keel " + args + " 2>/dev/null";
-    FILE* p = popen(cmd.c_str(), "r");
-    Output o{-1, ""};
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.out.append(buf.data(), n);
-    const int status = pclose(p);
-    o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return o;
+    return test::run_command("cd '" + dir_.string() + "' && env -i ./keel " + args + " 2>/dev/null");
   }
 
   std::vector<std::string> files() const {
