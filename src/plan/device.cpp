@@ -150,18 +150,26 @@ DeviceProfile with_overrides(DeviceProfile device, std::optional<uint64_t> budge
   return device;
 }
 
-std::string auto_device_name() {
+namespace {
+
+// --device auto: the first GPU that can run this keel's CUDA kernels, else the CPU (saying why a
+// GPU that is there goes unused). The profile it vetted is the one the session gets.
+DeviceProfile auto_device() {
 #ifdef KEEL_HAS_CUDA
   std::string unused;
   for (int i = 0, n = cuda::device_count(); i < n; ++i) {
-    const DeviceProfile gpu = cuda_profile(i);
-    if (gpu.absent.empty()) return gpu.name;
+    DeviceProfile gpu = cuda_profile(i);
+    if (gpu.absent.empty()) return gpu;
     unused += (unused.empty() ? "" : "; ") + gpu.absent;
   }
   if (!unused.empty()) std::fprintf(stderr, "keel: running on the CPU: %s\n", unused.c_str());
 #endif
-  return "cpu";
+  return cpu_profile();
 }
+
+}  // namespace
+
+std::string auto_device_name() { return auto_device().name; }
 
 DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<std::string> budget,
                                 std::optional<std::string> max_buffer) {
@@ -169,9 +177,8 @@ DeviceProfile device_from_flags(std::optional<std::string> name, std::optional<s
   if (budget) b = parse_bytes(*budget);
   if (max_buffer) m = parse_bytes(*max_buffer);
   const char* env = std::getenv("KEEL_DEVICE");
-  std::string chosen = name.value_or(env && *env ? env : "auto");
-  if (chosen == "auto") chosen = auto_device_name();
-  return with_overrides(require_device(chosen), b, m);
+  const std::string chosen = name.value_or(env && *env ? env : "auto");
+  return with_overrides(chosen == "auto" ? auto_device() : require_device(chosen), b, m);
 }
 
 uint64_t parse_bytes(std::string_view text) {
