@@ -378,9 +378,9 @@ void bench_prefill_attention(int depth_arg) {
   const int nt = 4096;
   for (const auto elem : {cuda::KvElem::f16, cuda::KvElem::q8_0})
   for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
-    const cuda::KvLayout kv{elem, sh.n_kv, sh.hd, 256};
     const char* name = elem == cuda::KvElem::f16 ? "f16" : "q8_0";
     const int max_ctx = std::max(28672, depth_arg) + nt;
+    const cuda::KvLayout kv{elem, sh.n_kv, sh.hd, 256, (max_ctx + 255) / 256};
     AttentionRig rig(kv, sh.n_head, max_ctx, nt);
     std::vector<int> depths = {0, 28672};
     if (depth_arg > 0 && depth_arg != 28672) depths.push_back(depth_arg);

@@ -84,6 +84,7 @@ struct Fixture {
     layout.n_kv_heads = c.n_kv;
     layout.head_dim = c.head_dim;
     layout.page_tokens = c.page_tokens;
+    layout.n_pages = n_pages;  // the prefill kernel's tensor copies where a tile stays in a page
     pool = cuda::DeviceBuffer(size_t(n_pages) * layout.page_bytes());
     cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "cudaMemset");
     dpages = upload(pages);
@@ -411,9 +412,9 @@ namespace {
 TEST(CudaAttention, DISABLED_TimeAt27bShape) {
   KEEL_SKIP_WITHOUT_GPU();
   const int n_head = 24, n_kv = 4, hd = 256, page = 256;
-  const cuda::KvLayout kv{cuda::KvElem::f16, n_kv, hd, page};
   for (auto [ctx, n] : {std::pair<int, int>{32768, 4096}, {32768, 1}, {173056, 1}}) {
   const int n_pages = ctx / page;
+  const cuda::KvLayout kv{cuda::KvElem::f16, n_kv, hd, page, n_pages};
   cuda::DeviceBuffer pool(size_t(n_pages) * kv.page_bytes());
   cuda::check(cudaMemset(pool.data(), 0x2c, pool.bytes()), "cudaMemset");  // every half 0.0645 (timing only)
   std::vector<int32_t> pages(n_pages);

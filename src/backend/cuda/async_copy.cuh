@@ -30,6 +30,21 @@ __device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, uint32_t
                "l"(gmem), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
 }
+// Tensor copies (sm_90 TMA): one thread copies a box of a tensor described by a CUtensorMap
+// (made on the host, passed as a __grid_constant__ kernel parameter) into shared memory, laid out
+// as the map says (e.g. swizzled), completing on an mbarrier. The barrier's phase must expect the
+// bytes first (mbarrier_expect_tx, one arrival).
+__device__ __forceinline__ void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+// The box at coordinates (c0, c1, c2) (innermost first) of a three-dimensional map.
+__device__ __forceinline__ void tensor_copy_3d(void* smem, const void* map, int c0, int c1, int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+          smem_addr(smem)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+}
 // A barrier expecting `count` arrivals a phase (producer / consumer pipelines).
 __device__ __forceinline__ void mbarrier_init_count(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));

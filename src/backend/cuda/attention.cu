@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 
 #include <climits>
@@ -763,7 +765,8 @@ constexpr int wgmma_threads() {
 template <int D, KvElem E, int MIN_CTAS, bool WS = false>
 __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
     flash_wgmma_kernel(KvLayout kv, const uint8_t* __restrict__ base, AttentionBatch b, const float* __restrict__ q,
-                       float* __restrict__ out, int n_head, float scale, __half* __restrict__ f16) {
+                       float* __restrict__ out, int n_head, float scale, __half* __restrict__ f16,
+                       const __grid_constant__ CUtensorMap kv_map, bool kv_tma) {
 #if KEEL_WGMMA
   pdl_enter();
   constexpr int kCtaRows = kWgGroups * kWgRows, kQBytes = kWgRows * D * 2, kTileBytes = kWgKeys * D * 2;
@@ -785,8 +788,9 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   const int g = blockIdx.y;
   if (WS && threadIdx.x == 0) {
     for (int st = 0; st < 2; ++st) {
-      mbarrier_init_count(&full_k[st], 128);  // the producer's threads, once their copies land
-      mbarrier_init_count(&full_v[st], 128);
+      // the producer's threads once their copies land, or its first thread's tensor copies
+      mbarrier_init_count(&full_k[st], kv_tma ? 1 : 128);
+      mbarrier_init_count(&full_v[st], kv_tma ? 1 : 128);
       mbarrier_init_count(&empty_k[st], kWgThreads);  // every consumer thread, once done with them
       mbarrier_init_count(&empty_v[st], kWgThreads);
     }
@@ -825,6 +829,25 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
     if (wg == kWgGroups) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
       const int t = threadIdx.x - kWgThreads;
+      if (kv_tma) {  // one thread, a tensor copy per 64 columns of K or V
+        if (t != 0) return;
+        for (int j = 0; j < n_tiles; ++j) {
+          uint8_t* k = kv_buf + (j & 1) * 2 * kTileBytes;
+          const uint32_t parity = uint32_t((j >> 1) - 1) & 1u;
+          const int key0 = j * kWgKeys;
+          const int row = page_row[key0 / kv.page_tokens] * 2 * kv.page_tokens + key0 % kv.page_tokens;  // K's
+          if (j >= 2) mbarrier_wait(&empty_k[j & 1], parity);
+          mbarrier_expect_tx(&full_k[j & 1], kTileBytes);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c) tensor_copy_3d(k + c * kWgKeys * 128, &kv_map, 64 * c, g, row, &full_k[j & 1]);
+          if (j >= 2) mbarrier_wait(&empty_v[j & 1], parity);
+          mbarrier_expect_tx(&full_v[j & 1], kTileBytes);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c)
+            tensor_copy_3d(k + kTileBytes + c * kWgKeys * 128, &kv_map, 64 * c, g, row + kv.page_tokens, &full_v[j & 1]);
+        }
+        return;
+      }
       for (int j = 0; j < n_tiles; ++j) {
         uint8_t* k = kv_buf + (j & 1) * 2 * kTileBytes;
         const uint32_t parity = uint32_t((j >> 1) - 1) & 1u;
@@ -1690,6 +1713,32 @@ bool takes_wgmma_path(const KvLayout& kv, const AttentionBatch& b, int n_head) {
          b.n_tokens > kSplitMaxTokens && wgmma_available();
 }
 
+// The pool of f16 pages as a tensor for the warp-specialized kernel's copies: rows of D elements
+// (a K or V row of one head; 64-element boxes, 128-byte swizzled as the tiles are), the KV heads,
+// then the pool's rows of tokens (page p's K rows at 2 p page_tokens, its V rows page_tokens on).
+// False, and the kernel's threads copy instead, where a 64-key tile would cross a page, the pool's
+// size is unknown, or the driver has no cuTensorMapEncodeTiled.
+// A tile's keys past the positions it holds are copied as they are (zeroed at allocation, or an
+// earlier token's K and V: finite), where the threads' copies zero them; their probabilities are
+// exactly 0, so O is the same.
+bool kv_tensor_map(const KvLayout& kv, const void* base, CUtensorMap& map) {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    return err == cudaSuccess && found == cudaDriverEntryPointSuccess ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn)
+                                                                      : nullptr;
+  }();
+  if (!encode || kv.elem != KvElem::f16 || kv.n_pages <= 0 || kv.page_tokens % kWgKeys != 0) return false;
+  const cuuint64_t dims[3] = {cuuint64_t(kv.head_dim), cuuint64_t(kv.n_kv_heads),
+                              cuuint64_t(kv.n_pages) * 2 * cuuint64_t(kv.page_tokens)};
+  const cuuint64_t strides[2] = {cuuint64_t(kv.row_bytes()), cuuint64_t(kv.token_bytes())};
+  const cuuint32_t box[3] = {64, 1, kWgKeys}, unit[3] = {1, 1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, const_cast<void*>(base), dims, strides, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <int D, KvElem E>
 void launch_wgmma_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                             int n_head, float scale, void* f16, cudaStream_t stream) {
@@ -1700,8 +1749,10 @@ void launch_wgmma_attention(const KvLayout& kv, const void* base, const Attentio
   constexpr size_t smem = wgmma_smem_bytes<D, E>();
   static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   check(attr, "cudaFuncSetAttribute (attention shared memory)");
+  CUtensorMap kv_map{};
+  const bool kv_tma = WS && kv_tensor_map(kv, base, kv_map);
   launch(kernel, dim3(tiles, kv.n_kv_heads), wgmma_threads<WS>(), smem, stream, kv, static_cast<const uint8_t*>(base), b,
-         q, out, n_head, scale, static_cast<__half*>(f16));
+         q, out, n_head, scale, static_cast<__half*>(f16), kv_map, kv_tma);
 }
 
 template <int D, KvElem E>

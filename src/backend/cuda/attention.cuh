@@ -42,6 +42,7 @@ struct KvLayout {
   int n_kv_heads = 0;
   int head_dim = 0;     // 64, 128, 256 on the tensor cores; any multiple of 8 up to 256 on a slow path
   int page_tokens = 0;  // tokens per page (any positive number)
+  int n_pages = 0;      // pages in the pool (0: not known; the prefill kernel then copies tiles without TMA)
 
   KEEL_HOST_DEVICE size_t row_bytes() const { return kv_row_bytes(elem, head_dim); }
   KEEL_HOST_DEVICE size_t token_bytes() const { return size_t(n_kv_heads) * row_bytes(); }  // K (or V) of one token

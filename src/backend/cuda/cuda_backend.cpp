@@ -34,6 +34,7 @@ KvLayout layout_of(const backend::KvGeometry& g) {
   l.n_kv_heads = static_cast<int>(g.n_kv_heads);
   l.head_dim = static_cast<int>(g.head_dim);
   l.page_tokens = static_cast<int>(g.page_tokens);
+  l.n_pages = static_cast<int>(g.n_pages);
   return l;
 }
 
