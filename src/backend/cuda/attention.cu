@@ -738,13 +738,21 @@ constexpr int wgmma_ctas_per_sm() {
 }
 
 // Warp-specialized variant (WS, f16 pages): a third warpgroup, the producer, copies the K and V
-// rows of each tile into two stages and signals each landing on a "full" mbarrier
-// (cp.async.mbarrier.arrive); the two consumer warpgroups wait on it and release K and V each on
-// an "empty" mbarrier as soon as their multiply with it is done. No CTA barrier in the loop: each
-// warpgroup runs at its own pace, so one's softmax overlaps the other's multiplies
-// (FlashAttention-3's producer / consumer split, without TMA). Registers are allocated per
-// warpgroup of the block, so the producer gives most of its share to the consumers (setmaxnreg:
-// 40 + 2 x 232 of 3 x 168 per thread).
+// rows of each tile into two stages and signals each landing on a "full" mbarrier; the two
+// consumer warpgroups wait on it and release K and V each on an "empty" mbarrier as soon as their
+// multiply with it is done. No CTA barrier in the loop: each warpgroup runs at its own pace, so
+// one's softmax overlaps the other's multiplies (FlashAttention-3's producer / consumer split).
+// The copies are TMA tensor copies issued by the producer's first thread (kv_tensor_map), or,
+// where the pool cannot be such a tensor, cp.async by its 128 threads (cp.async.mbarrier.arrive).
+// Registers are allocated per warpgroup of the block, so the producer gives most of its share to
+// the consumers (setmaxnreg: 40 + 2 x 232 of 3 x 168 per thread).
+// The tensor copies measured on an H100 (keel_cuda_bench attnp, 24 heads over 4 of 256, 4096
+// tokens at depth 0 / 28672 / 172000, TFLOP/s, two rounds): threads' copies 376.8 / 548.2 / 506.9
+// and 377.8 / 548.6 / 496.7, tensor copies 440.4 / 647.3 / 583.0 and 438.5 / 643.5 / 596.9;
+// Qwen3.5-27B Q5_K_M prefill of 173,000 tokens (keel bench, one call) 5,545 -> 5,948 tok/s.
+// FlashAttention-3's in-warpgroup overlap on top of them (S(j) issued before O += P(j-1) V(j-1),
+// tile j's softmax while that runs) measured slower there: 355.2 / 515.6 / 505.1 and 354.2 /
+// 519.2 / 503.3, the 27B at 173,000 tokens 5,525 tok/s.
 // Taken where it measured faster on the H200 (4096 tokens at depth 28672 / 0): head size 256,
 // 24 heads over 4, 8.19 -> 7.66 ms and 0.780 -> 0.706 ms. At 128 (32 over 8) it lost, 5.66 ->
 // 6.53 ms: that kernel runs two CTAs an SM, which already overlap one's softmax with the other's
