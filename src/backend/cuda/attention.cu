@@ -1726,9 +1726,10 @@ bool takes_wgmma_path(const KvLayout& kv, const AttentionBatch& b, int n_head) {
 // then the pool's rows of tokens (page p's K rows at 2 p page_tokens, its V rows page_tokens on).
 // False, and the kernel's threads copy instead, where a 64-key tile would cross a page, the pool's
 // size is unknown, or the driver has no cuTensorMapEncodeTiled.
-// A tile's keys past the positions it holds are copied as they are (zeroed at allocation, or an
-// earlier token's K and V: finite), where the threads' copies zero them; their probabilities are
-// exactly 0, so O is the same.
+// A tile's keys past the positions it holds are copied as they are, where the threads' copies
+// zero them: zeros (the pool is zeroed at allocation) or K and V of a token that held the slot
+// before. Their probabilities are exactly 0 (the scores are set to -inf, not added to), so O is the
+// same while those V rows are finite; an f16 overflow in one (±inf) would make 0 · inf = NaN.
 bool kv_tensor_map(const KvLayout& kv, const void* base, CUtensorMap& map) {
   static const auto encode = [] {
     void* fn = nullptr;
