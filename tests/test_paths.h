@@ -50,6 +50,7 @@ struct Ran {
 inline Ran run_command(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   Ran r{-1, ""};
+  if (!p) return r;  // no shell to run it: a failed run, not a crash
   std::array<char, 4096> buf;
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
