@@ -9,6 +9,7 @@
 //     prefill takes the wgmma kernels; scripts/test_cuda.sh runs these tests again without them.
 //   - several sequences in one call equal each alone (bit-exact when both take the same path).
 //   - scores that rise along the keys far past the online softmax's slack, and that peak early.
+//   - slots no token was written to (NaN there) never reach the output.
 //   - q8_0 pages give bit for bit what f16 pages holding their dequantized values give.
 #include <algorithm>
 #include <cmath>
@@ -42,6 +43,7 @@ struct Case {
   backend::KvType kv_type;
   std::vector<SeqSpec> seqs;
   float key_growth = 0.0f;  // keys at position p scaled by 1 + key_growth * p: scores that keep rising
+  bool poison = false;      // the pool's bytes all 0x7C before the writes (f16 NaN, q8_0 scales NaN)
 };
 
 struct Result {
@@ -86,7 +88,7 @@ struct Fixture {
     layout.page_tokens = c.page_tokens;
     layout.n_pages = n_pages;  // the prefill kernel's tensor copies where a tile stays in a page
     pool = cuda::DeviceBuffer(size_t(n_pages) * layout.page_bytes());
-    cuda::check(cudaMemset(pool.data(), 0, pool.bytes()), "cudaMemset");
+    cuda::check(cudaMemset(pool.data(), c.poison ? 0x7C : 0, pool.bytes()), "cudaMemset");
     dpages = upload(pages);
   }
 
@@ -336,6 +338,26 @@ TEST(CudaAttention, PrefillChunksWithDecodes) {
     run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
   }
   run_case({8, 8, 4, 16, backend::KvType::f16, {{0, 19}, {40, 1}}}, rng);  // stories260K's head size
+}
+
+// Slots no token was written to (past a sequence's last position in its last page) hold NaN:
+// no kernel may let them reach the output, though a tile copies them (the prefill kernels' tensor
+// copies bring whole tiles of a page as they are). Zeros there would hide it: 0 x 0 is 0.
+TEST(CudaAttention, UnwrittenSlotsNeverReachTheOutput) {
+  KEEL_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(35);
+  if (cuda::wgmma_available()) {  // so the first case below runs the tensor copies
+    const cuda::KvLayout tensor{cuda::KvElem::f16, 4, 256, 256, 4}, threads{cuda::KvElem::f16, 4, 256, 48, 4};
+    cuda::DeviceBuffer pool(size_t(4) * tensor.page_bytes());
+    EXPECT_TRUE(cuda::prefill_tensor_copies(tensor, pool.data())) << "pages of 256 tokens: tensor copies";
+    EXPECT_FALSE(cuda::prefill_tensor_copies(threads, pool.data())) << "pages of 48 tokens: the threads' copies";
+  }
+  for (auto kv : {backend::KvType::f16, backend::KvType::q8_0}) {
+    run_case({256, 24, 4, 256, kv, {{0, 300}, {1000, 37}}, 0.0f, true}, rng);  // the 27B's heads, pages of 256
+    run_case({256, 24, 4, 256, kv, {{5000, 1}, {20, 1}}, 0.0f, true}, rng);    // decode
+    run_case({128, 32, 8, 256, kv, {{0, 100}, {300, 1}}, 0.0f, true}, rng);
+    run_case({64, 10, 2, 16, kv, {{0, 37}, {200, 29}}, 0.0f, true}, rng);
+  }
 }
 
 // Scores that keep rising along the keys (the running max passes the kernels' slack many times,

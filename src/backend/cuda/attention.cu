@@ -716,6 +716,21 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const uint32_t (&
   wgmma_commit();
 }
 
+// A tensor copy brings a tile's keys past kv_end as the pool holds them: zeros, a freed page's
+// old values, or anything at all. Their probabilities are exactly 0, but 0 x inf or 0 x NaN in
+// P V is NaN, so the last tile's V rows from `written` on are zeroed by the 256 consumer threads
+// (t from 0), which then wait for each other (named barrier 1) before either multiplies.
+template <int D>
+__device__ __forceinline__ void zero_unwritten_rows(uint8_t* v, int written, int t) {
+  const int units = (kWgKeys - written) * (D / 64) * 8;  // 16 bytes each: 8 a row of a 64-column chunk
+  for (int i = t; i < units; i += kWgThreads) {
+    const int u = i % 8, r = written + (i / 8) % (kWgKeys - written), c = i / 8 / (kWgKeys - written);
+    *reinterpret_cast<uint4*>(v + c * kWgKeys * 128 + r * 128 + u * 16) = make_uint4(0, 0, 0, 0);
+  }
+  fence_proxy_async();
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kWgThreads) : "memory");
+}
+
 // fence_operand on every accumulator of a fragment array.
 template <int N, int M>
 __device__ __forceinline__ void fence_operands(float (&x)[N][M]) {
@@ -750,6 +765,11 @@ constexpr int wgmma_ctas_per_sm() {
 // tokens at depth 0 / 28672 / 172000, TFLOP/s, two rounds): threads' copies 376.8 / 548.2 / 506.9
 // and 377.8 / 548.6 / 496.7, tensor copies 440.4 / 647.3 / 583.0 and 438.5 / 643.5 / 596.9;
 // Qwen3.5-27B Q5_K_M prefill of 173,000 tokens (keel bench, one call) 5,545 -> 5,948 tok/s.
+// Waiting on a tensor copy's mbarrier is all wgmma needs (both are the async proxy): the
+// fence.proxy.async the threads' copies need is skipped for them (H100, same sizes, two rounds:
+// 627.6 / 572.3 and 626.7 / 579.2 -> 631.2 / 605.6 and 625.9 / 583.4). Prefetching tiles 2, 4
+// or 8 ahead into L2 (cp.async.bulk.prefetch.tensor by the producer) measured no faster there
+// (4 ahead: 612.3 / 568.4 and 612.7 / 582.3; the 173,000-token prefill 5,873 -> 5,768 tok/s).
 // FlashAttention-3's in-warpgroup overlap on top of them (S(j) issued before O += P(j-1) V(j-1),
 // tile j's softmax while that runs) measured slower there: 355.2 / 515.6 / 505.1 and 354.2 /
 // 519.2 / 503.3, the 27B at 173,000 tokens 5,525 tok/s.
@@ -935,12 +955,14 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
       const uint32_t parity = uint32_t(j >> 1) & 1u;
       const bool mine = j < wg_tiles;
       mbarrier_wait(&full_k[j & 1], parity);  // tile j's K has landed ...
-      fence_proxy_async();                    // ... and is visible to wgmma
+      if (!kv_tma) fence_proxy_async();       // ... and is visible to wgmma (cp.async: another proxy)
       if (mine) multiply_qk(ks);
       mbarrier_arrive(&empty_k[j & 1]);  // this thread is done with the stage's K
       if (mine) softmax(j);              // while tile j + 2's K streams in
       mbarrier_wait(&full_v[j & 1], parity);  // tile j's V has landed ...
-      fence_proxy_async();                    // ... and is visible to wgmma
+      if (kv_tma && j == n_tiles - 1 && kv_end % kWgKeys != 0)
+        zero_unwritten_rows<D>(const_cast<uint8_t*>(ks) + kTileBytes, kv_end % kWgKeys, threadIdx.x);
+      if (!kv_tma) fence_proxy_async();  // ... and is visible to wgmma
       if (mine) multiply_pv(ks + kTileBytes);
       mbarrier_arrive(&empty_v[j & 1]);
     }
@@ -1727,9 +1749,9 @@ bool takes_wgmma_path(const KvLayout& kv, const AttentionBatch& b, int n_head) {
 // False, and the kernel's threads copy instead, where a 64-key tile would cross a page, the pool's
 // size is unknown, or the driver has no cuTensorMapEncodeTiled.
 // A tile's keys past the positions it holds are copied as they are, where the threads' copies
-// zero them: zeros (the pool is zeroed at allocation) or K and V of a token that held the slot
-// before. Their probabilities are exactly 0 (the scores are set to -inf, not added to), so O is the
-// same while those V rows are finite; an f16 overflow in one (±inf) would make 0 · inf = NaN.
+// zero them: zeros (the pool is zeroed at allocation), K and V of a token that held the slot
+// before, anything. Their scores are set to -inf whatever K holds, but 0 · inf or 0 · NaN in P V
+// is NaN, so the kernel zeroes the last tile's V rows past kv_end (zero_unwritten_rows).
 bool kv_tensor_map(const KvLayout& kv, const void* base, CUtensorMap& map) {
   static const auto encode = [] {
     void* fn = nullptr;
@@ -1822,6 +1844,12 @@ void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const flo
     const dim3 grid(static_cast<unsigned>((b.n_tokens * width + threads - 1) / threads), 2);
     launch(kv_write_q8_0_kernel, grid, threads, 0, stream, kv, static_cast<uint8_t*>(base), b, k, v);
   }
+}
+
+bool prefill_tensor_copies(const KvLayout& kv, const void* base) {
+  CUtensorMap map{};
+  return kv.head_dim == 256 && kv.elem == KvElem::f16 && wgmma_warp_specialized<256, KvElem::f16>() &&
+         wgmma_available() && kv_tensor_map(kv, base, map);
 }
 
 bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,

@@ -85,6 +85,11 @@ struct ActOut {
   void* f16 = nullptr;
 };
 
+// Whether a prefill call over this pool (at base) has its K and V tiles brought by TMA tensor
+// copies (Hopper, head size 256, f16 pages of a multiple of 64 tokens, the pool's size known)
+// rather than by the kernel's threads. Both give the same output; the tests ask which ran.
+bool prefill_tensor_copies(const KvLayout& kv, const void* base);
+
 // out = softmax(scale * q K^T) V per (token, head) over the token's sequence, causal.
 // q, out: [n_tokens, n_head, head_dim] f32 (n_head a multiple of n_kv_heads).
 // workspace: attention_workspace_bytes(kv, n_head, batch.n_tokens) device bytes.
