@@ -372,10 +372,9 @@ void bench_decode_attention(int depth_arg) {
 
 // Prefill attention alone: a 4096-token chunk at depths 0, 28672 and depth_arg, random data,
 // the 8B's and the 27B's head geometry, f16 and q8_0 pages of 256.
-void bench_prefill_attention(int depth_arg) {
+void bench_prefill_attention(int depth_arg, int nt) {
   cuda::Stream stream;
   struct Shape { int n_head, n_kv, hd; };
-  const int nt = 4096;
   for (const auto elem : {cuda::KvElem::f16, cuda::KvElem::q8_0})
   for (const Shape sh : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
     const char* name = elem == cuda::KvElem::f16 ? "f16" : "q8_0";
@@ -437,10 +436,10 @@ int main(int argc, char** argv) {
     if (mode == "kernels") bench_kernels();
     else if (mode == "forward") bench_forward(argc > 2 ? argv[2] : "q8_0");
     else if (mode == "attn") bench_decode_attention(argc > 2 ? std::atoi(argv[2]) : 0);
-    else if (mode == "attnp") bench_prefill_attention(argc > 2 ? std::atoi(argv[2]) : 0);
+    else if (mode == "attnp") bench_prefill_attention(argc > 2 ? std::atoi(argv[2]) : 0, argc > 3 ? std::atoi(argv[3]) : 4096);
     else if (mode == "gemv" && argc == 5) bench_gemv(argv[2], std::atoll(argv[3]), std::atoll(argv[4]));
     else {
-      std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k | gemv TYPE N_IN N_OUT | attn [DEPTH] | attnp [DEPTH]\n");
+      std::fprintf(stderr, "usage: keel_cuda_bench kernels | forward q8_0|q4_k | gemv TYPE N_IN N_OUT | attn [DEPTH] | attnp [DEPTH [TOKENS]]\n");
       return 2;
     }
   } catch (const std::exception& e) {
