@@ -370,8 +370,9 @@ void bench_decode_attention(int depth_arg) {
   }
 }
 
-// Prefill attention alone: a 4096-token chunk at depths 0, 28672 and depth_arg, random data,
-// the 8B's and the 27B's head geometry, f16 and q8_0 pages of 256.
+// Prefill attention alone: a chunk of nt tokens (4096 unless asked; the 27B's 173K prompt
+// prefills in chunks of 16384) at depths 0, 28672 and depth_arg, random data, the 8B's and the
+// 27B's head geometry, f16 and q8_0 pages of 256.
 void bench_prefill_attention(int depth_arg, int nt) {
   cuda::Stream stream;
   struct Shape { int n_head, n_kv, hd; };
