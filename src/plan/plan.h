@@ -106,13 +106,15 @@ inline constexpr int64_t kAutoStateSnapshots = -1;
 // The largest chunk `auto` takes: the request's max_auto_chunk when set, else on a CUDA device
 // 16384 for one sequence, where longer calls keep the tensor cores busier (H200, prefill tok/s
 // with chunks of 4096 / 8192 / 16384: Qwen3.5-27B Q5_K_M pp16384 7,278 / 7,521 / 7,681;
-// Qwen3-8B Q4_K_M pp32768 16,124 / 16,565 / 16,882), and 4096 for several sequences (a longer
-// prefill piece would hold up the others' decode steps) or perplexity (its logits rows grow
-// with the chunk). On a CPU 1024: its GEMMs already run in
-// blocks of 512 (8-bit) or 768 (f32) tokens, and the ops between them stream the whole call's
-// activations, which stay in the caches only for short calls (Sapphire Rapids VM, 2 threads,
-// Qwen3-0.6B-shaped pp4096 tok/s with chunks of 4096 / 1024 / 512, two rounds: Q8_0 437, 430 /
-// 441, 443 / 440, 450; Q4_K_M 416, 414 / 423, 431 / 420, 431).
+// Qwen3-8B Q4_K_M pp32768 16,124 / 16,565 / 16,882), and no more: the 27B's 173,000-token
+// prompt on an H100 (keel run, chunks of 4096 / 8192 / 16384 / 32768 / 65536) 5,683 / 5,829 and
+// 5,851 / 5,935 to 5,968 / 5,875 / 5,824 tok/s, the card at its power cap throughout, and 32768
+// plans 7.3 GB more. 4096 for several sequences (a longer prefill piece would hold up the others'
+// decode steps) or perplexity (its logits rows grow with the chunk). On a CPU 1024: its GEMMs
+// already run in blocks of 512 (8-bit) or 768 (f32) tokens, and the ops between them stream the
+// whole call's activations, which stay in the caches only for short calls (Sapphire Rapids VM, 2
+// threads, Qwen3-0.6B-shaped pp4096 tok/s with chunks of 4096 / 1024 / 512, two rounds: Q8_0 437,
+// 430 / 441, 443 / 440, 450; Q4_K_M 416, 414 / 423, 431 / 420, 431).
 int64_t largest_auto_chunk(const DeviceProfile& device, const PlanRequest& request);
 
 // An option set that was re-planned and fits (or, for `hint`s, advice that cannot be verified).

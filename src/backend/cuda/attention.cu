@@ -773,6 +773,11 @@ constexpr int wgmma_ctas_per_sm() {
 // FlashAttention-3's in-warpgroup overlap on top of them (S(j) issued before O += P(j-1) V(j-1),
 // tile j's softmax while that runs) measured slower there: 355.2 / 515.6 / 505.1 and 354.2 /
 // 519.2 / 503.3, the 27B at 173,000 tokens 5,525 tok/s.
+// CTAs in clusters of two (adjacent query tiles of one KV head) sharing every K/V tile, each
+// producer copying half of its boxes into both CTAs (TMA multicast) and each consumer warp
+// releasing a stage in both, halved the K/V traffic from L2 and measured slower on an H100 (the
+// attention tests passed, the 173,000-token job's output was the same bytes): the 27B's 173,000
+// tokens 5,850 -> 5,282 tok/s. A pair runs at the pace of the slower of its two CTAs.
 // Taken where it measured faster on the H200 (4096 tokens at depth 28672 / 0): head size 256,
 // 24 heads over 4, 8.19 -> 7.66 ms and 0.780 -> 0.706 ms. At 128 (32 over 8) it lost, 5.66 ->
 // 6.53 ms: that kernel runs two CTAs an SM, which already overlap one's softmax with the other's
