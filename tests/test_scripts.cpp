@@ -1,6 +1,7 @@
 // scripts/cuda_vs_llamacpp.sh against stand-ins for its two tools: keel itself on the CPU (a
 // wrapper turns --device cuda into cpu) and a llama-bench that prints the JSON lines the real one
 // does (`-o jsonl`: n_prompt, n_gen, n_depth, avg_ts) at known rates and logs its arguments.
+// scripts/seed_workload.sh against the same keel and an nvidia-smi that reports a fixed memory.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -49,19 +50,26 @@ double number(std::string s) {
   return std::stod(s);
 }
 
+// A fresh directory for the running test, holding `keel`: the real one on the CPU (--device cuda
+// becomes cpu), each call's arguments logged to args.log.
+fs::path test_dir_with_keel() {
+  const fs::path dir = fs::path(keel::test::temp_dir()) / testing::UnitTest::GetInstance()->current_test_info()->name();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  write_exec(dir / "keel", "#!/usr/bin/env bash\necho \"keel $*\" >> " + (dir / "args.log").string() +
+                               "\nargs=(); for a in \"$@\"; do [ \"$a\" = cuda ] && a=cpu; args+=(\"$a\"); done\nexec " +
+                               keel::test::keel_binary() + " \"${args[@]}\"\n");
+  return dir;
+}
+
 class CudaVsLlamacpp : public testing::Test {
  protected:
   void SetUp() override {
     if (shell("command -v python3").code != 0) GTEST_SKIP() << "the script needs python3";
-    dir_ = fs::path(keel::test::temp_dir()) / testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test_dir_with_keel();
     // The file the script would synthesize for PRESET:TYPE stub:q8_0 is already there.
     fs::copy_file(keel::test::shared("models/stories260K.gguf"), dir_ / "keel-stub-q8_0.gguf",
                   fs::copy_options::overwrite_existing);
-    write_exec(dir_ / "keel", "#!/usr/bin/env bash\necho \"keel $*\" >> " + (dir_ / "args.log").string() +
-                                  "\nargs=(); for a in \"$@\"; do [ \"$a\" = cuda ] && a=cpu; args+=(\"$a\"); done\nexec " +
-                                  keel::test::keel_binary() + " \"${args[@]}\"\n");
     // Prefill of p tokens at 1000 + p tok/s, decode at depth d at 50 + d tok/s.
     write_exec(dir_ / "llama-bench", R"(#!/usr/bin/env python3
 import json, sys
@@ -126,6 +134,36 @@ TEST_F(CudaVsLlamacpp, RefusesAModelWithoutItsType) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("is not PRESET:TYPE"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir_ / "args.log"));  // refused before either tool ran
+}
+
+// The seed workload's three runs, then the short prompt's rate sustained (a warm-up and 20 runs,
+// never --no-warmup) and the whole-GPU run's prefill rate over it.
+TEST(SeedWorkload, RatesTheLongPromptAgainstTheShortOneSustained) {
+  if (shell("command -v python3").code != 0) GTEST_SKIP() << "the script needs python3";
+  const fs::path dir = test_dir_with_keel();
+  fs::create_directories(dir / "bin" / "work");
+  write_exec(dir / "bin" / "nvidia-smi", "#!/usr/bin/env bash\necho 1234\nexec sleep 60\n");
+  // The file the script would synthesize for PRESET stub, type q8_0, is already there.
+  fs::copy_file(keel::test::shared("models/stories260K.gguf"), dir / "bin" / "work" / "stub-q8_0.gguf");
+  const Ran r = shell("PATH=" + (dir / "bin").string() + ":$PATH PRESET=stub SHORT=64 " + KEEL_SOURCE_DIR +
+                      "/scripts/seed_workload.sh " + (dir / "keel").string() + " " + (dir / "bin" / "work").string() +
+                      " 100 q8_0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::smatch first, last;
+  ASSERT_TRUE(std::regex_search(r.out, first, std::regex("keel: prompt 100 tokens, prefill ([0-9.]+) tok/s"))) << r.out;
+  ASSERT_TRUE(std::regex_search(r.out, last,
+                                std::regex("prefill: 100 tokens ([0-9.]+) tok/s, 64 tokens sustained ([0-9.]+) tok/s: "
+                                           "ratio ([0-9.]+)")))
+      << r.out;
+  const double long_rate = std::stod(last[1]), short_rate = std::stod(last[2]);
+  EXPECT_NEAR(long_rate, std::stod(first[1]), 0.051) << "the whole-GPU run's rate, the first of three\n" << r.out;
+  EXPECT_GT(short_rate, 0.0);
+  EXPECT_NEAR(std::stod(last[3]), long_rate / short_rate, 0.0005 + 0.001 * long_rate / short_rate) << r.out;
+  const std::string log = read_text(dir / "args.log");
+  EXPECT_NE(log.find("bench --device cuda -m " + (dir / "bin" / "work" / "stub-q8_0.gguf").string() + " -p 64 -n 0 -r 20"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("--no-warmup"), std::string::npos) << log;
 }
 
 }  // namespace
