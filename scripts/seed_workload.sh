@@ -60,5 +60,10 @@ short=${SHORT:-4096}
 echo "== the short prompt sustained: keel bench --device cuda -p $short -n 0 -r 20"
 short_rate=$("$keel" bench --device cuda -m "$model" -p "$short" -n 0 -r 20 --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["prefill_tok_s"])')
-awk -v l="${long_rate:-0}" -v s="$short_rate" -v n="$tokens" -v k="$short" \
-  'BEGIN { printf "prefill: %d tokens %.1f tok/s, %d tokens sustained %.1f tok/s: ratio %.3f\n", n, l, k, s, l / s }'
+if [ -n "$long_rate" ]; then
+  awk -v l="$long_rate" -v s="$short_rate" -v n="$tokens" -v k="$short" \
+    'BEGIN { printf "prefill: %d tokens %.1f tok/s, %d tokens sustained %.1f tok/s: ratio %.3f\n", n, l, k, s, l / s }'
+else
+  awk -v s="$short_rate" -v k="$short" \
+    'BEGIN { printf "prefill: %d tokens sustained %.1f tok/s; no ratio: the whole-GPU run gave no prefill rate (above)\n", k, s }'
+fi

@@ -136,18 +136,24 @@ TEST_F(CudaVsLlamacpp, RefusesAModelWithoutItsType) {
   EXPECT_FALSE(fs::exists(dir_ / "args.log"));  // refused before either tool ran
 }
 
+// scripts/seed_workload.sh with `keel` (from test_dir_with_keel) and a stand-in nvidia-smi in
+// dir, 100 tokens, a short prompt of 64, the model (stories260K) where it would be synthesized.
+Ran seed_workload(const fs::path& dir) {
+  fs::create_directories(dir / "bin" / "work");
+  write_exec(dir / "bin" / "nvidia-smi", "#!/usr/bin/env bash\necho 1234\nexec sleep 60\n");
+  fs::copy_file(keel::test::shared("models/stories260K.gguf"), dir / "bin" / "work" / "stub-q8_0.gguf",
+                fs::copy_options::overwrite_existing);
+  return shell("PATH=" + (dir / "bin").string() + ":$PATH PRESET=stub SHORT=64 " + KEEL_SOURCE_DIR +
+               "/scripts/seed_workload.sh " + (dir / "keel").string() + " " + (dir / "bin" / "work").string() +
+               " 100 q8_0");
+}
+
 // The seed workload's three runs, then the short prompt's rate sustained (a warm-up and 20 runs,
 // never --no-warmup) and the whole-GPU run's prefill rate over it.
 TEST(SeedWorkload, RatesTheLongPromptAgainstTheShortOneSustained) {
   if (shell("command -v python3").code != 0) GTEST_SKIP() << "the script needs python3";
   const fs::path dir = test_dir_with_keel();
-  fs::create_directories(dir / "bin" / "work");
-  write_exec(dir / "bin" / "nvidia-smi", "#!/usr/bin/env bash\necho 1234\nexec sleep 60\n");
-  // The file the script would synthesize for PRESET stub, type q8_0, is already there.
-  fs::copy_file(keel::test::shared("models/stories260K.gguf"), dir / "bin" / "work" / "stub-q8_0.gguf");
-  const Ran r = shell("PATH=" + (dir / "bin").string() + ":$PATH PRESET=stub SHORT=64 " + KEEL_SOURCE_DIR +
-                      "/scripts/seed_workload.sh " + (dir / "keel").string() + " " + (dir / "bin" / "work").string() +
-                      " 100 q8_0");
+  const Ran r = seed_workload(dir);
   ASSERT_EQ(r.code, 0) << r.out;
   std::smatch first, last;
   ASSERT_TRUE(std::regex_search(r.out, first, std::regex("keel: prompt 100 tokens, prefill ([0-9.]+) tok/s"))) << r.out;
@@ -164,6 +170,23 @@ TEST(SeedWorkload, RatesTheLongPromptAgainstTheShortOneSustained) {
             std::string::npos)
       << log;
   EXPECT_EQ(log.find("--no-warmup"), std::string::npos) << log;
+}
+
+// A whole-GPU run that is refused gives no ratio (not a ratio of 0 or of another run's rate).
+TEST(SeedWorkload, NoRatioWithoutTheWholeGpuRun) {
+  if (shell("command -v python3").code != 0) GTEST_SKIP() << "the script needs python3";
+  const fs::path dir = test_dir_with_keel();
+  // keel refuses a run without --budget (the whole-GPU one), as if the model did not fit.
+  const std::string real = read_text(dir / "keel");
+  write_exec(dir / "keel", "#!/usr/bin/env bash\nif [ \"$1\" = run ] && ! [[ \" $* \" == *\" --budget \"* ]]; then\n"
+                           "  echo \"error: refused (stand-in)\" >&2; exit 1\nfi\n" + real.substr(real.find('\n') + 1));
+  const Ran r = seed_workload(dir);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("error: refused (stand-in)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("keel: prompt 100 tokens"), std::string::npos) << "the budgeted runs still ran\n" << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("prefill: 64 tokens sustained [0-9.]+ tok/s; no ratio"))) << r.out;
+  EXPECT_EQ(r.out.find("ratio 0"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(": ratio"), std::string::npos) << r.out;
 }
 
 }  // namespace
