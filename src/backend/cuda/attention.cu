@@ -1851,10 +1851,20 @@ void kv_write(const KvLayout& kv, void* base, const AttentionBatch& b, const flo
   }
 }
 
+// Whether kv's pages take the warp-specialized kernel on the wgmma prefill path
+// (wgmma_warp_specialized for their head size and element).
+static bool warp_specialized(const KvLayout& kv) {
+  const bool f16 = kv.elem == KvElem::f16;
+  switch (kv.head_dim) {
+    case 128: return f16 ? wgmma_warp_specialized<128, KvElem::f16>() : wgmma_warp_specialized<128, KvElem::q8_0>();
+    case 256: return f16 ? wgmma_warp_specialized<256, KvElem::f16>() : wgmma_warp_specialized<256, KvElem::q8_0>();
+    default: return false;
+  }
+}
+
 bool prefill_tensor_copies(const KvLayout& kv, const void* base) {
   CUtensorMap map{};
-  return kv.head_dim == 256 && kv.elem == KvElem::f16 && wgmma_warp_specialized<256, KvElem::f16>() &&
-         wgmma_available() && kv_tensor_map(kv, base, map);
+  return wgmma_available() && warp_specialized(kv) && kv_tensor_map(kv, base, map);
 }
 
 bool attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out, int n_head,
