@@ -333,7 +333,8 @@ TEST(CudaAttention, PrefillChunksWithDecodes) {
     run_case({128, 16, 16, 16, kv, {{77, 45}, {5, 1}}}, rng);             // a later chunk, MHA
     run_case({64, 10, 2, 48, kv, {{0, 37}, {200, 29}}}, rng);             // group 5 (12 tokens a tile)
     run_case({256, 8, 2, 256, kv, {{250, 70}}}, rng);                     // crosses a page
-    run_case({256, 24, 4, 16, kv, {{0, 150}, {900, 60}}}, rng);           // the 27B's heads (21 tokens a CTA of 128 rows), small pages
+    run_case({256, 24, 4, 16, kv, {{0, 150}, {900, 60}}}, rng);           // the 27B's heads (128 rows a CTA: tiles begin inside a token), small pages
+    run_case({128, 40, 8, 256, kv, {{0, 100}, {300, 77}}}, rng);          // group 5 at head size 128 (25.6 tokens a CTA)
     run_case({128, 32, 8, 48, kv, {{100, 200}, {0, 17}}}, rng);           // pages that tiles of 64 keys cross
     run_case({32, 8, 4, 16, kv, {{10, 20}, {37, 1}}}, rng);               // other head sizes: the SIMT path
   }

@@ -595,6 +595,13 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
 // online softmax on S's accumulators (softmax_tile, per warp), O += P V with P from registers.
 // The tensor cores read a K or V tile once per 64 rows, where the mma.sync kernel's warps each
 // read it for their 16 rows through ldmatrix; that traffic capped it near 220 TFLOP/s.
+// The 128 rows are the next 128 of the sequence's rows counted token by token (find_row_tile),
+// so a CTA may begin and end inside a token: with groups that do not divide 128 (the 27B's 6
+// heads a KV head) CTAs of whole tokens left rows idle (126 of 128, and 2% more CTAs). Measured
+// on an H100 (keel_cuda_bench attnp, 24 heads over 4 of 256, 16,384 tokens at depth 0 / 28,672 /
+// 163,840, TFLOP/s, whole tokens -> rows across tokens, run in both orders): 585.7 / 540.2 /
+// 529.8 -> 595.5 / 575.3 / 550.4 and 587.9 / 559.0 / 530.0 -> 596.8 / 577.2 / 551.9; the 27B's
+// 173,000-token prefill 5,758.5 -> 5,818.2 tok/s, the same output tokens.
 // Q, K and V sit in shared memory in wgmma's 128-byte swizzled layout (sw128_offset): Q and K as
 // K-major operands (the head dimension contiguous), V as the N-major B operand of P V.
 //
@@ -688,6 +695,26 @@ __device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint
 }
 
 #if KEEL_WGMMA
+// Which sequence and which (token, head) rows CTA `bx` takes, the rows of a KV head's group
+// counted token by token over the batch (row R: token R / group, head R % group of the group):
+// [r0, r1), `rows` of them but in a sequence's last tile. A tile may begin and end inside a
+// token, so a group that does not divide the tile leaves no rows of it idle.
+__device__ bool find_row_tile(const AttentionBatch& b, int group, int rows, int bx, int& seq, int& r0, int& r1) {
+  int acc = 0;
+  for (int s = 0; s < b.n_seqs; ++s) {
+    const int begin = b.q_start[s] * group, end = b.q_start[s + 1] * group;
+    const int tiles = (end - begin + rows - 1) / rows;
+    if (bx < acc + tiles) {
+      seq = s;
+      r0 = begin + (bx - acc) * rows;
+      r1 = min(end, r0 + rows);
+      return true;
+    }
+    acc += tiles;
+  }
+  return false;
+}
+
 // S = Q K^T for a warpgroup's 64 rows and a tile's 64 keys: D / 16 steps of 16 along the head
 // dimension (32 bytes into each 128-byte row; chunks of 64 rows x 128 bytes for Q and K alike).
 // Issued and committed, not awaited.
@@ -815,9 +842,8 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   constexpr int kThreadsAll = wgmma_threads<WS>();
 
   const int group = n_head / kv.n_kv_heads;
-  const int tokens_per_tile = kCtaRows / group;
-  int s, t0, t1;
-  if (!find_tile(b, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
+  int s, r0, r1;
+  if (!find_row_tile(b, group, kCtaRows, blockIdx.x, s, r0, r1)) return;
   const int g = blockIdx.y;
   if (WS && threadIdx.x == 0) {
     for (int st = 0; st < 2; ++st) {
@@ -832,20 +858,20 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   // Q rows (pre-scaled by scale * log2 e, rounded to f16) and each row's position.
   const float qscale = scale * kLog2e;
   for (int i = threadIdx.x; i < kCtaRows * (D / 4); i += kThreadsAll) {
-    const int r = i / (D / 4), c = 4 * (i % (D / 4));
-    const int t = t0 + r / group, h = g * group + r % group;
+    const int r = i / (D / 4), c = 4 * (i % (D / 4)), row = r0 + r;
+    const int t = row / group, h = g * group + row % group;
     float4 x = make_float4(0, 0, 0, 0);
-    if (r < tokens_per_tile * group && t < t1) x = *reinterpret_cast<const float4*>(q + (size_t(t) * n_head + h) * D + c);
+    if (row < r1) x = *reinterpret_cast<const float4*>(q + (size_t(t) * n_head + h) * D + c);
     *reinterpret_cast<uint2*>(qs + (r / kWgRows) * kQBytes + sw128_offset<kWgRows>(r % kWgRows, c)) =
         make_uint2(pack_half2(x.x * qscale, x.y * qscale), pack_half2(x.z * qscale, x.w * qscale));
   }
   if (threadIdx.x < kCtaRows) {
-    const int r = threadIdx.x, t = t0 + r / group;
-    row_pos[r] = (r < tokens_per_tile * group && t < t1 && b.seq[t] >= 0) ? b.pos[t] : -1;
+    const int row = r0 + threadIdx.x, t = row / group;
+    row_pos[threadIdx.x] = (row < r1 && b.seq[t] >= 0) ? b.pos[t] : -1;
   }
   if (threadIdx.x == 0) {
     int mx = -1;
-    for (int t = t0; t < t1; ++t) mx = max(mx, b.pos[t]);
+    for (int t = r0 / group; t <= (r1 - 1) / group; ++t) mx = max(mx, b.pos[t]);
     tile_kv_end = mx + 1;
   }
   fence_proxy_async();  // Q's stores, for wgmma's reads
@@ -999,7 +1025,7 @@ __global__ void __launch_bounds__(wgmma_threads<WS>(), MIN_CTAS)
   for (int half = 0; half < 2; ++half) {
     const int r = half ? r_hi : r_lo;
     if (row_pos[r] < 0) continue;
-    const int t = t0 + r / group, h = g * group + r % group;
+    const int t = (r0 + r) / group, h = g * group + (r0 + r) % group;
     const float l = half ? l_hi : l_lo, inv = l > 0.0f ? 1.0f / l : 0.0f;
     float* dst = out + (size_t(t) * n_head + h) * D;
 #pragma unroll
@@ -1778,8 +1804,8 @@ bool kv_tensor_map(const KvLayout& kv, const void* base, CUtensorMap& map) {
 template <int D, KvElem E>
 void launch_wgmma_attention(const KvLayout& kv, const void* base, const AttentionBatch& b, const float* q, float* out,
                             int n_head, float scale, void* f16, cudaStream_t stream) {
-  const int tokens_per_tile = kWgGroups * kWgRows / (n_head / kv.n_kv_heads);
-  const int tiles = (b.n_tokens + tokens_per_tile - 1) / tokens_per_tile + b.n_seqs;
+  constexpr int rows = kWgGroups * kWgRows;
+  const int tiles = (b.n_tokens * (n_head / kv.n_kv_heads) + rows - 1) / rows + b.n_seqs;
   constexpr bool WS = wgmma_warp_specialized<D, E>();
   constexpr auto kernel = flash_wgmma_kernel<D, E, WS ? 1 : wgmma_ctas_per_sm<D, E>(), WS>;
   constexpr size_t smem = wgmma_smem_bytes<D, E>();
