@@ -78,16 +78,20 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Which sequence and which query tile of it CTA `bx` takes; false for a CTA beyond the last tile.
-__device__ bool find_tile(const AttentionBatch& b, int tokens_per_tile, int bx, int& seq, int& t0, int& t1) {
+// Which sequence and which (token, head) rows CTA `bx` takes, the rows of a KV head's group
+// counted token by token over the batch (row R: token R / group, head R % group of the group):
+// [r0, r1), `rows` of them but in a sequence's last tile. A tile may begin and end inside a
+// token, so a group that does not divide the tile leaves no rows of it idle. With a group of 1,
+// whole tokens: `rows` is then the tile's tokens and [r0, r1) its tokens.
+__device__ bool find_row_tile(const AttentionBatch& b, int group, int rows, int bx, int& seq, int& r0, int& r1) {
   int acc = 0;
   for (int s = 0; s < b.n_seqs; ++s) {
-    const int begin = b.q_start[s], end = b.q_start[s + 1];
-    const int tiles = (end - begin + tokens_per_tile - 1) / tokens_per_tile;
+    const int begin = b.q_start[s] * group, end = b.q_start[s + 1] * group;
+    const int tiles = (end - begin + rows - 1) / rows;
     if (bx < acc + tiles) {
       seq = s;
-      t0 = begin + (bx - acc) * tokens_per_tile;
-      t1 = min(end, t0 + tokens_per_tile);
+      r0 = begin + (bx - acc) * rows;
+      r1 = min(end, r0 + rows);
       return true;
     }
     acc += tiles;
@@ -381,7 +385,7 @@ __global__ void __launch_bounds__(32 * WARPS) flash_attention_kernel(KvLayout kv
   const int group = n_head / kv.n_kv_heads;
   const int tokens_per_tile = kCtaRows / group;
   int s, t0, t1;
-  if (!find_tile(b, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
+  if (!find_row_tile(b, 1, tokens_per_tile, blockIdx.x, s, t0, t1)) return;
   const int g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
 
   // Q rows (pre-scaled by scale * log2 e, rounded to f16) and each row's position.
@@ -700,26 +704,6 @@ __device__ __forceinline__ void issue_f16_rows_ws(const KvLayout& kv, const uint
 }
 
 #if KEEL_WGMMA
-// Which sequence and which (token, head) rows CTA `bx` takes, the rows of a KV head's group
-// counted token by token over the batch (row R: token R / group, head R % group of the group):
-// [r0, r1), `rows` of them but in a sequence's last tile. A tile may begin and end inside a
-// token, so a group that does not divide the tile leaves no rows of it idle.
-__device__ bool find_row_tile(const AttentionBatch& b, int group, int rows, int bx, int& seq, int& r0, int& r1) {
-  int acc = 0;
-  for (int s = 0; s < b.n_seqs; ++s) {
-    const int begin = b.q_start[s] * group, end = b.q_start[s + 1] * group;
-    const int tiles = (end - begin + rows - 1) / rows;
-    if (bx < acc + tiles) {
-      seq = s;
-      r0 = begin + (bx - acc) * rows;
-      r1 = min(end, r0 + rows);
-      return true;
-    }
-    acc += tiles;
-  }
-  return false;
-}
-
 // S = Q K^T for a warpgroup's 64 rows and a tile's 64 keys: D / 16 steps of 16 along the head
 // dimension (32 bytes into each 128-byte row; chunks of 64 rows x 128 bytes for Q and K alike).
 // Issued and committed, not awaited.
