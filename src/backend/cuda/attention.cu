@@ -1655,8 +1655,14 @@ __global__ void attention_any_kernel(KvLayout kv, const uint8_t* __restrict__ ba
 // SM). A second, mostly empty wave cost more than longer ranges:
 // measured on the H200 (one token, f16 pages), 32 heads over 8 of 128 (3 CTAs an SM: 49 a head)
 // at depth 32768 / 173000, 51.3 / 200.7 us with 64 ranges, 44.4 / 180.7 with 48; 24 heads over
-// 4 of 256 (1 CTA an SM: 33), 52.1 / 185.1 with 64, 44.4 / 179.1 with 32. A function of the
-// model and the device only, so a token's ranges do not depend on the rest of its call.
+// 4 of 256 (1 CTA an SM: 33), 52.1 / 185.1 with 64, 44.4 / 179.1 with 32. Fewer ranges than the
+// cap measured slower in decode too (H200, Qwen3-8B Q8_0 at depth 0 / 4096 / 32768, tok/s): the
+// cap's 33 and the merge kernel 355.0 / 310.2 / 235.8 and 355.8 / 308.6 / 235.9; 16 ranges 355.5
+// / 296.5 / 233.7; 32, merged in the kernel (merges_in_kernel), 355.5 / 297.0 / 233.1. Leaving
+// the merge kernel out (a wrong result, for its cost) gave 354.7 / 314.4 / 240.6, and leaving the
+// whole decode attention out 367.5 / 346.8 / 356.2 and 368.5 / 348.6 / 357.1: in place it costs
+// about 2.7 / 9.9 / 39.9 us a layer. A function of the model and the device only, so a token's
+// ranges do not depend on the rest of its call.
 template <int D, KvElem E, int NB>
 int decode_split_cap(int n_kv_heads, size_t smem) {
   static const int resident = [smem] {
