@@ -1313,7 +1313,15 @@ __global__ void __launch_bounds__(kThreads, decode_min_ctas<E, NB>())
   if (!early) issue_first();
 
   // Q^T's B fragments: head 8 nb + gq, dims 16 kk + 2 cq (+ 1) and 8 more; scaled into log2
-  // units and rounded to f16; zero past the group.
+  // units and rounded to f16; zero past the group. q arrives normed and rotated: doing that here
+  // instead, with the step's K/V store (each CTA norming and rotating its group's q heads into
+  // shared memory, the CTA whose range holds the position storing K and V and patching its own
+  // tile; one kernel a layer fewer, the same bits), measured slower on an H100 (keel bench, tok/s,
+  // the separate kernels and the fused one in turn, two rounds): Qwen3-8B Q8_0 at depth 0 / 4096 /
+  // 32768 286.6 / 257.4 / 186.5 and 289.4 / 258.8 / 186.9 -> 263.3 / 243.6 / 179.9 and 264.1 /
+  // 246.3 / 179.4; Qwen3.5-27B Q5_K_M at depth 0 / 32768 116.9 / 105.0 and 116.1 / 104.8 -> 113.2
+  // / 103.6 and 114.2 / 103.1. The likely cause, not isolated: every CTA of a head's key ranges
+  // repeats the q work after the PDL wait, where the separate kernel did it once.
   uint32_t qf[D / 16][NB][2];
   const float qscale = scale * kLog2e;
 #pragma unroll
