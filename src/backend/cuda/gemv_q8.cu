@@ -401,18 +401,19 @@ __global__ void __launch_bounds__(32 * kWarps, ACT == ActFrom::regs && T == Type
       __syncwarp();                  // ... and for every lane's
     }
     const uint8_t* buf = stages + (j % kStages) * kStride;
-    // Under ncu (H100, one token) the K-quant kernels stall most on their shared-memory loads
-    // (Q5_K 5120 x 17408: 5.9 of 10.8 cycles between a warp's instructions; 17408 x 5120 3.9 of
-    // 10.7; Q6_K 3.5 of 8.3; Q8_0 4096 x 12288 9.1 of 17.5), and the branch below keeps a lane's
-    // second item's loads behind its first item's arithmetic. Without it (one token: every item
-    // computed, those past the row's end from the row's first activations and dropped with a
-    // select) the loads issue together, but the kernels took more registers (Q5_K 72 -> 80, Q6_K
-    // 79 -> 90) and measured slower (H100, GB/s, main -> no branch -> no branch bounded to 6 CTAs
-    // an SM): Q5_K 17408 x 5120 2560 -> 2320 / 2282, 34816 x 5120 2831 -> 2541 / 2505, Q6_K 248320
-    // x 5120 3051 -> 2620 / 2602; decode, tok/s, Qwen3.5-27B Q5_K_M at depth 0 118.9 / 118.9 ->
-    // 112.1 / 111.7 -> 109.8 / 110.0, Qwen3-8B Q8_0 at depth 0 / 4096 296.2 / 263.4 -> 260.4 /
-    // 237.7 -> 261.1 / 237.9; and token 0's bits then differed from the several-token kernel's
-    // (GemvQ8EveryTypeMatchesReference's alone-versus-among check failed).
+    // Under ncu (H100, one token, rows x inputs) these kernels' largest stall is their
+    // shared-memory loads (Q5_K 5120 x 17408: 5.9 of 10.8 cycles between a warp's instructions;
+    // 17408 x 5120 3.9 of 10.7; Q6_K 5120 x 17408 3.5 of 8.3; Q8_0 12288 x 4096 9.1 of 17.5), and
+    // in the SASS the branch below keeps a lane's second item's loads behind its first item's
+    // arithmetic. Without it (one token: every item computed, those past the row's end from the
+    // row's first activations and dropped with a select) the loads issue together, but the kernels
+    // took more registers (Q5_K 72 -> 80, Q6_K 79 -> 90) and measured slower (H100, GB/s, main ->
+    // no branch -> no branch bounded to 6 CTAs an SM): Q5_K 17408 x 5120 2560 -> 2320 / 2282, 34816
+    // x 5120 2831 -> 2541 / 2505, Q6_K 248320 x 5120 3051 -> 2620 / 2602; decode, tok/s,
+    // Qwen3.5-27B Q5_K_M at depth 0 118.9 / 118.9 -> 112.1 / 111.7 -> 109.8 / 110.0, Qwen3-8B Q8_0
+    // at depth 0 / 4096 296.2 / 263.4 -> 260.4 / 237.7 -> 261.1 / 237.9; and token 0's bits then
+    // differed from the several-token kernel's (GemvQ8EveryTypeMatchesReference's
+    // alone-versus-among check failed).
 #pragma unroll
     for (int i = 0; i < kItemsPerLane; ++i) {
       if (block0 + blk[i] >= n_blocks) continue;  // past the row's end (its last chunk)
