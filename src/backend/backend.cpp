@@ -1,12 +1,15 @@
 #include "backend/backend.h"
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/host_memory.h"
 #include "keel/error.h"
 #ifdef KEEL_HAS_CUDA
 #include "backend/cuda/device_info.h"
 #endif
 
 namespace keel::backend {
+
+Memory Backend::allocate_host_block(std::string_view name, size_t bytes) { return allocate_host(name, bytes); }
 
 std::vector<BufferSpec> workspace_buffers(Device device, const WorkloadShape& shape) {
   switch (device) {

@@ -89,6 +89,10 @@ class Backend {
   // A weight / a 1-D f32 tensor where the backend reads it (CPU: the mmapped data itself).
   virtual WeightView place_weight(std::string_view name, const WeightView& host) = 0;
   virtual const float* place_vector(std::string_view name, const float* host, int64_t n) = 0;
+  // The session's host-side block (per-call metadata, page bookkeeping, the logits rows it reads
+  // back): allocate_host's memory (host_memory.h). A GPU backend page-locks it, so download()
+  // copies the logits straight into it rather than through the driver's bounce buffer.
+  virtual Memory allocate_host_block(std::string_view name, size_t bytes);
   // No allocation after this (a later one throws).
   virtual void freeze() = 0;
   virtual bool frozen() const = 0;

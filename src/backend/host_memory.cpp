@@ -8,13 +8,13 @@
 
 namespace keel::backend {
 namespace {
-void free_host(void* p) { std::free(p); }
-
 bool injected_failure(std::string_view name) {
   const char* fail = std::getenv("KEEL_FAIL_ALLOC");
   return fail && *fail && (std::string_view(fail) == "*" || std::string_view(fail) == name);
 }
 }  // namespace
+
+void free_host(void* p) { std::free(p); }
 
 Memory allocate_host(std::string_view name, size_t bytes) {
   const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;

@@ -12,5 +12,7 @@ namespace keel::backend {
 // environment variable KEEL_FAIL_ALLOC set to a buffer's name (or "*": every buffer), that
 // allocation fails as if memory were exhausted.
 Memory allocate_host(std::string_view name, size_t bytes);
+// Frees what allocate_host returned (its Memory's deleter; for a backend that rewraps it).
+void free_host(void* p);
 
 }  // namespace keel::backend

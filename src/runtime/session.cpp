@@ -4,7 +4,6 @@
 #include <chrono>
 #include <thread>
 
-#include "backend/host_memory.h"
 #include "plan/layout.h"
 #include "keel/error.h"
 
@@ -48,7 +47,7 @@ Session::Session(std::shared_ptr<const model::Model> model, const SessionOptions
   const bool device_logits = options_.device != backend::Device::host;
   const plan::HostArrays h =
       plan::host_arrays(s, layout_.max_pages_per_seq, hp.n_vocab, device_logits, layout_.staging_bytes);
-  host_ = backend::allocate_host(layout_.host.name, h.total);
+  host_ = backend_->allocate_host_block(layout_.host.name, h.total);
   uint8_t* base = host_.get();
   tokens_ = reinterpret_cast<int32_t*>(base + h.tokens);
   pos_ = reinterpret_cast<int32_t*>(base + h.pos);

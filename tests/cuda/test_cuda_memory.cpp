@@ -1,10 +1,11 @@
 // Device memory: the arena allocates at start and refuses after freeze(); uploads through a
 // pinned staging buffer smaller than the data arrive intact; and running the kernels (GEMV,
 // cuBLAS GEMM, attention) after start makes no cudaMalloc (keel's counter) and takes no device
-// memory (cudaMemGetInfo before and after).
+// memory (cudaMemGetInfo before and after). The session's host block is page-locked in place.
 #include <numeric>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/ops.cuh"
 #include "cuda_test_util.h"
@@ -38,6 +39,32 @@ TEST(CudaMemory, StagedUploadRoundTrip) {
   cuda::Stream stream;
   cuda::upload_staged(dst.data(), data.data(), data.size(), staging, stream.get());
   EXPECT_EQ(cuda_test::download<uint8_t>(dst, data.size()), data);
+}
+
+TEST(CudaMemory, HostBlockIsPageLockedInPlace) {
+  KEEL_SKIP_WITHOUT_GPU();
+  cuda::CudaBackend backend(0);
+  const uint64_t before = cuda::device_malloc_calls();
+  const size_t bytes = (size_t{3} << 20) + 5;  // a logits row of Qwen3.5's vocabulary is about 1 MB
+  backend::Memory block = backend.allocate_host_block("host", bytes);
+  ASSERT_NE(block.get(), nullptr);
+  cudaPointerAttributes attr{};
+  cuda::check(cudaPointerGetAttributes(&attr, block.get()), "cudaPointerGetAttributes");
+  EXPECT_EQ(attr.type, cudaMemoryTypeHost);  // registered: pageable memory reads cudaMemoryTypeUnregistered
+  EXPECT_EQ(block.get()[0], 0);
+  EXPECT_EQ(block.get()[bytes - 1], 0);
+  EXPECT_EQ(cuda::device_malloc_calls(), before);  // no device memory for it
+  // A download lands in it.
+  std::vector<uint8_t> data(bytes);
+  std::iota(data.begin(), data.end(), uint8_t{3});
+  cuda::DeviceBuffer src(bytes);
+  cuda::check(cudaMemcpy(src.data(), data.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  backend.download(src.data(), block.get(), bytes);
+  EXPECT_EQ(std::vector<uint8_t>(block.get(), block.get() + bytes), data);
+  uint8_t* const p = block.get();
+  block.reset();  // unregistered, then freed
+  cuda::check(cudaPointerGetAttributes(&attr, p), "cudaPointerGetAttributes");
+  EXPECT_NE(attr.type, cudaMemoryTypeHost);
 }
 
 TEST(CudaMemory, KernelsAllocateNothingAfterStart) {

@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/ops.cuh"
+#include "backend/host_memory.h"
 #include "keel/error.h"
 
 namespace keel::cuda {
@@ -150,6 +151,22 @@ backend::Memory CudaBackend::allocate(std::string_view name, size_t bytes) {
   backend::Memory m(static_cast<uint8_t*>(raw), backend::MemoryFree{device_free});
   check(cudaMemsetAsync(raw, 0, rounded, stream_.get()), "cudaMemset");
   return m;
+}
+
+// The host block page-locked in place (cudaHostRegister): the same planned bytes, no new
+// allocation. A decode step ends by copying its logits rows into it (Qwen3.5's 248,320 floats,
+// about 1 MB a token); into pageable memory that copy goes through the driver's bounce buffer.
+// Where the system refuses to lock it (a memlock limit), it stays pageable: slower, not wrong.
+backend::Memory CudaBackend::allocate_host_block(std::string_view name, size_t bytes) {
+  backend::Memory m = backend::allocate_host(name, bytes);
+  if (cudaHostRegister(m.get(), std::max<size_t>(bytes, 1), cudaHostRegisterDefault) != cudaSuccess) {
+    cudaGetLastError();  // not sticky; cleared so no later check reports it
+    return m;
+  }
+  return backend::Memory(m.release(), backend::MemoryFree{[](void* p) {
+                           cudaHostUnregister(p);
+                           backend::free_host(p);
+                         }});
 }
 
 void CudaBackend::reserve(const backend::WorkloadShape& shape) {

@@ -32,6 +32,7 @@ class CudaBackend final : public backend::Backend {
   backend::Device device() const override { return backend::Device::cuda; }
 
   backend::Memory allocate(std::string_view name, size_t bytes) override;
+  backend::Memory allocate_host_block(std::string_view name, size_t bytes) override;
   void reserve(const backend::WorkloadShape& shape) override;
   void create_kv(const backend::KvGeometry& geometry) override;
   backend::WeightView place_weight(std::string_view name, const backend::WeightView& host) override;
