@@ -9,7 +9,10 @@
 // run), later ones replay. While replaying, the operations launch nothing; their arguments are
 // hashed and must equal the captured step's at the end (a difference is an internal error,
 // never a silent wrong result). The graph covers the step's launches up to end_batch (or an
-// earlier host synchronisation: download, upload); what follows runs eagerly.
+// earlier host synchronisation: download, upload); what follows runs eagerly. Launching a replay
+// at the step's first operation instead, so the host's walk through the rest overlaps the GPU,
+// measured no faster: that walk takes 8.6 us for Qwen3-8B (H100, Q8_0 decode 293.2 / 261.9 /
+// 188.8 tok/s at depth 0 / 4096 / 32768 either way).
 //
 // KEEL_CUDA_GRAPHS=0 turns graphs off; so does KEEL_PROFILE (it times each op with events).
 #pragma once
