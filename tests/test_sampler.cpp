@@ -89,7 +89,6 @@ int32_t argmax_one_pass(const std::vector<float>& x) {
 TEST(Sampler, ArgmaxIsTheOnePassLoopsOnTiesNansAndInfinities) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   std::mt19937 rng(7);
-  int checked = 0;
   for (int32_t n : {1, 2, 15, 16, 17, 1023, 1024, 1025, 2047, 2048, 3001, 151936, 248320}) {
     for (int kind = 0; kind < 8; ++kind) {
       std::vector<float> x(static_cast<size_t>(n));
@@ -105,10 +104,8 @@ TEST(Sampler, ArgmaxIsTheOnePassLoopsOnTiesNansAndInfinities) {
       if (kind == 6) x.back() = 1e30f;  // the largest in the tail past the last whole block
       if (kind == 7) for (float& v : x) v = v > 0 ? nan : -inf;
       EXPECT_EQ(argmax(x.data(), n), argmax_one_pass(x)) << "n " << n << ", kind " << kind;
-      ++checked;
     }
   }
-  EXPECT_EQ(checked, 13 * 8);
 }
 
 TEST(Sampler, GreedyWithoutPenaltiesReadsTheLogitsInPlace) {
