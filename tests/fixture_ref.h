@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,11 @@ struct Fixture {
   int n_vocab = 512;
 };
 
+// A missing or unreadable reference is an error naming the file (not a JSON parse error, or rows
+// indexed past the end of an empty table).
 inline nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path);
   return nlohmann::json::parse(in);
 }
 
@@ -37,15 +41,22 @@ inline Fixture load_fixture(const std::string& name, bool hf_dequant_greedy = fa
   return f;
 }
 
-// rows x n_vocab little-endian float32.
-inline std::vector<std::vector<float>> read_rows(const std::string& file, int n_vocab) {
-  std::ifstream in(shared("fixtures/" + file), std::ios::binary);
+// rows x n_vocab little-endian float32; at least one whole row, nothing left over.
+inline std::vector<std::vector<float>> read_rows_at(const std::string& path, int n_vocab) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
   std::vector<char> bytes{std::istreambuf_iterator<char>(in), {}};
-  const size_t n_rows = bytes.size() / (sizeof(float) * static_cast<size_t>(n_vocab));
-  std::vector<std::vector<float>> rows(n_rows, std::vector<float>(static_cast<size_t>(n_vocab)));
-  for (size_t r = 0; r < n_rows; ++r)
-    std::memcpy(rows[r].data(), bytes.data() + r * n_vocab * sizeof(float), n_vocab * sizeof(float));
+  const size_t row_bytes = sizeof(float) * static_cast<size_t>(n_vocab);
+  if (bytes.empty() || bytes.size() % row_bytes != 0)
+    throw std::runtime_error(path + " holds " + std::to_string(bytes.size()) + " bytes, not whole rows of " +
+                             std::to_string(n_vocab) + " floats");
+  std::vector<std::vector<float>> rows(bytes.size() / row_bytes, std::vector<float>(static_cast<size_t>(n_vocab)));
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(rows[r].data(), bytes.data() + r * row_bytes, row_bytes);
   return rows;
+}
+// A fixture's rows file (../shared/fixtures/FILE).
+inline std::vector<std::vector<float>> read_rows(const std::string& file, int n_vocab) {
+  return read_rows_at(shared("fixtures/" + file), n_vocab);
 }
 
 inline std::vector<double> log_softmax(const float* logits, int n) {

@@ -81,7 +81,7 @@ TEST(Cli, PerplexityMatchesReferenceNll) {
   auto ref = test::read_rows("tiny-qwen3.logits.f32", fx.n_vocab);
   double nll = 0;
   for (size_t i = 0; i + 1 < fx.prompt_a.size(); ++i)
-    nll -= test::log_softmax(ref[i].data(), fx.n_vocab)[static_cast<size_t>(fx.prompt_a[i + 1])];
+    nll -= test::log_softmax(ref.at(i).data(), fx.n_vocab)[static_cast<size_t>(fx.prompt_a[i + 1])];
   nll /= static_cast<double>(fx.prompt_a.size() - 1);
   std::string path = keel::test::temp_dir() + "keel_ppl_ids.txt";
   std::string ids;
@@ -219,7 +219,7 @@ TEST(Cli, PerplexityDumpsLogitsAtPositions) {
   ASSERT_EQ(rows.size(), order.size() * static_cast<size_t>(fx.n_vocab));
   for (size_t r = 0; r < order.size(); ++r) {
     const std::vector<double> got = test::log_softmax(rows.data() + r * fx.n_vocab, fx.n_vocab);
-    const std::vector<double> want = test::log_softmax(ref[48 + order[r]].data(), fx.n_vocab);
+    const std::vector<double> want = test::log_softmax(ref.at(48 + order[r]).data(), fx.n_vocab);
     double diff = 0;
     for (int i = 0; i < fx.n_vocab; ++i) diff = std::max(diff, std::abs(got[i] - want[i]));
     EXPECT_LT(diff, 1e-3) << "position " << fx.positions_b[order[r]];

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <stdexcept>
+#include <string>
 
 #include "fixture_ref.h"
 #include "model/model.h"
@@ -44,16 +47,16 @@ Result run_fixture(const Case& c, int64_t chunk) {
   opt.n_threads = 2;
   runtime::Session s(model, opt);
   Result r;
-  s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { test::compare_row(logits, ref[static_cast<size_t>(i)], r.a); });
+  s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { test::compare_row(logits, ref.at(static_cast<size_t>(i)), r.a); });
   s.reset();
   s.evaluate(fx.prompt_b, [&](int64_t i, const float* logits) {
     for (size_t k = 0; k < fx.positions_b.size(); ++k)
-      if (fx.positions_b[k] == i) test::compare_row(logits, ref[48 + k], r.b);
+      if (fx.positions_b[k] == i) test::compare_row(logits, ref.at(48 + k), r.b);
   });
   s.reset();
   const float* logits = s.prefill(fx.prompt_a);
   for (size_t step = 0; step < fx.greedy.size(); ++step) {
-    test::compare_row(logits, greedy_ref[step], r.greedy);
+    test::compare_row(logits, greedy_ref.at(step), r.greedy);
     r.greedy_ids.push_back(runtime::argmax(logits, fx.n_vocab));
     if (step + 1 < fx.greedy.size()) logits = s.decode(fx.greedy[step]);  // teacher-forced: rows stay comparable
   }
@@ -164,3 +167,24 @@ INSTANTIATE_TEST_SUITE_P(Types, QuantFixtureFast,
                          testing::Combine(testing::Values("tiny-qwen3-q8_0", "tiny-qwen3-q4_0", "tiny-qwen3-q4_k",
                                                           "tiny-qwen3-q5_k", "tiny-qwen3-q6_k"),
                                           testing::Values(int64_t{64})));
+
+// A reference that is missing or not whole rows stops the test with the file's name, rather than
+// a JSON parse error or rows read past the end of an empty table.
+TEST(FixtureRef, MissingOrTruncatedReferencesNameTheFile) {
+  const std::string missing = test::temp_dir() + "no_such_fixture.ref.json";
+  try {
+    test::read_json(missing);
+    ADD_FAILURE() << "read_json read a missing file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+  const std::string rows = test::temp_dir() + "fixture_rows.f32";
+  for (size_t n_floats : {size_t{0}, size_t{7}, size_t{8 + 3}}) {  // empty, a partial row, one row and a part
+    std::ofstream(rows, std::ios::binary).write(std::string(n_floats * sizeof(float), '\0').data(),
+                                                 static_cast<std::streamsize>(n_floats * sizeof(float)));
+    EXPECT_THROW(test::read_rows_at(rows, 8), std::runtime_error) << n_floats << " floats";
+  }
+  std::ofstream(rows, std::ios::binary).write(std::string(16 * sizeof(float), '\0').data(), 16 * sizeof(float));
+  EXPECT_EQ(test::read_rows_at(rows, 8).size(), 2u);
+  EXPECT_THROW(test::read_rows_at(test::temp_dir() + "no_such_rows.f32", 8), std::runtime_error);
+}

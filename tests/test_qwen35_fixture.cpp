@@ -13,6 +13,7 @@
 
 #include "model/model.h"
 #include "runtime/sampler.h"
+#include "fixture_ref.h"
 #include "runtime/session.h"
 #include "test_paths.h"
 
@@ -25,10 +26,7 @@ constexpr double kTolerance = 1e-3;
 
 std::string fixture(const std::string& name) { return test::shared("fixtures/tiny-qwen35" + name); }
 
-nlohmann::json reference() {
-  std::ifstream in(fixture(".ref.json"));
-  return nlohmann::json::parse(in);
-}
+nlohmann::json reference() { return test::read_json(fixture(".ref.json")); }
 
 std::vector<float> read_rows(const std::string& path, int64_t n_rows) {
   std::vector<float> out(static_cast<size_t>(n_rows * kVocab));

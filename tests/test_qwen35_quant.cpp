@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gguf/gguf.h"
+#include "fixture_ref.h"
 #include "model/model.h"
 #include "runtime/session.h"
 #include "test_paths.h"
@@ -32,8 +33,7 @@ void requantize(const std::string& in_path, const std::string& out_path, model::
 
 // Raw logits of every position of prompt A.
 std::vector<float> prompt_a_logits(const std::string& path, int64_t chunk) {
-  std::ifstream in(test::shared("fixtures/tiny-qwen35.ref.json"));
-  const auto prompt = nlohmann::json::parse(in)["prompt_a"].get<std::vector<int32_t>>();
+  const auto prompt = test::read_json(test::shared("fixtures/tiny-qwen35.ref.json"))["prompt_a"].get<std::vector<int32_t>>();
   runtime::SessionOptions opt;
   opt.exact = true;  // f32 activations: the exact-math oracle
   opt.n_ctx = 64;

@@ -104,18 +104,18 @@ FixtureRun run_fixture(const std::string& name, const test::Fixture& fx, const s
   o.exact = exact;
   runtime::Session s(model, o);
   FixtureRun r;
-  s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { compare(logits, ref[size_t(i)], r.a, top1_gap); });
+  s.evaluate(fx.prompt_a, [&](int64_t i, const float* logits) { compare(logits, ref.at(size_t(i)), r.a, top1_gap); });
   s.reset();
   s.evaluate(fx.prompt_b, [&](int64_t i, const float* logits) {
     for (size_t k = 0; k < fx.positions_b.size(); ++k)
-      if (fx.positions_b[k] == i) compare(logits, ref[48 + k], r.b, top1_gap);
+      if (fx.positions_b[k] == i) compare(logits, ref.at(48 + k), r.b, top1_gap);
   });
   s.reset();
   const float* logits = s.prefill(fx.prompt_a);
   for (size_t step = 0; step < fx.greedy.size(); ++step) {
-    compare(logits, greedy_ref[step], r.g, top1_gap);
+    compare(logits, greedy_ref.at(step), r.g, top1_gap);
     const int32_t id = runtime::argmax(logits, fx.n_vocab);
-    if (id != fx.greedy[step] && test::top_gap(test::log_softmax(greedy_ref[step].data(), fx.n_vocab)) >= 1e-2)
+    if (id != fx.greedy[step] && test::top_gap(test::log_softmax(greedy_ref.at(step).data(), fx.n_vocab)) >= 1e-2)
       ++r.id_mismatch;
     if (step + 1 < fx.greedy.size()) logits = s.decode(fx.greedy[step]);  // teacher-forced
   }
