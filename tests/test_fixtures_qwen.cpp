@@ -179,12 +179,12 @@ TEST(FixtureRef, MissingOrTruncatedReferencesNameTheFile) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   const std::string rows = test::temp_dir() + "fixture_rows.f32";
-  for (size_t n_floats : {size_t{0}, size_t{7}, size_t{8 + 3}}) {  // empty, a partial row, one row and a part
-    std::ofstream(rows, std::ios::binary).write(std::string(n_floats * sizeof(float), '\0').data(),
-                                                 static_cast<std::streamsize>(n_floats * sizeof(float)));
-    EXPECT_THROW(test::read_rows_at(rows, 8), std::runtime_error) << n_floats << " floats";
-  }
-  std::ofstream(rows, std::ios::binary).write(std::string(16 * sizeof(float), '\0').data(), 16 * sizeof(float));
-  EXPECT_EQ(test::read_rows_at(rows, 8).size(), 2u);
+  const auto rows_of = [&](size_t n_floats) {  // a file of n_floats zeros, read as rows of 8
+    std::ofstream(rows, std::ios::binary) << std::string(n_floats * sizeof(float), '\0');
+    return test::read_rows_at(rows, 8);
+  };
+  for (size_t n_floats : {size_t{0}, size_t{7}, size_t{8 + 3}})  // empty, a partial row, one row and a part
+    EXPECT_THROW(rows_of(n_floats), std::runtime_error) << n_floats << " floats";
+  EXPECT_EQ(rows_of(16).size(), 2u);
   EXPECT_THROW(test::read_rows_at(test::temp_dir() + "no_such_rows.f32", 8), std::runtime_error);
 }
