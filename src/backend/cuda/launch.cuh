@@ -17,7 +17,7 @@
 // (a persistent decode kernel, say): with dependency_wait() compiled to nothing (wrong results,
 // timing only) Qwen3-8B Q8_0 decoded at depth 0 / 4096 / 32768 327.6 / 293.0 / 212.3 and 328.0 /
 // 294.7 / 212.6 tok/s against main's 299.8 / 267.0 / 193.8 and 299.6 / 266.7 / 194.0 (keel bench
-// -r 2, in turn; H100), +9.4 / +10.0 / +9.6%; with KEEL_CUDA_PDL=0 261.6 / 238.5 / 179.7.
+// -r 2, in turn; H100), +9.4 / +10.1 / +9.6% on the means; with KEEL_CUDA_PDL=0 261.6 / 238.5 / 179.7.
 #pragma once
 #include <cuda_runtime.h>
 
