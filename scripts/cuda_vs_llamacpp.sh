@@ -12,8 +12,9 @@
 # DIR/bin/llama-bench"). Models: keel synth presets and types (default qwen3-8b:q8_0
 # qwen3-8b:q4_k_m), written to $DIR (default /tmp) unless already there. llama.cpp runs with the
 # issues' flags, -ngl 99 -fa 1 -ub 2048 -b 2048. Environment: PROMPTS (default 4096,32768), DEPTHS
-# (0,4096,32768), GEN (64; 0 skips the decode tests), REPS (1), WARMUP (1; 0 skips both tools'
-# untimed first run of each test). Issue 12's 173K comparison:
+# (0,4096,32768), GEN (64; 0 skips the decode tests), REPS (1; above 1, a second table gives
+# each repetition's rate in order, both tools', so a cost paid once per test shows), WARMUP (1; 0
+# skips both tools' untimed first run of each test). Issue 12's 173K comparison:
 #   PROMPTS=4096,173000 GEN=0 WARMUP=0 scripts/cuda_vs_llamacpp.sh KEEL LLAMA_BENCH qwen35-27b:q5_k_m
 # Needs python3 (for the JSON of both tools).
 set -euo pipefail
@@ -52,6 +53,7 @@ done
 python3 - "$out" "${models[@]}" <<'EOF'
 import json, os, sys
 out, models = sys.argv[1], sys.argv[2:]
+samples = []
 print("| model | test | keel tok/s | llama.cpp tok/s | keel / llama.cpp | keel TFLOP/s | keel weights GB/s |")
 print("|---|---|---|---|---|---|---|")
 for m in models:
@@ -59,7 +61,7 @@ for m in models:
     for line in open(f"{out}/{m}.llama.jsonl"):
         if line.strip():
             r = json.loads(line)
-            llama[(r["n_prompt"], r["n_gen"], r.get("n_depth", 0))] = r["avg_ts"]
+            llama[(r["n_prompt"], r["n_gen"], r.get("n_depth", 0))] = r
     keel = {}
     for part in ("pp", "tg"):
         if not os.path.exists(f"{out}/{m}.keel.{part}.json"):  # GEN=0: no decode tests
@@ -71,9 +73,16 @@ for m in models:
         n_prompt, n_gen, depth = key
         r = keel[key]
         test = f"pp{n_prompt}" if n_prompt else f"tg{n_gen}" + (f" @ d{depth}" if depth else "")
-        mine, theirs = r["prefill_tok_s"] if n_prompt else r["decode_tok_s"], llama.get(key)
+        mine, theirs = r["prefill_tok_s"] if n_prompt else r["decode_tok_s"], llama.get(key, {}).get("avg_ts")
         ratio = f"{mine / theirs:.2f}x" if theirs else "n/a"
         gb_s = f"{r['weights_gb_s']:,.0f}" if r.get("weights_gb_s") else ""
         print(f"| {m} | {test} | {mine:,.1f} | {f'{theirs:,.1f}' if theirs else 'missing'} | {ratio} | "
               f"{r.get('tflop_s', 0):.1f} | {gb_s} |")
+        samples.append((m, test, r.get("samples_tok_s", []), llama.get(key, {}).get("samples_ts", [])))
+if any(len(k) > 1 for _, _, k, _ in samples):
+    print("\nEach repetition, in order (tok/s):\n")
+    print("| model | test | keel | llama.cpp |")
+    print("|---|---|---|---|")
+    for m, test, k, l in samples:
+        print(f"| {m} | {test} | {' / '.join(f'{x:,.1f}' for x in k)} | {' / '.join(f'{x:,.1f}' for x in l) or 'missing'} |")
 EOF

@@ -161,6 +161,20 @@ TEST(Cli, BenchCountsArithmeticAndMemory) {
     EXPECT_GT(r["peak_rss_bytes"].get<uint64_t>(), 0u);
     EXPECT_TRUE(r["device_in_use_bytes"].is_null()) << "no CUDA device in a CPU run";
   }
+  // Each repetition's rate, in order; their mean and standard deviation are the record's.
+  Output reps = keel_cli("bench --device cpu -p 16 -n 2 -r 3 --no-warmup --json");
+  ASSERT_EQ(reps.code, 0) << reps.out;
+  for (const auto& r : nlohmann::json::parse(reps.out)) {
+    const auto samples = r["samples_tok_s"].get<std::vector<double>>();
+    ASSERT_EQ(samples.size(), 3u);
+    double sum = 0, sq = 0;
+    for (double x : samples) sum += x;
+    const double mean = sum / 3;
+    for (double x : samples) sq += (x - mean) * (x - mean);
+    const double rate = r["n_prompt"].is_null() ? r["decode_tok_s"].get<double>() : r["prefill_tok_s"].get<double>();
+    EXPECT_NEAR(rate, mean, 1e-9 * mean);
+    EXPECT_NEAR(r["stddev_tok_s"].get<double>(), std::sqrt(sq / 2), 1e-9 * mean);
+  }
   Output text = keel_cli("bench --device cpu -p 8 -n 1 -r 1", true);
   ASSERT_EQ(text.code, 0) << text.out;
   EXPECT_NE(text.out.find("TFLOP/s"), std::string::npos) << text.out;

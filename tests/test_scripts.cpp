@@ -78,9 +78,11 @@ open(")" + (dir_ / "args.log").string() + R"(", "a").write("llama " + " ".join(a
 arg = lambda flag, d: a[a.index(flag) + 1] if flag in a else d
 for d in map(int, arg("-d", "0").split(",")):
     for p in map(int, arg("-p", "512").split(",")):
-        if p: print(json.dumps({"n_prompt": p, "n_gen": 0, "n_depth": d, "avg_ts": 1000.0 + p}))
+        if p: print(json.dumps({"n_prompt": p, "n_gen": 0, "n_depth": d, "avg_ts": 1000.0 + p,
+                                "samples_ts": [1000.0 + p + i for i in range(int(arg("-r", "5")))]}))
     for n in map(int, arg("-n", "128").split(",")):
-        if n: print(json.dumps({"n_prompt": 0, "n_gen": n, "n_depth": d, "avg_ts": 50.0 + d}))
+        if n: print(json.dumps({"n_prompt": 0, "n_gen": n, "n_depth": d, "avg_ts": 50.0 + d,
+                                "samples_ts": [50.0 + d + i for i in range(int(arg("-r", "5")))]}))
 )");
   }
   Ran script(const std::string& env, const std::string& models = "stub:q8_0") {
@@ -110,6 +112,31 @@ TEST_F(CudaVsLlamacpp, TablesEveryTestWithItsRatio) {
   const std::string log = args_log();
   EXPECT_NE(log.find("-ngl 99 -fa 1 -ub 2048 -b 2048"), std::string::npos) << log;
   EXPECT_EQ(log.find("--no-warmup"), std::string::npos) << log;
+  EXPECT_EQ(r.out.find("Each repetition"), std::string::npos) << "one repetition: no second table\n" << r.out;
+}
+
+// REPS above 1: a second table gives each test's repetitions in order, keel's (as its --json
+// samples) beside llama-bench's samples_ts.
+TEST_F(CudaVsLlamacpp, RepetitionsTableEachRateInOrder) {
+  const Ran r = script("PROMPTS=32 DEPTHS=0,8 GEN=4 REPS=3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const size_t second = r.out.find("Each repetition, in order");
+  ASSERT_NE(second, std::string::npos) << r.out;
+  const std::string table = r.out.substr(second);
+  const struct { std::string test, llama; } expected[] = {
+      {"pp32", "1,032.0 / 1,033.0 / 1,034.0"}, {"tg4", "50.0 / 51.0 / 52.0"}, {"tg4 @ d8", "58.0 / 59.0 / 60.0"}};
+  for (const auto& e : expected) {
+    const auto cols = row_of(table, e.test);
+    ASSERT_EQ(cols.size(), 4u) << e.test << "\n" << table;
+    EXPECT_EQ(cols[3], e.llama) << e.test;
+    std::vector<double> keel;
+    std::istringstream in(cols[2]);
+    for (std::string x; std::getline(in, x, '/');) keel.push_back(number(x));
+    ASSERT_EQ(keel.size(), 3u) << cols[2];
+    const double mean = (keel[0] + keel[1] + keel[2]) / 3;
+    EXPECT_NEAR(mean, number(row_of(r.out, e.test)[2]), 0.05 + 1e-3 * mean) << e.test;  // the first table's rate
+  }
+  EXPECT_NE(args_log().find("-r 3"), std::string::npos) << args_log();
 }
 
 // GEN=0: the prefill rows alone, no decode run by either tool; WARMUP=0 reaches both tools.

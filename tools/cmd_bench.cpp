@@ -6,7 +6,11 @@
 // --parallel N: the decode test runs N sequences (each at depth d) decoding together, one token
 // of each per forward call; it reports the aggregate and the per-sequence rate. Each row also has
 // the arithmetic rate (TFLOP/s: count_flops) and, for decode, the weights' bytes a second; below
-// the table (or in each JSON record), the memory the run used beside the plan.
+// the table (or in each JSON record), the memory the run used beside the plan. JSON records also
+// hold each repetition's rate (samples_tok_s, in order, as llama-bench's samples_ts) and their
+// standard deviation: a cost paid once per test shows as a first sample below the rest (CUDA
+// decode at a depth: the step's graph is captured in the first timed repetition, as each fill
+// before it runs ungraphed; at depth 0 the warm-up captures it).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -148,7 +152,17 @@ int cmd_bench(const CommandArgs& argv) {
   if (!json)
     std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s | %9s |\n", "model", "type", "size GB", "threads",
                 "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "TFLOP/s", "GB/s");
-  auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth, double mean, double sd) {
+  auto stats = [](const std::vector<double>& v, double* mean, double* sd) {
+    double s = 0, s2 = 0;
+    for (double x : v) s += x;
+    *mean = s / static_cast<double>(v.size());
+    for (double x : v) s2 += (x - *mean) * (x - *mean);
+    *sd = v.size() > 1 ? std::sqrt(s2 / static_cast<double>(v.size() - 1)) : 0.0;
+  };
+  auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth,
+                    const std::vector<double>& rates) {
+    double mean = 0, sd = 0;
+    stats(rates, &mean, &sd);
     // A prefill: one logits row; a decode step: one a token, n_par sequences alike. The decode
     // test starts after one token at depth 0 (below), so its first step is at position 1.
     const int64_t tokens = n_prompt ? n_prompt : n_decode * n_par;
@@ -163,7 +177,7 @@ int cmd_bench(const CommandArgs& argv) {
                         {"decode_tok_s", n_decode ? nlohmann::json(mean) : nlohmann::json()},
                         {"decode_tok_s_per_seq", n_decode ? nlohmann::json(mean / static_cast<double>(n_par)) : nlohmann::json()},
                         {"weights_gb_s", n_decode ? nlohmann::json(mean * weight_gb / static_cast<double>(n_par)) : nlohmann::json()},
-                        {"tflop_s", tflop_s}};
+                        {"stddev_tok_s", sd}, {"samples_tok_s", rates}, {"tflop_s", tflop_s}};
     results.push_back(m);
     if (!json)
       std::printf("| %-20s | %-12s | %9.3f | %7d | %5lld | %14s | %9.2f ± %5.2f | %9.3f | %9s |\n", name.substr(0, 20).c_str(),
@@ -171,13 +185,6 @@ int cmd_bench(const CommandArgs& argv) {
                   static_cast<long long>(session.layout().shape.chunk), test.c_str(), mean, sd, tflop_s,
                   n_decode ? std::to_string(static_cast<int>(mean * weight_gb / n_par * 10) / 10.0).substr(0, 6).c_str() : "");
     std::fflush(stdout);
-  };
-  auto stats = [](const std::vector<double>& v, double* mean, double* sd) {
-    double s = 0, s2 = 0;
-    for (double x : v) s += x;
-    *mean = s / static_cast<double>(v.size());
-    for (double x : v) s2 += (x - *mean) * (x - *mean);
-    *sd = v.size() > 1 ? std::sqrt(s2 / static_cast<double>(v.size() - 1)) : 0.0;
   };
 
   for (int64_t depth : depths) {
@@ -194,9 +201,7 @@ int cmd_bench(const CommandArgs& argv) {
         session.prefill(prompt);
         if (r >= 0) rates.push_back(static_cast<double>(p) / seconds_since(t));
       }
-      double mean, sd;
-      stats(rates, &mean, &sd);
-      report("pp" + std::to_string(p) + at, p, 0, depth, mean, sd);
+      report("pp" + std::to_string(p) + at, p, 0, depth, rates);
     }
     if (n_gen > 0) {
       const auto gen = random_tokens(n_gen, n_vocab, 13);
@@ -227,9 +232,7 @@ int cmd_bench(const CommandArgs& argv) {
         if (r >= 0) rates.push_back(static_cast<double>(n_gen * n_par) / seconds_since(t));
       }
       for (size_t s = 1; s < seqs.size(); ++s) session.remove_sequence(seqs[s]);
-      double mean, sd;
-      stats(rates, &mean, &sd);
-      report("tg" + std::to_string(n_gen) + (n_par > 1 ? " x" + std::to_string(n_par) : "") + at, 0, n_gen, depth, mean, sd);
+      report("tg" + std::to_string(n_gen) + (n_par > 1 ? " x" + std::to_string(n_par) : "") + at, 0, n_gen, depth, rates);
     }
   }
   // Every byte was allocated at session start (the plan), so what is in use now is the peak.
