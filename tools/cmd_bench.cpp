@@ -152,17 +152,13 @@ int cmd_bench(const CommandArgs& argv) {
   if (!json)
     std::printf("| %-20s | %-12s | %9s | %7s | %5s | %14s | %16s | %9s | %9s |\n", "model", "type", "size GB", "threads",
                 "chunk", "test", n_par > 1 ? "t/s (all seqs)" : "t/s", "TFLOP/s", "GB/s");
-  auto stats = [](const std::vector<double>& v, double* mean, double* sd) {
-    double s = 0, s2 = 0;
-    for (double x : v) s += x;
-    *mean = s / static_cast<double>(v.size());
-    for (double x : v) s2 += (x - *mean) * (x - *mean);
-    *sd = v.size() > 1 ? std::sqrt(s2 / static_cast<double>(v.size() - 1)) : 0.0;
-  };
+  // One test's row from its repetitions' rates: their mean (± the sample standard deviation).
   auto report = [&](const std::string& test, int64_t n_prompt, int64_t n_decode, int64_t depth,
                     const std::vector<double>& rates) {
     double mean = 0, sd = 0;
-    stats(rates, &mean, &sd);
+    for (double x : rates) mean += x / static_cast<double>(rates.size());
+    for (double x : rates) sd += (x - mean) * (x - mean);
+    sd = rates.size() > 1 ? std::sqrt(sd / static_cast<double>(rates.size() - 1)) : 0.0;
     // A prefill: one logits row; a decode step: one a token, n_par sequences alike. The decode
     // test starts after one token at depth 0 (below), so its first step is at position 1.
     const int64_t tokens = n_prompt ? n_prompt : n_decode * n_par;
