@@ -10,7 +10,7 @@
 // hold each repetition's rate (samples_tok_s, in order, as llama-bench's samples_ts) and their
 // standard deviation: a cost paid once per test shows as a first sample below the rest (CUDA
 // decode at a depth: the step's graph is captured in the first timed repetition, as each fill
-// before it runs ungraphed; at depth 0 the warm-up captures it).
+// before it runs ungraphed; at depth 0 the warm-up captures it, or with --no-warmup the first).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
