@@ -1,16 +1,17 @@
 // `keel bench`: prefill and decode throughput in the manner of llama-bench. For each prompt size
 // p and depth d: prefill d tokens (untimed), then time a prefill of p tokens; for n > 0, time n
 // single-token decode steps after depth d. Random token ids (fixed seed), repeated -r times, after
-// one untimed run of each test as llama-bench's warm-up (a prefill of p; one decode step), which
-// --no-warmup skips: first-use costs (kernel loading, library heuristics) stay out of the mean.
+// one untimed run of each test as llama-bench's warm-up (a prefill of p; two decode steps), which
+// --no-warmup skips: first-use costs (kernel loading, library heuristics, the CUDA step graph:
+// a step shape's first step runs eagerly and its second is captured, step_graphs.h) stay out of
+// the mean.
 // --parallel N: the decode test runs N sequences (each at depth d) decoding together, one token
 // of each per forward call; it reports the aggregate and the per-sequence rate. Each row also has
 // the arithmetic rate (TFLOP/s: count_flops) and, for decode, the weights' bytes a second; below
 // the table (or in each JSON record), the memory the run used beside the plan. JSON records also
 // hold each repetition's rate (samples_tok_s, in order, as llama-bench's samples_ts) and their
-// standard deviation: a cost paid once per test shows as a first sample below the rest (CUDA
-// decode at a depth: the step's graph is captured in the first timed repetition, as each fill
-// before it runs ungraphed; at depth 0 the warm-up captures it, or with --no-warmup the first).
+// standard deviation: a cost paid once per test shows as a first sample below the rest (with
+// --no-warmup, CUDA decode captures its step graph in the first repetition).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -219,7 +220,7 @@ int cmd_bench(const CommandArgs& argv) {
           }
         }
         auto t = std::chrono::steady_clock::now();
-        const int64_t steps = r < 0 ? 1 : n_gen;
+        const int64_t steps = r < 0 ? std::min<int64_t>(2, n_gen) : n_gen;
         for (int64_t i = 0; i < steps; ++i) {
           for (size_t s = 0; s < seqs.size(); ++s)
             inputs[s] = {seqs[s], std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1), true};
